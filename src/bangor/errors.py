@@ -1,0 +1,109 @@
+"""One error hierarchy for all of Bangor.
+
+Every error a user can meet derives from :class:`BangorError` and carries a
+message fit to print as it is (no traceback is ever shown to a user).
+Protocol errors carry a close code so a session can be ended with it in one place.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class CloseCode(IntEnum):
+    """Reasons a control session ends; sent in the ``Error`` message."""
+
+    NORMAL = 0
+    PROTOCOL = 1  # malformed or unexpected message
+    UNSUPPORTED_VERSION = 2
+    AUTH_FAILED = 3
+    THROTTLED = 4
+    ROOM_NOT_FOUND = 5
+    ROOM_FULL = 6
+    LIMIT = 7  # a per-user limit was reached
+    NOT_ALLOWED = 8
+    INTERNAL = 9
+    SHUTDOWN = 10
+    TIMEOUT = 11
+
+
+class BangorError(Exception):
+    """Base of every error Bangor raises on purpose."""
+
+
+class ProtocolError(BangorError):
+    """The peer or this side broke the protocol."""
+
+    code: CloseCode = CloseCode.PROTOCOL
+
+
+class LocalProtocolError(ProtocolError):
+    """This side tried to do something the protocol forbids (a bug or misuse)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something malformed or out of place."""
+
+
+class FramingError(RemoteProtocolError):
+    """A length-prefixed frame was malformed or too long."""
+
+
+class HandshakeError(RemoteProtocolError):
+    """The Noise handshake failed (bad message, wrong key, decryption failed)."""
+
+
+class DecodeError(RemoteProtocolError):
+    """A control message could not be decoded."""
+
+
+class PacketError(BangorError):
+    """A media datagram was malformed, forged or replayed (dropped, never answered)."""
+
+
+class InviteError(BangorError):
+    """An invite code is malformed, mistyped or tampered with."""
+
+
+class KeyPinError(BangorError):
+    """The server's static key does not match the pinned fingerprint."""
+
+
+class AuthError(BangorError):
+    """Wrong user name or password."""
+
+
+class ThrottledError(AuthError):
+    """Too many failed logins for this account: wait before trying again."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StoreError(BangorError):
+    """The account/room store failed or was asked something impossible."""
+
+
+class NotFoundError(StoreError):
+    """No such user or room."""
+
+
+class AlreadyExistsError(StoreError):
+    """A user or room with that name exists already."""
+
+
+class LimitError(BangorError):
+    """A named limit (rooms per user, members per room, ...) was reached."""
+
+
+class AudioError(BangorError):
+    """An audio source, sink, device or codec failed."""
+
+
+class CodecUnavailableError(AudioError):
+    """libopus is missing on this machine."""
+
+
+class ConnectError(BangorError):
+    """The server could not be reached or went away."""

@@ -1,0 +1,48 @@
+"""Every limit and tunable as a named setting with a safe default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PORT = 7600
+PROTOCOL_VERSION = 1
+
+# Audio format on the wire: Opus, 48 kHz mono, 20 ms frames.
+SAMPLE_RATE = 48_000
+CHANNELS = 1
+FRAME_MS = 20
+FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000  # 960
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Limits the server enforces; defaults suit a Raspberry Pi serving friends."""
+
+    max_members_per_room: int = 16
+    max_rooms_per_user: int = 20
+    max_room_name: int = 64
+    max_user_name: int = 32
+    max_chat_text: int = 2000
+    max_sessions: int = 256
+    handshake_timeout: float = 5.0  # seconds to finish Noise + login
+    idle_timeout: float = 15.0  # no control traffic (pings) for this long: drop the session
+    max_media_payload: int = 1200  # bytes of opaque voice payload accepted per datagram
+    # Login back-off: after `free_failures` failures, wait base * 2**(n - free) seconds (capped).
+    login_free_failures: int = 3
+    login_backoff_base: float = 1.0
+    login_backoff_max: float = 300.0
+    # Per-session queue of control messages waiting for a slow reader.
+    max_control_backlog: int = 256 * 1024
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Timings and sizes of the client."""
+
+    ping_interval: float = 2.0  # control-channel ping; also the dead-server detector
+    dead_after: float = 6.0  # no answer on the control channel for this long: server is dead
+    keepalive_interval: float = 2.0  # UDP keepalive to keep NAT bindings and the relay address
+    connect_timeout: float = 5.0
+    jitter_target_frames: int = 3  # 60 ms
+    jitter_max_frames: int = 25  # 500 ms
+    bitrate: int = 32_000
