@@ -107,3 +107,11 @@ class CodecUnavailableError(AudioError):
 
 class ConnectError(BangorError):
     """The server could not be reached or went away."""
+
+
+class RefusedError(BangorError):
+    """The server answered a request with an Error message."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code

@@ -46,3 +46,5 @@ class ClientSettings:
     jitter_target_frames: int = 3  # 60 ms
     jitter_max_frames: int = 25  # 500 ms
     bitrate: int = 32_000
+
+STATS_INTERVAL = 5.0  # seconds between `stats` events of a joined client

@@ -1,0 +1,155 @@
+"""Opus voice codec: 20 ms mono frames at 48 kHz, int16 PCM in and out.
+
+A thin layer over opuslib (ctypes over the system libopus). opuslib is chosen
+over PyAV because it exposes packet-loss concealment and in-band FEC decoding.
+opuslib is imported lazily so that a machine without libopus fails with a
+message naming the package to install, not with an import-time traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from bangor.errors import AudioError, CodecUnavailableError
+from bangor.settings import CHANNELS, FRAME_SAMPLES, SAMPLE_RATE
+
+LIBOPUS_MISSING = (
+    "libopus is not installed: install the Debian package libopus0 (or your system's libopus)"
+)
+OPUSLIB_MISSING = "the Python package opuslib is not installed: pip install opuslib"
+
+
+_opuslib: ModuleType | None = None
+
+
+def load_opuslib() -> ModuleType:
+    """Import opuslib (and with it libopus) once, or raise CodecUnavailableError."""
+    global _opuslib
+    if _opuslib is None:
+        try:
+            # opuslib.api raises a bare Exception when find_library('opus') fails
+            # and OSError when the library is found but cannot be loaded.
+            module = importlib.import_module("opuslib")
+            importlib.import_module("opuslib.api.ctl")
+            importlib.import_module("opuslib.api.encoder")
+            importlib.import_module("opuslib.api.decoder")
+        except ModuleNotFoundError as exc:
+            if exc.name == "opuslib":
+                raise CodecUnavailableError(OPUSLIB_MISSING) from exc
+            raise CodecUnavailableError(LIBOPUS_MISSING) from exc
+        except Exception as exc:
+            raise CodecUnavailableError(LIBOPUS_MISSING) from exc
+        _opuslib = module
+    return _opuslib
+
+
+def _reason(exc: Exception) -> str:
+    # OpusError keeps libopus' error code; its str() yields bytes or fails on
+    # the encoder's string "codes", so turn it into text here.
+    code = getattr(exc, "code", None)
+    text: object = code
+    if isinstance(code, int):
+        try:
+            text = load_opuslib().api.info.strerror(code)
+        except Exception:
+            text = f"error {code}"
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return str(text) if text is not None else repr(exc)
+
+
+def _check_frame(pcm: np.ndarray) -> bytes:
+    if pcm.dtype != np.int16:
+        raise AudioError(f"PCM frame must be int16, got {pcm.dtype}")
+    if pcm.shape != (FRAME_SAMPLES,):
+        raise AudioError(f"PCM frame must be {FRAME_SAMPLES} mono samples, got shape {pcm.shape}")
+    # libopus reads native-endian int16.
+    return np.ascontiguousarray(pcm, dtype=np.dtype("=i2")).tobytes()
+
+
+class OpusEncoder:
+    """Encodes one 20 ms frame at a time (application VOIP, in-band FEC on by default)."""
+
+    def __init__(
+        self,
+        bitrate: int = 32000,
+        complexity: int = 9,
+        fec: bool = True,
+        expected_loss: int = 5,
+    ) -> None:
+        if not 6000 <= bitrate <= 510_000:
+            raise AudioError(f"Opus bitrate must be 6000..510000 bit/s, got {bitrate}")
+        if not 0 <= complexity <= 10:
+            raise AudioError(f"Opus complexity must be 0..10, got {complexity}")
+        if not 0 <= expected_loss <= 100:
+            raise AudioError(f"expected packet loss must be 0..100 %, got {expected_loss}")
+        opuslib = load_opuslib()
+        self._enc: Any = opuslib.Encoder(SAMPLE_RATE, CHANNELS, opuslib.APPLICATION_VOIP)
+        state = self._enc.encoder_state
+        ctl = opuslib.api.ctl
+        ctl_call = opuslib.api.encoder.encoder_ctl
+        ctl_call(state, ctl.set_bitrate, bitrate)
+        ctl_call(state, ctl.set_complexity, complexity)
+        ctl_call(state, ctl.set_signal, opuslib.SIGNAL_VOICE)
+        # Set directly: opuslib 3.0.1's inband_fec property setter drops the value.
+        ctl_call(state, ctl.set_inband_fec, int(fec))
+        # The encoder only spends bits on FEC when it expects some loss.
+        ctl_call(state, ctl.set_packet_loss_perc, expected_loss)
+        self._opus_error: type[Exception] = opuslib.OpusError
+
+    def encode(self, pcm: np.ndarray) -> bytes:
+        """Encode exactly FRAME_SAMPLES int16 samples into one Opus packet."""
+        data = _check_frame(pcm)
+        try:
+            packet: bytes = self._enc.encode(data, FRAME_SAMPLES)
+        except self._opus_error as exc:
+            raise AudioError(f"Opus encoding failed: {_reason(exc)}") from exc
+        return packet
+
+
+class OpusDecoder:
+    """Decodes packets of one sender; conceals or FEC-recovers lost frames.
+
+    One decoder per sender: PLC and FEC rely on the decoder's memory of that
+    sender's previous frames.
+    """
+
+    def __init__(self) -> None:
+        opuslib = load_opuslib()
+        self._dec: Any = opuslib.Decoder(SAMPLE_RATE, CHANNELS)
+        self._opus_error: type[Exception] = opuslib.OpusError
+
+    def _run(self, packet: bytes, fec: bool) -> np.ndarray:
+        try:
+            raw: bytes = self._dec.decode(packet, FRAME_SAMPLES, decode_fec=fec)
+        except self._opus_error as exc:
+            raise AudioError(f"corrupt Opus packet ({len(packet)} bytes): {_reason(exc)}") from exc
+        pcm = np.frombuffer(raw, dtype=np.dtype("=i2")).astype(np.int16)
+        if pcm.shape != (FRAME_SAMPLES,):
+            # Valid Opus, but not our 20 ms framing (e.g. a 10 ms packet).
+            raise AudioError(f"Opus packet holds {pcm.shape[0]} samples, expected {FRAME_SAMPLES}")
+        return pcm
+
+    def decode(self, packet: bytes) -> np.ndarray:
+        """Decode one packet into FRAME_SAMPLES int16 samples; AudioError if corrupt."""
+        if not packet:
+            raise AudioError("empty Opus packet")
+        return self._run(packet, fec=False)
+
+    def conceal(self) -> np.ndarray:
+        """Synthesize one lost frame from the decoder's history (Opus PLC)."""
+        return self._run(b"", fec=False)
+
+    def decode_fec(self, next_packet: bytes) -> np.ndarray:
+        """Recover the lost frame before ``next_packet`` from its in-band FEC data.
+
+        Falls back to concealment inside libopus when the packet carries no FEC.
+        ``next_packet`` must still be passed to :meth:`decode` afterwards.
+        """
+        if not next_packet:
+            return self.conceal()
+        return self._run(next_packet, fec=True)

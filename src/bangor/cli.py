@@ -1,0 +1,264 @@
+"""The `bangor` command: argument parsing and exit codes only; the work is elsewhere.
+
+Exit codes (the command-line contract of DESIGN.md): 0 ok, 1 other error, 2 usage,
+3 authentication failed, 4 invite or room invalid, 5 server unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bangor import __version__
+from bangor.errors import (
+    AuthError,
+    BangorError,
+    CloseCode,
+    ConnectError,
+    InviteError,
+    KeyPinError,
+    RefusedError,
+)
+from bangor.settings import DEFAULT_PORT
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_AUTH, EXIT_INVITE, EXIT_UNREACHABLE = 0, 1, 2, 3, 4, 5
+T = TypeVar("T")
+
+
+def exit_code_for(exc: BangorError) -> int:
+    if isinstance(exc, AuthError):
+        return EXIT_AUTH
+    if isinstance(exc, InviteError | KeyPinError):
+        return EXIT_INVITE
+    if isinstance(exc, RefusedError) and exc.code in (
+        CloseCode.ROOM_NOT_FOUND, CloseCode.ROOM_FULL
+    ):
+        return EXIT_INVITE
+    if isinstance(exc, ConnectError):
+        return EXIT_UNREACHABLE
+    return EXIT_ERROR
+
+
+def _run(coro_fn: Callable[[], Coroutine[Any, Any, T]], *, stop_on_signal: bool = False) -> T:
+    """Run on uvloop when present; SIGINT/SIGTERM cancel the main task cleanly."""
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        pass
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(_with_signals(coro_fn))
+
+
+async def _with_signals(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    return await coro_fn()
+
+
+def default_data_dir() -> Path:
+    if env := os.environ.get("BANGOR_DATA_DIR"):
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "bangor-server"
+
+
+def _store_url(args: argparse.Namespace) -> str:
+    from bangor.server.store import database_url
+
+    return database_url(Path(args.data_dir) if args.data_dir else default_data_dir(), args.db)
+
+
+def read_secret(prompt: str, *, env: str | None = None, confirm: bool = False,
+                stdin_ok: bool = True) -> str:
+    """A password from ``env``, else one stdin line (not a terminal), else a prompt."""
+    if env and (value := os.environ.get(env)) is not None:
+        return value
+    if not sys.stdin.isatty():
+        if not stdin_ok:
+            raise BangorError(f"no terminal to ask for the password: set {env}")
+        line = sys.stdin.readline()
+        if not line:
+            raise BangorError("expected the password on standard input")
+        return line.rstrip("\r\n")
+    first = getpass.getpass(prompt)
+    if confirm and getpass.getpass("again: ") != first:
+        raise BangorError("the two passwords differ")
+    return first
+
+
+# --- commands ------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bangor.server.app import serve
+
+    if args.open:
+        raise BangorError("--open (accounts-free mode) is not available yet")
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    url = _store_url(args)
+    try:
+        _run(lambda: serve(args.host, args.port, data_dir, url))
+    except asyncio.CancelledError:
+        pass
+    print("bangor.server: stopped", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from bangor.server.admin import run_user_command
+
+    if args.action != "list" and not args.name:
+        raise UsageError(f"bangor user {args.action} needs a user NAME")
+    return run_user_command(
+        args.action, args.name, _store_url(args),
+        lambda prompt: read_secret(prompt, confirm=True), sys.stdout,
+    )
+
+
+def _login_user(args: argparse.Namespace) -> str:
+    return args.user or os.environ.get("BANGOR_USER") or getpass.getuser()
+
+
+def cmd_room(args: argparse.Namespace) -> int:
+    from bangor.client.app import Login, create_room, parse_server
+
+    try:
+        host, port = parse_server(args.server, DEFAULT_PORT)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    user = _login_user(args)
+    password = read_secret(f"password for {user}: ", env="BANGOR_PASSWORD")
+    code = _run(lambda: create_room(host, port, Login(user, password), args.name,
+                                    lambda text: print(f"bangor: {text}", file=sys.stderr)))
+    print(code)
+    return EXIT_OK
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    from bangor.client import events as ev
+    from bangor.client.app import Login, join_call
+    from bangor.wire.invite import Invite
+
+    invite = Invite.parse(args.invite)
+    user = _login_user(args)
+    password = read_secret(f"password for {user}: ", env="BANGOR_PASSWORD", stdin_ok=False)
+
+    def emit(event: ev.Event) -> None:
+        if args.json:
+            print(json.dumps(event.to_json()), flush=True)
+        elif isinstance(event, ev.ErrorEvent):
+            print(ev.describe(event), file=sys.stderr, flush=True)
+        elif not isinstance(event, ev.Stats):
+            print(ev.describe(event), flush=True)
+
+    async def main() -> None:
+        try:
+            await join_call(
+                invite, Login(user, password, args.name or ""), emit,
+                source_spec=args.input, sink_spec=args.output, duration=args.duration,
+            )
+        except BangorError as exc:
+            if args.json:
+                emit(ev.ErrorEvent(exit_code_for(exc), str(exc)))
+            raise
+
+    try:
+        _run(main)
+    except asyncio.CancelledError:
+        pass  # Ctrl-C / SIGTERM: join_call has left the room cleanly
+    return EXIT_OK
+
+
+class UsageError(BangorError):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bangor", description="Secure, low-latency voice and text chat."
+    )
+    parser.add_argument("--version", action="version", version=f"bangor {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def store_options(p: argparse.ArgumentParser) -> None:
+        group = p.add_mutually_exclusive_group()
+        group.add_argument("--data-dir", metavar="DIR",
+                           help="server data directory (default: ~/.local/share/bangor-server)")
+        group.add_argument("--db", metavar="URL",
+                           help="database URL, e.g. postgresql://user@host/dbname")
+
+    serve = sub.add_parser("serve", help="run a server")
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT,
+                       help=f"TCP and UDP port (default {DEFAULT_PORT})")
+    serve.add_argument("--data-dir", metavar="DIR")
+    serve.add_argument("--db", metavar="URL")
+    serve.add_argument("--open", action="store_true", help="no accounts (not available yet)")
+    serve.set_defaults(func=cmd_serve)
+
+    user = sub.add_parser("user", help="manage accounts")
+    user.add_argument("action", choices=["add", "remove", "passwd", "list"])
+    user.add_argument("name", nargs="?")
+    store_options(user)
+    user.set_defaults(func=cmd_user)
+
+    room = sub.add_parser("room", help="manage rooms")
+    room.add_argument("action", choices=["create"])
+    room.add_argument("name")
+    room.add_argument("--server", required=True, metavar="HOST:PORT")
+    room.add_argument("--user", metavar="NAME")
+    room.set_defaults(func=cmd_room)
+
+    join = sub.add_parser("join", help="join a room by invite code")
+    join.add_argument("invite")
+    join.add_argument("--user", metavar="NAME")
+    join.add_argument("--name", metavar="NICK", help="name shown to the others")
+    join.add_argument("--input", default="default", metavar="SRC",
+                      help="default | DEVICE | tone[:HZ] | silence | FILE.wav")
+    join.add_argument("--output", default="default", metavar="SINK",
+                      help="default | DEVICE | null | FILE.wav")
+    join.add_argument("--duration", type=float, metavar="SECONDS", help="leave after this long")
+    join.add_argument("--headless", action="store_true", help="no terminal UI")
+    join.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
+    join.set_defaults(func=cmd_join)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        code: int = args.func(args)
+        return code
+    except UsageError as exc:
+        print(f"bangor: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BangorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exit_code_for(exc)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The client: control session, media engine, events for user interfaces."""

@@ -1,0 +1,191 @@
+"""The client's media engine: capture -> Opus -> hop seal -> UDP, and back.
+
+The engine ticks every 20 ms on the event loop's clock: it reads one frame from the
+source, encodes and sends it, then pulls one frame from each sender's jitter buffer,
+decodes (or conceals a loss, from in-band FEC when the next packet is there), mixes
+and writes to the sink. Ticks are scheduled against absolute times so they do not
+drift; after a long stall the schedule is reset rather than bursting to catch up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from typing import cast
+
+import numpy as np
+
+from bangor.audio.codec import OpusDecoder, OpusEncoder
+from bangor.audio.devices import Sink, Source
+from bangor.audio.jitter import Frame, JitterBuffer, Lost
+from bangor.audio.mixer import mix
+from bangor.errors import AudioError, PacketError
+from bangor.settings import FRAME_MS, FRAME_SAMPLES, ClientSettings
+from bangor.wire.media import HopOpener, HopSealer, MediaKeys, PacketType
+from bangor.wire.voice import VoiceFrame, unpack_relayed
+
+TICK = FRAME_MS / 1000
+MAX_STALL_TICKS = 10  # behind by more than this: reset the schedule instead of bursting
+_STAMP = struct.Struct("!Q")
+
+
+@dataclass
+class SenderStream:
+    """What the client keeps per remote speaker."""
+
+    jitter: JitterBuffer
+    decoder: OpusDecoder
+    bad_frames: int = 0
+
+
+@dataclass
+class MediaStats:
+    sent: int = 0
+    received: int = 0
+    dropped: int = 0  # datagrams that failed to open (forged, replayed, malformed)
+    rtt: float | None = None
+    udp_ok: bool = False
+
+
+@dataclass
+class MediaEngine(asyncio.DatagramProtocol):
+    session_id: int
+    keys: MediaKeys
+    source: Source
+    sink: Sink
+    settings: ClientSettings
+    on_path: Callable[[str], None] = lambda path: None
+    stats: MediaStats = field(default_factory=MediaStats)
+    streams: dict[int, SenderStream] = field(default_factory=dict)
+    transport: asyncio.DatagramTransport | None = None
+    source_done: bool = False
+    _seq: int = 0
+
+    def __post_init__(self) -> None:
+        self.sealer = HopSealer(self.keys.client_to_server, self.session_id)
+        self.opener = HopOpener(self.keys.server_to_client, self.session_id)
+        self.encoder = OpusEncoder(bitrate=self.settings.bitrate)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- asyncio glue -----------------------------------------------------------
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.create_datagram_endpoint(lambda: self, remote_addr=(host, port))
+        self.send_keepalive()
+        self._tasks = [
+            loop.create_task(self._tick_loop()),
+            loop.create_task(self._keepalive_loop()),
+        ]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's UDP transport does not subclass asyncio.DatagramTransport.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # ICMP errors while the server restarts; the control channel reports outages
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        if self.transport is not None:
+            self.transport.close()
+
+    def _send(self, ptype: PacketType, payload: bytes) -> None:
+        if self.transport is not None:
+            self.transport.sendto(self.sealer.seal(ptype, payload))
+
+    def send_keepalive(self) -> None:
+        self._send(PacketType.KEEPALIVE, _STAMP.pack(time.monotonic_ns()))
+
+    async def _keepalive_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.keepalive_interval)
+            self.send_keepalive()
+
+    async def _tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
+        while True:
+            self.tick()
+            next_tick += TICK
+            delay = next_tick - loop.time()
+            if delay < -MAX_STALL_TICKS * TICK:
+                next_tick = loop.time()
+                delay = 0
+            await asyncio.sleep(max(delay, 0))
+
+    # --- receive ----------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            header, payload = self.opener.open(data)
+            if header.type is PacketType.VOICE:
+                sender, inner = unpack_relayed(payload)
+                frame = VoiceFrame.parse(inner)
+            elif header.type is PacketType.KEEPALIVE_ACK and len(payload) == _STAMP.size:
+                (sent,) = _STAMP.unpack(payload)
+                self.stats.rtt = (time.monotonic_ns() - sent) / 1e9
+                if not self.stats.udp_ok:
+                    self.stats.udp_ok = True
+                    self.on_path("relay")
+                return
+            else:
+                return
+        except PacketError:
+            self.stats.dropped += 1
+            return
+        self.stats.received += 1
+        stream = self.streams.get(sender)
+        if stream is None:
+            stream = self.streams[sender] = SenderStream(
+                JitterBuffer(self.settings.jitter_target_frames, self.settings.jitter_max_frames),
+                OpusDecoder(),
+            )
+        stream.jitter.push(frame.seq, frame.opus)
+
+    def forget(self, sender: int) -> None:
+        self.streams.pop(sender, None)
+
+    # --- one 20 ms tick -----------------------------------------------------------
+
+    def tick(self) -> None:
+        if not self.source_done:
+            try:
+                pcm = self.source.read()
+            except AudioError:
+                pcm = None  # a vanished device ends our sending, not the call
+            if pcm is None:
+                self.source_done = True
+            else:
+                opus = self.encoder.encode(pcm)
+                self._send(PacketType.VOICE, VoiceFrame(self._seq, opus).serialize())
+                self._seq = (self._seq + 1) % 2**32
+                self.stats.sent += 1
+        frames = [f for f in (self._play(s) for s in self.streams.values()) if f is not None]
+        self.sink.write(mix(frames) if frames else np.zeros(FRAME_SAMPLES, dtype=np.int16))
+
+    @staticmethod
+    def _play(stream: SenderStream) -> np.ndarray | None:
+        item = stream.jitter.pop()
+        if item is None:
+            return None
+        try:
+            if isinstance(item, Frame):
+                return stream.decoder.decode(item.payload)
+            assert isinstance(item, Lost)
+            if item.next_payload is not None:
+                return stream.decoder.decode_fec(item.next_payload)
+            return stream.decoder.conceal()
+        except AudioError:
+            stream.bad_frames += 1
+            return stream.decoder.conceal()

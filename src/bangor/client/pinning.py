@@ -1,0 +1,67 @@
+"""Server key pinning: invite fingerprints, else trust on first use.
+
+``known_servers`` holds one line per server: ``host:port fingerprint-hex``. A
+changed key is refused with a loud message (like SSH): a server whose key changed
+may be an impostor, and only its operator can say it is not.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bangor.errors import KeyPinError
+
+KNOWN_SERVERS = "known_servers"
+
+
+def client_data_dir() -> Path:
+    """``$BANGOR_HOME``, else ``$XDG_DATA_HOME/bangor``, else ``~/.local/share/bangor``."""
+    if home := os.environ.get("BANGOR_HOME"):
+        return Path(home)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "bangor"
+
+
+class KnownServers:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _load(self) -> dict[str, str]:
+        entries: dict[str, str] = {}
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return entries
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                entries[parts[0]] = parts[1]
+        return entries
+
+    def get(self, server: str) -> bytes | None:
+        value = self._load().get(server)
+        return bytes.fromhex(value) if value else None
+
+    def remember(self, server: str, fp: bytes) -> None:
+        entries = self._load()
+        entries[server] = fp.hex()
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(f"{k} {v}\n" for k, v in sorted(entries.items())))
+        tmp.replace(self.path)
+
+    def check(self, server: str, fp: bytes) -> bool:
+        """True if first seen (and now remembered); raises KeyPinError on a change."""
+        known = self.get(server)
+        if known is None:
+            self.remember(server, fp)
+            return True
+        if known != fp:
+            raise KeyPinError(
+                f"WARNING: THE KEY OF SERVER {server} HAS CHANGED. Someone may be "
+                f"intercepting the connection, or the server was reinstalled. Refusing to "
+                f"connect. If the operator confirms the new key, remove the line for "
+                f"{server} from {self.path}."
+            )
+        return False

@@ -1,0 +1,70 @@
+"""Load or create a static X25519 private key stored as hex text, mode 0600.
+
+Not sans-I/O: this is the one file helper the server (and clients, for their
+identity) use. A key that others can read is refused rather than silently fixed,
+because it may already have leaked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import stat
+
+from bangor.errors import BangorError
+from bangor.wire.noise import KEY_SIZE, generate_static_key
+
+KEY_FILE_MODE = 0o600
+KEY_DIR_MODE = 0o700
+
+
+def _read_key(path: pathlib.Path) -> bytes:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise BangorError(f"cannot read key file {path}: {exc.strerror}") from None
+    try:
+        # fstat on the open file, so the mode we check is the file we read.
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise BangorError(f"key file {path} is not a regular file")
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise BangorError(f"key file {path} is readable by others; chmod 600 it")
+        raw = os.read(fd, 4 * KEY_SIZE)  # hex plus whitespace; more than this is garbage
+    finally:
+        os.close(fd)
+    try:
+        key = bytes.fromhex(raw.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        raise BangorError(f"key file {path} is corrupt (expected 64 hex digits)") from None
+    if len(key) != KEY_SIZE:
+        raise BangorError(f"key file {path} is corrupt (expected 64 hex digits)")
+    return key
+
+
+def _create_key(path: pathlib.Path) -> bytes:
+    key = generate_static_key()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(mode=KEY_DIR_MODE, parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_FILE_MODE)
+        try:
+            os.write(fd, (key.hex() + "\n").encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        # rename is atomic: a reader sees no file or a whole key, never half of one.
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise BangorError(f"cannot create key file {path}: {exc.strerror}") from None
+    return key
+
+
+def load_or_create_key(path: pathlib.Path) -> bytes:
+    """The 32-byte private key in ``path``, generated and saved on first use."""
+    if path.exists():
+        return _read_key(path)
+    return _create_key(path)

@@ -1,0 +1,1 @@
+"""The server: control listener, UDP relay, room registry, SQL store."""

@@ -1,0 +1,78 @@
+"""The ``bangor user add|remove|passwd|list`` command.
+
+:mod:`bangor.cli` parses the arguments and calls :func:`run_user_command`,
+which runs its own event loop. Every failure reaches the CLI as a
+:class:`~bangor.errors.BangorError` with a message fit to print.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TextIO
+
+from bangor.errors import BangorError, StoreError
+from bangor.server.passwords import check_password
+from bangor.server.store import Store, check_user_name, database_url, short_reason
+
+log = logging.getLogger(__name__)
+
+USER_ACTIONS = ("add", "remove", "passwd", "list")
+
+
+def run_user_command(
+    action: str,
+    name: str | None,
+    url: str,
+    read_password: Callable[[str], str],
+    out: TextIO,
+) -> int:
+    """Run one ``bangor user`` action against the store at ``url``; return 0.
+
+    ``read_password(prompt)`` is asked for the password of ``add`` and
+    ``passwd``. Raises :class:`BangorError` subclasses on failure.
+    """
+    if action not in USER_ACTIONS:
+        raise BangorError(f"unknown user action {action!r} (use {', '.join(USER_ACTIONS)})")
+    url = database_url(None, url)
+    password: str | None = None
+    if action != "list":
+        if not name:
+            raise StoreError(f"'bangor user {action}' needs a user name")
+        if action == "add":
+            check_user_name(name)
+        if action in ("add", "passwd"):
+            # Read before the event loop starts: read_password may block on a terminal.
+            password = read_password(f"Password for {name}: ")
+            check_password(password)
+    try:
+        lines = asyncio.run(_run(action, name or "", password, url))
+    except BangorError:
+        raise
+    except Exception as exc:
+        # Never show a driver traceback; keep it for --debug style logging.
+        log.debug("bangor user %s failed", action, exc_info=True)
+        raise StoreError(f"database error: {short_reason(exc)}") from None
+    for line in lines:
+        print(line, file=out)
+    return 0
+
+
+async def _run(action: str, name: str, password: str | None, url: str) -> list[str]:
+    store = await Store.open(url)
+    try:
+        if action == "add":
+            assert password is not None
+            await store.add_user(name, password)
+            return [f"added user {name}"]
+        if action == "passwd":
+            assert password is not None
+            await store.set_password(name, password)
+            return [f"password changed for {name}"]
+        if action == "remove":
+            await store.remove_user(name)
+            return [f"removed user {name}"]
+        return await store.list_users()
+    finally:
+        await store.close()

@@ -1,0 +1,415 @@
+"""The server's asyncio shell: Noise control sessions over TCP and the UDP relay.
+
+Protocol logic lives in sans-I/O pieces (``wire.noise``, ``wire.control``,
+``server.relay``, ``server.rooms``); this module only moves bytes between them and
+the sockets, and turns every failure into an ``Error`` message and a close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+from bangor import __version__
+from bangor.errors import (
+    AlreadyExistsError,
+    AuthError,
+    BangorError,
+    CloseCode,
+    LimitError,
+    NotFoundError,
+    ProtocolError,
+    RemoteProtocolError,
+    ThrottledError,
+)
+from bangor.keyfile import load_or_create_key
+from bangor.server.relay import Address, Relay
+from bangor.server.rooms import RoomRegistry
+from bangor.server.store import Store
+from bangor.settings import PROTOCOL_VERSION, ServerSettings
+from bangor.wire import control as msg
+from bangor.wire.media import MediaKeys, derive_media_keys
+from bangor.wire.noise import (
+    HandshakeComplete,
+    MessageReceived,
+    NoiseSession,
+    fingerprint,
+    format_fingerprint,
+    public_key,
+)
+
+log = logging.getLogger("bangor.server")
+
+READ_SIZE = 65536
+KEY_FILE = "server.key"
+
+
+class SessionClosed(Exception):
+    """Raised inside a connection to end it after a fatal Error was queued."""
+
+
+class RelayProtocol(asyncio.DatagramProtocol):
+    """Thin glue from the UDP socket to the sans-I/O relay."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's UDP transport does not subclass asyncio.DatagramTransport.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        for packet, dest in self.relay.datagram_received(data, addr):
+            transport.sendto(packet, dest)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP unreachable from a client that went away; nothing to do.
+        log.debug("udp error: %s", exc)
+
+
+@dataclass(eq=False)
+class Connection:
+    """One client's control session."""
+
+    server: Server
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    noise: NoiseSession
+    peer: str
+    session_id: int = 0
+    user_id: int | None = None
+    user: str = ""
+    nick: str = ""
+    room_id: str | None = None
+    handshake_hash: bytes | None = None
+    closing: bool = False
+
+    # --- sending --------------------------------------------------------------
+
+    def send(self, message: msg.ServerMessage) -> None:
+        if self.closing or self.writer.is_closing():
+            return
+        self.noise.send(msg.encode(message))
+        self.flush()
+
+    def flush(self) -> None:
+        data = self.noise.data_to_send()
+        if not data or self.writer.is_closing():
+            return
+        self.writer.write(data)
+        # A client that stops reading must not make the server buffer without bound.
+        if self.writer.transport.get_write_buffer_size() > self.server.settings.max_control_backlog:
+            log.info("session %08x: dropped, not reading its control channel", self.session_id)
+            self.closing = True
+            self.writer.transport.abort()
+
+    def fail(self, code: CloseCode, message: str) -> None:
+        """Queue a fatal Error (if the handshake allows) and mark the session closing."""
+        if self.noise.handshake_complete and not self.closing:
+            self.send(msg.Error(int(code), message, fatal=True))
+        self.closing = True
+
+    # --- the loop -------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        settings = self.server.settings
+        deadline = loop.time() + settings.handshake_timeout
+        try:
+            while not self.closing:
+                timeout = (
+                    deadline - loop.time() if self.session_id == 0 else settings.idle_timeout
+                )
+                try:
+                    data = await asyncio.wait_for(self.reader.read(READ_SIZE), max(timeout, 0))
+                except TimeoutError:
+                    self.fail(CloseCode.TIMEOUT, "session timed out")
+                    break
+                if not data:
+                    break
+                for event in self.noise.receive_data(data):
+                    if isinstance(event, HandshakeComplete):
+                        self.handshake_hash = event.handshake_hash
+                    elif isinstance(event, MessageReceived):
+                        await self.handle(msg.decode_client_message(event.payload))
+                    if self.closing:
+                        break
+                self.flush()
+        except SessionClosed:
+            pass
+        except ProtocolError as exc:
+            log.info("session from %s: protocol error: %s", self.peer, exc)
+            self.fail(exc.code, str(exc))
+        except (ConnectionError, OSError):
+            pass
+        except Exception as exc:  # the server keeps serving everyone else
+            log.error("session from %s: internal error (%s)", self.peer, type(exc).__name__)
+            log.debug("internal error", exc_info=True)
+            self.fail(CloseCode.INTERNAL, "internal server error")
+        finally:
+            self.server.drop(self)
+            with contextlib.suppress(Exception):
+                self.flush()
+                self.writer.close()
+
+    # --- messages -------------------------------------------------------------
+
+    async def handle(self, message: msg.ClientMessage) -> None:
+        if isinstance(message, msg.Hello):
+            await self.on_hello(message)
+            return
+        if self.session_id == 0:
+            raise RemoteProtocolError(f"expected hello, got {type(message).__name__}")
+        if isinstance(message, msg.Ping):
+            self.send(msg.Pong(message.nonce))
+        elif isinstance(message, msg.SendChat):
+            self.on_chat(message)
+        elif isinstance(message, msg.JoinRoom):
+            await self.on_join(message)
+        elif isinstance(message, msg.LeaveRoom):
+            if self.room_id is not None:
+                room_id = self.room_id
+                self.server.leave_room(self)
+                self.send(msg.RoomLeft(room_id))
+        elif isinstance(message, msg.CreateRoom):
+            await self.on_create(message)
+        elif isinstance(message, msg.Bye):
+            self.closing = True
+            raise SessionClosed
+
+    async def on_hello(self, hello: msg.Hello) -> None:
+        if self.session_id != 0:
+            raise RemoteProtocolError("hello sent twice")
+        if hello.version != PROTOCOL_VERSION:
+            self.fail(
+                CloseCode.UNSUPPORTED_VERSION,
+                f"protocol version {hello.version} is not supported (server speaks "
+                f"{PROTOCOL_VERSION})",
+            )
+            raise SessionClosed
+        try:
+            self.user_id = await self.server.store.authenticate(
+                hello.user, hello.password, time.time()
+            )
+        except ThrottledError as exc:
+            log.info("login throttled for %r from %s", hello.user, self.peer)
+            self.fail(CloseCode.THROTTLED, str(exc))
+            raise SessionClosed from None
+        except AuthError:
+            log.info("login failed for %r from %s", hello.user, self.peer)
+            self.fail(CloseCode.AUTH_FAILED, "wrong user name or password")
+            raise SessionClosed from None
+        if self.closing:  # the client hung up while the password was being checked
+            raise SessionClosed
+        if len(self.server.connections) > self.server.settings.max_sessions:
+            self.fail(CloseCode.LIMIT, "server is full")
+            raise SessionClosed
+        assert self.handshake_hash is not None
+        self.user = hello.user
+        self.nick = hello.nick or hello.user
+        self.session_id = self.server.register(self, derive_media_keys(self.handshake_hash))
+        log.info("session %08x: %s logged in from %s", self.session_id, self.user, self.peer)
+        self.send(msg.Welcome(self.session_id, self.user, __version__))
+
+    async def on_create(self, create: msg.CreateRoom) -> None:
+        assert self.user_id is not None
+        name = create.name.strip()
+        if not name or len(name) > self.server.settings.max_room_name:
+            self.send(msg.Error(int(CloseCode.PROTOCOL), "room name must be 1 to 64 characters"))
+            return
+        try:
+            room = await self.server.store.create_room(
+                self.user_id, name, self.server.settings.max_rooms_per_user
+            )
+        except LimitError as exc:
+            self.send(msg.Error(int(CloseCode.LIMIT), str(exc)))
+            return
+        except AlreadyExistsError as exc:
+            self.send(msg.Error(int(CloseCode.NOT_ALLOWED), str(exc)))
+            return
+        log.info("session %08x: created room %s", self.session_id, room.id)
+        self.send(msg.RoomCreated(room.id, room.name))
+
+    async def on_join(self, join: msg.JoinRoom) -> None:
+        try:
+            room = await self.server.store.get_room(join.room_id)
+        except NotFoundError:
+            self.send(msg.Error(int(CloseCode.ROOM_NOT_FOUND), "no such room"))
+            return
+        if self.closing:
+            return
+        if self.room_id is not None:
+            self.server.leave_room(self)
+        try:
+            members = self.server.join_room(self, room.id, room.name)
+        except LimitError as exc:
+            self.send(msg.Error(int(CloseCode.ROOM_FULL), str(exc)))
+            return
+        self.send(msg.RoomJoined(room.id, room.name, self.member(), members))
+
+    def on_chat(self, chat: msg.SendChat) -> None:
+        if self.room_id is None:
+            self.send(msg.Error(int(CloseCode.NOT_ALLOWED), "join a room before chatting"))
+            return
+        if len(chat.text) > self.server.settings.max_chat_text:
+            self.send(msg.Error(int(CloseCode.LIMIT), "chat message too long"))
+            return
+        out = msg.Chat(self.session_id, self.nick, chat.text)
+        for other in self.server.rooms.others(self.room_id, self.session_id):
+            other.send(out)
+
+    def member(self) -> msg.Member:
+        return msg.Member(self.session_id, self.user, self.nick)
+
+
+class Server:
+    """Owns the listeners, the relay, the live rooms and the store."""
+
+    def __init__(
+        self,
+        store: Store,
+        static_key: bytes,
+        settings: ServerSettings | None = None,
+    ) -> None:
+        self.store = store
+        self.static_key = static_key
+        self.settings = settings or ServerSettings()
+        self.relay = Relay(max_payload=self.settings.max_media_payload)
+        self.rooms: RoomRegistry[Connection] = RoomRegistry(self.settings.max_members_per_room)
+        self.connections: dict[int, Connection] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.tcp: asyncio.Server | None = None
+        self.udp: asyncio.DatagramTransport | None = None
+        self.address: tuple[str, int] = ("", 0)
+
+    @property
+    def fingerprint(self) -> str:
+        return format_fingerprint(fingerprint(public_key(self.static_key)))
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        # TCP and UDP share one port number; with port 0 retry until both bind.
+        for _attempt in range(20):
+            tcp = await asyncio.start_server(self._on_connect, host, port, reuse_address=True)
+            bound = tcp.sockets[0].getsockname()[1]
+            try:
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: RelayProtocol(self.relay),
+                    local_addr=(host, bound),
+                    family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+                )
+            except OSError:
+                tcp.close()
+                if port != 0:
+                    raise
+                continue
+            self.tcp, self.udp = tcp, transport
+            self.address = (host, bound)
+            return
+        raise OSError("could not bind TCP and UDP on one port number")
+
+    async def close(self) -> None:
+        if self.tcp is not None:
+            self.tcp.close()
+        for conn in list(self.connections.values()):
+            conn.fail(CloseCode.SHUTDOWN, "server is shutting down")
+            conn.writer.close()
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.udp is not None:
+            self.udp.close()
+        await self.store.close()
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peername = writer.get_extra_info("peername")
+        peer = f"{peername[0]}:{peername[1]}" if peername else "?"
+        conn = Connection(
+            self, reader, writer, NoiseSession(initiator=False, static_private=self.static_key), peer
+        )
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        try:
+            await conn.run()
+        finally:
+            self.tasks.discard(task)
+
+    def register(self, conn: Connection, keys: MediaKeys) -> int:
+        while True:
+            session_id = secrets.randbits(32)
+            if session_id and session_id not in self.connections:
+                break
+        self.connections[session_id] = conn
+        self.relay.add_session(session_id, keys)
+        return session_id
+
+    def drop(self, conn: Connection) -> None:
+        if conn.session_id == 0 or self.connections.get(conn.session_id) is not conn:
+            return
+        if conn.room_id is not None:
+            self.leave_room(conn)
+        del self.connections[conn.session_id]
+        self.relay.remove_session(conn.session_id)
+        log.info("session %08x: closed", conn.session_id)
+
+    def join_room(self, conn: Connection, room_id: str, name: str) -> list[msg.Member]:
+        room = self.rooms.join(room_id, name, conn.session_id, conn)
+        conn.room_id = room_id
+        self.relay.set_room(conn.session_id, room_id)
+        joined = msg.MemberJoined(conn.member())
+        members = []
+        for other in self.rooms.others(room_id, conn.session_id):
+            other.send(joined)
+            members.append(other.member())
+        log.info("session %08x: joined room %s (%d members)", conn.session_id, room_id,
+                 len(room.members))
+        return members
+
+    def leave_room(self, conn: Connection) -> None:
+        room_id = conn.room_id
+        if room_id is None:
+            return
+        self.rooms.leave(room_id, conn.session_id)
+        self.relay.set_room(conn.session_id, None)
+        conn.room_id = None
+        left = msg.MemberLeft(conn.session_id)
+        for other in self.rooms.others(room_id, conn.session_id):
+            other.send(left)
+
+
+async def open_server(
+    data_dir: Path, db_url: str, settings: ServerSettings | None = None
+) -> Server:
+    """Load (or create) the static key and open the store; raises BangorError."""
+    key = load_or_create_key(data_dir / KEY_FILE)
+    store = await Store.open(db_url)
+    return Server(store, key, settings)
+
+
+async def serve(host: str, port: int, data_dir: Path, db_url: str) -> None:
+    """Run until cancelled; logs the ready line the command-line contract promises."""
+    server = await open_server(data_dir, db_url)
+    try:
+        await server.start(host, port)
+    except OSError as exc:
+        await server.store.close()
+        raise BangorError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    log.warning("server key fingerprint %s", server.fingerprint)
+    log.warning("listening on %s:%d", *server.address)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.close()

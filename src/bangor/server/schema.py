@@ -1,0 +1,49 @@
+"""Table definitions of the account and room store (SQLAlchemy Core).
+
+This metadata is what the code queries against and what Alembic's
+autogenerate compares with; the migrations in ``migrations/versions`` are the
+authority on how a database gets to this shape.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+# Fixed constraint names so migrations can refer to them on every backend.
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ROOM_ID_BYTES = 8  # room ids are 16 lowercase hex characters
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float),
+    sa.Column("failed_logins", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("locked_until", sa.Float, nullable=False, server_default="0"),
+)
+
+rooms = sa.Table(
+    "rooms",
+    metadata,
+    sa.Column("id", sa.String(2 * ROOM_ID_BYTES), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column(
+        "owner_id",
+        sa.Integer,
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("created_at", sa.Float),
+    sa.UniqueConstraint("owner_id", "name"),
+)

@@ -1,0 +1,1 @@
+"""Sans-I/O wire formats: framing, Noise session, control messages, media packets."""

@@ -1,0 +1,151 @@
+"""Control-channel messages: typed msgspec Structs, msgpack-encoded inside Noise.
+
+Every message is a Struct tagged by the short string in field ``t``. Decoding is
+strict: an unknown tag, a missing field, a wrong type or an over-long string raises
+:class:`~bangor.errors.DecodeError`, and the session is closed with
+``CloseCode.PROTOCOL``. Which side may send which message is fixed by the two
+unions below, so a client cannot send a server message and vice versa.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from bangor.errors import DecodeError
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Nick = Annotated[str, msgspec.Meta(max_length=64)]
+Password = Annotated[str, msgspec.Meta(max_length=1024)]
+RoomId = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{16}$")]
+ChatText = Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
+U32 = Annotated[int, msgspec.Meta(ge=0, lt=2**32)]
+U63 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # msgspec bounds must fit int64
+
+
+class Member(msgspec.Struct, frozen=True):
+    """A member of a room as the others see it."""
+
+    session_id: U32
+    user: str
+    nick: str
+
+
+# --- client to server -------------------------------------------------------------
+
+
+class Hello(msgspec.Struct, frozen=True, tag="hello", tag_field="t"):
+    """First message after the handshake: protocol version and login."""
+
+    version: int
+    user: Annotated[str, msgspec.Meta(max_length=64)]
+    password: Password
+    nick: Nick = ""
+
+
+class CreateRoom(msgspec.Struct, frozen=True, tag="create", tag_field="t"):
+    name: Name
+
+
+class JoinRoom(msgspec.Struct, frozen=True, tag="join", tag_field="t"):
+    room_id: RoomId
+
+
+class LeaveRoom(msgspec.Struct, frozen=True, tag="leave", tag_field="t"):
+    pass
+
+
+class SendChat(msgspec.Struct, frozen=True, tag="say", tag_field="t"):
+    text: ChatText
+
+
+class Ping(msgspec.Struct, frozen=True, tag="ping", tag_field="t"):
+    nonce: U63
+
+
+class Bye(msgspec.Struct, frozen=True, tag="bye", tag_field="t"):
+    pass
+
+
+# --- server to client -------------------------------------------------------------
+
+
+class Welcome(msgspec.Struct, frozen=True, tag="welcome", tag_field="t"):
+    """Login accepted; ``session_id`` goes in every media header of this session."""
+
+    session_id: U32
+    user: str
+    server_version: str
+
+
+class RoomCreated(msgspec.Struct, frozen=True, tag="created", tag_field="t"):
+    room_id: RoomId
+    name: str
+
+
+class RoomJoined(msgspec.Struct, frozen=True, tag="joined", tag_field="t"):
+    room_id: RoomId
+    name: str
+    you: Member
+    members: list[Member]  # the others already present
+
+
+class RoomLeft(msgspec.Struct, frozen=True, tag="left", tag_field="t"):
+    room_id: RoomId
+
+
+class MemberJoined(msgspec.Struct, frozen=True, tag="member_joined", tag_field="t"):
+    member: Member
+
+
+class MemberLeft(msgspec.Struct, frozen=True, tag="member_left", tag_field="t"):
+    session_id: U32
+
+
+class Chat(msgspec.Struct, frozen=True, tag="chat", tag_field="t"):
+    sender: U32
+    nick: str
+    text: str
+
+
+class Pong(msgspec.Struct, frozen=True, tag="pong", tag_field="t"):
+    nonce: U63
+
+
+class Error(msgspec.Struct, frozen=True, tag="error", tag_field="t"):
+    """A refusal; ``fatal`` errors are followed by the server closing the session."""
+
+    code: int
+    message: str
+    fatal: bool = False
+
+
+ClientMessage = Hello | CreateRoom | JoinRoom | LeaveRoom | SendChat | Ping | Bye
+ServerMessage = (
+    Welcome | RoomCreated | RoomJoined | RoomLeft | MemberJoined | MemberLeft | Chat | Pong | Error
+)
+
+_encoder = msgspec.msgpack.Encoder()
+_client_decoder = msgspec.msgpack.Decoder(ClientMessage)
+_server_decoder = msgspec.msgpack.Decoder(ServerMessage)
+
+
+def encode(message: ClientMessage | ServerMessage) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode_client_message(data: bytes) -> ClientMessage:
+    """Decode what a client sent; raises DecodeError with a short reason."""
+    try:
+        return _client_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise DecodeError(f"malformed control message: {exc}") from None
+
+
+def decode_server_message(data: bytes) -> ServerMessage:
+    """Decode what a server sent; raises DecodeError with a short reason."""
+    try:
+        return _server_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise DecodeError(f"malformed control message: {exc}") from None

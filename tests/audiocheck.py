@@ -1,0 +1,92 @@
+"""Helpers for tests that judge audio by ear-like measures, not by byte counts.
+
+Integration tests send speech through Bangor and compare what comes out with
+what went in: find the delay, line the signals up, then compare loudness
+envelopes (did the same words arrive?) and PESQ wide-band (how good?).
+Signals here are float64 mono in [-1, 1) at 48 kHz unless noted.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import wave
+from pathlib import Path
+
+import numpy as np
+import soxr
+from pesq import pesq
+from scipy.signal import correlate
+
+SR = 48_000
+PESQ_SR = 16_000
+ENVELOPE_MS = 10
+# Envelope frames this far below the loudest count as silence and are left out.
+SPEECH_RANGE_DB = 40.0
+
+
+def read_wav_48k(path: str | Path) -> np.ndarray:
+    """A 16-bit WAV as float64 mono at 48 kHz (downmixed, resampled with soxr)."""
+    with wave.open(str(path), "rb") as w:
+        channels = w.getnchannels()
+        rate = w.getframerate()
+        if w.getsampwidth() != 2:
+            raise ValueError(f"{path}: only 16-bit PCM WAV is supported")
+        raw = w.readframes(w.getnframes())
+    pcm = np.frombuffer(raw, dtype="<i2").astype(np.float64) / 32768.0
+    mono = pcm.reshape(-1, channels).mean(axis=1)
+    if rate != SR:
+        resampled: np.ndarray = soxr.resample(mono, rate, SR)
+        mono = resampled
+    return mono
+
+
+def align(reference: np.ndarray, recorded: np.ndarray, sr: int = SR) -> tuple[int, np.ndarray]:
+    """Find where ``reference`` starts inside ``recorded`` by cross-correlation.
+
+    Returns (delay in samples, the part of ``recorded`` lined up with
+    ``reference``, same length, zero padded where ``recorded`` is too short).
+    A negative delay means ``recorded`` starts inside the reference.
+    """
+    del sr  # the delay is in samples; sr is kept for symmetry with the other helpers
+    ref = np.asarray(reference, dtype=np.float64)
+    rec = np.asarray(recorded, dtype=np.float64)
+    corr = correlate(rec, ref, mode="full", method="fft")
+    delay = int(np.argmax(corr)) - (len(ref) - 1)
+    aligned = np.zeros(len(ref))
+    src_start = max(delay, 0)
+    dst_start = max(-delay, 0)
+    count = max(0, min(len(ref) - dst_start, len(rec) - src_start))
+    aligned[dst_start : dst_start + count] = rec[src_start : src_start + count]
+    return delay, aligned
+
+
+def _envelope_db(x: np.ndarray, sr: int) -> np.ndarray:
+    hop = sr * ENVELOPE_MS // 1000
+    n = len(x) // hop
+    rms = np.sqrt(np.mean(np.square(x[: n * hop]).reshape(n, hop), axis=1))
+    db: np.ndarray = 20 * np.log10(np.maximum(rms, 1e-6))
+    return db
+
+
+def envelope_correlation(reference: np.ndarray, aligned: np.ndarray, sr: int = SR) -> float:
+    """Pearson correlation of the 10 ms RMS envelopes (dB) where the reference speaks."""
+    ref_db = _envelope_db(np.asarray(reference, dtype=np.float64), sr)
+    deg_db = _envelope_db(np.asarray(aligned, dtype=np.float64), sr)
+    n = min(len(ref_db), len(deg_db))
+    ref_db, deg_db = ref_db[:n], deg_db[:n]
+    # Pauses would dominate (equal silence everywhere); judge the speech.
+    active = ref_db > ref_db.max() - SPEECH_RANGE_DB
+    return float(np.corrcoef(ref_db[active], deg_db[active])[0, 1])
+
+
+def pesq_wb(reference: np.ndarray, aligned: np.ndarray, sr: int = SR) -> float:
+    """PESQ wide-band MOS-LQO (about 1.0 bad to 4.6 transparent), computed at 16 kHz."""
+    ref = soxr.resample(np.asarray(reference, dtype=np.float64), sr, PESQ_SR)
+    deg = soxr.resample(np.asarray(aligned, dtype=np.float64), sr, PESQ_SR)
+    n = min(len(ref), len(deg))
+    return float(pesq(PESQ_SR, ref[:n], deg[:n], "wb"))
+
+
+def make_speech_wav(path: str | Path, text: str) -> None:
+    """Synthesize ``text`` with espeak-ng into a WAV (22050 Hz, mono, 16-bit)."""
+    subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)

@@ -1,0 +1,61 @@
+"""Two real clients talk through a real server on loopback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.audiocheck import align, envelope_correlation, make_speech_wav, pesq_wb, read_wav_48k
+from tests.integration.conftest import ServerProcess
+
+pytestmark = pytest.mark.integration
+
+SPEECH = (
+    "The quick brown fox jumps over the lazy dog. Bangor carries voices between friends, "
+    "and the server never hears a word."
+)
+
+
+def speech_call(server: ServerProcess, tmp_path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    """alice speaks a WAV, bob records; returns (reference, recording, bob's events)."""
+    speech = tmp_path / "speech.wav"
+    make_speech_wav(speech, SPEECH)
+    reference = read_wav_48k(speech)
+    server.add_user("alice")
+    server.add_user("bob")
+    invite = server.create_room("alice")
+
+    recording = tmp_path / "bob.wav"
+    bob = server.join(invite, "bob", "--input", "silence", "--output", str(recording),
+                      "--duration", str(len(reference) / 48000 + 4), "--name", "Bob")
+    bob.event("joined")
+    alice = server.join(invite, "alice", "--input", str(speech), "--output", "null",
+                        "--duration", str(len(reference) / 48000 + 1.5),
+                        stdin="hello bob\n")
+    joined = bob.event("member_joined")
+    assert joined["member"]["user"] == "alice"  # type: ignore[index]
+    chat = bob.event("chat")
+    assert chat["text"] == "hello bob"
+    assert alice.wait() == 0, alice.stderr.seen
+    assert bob.event("member_left")["member"]["user"] == "alice"  # type: ignore[index]
+    assert bob.wait() == 0, bob.stderr.seen
+    assert bob.events()[-1]["event"] == "left"
+    return reference, read_wav_48k(recording), {"alice": alice.events(), "bob": bob.events()}
+
+
+def assert_same_speech(reference: np.ndarray, recorded: np.ndarray) -> tuple[float, float]:
+    delay, aligned = align(reference, recorded)
+    assert 0 < delay / 48000 < 2.0, f"speech arrived {delay / 48000:.2f} s late"
+    corr = envelope_correlation(reference, aligned)
+    score = pesq_wb(reference, aligned)
+    assert corr > 0.9, f"envelope correlation {corr:.3f}"
+    assert score > 3.0, f"PESQ-WB {score:.2f}"
+    return corr, score
+
+
+def test_speech_and_chat_between_two_clients(server: ServerProcess, tmp_path: Path) -> None:
+    reference, recorded, events = speech_call(server, tmp_path)
+    assert_same_speech(reference, recorded)
+    assert any(e["event"] == "path" and e["path"] == "relay" for e in events["alice"])

@@ -1,0 +1,60 @@
+"""Tests for bangor.server.passwords (Argon2id hashing)."""
+
+from __future__ import annotations
+
+import pytest
+from argon2 import PasswordHasher, Type
+
+from bangor.errors import StoreError
+from bangor.server import passwords
+from bangor.server.passwords import hash_password, needs_rehash, verify_password
+
+
+def test_round_trip_and_owasp_parameters() -> None:
+    stored = hash_password("correct horse")
+    assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert verify_password(stored, "correct horse")
+    assert not verify_password(stored, "correct horsf")
+    assert not needs_rehash(stored)
+
+
+def test_salted() -> None:
+    assert hash_password("same") != hash_password("same")
+
+
+def test_unicode_password() -> None:
+    stored = hash_password("pässwörd 🔑")
+    assert verify_password(stored, "pässwörd 🔑")
+    assert not verify_password(stored, "passwort 🔑")
+
+
+@pytest.mark.parametrize("password", ["", "x" * 1025])
+def test_length_limits(password: str) -> None:
+    with pytest.raises(StoreError, match=r"^password must be 1 to 1024 characters$"):
+        hash_password(password)
+
+
+def test_longest_password_accepted_and_overlong_never_verifies() -> None:
+    stored = hash_password("y" * 1024)
+    assert verify_password(stored, "y" * 1024)
+    assert not verify_password(stored, "y" * 1025)
+    assert not verify_password(stored, "")
+
+
+def test_needs_rehash_for_weaker_parameters_and_garbage() -> None:
+    weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1, type=Type.ID).hash("pw")
+    assert needs_rehash(weak)
+    assert verify_password(weak, "pw")  # old hashes keep working until rehashed
+    assert needs_rehash("not a hash")
+
+
+def test_corrupt_hash_raises_without_quoting_it() -> None:
+    corrupt = "$argon2id$v=19$garbage-SECRETHASH"
+    with pytest.raises(StoreError) as info:
+        verify_password(corrupt, "pw")
+    assert "SECRETHASH" not in str(info.value)
+
+
+def test_dummy_hash_is_cached_and_valid() -> None:
+    assert passwords.dummy_hash() is passwords.dummy_hash()
+    assert not verify_password(passwords.dummy_hash(), "anything")

@@ -1,0 +1,124 @@
+"""The sans-I/O relay: routing, authentication, replay, roaming, no amplification."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bangor.server.relay import Relay
+from bangor.wire.media import HopOpener, HopSealer, MediaKeys, PacketType
+from bangor.wire.voice import unpack_relayed
+
+A, B, C = ("10.0.0.1", 1000), ("10.0.0.2", 2000), ("10.0.0.3", 3000)
+
+
+class Peer:
+    """A client's side of the hop crypto."""
+
+    def __init__(self, relay: Relay, session_id: int) -> None:
+        self.keys = MediaKeys(os.urandom(32), os.urandom(32))
+        self.session_id = session_id
+        relay.add_session(session_id, self.keys)
+        self.sealer = HopSealer(self.keys.client_to_server, session_id)
+        self.opener = HopOpener(self.keys.server_to_client, session_id)
+
+    def voice(self, payload: bytes) -> bytes:
+        return self.sealer.seal(PacketType.VOICE, payload)
+
+    def keepalive(self) -> bytes:
+        return self.sealer.seal(PacketType.KEEPALIVE, b"12345678")
+
+
+@pytest.fixture
+def room() -> tuple[Relay, Peer, Peer, Peer]:
+    relay = Relay()
+    a, b, c = Peer(relay, 1), Peer(relay, 2), Peer(relay, 3)
+    for peer, addr in ((a, A), (b, B), (c, C)):
+        relay.set_room(peer.session_id, "room")
+        assert relay.datagram_received(peer.keepalive(), addr)  # learn the address
+    return relay, a, b, c
+
+
+def test_voice_is_forwarded_to_the_others_once(room: tuple[Relay, Peer, Peer, Peer]) -> None:
+    relay, a, b, c = room
+    out = relay.datagram_received(a.voice(b"opaque frame"), A)
+    assert sorted(dest for _, dest in out) == [B, C]
+    for packet, dest in out:
+        peer = b if dest == B else c
+        header, payload = peer.opener.open(packet)
+        assert header.type is PacketType.VOICE
+        assert unpack_relayed(payload) == (a.session_id, b"opaque frame")
+    assert relay.stats.forwarded == 2
+
+
+def test_other_rooms_do_not_hear(room: tuple[Relay, Peer, Peer, Peer]) -> None:
+    relay, a, b, c = room
+    relay.set_room(c.session_id, "elsewhere")
+    out = relay.datagram_received(a.voice(b"x"), A)
+    assert [dest for _, dest in out] == [B]
+    relay.remove_session(b.session_id)
+    assert relay.datagram_received(a.voice(b"y"), A) == []
+
+
+def test_replayed_packet_dropped(room: tuple[Relay, Peer, Peer, Peer]) -> None:
+    relay, a, _, _ = room
+    packet = a.voice(b"once")
+    assert len(relay.datagram_received(packet, A)) == 2
+    assert relay.datagram_received(packet, A) == []
+    assert relay.stats.dropped_auth == 1
+
+
+def test_forged_packet_changes_nothing(room: tuple[Relay, Peer, Peer, Peer]) -> None:
+    relay, a, _, _ = room
+    packet = bytearray(a.voice(b"real"))
+    packet[-1] ^= 1
+    evil = ("6.6.6.6", 666)
+    assert relay.datagram_received(bytes(packet), evil) == []
+    assert relay.address_of(a.session_id) == A  # a forgery cannot steal the address
+    assert relay.stats.dropped_auth == 1
+
+
+def test_roaming_follows_authenticated_packets(room: tuple[Relay, Peer, Peer, Peer]) -> None:
+    relay, a, b, _ = room
+    new_b = ("10.9.9.9", 999)
+    relay.datagram_received(b.keepalive(), new_b)
+    out = relay.datagram_received(a.voice(b"x"), A)
+    assert new_b in [dest for _, dest in out]
+
+
+def test_keepalive_answer_never_larger(room: tuple[Relay, Peer, Peer, Peer]) -> None:
+    relay, a, _, _ = room
+    request = a.keepalive()
+    [(answer, dest)] = relay.datagram_received(request, A)
+    assert dest == A and len(answer) <= len(request)
+    header, payload = a.opener.open(answer)
+    assert header.type is PacketType.KEEPALIVE_ACK and payload == b"12345678"
+
+
+def test_oversize_payload_dropped(room: tuple[Relay, Peer, Peer, Peer]) -> None:
+    relay, a, _, _ = room
+    assert relay.datagram_received(a.voice(bytes(relay.max_payload + 1)), A) == []
+    assert relay.stats.dropped_oversize == 1
+
+
+def test_unknown_session_dropped() -> None:
+    relay = Relay()
+    stranger = HopSealer(bytes(32), 99).seal(PacketType.VOICE, b"hi")
+    assert relay.datagram_received(stranger, A) == []
+    assert relay.stats.dropped_unknown == 1
+
+
+def test_server_only_types_from_client_dropped(room: tuple[Relay, Peer, Peer, Peer]) -> None:
+    relay, a, _, _ = room
+    assert relay.datagram_received(a.sealer.seal(PacketType.KEEPALIVE_ACK, b"x"), A) == []
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=200))
+def test_garbage_never_answered(data: bytes) -> None:
+    relay = Relay()
+    Peer(relay, 1)
+    assert relay.datagram_received(data, A) == []

@@ -1,0 +1,28 @@
+"""The live room registry."""
+
+from __future__ import annotations
+
+import pytest
+
+from bangor.errors import LimitError
+from bangor.server.rooms import RoomRegistry
+
+
+def test_join_leave_and_others() -> None:
+    rooms: RoomRegistry[str] = RoomRegistry(max_members=3)
+    rooms.join("r", "friends", 1, "a")
+    rooms.join("r", "friends", 2, "b")
+    assert list(rooms.others("r", 1)) == ["b"]
+    rooms.leave("r", 2)
+    assert list(rooms.others("r", 1)) == []
+    rooms.leave("r", 1)
+    assert rooms.get("r") is None and len(rooms) == 0
+
+
+def test_room_full() -> None:
+    rooms: RoomRegistry[str] = RoomRegistry(max_members=2)
+    rooms.join("r", "friends", 1, "a")
+    rooms.join("r", "friends", 2, "b")
+    with pytest.raises(LimitError, match="room is full"):
+        rooms.join("r", "friends", 3, "c")
+    rooms.join("r", "friends", 2, "b")  # rejoining is not a new member

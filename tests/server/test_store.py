@@ -1,0 +1,373 @@
+"""Tests for bangor.server.store over SQLite and PostgreSQL.
+
+The PostgreSQL tests use a fresh, randomly named database per test module on
+127.0.0.1:5432 (user postgres, trust auth). They fail when PostgreSQL is
+unreachable, unless BANGOR_SKIP_POSTGRES=1. The ``pg_url`` and ``db_url``
+fixtures are imported by the other store-related test modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import re
+import secrets
+import stat
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg  # type: ignore[import-untyped]
+import pytest
+import sqlalchemy as sa
+from argon2 import PasswordHasher, Type
+from sqlalchemy.exc import IntegrityError
+
+from bangor.errors import (
+    AlreadyExistsError,
+    AuthError,
+    LimitError,
+    NotFoundError,
+    StoreError,
+    ThrottledError,
+)
+from bangor.server import passwords
+from bangor.server.schema import users
+from bangor.server.store import Store, database_url, redact_url, short_reason
+from bangor.settings import ServerSettings
+
+PG_HOST = os.environ.get("BANGOR_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("BANGOR_TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("BANGOR_TEST_PG_USER", "postgres")
+
+
+async def _pg_admin(sql: str, database: str = "postgres") -> None:
+    conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database=database)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test module, dropped afterwards."""
+    if os.environ.get("BANGOR_SKIP_POSTGRES") == "1":
+        pytest.skip("BANGOR_SKIP_POSTGRES=1")
+    name = f"bangor_test_{secrets.token_hex(6)}"
+    # No skip on failure: a missing PostgreSQL must show up as a failing test.
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(
+    params=[pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def db_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> str:
+    """An empty database (no tables) on each backend."""
+    if request.param == "sqlite":
+        return database_url(tmp_path / "data", None)
+    url: str = request.getfixturevalue("pg_url")
+    # The module shares one database: start every test from no schema at all.
+    database = url.rsplit("/", 1)[1]
+    asyncio.run(_pg_admin("DROP TABLE IF EXISTS rooms, users, alembic_version CASCADE", database))
+    return url
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[Store]:
+    s = await Store.open(db_url)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+# -- URLs and opening --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgresql://u:p@h:5432/db", "postgresql+asyncpg://u:p@h:5432/db"),
+        ("postgres://h/db", "postgresql+asyncpg://h/db"),
+        ("postgresql+asyncpg://h/db", "postgresql+asyncpg://h/db"),
+        ("sqlite:////tmp/x.db", "sqlite+aiosqlite:////tmp/x.db"),
+        ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+    ],
+)
+def test_database_url_conversions(given: str, expected: str) -> None:
+    assert database_url(None, given) == expected
+
+
+@pytest.mark.parametrize("bad", ["mysql://u:hunter2@h/db", "/tmp/x.db", "", "http://h"])
+def test_database_url_unsupported(bad: str) -> None:
+    with pytest.raises(StoreError, match=r"^unsupported database URL") as info:
+        database_url(None, bad)
+    assert "hunter2" not in str(info.value)
+
+
+def test_database_url_needs_something() -> None:
+    with pytest.raises(StoreError):
+        database_url(None, None)
+
+
+def test_data_dir_created_private(tmp_path: pathlib.Path) -> None:
+    data_dir = tmp_path / "a" / "data"
+    url = database_url(data_dir, None)
+    assert url == f"sqlite+aiosqlite:///{(data_dir / 'bangor.db').resolve()}"
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+
+
+def test_redact_url() -> None:
+    assert redact_url("postgresql+asyncpg://bob:s3cret@h:5432/db") == (
+        "postgresql+asyncpg://bob:***@h:5432/db"
+    )
+    assert "s3cret" not in redact_url("postgresql://bob@h/db?password=s3cret&ssl=true")
+    assert redact_url("sqlite+aiosqlite:////tmp/x.db") == "sqlite+aiosqlite:////tmp/x.db"
+    assert "s3cret" not in redact_url("weird://bob:s3cret@[bad")
+
+
+async def test_open_unreachable_server_is_store_error() -> None:
+    # Port 1 on loopback: nothing listens there.
+    with pytest.raises(StoreError, match=r"^cannot open database ") as info:
+        await Store.open("postgresql://bob:s3cret@127.0.0.1:1/db")
+    assert "s3cret" not in str(info.value)
+    assert "***" in str(info.value)
+
+
+async def test_open_unwritable_sqlite_is_store_error(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(StoreError, match=r"^cannot open database "):
+        await Store.open(f"sqlite:///{tmp_path}/missing/dir/x.db")
+
+
+@pytest.mark.postgres
+async def test_open_missing_pg_database(pg_url: str) -> None:
+    url = pg_url.rsplit("/", 1)[0] + "/bangor_no_such_db"
+    with pytest.raises(StoreError, match='database "bangor_no_such_db" does not exist'):
+        await Store.open(url)
+
+
+async def test_sqlite_pragmas(tmp_path: pathlib.Path) -> None:
+    s = await Store.open(database_url(tmp_path, None))
+    try:
+        async with s.engine.connect() as conn:
+            assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
+            assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+            assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() == 5000
+    finally:
+        await s.close()
+
+
+# -- users -------------------------------------------------------------------
+
+
+async def test_add_list_remove(store: Store) -> None:
+    assert await store.list_users() == []
+    bob = await store.add_user("bob", "pw-b")
+    alice = await store.add_user("alice", "pw-a")
+    assert bob != alice
+    assert await store.list_users() == ["alice", "bob"]
+    await store.remove_user("bob")
+    assert await store.list_users() == ["alice"]
+    with pytest.raises(NotFoundError, match=r"^no such user bob$"):
+        await store.remove_user("bob")
+
+
+async def test_duplicate_user(store: Store) -> None:
+    await store.add_user("alice", "pw")
+    with pytest.raises(AlreadyExistsError, match=r"^user alice exists already$"):
+        await store.add_user("alice", "other")
+
+
+@pytest.mark.parametrize("name", ["", "a" * 33, "al ice", "al/ice", "ålice", "a\n"])
+async def test_bad_user_names(store: Store, name: str) -> None:
+    with pytest.raises(StoreError, match=r"^user name must be 1 to 32 characters"):
+        await store.add_user(name, "pw")
+
+
+async def test_good_unusual_user_names(store: Store) -> None:
+    await store.add_user("A.b-c_9", "pw")
+    await store.add_user("x" * 32, "pw")
+    assert await store.list_users() == ["A.b-c_9", "x" * 32]
+
+
+async def test_bad_password(store: Store) -> None:
+    with pytest.raises(StoreError, match=r"^password must be 1 to 1024 characters$"):
+        await store.add_user("alice", "")
+    assert await store.list_users() == []
+
+
+async def test_set_password(store: Store) -> None:
+    uid = await store.add_user("alice", "old")
+    await store.set_password("alice", "new")
+    assert await store.authenticate("alice", "new", 0.0) == uid
+    with pytest.raises(AuthError):
+        await store.authenticate("alice", "old", 0.0)
+    with pytest.raises(NotFoundError, match=r"^no such user bob$"):
+        await store.set_password("bob", "x")
+
+
+async def test_authenticate(store: Store) -> None:
+    uid = await store.add_user("alice", "secret")
+    assert await store.authenticate("alice", "secret", 0.0) == uid
+    with pytest.raises(AuthError) as wrong:
+        await store.authenticate("alice", "Secret", 0.0)
+    with pytest.raises(AuthError) as unknown:
+        await store.authenticate("mallory", "secret", 0.0)
+    assert type(wrong.value) is type(unknown.value) is AuthError
+    assert str(wrong.value) == str(unknown.value) == "wrong user name or password"
+
+
+async def test_backoff(store: Store) -> None:
+    # Defaults: 3 free failures, then 1 s, 2 s, 4 s ... capped at 300 s.
+    uid = await store.add_user("alice", "secret")
+    now = 1000.0
+    for _ in range(3):
+        with pytest.raises(AuthError) as info:
+            await store.authenticate("alice", "bad", now)
+        assert not isinstance(info.value, ThrottledError)
+    with pytest.raises(AuthError) as info:  # 4th failure: locked for 1 s
+        await store.authenticate("alice", "bad", now)
+    assert not isinstance(info.value, ThrottledError)
+    # Locked: even the right password is refused without being checked.
+    with pytest.raises(ThrottledError, match=r"^too many failed logins; try again in 1 s$") as th:
+        await store.authenticate("alice", "secret", now + 0.25)
+    assert th.value.retry_after == pytest.approx(0.75)
+    # Lock expired: the 5th failure locks for 2 s.
+    now += 1.0
+    with pytest.raises(AuthError) as info:
+        await store.authenticate("alice", "bad", now)
+    assert not isinstance(info.value, ThrottledError)
+    with pytest.raises(ThrottledError) as th:
+        await store.authenticate("alice", "bad", now)
+    assert th.value.retry_after == pytest.approx(2.0)
+    assert str(th.value) == "too many failed logins; try again in 2 s"
+    # After the lock, the right password works and resets the count.
+    now += 2.0
+    assert await store.authenticate("alice", "secret", now) == uid
+    for _ in range(3):
+        with pytest.raises(AuthError) as info:
+            await store.authenticate("alice", "bad", now)
+        assert not isinstance(info.value, ThrottledError)
+
+
+async def test_backoff_capped_and_reset_by_passwd(store: Store) -> None:
+    strict = Store(
+        store.engine,
+        ServerSettings(login_free_failures=0, login_backoff_base=10.0, login_backoff_max=25.0),
+    )
+    await strict.add_user("alice", "secret")
+    now = 0.0
+    retries = []
+    for _ in range(4):
+        with pytest.raises(AuthError):
+            await strict.authenticate("alice", "bad", now)
+        with pytest.raises(ThrottledError) as th:
+            await strict.authenticate("alice", "bad", now)
+        retries.append(th.value.retry_after)
+        now += th.value.retry_after
+    assert retries == [10.0, 20.0, 25.0, 25.0]
+    with pytest.raises(AuthError):
+        await strict.authenticate("alice", "bad", now)
+    await strict.set_password("alice", "new")  # an admin reset lifts the lock
+    assert await strict.authenticate("alice", "new", now) > 0
+
+
+async def test_huge_failure_count_does_not_overflow(store: Store) -> None:
+    await store.add_user("alice", "secret")
+    async with store.engine.begin() as conn:
+        await conn.execute(users.update().values(failed_logins=100_000))
+    with pytest.raises(AuthError):
+        await store.authenticate("alice", "bad", 0.0)
+    with pytest.raises(ThrottledError) as th:
+        await store.authenticate("alice", "bad", 0.0)
+    assert th.value.retry_after == 300.0
+
+
+async def test_unknown_users_are_never_throttled(store: Store) -> None:
+    for _ in range(5):
+        with pytest.raises(AuthError) as info:
+            await store.authenticate("ghost", "x", 0.0)
+        assert not isinstance(info.value, ThrottledError)
+
+
+async def test_rehash_on_login(store: Store) -> None:
+    uid = await store.add_user("alice", "secret")
+    weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1, type=Type.ID).hash("secret")
+    async with store.engine.begin() as conn:
+        await conn.execute(users.update().values(password_hash=weak))
+    assert await store.authenticate("alice", "secret", 0.0) == uid
+    async with store.engine.connect() as conn:
+        stored = (await conn.execute(sa.select(users.c.password_hash))).scalar_one()
+    assert stored != weak
+    assert not passwords.needs_rehash(stored)
+    assert await store.authenticate("alice", "secret", 0.0) == uid
+
+
+async def test_database_errors_do_not_quote_parameters(store: Store) -> None:
+    await store.add_user("alice", "pw")
+    with pytest.raises(IntegrityError) as info:
+        async with store.engine.begin() as conn:
+            await conn.execute(users.insert().values(name="alice", password_hash="HASH-SECRET"))
+    assert "HASH-SECRET" in str(info.value)  # SQLAlchemy's own text does quote it...
+    assert "HASH-SECRET" not in short_reason(info.value)  # ...ours does not
+
+
+# -- rooms -------------------------------------------------------------------
+
+
+async def test_rooms(store: Store) -> None:
+    alice = await store.add_user("alice", "pw")
+    bob = await store.add_user("bob", "pw")
+    lobby = await store.create_room(alice, "lobby", 5)
+    assert re.fullmatch(r"[0-9a-f]{16}", lobby.id)
+    assert (lobby.name, lobby.owner_id, lobby.owner_name) == ("lobby", alice, "alice")
+    assert await store.get_room(lobby.id) == lobby
+    # Names are per owner.
+    bobs = await store.create_room(bob, "lobby", 5)
+    attic = await store.create_room(alice, "attic", 5)
+    assert await store.list_rooms() == [attic, lobby, bobs]
+    assert await store.list_rooms(alice) == [attic, lobby]
+    assert await store.list_rooms(bob) == [bobs]
+    await store.delete_room(lobby.id)
+    with pytest.raises(NotFoundError, match=r"^no such room$"):
+        await store.get_room(lobby.id)
+    with pytest.raises(NotFoundError, match=r"^no such room$"):
+        await store.delete_room(lobby.id)
+    assert await store.list_rooms(alice) == [attic]
+
+
+async def test_room_limit_and_duplicate(store: Store) -> None:
+    alice = await store.add_user("alice", "pw")
+    await store.create_room(alice, "one", 2)
+    with pytest.raises(AlreadyExistsError, match=r"^you already have a room named one$"):
+        await store.create_room(alice, "one", 2)
+    await store.create_room(alice, "two", 2)
+    with pytest.raises(LimitError, match=r"^user already owns 2 rooms \(the limit\)$"):
+        await store.create_room(alice, "three", 2)
+    assert len(await store.list_rooms(alice)) == 2
+
+
+async def test_room_bad_input(store: Store) -> None:
+    alice = await store.add_user("alice", "pw")
+    for name in ["", " lobby", "x" * 65, "a\tb"]:
+        with pytest.raises(StoreError, match=r"^room name must"):
+            await store.create_room(alice, name, 5)
+    with pytest.raises(NotFoundError):
+        await store.create_room(alice + 1000, "lobby", 5)
+    with pytest.raises(NotFoundError):
+        await store.get_room("0123456789abcdef")
+
+
+async def test_removing_user_deletes_rooms(store: Store) -> None:
+    alice = await store.add_user("alice", "pw")
+    bob = await store.add_user("bob", "pw")
+    room = await store.create_room(alice, "lobby", 5)
+    kept = await store.create_room(bob, "lobby", 5)
+    await store.remove_user("alice")
+    with pytest.raises(NotFoundError):
+        await store.get_room(room.id)
+    assert await store.list_rooms() == [kept]
