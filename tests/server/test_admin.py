@@ -11,7 +11,6 @@ import pytest
 from bangor.errors import AlreadyExistsError, BangorError, NotFoundError, StoreError
 from bangor.server.admin import run_user_command
 from bangor.server.store import Store, database_url
-from tests.server.test_store import db_url, pg_url
 
 __all__ = ["db_url", "pg_url"]  # fixtures shared with test_store
 

@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bangor.server.schema import metadata
 from bangor.server.store import MIGRATIONS_DIR, Store, migrate
-from tests.server.test_store import db_url, pg_url
 
 __all__ = ["db_url", "pg_url"]  # fixtures shared with test_store
 

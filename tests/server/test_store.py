@@ -3,20 +3,16 @@
 The PostgreSQL tests use a fresh, randomly named database per test module on
 127.0.0.1:5432 (user postgres, trust auth). They fail when PostgreSQL is
 unreachable, unless BANGOR_SKIP_POSTGRES=1. The ``pg_url`` and ``db_url``
-fixtures are imported by the other store-related test modules.
+fixtures live in tests/conftest.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
 import pathlib
 import re
-import secrets
 import stat
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
-import asyncpg  # type: ignore[import-untyped]
 import pytest
 import sqlalchemy as sa
 from argon2 import PasswordHasher, Type
@@ -34,46 +30,6 @@ from bangor.server import passwords
 from bangor.server.schema import users
 from bangor.server.store import Store, database_url, redact_url, short_reason
 from bangor.settings import ServerSettings
-
-PG_HOST = os.environ.get("BANGOR_TEST_PG_HOST", "127.0.0.1")
-PG_PORT = int(os.environ.get("BANGOR_TEST_PG_PORT", "5432"))
-PG_USER = os.environ.get("BANGOR_TEST_PG_USER", "postgres")
-
-
-async def _pg_admin(sql: str, database: str = "postgres") -> None:
-    conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database=database)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test module, dropped afterwards."""
-    if os.environ.get("BANGOR_SKIP_POSTGRES") == "1":
-        pytest.skip("BANGOR_SKIP_POSTGRES=1")
-    name = f"bangor_test_{secrets.token_hex(6)}"
-    # No skip on failure: a missing PostgreSQL must show up as a failing test.
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@pytest.fixture(
-    params=[pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)]
-)
-def db_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> str:
-    """An empty database (no tables) on each backend."""
-    if request.param == "sqlite":
-        return database_url(tmp_path / "data", None)
-    url: str = request.getfixturevalue("pg_url")
-    # The module shares one database: start every test from no schema at all.
-    database = url.rsplit("/", 1)[1]
-    asyncio.run(_pg_admin("DROP TABLE IF EXISTS rooms, users, alembic_version CASCADE", database))
-    return url
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import math
 import wave
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 import soxr
@@ -147,14 +147,16 @@ class WavSink:
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        # Open the file ourselves: wave.open(name) leaves a broken object whose
+        # __del__ raises when the path cannot be created.
         try:
-            # Kept open across writes; close() finalizes the header.
-            self._wav: wave.Wave_write | None = wave.open(str(path), "wb")  # noqa: SIM115
-            self._wav.setnchannels(CHANNELS)
-            self._wav.setsampwidth(2)
-            self._wav.setframerate(SAMPLE_RATE)
-        except (OSError, wave.Error) as exc:
+            self._file: BinaryIO | None = path.open("wb")
+        except OSError as exc:
             raise AudioError(f"cannot write {path}: {exc}") from exc
+        self._wav: wave.Wave_write | None = wave.open(self._file, "wb")  # noqa: SIM115
+        self._wav.setnchannels(CHANNELS)
+        self._wav.setsampwidth(2)
+        self._wav.setframerate(SAMPLE_RATE)
 
     def write(self, frame: np.ndarray) -> None:
         _check_frame(frame)
@@ -167,12 +169,16 @@ class WavSink:
 
     def close(self) -> None:
         # wave patches the RIFF and data sizes in the header on close.
-        if self._wav is not None:
-            wav, self._wav = self._wav, None
-            try:
+        wav, file = self._wav, self._file
+        self._wav = self._file = None
+        try:
+            if wav is not None:
                 wav.close()
-            except OSError as exc:
-                raise AudioError(f"cannot write {self._path}: {exc}") from exc
+        except OSError as exc:
+            raise AudioError(f"cannot write {self._path}: {exc}") from exc
+        finally:
+            if file is not None:
+                file.close()
 
 
 class NullSink:

@@ -24,6 +24,10 @@ _HALF = 2**31
 # (the sender stopped talking): 10 ticks = 200 ms of concealment, then silence.
 IDLE_TICKS = 10
 
+# After an idle reset, frames up to this far behind the last one played are
+# stale copies and dropped; farther behind means the sender restarted its count.
+REPLAY_HORIZON = 1500  # 30 s
+
 
 def seq_diff(a: int, b: int) -> int:
     """Signed distance a - b between two uint32 sequence numbers, in [-2**31, 2**31)."""
@@ -79,6 +83,7 @@ class JitterBuffer:
         self._frames: dict[int, bytes] = {}
         # Next sequence number to play; None before the first frame of a spurt.
         self._next: int | None = None
+        self._last_played: int | None = None  # survives idle resets
         self._playing = False
         self._empty_ticks = 0
         self._wait_ticks = 0  # pop ticks spent prebuffering with frames queued
@@ -97,6 +102,9 @@ class JitterBuffer:
         if not 0 <= seq < SEQ_MODULUS:
             raise ValueError(f"sequence number out of uint32 range: {seq}")
         self._received += 1
+        if self._already_played(seq):
+            self._late += 1
+            return
         if self._next is None:
             self._next = seq
         offset = seq_diff(seq, self._next)
@@ -143,6 +151,7 @@ class JitterBuffer:
         payload = self._frames.pop(seq, None)
         if payload is not None:
             self._played += 1
+            self._last_played = seq
             return Frame(seq, payload)
         self._lost += 1
         return Lost(seq, self._frames.get(self._next))
@@ -158,6 +167,12 @@ class JitterBuffer:
             overflow=self._overflow,
             depth=len(self._frames),
         )
+
+    def _already_played(self, seq: int) -> bool:
+        # Checked even while prebuffering: an idle reset forgets the play-out point.
+        if self._last_played is None:
+            return False
+        return 0 <= seq_diff(self._last_played, seq) < REPLAY_HORIZON
 
     def _span_after_lowering(self, by: int) -> int:
         # Span (first to last buffered seq, inclusive) if play-out started `by` earlier.

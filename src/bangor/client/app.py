@@ -11,6 +11,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from bangor.audio.devices import open_sink, open_source
 from bangor.client import events as ev
@@ -133,7 +134,8 @@ async def join_call(
         reason = str(exc)
         raise
     finally:
-        if engine is not None:
+        if engine is not None and client is not None:
+            emit(_stats(client, engine))  # the final count, for scripts
             await engine.stop()
         if client is not None:
             await client.leave()
@@ -159,12 +161,13 @@ async def _call_loop(
         loop.call_later(duration, stop.set)
     next_stats = loop.time() + STATS_INTERVAL
     get_event = loop.create_task(client.events.get())
-    get_line = loop.create_task(lines.get())
+    get_line: asyncio.Future[str | None] = loop.create_task(lines.get())
     stopped = loop.create_task(stop.wait())
     try:
         while True:
             timeout = max(next_stats - loop.time(), 0)
-            await asyncio.wait({get_event, get_line, stopped}, timeout=timeout,
+            waiting: set[asyncio.Future[Any]] = {get_event, get_line, stopped}
+            await asyncio.wait(waiting, timeout=timeout,
                                return_when=asyncio.FIRST_COMPLETED)
             if stopped.done():
                 return "left the room"

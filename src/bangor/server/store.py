@@ -243,7 +243,11 @@ class Store:
             # Unknown dialect, missing driver, malformed URL.
             raise StoreError(f"cannot open database {shown}: {short_reason(exc)}") from None
         if engine.dialect.name == "sqlite":
-            _check_sqlite_path(engine.url.database, shown)
+            try:
+                _check_sqlite_path(engine.url.database, shown)
+            except StoreError:
+                await engine.dispose()
+                raise
             event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         try:
             async with engine.begin() as connection:

@@ -1,0 +1,60 @@
+"""Fixtures shared across the suite: real PostgreSQL databases, per-backend URLs.
+
+Tests that need PostgreSQL fail (not skip) when it is unreachable, unless
+BANGOR_SKIP_POSTGRES=1: a missing database must not pass silently in CI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import secrets
+from collections.abc import Iterator
+
+import asyncpg  # type: ignore[import-untyped]
+import pytest
+
+from bangor.server.store import database_url
+
+PG_HOST = os.environ.get("BANGOR_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("BANGOR_TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("BANGOR_TEST_PG_USER", "postgres")
+
+
+async def _pg_admin(sql: str, database: str = "postgres") -> None:
+    conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database=database)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test module, dropped afterwards."""
+    if os.environ.get("BANGOR_SKIP_POSTGRES") == "1":
+        pytest.skip("BANGOR_SKIP_POSTGRES=1")
+    name = f"bangor_test_{secrets.token_hex(6)}"
+    # No skip on failure: a missing PostgreSQL must show up as a failing test.
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(
+    params=[pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def db_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> str:
+    """An empty database (no tables) on each backend."""
+    if request.param == "sqlite":
+        return database_url(tmp_path / "data", None)
+    url: str = request.getfixturevalue("pg_url")
+    # The module shares one database: start every test from no schema at all.
+    database = url.rsplit("/", 1)[1]
+    asyncio.run(_pg_admin("DROP TABLE IF EXISTS rooms, users, alembic_version CASCADE", database))
+    return url
+
+
