@@ -33,10 +33,9 @@ def read_wav_48k(path: str | Path) -> np.ndarray:
             raise ValueError(f"{path}: only 16-bit PCM WAV is supported")
         raw = w.readframes(w.getnframes())
     pcm = np.frombuffer(raw, dtype="<i2").astype(np.float64) / 32768.0
-    mono = pcm.reshape(-1, channels).mean(axis=1)
+    mono: np.ndarray = pcm.reshape(-1, channels).mean(axis=1)
     if rate != SR:
-        resampled: np.ndarray = soxr.resample(mono, rate, SR)
-        mono = resampled
+        mono = soxr.resample(mono, rate, SR)
     return mono
 
 

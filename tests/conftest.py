@@ -56,5 +56,3 @@ def db_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> str:
     database = url.rsplit("/", 1)[1]
     asyncio.run(_pg_admin("DROP TABLE IF EXISTS rooms, users, alembic_version CASCADE", database))
     return url
-
-

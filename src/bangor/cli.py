@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import json
 import logging
@@ -40,7 +41,8 @@ def exit_code_for(exc: BangorError) -> int:
     if isinstance(exc, InviteError | KeyPinError):
         return EXIT_INVITE
     if isinstance(exc, RefusedError) and exc.code in (
-        CloseCode.ROOM_NOT_FOUND, CloseCode.ROOM_FULL
+        CloseCode.ROOM_NOT_FOUND,
+        CloseCode.ROOM_FULL,
     ):
         return EXIT_INVITE
     if isinstance(exc, ConnectError):
@@ -83,8 +85,9 @@ def _store_url(args: argparse.Namespace) -> str:
     return database_url(Path(args.data_dir) if args.data_dir else default_data_dir(), args.db)
 
 
-def read_secret(prompt: str, *, env: str | None = None, confirm: bool = False,
-                stdin_ok: bool = True) -> str:
+def read_secret(
+    prompt: str, *, env: str | None = None, confirm: bool = False, stdin_ok: bool = True
+) -> str:
     """A password from ``env``, else one stdin line (not a terminal), else a prompt."""
     if env and (value := os.environ.get(env)) is not None:
         return value
@@ -113,10 +116,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     url = _store_url(args)
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         _run(lambda: serve(args.host, args.port, data_dir, url))
-    except asyncio.CancelledError:
-        pass
     print("bangor.server: stopped", file=sys.stderr)
     return EXIT_OK
 
@@ -127,8 +128,11 @@ def cmd_user(args: argparse.Namespace) -> int:
     if args.action != "list" and not args.name:
         raise UsageError(f"bangor user {args.action} needs a user NAME")
     return run_user_command(
-        args.action, args.name, _store_url(args),
-        lambda prompt: read_secret(prompt, confirm=True), sys.stdout,
+        args.action,
+        args.name,
+        _store_url(args),
+        lambda prompt: read_secret(prompt, confirm=True),
+        sys.stdout,
     )
 
 
@@ -145,8 +149,15 @@ def cmd_room(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     user = _login_user(args)
     password = read_secret(f"password for {user}: ", env="BANGOR_PASSWORD")
-    code = _run(lambda: create_room(host, port, Login(user, password), args.name,
-                                    lambda text: print(f"bangor: {text}", file=sys.stderr)))
+    code = _run(
+        lambda: create_room(
+            host,
+            port,
+            Login(user, password),
+            args.name,
+            lambda text: print(f"bangor: {text}", file=sys.stderr),
+        )
+    )
     print(code)
     return EXIT_OK
 
@@ -171,18 +182,21 @@ def cmd_join(args: argparse.Namespace) -> int:
     async def main() -> None:
         try:
             await join_call(
-                invite, Login(user, password, args.name or ""), emit,
-                source_spec=args.input, sink_spec=args.output, duration=args.duration,
+                invite,
+                Login(user, password, args.name or ""),
+                emit,
+                source_spec=args.input,
+                sink_spec=args.output,
+                duration=args.duration,
             )
         except BangorError as exc:
             if args.json:
                 emit(ev.ErrorEvent(exit_code_for(exc), str(exc)))
             raise
 
-    try:
+    # Ctrl-C / SIGTERM cancel the call; join_call has left the room cleanly by then.
+    with contextlib.suppress(asyncio.CancelledError):
         _run(main)
-    except asyncio.CancelledError:
-        pass  # Ctrl-C / SIGTERM: join_call has left the room cleanly
     return EXIT_OK
 
 
@@ -199,15 +213,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     def store_options(p: argparse.ArgumentParser) -> None:
         group = p.add_mutually_exclusive_group()
-        group.add_argument("--data-dir", metavar="DIR",
-                           help="server data directory (default: ~/.local/share/bangor-server)")
-        group.add_argument("--db", metavar="URL",
-                           help="database URL, e.g. postgresql://user@host/dbname")
+        group.add_argument(
+            "--data-dir",
+            metavar="DIR",
+            help="server data directory (default: ~/.local/share/bangor-server)",
+        )
+        group.add_argument(
+            "--db", metavar="URL", help="database URL, e.g. postgresql://user@host/dbname"
+        )
 
     serve = sub.add_parser("serve", help="run a server")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT,
-                       help=f"TCP and UDP port (default {DEFAULT_PORT})")
+    serve.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"TCP and UDP port (default {DEFAULT_PORT})"
+    )
     serve.add_argument("--data-dir", metavar="DIR")
     serve.add_argument("--db", metavar="URL")
     serve.add_argument("--open", action="store_true", help="no accounts (not available yet)")
@@ -230,10 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
     join.add_argument("invite")
     join.add_argument("--user", metavar="NAME")
     join.add_argument("--name", metavar="NICK", help="name shown to the others")
-    join.add_argument("--input", default="default", metavar="SRC",
-                      help="default | DEVICE | tone[:HZ] | silence | FILE.wav")
-    join.add_argument("--output", default="default", metavar="SINK",
-                      help="default | DEVICE | null | FILE.wav")
+    join.add_argument(
+        "--input",
+        default="default",
+        metavar="SRC",
+        help="default | DEVICE | tone[:HZ] | silence | FILE.wav",
+    )
+    join.add_argument(
+        "--output", default="default", metavar="SINK", help="default | DEVICE | null | FILE.wav"
+    )
     join.add_argument("--duration", type=float, metavar="SECONDS", help="leave after this long")
     join.add_argument("--headless", action="store_true", help="no terminal UI")
     join.add_argument("--json", action="store_true", help="one JSON event per line on stdout")

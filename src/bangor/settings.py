@@ -45,6 +45,7 @@ class ClientSettings:
     connect_timeout: float = 5.0
     jitter_target_frames: int = 3  # 60 ms
     jitter_max_frames: int = 25  # 500 ms
-    bitrate: int = 32_000
+    bitrate: int = 40_000  # at 32k in-band FEC costs PESQ 0.3-0.4 on clean speech
+
 
 STATS_INTERVAL = 5.0  # seconds between `stats` events of a joined client

@@ -158,10 +158,12 @@ def test_encode_accepts_non_contiguous_frame() -> None:
     assert encoder.encode(strided) == OpusEncoder().encode(pcm)
 
 
-@pytest.mark.parametrize("kwargs", [{"bitrate": 10}, {"complexity": 11}, {"expected_loss": -1}])
-def test_encoder_rejects_bad_settings(kwargs: dict[str, int]) -> None:
+@pytest.mark.parametrize(
+    ("bitrate", "complexity", "loss"), [(10, 9, 5), (32000, 11, 5), (32000, 9, -1)]
+)
+def test_encoder_rejects_bad_settings(bitrate: int, complexity: int, loss: int) -> None:
     with pytest.raises(AudioError):
-        OpusEncoder(**kwargs)
+        OpusEncoder(bitrate=bitrate, complexity=complexity, expected_loss=loss)
 
 
 @pytest.mark.parametrize(

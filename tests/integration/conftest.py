@@ -130,18 +130,22 @@ class ServerProcess:
     def create_room(self, user: str, name: str = "friends") -> str:
         result = run_bangor(
             ["room", "create", name, "--server", self.address, "--user", user],
-            env=client_env(self.home / user), check=True,
+            env=client_env(self.home / user),
+            check=True,
         )
         lines = result.stdout.strip().splitlines()
         assert len(lines) == 1, result.stdout
         return lines[0]
 
-    def join(self, invite: str, user: str, *args: str, password: str = PASSWORD,
-             stdin: str | None = None) -> Client:
+    def join(
+        self, invite: str, user: str, *args: str, password: str = PASSWORD, stdin: str | None = None
+    ) -> Client:
         proc = subprocess.Popen(
             [BANGOR, "join", invite, "--user", user, "--json", "--headless", *args],
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             env=client_env(self.home / user, password),
         )
         if stdin is not None:
@@ -151,10 +155,17 @@ class ServerProcess:
         return Client(proc, LineReader(proc.stdout), LineReader(proc.stderr))
 
 
-def run_bangor(args: list[str], *, stdin: str = "", env: dict[str, str] | None = None,
-               check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([BANGOR, *args], input=stdin, capture_output=True, text=True,
-                            env=env, timeout=timeout)
+def run_bangor(
+    args: list[str],
+    *,
+    stdin: str = "",
+    env: dict[str, str] | None = None,
+    check: bool = False,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [BANGOR, *args], input=stdin, capture_output=True, text=True, env=env, timeout=timeout
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"bangor {args} failed ({result.returncode}): {result.stderr}")
     return result
@@ -163,14 +174,24 @@ def run_bangor(args: list[str], *, stdin: str = "", env: dict[str, str] | None =
 def start_server(tmp_path: Path, db_url: str | None = None) -> ServerProcess:
     data_dir = tmp_path / "server"
     port = free_port()
-    args = [BANGOR, "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir",
-            str(data_dir)]
+    args = [
+        BANGOR,
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+    ]
     if db_url:
         args += ["--db", db_url]
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    server = ServerProcess("127.0.0.1", port, data_dir, proc, LineReader(proc.stderr),
-                           tmp_path / "homes", db_url)
+    proc = subprocess.Popen(
+        args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    server = ServerProcess(
+        "127.0.0.1", port, data_dir, proc, LineReader(proc.stderr), tmp_path / "homes", db_url
+    )
     server.stderr.wait_for(lambda line: "listening on" in line)
     return server
 

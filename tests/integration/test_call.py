@@ -28,12 +28,30 @@ def speech_call(server: ServerProcess, tmp_path: Path) -> tuple[np.ndarray, np.n
     invite = server.create_room("alice")
 
     recording = tmp_path / "bob.wav"
-    bob = server.join(invite, "bob", "--input", "silence", "--output", str(recording),
-                      "--duration", str(len(reference) / 48000 + 4), "--name", "Bob")
+    bob = server.join(
+        invite,
+        "bob",
+        "--input",
+        "silence",
+        "--output",
+        str(recording),
+        "--duration",
+        str(len(reference) / 48000 + 4),
+        "--name",
+        "Bob",
+    )
     bob.event("joined")
-    alice = server.join(invite, "alice", "--input", str(speech), "--output", "null",
-                        "--duration", str(len(reference) / 48000 + 1.5),
-                        stdin="hello bob\n")
+    alice = server.join(
+        invite,
+        "alice",
+        "--input",
+        str(speech),
+        "--output",
+        "null",
+        "--duration",
+        str(len(reference) / 48000 + 1.5),
+        stdin="hello bob\n",
+    )
     joined = bob.event("member_joined")
     assert joined["member"]["user"] == "alice"  # type: ignore[index]
     chat = bob.event("chat")

@@ -29,11 +29,23 @@ from tests.integration.conftest import (
 pytestmark = pytest.mark.integration
 
 
-def join_once(server: ServerProcess, invite: str, user: str = "alice",
-              password: str = PASSWORD) -> tuple[int, str]:
+def join_once(
+    server: ServerProcess, invite: str, user: str = "alice", password: str = PASSWORD
+) -> tuple[int, str]:
     result = run_bangor(
-        ["join", invite, "--user", user, "--input", "silence", "--output", "null",
-         "--duration", "1", "--headless"],
+        [
+            "join",
+            invite,
+            "--user",
+            user,
+            "--input",
+            "silence",
+            "--output",
+            "null",
+            "--duration",
+            "1",
+            "--headless",
+        ],
         env=client_env(server.home / user, password),
     )
     assert "Traceback" not in result.stderr
@@ -98,8 +110,10 @@ def test_unreachable_server_exit_5(server: ServerProcess, invite: str) -> None:
 
 def test_room_create_wrong_password_exit_3(server: ServerProcess) -> None:
     server.add_user("alice")
-    result = run_bangor(["room", "create", "x", "--server", server.address, "--user", "alice"],
-                        env=client_env(server.home / "alice", "nope"))
+    result = run_bangor(
+        ["room", "create", "x", "--server", server.address, "--user", "alice"],
+        env=client_env(server.home / "alice", "nope"),
+    )
     assert result.returncode == 3 and "wrong user name or password" in result.stderr
     assert result.stdout == ""
 
@@ -177,11 +191,13 @@ def test_server_keeps_serving_through_garbage(
 ) -> None:
     server.add_user("mallory")
     recording = tmp_path / "bob.wav"
-    bob = server.join(invite, "bob", "--input", "silence", "--output", str(recording),
-                      "--duration", "8")
+    bob = server.join(
+        invite, "bob", "--input", "silence", "--output", str(recording), "--duration", "8"
+    )
     bob.event("joined")
-    alice = server.join(invite, "alice", "--input", "tone:440", "--output", "null",
-                        "--duration", "7")
+    alice = server.join(
+        invite, "alice", "--input", "tone:440", "--output", "null", "--duration", "7"
+    )
     alice.event("joined")
     asyncio.run(_attack(server, Invite.parse(invite), "mallory"))
     assert alice.wait() == 0
@@ -196,8 +212,11 @@ def test_server_keeps_serving_through_garbage(
     peak_hz = np.argmax(spectrum) * 48000 / len(np.concatenate(loud))
     assert abs(peak_hz - 440) < 5
     # ...and of mallory's one real frame, replayed 300 times, at most one got through.
-    mallory = [e for e in bob.events() if e["event"] == "member_joined"
-               and e["member"]["user"] == "mallory"]  # type: ignore[index]
+    mallory = [
+        e
+        for e in bob.events()
+        if e["event"] == "member_joined" and e["member"]["user"] == "mallory"
+    ]  # type: ignore[index]
     assert mallory
     mallory_id = f"{mallory[0]['member']['session_id']:08x}"  # type: ignore[index]
     final = [e for e in bob.events() if e["event"] == "stats"][-1]

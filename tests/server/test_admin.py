@@ -12,8 +12,6 @@ from bangor.errors import AlreadyExistsError, BangorError, NotFoundError, StoreE
 from bangor.server.admin import run_user_command
 from bangor.server.store import Store, database_url
 
-__all__ = ["db_url", "pg_url"]  # fixtures shared with test_store
-
 
 def _never(prompt: str) -> str:
     raise AssertionError("no password should be asked")

@@ -12,8 +12,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from bangor.server.schema import metadata
 from bangor.server.store import MIGRATIONS_DIR, Store, migrate
 
-__all__ = ["db_url", "pg_url"]  # fixtures shared with test_store
-
 
 def _head() -> str:
     config = Config()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import msgspec
 import pytest
 from hypothesis import given
@@ -71,10 +73,8 @@ def test_malformed_rejected(raw: bytes) -> None:
 
 @given(st.binary(max_size=200))
 def test_garbage_never_escapes_as_other_errors(raw: bytes) -> None:
-    try:
+    with contextlib.suppress(DecodeError):
         msg.decode_client_message(raw)
-    except DecodeError:
-        pass
 
 
 @given(st.text(min_size=1, max_size=4000))

@@ -69,7 +69,10 @@ async def create_room(
     finally:
         await client.leave()
     return Invite(
-        host, port, bytes.fromhex(created.room_id), secrets.token_bytes(16),
+        host,
+        port,
+        bytes.fromhex(created.room_id),
+        secrets.token_bytes(16),
         client.server_fingerprint,
     ).encode()
 
@@ -123,12 +126,15 @@ async def join_call(
         joined = await client.join_room(invite.room_id.hex())
         members = {m.session_id: _info(m) for m in joined.members}
         engine = MediaEngine(
-            welcome.session_id, derive_media_keys(client.handshake_hash), source, sink,
-            settings, on_path=lambda path: emit(ev.PathChanged(path)),
+            welcome.session_id,
+            derive_media_keys(client.handshake_hash),
+            source,
+            sink,
+            settings,
+            on_path=lambda path: emit(ev.PathChanged(path)),
         )
         await engine.start(invite.host, invite.port)
-        emit(ev.Joined(joined.room_id, joined.name, _info(joined.you),
-                       tuple(members.values())))
+        emit(ev.Joined(joined.room_id, joined.name, _info(joined.you), tuple(members.values())))
         reason = await _call_loop(client, engine, members, emit, stop, duration, read_stdin)
     except BangorError as exc:
         reason = str(exc)
@@ -167,8 +173,7 @@ async def _call_loop(
         while True:
             timeout = max(next_stats - loop.time(), 0)
             waiting: set[asyncio.Future[Any]] = {get_event, get_line, stopped}
-            await asyncio.wait(waiting, timeout=timeout,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if stopped.done():
                 return "left the room"
             if get_event.done():
@@ -199,7 +204,9 @@ async def _call_loop(
 
 
 def _on_message(
-    message: msg.ServerMessage, members: dict[int, ev.MemberInfo], engine: MediaEngine,
+    message: msg.ServerMessage,
+    members: dict[int, ev.MemberInfo],
+    engine: MediaEngine,
     emit: Emit,
 ) -> None:
     if isinstance(message, msg.MemberJoined):
@@ -223,11 +230,16 @@ def _stats(client: ControlClient, engine: MediaEngine) -> ev.Stats:
     for sender, stream in engine.streams.items():
         s = stream.jitter.stats()
         senders[f"{sender:08x}"] = {
-            "received": s.received, "played": s.played, "lost": s.lost, "late": s.late,
+            "received": s.received,
+            "played": s.played,
+            "lost": s.lost,
+            "late": s.late,
         }
     rtt = engine.stats.rtt if engine.stats.rtt is not None else client.rtt
     return ev.Stats(
         rtt_ms=None if rtt is None else round(rtt * 1000, 2),
-        sent=engine.stats.sent, received=engine.stats.received,
-        dropped=engine.stats.dropped, senders=senders,
+        sent=engine.stats.sent,
+        received=engine.stats.received,
+        dropped=engine.stats.dropped,
+        senders=senders,
     )

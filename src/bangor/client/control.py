@@ -56,9 +56,7 @@ class ControlClient:
     settings: ClientSettings
     server_fingerprint: bytes = b""
     handshake_hash: bytes = b""
-    events: asyncio.Queue[msg.ServerMessage | BangorError] = field(
-        default_factory=asyncio.Queue
-    )
+    events: asyncio.Queue[msg.ServerMessage | BangorError] = field(default_factory=asyncio.Queue)
     _pending: deque[asyncio.Future[msg.ServerMessage]] = field(default_factory=deque)
     _reader_task: asyncio.Task[None] | None = None
     _ping_task: asyncio.Task[None] | None = None

@@ -10,11 +10,11 @@ drift; after a long stall the schedule is reset rather than bursting to catch up
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
 from typing import cast
 
 import numpy as np
@@ -93,10 +93,8 @@ class MediaEngine(asyncio.DatagramProtocol):
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass
         if self.transport is not None:
             self.transport.close()
 

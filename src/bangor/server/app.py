@@ -128,9 +128,7 @@ class Connection:
         deadline = loop.time() + settings.handshake_timeout
         try:
             while not self.closing:
-                timeout = (
-                    deadline - loop.time() if self.session_id == 0 else settings.idle_timeout
-                )
+                timeout = deadline - loop.time() if self.session_id == 0 else settings.idle_timeout
                 try:
                     data = await asyncio.wait_for(self.reader.read(READ_SIZE), max(timeout, 0))
                 except TimeoutError:
@@ -337,7 +335,11 @@ class Server:
         peername = writer.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if peername else "?"
         conn = Connection(
-            self, reader, writer, NoiseSession(initiator=False, static_private=self.static_key), peer
+            self,
+            reader,
+            writer,
+            NoiseSession(initiator=False, static_private=self.static_key),
+            peer,
         )
         task = asyncio.current_task()
         assert task is not None
@@ -374,8 +376,9 @@ class Server:
         for other in self.rooms.others(room_id, conn.session_id):
             other.send(joined)
             members.append(other.member())
-        log.info("session %08x: joined room %s (%d members)", conn.session_id, room_id,
-                 len(room.members))
+        log.info(
+            "session %08x: joined room %s (%d members)", conn.session_id, room_id, len(room.members)
+        )
         return members
 
     def leave_room(self, conn: Connection) -> None:
