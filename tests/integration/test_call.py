@@ -75,5 +75,6 @@ def assert_same_speech(reference: np.ndarray, recorded: np.ndarray) -> tuple[flo
 
 def test_speech_and_chat_between_two_clients(server: ServerProcess, tmp_path: Path) -> None:
     reference, recorded, events = speech_call(server, tmp_path)
-    assert_same_speech(reference, recorded)
+    corr, score = assert_same_speech(reference, recorded)
+    print(f"loopback call: envelope correlation {corr:.3f}, PESQ-WB {score:.2f}")
     assert any(e["event"] == "path" and e["path"] == "relay" for e in events["alice"])

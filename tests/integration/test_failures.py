@@ -221,3 +221,14 @@ def test_server_keeps_serving_through_garbage(
     mallory_id = f"{mallory[0]['member']['session_id']:08x}"  # type: ignore[index]
     final = [e for e in bob.events() if e["event"] == "stats"][-1]
     assert final["senders"].get(mallory_id, {"received": 0})["received"] <= 1  # type: ignore[attr-defined]
+
+
+def test_repeated_wrong_passwords_are_throttled(server: ServerProcess, invite: str) -> None:
+    for _ in range(4):  # login_free_failures (3) free tries, then a lock
+        code, err = join_once(server, invite, password="wrong")
+        assert code == 3
+    code, err = join_once(server, invite)  # even the right password waits now
+    assert code == 3
+    assert "too many failed logins" in err
+    code, _ = join_once(server, invite, user="bob")  # other accounts are not affected
+    assert code == 0
