@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     except BangorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exit_code_for(exc)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         return 130
 
 

@@ -13,6 +13,9 @@ CHANNELS = 1
 FRAME_MS = 20
 FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000  # 960
 
+# Characters in one chat message; longer ones are a protocol error (the client checks first).
+MAX_CHAT_TEXT = 2000
+
 
 @dataclass(frozen=True)
 class ServerSettings:
@@ -22,12 +25,11 @@ class ServerSettings:
     max_rooms_per_user: int = 20
     max_room_name: int = 64
     max_user_name: int = 32
-    max_chat_text: int = 2000
     max_sessions: int = 256
     handshake_timeout: float = 5.0  # seconds to finish Noise + login
     idle_timeout: float = 15.0  # no control traffic (pings) for this long: drop the session
     max_media_payload: int = 1200  # bytes of opaque voice payload accepted per datagram
-    # Login back-off: after `free_failures` failures, wait base * 2**(n - free) seconds (capped).
+    # Login back-off: failure n > free locks for base * 2**(n - free - 1) seconds (capped).
     login_free_failures: int = 3
     login_backoff_base: float = 1.0
     login_backoff_max: float = 300.0

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bangor.errors import DecodeError
+from bangor.settings import MAX_CHAT_TEXT
 from bangor.wire import control as msg
 
 CLIENT_MESSAGES: list[msg.ClientMessage] = [
@@ -60,7 +61,7 @@ def test_server_message_from_client_rejected(message: msg.ServerMessage) -> None
         msgspec.msgpack.encode({"t": "nope"}),
         msgspec.msgpack.encode({"t": "join", "room_id": "not-hex"}),
         msgspec.msgpack.encode({"t": "say", "text": ""}),
-        msgspec.msgpack.encode({"t": "say", "text": "x" * 4001}),
+        msgspec.msgpack.encode({"t": "say", "text": "x" * (MAX_CHAT_TEXT + 1)}),
         msgspec.msgpack.encode({"t": "ping", "nonce": -1}),
         msgspec.msgpack.encode({"t": "hello", "version": 1, "user": "a"}),
         msgspec.msgpack.encode([1, 2, 3]),
@@ -77,6 +78,6 @@ def test_garbage_never_escapes_as_other_errors(raw: bytes) -> None:
         msg.decode_client_message(raw)
 
 
-@given(st.text(min_size=1, max_size=4000))
+@given(st.text(min_size=1, max_size=MAX_CHAT_TEXT))
 def test_chat_text_round_trip(text: str) -> None:
     assert msg.decode_client_message(msg.encode(msg.SendChat(text))) == msg.SendChat(text)

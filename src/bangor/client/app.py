@@ -19,9 +19,9 @@ from bangor.client.control import ControlClient
 from bangor.client.media import MediaEngine
 from bangor.client.pinning import KNOWN_SERVERS, KnownServers, client_data_dir
 from bangor.errors import BangorError, RefusedError
-from bangor.settings import STATS_INTERVAL, ClientSettings
+from bangor.settings import MAX_CHAT_TEXT, STATS_INTERVAL, ClientSettings
 from bangor.wire import control as msg
-from bangor.wire.invite import Invite
+from bangor.wire.invite import Invite, normalize_host
 from bangor.wire.media import derive_media_keys
 
 Emit = Callable[[ev.Event], None]
@@ -61,7 +61,7 @@ async def create_room(
     client = await ControlClient.connect(host, port)
     known = KnownServers(client_data_dir() / KNOWN_SERVERS)
     try:
-        if known.check(f"{host}:{port}", client.server_fingerprint):
+        if known.check(f"{normalize_host(host)}:{port}", client.server_fingerprint):
             warn(f"first connection to {host}:{port}; trusting its key from now on")
         client.start()
         await client.login(login.user, login.password, login.nick)
@@ -191,6 +191,8 @@ async def _call_loop(
                 if line is None:  # stdin closed: no more chat, the call goes on
                     get_line.cancel()
                     get_line = loop.create_future()
+                elif len(line) > MAX_CHAT_TEXT:
+                    emit(ev.ErrorEvent(0, f"chat line too long (over {MAX_CHAT_TEXT} characters)"))
                 elif line.strip():
                     client.send_chat(line)
             if loop.time() >= next_stats:

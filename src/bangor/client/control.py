@@ -57,12 +57,14 @@ class ControlClient:
     server_fingerprint: bytes = b""
     handshake_hash: bytes = b""
     events: asyncio.Queue[msg.ServerMessage | BangorError] = field(default_factory=asyncio.Queue)
-    _pending: deque[asyncio.Future[msg.ServerMessage]] = field(default_factory=deque)
+    # Requests awaiting their answer, oldest first, with the tag each was sent as.
+    _pending: deque[tuple[str, asyncio.Future[msg.ServerMessage]]] = field(default_factory=deque)
     _reader_task: asyncio.Task[None] | None = None
     _ping_task: asyncio.Task[None] | None = None
     _last_heard: float = 0.0
     _nonce: itertools.count[int] = field(default_factory=itertools.count)
     closed: BangorError | None = None
+    logged_in: bool = False
     rtt: float | None = None
     _ping_sent: dict[int, float] = field(default_factory=dict)
 
@@ -136,13 +138,14 @@ class ControlClient:
 
     async def request(self, message: msg.ClientMessage) -> msg.ServerMessage:
         future: asyncio.Future[msg.ServerMessage] = asyncio.get_running_loop().create_future()
-        self._pending.append(future)
+        self._pending.append((msg.tag(type(message)), future))
         self._send(message)
         return await future
 
     async def login(self, user: str, password: str, nick: str) -> msg.Welcome:
         reply = await self.request(msg.Hello(PROTOCOL_VERSION, user, password, nick))
         assert isinstance(reply, msg.Welcome)
+        self.logged_in = True
         self._ping_task = asyncio.get_running_loop().create_task(self._ping_loop())
         return reply
 
@@ -162,7 +165,7 @@ class ControlClient:
     async def leave(self) -> None:
         """Leave the room and say goodbye; never raises."""
         with contextlib.suppress(BangorError, ConnectionError, OSError):
-            if self.closed is None:
+            if self.closed is None and self.logged_in:
                 self._send(msg.LeaveRoom())
                 self._send(msg.Bye())
                 await asyncio.wait_for(self.writer.drain(), 1.0)
@@ -183,7 +186,7 @@ class ControlClient:
             return
         self.closed = error
         while self._pending:
-            future = self._pending.popleft()
+            _, future = self._pending.popleft()
             if not future.done():
                 future.set_exception(error)
         self.events.put_nowait(error)
@@ -215,13 +218,15 @@ class ControlClient:
             error = refusal(message)
             if message.fatal:
                 self._fail(error)
-            elif self._pending:
-                self._pending.popleft().set_exception(error)
+            elif self._pending and self._pending[0][0] == message.ref:
+                _, future = self._pending.popleft()
+                if not future.done():
+                    future.set_exception(error)
             else:
-                self.events.put_nowait(error)
+                self.events.put_nowait(error)  # e.g. a refused chat line
             return
         if isinstance(message, _REPLIES) and self._pending:
-            future = self._pending.popleft()
+            _, future = self._pending.popleft()
             if not future.done():
                 future.set_result(message)
             return

@@ -24,9 +24,11 @@ from bangor.errors import (
     BangorError,
     CloseCode,
     LimitError,
+    LocalProtocolError,
     NotFoundError,
     ProtocolError,
     RemoteProtocolError,
+    StoreError,
     ThrottledError,
 )
 from bangor.keyfile import load_or_create_key
@@ -49,6 +51,7 @@ log = logging.getLogger("bangor.server")
 
 READ_SIZE = 65536
 KEY_FILE = "server.key"
+HELLO = msg.tag(msg.Hello)
 
 
 class SessionClosed(Exception):
@@ -114,11 +117,17 @@ class Connection:
             self.closing = True
             self.writer.transport.abort()
 
-    def fail(self, code: CloseCode, message: str) -> None:
-        """Queue a fatal Error (if the handshake allows) and mark the session closing."""
+    def fail(self, code: CloseCode, message: str, ref: str = "") -> None:
+        """Queue a fatal Error (if the session can still carry one) and mark it closing."""
         if self.noise.handshake_complete and not self.closing:
-            self.send(msg.Error(int(code), message, fatal=True))
+            # A session whose Noise state broke (bad tag) cannot send any more.
+            with contextlib.suppress(LocalProtocolError):
+                self.send(msg.Error(int(code), message, fatal=True, ref=ref))
         self.closing = True
+
+    def refuse(self, code: CloseCode, message: str, ref: str) -> None:
+        """A non-fatal refusal of one request; ``ref`` names the request's tag."""
+        self.send(msg.Error(int(code), message, ref=ref))
 
     # --- the loop -------------------------------------------------------------
 
@@ -194,6 +203,7 @@ class Connection:
                 CloseCode.UNSUPPORTED_VERSION,
                 f"protocol version {hello.version} is not supported (server speaks "
                 f"{PROTOCOL_VERSION})",
+                ref=HELLO,
             )
             raise SessionClosed
         try:
@@ -202,16 +212,16 @@ class Connection:
             )
         except ThrottledError as exc:
             log.info("login throttled for %r from %s", hello.user, self.peer)
-            self.fail(CloseCode.THROTTLED, str(exc))
+            self.fail(CloseCode.THROTTLED, str(exc), ref=HELLO)
             raise SessionClosed from None
         except AuthError:
             log.info("login failed for %r from %s", hello.user, self.peer)
-            self.fail(CloseCode.AUTH_FAILED, "wrong user name or password")
+            self.fail(CloseCode.AUTH_FAILED, "wrong user name or password", ref=HELLO)
             raise SessionClosed from None
         if self.closing:  # the client hung up while the password was being checked
             raise SessionClosed
-        if len(self.server.connections) > self.server.settings.max_sessions:
-            self.fail(CloseCode.LIMIT, "server is full")
+        if len(self.server.connections) >= self.server.settings.max_sessions:
+            self.fail(CloseCode.LIMIT, "server is full", ref=HELLO)
             raise SessionClosed
         assert self.handshake_hash is not None
         self.user = hello.user
@@ -222,46 +232,48 @@ class Connection:
 
     async def on_create(self, create: msg.CreateRoom) -> None:
         assert self.user_id is not None
-        name = create.name.strip()
-        if not name or len(name) > self.server.settings.max_room_name:
-            self.send(msg.Error(int(CloseCode.PROTOCOL), "room name must be 1 to 64 characters"))
-            return
+        ref = msg.tag(msg.CreateRoom)
         try:
             room = await self.server.store.create_room(
-                self.user_id, name, self.server.settings.max_rooms_per_user
+                self.user_id, create.name, self.server.settings.max_rooms_per_user
             )
         except LimitError as exc:
-            self.send(msg.Error(int(CloseCode.LIMIT), str(exc)))
+            self.refuse(CloseCode.LIMIT, str(exc), ref)
             return
-        except AlreadyExistsError as exc:
-            self.send(msg.Error(int(CloseCode.NOT_ALLOWED), str(exc)))
+        except (AlreadyExistsError, NotFoundError) as exc:
+            self.refuse(CloseCode.NOT_ALLOWED, str(exc), ref)
+            return
+        except StoreError as exc:  # a bad name: the store says which rule it broke
+            self.refuse(CloseCode.NOT_ALLOWED, str(exc), ref)
             return
         log.info("session %08x: created room %s", self.session_id, room.id)
         self.send(msg.RoomCreated(room.id, room.name))
 
     async def on_join(self, join: msg.JoinRoom) -> None:
+        ref = msg.tag(msg.JoinRoom)
         try:
             room = await self.server.store.get_room(join.room_id)
         except NotFoundError:
-            self.send(msg.Error(int(CloseCode.ROOM_NOT_FOUND), "no such room"))
+            self.refuse(CloseCode.ROOM_NOT_FOUND, "no such room", ref)
             return
         if self.closing:
             return
+        # Check for room before leaving the current one, so a refusal changes nothing.
+        if not self.server.rooms.has_room_for(room.id, self.session_id):
+            self.refuse(CloseCode.ROOM_FULL, "room is full", ref)
+            return
         if self.room_id is not None:
             self.server.leave_room(self)
-        try:
-            members = self.server.join_room(self, room.id, room.name)
-        except LimitError as exc:
-            self.send(msg.Error(int(CloseCode.ROOM_FULL), str(exc)))
-            return
+        members = self.server.join_room(self, room.id, room.name)
         self.send(msg.RoomJoined(room.id, room.name, self.member(), members))
 
     def on_chat(self, chat: msg.SendChat) -> None:
         if self.room_id is None:
-            self.send(msg.Error(int(CloseCode.NOT_ALLOWED), "join a room before chatting"))
-            return
-        if len(chat.text) > self.server.settings.max_chat_text:
-            self.send(msg.Error(int(CloseCode.LIMIT), "chat message too long"))
+            self.refuse(
+                CloseCode.NOT_ALLOWED,
+                "join a room before chatting",
+                msg.tag(msg.SendChat),
+            )
             return
         out = msg.Chat(self.session_id, self.nick, chat.text)
         for other in self.server.rooms.others(self.room_id, self.session_id):
@@ -398,7 +410,8 @@ async def open_server(
 ) -> Server:
     """Load (or create) the static key and open the store; raises BangorError."""
     key = load_or_create_key(data_dir / KEY_FILE)
-    store = await Store.open(db_url)
+    settings = settings or ServerSettings()
+    store = await Store.open(db_url, settings)
     return Server(store, key, settings)
 
 

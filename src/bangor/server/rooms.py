@@ -34,6 +34,10 @@ class RoomRegistry(Generic[M]):
         room.members[session_id] = member
         return room
 
+    def has_room_for(self, room_id: str, session_id: int) -> bool:
+        room = self._rooms.get(room_id)
+        return room is None or session_id in room.members or len(room.members) < self.max_members
+
     def leave(self, room_id: str, session_id: int) -> LiveRoom[M] | None:
         room = self._rooms.get(room_id)
         if room is None:

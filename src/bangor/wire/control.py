@@ -14,12 +14,13 @@ from typing import Annotated
 import msgspec
 
 from bangor.errors import DecodeError
+from bangor.settings import MAX_CHAT_TEXT
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Nick = Annotated[str, msgspec.Meta(max_length=64)]
 Password = Annotated[str, msgspec.Meta(max_length=1024)]
 RoomId = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{16}$")]
-ChatText = Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
+ChatText = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CHAT_TEXT)]
 U32 = Annotated[int, msgspec.Meta(ge=0, lt=2**32)]
 U63 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # msgspec bounds must fit int64
 
@@ -119,6 +120,7 @@ class Error(msgspec.Struct, frozen=True, tag="error", tag_field="t"):
     code: int
     message: str
     fatal: bool = False
+    ref: str = ""  # tag of the request this refuses ("" if none)
 
 
 ClientMessage = Hello | CreateRoom | JoinRoom | LeaveRoom | SendChat | Ping | Bye
@@ -129,6 +131,13 @@ ServerMessage = (
 _encoder = msgspec.msgpack.Encoder()
 _client_decoder: msgspec.msgpack.Decoder[ClientMessage] = msgspec.msgpack.Decoder(ClientMessage)
 _server_decoder: msgspec.msgpack.Decoder[ServerMessage] = msgspec.msgpack.Decoder(ServerMessage)
+
+
+def tag(message_type: type[msgspec.Struct]) -> str:
+    """The ``t`` value of a message type (what ``Error.ref`` names)."""
+    value = message_type.__struct_config__.tag
+    assert isinstance(value, str)
+    return value
 
 
 def encode(message: ClientMessage | ServerMessage) -> bytes:

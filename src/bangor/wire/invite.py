@@ -50,14 +50,14 @@ _MSG_PORT = "invite code has a bad port"
 _MSG_HOST = "invite code has a bad host"
 
 
-def _normalize_host(host: str) -> str:
-    """Canonical ASCII form: IP literals compressed, names in IDNA (punycode)."""
+def normalize_host(host: str) -> str:
+    """Canonical ASCII form: IP literals compressed, names lowercase IDNA (punycode)."""
     try:
         return str(ipaddress.ip_address(host.strip("[]")))
     except ValueError:
         pass
     try:
-        ascii_host = host.encode("idna").decode("ascii")
+        ascii_host = host.encode("idna").decode("ascii").lower()
     except UnicodeError:
         raise InviteError(_MSG_HOST) from None
     if not ascii_host or len(ascii_host) > MAX_HOST or not _HOST_CHARS.fullmatch(ascii_host):
@@ -109,7 +109,7 @@ class Invite:
     fingerprint: bytes  # of the server's static key
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "host", _normalize_host(self.host))
+        object.__setattr__(self, "host", normalize_host(self.host))
         if not 1 <= self.port <= 65535:
             raise InviteError(_MSG_PORT)
         if len(self.room_id) != ROOM_ID_SIZE:
