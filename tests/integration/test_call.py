@@ -78,3 +78,35 @@ def test_speech_and_chat_between_two_clients(server: ServerProcess, tmp_path: Pa
     corr, score = assert_same_speech(reference, recorded)
     print(f"loopback call: envelope correlation {corr:.3f}, PESQ-WB {score:.2f}")
     assert any(e["event"] == "path" and e["path"] == "relay" for e in events["alice"])
+
+
+def test_two_speakers_are_mixed(server: ServerProcess, tmp_path: Path) -> None:
+    """Two people talk at once; the third hears both, each decoded and mixed."""
+    for user in ("alice", "bob", "carol"):
+        server.add_user(user)
+    invite = server.create_room("alice")
+    recording = tmp_path / "carol.wav"
+    carol = server.join(
+        invite, "carol", "--input", "silence", "--output", str(recording), "--duration", "6"
+    )
+    carol.event("joined")
+    speakers = [
+        server.join(invite, user, "--input", f"tone:{hz}", "--output", "null", "--duration", "4")
+        for user, hz in (("alice", 440), ("bob", 1250))
+    ]
+    for speaker in speakers:
+        assert speaker.wait() == 0
+    assert carol.wait() == 0
+    audio = read_wav_48k(recording)
+    spectrum = np.abs(np.fft.rfft(audio))
+    freqs = np.fft.rfftfreq(len(audio), 1 / 48000)
+
+    def band(hz: float) -> float:
+        return float(spectrum[(freqs > hz - 10) & (freqs < hz + 10)].sum())
+
+    floor = float(np.median(spectrum)) * 20 * 2  # what 20 Hz of noise would hold, doubled
+    assert band(440) > 100 * floor and band(1250) > 100 * floor
+    assert band(800) < band(440) / 100  # nothing much between them: no distortion products
+    assert np.max(np.abs(audio)) < 1.0  # and no clipping
+    joined = {e["member"]["user"] for e in carol.events() if e["event"] == "member_joined"}  # type: ignore[index]
+    assert joined == {"alice", "bob"}
