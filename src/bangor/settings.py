@@ -26,6 +26,7 @@ class ServerSettings:
     max_room_name: int = 64
     max_user_name: int = 32
     max_sessions: int = 256
+    max_unauthenticated: int = 64  # connections still in handshake/login at once
     handshake_timeout: float = 5.0  # seconds to finish Noise + login
     idle_timeout: float = 15.0  # no control traffic (pings) for this long: drop the session
     max_media_payload: int = 1200  # bytes of opaque voice payload accepted per datagram

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -42,6 +42,13 @@ async def login(server: Server, user: str) -> ControlClient:
     client.start()
     await client.login(user, PASSWORD, user)
     return client
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Yield to the loop until the in-process server reaches a state (bounded)."""
+    async with asyncio.timeout(5):
+        while not condition():
+            await asyncio.sleep(0)
 
 
 async def next_message(client: ControlClient) -> object:
@@ -113,5 +120,25 @@ async def test_wrong_password_and_session_limit(tmp_path: Path) -> None:
         with pytest.raises(RefusedError, match="server is full"):
             await login(server, "bob")
         await alice.leave()
+    finally:
+        await server.close()
+
+
+async def test_unauthenticated_connections_are_bounded(tmp_path: Path) -> None:
+    server = await make_server(tmp_path, max_unauthenticated=1)
+    try:
+        _, idle_writer = await asyncio.open_connection(*server.address)  # says nothing
+        await until(lambda: server.unauthenticated == 1)
+        with pytest.raises(ConnectError):
+            await login(server, "alice")
+        idle_writer.close()
+        await idle_writer.wait_closed()
+        await until(lambda: server.unauthenticated == 0)
+        alice = await login(server, "alice")  # with the idler gone there is room again
+        bob_conn = await ControlClient.connect(*server.address)  # counts while logging in
+        bob_conn.start()
+        await bob_conn.login("bob", PASSWORD, "bob")  # logged-in sessions no longer count
+        await alice.leave()
+        await bob_conn.leave()
     finally:
         await server.close()

@@ -298,6 +298,7 @@ class Server:
         self.relay = Relay(max_payload=self.settings.max_media_payload)
         self.rooms: RoomRegistry[Connection] = RoomRegistry(self.settings.max_members_per_room)
         self.connections: dict[int, Connection] = {}
+        self.unauthenticated = 0  # accepted connections without a session yet
         self.tasks: set[asyncio.Task[None]] = set()
         self.tcp: asyncio.Server | None = None
         self.udp: asyncio.DatagramTransport | None = None
@@ -344,6 +345,9 @@ class Server:
         await self.store.close()
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.unauthenticated >= self.settings.max_unauthenticated:
+            writer.transport.abort()  # a handshake flood must not starve the event loop
+            return
         peername = writer.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if peername else "?"
         conn = Connection(
@@ -356,10 +360,13 @@ class Server:
         task = asyncio.current_task()
         assert task is not None
         self.tasks.add(task)
+        self.unauthenticated += 1
         try:
             await conn.run()
         finally:
             self.tasks.discard(task)
+            if conn.session_id == 0:
+                self.unauthenticated -= 1
 
     def register(self, conn: Connection, keys: MediaKeys) -> int:
         while True:
@@ -367,6 +374,7 @@ class Server:
             if session_id and session_id not in self.connections:
                 break
         self.connections[session_id] = conn
+        self.unauthenticated -= 1
         self.relay.add_session(session_id, keys)
         return session_id
 
