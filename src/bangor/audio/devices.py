@@ -205,22 +205,28 @@ def _device_id(spec: str) -> int | str | None:
     return int(spec) if spec.isdigit() else spec
 
 
+def _open_stream(stream_type: str, direction: str, spec: str) -> Any:
+    """Open and start a 20 ms mono int16 PortAudio stream, or raise AudioError."""
+    sd = _sounddevice()
+    try:
+        stream = getattr(sd, stream_type)(
+            samplerate=SAMPLE_RATE,
+            channels=CHANNELS,
+            dtype="int16",
+            blocksize=FRAME_SAMPLES,
+            device=_device_id(spec),
+        )
+        stream.start()
+    except Exception as exc:  # PortAudioError, ValueError for unknown devices
+        raise AudioError(f"cannot open {direction} device {spec!r}: {exc}") from exc
+    return stream
+
+
 class DeviceSource:
     """Captures from a sound card through sounddevice (PortAudio); blocks per frame."""
 
     def __init__(self, spec: str) -> None:
-        sd = _sounddevice()
-        try:
-            self._stream: Any = sd.InputStream(
-                samplerate=SAMPLE_RATE,
-                channels=CHANNELS,
-                dtype="int16",
-                blocksize=FRAME_SAMPLES,
-                device=_device_id(spec),
-            )
-            self._stream.start()
-        except Exception as exc:  # PortAudioError, ValueError for unknown devices
-            raise AudioError(f"cannot open input device {spec!r}: {exc}") from exc
+        self._stream = _open_stream("InputStream", "input", spec)
         self._spec = spec
 
     def read(self) -> np.ndarray | None:
@@ -238,18 +244,7 @@ class DeviceSink:
     """Plays to a sound card through sounddevice (PortAudio); blocks when full."""
 
     def __init__(self, spec: str) -> None:
-        sd = _sounddevice()
-        try:
-            self._stream: Any = sd.OutputStream(
-                samplerate=SAMPLE_RATE,
-                channels=CHANNELS,
-                dtype="int16",
-                blocksize=FRAME_SAMPLES,
-                device=_device_id(spec),
-            )
-            self._stream.start()
-        except Exception as exc:
-            raise AudioError(f"cannot open output device {spec!r}: {exc}") from exc
+        self._stream = _open_stream("OutputStream", "output", spec)
         self._spec = spec
 
     def write(self, frame: np.ndarray) -> None:
