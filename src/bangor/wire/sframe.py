@@ -192,9 +192,7 @@ def derive_key_salt(
     """(sframe_key, sframe_salt) for ``kid`` per RFC 9605 section 4.4.2."""
     _check_value("KID", kid)
     secret = _extract(base_key, suite)
-    context = kid.to_bytes(KID_LABEL_SIZE, "big") + suite.suite_id.to_bytes(
-        SUITE_LABEL_SIZE, "big"
-    )
+    context = kid.to_bytes(KID_LABEL_SIZE, "big") + suite.suite_id.to_bytes(SUITE_LABEL_SIZE, "big")
     key = _expand(secret, KEY_LABEL + context, suite.key_size, suite)
     salt = _expand(secret, SALT_LABEL + context, suite.nonce_size, suite)
     return key, salt
