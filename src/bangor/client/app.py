@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,11 +18,11 @@ from bangor.audio.devices import open_sink, open_source
 from bangor.client import events as ev
 from bangor.client.control import ControlClient
 from bangor.client.media import MediaEngine
-from bangor.client.pinning import KNOWN_SERVERS, KnownServers, client_data_dir
+from bangor.client.pinning import KnownServers
 from bangor.errors import BangorError, RefusedError
 from bangor.settings import MAX_CHAT_TEXT, STATS_INTERVAL, ClientSettings
 from bangor.wire import control as msg
-from bangor.wire.invite import Invite, normalize_host
+from bangor.wire.invite import SECRET_SIZE, Invite
 from bangor.wire.media import derive_media_keys
 
 Emit = Callable[[ev.Event], None]
@@ -59,9 +60,8 @@ async def create_room(
 ) -> str:
     """Create a room and return its invite code (with a fresh room secret)."""
     client = await ControlClient.connect(host, port)
-    known = KnownServers(client_data_dir() / KNOWN_SERVERS)
     try:
-        if known.check(f"{normalize_host(host)}:{port}", client.server_fingerprint):
+        if KnownServers.default().check(host, port, client.server_fingerprint):
             warn(f"first connection to {host}:{port}; trusting its key from now on")
         client.start()
         await client.login(login.user, login.password, login.nick)
@@ -72,15 +72,13 @@ async def create_room(
         host,
         port,
         bytes.fromhex(created.room_id),
-        secrets.token_bytes(16),
+        secrets.token_bytes(SECRET_SIZE),
         client.server_fingerprint,
     ).encode()
 
 
 def _stdin_lines(queue: asyncio.Queue[str | None]) -> None:
     """Feed stdin lines to the loop from a daemon thread (works for ttys, pipes, files)."""
-    import sys
-
     loop = asyncio.get_running_loop()
 
     def pump() -> None:
@@ -118,9 +116,7 @@ async def join_call(
     try:
         client = await ControlClient.connect(invite.host, invite.port, settings)
         client.verify_fingerprint(invite.fingerprint)
-        KnownServers(client_data_dir() / KNOWN_SERVERS).remember(
-            f"{invite.host}:{invite.port}", invite.fingerprint
-        )
+        KnownServers.default().remember(invite.host, invite.port, invite.fingerprint)
         client.start()
         welcome = await client.login(login.user, login.password, login.nick)
         joined = await client.join_room(invite.room_id.hex())
@@ -187,13 +183,13 @@ async def _call_loop(
                 _on_message(item, members, engine, emit)
             if get_line.done():
                 line = get_line.result()
-                get_line = loop.create_task(lines.get())
-                if line is None:  # stdin closed: no more chat, the call goes on
-                    get_line.cancel()
-                    get_line = loop.create_future()
-                elif len(line) > MAX_CHAT_TEXT:
+                # Once stdin closes, wait on a future that never completes: the call goes on.
+                get_line = (
+                    loop.create_task(lines.get()) if line is not None else loop.create_future()
+                )
+                if line is not None and len(line) > MAX_CHAT_TEXT:
                     emit(ev.ErrorEvent(0, f"chat line too long (over {MAX_CHAT_TEXT} characters)"))
-                elif line.strip():
+                elif line is not None and line.strip():
                     client.send_chat(line)
             if loop.time() >= next_stats:
                 next_stats += STATS_INTERVAL

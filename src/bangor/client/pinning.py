@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from bangor.errors import KeyPinError
+from bangor.wire.invite import normalize_host
 
 KNOWN_SERVERS = "known_servers"
 
@@ -27,6 +28,15 @@ class KnownServers:
     def __init__(self, path: Path) -> None:
         self.path = path
 
+    @classmethod
+    def default(cls) -> KnownServers:
+        return cls(client_data_dir() / KNOWN_SERVERS)
+
+    @staticmethod
+    def key(host: str, port: int) -> str:
+        """One entry per server however its host is spelled (case, IP literal form)."""
+        return f"{normalize_host(host)}:{port}"
+
     def _load(self) -> dict[str, str]:
         entries: dict[str, str] = {}
         try:
@@ -39,23 +49,24 @@ class KnownServers:
                 entries[parts[0]] = parts[1]
         return entries
 
-    def get(self, server: str) -> bytes | None:
-        value = self._load().get(server)
+    def get(self, host: str, port: int) -> bytes | None:
+        value = self._load().get(self.key(host, port))
         return bytes.fromhex(value) if value else None
 
-    def remember(self, server: str, fp: bytes) -> None:
+    def remember(self, host: str, port: int, fp: bytes) -> None:
         entries = self._load()
-        entries[server] = fp.hex()
+        entries[self.key(host, port)] = fp.hex()
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text("".join(f"{k} {v}\n" for k, v in sorted(entries.items())))
         tmp.replace(self.path)
 
-    def check(self, server: str, fp: bytes) -> bool:
+    def check(self, host: str, port: int, fp: bytes) -> bool:
         """True if first seen (and now remembered); raises KeyPinError on a change."""
-        known = self.get(server)
+        known = self.get(host, port)
+        server = self.key(host, port)
         if known is None:
-            self.remember(server, fp)
+            self.remember(host, port, fp)
             return True
         if known != fp:
             raise KeyPinError(

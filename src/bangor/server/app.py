@@ -19,7 +19,6 @@ from typing import cast
 
 from bangor import __version__
 from bangor.errors import (
-    AlreadyExistsError,
     AuthError,
     BangorError,
     CloseCode,
@@ -240,10 +239,7 @@ class Connection:
         except LimitError as exc:
             self.refuse(CloseCode.LIMIT, str(exc), ref)
             return
-        except (AlreadyExistsError, NotFoundError) as exc:
-            self.refuse(CloseCode.NOT_ALLOWED, str(exc), ref)
-            return
-        except StoreError as exc:  # a bad name: the store says which rule it broke
+        except StoreError as exc:  # duplicate or bad name: the store says which rule broke
             self.refuse(CloseCode.NOT_ALLOWED, str(exc), ref)
             return
         log.info("session %08x: created room %s", self.session_id, room.id)
@@ -298,11 +294,15 @@ class Server:
         self.relay = Relay(max_payload=self.settings.max_media_payload)
         self.rooms: RoomRegistry[Connection] = RoomRegistry(self.settings.max_members_per_room)
         self.connections: dict[int, Connection] = {}
-        self.unauthenticated = 0  # accepted connections without a session yet
         self.tasks: set[asyncio.Task[None]] = set()
         self.tcp: asyncio.Server | None = None
         self.udp: asyncio.DatagramTransport | None = None
         self.address: tuple[str, int] = ("", 0)
+
+    @property
+    def unauthenticated(self) -> int:
+        """Accepted connections without a session yet (still in handshake or login)."""
+        return len(self.tasks) - len(self.connections)
 
     @property
     def fingerprint(self) -> str:
@@ -360,13 +360,10 @@ class Server:
         task = asyncio.current_task()
         assert task is not None
         self.tasks.add(task)
-        self.unauthenticated += 1
         try:
             await conn.run()
         finally:
             self.tasks.discard(task)
-            if conn.session_id == 0:
-                self.unauthenticated -= 1
 
     def register(self, conn: Connection, keys: MediaKeys) -> int:
         while True:
@@ -374,7 +371,6 @@ class Server:
             if session_id and session_id not in self.connections:
                 break
         self.connections[session_id] = conn
-        self.unauthenticated -= 1
         self.relay.add_session(session_id, keys)
         return session_id
 

@@ -15,12 +15,11 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from bangor.errors import PacketError
+from bangor.settings import ServerSettings
 from bangor.wire.media import HopOpener, HopSealer, MediaKeys, PacketType, peek_session_id
 from bangor.wire.voice import pack_relayed
 
 Address = tuple[str, int]
-
-MAX_VOICE_PAYLOAD = 1200  # opaque bytes accepted from a sender in one datagram
 
 
 @dataclass
@@ -47,7 +46,7 @@ class RelaySession:
 
 @dataclass
 class Relay:
-    max_payload: int = MAX_VOICE_PAYLOAD
+    max_payload: int = ServerSettings.max_media_payload
     stats: RelayStats = field(default_factory=RelayStats)
     _sessions: dict[int, RelaySession] = field(default_factory=dict)
     # Room -> its members' sessions; a list because the hot path only iterates it.
