@@ -174,7 +174,7 @@ def cmd_join(args: argparse.Namespace) -> int:
     def emit(event: ev.Event) -> None:
         if args.json:
             print(json.dumps(event.to_json()), flush=True)
-        elif isinstance(event, ev.ErrorEvent):
+        elif isinstance(event, ev.ErrorEvent | ev.MemberRejected | ev.KeyChanged):
             print(ev.describe(event), file=sys.stderr, flush=True)
         elif not isinstance(event, ev.Stats):
             print(ev.describe(event), flush=True)
@@ -197,6 +197,22 @@ def cmd_join(args: argparse.Namespace) -> int:
     # Ctrl-C / SIGTERM cancel the call; join_call has left the room cleanly by then.
     with contextlib.suppress(asyncio.CancelledError):
         _run(main)
+    return EXIT_OK
+
+
+def cmd_identity(args: argparse.Namespace) -> int:
+    from bangor.client.identity import identity_path, load_identity
+    from bangor.wire.identity import identity_fingerprint
+    from bangor.wire.noise import public_key
+
+    path = identity_path()
+    public = public_key(load_identity())
+    fp = identity_fingerprint(public)
+    if args.json:
+        info = {"fingerprint": fp, "public_key": public.hex(), "path": str(path.absolute())}
+        print(json.dumps(info))
+    else:
+        print(fp)
     return EXIT_OK
 
 
@@ -262,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     join.add_argument("--headless", action="store_true", help="no terminal UI")
     join.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
     join.set_defaults(func=cmd_join)
+
+    identity = sub.add_parser("identity", help="show this device's identity fingerprint")
+    identity.add_argument("--json", action="store_true", help="fingerprint, public key and path")
+    identity.set_defaults(func=cmd_identity)
     return parser
 
 

@@ -57,6 +57,14 @@ class DecodeError(RemoteProtocolError):
     """A control message could not be decoded."""
 
 
+class PeerError(RemoteProtocolError):
+    """A room member's end-to-end message was malformed, forged, replayed or out of place."""
+
+
+class PeerAuthError(PeerError):
+    """A room member could not prove the room secret, or we could not prove it to them."""
+
+
 class PacketError(BangorError):
     """A media datagram was malformed, forged or replayed (dropped, never answered)."""
 

@@ -15,6 +15,11 @@ FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000  # 960
 
 # Characters in one chat message; longer ones are a protocol error (the client checks first).
 MAX_CHAT_TEXT = 2000
+# Bytes of one end-to-end message between two members (handshake or sealed key/chat
+# data) that the server relays without reading; far above what a key message needs.
+MAX_PEER_MESSAGE = 4096
+# Bytes of one sealed chat message: UTF-8 of the longest text plus SFrame overhead.
+MAX_SEALED_CHAT = MAX_CHAT_TEXT * 4 + 256
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,13 @@ class ClientSettings:
     jitter_target_frames: int = 3  # 60 ms
     jitter_max_frames: int = 25  # 500 ms
     bitrate: int = 40_000  # at 32k in-band FEC costs PESQ 0.3-0.4 on clean speech
+    # End-to-end encryption.
+    peer_verify_timeout: float = 10.0  # a member not verified by then is reported
+    old_key_grace: float = 2.0  # seconds a replaced receive key still opens late frames
+    max_pending_frames: int = 50  # per sender: frames held until their key arrives (1 s)
+    max_pending_chat: int = 64  # per sender: chat messages held until their key arrives
+    pending_timeout: float = 5.0  # held frames/messages older than this are dropped
+    max_ratchet_ahead: int = 32  # ratchet steps a receiver derives on its own per frame
 
 
 STATS_INTERVAL = 5.0  # seconds between `stats` events of a joined client

@@ -171,11 +171,14 @@ def run_bangor(
     return result
 
 
-def start_server(tmp_path: Path, db_url: str | None = None) -> ServerProcess:
+def start_server(
+    tmp_path: Path, db_url: str | None = None, command: tuple[str, ...] = (BANGOR,)
+) -> ServerProcess:
+    """``command``: what runs ``serve`` (a wrapper that taps the server, say)."""
     data_dir = tmp_path / "server"
     port = free_port()
     args = [
-        BANGOR,
+        *command,
         "serve",
         "--host",
         "127.0.0.1",

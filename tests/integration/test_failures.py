@@ -162,7 +162,7 @@ async def _attack(server: ServerProcess, invite: Invite, user: str) -> None:
     client.start()
     welcome = await client.login(user, PASSWORD, "mallory")
     await client.join_room(invite.room_id.hex())
-    keys = derive_media_keys(client.handshake_hash)
+    keys = derive_media_keys(welcome.media_secret)
     sealer = HopSealer(keys.client_to_server, welcome.session_id)
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     target = (server.host, server.port)

@@ -16,6 +16,7 @@ from bangor.server.store import database_url
 from bangor.settings import ServerSettings
 from bangor.wire import control as msg
 from bangor.wire.framing import encode_frame
+from bangor.wire.media import HopSealer, PacketType, derive_media_keys
 
 PASSWORD = "pw-for-tests"
 
@@ -66,7 +67,7 @@ async def test_bad_frame_after_login_closes_only_that_session(
     bob.writer.write(encode_frame(b"\x00" * 40))  # not a valid Noise transport message
     assert isinstance(await next_message(bob), ConnectError)
     assert isinstance(await next_message(alice), msg.MemberLeft)
-    alice.send_chat("still here?")  # alice's session is untouched
+    alice.send_chat(b"still here?")  # alice's session is untouched
     carol = await login(server, "carol")
     await carol.join_room(room.room_id)
     assert isinstance(await next_message(alice), msg.MemberJoined)
@@ -103,7 +104,7 @@ async def test_full_room_refusal_keeps_the_current_room(server: Server) -> None:
 async def test_refused_chat_does_not_answer_a_pending_request(server: Server) -> None:
     alice = await login(server, "alice")
     room = await alice.create_room("r")
-    alice.send_chat("too early")  # refused: not in a room yet
+    alice.send_chat(b"too early")  # refused: not in a room yet
     joined = await alice.join_room(room.room_id)  # the refusal must not land here
     assert joined.room_id == room.room_id
     refusal = await next_message(alice)
@@ -142,3 +143,41 @@ async def test_unauthenticated_connections_are_bounded(tmp_path: Path) -> None:
         await bob_conn.leave()
     finally:
         await server.close()
+
+
+async def test_peer_messages_stay_inside_the_room(server: Server) -> None:
+    alice, bob, carol = [await login(server, u) for u in ("alice", "bob", "carol")]
+    room = await alice.create_room("r")
+    other = await carol.create_room("other")
+    await alice.join_room(room.room_id)
+    joined = await bob.join_room(room.room_id)
+    await carol.join_room(other.room_id)
+    assert isinstance(await next_message(alice), msg.MemberJoined)
+    alice_id = joined.members[0].session_id
+    bob_id = joined.you.session_id
+    carol_id = next(c.session_id for c in server.connections.values() if c.user == "carol")
+    carol.send_peer(alice_id, b"from another room")  # dropped: not in alice's room
+    bob.send_peer(bob_id, b"to myself")  # dropped: not relayed back
+    bob.send_peer(carol_id, b"to another room")  # dropped
+    bob.send_peer(alice_id, b"opaque")
+    got = await next_message(alice)
+    assert got == msg.PeerReceived(bob_id, b"opaque")
+    bob.send_chat(b"sealed chat")
+    assert await next_message(alice) == msg.Chat(bob_id, b"sealed chat")
+    assert alice.events.empty() and bob.events.empty() and carol.events.empty()
+    for client in (alice, bob, carol):
+        await client.leave()
+
+
+async def test_media_keys_do_not_come_from_the_public_handshake_hash(server: Server) -> None:
+    """A passive observer can compute the Noise handshake hash; hop keys must not follow."""
+    client = await ControlClient.connect(*server.address)
+    client.start()
+    welcome = await client.login("alice", PASSWORD, "alice")
+    addr = ("127.0.0.1", 9)
+    for secret, answered in ((client.handshake_hash, False), (welcome.media_secret, True)):
+        sealer = HopSealer(derive_media_keys(secret).client_to_server, welcome.session_id)
+        out = server.relay.datagram_received(sealer.seal(PacketType.KEEPALIVE, b"x" * 8), addr)
+        assert bool(out) is answered
+    assert server.relay.stats.dropped_auth == 1
+    await client.leave()

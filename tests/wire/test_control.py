@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bangor.errors import DecodeError
-from bangor.settings import MAX_CHAT_TEXT
+from bangor.settings import MAX_PEER_MESSAGE, MAX_SEALED_CHAT
 from bangor.wire import control as msg
 
 CLIENT_MESSAGES: list[msg.ClientMessage] = [
@@ -18,12 +18,13 @@ CLIENT_MESSAGES: list[msg.ClientMessage] = [
     msg.CreateRoom("friends"),
     msg.JoinRoom("0123456789abcdef"),
     msg.LeaveRoom(),
-    msg.SendChat("hi"),
+    msg.SendChat(b"\x91sealed"),
+    msg.PeerSend(2**32 - 1, b"\x01" + bytes(32)),
     msg.Ping(2**63 - 1),
     msg.Bye(),
 ]
 SERVER_MESSAGES: list[msg.ServerMessage] = [
-    msg.Welcome(7, "alice", "0.1.0"),
+    msg.Welcome(7, "alice", "0.1.0", bytes(range(32))),
     msg.RoomCreated("0123456789abcdef", "friends"),
     msg.RoomJoined(
         "0123456789abcdef", "friends", msg.Member(1, "a", "A"), [msg.Member(2, "b", "B")]
@@ -31,7 +32,8 @@ SERVER_MESSAGES: list[msg.ServerMessage] = [
     msg.RoomLeft("0123456789abcdef"),
     msg.MemberJoined(msg.Member(2, "b", "B")),
     msg.MemberLeft(2),
-    msg.Chat(2, "B", "hello"),
+    msg.Chat(2, b"\x91sealed"),
+    msg.PeerReceived(2, b"\x04" + bytes(40)),
     msg.Pong(3),
     msg.Error(3, "wrong user name or password", fatal=True),
 ]
@@ -60,8 +62,12 @@ def test_server_message_from_client_rejected(message: msg.ServerMessage) -> None
         b"\xc1",
         msgspec.msgpack.encode({"t": "nope"}),
         msgspec.msgpack.encode({"t": "join", "room_id": "not-hex"}),
-        msgspec.msgpack.encode({"t": "say", "text": ""}),
-        msgspec.msgpack.encode({"t": "say", "text": "x" * (MAX_CHAT_TEXT + 1)}),
+        msgspec.msgpack.encode({"t": "say", "data": b""}),
+        msgspec.msgpack.encode({"t": "say", "data": b"x" * (MAX_SEALED_CHAT + 1)}),
+        msgspec.msgpack.encode({"t": "say", "text": "plaintext chat is gone"}),
+        msgspec.msgpack.encode({"t": "peer", "to": 1, "data": b""}),
+        msgspec.msgpack.encode({"t": "peer", "to": 1, "data": b"x" * (MAX_PEER_MESSAGE + 1)}),
+        msgspec.msgpack.encode({"t": "peer", "to": -1, "data": b"x"}),
         msgspec.msgpack.encode({"t": "ping", "nonce": -1}),
         msgspec.msgpack.encode({"t": "hello", "version": 1, "user": "a"}),
         msgspec.msgpack.encode([1, 2, 3]),
@@ -78,6 +84,21 @@ def test_garbage_never_escapes_as_other_errors(raw: bytes) -> None:
         msg.decode_client_message(raw)
 
 
-@given(st.text(min_size=1, max_size=MAX_CHAT_TEXT))
-def test_chat_text_round_trip(text: str) -> None:
-    assert msg.decode_client_message(msg.encode(msg.SendChat(text))) == msg.SendChat(text)
+@given(st.binary(min_size=1, max_size=MAX_SEALED_CHAT))
+def test_sealed_chat_round_trip(data: bytes) -> None:
+    assert msg.decode_client_message(msg.encode(msg.SendChat(data))) == msg.SendChat(data)
+
+
+@pytest.mark.parametrize("size", [0, 31, 33])
+def test_welcome_media_secret_must_be_32_bytes(size: int) -> None:
+    raw = msgspec.msgpack.encode(
+        {
+            "t": "welcome",
+            "session_id": 1,
+            "user": "a",
+            "server_version": "x",
+            "media_secret": bytes(size),
+        }
+    )
+    with pytest.raises(DecodeError):
+        msg.decode_server_message(raw)

@@ -17,11 +17,23 @@ from typing import Any
 from bangor.audio.devices import open_sink, open_source
 from bangor.client import events as ev
 from bangor.client.control import ControlClient
+from bangor.client.identity import KnownMembers, Trust, load_identity
 from bangor.client.media import MediaEngine
 from bangor.client.pinning import KnownServers
 from bangor.errors import BangorError, RefusedError
 from bangor.settings import MAX_CHAT_TEXT, STATS_INTERVAL, ClientSettings
 from bangor.wire import control as msg
+from bangor.wire.e2ee import (
+    ChatGap,
+    ChatOpened,
+    E2EEEvent,
+    MemberRejected,
+    MemberVerified,
+    PeerProblem,
+    RoomCrypto,
+    VoiceReleased,
+)
+from bangor.wire.identity import identity_fingerprint, safety_number
 from bangor.wire.invite import SECRET_SIZE, Invite
 from bangor.wire.media import derive_media_keys
 
@@ -104,6 +116,8 @@ async def join_call(
     """Join the invite's room and stay until ``duration``, ``stop`` or an error."""
     settings = settings or ClientSettings()
     stop = stop or asyncio.Event()
+    identity = load_identity()
+    known_members = KnownMembers.default()
     source = open_source(source_spec)
     try:
         sink = open_sink(sink_spec)
@@ -111,7 +125,7 @@ async def join_call(
         source.close()
         raise
     client: ControlClient | None = None
-    engine: MediaEngine | None = None
+    call: _Call | None = None
     reason = "left the room"
     try:
         client = await ControlClient.connect(invite.host, invite.port, settings)
@@ -120,25 +134,48 @@ async def join_call(
         client.start()
         welcome = await client.login(login.user, login.password, login.nick)
         joined = await client.join_room(invite.room_id.hex())
-        members = {m.session_id: _info(m) for m in joined.members}
+        loop = asyncio.get_running_loop()
+        crypto = RoomCrypto(
+            room_id=invite.room_id,
+            secret=invite.secret,
+            session_id=welcome.session_id,
+            user=joined.you.user,
+            nick=joined.you.nick,
+            identity_private=identity,
+            settings=settings,
+        )
         engine = MediaEngine(
             welcome.session_id,
-            derive_media_keys(client.handshake_hash),
+            derive_media_keys(welcome.media_secret),
             source,
             sink,
             settings,
+            crypto,
             on_path=lambda path: emit(ev.PathChanged(path)),
         )
+        call = _Call(
+            client,
+            engine,
+            crypto,
+            emit,
+            known_members,
+            KnownServers.key(invite.host, invite.port),
+            {m.session_id: _info(m) for m in joined.members},
+        )
+        crypto.start(((m.session_id, m.user) for m in joined.members), loop.time())
+        call.flush()
         await engine.start(invite.host, invite.port)
-        emit(ev.Joined(joined.room_id, joined.name, _info(joined.you), tuple(members.values())))
-        reason = await _call_loop(client, engine, members, emit, stop, duration, read_stdin)
+        emit(
+            ev.Joined(joined.room_id, joined.name, _info(joined.you), tuple(call.members.values()))
+        )
+        reason = await call.run(stop, duration, read_stdin)
     except BangorError as exc:
         reason = str(exc)
         raise
     finally:
-        if engine is not None and client is not None:
-            emit(_stats(client, engine))  # the final count, for scripts
-            await engine.stop()
+        if call is not None:
+            emit(call.stats())  # the final count, for scripts
+            await call.engine.stop()
         if client is not None:
             await client.leave()
         source.close()
@@ -146,98 +183,162 @@ async def join_call(
         emit(ev.Left(reason))
 
 
-async def _call_loop(
-    client: ControlClient,
-    engine: MediaEngine,
-    members: dict[int, ev.MemberInfo],
-    emit: Emit,
-    stop: asyncio.Event,
-    duration: float | None,
-    read_stdin: bool,
-) -> str:
-    loop = asyncio.get_running_loop()
-    lines: asyncio.Queue[str | None] = asyncio.Queue()
-    if read_stdin:
-        _stdin_lines(lines)
-    if duration is not None:
-        loop.call_later(duration, stop.set)
-    next_stats = loop.time() + STATS_INTERVAL
-    get_event = loop.create_task(client.events.get())
-    get_line: asyncio.Future[str | None] = loop.create_task(lines.get())
-    stopped = loop.create_task(stop.wait())
-    try:
-        while True:
-            timeout = max(next_stats - loop.time(), 0)
-            waiting: set[asyncio.Future[Any]] = {get_event, get_line, stopped}
-            await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            if stopped.done():
-                return "left the room"
-            if get_event.done():
-                item = get_event.result()
-                get_event = loop.create_task(client.events.get())
-                if isinstance(item, BangorError):
-                    if isinstance(item, RefusedError):
-                        emit(ev.ErrorEvent(item.code, str(item)))
-                        continue
-                    raise item
-                _on_message(item, members, engine, emit)
-            if get_line.done():
-                line = get_line.result()
-                # Once stdin closes, wait on a future that never completes: the call goes on.
-                get_line = (
-                    loop.create_task(lines.get()) if line is not None else loop.create_future()
+@dataclass
+class _Call:
+    """A joined call: routes server messages, stdin lines and timers to the pieces."""
+
+    client: ControlClient
+    engine: MediaEngine
+    crypto: RoomCrypto
+    emit: Emit
+    known_members: KnownMembers
+    server_key: str
+    members: dict[int, ev.MemberInfo]
+
+    async def run(self, stop: asyncio.Event, duration: float | None, read_stdin: bool) -> str:
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+        if read_stdin:
+            _stdin_lines(lines)
+        if duration is not None:
+            loop.call_later(duration, stop.set)
+        next_stats = loop.time() + STATS_INTERVAL
+        get_event = loop.create_task(self.client.events.get())
+        get_line: asyncio.Future[str | None] = loop.create_task(lines.get())
+        stopped = loop.create_task(stop.wait())
+        try:
+            while True:
+                wake = min(next_stats, self.crypto.next_timer() or next_stats)
+                waiting: set[asyncio.Future[Any]] = {get_event, get_line, stopped}
+                await asyncio.wait(
+                    waiting, timeout=max(wake - loop.time(), 0), return_when=asyncio.FIRST_COMPLETED
                 )
-                if line is not None and len(line) > MAX_CHAT_TEXT:
-                    emit(ev.ErrorEvent(0, f"chat line too long (over {MAX_CHAT_TEXT} characters)"))
-                elif line is not None and line.strip():
-                    client.send_chat(line)
-            if loop.time() >= next_stats:
-                next_stats += STATS_INTERVAL
-                emit(_stats(client, engine))
-    finally:
-        for task in (get_event, get_line, stopped):
-            task.cancel()
-        with contextlib.suppress(BaseException):
-            await asyncio.gather(get_event, get_line, stopped, return_exceptions=True)
+                if stopped.done():
+                    return "left the room"
+                if get_event.done():
+                    item = get_event.result()
+                    get_event = loop.create_task(self.client.events.get())
+                    if isinstance(item, BangorError):
+                        if isinstance(item, RefusedError):
+                            self.emit(ev.ErrorEvent(item.code, str(item)))
+                            continue
+                        raise item
+                    self.on_message(item, loop.time())
+                if get_line.done():
+                    line = get_line.result()
+                    # Once stdin closes, wait on a future that never completes: the call goes on.
+                    get_line = (
+                        loop.create_task(lines.get()) if line is not None else loop.create_future()
+                    )
+                    if line is not None:
+                        self.say(line)
+                timer = self.crypto.next_timer()
+                if timer is not None and loop.time() >= timer:
+                    self.crypto.handle_timer(loop.time())
+                    self.flush()
+                if loop.time() >= next_stats:
+                    next_stats += STATS_INTERVAL
+                    self.emit(self.stats())
+        finally:
+            for task in (get_event, get_line, stopped):
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(get_event, get_line, stopped, return_exceptions=True)
 
+    def say(self, line: str) -> None:
+        if len(line) > MAX_CHAT_TEXT:
+            self.emit(ev.ErrorEvent(0, f"chat line too long (over {MAX_CHAT_TEXT} characters)"))
+        elif line.strip():
+            self.client.send_chat(self.crypto.seal_chat(line))
 
-def _on_message(
-    message: msg.ServerMessage,
-    members: dict[int, ev.MemberInfo],
-    engine: MediaEngine,
-    emit: Emit,
-) -> None:
-    if isinstance(message, msg.MemberJoined):
-        info = members[message.member.session_id] = _info(message.member)
-        emit(ev.MemberJoined(info))
-    elif isinstance(message, msg.MemberLeft):
-        gone = members.pop(message.session_id, None)
-        engine.forget(message.session_id)
-        if gone is not None:
-            emit(ev.MemberLeft(gone))
-    elif isinstance(message, msg.Chat):
-        emit(ev.ChatReceived(message.sender, message.nick, message.text))
+    def on_message(self, message: msg.ServerMessage, now: float) -> None:
+        crypto = self.crypto
+        if isinstance(message, msg.MemberJoined):
+            member = message.member
+            info = self.members[member.session_id] = _info(member)
+            crypto.member_joined(member.session_id, member.user, now)
+            self.emit(ev.MemberJoined(info))
+        elif isinstance(message, msg.MemberLeft):
+            gone = self.members.pop(message.session_id, None)
+            crypto.member_left(message.session_id, now)
+            self.engine.forget(message.session_id)
+            if gone is not None:
+                self.emit(ev.MemberLeft(gone))
+        elif isinstance(message, msg.PeerReceived):
+            crypto.peer_received(message.sender, message.data, now)
+        elif isinstance(message, msg.Chat):
+            crypto.open_chat(message.sender, message.data, now)
+        self.flush()
+
+    def flush(self) -> None:
+        """Send what the E2EE state queued and report what it found."""
+        for to, data in self.crypto.messages_to_send():
+            self.client.send_peer(to, data)
+        for event in self.crypto.events():
+            self.on_crypto_event(event)
+
+    def _member(self, session_id: int, user: str = "?") -> ev.MemberInfo:
+        return self.members.get(session_id) or ev.MemberInfo(session_id, user, user)
+
+    def on_crypto_event(self, event: E2EEEvent) -> None:
+        if isinstance(event, VoiceReleased):
+            self.engine.push(event.session_id, event.payload)
+        elif isinstance(event, ChatOpened):
+            member = self._member(event.session_id)
+            self.emit(ev.ChatReceived(event.session_id, member.nick, event.text))
+        elif isinstance(event, MemberVerified):
+            self.on_verified(event)
+        elif isinstance(event, MemberRejected):
+            self.emit(ev.MemberRejected(self._member(event.session_id, event.user), event.reason))
+        elif isinstance(event, ChatGap):
+            member = self._member(event.session_id)
+            self.emit(
+                ev.ErrorEvent(
+                    0,
+                    f"{event.missing} chat message(s) from {member.nick} never arrived "
+                    "(withheld by the server?)",
+                )
+            )
+        elif isinstance(event, PeerProblem):
+            member = self._member(event.session_id)
+            self.emit(ev.ErrorEvent(0, f"end-to-end problem with {member.nick}: {event.message}"))
+
+    def on_verified(self, event: MemberVerified) -> None:
+        member = self._member(event.session_id, event.user)
+        number = safety_number(self.crypto.identity_public, event.identity)
+        fp = identity_fingerprint(event.identity)
+        try:
+            result = self.known_members.check(self.server_key, event.user, event.identity)
+        except BangorError as exc:
+            self.emit(ev.ErrorEvent(0, str(exc)))  # the call goes on without pinning
+            trust = "unknown"
+        else:
+            trust = result.trust.value
+            if result.trust is Trust.CHANGED:
+                self.emit(ev.KeyChanged(member, number, fp))
+        self.emit(ev.MemberVerified(member, number, fp, trust))
+
+    def stats(self) -> ev.Stats:
+        engine = self.engine
+        senders = {}
+        for sender, stream in engine.streams.items():
+            s = stream.jitter.stats()
+            senders[f"{sender:08x}"] = {
+                "received": s.received,
+                "played": s.played,
+                "lost": s.lost,
+                "late": s.late,
+            }
+        rtt = engine.stats.rtt if engine.stats.rtt is not None else self.client.rtt
+        return ev.Stats(
+            rtt_ms=None if rtt is None else round(rtt * 1000, 2),
+            sent=engine.stats.sent,
+            received=engine.stats.received,
+            dropped=engine.stats.dropped,
+            undecryptable=engine.stats.undecryptable,
+            senders=senders,
+        )
 
 
 def _info(member: msg.Member) -> ev.MemberInfo:
     return ev.MemberInfo(member.session_id, member.user, member.nick)
-
-
-def _stats(client: ControlClient, engine: MediaEngine) -> ev.Stats:
-    senders = {}
-    for sender, stream in engine.streams.items():
-        s = stream.jitter.stats()
-        senders[f"{sender:08x}"] = {
-            "received": s.received,
-            "played": s.played,
-            "lost": s.lost,
-            "late": s.late,
-        }
-    rtt = engine.stats.rtt if engine.stats.rtt is not None else client.rtt
-    return ev.Stats(
-        rtt_ms=None if rtt is None else round(rtt * 1000, 2),
-        sent=engine.stats.sent,
-        received=engine.stats.received,
-        dropped=engine.stats.dropped,
-        senders=senders,
-    )

@@ -159,8 +159,11 @@ class ControlClient:
         assert isinstance(reply, msg.RoomJoined)
         return reply
 
-    def send_chat(self, text: str) -> None:
-        self._send(msg.SendChat(text))
+    def send_chat(self, sealed: bytes) -> None:
+        self._send(msg.SendChat(sealed))
+
+    def send_peer(self, to: int, data: bytes) -> None:
+        self._send(msg.PeerSend(to, data))
 
     async def leave(self) -> None:
         """Leave the room and say goodbye; never raises."""

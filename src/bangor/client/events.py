@@ -43,6 +43,40 @@ class MemberLeft(Event):
 
 
 @dataclass(frozen=True)
+class MemberVerified(Event):
+    """The member proved the room secret; compare ``safety_number`` out of band.
+
+    ``trust``: "new" (first time seen, remembered), "known" (same key as before),
+    "changed" (a key this user never had: a new device or an impostor).
+    """
+
+    kind = "member_verified"
+    member: MemberInfo
+    safety_number: str
+    fingerprint: str
+    trust: str
+
+
+@dataclass(frozen=True)
+class MemberRejected(Event):
+    """The member could not prove the room secret: it gets no keys, nobody hears it."""
+
+    kind = "member_rejected"
+    member: MemberInfo
+    reason: str
+
+
+@dataclass(frozen=True)
+class KeyChanged(Event):
+    """A known member's identity key changed: a new device, or someone in the middle."""
+
+    kind = "key_changed"
+    member: MemberInfo
+    safety_number: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
 class ChatReceived(Event):
     kind = "chat"
     session_id: int
@@ -64,6 +98,7 @@ class Stats(Event):
     sent: int
     received: int
     dropped: int
+    undecryptable: int
     senders: dict[str, dict[str, int]]
 
 
@@ -89,6 +124,20 @@ def describe(event: Event) -> str:
         return f"{event.member.nick} joined"
     if isinstance(event, MemberLeft):
         return f"{event.member.nick} left"
+    if isinstance(event, MemberVerified):
+        note = " (NEW KEY, see warning)" if event.trust == "changed" else ""
+        return f"{event.member.nick} verified: safety number {event.safety_number}{note}"
+    if isinstance(event, MemberRejected):
+        return (
+            f"WARNING: {event.member.nick} ({event.member.user}) could not be verified: "
+            f"{event.reason}. They get no keys: nobody hears them and they hear nobody."
+        )
+    if isinstance(event, KeyChanged):
+        return (
+            f"WARNING: THE IDENTITY KEY OF {event.member.user} HAS CHANGED (now "
+            f"{event.fingerprint}). It may be a new device, or someone in the middle. "
+            f"Compare the safety number {event.safety_number} with them out of band."
+        )
     if isinstance(event, ChatReceived):
         return f"<{event.nick}> {event.text}"
     if isinstance(event, PathChanged):

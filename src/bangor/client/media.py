@@ -1,4 +1,4 @@
-"""The client's media engine: capture -> Opus -> hop seal -> UDP, and back.
+"""The client's media engine: capture -> Opus -> E2EE seal -> hop seal -> UDP, and back.
 
 The engine ticks every 20 ms on the event loop's clock: it reads one frame from the
 source, encodes and sends it, then pulls one frame from each sender's jitter buffer,
@@ -15,7 +15,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -33,6 +33,14 @@ MAX_STALL_TICKS = 10  # behind by more than this: reset the schedule instead of 
 _STAMP = struct.Struct("!Q")
 
 
+class VoiceCrypto(Protocol):
+    """End-to-end sealing of voice frames (``wire.e2ee.RoomCrypto``)."""
+
+    def seal_voice(self, payload: bytes) -> bytes: ...
+
+    def open_voice(self, sender: int, frame: bytes, now: float) -> bytes | None: ...
+
+
 @dataclass
 class SenderStream:
     """What the client keeps per remote speaker."""
@@ -47,6 +55,7 @@ class MediaStats:
     sent: int = 0
     received: int = 0
     dropped: int = 0  # datagrams that failed to open (forged, replayed, malformed)
+    undecryptable: int = 0  # voice that failed end to end (no key, forged, replayed)
     rtt: float | None = None
     udp_ok: bool = False
 
@@ -58,6 +67,7 @@ class MediaEngine(asyncio.DatagramProtocol):
     source: Source
     sink: Sink
     settings: ClientSettings
+    crypto: VoiceCrypto
     on_path: Callable[[str], None] = lambda path: None
     stats: MediaStats = field(default_factory=MediaStats)
     streams: dict[int, SenderStream] = field(default_factory=dict)
@@ -70,11 +80,12 @@ class MediaEngine(asyncio.DatagramProtocol):
         self.opener = HopOpener(self.keys.server_to_client, self.session_id)
         self.encoder = OpusEncoder(bitrate=self.settings.bitrate)
         self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- asyncio glue -----------------------------------------------------------
 
     async def start(self, host: str, port: int) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         await loop.create_datagram_endpoint(lambda: self, remote_addr=(host, port))
         self.send_keepalive()
         self._tasks = [
@@ -129,7 +140,6 @@ class MediaEngine(asyncio.DatagramProtocol):
             header, payload = self.opener.open(data)
             if header.type is PacketType.VOICE:
                 sender, inner = unpack_relayed(payload)
-                frame = VoiceFrame.parse(inner)
             elif header.type is PacketType.KEEPALIVE_ACK and len(payload) == _STAMP.size:
                 (sent,) = _STAMP.unpack(payload)
                 self.stats.rtt = (time.monotonic_ns() - sent) / 1e9
@@ -143,6 +153,22 @@ class MediaEngine(asyncio.DatagramProtocol):
             self.stats.dropped += 1
             return
         self.stats.received += 1
+        try:
+            now = self._loop.time() if self._loop is not None else time.monotonic()
+            plaintext = self.crypto.open_voice(sender, inner, now)
+        except PacketError:
+            self.stats.undecryptable += 1
+            return
+        if plaintext is not None:  # else held until the sender's key arrives
+            self.push(sender, plaintext)
+
+    def push(self, sender: int, plaintext: bytes) -> None:
+        """An opened voice frame into the sender's jitter buffer."""
+        try:
+            frame = VoiceFrame.parse(plaintext)
+        except PacketError:
+            self.stats.undecryptable += 1
+            return
         stream = self.streams.get(sender)
         if stream is None:
             stream = self.streams[sender] = SenderStream(
@@ -166,7 +192,8 @@ class MediaEngine(asyncio.DatagramProtocol):
                 self.source_done = True
             else:
                 opus = self.encoder.encode(pcm)
-                self._send(PacketType.VOICE, VoiceFrame(self._seq, opus).serialize())
+                frame = VoiceFrame(self._seq, opus).serialize()
+                self._send(PacketType.VOICE, self.crypto.seal_voice(frame))
                 self._seq = (self._seq + 1) % 2**32
                 self.stats.sent += 1
         frames = [f for f in (self._play(s) for s in self.streams.values()) if f is not None]

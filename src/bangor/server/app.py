@@ -36,9 +36,8 @@ from bangor.server.rooms import RoomRegistry
 from bangor.server.store import Store
 from bangor.settings import PROTOCOL_VERSION, ServerSettings
 from bangor.wire import control as msg
-from bangor.wire.media import MediaKeys, derive_media_keys
+from bangor.wire.media import MEDIA_SECRET_SIZE, MediaKeys, derive_media_keys
 from bangor.wire.noise import (
-    HandshakeComplete,
     MessageReceived,
     NoiseSession,
     fingerprint,
@@ -94,7 +93,6 @@ class Connection:
     user: str = ""
     nick: str = ""
     room_id: str | None = None
-    handshake_hash: bytes | None = None
     closing: bool = False
 
     # --- sending --------------------------------------------------------------
@@ -145,9 +143,7 @@ class Connection:
                 if not data:
                     break
                 for event in self.noise.receive_data(data):
-                    if isinstance(event, HandshakeComplete):
-                        self.handshake_hash = event.handshake_hash
-                    elif isinstance(event, MessageReceived):
+                    if isinstance(event, MessageReceived):
                         await self.handle(msg.decode_client_message(event.payload))
                     if self.closing:
                         break
@@ -179,6 +175,8 @@ class Connection:
             raise RemoteProtocolError(f"expected hello, got {type(message).__name__}")
         if isinstance(message, msg.Ping):
             self.send(msg.Pong(message.nonce))
+        elif isinstance(message, msg.PeerSend):
+            self.on_peer(message)
         elif isinstance(message, msg.SendChat):
             self.on_chat(message)
         elif isinstance(message, msg.JoinRoom):
@@ -222,12 +220,12 @@ class Connection:
         if len(self.server.connections) >= self.server.settings.max_sessions:
             self.fail(CloseCode.LIMIT, "server is full", ref=HELLO)
             raise SessionClosed
-        assert self.handshake_hash is not None
         self.user = hello.user
         self.nick = hello.nick or hello.user
-        self.session_id = self.server.register(self, derive_media_keys(self.handshake_hash))
+        media_secret = secrets.token_bytes(MEDIA_SECRET_SIZE)
+        self.session_id = self.server.register(self, derive_media_keys(media_secret))
         log.info("session %08x: %s logged in from %s", self.session_id, self.user, self.peer)
-        self.send(msg.Welcome(self.session_id, self.user, __version__))
+        self.send(msg.Welcome(self.session_id, self.user, __version__, media_secret))
 
     async def on_create(self, create: msg.CreateRoom) -> None:
         assert self.user_id is not None
@@ -271,9 +269,24 @@ class Connection:
                 msg.tag(msg.SendChat),
             )
             return
-        out = msg.Chat(self.session_id, self.nick, chat.text)
+        # Sealed end to end: forwarded as it came, never stored.
+        out = msg.Chat(self.session_id, chat.data)
         for other in self.server.rooms.others(self.room_id, self.session_id):
             other.send(out)
+
+    def on_peer(self, peer: msg.PeerSend) -> None:
+        """Relay an opaque member-to-member message within the sender's room."""
+        target = self.server.connections.get(peer.to)
+        if (
+            self.room_id is None
+            or target is None
+            or target is self
+            or target.room_id != self.room_id
+        ):
+            # The target may have left a moment ago; the members' protocol copes.
+            log.debug("session %08x: peer message to %08x dropped", self.session_id, peer.to)
+            return
+        target.send(msg.PeerReceived(self.session_id, peer.data))
 
     def member(self) -> msg.Member:
         return msg.Member(self.session_id, self.user, self.nick)

@@ -14,13 +14,18 @@ from typing import Annotated
 import msgspec
 
 from bangor.errors import DecodeError
-from bangor.settings import MAX_CHAT_TEXT
+from bangor.settings import MAX_PEER_MESSAGE, MAX_SEALED_CHAT
+from bangor.wire.media import MEDIA_SECRET_SIZE
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Nick = Annotated[str, msgspec.Meta(max_length=64)]
 Password = Annotated[str, msgspec.Meta(max_length=1024)]
 RoomId = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{16}$")]
-ChatText = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CHAT_TEXT)]
+SealedChat = Annotated[bytes, msgspec.Meta(min_length=1, max_length=MAX_SEALED_CHAT)]
+PeerData = Annotated[bytes, msgspec.Meta(min_length=1, max_length=MAX_PEER_MESSAGE)]
+MediaSecret = Annotated[
+    bytes, msgspec.Meta(min_length=MEDIA_SECRET_SIZE, max_length=MEDIA_SECRET_SIZE)
+]
 U32 = Annotated[int, msgspec.Meta(ge=0, lt=2**32)]
 U63 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # msgspec bounds must fit int64
 
@@ -58,7 +63,16 @@ class LeaveRoom(msgspec.Struct, frozen=True, tag="leave", tag_field="t"):
 
 
 class SendChat(msgspec.Struct, frozen=True, tag="say", tag_field="t"):
-    text: ChatText
+    """A chat message for the room, sealed end to end (the server cannot read it)."""
+
+    data: SealedChat
+
+
+class PeerSend(msgspec.Struct, frozen=True, tag="peer", tag_field="t"):
+    """An opaque end-to-end message for one member of the same room."""
+
+    to: U32
+    data: PeerData
 
 
 class Ping(msgspec.Struct, frozen=True, tag="ping", tag_field="t"):
@@ -78,6 +92,7 @@ class Welcome(msgspec.Struct, frozen=True, tag="welcome", tag_field="t"):
     session_id: U32
     user: str
     server_version: str
+    media_secret: MediaSecret  # hop keys for UDP; random per session
 
 
 class RoomCreated(msgspec.Struct, frozen=True, tag="created", tag_field="t"):
@@ -105,9 +120,17 @@ class MemberLeft(msgspec.Struct, frozen=True, tag="member_left", tag_field="t"):
 
 
 class Chat(msgspec.Struct, frozen=True, tag="chat", tag_field="t"):
+    """A member's sealed chat message, forwarded as it came."""
+
     sender: U32
-    nick: str
-    text: str
+    data: SealedChat
+
+
+class PeerReceived(msgspec.Struct, frozen=True, tag="peer_from", tag_field="t"):
+    """An opaque end-to-end message from another member of the room."""
+
+    sender: U32
+    data: PeerData
 
 
 class Pong(msgspec.Struct, frozen=True, tag="pong", tag_field="t"):
@@ -123,9 +146,18 @@ class Error(msgspec.Struct, frozen=True, tag="error", tag_field="t"):
     ref: str = ""  # tag of the request this refuses ("" if none)
 
 
-ClientMessage = Hello | CreateRoom | JoinRoom | LeaveRoom | SendChat | Ping | Bye
+ClientMessage = Hello | CreateRoom | JoinRoom | LeaveRoom | SendChat | PeerSend | Ping | Bye
 ServerMessage = (
-    Welcome | RoomCreated | RoomJoined | RoomLeft | MemberJoined | MemberLeft | Chat | Pong | Error
+    Welcome
+    | RoomCreated
+    | RoomJoined
+    | RoomLeft
+    | MemberJoined
+    | MemberLeft
+    | Chat
+    | PeerReceived
+    | Pong
+    | Error
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -40,6 +40,7 @@ MAX_SESSION_ID = 2**32 - 1
 # The sealer stops one short of 2**64 - 1 so a counter can never wrap or repeat.
 MAX_COUNTER = 2**64 - 2
 
+MEDIA_SECRET_SIZE = 32
 MEDIA_KDF_SALT = b"bangor media v1"
 MEDIA_KDF_INFO_C2S = b"c2s"
 MEDIA_KDF_INFO_S2C = b"s2c"
@@ -102,7 +103,7 @@ def peek_session_id(data: bytes) -> int:
 
 @dataclass(frozen=True)
 class MediaKeys:
-    """One key per direction, derived from the control session's handshake hash."""
+    """One key per direction, derived from the media secret the server sent in ``welcome``."""
 
     client_to_server: bytes
     server_to_client: bytes
@@ -117,11 +118,18 @@ def _hkdf(secret: bytes, info: bytes) -> bytes:
     )
 
 
-def derive_media_keys(handshake_hash: bytes) -> MediaKeys:
-    """HKDF-SHA256 the Noise handshake hash into the two hop keys."""
+def derive_media_keys(media_secret: bytes) -> MediaKeys:
+    """HKDF-SHA256 the session's media secret into the two hop keys.
+
+    The secret is random per session and travels inside the Noise transport
+    (``welcome``). It must not be the Noise handshake hash: that hash is computed
+    from public transcript bytes, so anyone who saw the handshake could derive it.
+    """
+    if len(media_secret) != MEDIA_SECRET_SIZE:
+        raise LocalProtocolError(f"media secret must be {MEDIA_SECRET_SIZE} bytes")
     return MediaKeys(
-        client_to_server=_hkdf(handshake_hash, MEDIA_KDF_INFO_C2S),
-        server_to_client=_hkdf(handshake_hash, MEDIA_KDF_INFO_S2C),
+        client_to_server=_hkdf(media_secret, MEDIA_KDF_INFO_C2S),
+        server_to_client=_hkdf(media_secret, MEDIA_KDF_INFO_S2C),
     )
 
 

@@ -1,0 +1,492 @@
+"""End-to-end encryption of one member in one room, sans-I/O.
+
+``RoomCrypto`` ties the pieces together:
+
+- a :class:`~bangor.wire.pairwise.PairChannel` with every other member, relayed by
+  the server as opaque ``peer`` messages and authenticated by the room secret
+  (Noise XXpsk3), which proves each member's device identity key;
+- our own SFrame sender key (:class:`~bangor.wire.senderkeys.Outbound`), sent to
+  each member over its pair channel once that member is verified;
+- one :class:`~bangor.wire.senderkeys.Inbound` per other member, fed by the keys
+  it sends us.
+
+Membership changes drive the key schedule (DESIGN "End-to-end"): when someone
+joins, our key ratchets one step forward and the newcomer gets only the new step;
+when someone leaves, we make a fresh key (next generation) and send it to everyone
+left. A member that cannot prove the room secret never gets a key and its frames
+are never opened: nobody hears it and it hears nobody.
+
+Who starts a pair handshake: the newcomer, towards every member listed in its
+``joined`` reply. If both sides start anyway (a server that reorders), the lower
+session id keeps the initiator role.
+
+Inputs are server messages and ``now``; outputs are pair messages to relay
+(:meth:`RoomCrypto.messages_to_send`), events (:meth:`RoomCrypto.events`) and the
+next timer (:meth:`RoomCrypto.next_timer`).
+"""
+
+from __future__ import annotations
+
+import secrets
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Annotated, TypeVar
+
+import msgspec
+
+from bangor.errors import PacketError, PeerAuthError, PeerError
+from bangor.settings import MAX_CHAT_TEXT, ClientSettings
+from bangor.wire.noise import public_key
+from bangor.wire.pairwise import (
+    MessageKind,
+    PairChannel,
+    PeerMessage,
+    PeerVerified,
+    derive_room_psk,
+    pair_prologue,
+)
+from bangor.wire.senderkeys import (
+    BASE_KEY_SIZE,
+    GENERATION_LIMIT,
+    MAX_STEP,
+    PURPOSE_CHAT,
+    PURPOSE_VOICE,
+    Inbound,
+    Outbound,
+    SenderKey,
+    fresh_sender_key,
+)
+
+VOICE_LABEL = b"bangor/1 voice "
+CHAT_LABEL = b"bangor/1 chat "
+_SESSION = struct.Struct(">I")
+
+U32 = Annotated[int, msgspec.Meta(ge=0, lt=GENERATION_LIMIT)]
+Step = Annotated[int, msgspec.Meta(ge=0, le=MAX_STEP)]
+BaseKey = Annotated[bytes, msgspec.Meta(min_length=BASE_KEY_SIZE, max_length=BASE_KEY_SIZE)]
+ShortText = Annotated[str, msgspec.Meta(max_length=64)]
+ChatText = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CHAT_TEXT)]
+ChatSeq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+
+
+# --- what members say to each other (inside pair channels and sealed chat) ----
+
+
+class PeerHello(msgspec.Struct, frozen=True):
+    """Handshake payload: who this member says it is (checked against the server)."""
+
+    user: ShortText
+    nick: ShortText
+
+
+class KeyMessage(msgspec.Struct, frozen=True, tag="key", tag_field="t"):
+    """The sender's current SFrame base key."""
+
+    generation: U32
+    step: Step
+    base_key: BaseKey
+
+
+class ChatBody(msgspec.Struct, frozen=True):
+    """Plaintext of a sealed chat message; ``seq`` counts the sender's messages."""
+
+    seq: ChatSeq
+    text: ChatText
+
+
+PeerPayload = KeyMessage  # a union as soon as members say more than keys
+
+_encoder = msgspec.msgpack.Encoder()
+_hello_decoder = msgspec.msgpack.Decoder(PeerHello)
+_payload_decoder: msgspec.msgpack.Decoder[PeerPayload] = msgspec.msgpack.Decoder(PeerPayload)
+_chat_decoder = msgspec.msgpack.Decoder(ChatBody)
+
+
+T = TypeVar("T")
+
+
+def _decode(decoder: msgspec.msgpack.Decoder[T], data: bytes, what: str) -> T:
+    try:
+        return decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise PeerError(f"malformed {what}: {exc}") from None
+
+
+# --- events -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemberVerified:
+    """The member proved the room secret; ``identity`` is its device's public key."""
+
+    session_id: int
+    user: str
+    identity: bytes
+
+
+@dataclass(frozen=True)
+class MemberRejected:
+    """The member could not prove the room secret (or broke the handshake): no keys."""
+
+    session_id: int
+    user: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PeerProblem:
+    """A bad end-to-end message from a member; it was dropped and the call goes on."""
+
+    session_id: int
+    message: str
+
+
+@dataclass(frozen=True)
+class VoiceReleased:
+    """A held voice frame that opened once its key arrived."""
+
+    session_id: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class ChatOpened:
+    session_id: int
+    text: str
+
+
+@dataclass(frozen=True)
+class ChatGap:
+    """The server withheld chat messages from this member (sequence numbers skipped)."""
+
+    session_id: int
+    missing: int
+
+
+E2EEEvent = MemberVerified | MemberRejected | PeerProblem | VoiceReleased | ChatOpened | ChatGap
+
+
+# --- per-member state -------------------------------------------------------------
+
+
+@dataclass
+class _Member:
+    session_id: int
+    user: str
+    inbound: Inbound
+    metadata: dict[bytes, bytes]
+    channel: PairChannel | None = None
+    deadline: float | None = None  # verify by then, or be reported
+    identity: bytes | None = None
+    rejected: bool = False
+    next_chat_seq: int | None = None
+    pending: list[bytes] = field(default_factory=list)  # sealed chat held for a key
+
+    @property
+    def verified(self) -> bool:
+        return self.identity is not None
+
+
+def _metadata(label: bytes, room_id: bytes, sender: int) -> bytes:
+    # Binds each frame to its room and sender: the server cannot move frames
+    # between rooms, and a frame re-attributed to another sender does not open.
+    return label + room_id + _SESSION.pack(sender)
+
+
+class RoomCrypto:
+    """One member's end-to-end state for one room (sans-I/O)."""
+
+    def __init__(
+        self,
+        *,
+        room_id: bytes,
+        secret: bytes,
+        session_id: int,
+        user: str,
+        nick: str,
+        identity_private: bytes,
+        settings: ClientSettings | None = None,
+        token: Callable[[int], bytes] = secrets.token_bytes,
+    ) -> None:
+        self.room_id = room_id
+        self.session_id = session_id
+        self.user = user
+        self.settings = settings or ClientSettings()
+        self.identity_private = identity_private
+        self.identity_public = public_key(identity_private)
+        self._psk = derive_room_psk(secret, room_id)
+        self._hello = _encoder.encode(PeerHello(user, nick))
+        self._token = token
+        self._outbound = Outbound(fresh_sender_key(0, token))
+        self._voice_meta = _metadata(VOICE_LABEL, room_id, session_id)
+        self._chat_meta = _metadata(CHAT_LABEL, room_id, session_id)
+        self._chat_seq = 0
+        self._members: dict[int, _Member] = {}
+        self._outgoing: list[tuple[int, bytes]] = []
+        self._events: list[E2EEEvent] = []
+
+    # --- queries ---------------------------------------------------------------
+
+    @property
+    def sender_key(self) -> SenderKey:
+        return self._outbound.key
+
+    def verified(self, session_id: int) -> bool:
+        member = self._members.get(session_id)
+        return member is not None and member.verified
+
+    def identity_of(self, session_id: int) -> bytes | None:
+        member = self._members.get(session_id)
+        return None if member is None else member.identity
+
+    def messages_to_send(self) -> list[tuple[int, bytes]]:
+        """(member session id, pair message) to relay through the server; clears the queue."""
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def events(self) -> list[E2EEEvent]:
+        out, self._events = self._events, []
+        return out
+
+    def next_timer(self) -> float | None:
+        times = [m.deadline for m in self._members.values() if m.deadline is not None]
+        times += [t for m in self._members.values() if (t := m.inbound.next_timer()) is not None]
+        return min(times, default=None)
+
+    # --- membership (from the server's messages) ---------------------------------
+
+    def start(self, members: Iterable[tuple[int, str]], now: float) -> None:
+        """We joined: greet every member already in the room (we initiate)."""
+        for session_id, user in members:
+            member = self._add_member(session_id, user, now)
+            self._open_channel(member, initiator=True)
+
+    def member_joined(self, session_id: int, user: str, now: float) -> None:
+        """Someone joined: ratchet so they cannot open what was said before."""
+        if session_id == self.session_id or session_id in self._members:
+            return
+        if self._outbound.ratchet():
+            self._distribute()  # the step limit forced a fresh key: everyone needs it
+        self._add_member(session_id, user, now)  # its channel starts with its HS1
+
+    def member_left(self, session_id: int, now: float) -> None:
+        """Someone left: a fresh key, so nothing said from now on reaches them."""
+        if self._members.pop(session_id, None) is None:
+            return
+        self._outbound.rotate(self._token)
+        self._distribute()
+
+    # --- pair messages ---------------------------------------------------------------
+
+    def peer_received(self, sender: int, data: bytes, now: float) -> None:
+        member = self._members.get(sender)
+        if member is None:
+            self._problem(sender, "end-to-end message from someone not in the room")
+            return
+        if member.rejected:
+            return  # reported once already; nothing it says counts
+        if data[:1] == bytes((MessageKind.HS1,)) and not self._accept_hs1(member):
+            return
+        channel = member.channel
+        if channel is None:
+            self._problem(sender, "end-to-end message before a handshake")
+            return
+        try:
+            pair_events = channel.receive(data)
+        except PeerAuthError as exc:
+            self._flush(member)
+            self._reject(member, str(exc))
+            return
+        except PeerError as exc:
+            self._flush(member)
+            if channel.failed:
+                self._reject(member, str(exc))
+            else:
+                self._problem(sender, str(exc))
+            return
+        for event in pair_events:
+            if isinstance(event, PeerVerified):
+                self._on_verified(member, event, now)
+            elif isinstance(event, PeerMessage):
+                self._on_payload(member, event.payload, now)
+            if member.rejected:
+                break
+        self._flush(member)
+
+    def _accept_hs1(self, member: _Member) -> bool:
+        """A member starts a handshake with us; settle who initiates if both did."""
+        channel = member.channel
+        if (
+            channel is not None
+            and channel.initiator
+            and not channel.failed
+            and self.session_id < member.session_id
+        ):
+            return False  # ours stands; they will answer it
+        if channel is not None and (channel.established or member.verified):
+            self._problem(member.session_id, "second handshake from a verified member ignored")
+            return False
+        self._open_channel(member, initiator=False)
+        return True
+
+    def _on_verified(self, member: _Member, event: PeerVerified, now: float) -> None:
+        try:
+            hello = _decode(_hello_decoder, event.hello, "member hello")
+        except PeerError as exc:
+            self._reject(member, str(exc))
+            return
+        if hello.user != member.user:
+            # Whoever holds the secret could claim any name; the server's login is the
+            # other witness, and both must agree.
+            self._reject(
+                member,
+                f"says it is {hello.user!r} but the server says {member.user!r}",
+            )
+            return
+        member.identity = event.remote_identity
+        member.deadline = None
+        self._events.append(MemberVerified(member.session_id, member.user, member.identity))
+        self._send_key(member)
+
+    def _on_payload(self, member: _Member, payload: bytes, now: float) -> None:
+        try:
+            message = _decode(_payload_decoder, payload, "key message")
+            key = SenderKey(message.generation, message.step, message.base_key)
+            released = member.inbound.install(key, member.metadata.__getitem__, now)
+        except PeerError as exc:
+            self._problem(member.session_id, str(exc))
+            return
+        for item in released:
+            if item.purpose == PURPOSE_VOICE:
+                self._events.append(VoiceReleased(member.session_id, item.plaintext))
+            else:
+                self._chat_plaintext(member, item.plaintext)
+
+    # --- voice ------------------------------------------------------------------------
+
+    def seal_voice(self, payload: bytes) -> bytes:
+        return self._outbound.seal(PURPOSE_VOICE, self._voice_meta, payload)
+
+    def open_voice(self, sender: int, frame: bytes, now: float) -> bytes | None:
+        """Plaintext of a member's voice frame, None if held for its key; PacketError if bad."""
+        member = self._members.get(sender)
+        if member is None or member.rejected:
+            raise PacketError("voice from a member without keys")
+        return member.inbound.open(PURPOSE_VOICE, member.metadata[PURPOSE_VOICE], frame, now)
+
+    # --- chat -------------------------------------------------------------------------
+
+    def seal_chat(self, text: str) -> bytes:
+        body = _encoder.encode(ChatBody(self._chat_seq, text))
+        self._chat_seq += 1
+        return self._outbound.seal(PURPOSE_CHAT, self._chat_meta, body)
+
+    def open_chat(self, sender: int, data: bytes, now: float) -> None:
+        """A sealed chat message from the server; results arrive as events."""
+        member = self._members.get(sender)
+        if member is None or member.rejected:
+            self._problem(sender, "chat from a member without keys dropped")
+            return
+        try:
+            plaintext = member.inbound.open(PURPOSE_CHAT, member.metadata[PURPOSE_CHAT], data, now)
+        except PacketError as exc:
+            self._problem(sender, f"chat message dropped: {exc}")
+            return
+        if plaintext is not None:
+            self._chat_plaintext(member, plaintext)
+
+    def _chat_plaintext(self, member: _Member, plaintext: bytes) -> None:
+        try:
+            body = _decode(_chat_decoder, plaintext, "chat message")
+        except PeerError as exc:
+            self._problem(member.session_id, str(exc))
+            return
+        expected = member.next_chat_seq
+        if expected is not None and body.seq > expected:
+            self._events.append(ChatGap(member.session_id, body.seq - expected))
+        elif expected is not None and body.seq < expected:
+            self._problem(member.session_id, "chat message out of order dropped")
+            return
+        member.next_chat_seq = body.seq + 1
+        self._events.append(ChatOpened(member.session_id, body.text))
+
+    # --- timers -----------------------------------------------------------------------
+
+    def handle_timer(self, now: float) -> None:
+        for member in list(self._members.values()):
+            if member.deadline is not None and now >= member.deadline and not member.verified:
+                self._reject(
+                    member,
+                    f"did not prove the room secret within {self.settings.peer_verify_timeout:g} s",
+                )
+            dropped = member.inbound.expire(now)
+            if dropped:
+                self._problem(
+                    member.session_id,
+                    f"{dropped} frame(s) never got a key and were dropped",
+                )
+
+    # --- internals ---------------------------------------------------------------------
+
+    def _add_member(self, session_id: int, user: str, now: float) -> _Member:
+        member = _Member(
+            session_id,
+            user,
+            Inbound.from_settings(self.settings),
+            {
+                PURPOSE_VOICE: _metadata(VOICE_LABEL, self.room_id, session_id),
+                PURPOSE_CHAT: _metadata(CHAT_LABEL, self.room_id, session_id),
+            },
+            deadline=now + self.settings.peer_verify_timeout,
+        )
+        self._members[session_id] = member
+        return member
+
+    def _open_channel(self, member: _Member, *, initiator: bool) -> None:
+        first, second = (
+            (self.session_id, member.session_id)
+            if initiator
+            else (member.session_id, self.session_id)
+        )
+        channel = PairChannel(
+            initiator=initiator,
+            identity_private=self.identity_private,
+            psk=self._psk,
+            prologue=pair_prologue(self.room_id, first, second),
+            hello=self._hello,
+        )
+        member.channel = channel
+        if initiator:
+            channel.start()
+            self._flush(member)
+
+    def _flush(self, member: _Member) -> None:
+        if member.channel is not None:
+            for data in member.channel.messages_to_send():
+                self._outgoing.append((member.session_id, data))
+
+    def _send_key(self, member: _Member) -> None:
+        channel = member.channel
+        if channel is None or not channel.established:
+            return
+        key = self._outbound.key
+        channel.send(_encoder.encode(KeyMessage(key.generation, key.step, key.base_key)))
+        self._flush(member)
+
+    def _distribute(self) -> None:
+        for member in self._members.values():
+            if member.verified and not member.rejected:
+                self._send_key(member)
+
+    def _reject(self, member: _Member, reason: str) -> None:
+        if member.rejected:
+            return
+        member.rejected = True
+        member.deadline = None
+        member.identity = None
+        member.channel = None
+        self._events.append(MemberRejected(member.session_id, member.user, reason))
+
+    def _problem(self, session_id: int, message: str) -> None:
+        self._events.append(PeerProblem(session_id, message))
