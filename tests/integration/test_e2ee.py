@@ -27,6 +27,7 @@ from tests.integration.conftest import (
 pytestmark = pytest.mark.integration
 
 TAP_SERVER = str(Path(__file__).with_name("tap_server.py"))
+EVIL_SERVER = str(Path(__file__).with_name("evil_server.py"))
 SECRET_CHAT = "the eagle lands at midnight"
 
 
@@ -231,3 +232,38 @@ def test_voice_flows_through_rekeys_without_gaps(server: ServerProcess, tmp_path
     talking = rms[rms > 0.5 * np.median(rms[rms > 0])]
     first, last = np.flatnonzero(rms > 0.5 * np.median(talking))[[0, -1]]
     assert np.all(rms[first : last + 1] > 0.5 * np.median(talking)), "a gap in alice's voice"
+
+
+def test_server_replaying_and_corrupting_key_messages_achieves_only_reports(
+    tmp_path: Path,
+) -> None:
+    """Every pair message is followed by replays of the pair's old ones and a forged copy."""
+    server = start_server(tmp_path, command=(sys.executable, EVIL_SERVER))
+    try:
+        for user in ("alice", "bob", "carol"):
+            server.add_user(user)
+        invite = server.create_room("alice")
+        bob = join(server, invite, "bob", "--output", str(tmp_path / "bob.wav"), "--duration", "9")
+        bob.event("joined")
+        alice = join(server, invite, "alice", "--input", "tone:440", "--duration", "12")
+        bob.event("member_verified")
+        carol = join(server, invite, "carol", "--duration", "1.5")  # a join and a leave: rekeys
+        assert carol.wait() == 0
+        assert bob.wait() == 0
+        alice.proc.terminate()
+        assert alice.wait() == 0
+    finally:
+        stop_server(server)
+    for client in (alice, bob):
+        events = client.events()
+        assert not [e for e in events if e["event"] == "member_rejected"], events
+        problems = [str(e["message"]) for e in events if e["event"] == "error"]
+        assert any("replayed" in p for p in problems), problems
+        assert any("authentication" in p or "handshake" in p for p in problems), problems
+    final = [e for e in bob.events() if e["event"] == "stats"][-1]
+    assert final["undecryptable"] == 0
+    heard = read_wav_48k(tmp_path / "bob.wav")
+    assert band(heard, 440) > 100 * band(heard, 1250)
+    frames = heard[: len(heard) // 960 * 960].reshape(-1, 960)
+    rms = np.sqrt((frames.astype(np.float64) ** 2).mean(axis=1))
+    assert (rms > 0.5 * rms.max()).sum() > 5 * 50, "alice must be heard for most of the call"

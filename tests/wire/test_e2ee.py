@@ -438,3 +438,19 @@ def test_identity_is_the_device_key() -> None:
         room_id=ROOM, secret=SECRET, session_id=1, user="a", nick="a", identity_private=key
     )
     assert crypto.identity_public == public_key(key)
+
+
+def test_forged_copies_of_handshake_messages_do_not_break_the_handshake() -> None:
+    """The server follows every pair message with a bit-flipped copy and a replay."""
+    room = Room()
+    a = room.join(1, "alice")
+
+    def forge(src: int, to: int, data: bytes) -> list[bytes]:
+        return [data, data[:-1] + bytes([data[-1] ^ 1]), data]
+
+    room.tamper = forge
+    b = room.join(2, "bob")
+    assert a.verified(2) and b.verified(1)
+    assert not room.of(1, MemberRejected) and not room.of(2, MemberRejected)
+    assert room.of(1, PeerProblem) and room.of(2, PeerProblem)  # each forgery was reported
+    assert b.open_voice(1, a.seal_voice(b"fine"), room.now) == b"fine"

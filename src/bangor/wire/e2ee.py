@@ -260,7 +260,7 @@ class RoomCrypto:
         """We joined: greet every member already in the room (we initiate)."""
         for session_id, user in members:
             member = self._add_member(session_id, user, now)
-            self._open_channel(member, initiator=True)
+            self._open_channel(member)
 
     def member_joined(self, session_id: int, user: str, now: float) -> None:
         """Someone joined: ratchet so they cannot open what was said before."""
@@ -286,7 +286,8 @@ class RoomCrypto:
             return
         if member.rejected:
             return  # reported once already; nothing it says counts
-        if data[:1] == bytes((MessageKind.HS1,)) and not self._accept_hs1(member):
+        if data[:1] == bytes((MessageKind.HS1,)):
+            self._on_hs1(member, data)
             return
         channel = member.channel
         if channel is None:
@@ -314,7 +315,7 @@ class RoomCrypto:
                 break
         self._flush(member)
 
-    def _accept_hs1(self, member: _Member) -> bool:
+    def _on_hs1(self, member: _Member, data: bytes) -> None:
         """A member starts a handshake with us; settle who initiates if both did."""
         channel = member.channel
         if (
@@ -323,12 +324,23 @@ class RoomCrypto:
             and not channel.failed
             and self.session_id < member.session_id
         ):
-            return False  # ours stands; they will answer it
-        if channel is not None and (channel.established or member.verified):
-            self._problem(member.session_id, "second handshake from a verified member ignored")
-            return False
-        self._open_channel(member, initiator=False)
-        return True
+            return  # ours stands; they will answer it
+        if member.verified or (
+            channel is not None and not channel.initiator and not channel.failed
+        ):
+            # A member starts one handshake with us per session; another HS1 is a
+            # replay or a forgery and must not destroy the one under way.
+            self._problem(member.session_id, "second handshake start ignored")
+            return
+        # Try it on a new channel first, so a forged HS1 changes nothing.
+        candidate = self._new_channel(member, initiator=False)
+        try:
+            candidate.receive(data)
+        except PeerError as exc:
+            self._problem(member.session_id, f"handshake start ignored: {exc}")
+            return
+        member.channel = candidate
+        self._flush(member)
 
     def _on_verified(self, member: _Member, event: PeerVerified, now: float) -> None:
         try:
@@ -443,23 +455,25 @@ class RoomCrypto:
         self._members[session_id] = member
         return member
 
-    def _open_channel(self, member: _Member, *, initiator: bool) -> None:
+    def _new_channel(self, member: _Member, *, initiator: bool) -> PairChannel:
         first, second = (
             (self.session_id, member.session_id)
             if initiator
             else (member.session_id, self.session_id)
         )
-        channel = PairChannel(
+        return PairChannel(
             initiator=initiator,
             identity_private=self.identity_private,
             psk=self._psk,
             prologue=pair_prologue(self.room_id, first, second),
             hello=self._hello,
         )
-        member.channel = channel
-        if initiator:
-            channel.start()
-            self._flush(member)
+
+    def _open_channel(self, member: _Member) -> None:
+        """We start the handshake (we are the newcomer)."""
+        member.channel = self._new_channel(member, initiator=True)
+        member.channel.start()
+        self._flush(member)
 
     def _flush(self, member: _Member) -> None:
         if member.channel is not None:
