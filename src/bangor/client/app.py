@@ -274,16 +274,20 @@ class _Call:
         """Send what the E2EE state queued and report what it found."""
         for to, data in self.crypto.messages_to_send():
             self.client.send_peer(to, data)
+        released: dict[int, list[bytes]] = {}
         for event in self.crypto.events():
-            self.on_crypto_event(event)
+            if isinstance(event, VoiceReleased):
+                released.setdefault(event.session_id, []).append(event.payload)
+            else:
+                self.on_crypto_event(event)
+        for sender, payloads in released.items():
+            self.engine.push_released(sender, payloads)
 
     def _member(self, session_id: int, user: str = "?") -> ev.MemberInfo:
         return self.members.get(session_id) or ev.MemberInfo(session_id, user, user)
 
     def on_crypto_event(self, event: E2EEEvent) -> None:
-        if isinstance(event, VoiceReleased):
-            self.engine.push(event.session_id, event.payload)
-        elif isinstance(event, ChatOpened):
+        if isinstance(event, ChatOpened):
             member = self._member(event.session_id)
             self.emit(ev.ChatReceived(event.session_id, member.nick, event.text))
         elif isinstance(event, MemberVerified):

@@ -162,6 +162,18 @@ class MediaEngine(asyncio.DatagramProtocol):
         if plaintext is not None:  # else held until the sender's key arrives
             self.push(sender, plaintext)
 
+    def push_released(self, sender: int, plaintexts: list[bytes]) -> None:
+        """Frames held until their key arrived, oldest first.
+
+        For a stream not playing yet (we just joined, or the sender just did), the
+        older ones would only add delay: keep what fills the prebuffer. For a stream
+        in progress (a rekey), every frame goes in, so nothing is skipped.
+        """
+        if sender not in self.streams:
+            plaintexts = plaintexts[-self.settings.jitter_target_frames :]
+        for plaintext in plaintexts:
+            self.push(sender, plaintext)
+
     def push(self, sender: int, plaintext: bytes) -> None:
         """An opened voice frame into the sender's jitter buffer."""
         try:

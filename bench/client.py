@@ -1,0 +1,533 @@
+"""Client benchmark: what one real ``bangor join`` process costs in a call, next to the server.
+
+For each room size N (``--members``, default 2, 4 and 8 in turn) it starts, in a fresh
+temporary directory:
+
+1. a real ``bangor serve`` on 127.0.0.1 (free port, its own data directory), and waits
+   for the ``listening on`` line on its stderr;
+2. N accounts (``bangor user add``) and one room (``bangor room create``);
+3. N real ``bangor join --json --headless --input tone:HZ --output null`` clients, every
+   one with its own tone, so all N talk at once: each encodes and sends 50 frames/s and
+   receives, decodes and mixes the N-1 others (the null sink still gets the mix).
+
+Once every client has printed its ``joined`` event it lets the call settle for
+``--warmup`` seconds (key exchange, jitter buffers filling, imports done), then measures
+for ``--seconds``:
+
+- CPU: utime + stime from ``/proc/PID/stat`` (all threads), over the elapsed wall time,
+  in % of one core, for the first client (the one measured in detail), the mean over all
+  N clients, and the server;
+- memory: ``VmRSS`` from ``/proc/PID/status`` sampled every 0.5 s, average and peak, for
+  that client and the server;
+- a sanity check from the measured client's own ``stats`` events: voice frames per second
+  that reached its jitter buffers from the others (expected (N-1) x 50);
+- the whole machine: cores busy (``/proc/stat``, every process) and hypervisor steal.
+
+It uses only the ``bangor`` command line (no imports from the package), so the same
+script measures any version: ``--bangor`` names the executable (default: the one next to
+this Python). It relies only on the ``joined`` event to know a client is in the call.
+
+Run::
+
+    .venv/bin/python bench/client.py                       # 2, 4, 8 members, 20 s each
+    .venv/bin/python bench/client.py --members 4 --seconds 30
+    .venv/bin/python bench/client.py --bangor /other/checkout/.venv/bin/bangor
+
+Every wait is bounded; it stops what it started on exit (also on Ctrl-C or SIGTERM) and
+removes its temporary directory. It only uses 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+HOST = "127.0.0.1"
+BANGOR = str(Path(sys.executable).parent / "bangor")
+PASSWORD = "bench password, not a secret"
+START_TIMEOUT = 30.0  # server ready line; each client's `joined` event
+COMMAND_TIMEOUT = 60.0  # `user add`, `room create`
+STOP_TIMEOUT = 10.0  # SIGTERM to exit, before SIGKILL
+SAMPLE_PERIOD = 0.5  # seconds between RSS samples
+FRAMES_PER_SECOND = 50  # 20 ms voice frames
+MAX_MEMBERS = 16  # the server's room limit
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tone_hz(index: int) -> int:
+    """A different tone for each client, none a multiple of another's."""
+    return 330 + 125 * index
+
+
+# --- /proc ------------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` (every thread), from ``/proc/PID/stat``."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()  # the command name may hold spaces
+    return (int(fields[11]) + int(fields[12])) / TICK  # fields 14 and 15 of proc(5)
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+@dataclass(frozen=True)
+class HostTimes:
+    busy: float  # seconds of CPU, all cores: user + nice + system + irq + softirq
+    steal: float
+
+
+def host_times() -> HostTimes:
+    with open("/proc/stat") as f:
+        _cpu, *values = f.readline().split()
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in values[:8])
+    return HostTimes((user + nice + system + irq + softirq) / TICK, steal / TICK)
+
+
+# --- processes ----------------------------------------------------------------------------------
+
+
+class Lines:
+    """Reads a text pipe on a thread; lines can be awaited with a timeout."""
+
+    def __init__(self, stream: Iterator[str]) -> None:
+        self.queue: queue.Queue[tuple[float, str] | None] = queue.Queue()
+        self.seen: list[tuple[float, str]] = []  # (time.monotonic() on arrival, line)
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: Iterator[str]) -> None:
+        with contextlib.suppress(ValueError, OSError):  # closed under us at exit
+            for line in stream:
+                self.queue.put((time.monotonic(), line.rstrip("\n")))
+        self.queue.put(None)
+
+    def drain(self) -> None:
+        """Move what has arrived into ``seen`` without waiting."""
+        with contextlib.suppress(queue.Empty):
+            while (item := self.queue.get_nowait()) is not None:
+                self.seen.append(item)
+
+    def wait_for(self, predicate: Callable[[str], bool], deadline: float, what: str) -> str:
+        for _, line in self.seen:
+            if predicate(line):
+                return line
+        while True:
+            try:
+                item = self.queue.get(timeout=max(deadline - time.monotonic(), 0.0))
+            except queue.Empty:
+                raise RuntimeError(f"timed out waiting for {what}") from None
+            if item is None:
+                self.queue.put(None)  # stays closed for later waits
+                raise RuntimeError(f"{what}: the stream ended first")
+            self.seen.append(item)
+            if predicate(item[1]):
+                return item[1]
+
+    def tail(self, count: int = 10) -> str:
+        self.drain()
+        return "\n".join(line for _, line in self.seen[-count:])
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[str]
+    stdout: Lines | None
+    stderr: Lines
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def check_alive(self) -> None:
+        if self.popen.poll() is not None:
+            raise RuntimeError(
+                f"{self.name} exited with code {self.popen.returncode}:\n{self.stderr.tail()}"
+            )
+
+    def event(self, kind: str, deadline: float) -> dict[str, object]:
+        assert self.stdout is not None
+
+        def matches(line: str) -> bool:
+            return line.startswith("{") and json.loads(line).get("event") == kind
+
+        try:
+            line = self.stdout.wait_for(matches, deadline, f"{self.name}'s {kind!r} event")
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}; stderr:\n{self.stderr.tail()}") from None
+        data: dict[str, object] = json.loads(line)
+        return data
+
+
+@dataclass
+class Processes:
+    """What a run started; ``stop`` ends the clients first, then the server."""
+
+    items: list[Process] = field(default_factory=list)
+
+    def start(self, name: str, args: list[str], env: dict[str, str], stdout: bool) -> Process:
+        popen = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert popen.stderr is not None
+        out = Lines(popen.stdout) if popen.stdout is not None else None
+        process = Process(name, popen, out, Lines(popen.stderr))
+        self.items.append(process)
+        return process
+
+    def stop(self) -> None:
+        for process in reversed(self.items):  # clients leave before the server goes
+            if process.popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.popen.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.popen.wait(STOP_TIMEOUT)
+            if process.popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.popen.kill()
+                process.popen.wait()
+        self.items.clear()
+
+
+def free_port() -> int:
+    """A port number free for both TCP and UDP on 127.0.0.1."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((HOST, 0))
+            port: int = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((HOST, port))
+                except OSError:
+                    continue
+            return port
+
+
+def client_env(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["BANGOR_HOME"] = str(home)
+    env["BANGOR_PASSWORD"] = PASSWORD
+    env.pop("BANGOR_USER", None)
+    return env
+
+
+def run_command(args: list[str], *, stdin: str = "", env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        args, input=stdin, capture_output=True, text=True, env=env, timeout=COMMAND_TIMEOUT
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(args[1:3])} failed ({result.returncode}): {result.stderr.strip()}"
+        )
+    return result.stdout
+
+
+# --- one call --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Options:
+    members: list[int]
+    seconds: float
+    warmup: float
+    bangor: str
+
+
+@dataclass
+class Usage:
+    """One process over the measured window."""
+
+    cpu_percent: float
+    rss_avg_mib: float
+    rss_peak_mib: float
+
+
+@dataclass
+class Result:
+    members: int
+    client: Usage
+    clients_mean_cpu: float
+    server: Usage
+    heard_per_s: float | None  # voice frames/s reaching the measured client's jitter buffers
+    host_busy_cores: float
+    steal_percent: float
+
+
+def heard_rate(client: Process, start: float, end: float) -> float | None:
+    """Frames/s into the client's jitter buffers, between its first and last stats in the window.
+
+    Uses the per-sender ``received`` counts of ``stats`` events (both before and after E2EE
+    they count frames handed to a jitter buffer: with E2EE, only frames that decrypted).
+    """
+    assert client.stdout is not None
+    client.stdout.drain()
+    points: list[tuple[float, int]] = []
+    for arrived, line in client.stdout.seen:
+        if start <= arrived <= end and line.startswith("{"):
+            data = json.loads(line)
+            if data.get("event") == "stats" and isinstance(data.get("senders"), dict):
+                total = sum(int(s.get("received", 0)) for s in data["senders"].values())
+                points.append((arrived, total))
+    if len(points) < 2 or points[-1][0] <= points[0][0]:
+        return None
+    return (points[-1][1] - points[0][1]) / (points[-1][0] - points[0][0])
+
+
+def measure(opts: Options, n: int, tmp: Path, procs: Processes) -> Result:
+    bangor = opts.bangor
+    port = free_port()
+    data_dir = tmp / "server"
+    server = procs.start(
+        "server",
+        [bangor, "serve", "--host", HOST, "--port", str(port), "--data-dir", str(data_dir)],
+        dict(os.environ),
+        stdout=False,
+    )
+    server.stderr.wait_for(
+        lambda line: "listening on" in line,
+        time.monotonic() + START_TIMEOUT,
+        "the server's 'listening on' line",
+    )
+
+    users = [f"member{i}" for i in range(n)]
+    for user in users:
+        run_command(
+            [bangor, "user", "add", user, "--data-dir", str(data_dir)], stdin=PASSWORD + "\n"
+        )
+    homes = {user: tmp / "homes" / user for user in users}
+    invite = run_command(
+        [bangor, "room", "create", "bench", "--server", f"{HOST}:{port}", "--user", users[0]],
+        env=client_env(homes[users[0]]),
+    ).strip()
+
+    # A backstop: the clients leave by themselves should this script be killed outright.
+    lifetime = opts.warmup + opts.seconds + START_TIMEOUT + 60
+    clients = [
+        procs.start(
+            user,
+            [
+                bangor,
+                "join",
+                invite,
+                "--user",
+                user,
+                "--json",
+                "--headless",
+                "--input",
+                f"tone:{tone_hz(i)}",
+                "--output",
+                "null",
+                "--duration",
+                str(lifetime),
+            ],
+            client_env(homes[user]),
+            stdout=True,
+        )
+        for i, user in enumerate(users)
+    ]
+    deadline = time.monotonic() + START_TIMEOUT
+    for client in clients:
+        client.event("joined", deadline)
+
+    settle_until = time.monotonic() + opts.warmup
+    while (left := settle_until - time.monotonic()) > 0:
+        for process in (server, *clients):
+            process.check_alive()
+        time.sleep(min(left, SAMPLE_PERIOD))
+
+    measured = clients[0]
+    watched = (measured, server)
+    pids = [p.pid for p in (server, *clients)]
+    cpu0 = {pid: cpu_seconds(pid) for pid in pids}
+    host0 = host_times()
+    start = time.monotonic()
+    rss: dict[int, list[int]] = {p.pid: [] for p in watched}
+    end = start + opts.seconds
+    while True:
+        for process in (server, *clients):
+            process.check_alive()
+        for process in watched:
+            rss[process.pid].append(rss_kib(process.pid))
+        now = time.monotonic()
+        if now >= end:
+            break
+        time.sleep(min(SAMPLE_PERIOD, end - now))
+    cpu1 = {pid: cpu_seconds(pid) for pid in pids}
+    host1 = host_times()
+    elapsed = time.monotonic() - start
+
+    def cpu_percent(pid: int) -> float:
+        return 100 * (cpu1[pid] - cpu0[pid]) / elapsed
+
+    def usage(process: Process) -> Usage:
+        samples = rss[process.pid]
+        return Usage(
+            cpu_percent(process.pid),
+            sum(samples) / len(samples) / 1024,
+            max(samples) / 1024,
+        )
+
+    return Result(
+        members=n,
+        client=usage(measured),
+        clients_mean_cpu=sum(cpu_percent(c.pid) for c in clients) / n,
+        server=usage(server),
+        heard_per_s=heard_rate(measured, start, start + elapsed),
+        host_busy_cores=(host1.busy - host0.busy) / elapsed,
+        steal_percent=100 * (host1.steal - host0.steal) / elapsed / (os.cpu_count() or 1),
+    )
+
+
+def run_one(opts: Options, n: int) -> Result:
+    procs = Processes()
+    with tempfile.TemporaryDirectory(prefix="bangor-bench-client-") as tmp:
+        try:
+            return measure(opts, n, Path(tmp), procs)
+        finally:
+            procs.stop()
+
+
+# --- report -----------------------------------------------------------------------------------
+
+HEADERS = (
+    "members",
+    "client CPU %",
+    "all clients CPU % (mean)",
+    "client RSS MiB avg/peak",
+    "server CPU %",
+    "server RSS MiB avg/peak",
+    "heard frames/s (expected)",
+    "host cores busy",
+    "steal %",
+)
+
+
+def row(r: Result) -> tuple[str, ...]:
+    heard = "n/a" if r.heard_per_s is None else f"{r.heard_per_s:.0f}"
+    return (
+        str(r.members),
+        f"{r.client.cpu_percent:.1f}",
+        f"{r.clients_mean_cpu:.1f}",
+        f"{r.client.rss_avg_mib:.1f} / {r.client.rss_peak_mib:.1f}",
+        f"{r.server.cpu_percent:.1f}",
+        f"{r.server.rss_avg_mib:.1f} / {r.server.rss_peak_mib:.1f}",
+        f"{heard} ({(r.members - 1) * FRAMES_PER_SECOND})",
+        f"{r.host_busy_cores:.2f} of {os.cpu_count()}",
+        f"{r.steal_percent:.1f}",
+    )
+
+
+def print_table(results: list[Result]) -> None:
+    rows = [HEADERS, *(row(r) for r in results)]
+    widths = [max(len(cells[i]) for cells in rows) for i in range(len(HEADERS))]
+    for cells in rows:
+        print("  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)), flush=True)
+    for r in results:
+        if r.host_busy_cores > 0.9 * (os.cpu_count() or 1):
+            print(
+                f"note: with {r.members} members the machine was busy on all "
+                f"{os.cpu_count()} cores: overloaded, so the numbers are bounded by that"
+            )
+        if r.steal_percent > 5:
+            print(f"note: with {r.members} members the hypervisor stole over 5 % of the CPUs")
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> Options:
+    parser = argparse.ArgumentParser(
+        description="CPU and memory of one real `bangor join` client (and the server) in a "
+        "call where every member talks."
+    )
+    parser.add_argument(
+        "-m",
+        "--members",
+        type=int,
+        nargs="+",
+        default=[2, 4, 8],
+        metavar="N",
+        help="room size(s), run in turn (default: 2 4 8)",
+    )
+    parser.add_argument(
+        "-s", "--seconds", type=float, default=20.0, help="measured seconds per call (default 20)"
+    )
+    parser.add_argument(
+        "-w",
+        "--warmup",
+        type=float,
+        default=5.0,
+        help="seconds after every client joined before measuring (default 5)",
+    )
+    parser.add_argument(
+        "--bangor",
+        default=BANGOR,
+        metavar="PATH",
+        help="the bangor executable to run (default: the one next to this Python)",
+    )
+    args = parser.parse_args(argv)
+    if any(not 2 <= n <= MAX_MEMBERS for n in args.members):
+        parser.error(f"--members must be 2..{MAX_MEMBERS}")
+    if not 1 <= args.seconds <= 600 or not 0 <= args.warmup <= 120:
+        parser.error("--seconds must be 1..600 and --warmup 0..120")
+    if not os.access(args.bangor, os.X_OK):
+        parser.error(f"--bangor {args.bangor}: not an executable")
+    return Options(args.members, args.seconds, args.warmup, args.bangor)
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # unwinds through the `finally` that stops the processes
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    print(
+        f"bangor: {opts.bangor}\n"
+        f"every member talks (tone in, null out); warm-up {opts.warmup:g} s, "
+        f"measured {opts.seconds:g} s; {os.cpu_count()} CPUs; CPU % is of one core\n",
+        flush=True,
+    )
+    results: list[Result] = []
+    try:
+        for n in opts.members:
+            results.append(run_one(opts, n))
+    except RuntimeError as exc:
+        print_table(results)
+        print(f"bench/client.py: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print_table(results)
+        print("bench/client.py: interrupted", file=sys.stderr)
+        return 130
+    print_table(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
