@@ -20,7 +20,7 @@ from bangor.client.control import ControlClient
 from bangor.client.identity import KnownMembers, Trust, load_identity
 from bangor.client.media import MediaEngine
 from bangor.client.pinning import KnownServers
-from bangor.errors import BangorError, RefusedError
+from bangor.errors import BangorError, RefusedError, RemoteProtocolError
 from bangor.settings import MAX_CHAT_TEXT, STATS_INTERVAL, ClientSettings
 from bangor.wire import control as msg
 from bangor.wire.e2ee import (
@@ -134,12 +134,18 @@ async def join_call(
         client.start()
         welcome = await client.login(login.user, login.password, login.nick)
         joined = await client.join_room(invite.room_id.hex())
+        if joined.you.user != login.user:
+            # Members check each other's names against the server's word; a server
+            # that renamed us consistently would pass that check, so we check too.
+            raise RemoteProtocolError(
+                f"the server calls us {joined.you.user!r}, not {login.user!r}; not joining"
+            )
         loop = asyncio.get_running_loop()
         crypto = RoomCrypto(
             room_id=invite.room_id,
             secret=invite.secret,
             session_id=welcome.session_id,
-            user=joined.you.user,
+            user=login.user,
             nick=joined.you.nick,
             identity_private=identity,
             settings=settings,
@@ -289,7 +295,7 @@ class _Call:
     def on_crypto_event(self, event: E2EEEvent) -> None:
         if isinstance(event, ChatOpened):
             member = self._member(event.session_id)
-            self.emit(ev.ChatReceived(event.session_id, member.nick, event.text))
+            self.emit(ev.ChatReceived(event.session_id, member.nick, event.text, member.user))
         elif isinstance(event, MemberVerified):
             self.on_verified(event)
         elif isinstance(event, MemberRejected):

@@ -82,6 +82,7 @@ class ChatReceived(Event):
     session_id: int
     nick: str
     text: str
+    user: str = ""  # the account name: nicknames are chosen freely, names are not
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,12 @@ def describe(event: Event) -> str:
             f"Compare the safety number {event.safety_number} with them out of band."
         )
     if isinstance(event, ChatReceived):
-        return f"<{event.nick}> {event.text}"
+        who = (
+            event.nick
+            if event.nick == event.user or not event.user
+            else (f"{event.nick} ({event.user})")
+        )
+        return f"<{who}> {event.text}"
     if isinstance(event, PathChanged):
         return f"voice path: {event.path}"
     if isinstance(event, Stats):
