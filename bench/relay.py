@@ -676,7 +676,8 @@ async def bench_bangor(opts: Options, tmp: Path) -> LoadResult:
             members = []
             for i, client in enumerate(clients):
                 joined = await asyncio.wait_for(client.join_room(room.room_id), START_TIMEOUT)
-                keys = derive_media_keys(client.handshake_hash)
+                assert client.welcome is not None
+                keys = derive_media_keys(client.welcome.media_secret)
                 sid = joined.you.session_id
                 members.append(
                     MemberSpec(

@@ -332,6 +332,9 @@ def test_server_lying_about_a_members_name_is_caught() -> None:
     room.join(5, "mallory", announced_as="bob")  # the server calls mallory "bob"
     rejected = [e for e in room.of(1, MemberRejected) if isinstance(e, MemberRejected)]
     assert len(rejected) == 1 and "mallory" in rejected[0].reason and not a.verified(5)
+    # Mallory hears at once that alice would not have her (no waiting for a timeout).
+    told = [e for e in room.of(5, MemberRejected) if isinstance(e, MemberRejected)]
+    assert [e.session_id for e in told] == [1] and "rejected" in told[0].reason
 
 
 def test_replayed_old_key_message_changes_nothing() -> None:

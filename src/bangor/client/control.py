@@ -65,6 +65,7 @@ class ControlClient:
     _nonce: itertools.count[int] = field(default_factory=itertools.count)
     closed: BangorError | None = None
     logged_in: bool = False
+    welcome: msg.Welcome | None = None  # session id and media secret, once logged in
     rtt: float | None = None
     _ping_sent: dict[int, float] = field(default_factory=dict)
 
@@ -86,7 +87,8 @@ class ControlClient:
         except OSError as exc:
             reason = exc.strerror or str(exc) or type(exc).__name__
             raise ConnectError(f"cannot reach server {host}:{port}: {reason.lower()}") from None
-        # The client's static key only keeps the XX pattern; identities come with E2EE.
+        # A throwaway static key: the server needs none from us (passwords log us in),
+        # and the device identity key is kept for members, never shown to the server.
         noise = NoiseSession(initiator=True, static_private=generate_static_key())
         client = cls(reader, writer, noise, settings)
         try:
@@ -145,6 +147,7 @@ class ControlClient:
     async def login(self, user: str, password: str, nick: str) -> msg.Welcome:
         reply = await self.request(msg.Hello(PROTOCOL_VERSION, user, password, nick))
         assert isinstance(reply, msg.Welcome)
+        self.welcome = reply
         self.logged_in = True
         self._ping_task = asyncio.get_running_loop().create_task(self._ping_loop())
         return reply

@@ -1,12 +1,13 @@
 """The UDP voice relay, sans-I/O: datagrams and addresses in, datagrams out.
 
-Each session has a hop key pair from its control handshake. An incoming datagram is
-dropped without reply unless its session is known, its tag verifies and its counter
-is fresh, in that order, before any other work. The relay then forwards the opaque
-payload, prefixed with the sender's session id, to every other member of the room,
-sealed with each recipient's own key. Addresses are learned only from authenticated
-datagrams (so a roaming client keeps talking), and the relay sends only to learned
-addresses: an unverified source never gets a byte back (no amplification).
+Each session has a hop key pair from the media secret sent in its ``welcome``. An
+incoming datagram is dropped without reply unless its session is known, its tag
+verifies and its counter is fresh, in that order, before any other work. The relay
+then forwards the opaque payload, prefixed with the sender's session id, to every
+other member of the room, sealed with each recipient's own key. Addresses are
+learned only from authenticated datagrams (so a roaming client keeps talking), and
+the relay sends only to learned addresses: an unverified source never gets a byte
+back (no amplification).
 """
 
 from __future__ import annotations

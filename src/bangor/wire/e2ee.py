@@ -10,7 +10,7 @@
 - one :class:`~bangor.wire.senderkeys.Inbound` per other member, fed by the keys
   it sends us.
 
-Membership changes drive the key schedule (DESIGN "End-to-end"): when someone
+Membership changes drive the key schedule (DESIGN.md "End-to-end"): when someone
 joins, our key ratchets one step forward and the newcomer gets only the new step;
 when someone leaves, we make a fresh key (next generation) and send it to everyone
 left. A member that cannot prove the room secret never gets a key and its frames
@@ -35,7 +35,7 @@ from typing import Annotated, TypeVar
 
 import msgspec
 
-from bangor.errors import PacketError, PeerAuthError, PeerError
+from bangor.errors import LocalProtocolError, PacketError, PeerAuthError, PeerError
 from bangor.settings import MAX_CHAT_TEXT, ClientSettings
 from bangor.wire.noise import public_key
 from bangor.wire.pairwise import (
@@ -351,10 +351,13 @@ class RoomCrypto:
         if hello.user != member.user:
             # Whoever holds the secret could claim any name; the server's login is the
             # other witness, and both must agree.
+            responder = member.channel is not None and not member.channel.initiator
             self._reject(
                 member,
                 f"says it is {hello.user!r} but the server says {member.user!r}",
             )
+            if responder:  # instead of our confirmation: they learn it now, not by timeout
+                self._outgoing.append((member.session_id, bytes((MessageKind.REJECT,))))
             return
         member.identity = event.remote_identity
         member.deadline = None
@@ -390,6 +393,8 @@ class RoomCrypto:
     # --- chat -------------------------------------------------------------------------
 
     def seal_chat(self, text: str) -> bytes:
+        if not 0 < len(text) <= MAX_CHAT_TEXT:
+            raise LocalProtocolError(f"chat text must be 1..{MAX_CHAT_TEXT} characters")
         body = _encoder.encode(ChatBody(self._chat_seq, text))
         self._chat_seq += 1
         return self._outbound.seal(PURPOSE_CHAT, self._chat_meta, body)

@@ -122,7 +122,8 @@ class NoiseSession:
 
     @property
     def handshake_hash(self) -> bytes | None:
-        """Noise handshake hash h: unique per session, used to bind media keys."""
+        """Noise handshake hash h: unique per session but NOT secret (computable from
+        the transcript), so never a source of keys."""
         return self._handshake_hash
 
     # -- hooks (tests override these to replay vectors with payloads) --------

@@ -15,7 +15,7 @@ data is the header followed by the caller's metadata (section 4.4.3).
 Only AES_128_GCM_SHA256_128 (0x0004) is implemented; :class:`CipherSuite` holds
 everything that differs between suites so another could be added as one value.
 
-Bangor's KID layout (DESIGN "End-to-end") is ``sender index | generation | ratchet
+Bangor's KID layout (DESIGN.md "End-to-end") is ``sender index | generation | ratchet
 step``, see :func:`make_kid`. Encryption and decryption run for every 20 ms voice
 frame, so per-key state (AEAD object, salt as an int, encoded KID) is built once.
 """
@@ -53,7 +53,7 @@ KID_LABEL_SIZE = 8
 SUITE_LABEL_SIZE = 2
 MIN_BASE_KEY_SIZE = 16  # anything shorter is too weak to be a base key
 
-# --- Bangor's KID layout (DESIGN: KID = (generation << R) | ratchet step) -----
+# --- Bangor's KID layout (DESIGN.md: KID = (generation << R) | ratchet step) -----
 # Receivers look keys up by KID alone, so every sender in a room needs its own KID
 # range: the room-assigned sender index takes the high bits. Eight bits of ratchet
 # step allow 255 joins per generation (a leave always starts a new generation with

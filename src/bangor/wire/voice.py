@@ -2,8 +2,8 @@
 
 A client sends ``VoiceFrame`` bytes as the payload of a VOICE media packet. The
 relay prefixes the sender's session id when it forwards, so a listener knows whose
-stream a frame belongs to. End-to-end encryption will wrap ``VoiceFrame`` without
-any change to the relay.
+stream a frame belongs to. The client seals ``VoiceFrame`` bytes end to end (SFrame,
+``wire.e2ee``) before the hop layer, so the relay only ever sees ciphertext.
 """
 
 from __future__ import annotations
