@@ -21,7 +21,9 @@ for ``--seconds``:
   that client and the server;
 - a sanity check from the measured client's own ``stats`` events: voice frames per second
   that reached its jitter buffers from the others (expected (N-1) x 50);
-- the whole machine: cores busy (``/proc/stat``, every process) and hypervisor steal.
+- the whole machine: cores not idle (``/proc/stat``: the CPUs minus idle and iowait time,
+  which the kernel tracks precisely; its user/system ticks miss much of a 50 Hz load), next
+  to the cores this call's own processes used, and hypervisor steal.
 
 It uses only the ``bangor`` command line (no imports from the package), so the same
 script measures any version: ``--bangor`` names the executable (default: the one next to
@@ -93,15 +95,15 @@ def rss_kib(pid: int) -> int:
 
 @dataclass(frozen=True)
 class HostTimes:
-    busy: float  # seconds of CPU, all cores: user + nice + system + irq + softirq
+    idle: float  # seconds, all cores: idle + iowait
     steal: float
 
 
 def host_times() -> HostTimes:
     with open("/proc/stat") as f:
         _cpu, *values = f.readline().split()
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in values[:8])
-    return HostTimes((user + nice + system + irq + softirq) / TICK, steal / TICK)
+    idle, iowait, steal = int(values[3]), int(values[4]), int(values[7])
+    return HostTimes((idle + iowait) / TICK, steal / TICK)
 
 
 # --- processes ----------------------------------------------------------------------------------
@@ -274,7 +276,8 @@ class Result:
     clients_mean_cpu: float
     server: Usage
     heard_per_s: float | None  # voice frames/s reaching the measured client's jitter buffers
-    host_busy_cores: float
+    host_busy_cores: float  # every process on the machine
+    call_cores: float  # the server and all clients
     steal_percent: float
 
 
@@ -380,6 +383,7 @@ def measure(opts: Options, n: int, tmp: Path, procs: Processes) -> Result:
     cpu1 = {pid: cpu_seconds(pid) for pid in pids}
     host1 = host_times()
     elapsed = time.monotonic() - start
+    cpus = os.cpu_count() or 1
 
     def cpu_percent(pid: int) -> float:
         return 100 * (cpu1[pid] - cpu0[pid]) / elapsed
@@ -398,8 +402,9 @@ def measure(opts: Options, n: int, tmp: Path, procs: Processes) -> Result:
         clients_mean_cpu=sum(cpu_percent(c.pid) for c in clients) / n,
         server=usage(server),
         heard_per_s=heard_rate(measured, start, start + elapsed),
-        host_busy_cores=(host1.busy - host0.busy) / elapsed,
-        steal_percent=100 * (host1.steal - host0.steal) / elapsed / (os.cpu_count() or 1),
+        host_busy_cores=cpus - (host1.idle - host0.idle) / elapsed,
+        call_cores=sum(cpu_percent(pid) for pid in pids) / 100,
+        steal_percent=100 * (host1.steal - host0.steal) / elapsed / cpus,
     )
 
 
@@ -422,7 +427,7 @@ HEADERS = (
     "server CPU %",
     "server RSS MiB avg/peak",
     "heard frames/s (expected)",
-    "host cores busy",
+    "host cores busy (this call)",
     "steal %",
 )
 
@@ -437,12 +442,14 @@ def row(r: Result) -> tuple[str, ...]:
         f"{r.server.cpu_percent:.1f}",
         f"{r.server.rss_avg_mib:.1f} / {r.server.rss_peak_mib:.1f}",
         f"{heard} ({(r.members - 1) * FRAMES_PER_SECOND})",
-        f"{r.host_busy_cores:.2f} of {os.cpu_count()}",
+        f"{r.host_busy_cores:.2f} of {os.cpu_count()} ({r.call_cores:.2f})",
         f"{r.steal_percent:.1f}",
     )
 
 
 def print_table(results: list[Result]) -> None:
+    if not results:
+        return
     rows = [HEADERS, *(row(r) for r in results)]
     widths = [max(len(cells[i]) for cells in rows) for i in range(len(HEADERS))]
     for cells in rows:
