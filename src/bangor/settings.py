@@ -39,6 +39,7 @@ class ServerSettings:
     login_free_failures: int = 3
     login_backoff_base: float = 1.0
     login_backoff_max: float = 300.0
+    max_tracked_unknown_logins: int = 4096  # names without an account whose failures count
     # Per-session queue of control messages waiting for a slow reader.
     max_control_backlog: int = 256 * 1024
 
@@ -61,6 +62,11 @@ class ClientSettings:
     max_pending_chat: int = 64  # per sender: chat messages held until their key arrives
     pending_timeout: float = 5.0  # held frames/messages older than this are dropped
     max_ratchet_ahead: int = 32  # ratchet steps a receiver derives on its own per frame
+    # Voice activity detection: send voice only while speaking (keepalives go on regardless).
+    vad: bool = True
+    vad_aggressiveness: int = 2  # WebRTC VAD mode: 0 lets most through .. 3 strictest
+    vad_hangover_frames: int = 15  # keep sending 300 ms after speech so word endings survive
+    vad_preroll_frames: int = 2  # frames held back while silent, sent at a word's onset
 
 
 STATS_INTERVAL = 5.0  # seconds between `stats` events of a joined client

@@ -243,11 +243,29 @@ async def test_huge_failure_count_does_not_overflow(store: Store) -> None:
     assert th.value.retry_after == 300.0
 
 
-async def test_unknown_users_are_never_throttled(store: Store) -> None:
-    for _ in range(5):
-        with pytest.raises(AuthError) as info:
-            await store.authenticate("ghost", "x", 0.0)
-        assert not isinstance(info.value, ThrottledError)
+async def test_unknown_names_are_throttled_like_real_ones(store: Store) -> None:
+    """A lockout must not tell an attacker which names have accounts."""
+    await store.add_user("alice", "secret")
+    outcomes: dict[str, list[str]] = {}
+    for name in ("alice", "ghost"):
+        outcomes[name] = []
+        for now in (0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 1.0, 1.0):
+            try:
+                await store.authenticate(name, "wrong", now)
+            except ThrottledError as exc:
+                outcomes[name].append(f"throttled {exc.retry_after}")
+            except AuthError as exc:
+                outcomes[name].append(str(exc))
+    assert outcomes["alice"] == outcomes["ghost"]
+    assert outcomes["ghost"][4] == "throttled 1.0"
+
+
+async def test_tracked_unknown_names_are_bounded(store: Store) -> None:
+    store.settings = ServerSettings(max_tracked_unknown_logins=2)
+    for name in ("a1", "a2", "a3"):
+        with pytest.raises(AuthError):
+            await store.authenticate(name, "x", 0.0)
+    assert list(store._unknown) == ["a2", "a3"]
 
 
 async def test_rehash_on_login(store: Store) -> None:

@@ -19,6 +19,7 @@ import pathlib
 import re
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -214,6 +215,15 @@ async def migrate(connection: AsyncConnection, revision: str = "head") -> None:
     await connection.run_sync(_upgrade, revision)
 
 
+def _check_lock(locked_until: float, now: float) -> None:
+    """Raise ThrottledError while a name (real or not) is locked."""
+    if now < locked_until:
+        retry_after = locked_until - now
+        raise ThrottledError(
+            f"too many failed logins; try again in {math.ceil(retry_after)} s", retry_after
+        )
+
+
 def _backoff(failures: int, settings: ServerSettings) -> float:
     """Seconds an account stays locked after its ``failures``-th failed login."""
     # Capped exponent: 2.0**large overflows, and the cap below wins long before.
@@ -228,6 +238,10 @@ class Store:
     def __init__(self, engine: AsyncEngine, settings: ServerSettings = _DEFAULT_SETTINGS) -> None:
         self.engine = engine
         self.settings = settings
+        # Failed logins for names with no account: (failures, locked until). Kept in
+        # memory (bounded, oldest forgotten first) so unknown names are throttled
+        # exactly like real ones and a lockout does not reveal that an account exists.
+        self._unknown: OrderedDict[str, tuple[int, float]] = OrderedDict()
 
     @classmethod
     async def open(cls, url: str, settings: ServerSettings = _DEFAULT_SETTINGS) -> Store:
@@ -331,16 +345,15 @@ class Store:
             ).first()
         # No transaction is held while hashing: SQLite writers would wait on it.
         if row is None:
+            failures, locked_until = self._unknown.get(name, (0, 0.0))
+            _check_lock(locked_until, now)
             # Spend the same work as a real check so timing does not reveal
             # whether the account exists.
             await asyncio.to_thread(passwords.verify_password, passwords.dummy_hash(), password)
+            self._record_unknown_failure(name, failures + 1, now)
             raise AuthError("wrong user name or password")
         user_id = int(row.id)
-        if now < row.locked_until:
-            retry_after = float(row.locked_until - now)
-            raise ThrottledError(
-                f"too many failed logins; try again in {math.ceil(retry_after)} s", retry_after
-            )
+        _check_lock(float(row.locked_until), now)
         ok = await asyncio.to_thread(passwords.verify_password, row.password_hash, password)
         if not ok:
             await self._record_failure(user_id, now)
@@ -351,6 +364,15 @@ class Store:
         async with _db_errors(), self.engine.begin() as conn:
             await conn.execute(users.update().where(users.c.id == user_id).values(**values))
         return user_id
+
+    def _record_unknown_failure(self, name: str, failures: int, now: float) -> None:
+        locked_until = 0.0
+        if failures > self.settings.login_free_failures:
+            locked_until = now + _backoff(failures, self.settings)
+        self._unknown[name] = (failures, locked_until)
+        self._unknown.move_to_end(name)
+        while len(self._unknown) > self.settings.max_tracked_unknown_logins:
+            self._unknown.popitem(last=False)
 
     async def _record_failure(self, user_id: int, now: float) -> None:
         async with _db_errors(), self.engine.begin() as conn:
