@@ -29,7 +29,7 @@ from bangor.errors import (
     KeyPinError,
     RefusedError,
 )
-from bangor.settings import DEFAULT_PORT
+from bangor.settings import DEFAULT_PORT, ClientSettings
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_AUTH, EXIT_INVITE, EXIT_UNREACHABLE = 0, 1, 2, 3, 4, 5
 T = TypeVar("T")
@@ -188,6 +188,7 @@ def cmd_join(args: argparse.Namespace) -> int:
                 source_spec=args.input,
                 sink_spec=args.output,
                 duration=args.duration,
+                settings=ClientSettings(vad=args.vad == "on"),
             )
         except BangorError as exc:
             if args.json:
@@ -275,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", default="default", metavar="SINK", help="default | DEVICE | null | FILE.wav"
     )
     join.add_argument("--duration", type=float, metavar="SECONDS", help="leave after this long")
+    join.add_argument(
+        "--vad",
+        choices=["on", "off"],
+        default="on",
+        help="voice activity detection: send voice only while speaking (default on)",
+    )
     join.add_argument("--headless", action="store_true", help="no terminal UI")
     join.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
     join.set_defaults(func=cmd_join)

@@ -1,14 +1,21 @@
-"""Jitter buffer: ordering, loss, lateness, wrap-around, bounds and idle reset."""
+"""Jitter buffer: ordering, loss, lateness, wrap-around, bounds and idle reset; then the
+adaptive depth, driven by arrival times on a hand-set clock (no sleeps)."""
 
 from __future__ import annotations
 
 import itertools
+import math
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bangor.audio.jitter import (
+    FRAME_S,
     IDLE_TICKS,
     REPLAY_HORIZON,
     SEQ_MODULUS,
@@ -18,6 +25,9 @@ from bangor.audio.jitter import (
     Lost,
     seq_diff,
 )
+from bangor.settings import FRAME_MS
+
+Jitter = Callable[[float], float]
 
 
 def payload(seq: int) -> bytes:
@@ -34,7 +44,7 @@ def played(results: list[Frame | Lost | None]) -> list[int]:
 
 def check_accounting(jb: JitterBuffer) -> JitterStats:
     s = jb.stats()
-    assert s.received == s.played + s.late + s.duplicates + s.overflow + s.depth
+    assert s.received == s.played + s.late + s.duplicates + s.overflow + s.dropped + s.depth
     return s
 
 
@@ -50,8 +60,19 @@ def test_prebuffers_then_plays_in_order() -> None:
         results.append(jb.pop())
         jb.push(seq, payload(seq))
     assert results == [Frame(s, payload(s)) for s in range(100, 107)]
-    assert check_accounting(jb) == JitterStats(
-        received=10, played=7, lost=0, late=0, duplicates=0, overflow=0, depth=3
+    assert replace(check_accounting(jb), delay_ms=0.0) == JitterStats(
+        received=10,
+        played=7,
+        lost=0,
+        late=0,
+        duplicates=0,
+        overflow=0,
+        depth=3,
+        dropped=0,
+        stretched=0,
+        target=3,  # no arrival times: the depth stays fixed
+        delay_ms=0.0,
+        jitter_ms=0.0,
     )
 
 
@@ -253,3 +274,294 @@ def test_no_frame_plays_twice(start: int, count: int, data: st.DataObject) -> No
     s = check_accounting(jb)
     assert s.played == len(out)
     assert s.depth == 0
+
+
+# --- Adaptive depth: a simulated sender, network and play-out clock ------------------
+#
+# Frame i leaves the sender at i * 20 ms of its own clock (stretched by `drift`), takes
+# LATENCY plus some jitter, and is pushed with its arrival time; play-out ticks fall
+# every 20 ms, PHASE into each slot. Everything runs on that hand-set clock.
+
+LATENCY = 0.030
+PHASE = 0.0071
+
+
+@dataclass
+class Playout:
+    results: list[Frame | Lost | None]
+    arrived: dict[int, float]  # seq -> arrival time
+    played_at: dict[int, float]  # seq -> tick time it played at
+    targets: list[tuple[float, int]]  # (time, target) every 5 ticks
+
+    def delay(self, since: float = 0.0) -> list[float]:
+        """Seconds each frame waited in the buffer, for frames played after `since`."""
+        return [t - self.arrived[s] for s, t in self.played_at.items() if t >= since]
+
+    def target_at(self, when: float) -> int:
+        return [target for t, target in self.targets if t <= when][-1]
+
+
+def sender(
+    count: int,
+    *,
+    jitter: Callable[[float], float] = lambda sent: 0.0,
+    drift: float = 0.0,
+    lose: Callable[[int], bool] = lambda i: False,
+    first: int = 0,
+) -> list[tuple[float, int]]:
+    """(arrival time, seq) of `count` frames; the sender's clock runs `drift` fast."""
+    timed = []
+    for i in range(count):
+        if lose(i):
+            continue
+        sent = i * FRAME_S / (1 + drift)
+        timed.append((sent + LATENCY + jitter(sent), (first + i) % SEQ_MODULUS))
+    return sorted(timed)
+
+
+def uniform(spread: float, seed: int, start: float = 0.0, end: float = math.inf) -> Jitter:
+    rng = random.Random(seed)
+    return lambda sent: rng.uniform(0, spread) if start <= sent < end else 0.0
+
+
+def run(
+    jb: JitterBuffer,
+    timed: list[tuple[float, int]],
+    seconds: float,
+    payload_of: Callable[[int], bytes] = payload,
+) -> Playout:
+    out = Playout([], {}, {}, [])
+    queue = deque(timed)
+    for tick in range(round(seconds / FRAME_S)):
+        now = tick * FRAME_S + PHASE
+        while queue and queue[0][0] < now:
+            when, seq = queue.popleft()
+            jb.push(seq, payload_of(seq), now=when)
+            out.arrived.setdefault(seq, when)
+        result = jb.pop()
+        out.results.append(result)
+        if isinstance(result, Frame):
+            assert result.seq not in out.played_at, f"{result.seq} played twice"
+            out.played_at[result.seq] = now
+        if tick % 5 == 0:
+            out.targets.append((now, jb.stats().target))
+    check_accounting(jb)
+    return out
+
+
+def missed(jb: JitterBuffer) -> int:
+    """Frames that did not play at their first tick: late, lost, or waited for."""
+    s = jb.stats()
+    return s.late + s.lost + s.stretched
+
+
+@pytest.mark.parametrize(("spread", "expected"), [(0.0, 1), (0.0005, 2)])
+def test_calm_network_converges_to_a_low_target(spread: float, expected: int) -> None:
+    jb = JitterBuffer()  # starts 3 deep until it has measured
+    out = run(jb, sender(1000, jitter=uniform(spread, seed=1)), 21)
+    s = jb.stats()
+    assert s.target == expected
+    assert missed(jb) == 0
+    assert s.played + s.dropped == 1000
+    assert s.jitter_ms == pytest.approx(spread * 1000 * 0.95, abs=0.1)
+    # 60 ms at first, then no more than the target (plus the tick phase).
+    assert max(out.delay(since=12)) <= expected * FRAME_S
+    assert s.delay_ms <= expected * FRAME_MS
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_jitter_raises_the_target_and_late_frames_become_rare(seed: int) -> None:
+    jb = JitterBuffer(target_frames=1)  # the worst start: no depth at all
+    count = 3000  # 60 s
+    run(jb, sender(count, jitter=uniform(0.030, seed)), 61)
+    s = jb.stats()
+    assert s.target == 3  # ceil(28.5 ms / 20 ms) + 1
+    assert 27 <= s.jitter_ms <= 30
+    assert missed(jb) / count < 0.01
+    assert s.played + s.lost == count
+
+
+def test_target_comes_back_down_after_the_jitter_stops() -> None:
+    jb = JitterBuffer()
+    jitter = uniform(0.030, seed=4, start=20, end=50)
+    out = run(jb, sender(90 * 50, jitter=jitter), 91)
+    assert out.target_at(19) == 1
+    assert all(target == 3 for t, target in out.targets if 23 <= t < 50)
+    assert missed(jb) < 10
+    # The 10 s history forgets the jitter, then the surplus frames are dropped.
+    calm_again = min(t for t, target in out.targets if t > 50 and target == 1)
+    assert calm_again < 50 + 11
+    assert max(out.delay(since=50 + 25)) <= FRAME_S
+    assert jb.stats().delay_ms <= FRAME_MS
+
+
+def test_a_late_frame_raises_the_target_at_once_and_still_plays() -> None:
+    jb = JitterBuffer(target_frames=1)
+    timed = [
+        (when + (0.050 if seq >= 600 else 0.0), seq) for when, seq in sender(700)
+    ]  # from frame 600 on, the path is 50 ms slower
+    out = run(jb, timed, 14.2)
+    assert out.target_at(11.9) == 1
+    assert out.target_at(12.2) == 4  # ceil(50 ms / 20 ms) + 1
+    s = jb.stats()
+    # Frame 600 was due at tick 602: the play-out waited 2 ticks (concealing them)
+    # instead of losing it, and the delay grew by as much.
+    assert (s.lost, s.late, s.stretched) == (0, 0, 2)
+    assert out.results[602:605] == [Lost(600, None), Lost(600, None), Frame(600, payload(600))]
+    assert sorted(out.played_at) == list(range(700))
+
+
+def test_bursty_loss_conceals_each_missing_frame_once() -> None:
+    jb = JitterBuffer(target_frames=1)
+    burst = range(300, 305)
+    out = run(jb, sender(600, lose=lambda i: i in burst), 12.5)
+    s = jb.stats()
+    assert (s.lost, s.late, s.stretched) == (5, 0, 0)
+    assert sorted(out.played_at) == [i for i in range(600) if i not in burst]
+    concealed = [r for r in out.results if isinstance(r, Lost)]
+    assert len(concealed) == 5 + IDLE_TICKS  # the burst, then the tail after the end
+    # The burst did not add delay.
+    assert max(out.delay(since=305 * FRAME_S)) <= FRAME_S
+
+
+def test_bursty_loss_with_depth_rebuilds_the_last_frame_from_fec() -> None:
+    jb = JitterBuffer()
+    timed = sender(600, jitter=uniform(0.015, seed=5), lose=lambda i: 300 <= i < 304)
+    out = run(jb, timed, 12.5)
+    assert jb.stats().target == 2
+    assert Lost(303, payload(304)) in out.results
+    assert jb.stats().lost == 4
+
+
+def test_reordered_frames_all_play_in_order() -> None:
+    jb = JitterBuffer()
+    # Every other pair swapped: the odd frame overtakes the even one by 5 ms.
+    timed = sorted((when + (0.025 if seq % 4 == 0 else 0.0), seq) for when, seq in sender(1000))
+    out = run(jb, timed, 21)
+    s = jb.stats()
+    assert (s.lost, s.late, s.played) == (0, 0, 1000)
+    order = [r.seq for r in out.results if isinstance(r, Frame)]
+    assert order == list(range(1000))
+    assert s.target == 3  # 25 ms of spread
+
+
+def test_duplicates_play_once() -> None:
+    jb = JitterBuffer(target_frames=1)
+    timed = sender(500)
+    copies = sorted(timed + [(when + 0.003, seq) for when, seq in timed[::3]])
+    out = run(jb, copies, 11)
+    s = jb.stats()
+    assert (s.duplicates, s.played, s.lost) == (len(timed[::3]), 500, 0)
+    assert sorted(out.played_at) == list(range(500))
+
+
+@pytest.mark.parametrize(
+    ("drift", "spread", "max_delay"),
+    [(0.005, 0.0, 0.080), (0.005, 0.010, 0.090), (-0.005, 0.0, 0.030), (-0.005, 0.010, 0.040)],
+)
+def test_clock_drift_keeps_the_delay_bounded(drift: float, spread: float, max_delay: float) -> None:
+    """10 minutes from a sender whose clock runs 0.5 % fast or slow.
+
+    Constant-size payloads: no frame looks quiet, so every drop waits its longest.
+    """
+    count = 600 * 50
+    jb = JitterBuffer()
+    out = run(jb, sender(count, drift=drift, jitter=uniform(spread, seed=6)), 606)
+    s = jb.stats()
+    delays = out.delay(since=10)
+    assert max(delays) <= max_delay
+    assert s.played + s.dropped == count
+    assert (s.late, s.lost) == (0, 0)
+    # 0.5 % of 30000 frames = 150: fast, they are dropped; slow, their ticks concealed.
+    if drift > 0:
+        assert 140 <= s.dropped <= 155
+        assert s.stretched == 0
+    else:
+        assert s.dropped <= 2
+        assert 140 <= s.stretched <= 155
+
+
+def speechlike(seq: int) -> bytes:
+    """~110-byte packets, with a 5-frame pause of 40-byte packets every 40 frames."""
+    size = 40 if seq % 40 < 5 else 110
+    return seq.to_bytes(4, "big") + bytes(size - 4)
+
+
+def test_latency_drops_pick_quiet_frames() -> None:
+    jb = JitterBuffer(target_frames=6)  # starts deep, then converges to 1
+    out = run(jb, sender(1000), 21, payload_of=speechlike)
+    s = jb.stats()
+    assert s.dropped == 5 and s.lost == 0
+    dropped = set(range(1000)) - set(out.played_at)
+    assert all(len(speechlike(seq)) == 40 for seq in dropped)
+
+
+def test_a_talk_spurts_preroll_burst_is_not_jitter() -> None:
+    """A sender with voice activity detection sends nothing in pauses, then its
+    pre-roll: the two frames before the first voiced one, all at once."""
+    timed: list[tuple[float, int]] = []
+    for spurt in range(60):
+        first = spurt * 65  # 0.3 s of talk, 1 s of silence
+        for seq in range(first - 2, first + 15):
+            timed.append((max(seq, first) * FRAME_S + LATENCY, seq))
+    jb = JitterBuffer()
+    run(jb, [(when, seq) for when, seq in timed if seq >= 0], 80)
+    s = jb.stats()
+    assert s.target == 1 and s.jitter_ms < 1
+    assert missed(jb) == 0
+
+
+def test_sender_restart_does_not_inflate_the_target() -> None:
+    jb = JitterBuffer()
+    before = sender(500, first=70_000)
+    after = [(when + 12, seq) for when, seq in sender(500)]  # restarted from 0
+    out = run(jb, before + after, 23)
+    assert jb.stats().target == 1
+    assert len(out.played_at) == 1000 - jb.stats().dropped
+
+
+def test_fixed_buffer_reports_its_target() -> None:
+    jb = JitterBuffer(target_frames=4)
+    for seq in range(10):
+        jb.push(seq, payload(seq))
+    drain(jb, 10)
+    s = jb.stats()
+    assert (s.target, s.jitter_ms, s.dropped, s.stretched) == (4, 0.0, 0, 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    start=st.sampled_from([0, 1000, SEQ_MODULUS - 20]),
+    count=st.integers(1, 60),
+    data=st.data(),
+)
+def test_no_frame_plays_twice_with_arrival_times(
+    start: int, count: int, data: st.DataObject
+) -> None:
+    seqs = [(start + i) % SEQ_MODULUS for i in range(count)]
+    kept = data.draw(st.lists(st.sampled_from(seqs), max_size=count * 2), label="arrivals")
+    arrivals = data.draw(st.permutations(kept), label="order")
+    gaps = data.draw(
+        st.lists(st.floats(0, 0.1), min_size=len(arrivals), max_size=len(arrivals)),
+        label="gaps",
+    )
+    ticks_between = data.draw(
+        st.lists(st.integers(0, 3), min_size=len(arrivals), max_size=len(arrivals)),
+        label="ticks",
+    )
+    jb = JitterBuffer(target_frames=3, max_frames=8)
+    out: list[int] = []
+    now = 0.0
+    for seq, gap, ticks in zip(arrivals, gaps, ticks_between, strict=True):
+        now += gap
+        jb.push(seq, payload(seq), now=now)
+        out.extend(played(drain(jb, ticks)))
+    out.extend(played(drain(jb, 60)))
+    assert len(out) == len(set(out))
+    assert all(seq_diff(b, a) > 0 for a, b in itertools.pairwise(out))
+    for seq in out:
+        assert seq in kept
+    s = check_accounting(jb)
+    assert s.played == len(out)
+    assert s.depth == 0
+    assert 1 <= s.target <= 8

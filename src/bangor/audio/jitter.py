@@ -1,24 +1,50 @@
 """Per-sender jitter buffer: reorders voice frames and paces them out, sans-I/O.
 
 The network side calls :meth:`JitterBuffer.push` with each received frame's
-sequence number; the play-out side calls :meth:`JitterBuffer.pop` once per
-20 ms tick and gets a :class:`Frame`, a :class:`Lost` (decode FEC from
-``next_payload`` or conceal) or ``None`` (nothing to play: prebuffering or idle).
+sequence number (and, to let the buffer adapt, its arrival time); the play-out
+side calls :meth:`JitterBuffer.pop` once per 20 ms tick and gets a
+:class:`Frame`, a :class:`Lost` (decode FEC from ``next_payload`` or conceal)
+or ``None`` (nothing to play: prebuffering or idle).
 
-Sequence numbers are the sender's uint32 frame counters and wrap at 2**32;
-they are compared with serial-number arithmetic (RFC 1982 style).
+Sequence numbers are the sender's uint32 frame counters (one per 20 ms capture
+tick) and wrap at 2**32; they are compared with serial-number arithmetic
+(RFC 1982 style).
 
-This buffer holds a fixed prebuffer depth (``target_frames``). An adaptive
-buffer can change ``self._target`` from the arrival statistics without
-touching the play-out logic.
+Without arrival times the buffer keeps a fixed prebuffer depth
+(``target_frames``). Once :meth:`JitterBuffer.push` is given ``now`` it adapts:
+
+* jitter: a frame's relative delay is ``arrival - seq * 20 ms``; its spread is
+  how much later than the fastest frame of the last couple of seconds it came
+  (NetEQ's relative delay, which a constant path delay and a slow clock drift
+  do not disturb). The target depth is ``ceil(p95 spread / 20 ms) + 1`` frames,
+  clamped to ``[min_frames, max_frames]``; the + 1 covers the unknown phase
+  between arrivals and play-out ticks;
+* grow fast: a frame that missed its tick raises the target at once. When the
+  buffer runs dry the play-out waits (a :class:`Lost` that does not advance, so
+  the decoder conceals one tick) and the late frame plays when it comes: the
+  delay has grown by one frame instead of the frame being lost. If a later frame
+  comes instead, the ticks already concealed stand for the missing ones;
+* shrink slowly: when for a few seconds every frame arrived at least one tick
+  before it was needed and the buffer was above target, one frame is dropped
+  (there is no time-stretching), preferably a quiet one (a small Opus packet).
+  This also bounds the delay when the sender's clock runs fast; a slow sender's
+  clock drains the buffer and costs one concealed tick each time it runs dry.
+
+So a :class:`Lost` for ``seq`` may be followed by the :class:`Frame` for the same
+``seq``; a frame is still never played twice.
 """
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from dataclasses import dataclass
+
+from bangor.settings import FRAME_MS
 
 SEQ_MODULUS = 2**32
 _HALF = 2**31
+FRAME_S = FRAME_MS / 1000
 
 # Consecutive ticks with nothing buffered after which the stream counts as idle
 # (the sender stopped talking): 10 ticks = 200 ms of concealment, then silence.
@@ -27,6 +53,43 @@ IDLE_TICKS = 10
 # After an idle reset, frames up to this far behind the last one played are
 # stale copies and dropped; farther behind means the sender restarted its count.
 REPLAY_HORIZON = 1500  # 30 s
+
+# --- Adaptation; used only once push() has been given arrival times. ---------
+
+# Seconds of arrivals whose fastest frame is the reference for the spread. Long
+# enough to hold many packets, short enough that a 0.5 % clock drift adds only
+# 10 ms to the spread and that a changed path delay is forgotten quickly.
+DELAY_WINDOW = 2.0
+# Spreads kept for the percentile: 500 frames = 10 s of speech, so one unlucky
+# packet does not move the 95th percentile yet the target follows the network.
+HISTORY = 500
+TARGET_PERCENTILE = 0.95
+# Below this many spreads the estimate is noise: keep the constructor's target.
+MIN_SAMPLES = 50
+# A frame that missed its tick raises the target at once to what it needed, for
+# this many seconds, before enough of them move the percentile: grow fast.
+PEAK_HOLD = 5.0
+# Shrink slowly: with n spare frames (every frame of the window came n ticks early or
+# more, and the buffer is n frames above target) drop one after SHRINK_TICKS / n ticks:
+# 6 s for one, 3 s for two. Slow for one, because a dropped frame is audible and a
+# talk spurt often starts a frame or two deep (pre-roll); with two it outpaces a
+# sender clock 0.5 % fast (one frame per 4 s), so drift levels off at target + 2.
+# FAST_SHRINK_EXCESS or more spare frames (after a long stall) go one per
+# FAST_SHRINK_TICKS (0.5 s).
+SHRINK_TICKS = 300
+FAST_SHRINK_EXCESS = 4
+FAST_SHRINK_TICKS = 25
+# A due drop waits for a quiet frame: Opus is VBR, and a packet under this fraction of
+# the running mean size is nearly always a pause (silence ~30-70 bytes, speech ~110 at
+# 40 kbit/s), where a missing 20 ms is not heard. After DROP_PATIENCE ticks (2 s) any
+# frame goes, so the delay stays bounded for a sender that never pauses.
+QUIET_FRACTION = 0.6
+DROP_PATIENCE = 100
+SIZE_SMOOTHING = 0.02  # weight of each frame in the running mean packet size (~1 s)
+# Weight of each tick in the running mean of the buffer level behind delay_ms (~1 s).
+LEVEL_SMOOTHING = 0.02
+# Re-anchor the relative delays before seq distances get anywhere near 2**31.
+_ANCHOR_LIMIT = 2**30
 
 
 def seq_diff(a: int, b: int) -> int:
@@ -44,10 +107,12 @@ class Frame:
 
 @dataclass(frozen=True)
 class Lost:
-    """The frame due at this tick is missing.
+    """The frame due at this tick is missing: conceal this tick.
 
     ``next_payload`` is the following frame if it is already buffered, so its
-    in-band FEC can rebuild this one; else None (conceal).
+    in-band FEC can rebuild this one; else None (conceal). An adaptive buffer
+    that waits for a late frame returns ``Lost(seq, None)`` without giving up on
+    ``seq``: its :class:`Frame` may follow at a later tick.
     """
 
     seq: int
@@ -60,25 +125,35 @@ class JitterStats:
 
     received: int  # every push, including those then dropped
     played: int  # Frame results
-    lost: int  # Lost results inside a talk spurt (not the tail before idle)
+    lost: int  # frames due in a talk spurt that never played (not the tail before idle)
     late: int  # arrived after their play-out tick had passed
     duplicates: int
     overflow: int  # dropped because the buffer span exceeded max_frames
     depth: int
+    dropped: int  # dropped unplayed to cut the delay (buffer above target)
+    stretched: int  # ticks concealed while play-out waited for a late frame
+    target: int  # target depth in frames now
+    delay_ms: float  # frames buffered at play-out ticks, mean over ~1 s, in ms
+    jitter_ms: float  # 95th percentile of the relative-delay spread
 
 
 class JitterBuffer:
-    """Fixed-depth jitter buffer for one sender's stream of 20 ms frames.
+    """Jitter buffer for one sender's stream of 20 ms frames.
 
-    Invariant: received == played + late + duplicates + overflow + depth.
+    Fixed depth until :meth:`push` is given arrival times, adaptive from then on.
+    Invariant: received == played + late + duplicates + overflow + dropped + depth.
     """
 
-    def __init__(self, target_frames: int = 3, max_frames: int = 25) -> None:
-        if target_frames < 1:
-            raise ValueError(f"target_frames must be >= 1, got {target_frames}")
+    def __init__(self, target_frames: int = 3, max_frames: int = 25, min_frames: int = 1) -> None:
+        if min_frames < 1:
+            raise ValueError(f"min_frames must be >= 1, got {min_frames}")
+        if target_frames < min_frames:
+            raise ValueError(f"target_frames must be >= {min_frames}, got {target_frames}")
         if max_frames < target_frames:
             raise ValueError(f"max_frames ({max_frames}) must be >= target_frames")
         self._target = target_frames
+        self._initial_target = target_frames
+        self._min = min_frames
         self._max = max_frames
         self._frames: dict[int, bytes] = {}
         # Next sequence number to play; None before the first frame of a spurt.
@@ -96,14 +171,44 @@ class JitterBuffer:
         self._late = 0
         self._duplicates = 0
         self._overflow = 0
+        self._dropped = 0
+        self._stretched = 0
+        self._level_mean = 0.0
+        # Adaptation (see the module docstring).
+        self._adaptive = False
+        self._sampling = False  # arrivals are timed only once a spurt plays (not pre-roll)
+        self._anchor: int | None = None  # seq whose relative delay is arrival - 0
+        # Sliding minimum of the relative delays: (arrival, delay), delays increasing.
+        self._fastest: deque[tuple[float, float]] = deque()
+        self._spreads: deque[float] = deque()
+        self._buckets = [0] * (max_frames + 1)  # spreads by whole frames, rounded up
+        self._peak = 0
+        self._peak_until = -math.inf
+        self._stall_run = 0  # ticks concealed while waiting for self._next
+        # Shrink window: ticks, and the fewest and most ticks a frame arrived early by.
+        self._win_ticks = 0
+        self._win_min = max_frames
+        self._win_max = -1
+        self._drop_pending = False
+        self._drop_wait = 0  # ticks the pending drop has waited for a quiet frame
+        self._size_mean = 0.0
 
-    def push(self, seq: int, payload: bytes) -> None:
-        """Queue one received frame; drops (and counts) duplicates, late and overflow."""
+    def push(self, seq: int, payload: bytes, *, now: float | None = None) -> None:
+        """Queue one received frame; drops (and counts) duplicates, late and overflow.
+
+        ``now`` is the arrival time in seconds on any monotonic clock; given once,
+        the buffer adapts its depth (pass it for every frame that came off the
+        network, leave it out for frames released from elsewhere).
+        """
         if not 0 <= seq < SEQ_MODULUS:
             raise ValueError(f"sequence number out of uint32 range: {seq}")
         self._received += 1
+        if now is not None:
+            self._adaptive = True
         if self._already_played(seq):
             self._late += 1
+            self._observe(seq, now, overdue=True)
+            self._note_margin(-1)
             return
         if self._next is None:
             self._next = seq
@@ -111,6 +216,8 @@ class JitterBuffer:
         if offset < 0:
             if self._playing or self._span_after_lowering(-offset) > self._max:
                 self._late += 1
+                self._observe(seq, now, overdue=True)
+                self._note_margin(offset)
                 return
             # Still prebuffering: an earlier frame arrived out of order, start there.
             self._next = seq
@@ -118,6 +225,10 @@ class JitterBuffer:
         if seq in self._frames:
             self._duplicates += 1
             return
+        # The play-out is waiting for exactly this frame: it came after its tick.
+        self._observe(seq, now, overdue=offset == 0 and self._stall_run > 0)
+        self._note_margin(offset)
+        self._size_mean += (len(payload) - self._size_mean) * SIZE_SMOOTHING
         self._frames[seq] = payload
         if offset >= self._max:
             self._advance_to((seq - self._max + 1) % SEQ_MODULUS)
@@ -135,21 +246,51 @@ class JitterBuffer:
                 return None
             self._playing = True
         assert self._next is not None
+        self._sampling = True
+        level = self._level()
+        self._tick(level)
         seq = self._next
         if not self._frames:
             self._empty_ticks += 1
             if self._empty_ticks > IDLE_TICKS:
                 self._reset()
                 return None
+            if self._adaptive:
+                # Wait for it: if it is only late, it plays when it comes.
+                self._stall_run += 1
+                self._cancel_drop()
+                return Lost(seq, None)
             self._tail_lost += 1
             self._next = (seq + 1) % SEQ_MODULUS
             return Lost(seq, None)
         self._empty_ticks = 0
         self._lost += self._tail_lost
         self._tail_lost = 0
+        if self._adaptive:
+            following = (seq + 1) % SEQ_MODULUS
+            if self._drop_pending and self._stall_run == 0 and following in self._frames:
+                self._drop_wait += 1
+                payload = self._frames.get(seq)
+                # A gap, a quiet frame, or waited long enough: skip it.
+                if (
+                    payload is None
+                    or len(payload) <= QUIET_FRACTION * self._size_mean
+                    or self._drop_wait >= DROP_PATIENCE
+                ):
+                    self._drop_due()
+            elif seq not in self._frames:
+                if level < self._target - 1 and self._stall_run < self._target:
+                    # Less buffered than the jitter calls for: the frame may be late.
+                    self._stall_run += 1
+                    self._cancel_drop()
+                    return Lost(seq, None)
+                self._skip_concealed()
+        seq = self._next
         self._next = (seq + 1) % SEQ_MODULUS
         payload = self._frames.pop(seq, None)
         if payload is not None:
+            self._stretched += self._stall_run
+            self._stall_run = 0
             self._played += 1
             self._last_played = seq
             return Frame(seq, payload)
@@ -157,7 +298,7 @@ class JitterBuffer:
         return Lost(seq, self._frames.get(self._next))
 
     def stats(self) -> JitterStats:
-        """A snapshot of the counters."""
+        """A snapshot of the counters and of the adaptation."""
         return JitterStats(
             received=self._received,
             played=self._played,
@@ -166,7 +307,14 @@ class JitterBuffer:
             duplicates=self._duplicates,
             overflow=self._overflow,
             depth=len(self._frames),
+            dropped=self._dropped,
+            stretched=self._stretched,
+            target=self._target,
+            delay_ms=round(self._level_mean * FRAME_MS, 1),
+            jitter_ms=round(self._jitter() * 1000, 1),
         )
+
+    # --- play-out ----------------------------------------------------------------
 
     def _already_played(self, seq: int) -> bool:
         # Checked even while prebuffering: an idle reset forgets the play-out point.
@@ -180,18 +328,145 @@ class JitterBuffer:
         last = max((seq_diff(s, self._next) for s in self._frames), default=0)
         return last + by + 1
 
+    def _level(self) -> int:
+        # Frames of audio from the one due to the newest buffered, holes included.
+        assert self._next is not None
+        if not self._frames:
+            return 0
+        return max(seq_diff(s, self._next) for s in self._frames) + 1
+
     def _advance_to(self, new_next: int) -> None:
         # Move play-out forward so the span stays within max_frames; older frames go.
         for s in [s for s in self._frames if seq_diff(s, new_next) < 0]:
             del self._frames[s]
             self._overflow += 1
         self._next = new_next
+        self._stretched += self._stall_run
+        self._stall_run = 0
+
+    def _skip_concealed(self) -> None:
+        # A later frame came instead of the one waited for: the ticks concealed while
+        # waiting stand for the missing frames, so skip as many (they are lost).
+        assert self._next is not None
+        while self._stall_run and self._next not in self._frames:
+            self._lost += 1
+            self._stall_run -= 1
+            self._next = (self._next + 1) % SEQ_MODULUS
+        self._stretched += self._stall_run
+        self._stall_run = 0
+
+    def _drop_due(self) -> None:
+        # Cut the delay by one frame: skip the one due (the next one is buffered).
+        assert self._next is not None
+        if self._frames.pop(self._next, None) is not None:
+            self._dropped += 1
+        else:
+            self._lost += 1  # missing anyway: skipping it saves a concealed tick
+        self._next = (self._next + 1) % SEQ_MODULUS
+        self._cancel_drop()
+
+    def _note_margin(self, offset: int) -> None:
+        # A frame arrived `offset` ticks before its play-out tick (< 0: late).
+        if self._adaptive and self._sampling:
+            self._win_min = min(self._win_min, offset)
+            self._win_max = max(self._win_max, offset)
+            if offset < 1:
+                self._cancel_drop()  # no frame to spare after all
+
+    def _tick(self, level: int) -> None:
+        # Once per play-out tick: the mean level for delay_ms, and the shrink window.
+        self._level_mean += (level - self._level_mean) * LEVEL_SMOOTHING
+        if not self._adaptive:
+            return
+        self._win_ticks += 1
+        # Spare frames: every arrival in the window came this many ticks early or more
+        # (one frame less would have kept them all on time), and the depth the earliest
+        # implies is this much above target. Lost frames do not count against it.
+        excess = min(self._win_min, self._win_max + 1 - self._target)
+        fast = excess >= FAST_SHRINK_EXCESS
+        wait = FAST_SHRINK_TICKS if fast else SHRINK_TICKS // max(excess, 1)
+        if self._win_ticks >= wait:
+            if excess >= 1:
+                self._drop_pending = True
+            self._new_window()
+
+    def _cancel_drop(self) -> None:
+        self._drop_pending = False
+        self._drop_wait = 0
+
+    def _new_window(self) -> None:
+        self._win_ticks = 0
+        self._win_min = self._max
+        self._win_max = -1
 
     def _reset(self) -> None:
         # Idle: forget the play-out point; the next push prebuffers a new spurt.
+        # What was learnt about the network is kept.
         self._frames.clear()
         self._next = None
         self._playing = False
         self._empty_ticks = 0
         self._wait_ticks = 0
         self._tail_lost = 0
+        self._stall_run = 0
+        self._sampling = False
+        self._cancel_drop()
+        self._new_window()
+
+    # --- jitter estimate -----------------------------------------------------------
+
+    def _observe(self, seq: int, now: float | None, *, overdue: bool) -> None:
+        """Learn from one arrival; ``overdue``: it came after its play-out tick."""
+        if now is None or not self._sampling:
+            # Untimed, or the opening frames of a spurt, which a sender with voice
+            # activity detection releases in one burst (pre-roll): not jitter.
+            return
+        if self._anchor is None or abs(seq_diff(seq, self._anchor)) > _ANCHOR_LIMIT:
+            self._anchor = seq
+            self._fastest.clear()
+        delay = now - seq_diff(seq, self._anchor) * FRAME_S
+        fastest = self._fastest
+        while fastest and fastest[-1][1] >= delay:
+            fastest.pop()
+        fastest.append((now, delay))
+        while fastest[0][0] < now - DELAY_WINDOW:
+            fastest.popleft()
+        spread = delay - fastest[0][1]
+        # Rounded up to whole frames; the epsilon keeps 20.000000001 ms at 1 frame.
+        frames = math.ceil(spread / FRAME_S - 1e-6)
+        if frames > self._max:
+            return  # no depth we allow would have saved it (or a restarted counter)
+        if len(self._spreads) == HISTORY:
+            old = self._spreads.popleft()
+            self._buckets[math.ceil(old / FRAME_S - 1e-6)] -= 1
+        self._spreads.append(spread)
+        self._buckets[frames] += 1
+        if overdue:
+            if now >= self._peak_until:
+                self._peak = 0
+            # At least 2: whatever its spread, one frame of depth was not enough.
+            self._peak = max(self._peak, frames + 1, 2)
+            self._peak_until = now + PEAK_HOLD
+        self._update_target(now)
+
+    def _update_target(self, now: float) -> None:
+        count = len(self._spreads)
+        target = self._initial_target
+        if count >= MIN_SAMPLES:
+            rank = math.ceil(TARGET_PERCENTILE * count)
+            seen = 0
+            for frames, n in enumerate(self._buckets):
+                seen += n
+                if seen >= rank:
+                    target = frames + 1  # the + 1: arrivals and ticks are out of phase
+                    break
+        if now < self._peak_until:
+            target = max(target, self._peak)
+        self._target = min(max(target, self._min), self._max)
+
+    def _jitter(self) -> float:
+        # The 95th percentile spread, in seconds.
+        if not self._spreads:
+            return 0.0
+        ordered = sorted(self._spreads)
+        return ordered[math.ceil(TARGET_PERCENTILE * len(ordered)) - 1]

@@ -338,6 +338,10 @@ class _Call:
                 "played": s.played,
                 "lost": s.lost,
                 "late": s.late,
+                "dropped": s.dropped,  # played-out delay cut back (adaptive buffer)
+                "target_frames": s.target,
+                "delay_ms": round(s.delay_ms, 1),
+                "jitter_ms": round(s.jitter_ms, 1),
             }
         rtt = engine.stats.rtt if engine.stats.rtt is not None else self.client.rtt
         return ev.Stats(
@@ -347,6 +351,7 @@ class _Call:
             dropped=engine.stats.dropped,
             undecryptable=engine.stats.undecryptable,
             senders=senders,
+            suppressed=engine.stats.suppressed,
         )
 
 

@@ -100,7 +100,8 @@ class Stats(Event):
     received: int
     dropped: int
     undecryptable: int
-    senders: dict[str, dict[str, int]]
+    senders: dict[str, dict[str, float]]
+    suppressed: int = 0  # frames the voice gate kept back as silence (not sent)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from bangor.audio.codec import OpusDecoder, OpusEncoder
 from bangor.audio.devices import Sink, Source
 from bangor.audio.jitter import Frame, JitterBuffer, Lost
 from bangor.audio.mixer import mix
+from bangor.audio.vad import VoiceGate
 from bangor.errors import AudioError, PacketError
 from bangor.settings import FRAME_MS, FRAME_SAMPLES, ClientSettings
 from bangor.wire.media import HopOpener, HopSealer, MediaKeys, PacketType
@@ -52,7 +53,10 @@ class SenderStream:
 
 @dataclass
 class MediaStats:
-    sent: int = 0
+    sent: int = 0  # voice packets
+    # Frames not sent because the voice gate judged them silent (so far: a frame held
+    # for pre-roll counts here until it goes out); sent + suppressed = frames read.
+    suppressed: int = 0
     received: int = 0
     dropped: int = 0  # datagrams that failed to open (forged, replayed, malformed)
     undecryptable: int = 0  # voice that failed end to end (no key, forged, replayed)
@@ -79,6 +83,13 @@ class MediaEngine(asyncio.DatagramProtocol):
         self.sealer = HopSealer(self.keys.client_to_server, self.session_id)
         self.opener = HopOpener(self.keys.server_to_client, self.session_id)
         self.encoder = OpusEncoder(bitrate=self.settings.bitrate)
+        self.gate: VoiceGate | None = None
+        if self.settings.vad:
+            self.gate = VoiceGate(
+                self.settings.vad_aggressiveness,
+                self.settings.vad_hangover_frames,
+                self.settings.vad_preroll_frames,
+            )
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -160,7 +171,7 @@ class MediaEngine(asyncio.DatagramProtocol):
             self.stats.undecryptable += 1
             return
         if plaintext is not None:  # else held until the sender's key arrives
-            self.push(sender, plaintext)
+            self.push(sender, plaintext, now)
 
     def push_released(self, sender: int, plaintexts: list[bytes]) -> None:
         """Frames held until their key arrived, oldest first.
@@ -174,8 +185,12 @@ class MediaEngine(asyncio.DatagramProtocol):
         for plaintext in plaintexts:
             self.push(sender, plaintext)
 
-    def push(self, sender: int, plaintext: bytes) -> None:
-        """An opened voice frame into the sender's jitter buffer."""
+    def push(self, sender: int, plaintext: bytes, now: float | None = None) -> None:
+        """An opened voice frame into the sender's jitter buffer.
+
+        ``now`` is its arrival time (loop clock), which the buffer adapts its depth
+        to; None for frames that were held back (their timing says nothing).
+        """
         try:
             frame = VoiceFrame.parse(plaintext)
         except PacketError:
@@ -187,7 +202,7 @@ class MediaEngine(asyncio.DatagramProtocol):
                 JitterBuffer(self.settings.jitter_target_frames, self.settings.jitter_max_frames),
                 OpusDecoder(),
             )
-        stream.jitter.push(frame.seq, frame.opus)
+        stream.jitter.push(frame.seq, frame.opus, now=now)
 
     def forget(self, sender: int) -> None:
         self.streams.pop(sender, None)
@@ -203,13 +218,26 @@ class MediaEngine(asyncio.DatagramProtocol):
             if pcm is None:
                 self.source_done = True
             else:
-                opus = self.encoder.encode(pcm)
-                frame = VoiceFrame(self._seq, opus).serialize()
-                self._send(PacketType.VOICE, self.crypto.seal_voice(frame))
-                self._seq = (self._seq + 1) % 2**32
-                self.stats.sent += 1
+                self._send_voice(pcm)
         frames = [f for f in (self._play(s) for s in self.streams.values()) if f is not None]
         self.sink.write(mix(frames) if frames else np.zeros(FRAME_SAMPLES, dtype=np.int16))
+
+    def _send_voice(self, pcm: np.ndarray) -> None:
+        """Encode and send this tick's frame, unless the voice gate holds it back.
+
+        The sequence number counts every tick, sent or not, so a receiver sees a
+        pause as a gap (its jitter buffer goes idle), never as frames out of order.
+        Frames the gate releases late (pre-roll) are the ticks just before this one.
+        """
+        frames = [pcm] if self.gate is None else self.gate.process(pcm)
+        first = (self._seq - len(frames) + 1) % 2**32
+        for i, each in enumerate(frames):
+            opus = self.encoder.encode(each)
+            frame = VoiceFrame((first + i) % 2**32, opus).serialize()
+            self._send(PacketType.VOICE, self.crypto.seal_voice(frame))
+        self._seq = (self._seq + 1) % 2**32
+        self.stats.sent += len(frames)
+        self.stats.suppressed += 1 - len(frames)
 
     @staticmethod
     def _play(stream: SenderStream) -> np.ndarray | None:
