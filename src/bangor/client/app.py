@@ -340,8 +340,8 @@ class _Call:
                 "late": s.late,
                 "dropped": s.dropped,  # played-out delay cut back (adaptive buffer)
                 "target_frames": s.target,
-                "delay_ms": round(s.delay_ms, 1),
-                "jitter_ms": round(s.jitter_ms, 1),
+                "delay_ms": s.delay_ms,
+                "jitter_ms": s.jitter_ms,
             }
         rtt = engine.stats.rtt if engine.stats.rtt is not None else self.client.rtt
         return ev.Stats(

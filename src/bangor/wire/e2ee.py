@@ -30,7 +30,7 @@ from __future__ import annotations
 import secrets
 import struct
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 import msgspec
@@ -181,7 +181,6 @@ class _Member:
     identity: bytes | None = None
     rejected: bool = False
     next_chat_seq: int | None = None
-    pending: list[bytes] = field(default_factory=list)  # sealed chat held for a key
 
     @property
     def verified(self) -> bool:
@@ -308,7 +307,7 @@ class RoomCrypto:
             return
         for event in pair_events:
             if isinstance(event, PeerVerified):
-                self._on_verified(member, event, now)
+                self._on_verified(member, event)
             elif isinstance(event, PeerMessage):
                 self._on_payload(member, event.payload, now)
             if member.rejected:
@@ -342,7 +341,7 @@ class RoomCrypto:
         member.channel = candidate
         self._flush(member)
 
-    def _on_verified(self, member: _Member, event: PeerVerified, now: float) -> None:
+    def _on_verified(self, member: _Member, event: PeerVerified) -> None:
         try:
             hello = _decode(_hello_decoder, event.hello, "member hello")
         except PeerError as exc:
