@@ -47,7 +47,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -58,7 +57,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-HOST = "127.0.0.1"
+from procfs import HOST, free_port, memory_kb
+
 BANGOR = str(Path(sys.executable).parent / "bangor")
 PASSWORD = "bench password, not a secret"
 START_TIMEOUT = 30.0  # server ready line; each client's `joined` event
@@ -83,14 +83,6 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rpartition(")")[2].split()  # the command name may hold spaces
     return (int(fields[11]) + int(fields[12])) / TICK  # fields 14 and 15 of proc(5)
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 @dataclass(frozen=True)
@@ -214,20 +206,6 @@ class Processes:
                     process.popen.kill()
                 process.popen.wait()
         self.items.clear()
-
-
-def free_port() -> int:
-    """A port number free for both TCP and UDP on 127.0.0.1."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((HOST, 0))
-            port: int = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((HOST, port))
-                except OSError:
-                    continue
-            return port
 
 
 def client_env(home: Path) -> dict[str, str]:
@@ -375,7 +353,7 @@ def measure(opts: Options, n: int, tmp: Path, procs: Processes) -> Result:
         for process in (server, *clients):
             process.check_alive()
         for process in watched:
-            rss[process.pid].append(rss_kib(process.pid))
+            rss[process.pid].append(memory_kb(process.pid)[0])
         now = time.monotonic()
         if now >= end:
             break

@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import cast
 
 import uvloop
+from procfs import HOST, free_port, memory_kb
 
 from bangor.client.control import ControlClient
 from bangor.errors import PacketError
@@ -79,7 +80,6 @@ from bangor.wire.voice import VoiceFrame, pack_relayed
 
 Address = tuple[str, int]
 
-HOST = "127.0.0.1"
 BANGOR = str(Path(sys.executable).parent / "bangor")
 PASSWORD = "bench password, not a secret"
 START_TIMEOUT = 20.0  # server ready line, logins, child processes reporting ready
@@ -194,17 +194,6 @@ def core_times(cpu: int | None) -> CoreTimes | None:
                 tick = os.sysconf("SC_CLK_TCK")
                 return CoreTimes((user + nice + system) / tick, softirq / tick, steal / tick)
     return None
-
-
-def memory_kb(pid: int) -> tuple[int, int]:
-    """(VmRSS, VmHWM) of ``pid`` in kB."""
-    values = {"VmRSS": 0, "VmHWM": 0}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in values:
-                values[key] = int(rest.split()[0])
-    return values["VmRSS"], values["VmHWM"]
 
 
 def pin(pid: int, cpu: int | None) -> None:
@@ -525,21 +514,6 @@ class Options:
     sample_every: int
     relay_cpu: int | None
     load_cpu: int | None
-
-
-def free_port() -> int:
-    """A port number free for both TCP and UDP on 127.0.0.1."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((HOST, 0))
-            port: int = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((HOST, port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
 
 
 @dataclass
