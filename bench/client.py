@@ -306,6 +306,9 @@ def measure(opts: Options, n: int, tmp: Path, procs: Processes) -> Result:
         env=client_env(homes[users[0]]),
     ).strip()
 
+    # A tone is not speech to voice activity detection: turn it off where the version has
+    # it, so every member really talks (versions before it always send).
+    gate = ["--vad", "off"] if "--vad" in run_command([bangor, "join", "--help"]) else []
     # A backstop: the clients leave by themselves should this script be killed outright.
     lifetime = opts.warmup + opts.seconds + START_TIMEOUT + 60
     clients = [
@@ -325,6 +328,7 @@ def measure(opts: Options, n: int, tmp: Path, procs: Processes) -> Result:
                 "null",
                 "--duration",
                 str(lifetime),
+                *gate,
             ],
             client_env(homes[user]),
             stdout=True,
