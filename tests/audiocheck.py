@@ -67,15 +67,45 @@ def _envelope_db(x: np.ndarray, sr: int) -> np.ndarray:
     return db
 
 
-def envelope_correlation(reference: np.ndarray, aligned: np.ndarray, sr: int = SR) -> float:
-    """Pearson correlation of the 10 ms RMS envelopes (dB) where the reference speaks."""
+# With max_shift_ms, each segment of this many envelope frames (250 ms) is lined up
+# on its own: an adaptive jitter buffer moves the play-out delay by whole 20 ms frames
+# (it drops one to cut delay, or waits one for a late frame), and a shift in time is
+# not lost audio.
+SHIFT_SEGMENT = 25
+
+
+def envelope_correlation(
+    reference: np.ndarray, aligned: np.ndarray, sr: int = SR, *, max_shift_ms: int = 0
+) -> float:
+    """Pearson correlation of the 10 ms RMS envelopes (dB) where the reference speaks.
+
+    ``max_shift_ms``: let each 250 ms of ``aligned`` sit up to this far from where the
+    overall alignment put it (the shift with the least squared error is taken).
+    """
     ref_db = _envelope_db(np.asarray(reference, dtype=np.float64), sr)
     deg_db = _envelope_db(np.asarray(aligned, dtype=np.float64), sr)
     n = min(len(ref_db), len(deg_db))
     ref_db, deg_db = ref_db[:n], deg_db[:n]
+    if max_shift_ms:
+        deg_db = _follow_shifts(ref_db, deg_db, max_shift_ms // ENVELOPE_MS)
     # Pauses would dominate (equal silence everywhere); judge the speech.
     active = ref_db > ref_db.max() - SPEECH_RANGE_DB
     return float(np.corrcoef(ref_db[active], deg_db[active])[0, 1])
+
+
+def _follow_shifts(ref_db: np.ndarray, deg_db: np.ndarray, lag: int) -> np.ndarray:
+    n = len(ref_db)
+    padded = np.concatenate([np.full(lag, deg_db[0]), deg_db, np.full(lag, deg_db[-1])])
+    out = np.empty(n)
+    for start in range(0, n, SHIFT_SEGMENT):
+        end = min(start + SHIFT_SEGMENT, n)
+        errors = [
+            float(np.sum((padded[start + lag + k : end + lag + k] - ref_db[start:end]) ** 2))
+            for k in range(-lag, lag + 1)
+        ]
+        k = int(np.argmin(errors)) - lag
+        out[start:end] = padded[start + lag + k : end + lag + k]
+    return out
 
 
 def pesq_wb(reference: np.ndarray, aligned: np.ndarray, sr: int = SR) -> float:

@@ -55,6 +55,24 @@ def test_delayed_copy_found_exactly(speech: np.ndarray) -> None:
     assert pesq_wb(speech, aligned) > 4.0
 
 
+@pytest.mark.parametrize("where", [0.3, 0.5, 0.7])
+def test_shifts_of_a_frame_or_two_are_followed(speech: np.ndarray, where: float) -> None:
+    """A jitter buffer that dropped 40 ms mid-call: the same words, 40 ms earlier."""
+    cut, drop = int(len(speech) * where), 2 * SAMPLE_RATE // 50
+    recorded = np.concatenate([np.zeros(4800), speech[:cut], speech[cut + drop :]])
+    _, aligned = align(speech, recorded)
+    assert envelope_correlation(speech, aligned) < 0.9  # one delay for all misjudges it
+    assert envelope_correlation(speech, aligned, max_shift_ms=40) > 0.97
+
+
+def test_shift_search_does_not_hide_missing_or_other_audio(speech: np.ndarray) -> None:
+    half = np.concatenate([np.zeros(4800), speech[: len(speech) // 2]])
+    _, aligned = align(speech, half)
+    assert envelope_correlation(speech, aligned, max_shift_ms=40) < 0.5
+    other = np.roll(speech, len(speech) // 3)  # the same voice, other words at each moment
+    assert envelope_correlation(speech, other, max_shift_ms=40) < 0.5
+
+
 def test_short_recording_zero_padded(speech: np.ndarray) -> None:
     delay = 4800
     recorded = np.concatenate([np.zeros(delay), speech[: len(speech) // 2]])

@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.audiocheck import align, envelope_correlation, make_speech_wav, pesq_wb, read_wav_48k
+from tests.audiocheck import (
+    align,
+    envelope_correlation,
+    make_speech_wav,
+    pesq_wb,
+    read_wav_48k,
+)
 from tests.integration.conftest import ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -66,7 +72,8 @@ def speech_call(server: ServerProcess, tmp_path: Path) -> tuple[np.ndarray, np.n
 def assert_same_speech(reference: np.ndarray, recorded: np.ndarray) -> tuple[float, float]:
     delay, aligned = align(reference, recorded)
     assert 0 < delay / 48000 < 2.0, f"speech arrived {delay / 48000:.2f} s late"
-    corr = envelope_correlation(reference, aligned)
+    # The adaptive jitter buffer may move the delay by a frame or two mid-call.
+    corr = envelope_correlation(reference, aligned, max_shift_ms=40)
     score = pesq_wb(reference, aligned)
     assert corr > 0.9, f"envelope correlation {corr:.3f}"
     assert score > 3.0, f"PESQ-WB {score:.2f}"
