@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bangor.errors import PacketError
-from bangor.wire.voice import VoiceFrame, pack_relayed, unpack_relayed
+from bangor.wire.voice import MAX_REDUNDANT, VoiceFrame, pack_relayed, unpack_relayed
 
 
 @given(st.integers(0, 2**32 - 1), st.binary(min_size=1, max_size=1200))
@@ -19,10 +19,62 @@ def test_sequence_wraps() -> None:
     assert VoiceFrame.parse(VoiceFrame(2**32, b"x").serialize()).seq == 0
 
 
-@pytest.mark.parametrize("length", range(5))
+@pytest.mark.parametrize("length", range(8))
 def test_truncated_frame_rejected(length: int) -> None:
     with pytest.raises(PacketError, match="too short"):
         VoiceFrame.parse(bytes(length))
+
+
+redundancy = st.lists(st.binary(min_size=1, max_size=300), max_size=MAX_REDUNDANT)
+
+
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2**16 - 1),
+    redundancy,
+    st.integers(0, MAX_REDUNDANT),
+    st.binary(min_size=1, max_size=300),
+)
+def test_redundant_frames_round_trip(
+    seq: int, packet: int, copies: list[bytes], depth: int, opus: bytes
+) -> None:
+    frame = VoiceFrame(seq, opus, packet, tuple(copies), depth)
+    assert VoiceFrame.parse(frame.serialize()) == frame
+
+
+def test_wire_layout() -> None:
+    """seq | packet | info (count, depth) | lengths | copies oldest first | primary."""
+    data = VoiceFrame(7, b"PRI", 0x0102, (b"a", b"bc"), 3).serialize()
+    assert data == bytes.fromhex("00000007 0102 0e 0001 0002") + b"abcPRI"
+
+
+@given(redundancy.filter(bool), st.binary(min_size=1, max_size=50), st.data())
+def test_every_truncation_of_a_redundant_frame_is_rejected(
+    copies: list[bytes], opus: bytes, data: st.DataObject
+) -> None:
+    wire = VoiceFrame(1, opus, 2, tuple(copies), 2).serialize()
+    header_and_copies = len(wire) - len(opus)
+    cut = data.draw(st.integers(0, header_and_copies))
+    with pytest.raises(PacketError):
+        VoiceFrame.parse(wire[:cut])
+
+
+@pytest.mark.parametrize(
+    ("wire", "message"),
+    [
+        (bytes.fromhex("00000001 0000 10") + b"x", "unknown flags"),
+        (bytes.fromhex("00000001 0000 01 0000") + b"xx", "do not fit"),  # zero length
+        (bytes.fromhex("00000001 0000 01 0005") + b"xxxxx", "do not fit"),  # no primary left
+    ],
+)
+def test_malformed_redundancy_rejected(wire: bytes, message: str) -> None:
+    with pytest.raises(PacketError, match=message):
+        VoiceFrame.parse(wire)
+
+
+def test_more_copies_than_the_format_holds_is_a_local_error() -> None:
+    with pytest.raises(ValueError):
+        VoiceFrame(1, b"x", 0, (b"a",) * (MAX_REDUNDANT + 1)).serialize()
 
 
 @given(st.integers(0, 2**32 - 1), st.binary(min_size=1, max_size=100))

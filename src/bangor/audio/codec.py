@@ -101,6 +101,14 @@ class OpusEncoder:
         # The encoder only spends bits on FEC when it expects some loss.
         ctl_call(state, ctl.set_packet_loss_perc, expected_loss)
         self._opus_error: type[Exception] = opuslib.OpusError
+        self._ctl: Any = ctl
+        self._ctl_call: Any = ctl_call
+
+    @property
+    def lookahead(self) -> int:
+        """Samples the encoder delays its input by (Ogg Opus pre-skip)."""
+        value: int = self._ctl_call(self._enc.encoder_state, self._ctl.get_lookahead)
+        return value
 
     def encode(self, pcm: np.ndarray) -> bytes:
         """Encode exactly FRAME_SAMPLES int16 samples into one Opus packet."""

@@ -133,6 +133,7 @@ class JitterStats:
     dropped: int  # dropped unplayed to cut the delay (buffer above target)
     stretched: int  # ticks concealed while play-out waited for a late frame
     target: int  # target depth in frames now
+    recovered: int  # holes filled by a copy from a later packet (redundancy)
     delay_ms: float  # frames buffered at play-out ticks, mean over ~1 s, in ms
     jitter_ms: float  # 95th percentile of the relative-delay spread
 
@@ -141,7 +142,8 @@ class JitterBuffer:
     """Jitter buffer for one sender's stream of 20 ms frames.
 
     Fixed depth until :meth:`push` is given arrival times, adaptive from then on.
-    Invariant: received == played + late + duplicates + overflow + dropped + depth.
+    Invariant: received + recovered ==
+    played + late + duplicates + overflow + dropped + depth.
     """
 
     def __init__(self, target_frames: int = 3, max_frames: int = 25, min_frames: int = 1) -> None:
@@ -153,6 +155,8 @@ class JitterBuffer:
             raise ValueError(f"max_frames ({max_frames}) must be >= target_frames")
         self._target = target_frames
         self._initial_target = target_frames
+        self._base_target = target_frames  # what the jitter alone calls for
+        self._extra = 0  # frames added while the sender repeats frames (redundancy)
         self._min = min_frames
         self._max = max_frames
         self._frames: dict[int, bytes] = {}
@@ -173,6 +177,8 @@ class JitterBuffer:
         self._overflow = 0
         self._dropped = 0
         self._stretched = 0
+        self._recovered = 0
+        self._copies: set[int] = set()  # buffered frames that came as copies
         self._level_mean = 0.0
         # Adaptation (see the module docstring).
         self._adaptive = False
@@ -222,7 +228,11 @@ class JitterBuffer:
             # Still prebuffering: an earlier frame arrived out of order, start there.
             self._next = seq
             offset = 0
-        if seq in self._frames:
+        if seq in self._copies:
+            # Its copy overtook it: the original is no duplicate, and its timing counts.
+            self._copies.discard(seq)
+            self._recovered -= 1
+        elif seq in self._frames:
             self._duplicates += 1
             return
         # The play-out is waiting for exactly this frame: it came after its tick.
@@ -234,6 +244,42 @@ class JitterBuffer:
             self._advance_to((seq - self._max + 1) % SEQ_MODULUS)
         if len(self._frames) >= self._target:
             self._playing = True
+
+    def push_redundant(self, seq: int, payload: bytes) -> None:
+        """A copy of an earlier frame carried by a later packet: it only fills a hole.
+
+        Copies of frames already buffered or played are ignored (not duplicates: the
+        sender repeats every frame); a copy in time for its tick is counted as
+        recovered. Copies say nothing about network timing.
+        """
+        if not 0 <= seq < SEQ_MODULUS:
+            raise ValueError(f"sequence number out of uint32 range: {seq}")
+        if self._next is None or seq in self._frames or self._already_played(seq):
+            return
+        offset = seq_diff(seq, self._next)
+        if offset < 0:
+            if self._playing or self._span_after_lowering(-offset) > self._max:
+                return
+            self._next = seq  # still prebuffering: start the spurt there
+        elif offset >= self._max:
+            return
+        self._frames[seq] = payload
+        self._copies.add(seq)
+        self._recovered += 1
+
+    def set_extra_frames(self, extra: int) -> None:
+        """Frames to wait beyond what the jitter calls for, so copies can arrive.
+
+        A sender that repeats each frame in its next ``extra`` packets recovers a
+        loss only if play-out waits that long; 0 when it does not repeat frames.
+        """
+        if extra != self._extra:
+            self._extra = max(extra, 0)
+            self._set_target(self._base_target)
+
+    def _set_target(self, base: int) -> None:
+        self._base_target = base
+        self._target = min(max(base + self._extra, self._min), self._max)
 
     def pop(self) -> Frame | Lost | None:
         """Play-out tick: the frame due now, a Lost marker, or None if nothing plays."""
@@ -288,6 +334,7 @@ class JitterBuffer:
         seq = self._next
         self._next = (seq + 1) % SEQ_MODULUS
         payload = self._frames.pop(seq, None)
+        self._copies.discard(seq)
         if payload is not None:
             self._stretched += self._stall_run
             self._stall_run = 0
@@ -310,6 +357,7 @@ class JitterBuffer:
             dropped=self._dropped,
             stretched=self._stretched,
             target=self._target,
+            recovered=self._recovered,
             delay_ms=round(self._level_mean * FRAME_MS, 1),
             jitter_ms=round(self._jitter() * 1000, 1),
         )
@@ -339,6 +387,7 @@ class JitterBuffer:
         # Move play-out forward so the span stays within max_frames; older frames go.
         for s in [s for s in self._frames if seq_diff(s, new_next) < 0]:
             del self._frames[s]
+            self._copies.discard(s)
             self._overflow += 1
         self._next = new_next
         self._stretched += self._stall_run
@@ -358,6 +407,7 @@ class JitterBuffer:
     def _drop_due(self) -> None:
         # Cut the delay by one frame: skip the one due (the next one is buffered).
         assert self._next is not None
+        self._copies.discard(self._next)
         if self._frames.pop(self._next, None) is not None:
             self._dropped += 1
         else:
@@ -403,6 +453,7 @@ class JitterBuffer:
         # Idle: forget the play-out point; the next push prebuffers a new spurt.
         # What was learnt about the network is kept.
         self._frames.clear()
+        self._copies.clear()
         self._next = None
         self._playing = False
         self._empty_ticks = 0
@@ -462,7 +513,7 @@ class JitterBuffer:
                     break
         if now < self._peak_until:
             target = max(target, self._peak)
-        self._target = min(max(target, self._min), self._max)
+        self._set_target(target)
 
     def _jitter(self) -> float:
         # The 95th percentile spread, in seconds.

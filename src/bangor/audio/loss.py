@@ -1,0 +1,96 @@
+"""Packet loss and bitrate of one sender's stream, as a listener sees it; sans-I/O.
+
+Loss is counted from the sender's 16-bit packet numbers (``VoiceFrame.packet``),
+not from its tick sequence numbers: a sender with voice activity detection skips
+ticks while silent, so a gap in ``seq`` says nothing, while every packet sent
+takes the next packet number. Like an RTP receiver report (RFC 3550 A.3), the
+expected count is the highest packet number seen (extended past wrap-around)
+minus the first plus one, and the loss is what was expected and did not come.
+Frames recovered from a later packet's redundancy still count as lost packets:
+the sender adapts to what the network loses, not to what got repaired.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bangor.settings import FRAME_MS
+
+PACKET_MODULUS = 2**16
+_HALF = PACKET_MODULUS // 2
+# A jump this far ahead is a restarted counter, not loss (over 10 s of packets).
+RESTART_GAP = 500
+
+
+@dataclass(frozen=True)
+class LossReport:
+    """One interval (or the whole stream) of a sender's packets."""
+
+    expected: int
+    received: int
+
+    @property
+    def lost(self) -> int:
+        return max(self.expected - self.received, 0)
+
+    @property
+    def loss(self) -> float:
+        """Fraction of expected packets that never came, 0..1."""
+        return self.lost / self.expected if self.expected else 0.0
+
+
+class LossMeter:
+    """Counts expected and received packets of one sender; reports per interval."""
+
+    def __init__(self) -> None:
+        self._started = False
+        self._last_raw = 0  # the highest packet number seen, as sent (16 bits)
+        self._highest = 0  # the same, extended: counts up past wrap-around
+        self._received = 0
+        self._interval_highest = 0  # extended highest at the last interval()
+        self._interval_received = 0
+        self._opus_bytes = 0
+        self._opus_frames = 0
+
+    def on_packet(self, packet: int, opus_bytes: int) -> None:
+        """A packet arrived: its packet number and the size of its primary Opus frame."""
+        self._opus_bytes += opus_bytes
+        self._opus_frames += 1
+        self._received += 1
+        if not self._started:
+            self._started = True
+            self._last_raw = packet
+            self._highest = 0  # the first one is number 0
+            self._interval_highest = -1  # so the first interval expects it too
+            self._received = 1
+            self._interval_received = 0
+            return
+        delta = (packet - self._last_raw + _HALF) % PACKET_MODULUS - _HALF
+        if delta > RESTART_GAP or delta < -RESTART_GAP:
+            delta = 1  # a restarted counter: carry on as if this came next
+        if delta > 0:
+            self._highest += delta
+            self._last_raw = packet
+
+    def total(self) -> LossReport:
+        """Since the first packet."""
+        if not self._started:
+            return LossReport(0, 0)
+        return LossReport(self._highest + 1, self._received)
+
+    def interval(self) -> LossReport:
+        """Since the last call (a receiver report's "fraction lost")."""
+        if not self._started:
+            return LossReport(0, 0)
+        expected = self._highest - self._interval_highest
+        received = self._received - self._interval_received
+        self._interval_highest = self._highest
+        self._interval_received = self._received
+        return LossReport(expected, received)
+
+    @property
+    def kbps(self) -> float:
+        """Mean Opus bitrate of the primary frames received (kbit/s while talking)."""
+        if not self._opus_frames:
+            return 0.0
+        return self._opus_bytes * 8 / (self._opus_frames * FRAME_MS)

@@ -1,0 +1,80 @@
+"""The sender's plan follows the worst recent loss report."""
+
+from __future__ import annotations
+
+import pytest
+
+from bangor.audio.adaptation import SendAdapter, SendPlan
+
+
+def test_clean_network_costs_nothing() -> None:
+    adapter = SendAdapter(40_000)
+    assert adapter.plan(0.0) == SendPlan(0, 0, 40_000)
+    adapter.report(1, 0.0, 0.0)
+    assert adapter.plan(1.0) == SendPlan(0, 0, 40_000)
+
+
+@pytest.mark.parametrize(
+    ("loss", "depth"), [(0.005, 0), (0.01, 1), (0.02, 1), (0.05, 2), (0.15, 2), (0.5, 2)]
+)
+def test_redundancy_deepens_with_loss(loss: float, depth: int) -> None:
+    adapter = SendAdapter(40_000)
+    adapter.report(1, loss, 0.0)
+    assert adapter.plan(0.0).depth == depth
+
+
+def test_deeper_redundancy_when_allowed() -> None:
+    adapter = SendAdapter(40_000, max_depth=3)
+    adapter.report(1, 0.15, 0.0)
+    assert adapter.plan(0.0).depth == 3
+
+
+def test_fec_only_while_redundancy_is_off() -> None:
+    light = SendAdapter(40_000)
+    light.report(1, 0.005, 0.0)
+    assert light.plan(0.0) == SendPlan(0, 0, 40_000)  # rounds to 0 %: no FEC bits
+    no_red = SendAdapter(40_000, max_depth=0)
+    no_red.report(1, 0.08, 0.0)
+    assert no_red.plan(0.0) == SendPlan(0, 8, 40_000)
+    heavy = SendAdapter(40_000, max_depth=0)
+    heavy.report(1, 0.6, 0.0)
+    assert heavy.plan(0.0).expected_loss == 25  # capped
+    no_fec = SendAdapter(40_000, fec=False, max_depth=0)
+    no_fec.report(1, 0.08, 0.0)
+    assert no_fec.plan(0.0).expected_loss == 0
+    with_red = SendAdapter(40_000)
+    with_red.report(1, 0.08, 0.0)
+    assert with_red.plan(0.0) == SendPlan(2, 0, 40_000)
+
+
+def test_worst_listener_decides_and_goes_down_only_after_hold() -> None:
+    adapter = SendAdapter(40_000, hold=10.0)
+    adapter.report(1, 0.0, 0.0)
+    adapter.report(2, 0.05, 0.0)
+    assert adapter.plan(0.0).depth == 2
+    for t in range(1, 10):
+        adapter.report(2, 0.0, float(t))
+    assert adapter.plan(9.0).depth == 2  # the bad report is still recent
+    assert adapter.plan(10.5).depth == 0
+
+
+def test_a_listener_that_left_stops_counting() -> None:
+    adapter = SendAdapter(40_000)
+    adapter.report(2, 0.2, 0.0)
+    adapter.forget(2)
+    assert adapter.plan(0.0).depth == 0
+
+
+def test_room_cap_limits_the_bitrate() -> None:
+    adapter = SendAdapter(64_000)
+    adapter.set_max_bitrate(24_000)
+    assert adapter.plan(0.0).bitrate == 24_000
+    adapter.set_max_bitrate(0)
+    assert adapter.plan(0.0).bitrate == 64_000
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError):
+        SendAdapter(40_000, max_depth=4)
+    with pytest.raises(ValueError):
+        SendAdapter(40_000, thresholds=(0.1, 0.01))
