@@ -13,6 +13,11 @@ CHANNELS = 1
 FRAME_MS = 20
 FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000  # 960
 
+# Bytes of one voice frame before end-to-end sealing (its copies of earlier frames
+# are left out to stay below this), so the sealed payload fits the server's
+# max_media_payload with room for the SFrame header and tag.
+MAX_VOICE_FRAME = 1100
+
 # Characters in one chat message; longer ones are a protocol error (the client checks first).
 MAX_CHAT_TEXT = 2000
 # Bytes of one end-to-end message between two members (handshake or sealed key/chat
@@ -55,6 +60,16 @@ class ClientSettings:
     jitter_target_frames: int = 3  # 60 ms
     jitter_max_frames: int = 25  # 500 ms
     bitrate: int = 40_000  # at 32k in-band FEC costs PESQ 0.3-0.4 on clean speech
+    complexity: int = 9  # Opus encoder effort 0..10; lower saves CPU on a small machine
+    fec: bool = True  # Opus in-band FEC, sized to reported loss while redundancy is off
+    # Loss-adaptive redundancy: each packet repeats up to this many earlier frames.
+    max_redundancy: int = 2
+    # Worst reported loss at which 1, 2, 3 earlier frames are repeated (bench/quality.py).
+    redundancy_thresholds: tuple[float, ...] = (0.01, 0.03, 0.10)
+    loss_hold: float = 10.0  # seconds a loss report keeps redundancy up
+    report_interval: float = 1.0  # seconds between reception reports to each speaker
+    min_report_packets: int = 10  # fewer packets in an interval: no report (not talking)
+    push_to_talk: bool = False  # send voice only while talking is switched on
     # End-to-end encryption.
     peer_verify_timeout: float = 10.0  # a member not verified by then is reported
     old_key_grace: float = 2.0  # seconds a replaced receive key still opens late frames

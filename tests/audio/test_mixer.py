@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bangor.audio.mixer import mix
+from bangor.audio.mixer import LIMIT, Mixer, mix
 from bangor.errors import AudioError
 from bangor.settings import FRAME_SAMPLES, SAMPLE_RATE
 
@@ -80,3 +80,46 @@ def test_inputs_not_modified() -> None:
 def test_mismatched_frames_rejected(frames: list[np.ndarray]) -> None:
     with pytest.raises(AudioError):
         mix(frames)
+
+
+# --- Mixer: per-speaker gain and a limiter ---------------------------------------
+
+
+def test_mixer_passes_quiet_speech_unchanged() -> None:
+    a, b = tone(450, 0.3), tone(1000, 0.3)
+    out = Mixer().mix([(a, 1.0), (b, 1.0)])
+    assert np.array_equal(out, a + b)
+
+
+def test_mixer_gain_and_mute() -> None:
+    a, b = tone(450, 0.3), tone(1000, 0.3)
+    mixer = Mixer()
+    half = mixer.mix([(a, 0.5), (b, 0.0)])
+    assert np.max(np.abs(half.astype(int) - np.round(a * 0.5))) <= 1
+    spectrum = np.abs(np.fft.rfft(half))
+    freqs = np.fft.rfftfreq(FRAME_SAMPLES, 1 / SAMPLE_RATE)
+    assert freqs[np.argmax(spectrum)] == 450.0 and spectrum[freqs == 1000.0][0] < 1.0
+
+
+def test_loud_speakers_are_turned_down_not_clipped() -> None:
+    mixer = Mixer()
+    loud = [(tone(450, 0.9), 1.0), (tone(450, 0.9), 1.0), (tone(450, 0.9), 2.0)]
+    exact = sum(f.astype(np.float64) * g for f, g in loud)
+    for _ in range(5):
+        out = mixer.mix(loud)
+        assert np.max(np.abs(out)) <= LIMIT  # never at the int16 rails
+        # The waveform keeps its shape (scaled), unlike clipping, which flattens it.
+        assert np.corrcoef(out, exact)[0, 1] > 0.999
+    assert mixer.limited_frames == 5
+    # Clipping the same sum would square off the peaks.
+    clipped = np.clip(exact, -32768, 32767)
+    assert np.corrcoef(clipped, exact)[0, 1] < np.corrcoef(out, exact)[0, 1]
+
+
+def test_gain_comes_back_after_the_loud_part() -> None:
+    mixer = Mixer()
+    mixer.mix([(tone(450, 0.9), 4.0)])
+    quiet = tone(450, 0.1)
+    outs = [mixer.mix([(quiet, 1.0)]) for _ in range(60)]
+    assert np.max(np.abs(outs[0])) < 0.8 * np.max(np.abs(quiet))  # still turned down
+    assert np.array_equal(outs[-1], quiet)  # back to unity after ~1 s

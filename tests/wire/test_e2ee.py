@@ -18,6 +18,7 @@ from bangor.wire.e2ee import (
     MemberRejected,
     MemberVerified,
     PeerProblem,
+    ReportReceived,
     RoomCrypto,
     VoiceReleased,
 )
@@ -140,6 +141,29 @@ def test_members_verify_each_other_and_hear_each_other() -> None:
     with pytest.raises(PacketError, match="replayed"):
         b.open_voice(1, frame, room.now)
     assert not room.of(1, PeerProblem) and not room.of(2, MemberRejected)
+
+
+def test_reception_reports_reach_only_the_sender_and_stay_sealed() -> None:
+    room, a, b, _ = trio()
+    before = len(room.wire)
+    b.send_report(1, 0.153)
+    b.send_report(99, 0.5)  # not a member: nothing is sent
+    room.pump()
+    assert [(sid, to) for sid, to, _ in room.wire[before:]] == [(2, 1)]
+    assert room.of(1, ReportReceived) == [ReportReceived(2, 0.153)]
+    assert not room.of(3, ReportReceived) and not room.of(1, PeerProblem)
+    # Sealed in the pair channel: the per-mille value is not in the clear.
+    assert b"\xcc\x99" not in room.wire[-1][2] and (153).to_bytes(2, "big") not in room.wire[-1][2]
+
+
+def test_no_report_goes_to_a_rejected_member() -> None:
+    room = Room()
+    a = room.join(1, "alice")
+    room.join(2, "mallory", secret=bytes(32))
+    before = len(room.wire)
+    a.send_report(2, 0.1)
+    room.pump()
+    assert len(room.wire) == before
 
 
 def test_nobody_sends_plaintext_keys_or_names_through_the_server() -> None:

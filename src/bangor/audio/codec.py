@@ -82,27 +82,39 @@ class OpusEncoder:
         fec: bool = True,
         expected_loss: int = 5,
     ) -> None:
-        if not 6000 <= bitrate <= 510_000:
-            raise AudioError(f"Opus bitrate must be 6000..510000 bit/s, got {bitrate}")
         if not 0 <= complexity <= 10:
             raise AudioError(f"Opus complexity must be 0..10, got {complexity}")
-        if not 0 <= expected_loss <= 100:
-            raise AudioError(f"expected packet loss must be 0..100 %, got {expected_loss}")
         opuslib = load_opuslib()
         self._enc: Any = opuslib.Encoder(SAMPLE_RATE, CHANNELS, opuslib.APPLICATION_VOIP)
-        state = self._enc.encoder_state
-        ctl = opuslib.api.ctl
-        ctl_call = opuslib.api.encoder.encoder_ctl
-        ctl_call(state, ctl.set_bitrate, bitrate)
-        ctl_call(state, ctl.set_complexity, complexity)
-        ctl_call(state, ctl.set_signal, opuslib.SIGNAL_VOICE)
-        # Set directly: opuslib 3.0.1's inband_fec property setter drops the value.
-        ctl_call(state, ctl.set_inband_fec, int(fec))
-        # The encoder only spends bits on FEC when it expects some loss.
-        ctl_call(state, ctl.set_packet_loss_perc, expected_loss)
+        self._ctl: Any = opuslib.api.ctl
+        self._ctl_call: Any = opuslib.api.encoder.encoder_ctl
         self._opus_error: type[Exception] = opuslib.OpusError
-        self._ctl: Any = ctl
-        self._ctl_call: Any = ctl_call
+        self._ctl_call(self._enc.encoder_state, self._ctl.set_signal, opuslib.SIGNAL_VOICE)
+        self._set(self._ctl.set_complexity, complexity)
+        # Set directly: opuslib 3.0.1's inband_fec property setter drops the value.
+        self._set(self._ctl.set_inband_fec, int(fec))
+        self.bitrate = 0
+        self.expected_loss = -1
+        self.configure(bitrate, expected_loss)
+
+    def _set(self, request: Any, value: int) -> None:
+        self._ctl_call(self._enc.encoder_state, request, value)
+
+    def configure(self, bitrate: int, expected_loss: int) -> None:
+        """Change the bitrate and the loss the in-band FEC is sized for, between frames.
+
+        The encoder only spends bits on FEC when it expects some loss (0: none).
+        """
+        if not 6000 <= bitrate <= 510_000:
+            raise AudioError(f"Opus bitrate must be 6000..510000 bit/s, got {bitrate}")
+        if not 0 <= expected_loss <= 100:
+            raise AudioError(f"expected packet loss must be 0..100 %, got {expected_loss}")
+        if bitrate != self.bitrate:
+            self._set(self._ctl.set_bitrate, bitrate)
+            self.bitrate = bitrate
+        if expected_loss != self.expected_loss:
+            self._set(self._ctl.set_packet_loss_perc, expected_loss)
+            self.expected_loss = expected_loss
 
     @property
     def lookahead(self) -> int:

@@ -35,3 +35,53 @@ def mix(frames: Sequence[np.ndarray]) -> np.ndarray:
         acc += frame
     np.clip(acc, _INT16_MIN, _INT16_MAX, out=acc)
     return acc.astype(np.int16)
+
+
+# The limiter keeps peaks below this (about -0.2 dBFS) so nothing ever clips.
+LIMIT = 32000.0
+# Per 20 ms frame the limiter's gain recovers towards 1 by this factor (about
+# 6 dB per 240 ms): fast enough to sound natural, slow enough not to pump.
+RELEASE = 1.06
+MAX_GAIN = 4.0  # per-speaker volume: 400 %
+
+
+class Mixer:
+    """Mixes speakers with per-speaker gain and a limiter instead of clipping.
+
+    When the sum of loud speakers would exceed the int16 range, the whole frame is
+    scaled down (the gain ramps across the frame, so there is no click) and comes
+    back up slowly afterwards; quiet sums pass unchanged.
+    """
+
+    def __init__(self) -> None:
+        self._gain = 1.0
+        self.limited_frames = 0  # frames the limiter had to turn down
+
+    def mix(self, frames: Sequence[tuple[np.ndarray, float]]) -> np.ndarray:
+        """Sum (frame, gain) pairs of int16 frames into one int16 frame."""
+        if not frames:
+            self._gain = min(self._gain * RELEASE, 1.0)
+            return np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        shape = frames[0][0].shape
+        acc = np.zeros(shape, dtype=np.float32)
+        for frame, gain in frames:
+            if frame.dtype != np.int16:
+                raise AudioError(f"can only mix int16 frames, got {frame.dtype}")
+            if frame.shape != shape:
+                raise AudioError(f"cannot mix frames of shapes {shape} and {frame.shape}")
+            if gain:
+                acc += frame.astype(np.float32) * min(max(gain, 0.0), MAX_GAIN)
+        peak = float(np.max(np.abs(acc))) if len(acc) else 0.0
+        target = min(self._gain * RELEASE, 1.0)
+        if peak * target > LIMIT:
+            target = LIMIT / peak
+            self.limited_frames += 1
+        if target != self._gain or target < 1.0:
+            # Ramp from the last frame's gain to this one's; never above target at
+            # the peak, since the ramp ends at target and starts lower only when
+            # the previous frame was turned down further.
+            ramp = np.linspace(self._gain, target, len(acc), dtype=np.float32)
+            acc *= np.minimum(ramp, target)
+        self._gain = target
+        np.clip(acc, _INT16_MIN, _INT16_MAX, out=acc)
+        return np.round(acc).astype(np.int16)

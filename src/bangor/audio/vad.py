@@ -72,6 +72,11 @@ class VoiceGate:
         """True while the next frame goes out even if silent (speech or its hang-over)."""
         return self._left > 0
 
+    def reset(self) -> None:
+        """Forget held frames and the hang-over (the microphone was switched off)."""
+        self._held.clear()
+        self._left = 0
+
     def _is_speech(self, pcm: np.ndarray) -> bool:
         # WebRTC's VAD adapts its noise model with every frame: one call per frame.
         if pcm.dtype != np.int16 or pcm.shape != (FRAME_SAMPLES,):

@@ -1,9 +1,10 @@
 """The client's media engine: capture -> Opus -> E2EE seal -> hop seal -> UDP, and back.
 
 The engine ticks every 20 ms on the event loop's clock: it reads one frame from the
-source, encodes and sends it, then pulls one frame from each sender's jitter buffer,
-decodes (or conceals a loss, from in-band FEC when the next packet is there), mixes
-and writes to the sink. Ticks are scheduled against absolute times so they do not
+source, encodes and sends it (with copies of the frames before it while listeners
+report loss), then pulls one frame from each sender's jitter buffer, decodes (or
+conceals a loss, from in-band FEC when the next packet is there), mixes with each
+speaker's volume and writes to the sink. Ticks are scheduled against absolute times so they do not
 drift; after a long stall the schedule is reset rather than bursting to catch up.
 """
 
@@ -13,24 +14,28 @@ import asyncio
 import contextlib
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
 import numpy as np
 
+from bangor.audio.adaptation import SendAdapter, SendPlan
 from bangor.audio.codec import OpusDecoder, OpusEncoder
-from bangor.audio.devices import Sink, Source
+from bangor.audio.devices import NullSink, Sink, Source
 from bangor.audio.jitter import Frame, JitterBuffer, Lost
-from bangor.audio.mixer import mix
+from bangor.audio.loss import LossMeter
+from bangor.audio.mixer import Mixer
 from bangor.audio.vad import VoiceGate
 from bangor.errors import AudioError, PacketError
-from bangor.settings import FRAME_MS, FRAME_SAMPLES, ClientSettings
+from bangor.settings import FRAME_MS, MAX_VOICE_FRAME, ClientSettings
 from bangor.wire.media import HopOpener, HopSealer, MediaKeys, PacketType
-from bangor.wire.voice import VoiceFrame, unpack_relayed
+from bangor.wire.voice import MAX_REDUNDANT, PACKET_MODULO, SEQ_MODULO, VoiceFrame, unpack_relayed
 
 TICK = FRAME_MS / 1000
 MAX_STALL_TICKS = 10  # behind by more than this: reset the schedule instead of bursting
+SPEAKING_TICKS = 10  # a speaker whose last real frame played within 200 ms is speaking
 _STAMP = struct.Struct("!Q")
 
 
@@ -48,7 +53,9 @@ class SenderStream:
 
     jitter: JitterBuffer
     decoder: OpusDecoder
+    meter: LossMeter = field(default_factory=LossMeter)
     bad_frames: int = 0
+    last_voice_tick: int = -SPEAKING_TICKS  # tick of the last frame played (not concealed)
 
 
 @dataclass
@@ -73,16 +80,42 @@ class MediaEngine(asyncio.DatagramProtocol):
     settings: ClientSettings
     crypto: VoiceCrypto
     on_path: Callable[[str], None] = lambda path: None
+    # A device failed: the message says what happened; the call goes on.
+    on_problem: Callable[[str], None] = lambda message: None
     stats: MediaStats = field(default_factory=MediaStats)
     streams: dict[int, SenderStream] = field(default_factory=dict)
     transport: asyncio.DatagramTransport | None = None
     source_done: bool = False
+    # What the user controls: our microphone, what we hear, each speaker's volume.
+    muted: bool = False
+    deafened: bool = False  # hears nobody, and is not heard either (as in Mumble)
+    talking: bool = False  # push-to-talk held (only matters with settings.push_to_talk)
+    volumes: dict[int, float] = field(default_factory=dict)  # session id -> gain (1.0)
     _seq: int = 0
+    _packet: int = 0
+    _ticks: int = 0
 
     def __post_init__(self) -> None:
         self.sealer = HopSealer(self.keys.client_to_server, self.session_id)
         self.opener = HopOpener(self.keys.server_to_client, self.session_id)
-        self.encoder = OpusEncoder(bitrate=self.settings.bitrate)
+        settings = self.settings
+        self.adapter = SendAdapter(
+            settings.bitrate,
+            fec=settings.fec,
+            max_depth=settings.max_redundancy,
+            thresholds=settings.redundancy_thresholds,
+            hold=settings.loss_hold,
+        )
+        self.plan: SendPlan = self.adapter.plan(0.0)
+        self.encoder = OpusEncoder(
+            bitrate=self.plan.bitrate,
+            complexity=settings.complexity,
+            fec=settings.fec,
+            expected_loss=self.plan.expected_loss,
+        )
+        self.mixer = Mixer()
+        # (seq, opus) of the frames just sent, for copies in the next packets.
+        self._history: deque[tuple[int, bytes]] = deque(maxlen=MAX_REDUNDANT)
         self.gate: VoiceGate | None = None
         if self.settings.vad:
             self.gate = VoiceGate(
@@ -202,25 +235,82 @@ class MediaEngine(asyncio.DatagramProtocol):
                 JitterBuffer(self.settings.jitter_target_frames, self.settings.jitter_max_frames),
                 OpusDecoder(),
             )
-        stream.jitter.push(frame.seq, frame.opus, now=now)
+        stream.meter.on_packet(frame.packet, len(frame.opus))
+        jitter = stream.jitter
+        # While the sender repeats frames, wait long enough for the copies to come.
+        jitter.set_extra_frames(frame.depth)
+        count = len(frame.redundant)
+        for i, copy in enumerate(frame.redundant):
+            jitter.push_redundant((frame.seq - count + i) % SEQ_MODULO, copy)
+        jitter.push(frame.seq, frame.opus, now=now)
 
     def forget(self, sender: int) -> None:
         self.streams.pop(sender, None)
+        self.volumes.pop(sender, None)
+        self.adapter.forget(sender)
+
+    def reception_reports(self) -> list[tuple[int, float]]:
+        """(sender, loss) of each speaker heard since the last call, for their adapters."""
+        reports = []
+        for sender, stream in self.streams.items():
+            interval = stream.meter.interval()
+            if interval.expected >= self.settings.min_report_packets:
+                reports.append((sender, interval.loss))
+        return reports
+
+    def on_report(self, listener: int, loss: float, now: float) -> None:
+        """A listener's loss report on our voice: adapt redundancy, FEC and bitrate."""
+        self.adapter.report(listener, loss, now)
+        self.update_plan(now)
+
+    def set_max_bitrate(self, max_bitrate: int | None) -> None:
+        self.adapter.set_max_bitrate(max_bitrate)
+        self.update_plan(self._loop.time() if self._loop is not None else 0.0)
+
+    def update_plan(self, now: float) -> None:
+        plan = self.adapter.plan(now)
+        if plan != self.plan:
+            self.plan = plan
+            self.encoder.configure(plan.bitrate, plan.expected_loss)
+
+    def speaking(self, sender: int) -> bool:
+        """Whether a real frame of this speaker played within the last 200 ms."""
+        stream = self.streams.get(sender)
+        return stream is not None and self._ticks - stream.last_voice_tick < SPEAKING_TICKS
+
+    @property
+    def transmitting(self) -> bool:
+        """Whether our microphone goes out (voice activity still decides each frame)."""
+        if self.muted or self.deafened:
+            return False
+        return self.talking or not self.settings.push_to_talk
 
     # --- one 20 ms tick -----------------------------------------------------------
 
     def tick(self) -> None:
+        self._ticks += 1
         if not self.source_done:
             try:
                 pcm = self.source.read()
-            except AudioError:
+            except AudioError as exc:
                 pcm = None  # a vanished device ends our sending, not the call
+                self.on_problem(f"{exc}; you are silent from now on, the call goes on")
             if pcm is None:
                 self.source_done = True
             else:
                 self._send_voice(pcm)
-        frames = [f for f in (self._play(s) for s in self.streams.values()) if f is not None]
-        self.sink.write(mix(frames) if frames else np.zeros(FRAME_SAMPLES, dtype=np.int16))
+        frames = []
+        for sender, stream in self.streams.items():
+            pcm = self._play(stream)
+            if pcm is None:
+                continue
+            if not self.deafened:
+                frames.append((pcm, self.volumes.get(sender, 1.0)))
+        try:
+            self.sink.write(self.mixer.mix(frames))
+        except AudioError as exc:
+            self.sink = NullSink()
+            self.on_problem(f"{exc}; playing to nothing from now on, the call goes on")
 
     def _send_voice(self, pcm: np.ndarray) -> None:
         """Encode and send this tick's frame, unless the voice gate holds it back.
@@ -228,24 +318,42 @@ class MediaEngine(asyncio.DatagramProtocol):
         The sequence number counts every tick, sent or not, so a receiver sees a
         pause as a gap (its jitter buffer goes idle), never as frames out of order.
         Frames the gate releases late (pre-roll) are the ticks just before this one.
+        While listeners report loss, each packet also carries the frames of the
+        ``plan.depth`` ticks before it (those that were sent).
         """
-        frames = [pcm] if self.gate is None else self.gate.process(pcm)
-        first = (self._seq - len(frames) + 1) % 2**32
+        if not self.transmitting:
+            frames: list[np.ndarray] = []
+            if self.gate is not None:
+                self.gate.reset()  # nothing from before the switch-off goes out later
+        else:
+            frames = [pcm] if self.gate is None else self.gate.process(pcm)
+        first = (self._seq - len(frames) + 1) % SEQ_MODULO
+        depth = self.plan.depth
         for i, each in enumerate(frames):
+            seq = (first + i) % SEQ_MODULO
             opus = self.encoder.encode(each)
-            frame = VoiceFrame((first + i) % 2**32, opus).serialize()
+            history = self._history
+            if history and history[-1][0] != (seq - 1) % SEQ_MODULO:
+                history.clear()  # a pause: the frames before it are not the ones just before
+            copies = [frame for _, frame in history][-depth:] if depth else []
+            frame = VoiceFrame(seq, opus, self._packet, tuple(copies), depth).serialize()
+            while len(frame) > MAX_VOICE_FRAME and copies:
+                copies.pop(0)  # a high bitrate: repeat fewer frames than planned
+                frame = VoiceFrame(seq, opus, self._packet, tuple(copies), depth).serialize()
             self._send(PacketType.VOICE, self.crypto.seal_voice(frame))
-        self._seq = (self._seq + 1) % 2**32
+            self._packet = (self._packet + 1) % PACKET_MODULO
+            history.append((seq, opus))
+        self._seq = (self._seq + 1) % SEQ_MODULO
         self.stats.sent += len(frames)
         self.stats.suppressed += 1 - len(frames)
 
-    @staticmethod
-    def _play(stream: SenderStream) -> np.ndarray | None:
+    def _play(self, stream: SenderStream) -> np.ndarray | None:
         item = stream.jitter.pop()
         if item is None:
             return None
         try:
             if isinstance(item, Frame):
+                stream.last_voice_tick = self._ticks
                 return stream.decoder.decode(item.payload)
             assert isinstance(item, Lost)
             if item.next_payload is not None:

@@ -95,7 +95,16 @@ class ChatBody(msgspec.Struct, frozen=True):
     text: ChatText
 
 
-PeerPayload = KeyMessage  # a union as soon as members say more than keys
+class ReceptionReport(msgspec.Struct, frozen=True, tag="rr", tag_field="t"):
+    """How a listener receives our voice: loss in per mille over its last interval.
+
+    Sent inside the pair channel, so the server learns nothing about call quality.
+    """
+
+    loss_permille: Annotated[int, msgspec.Meta(ge=0, le=1000)]
+
+
+PeerPayload = KeyMessage | ReceptionReport
 
 _encoder = msgspec.msgpack.Encoder()
 _hello_decoder = msgspec.msgpack.Decoder(PeerHello)
@@ -164,7 +173,23 @@ class ChatGap:
     missing: int
 
 
-E2EEEvent = MemberVerified | MemberRejected | PeerProblem | VoiceReleased | ChatOpened | ChatGap
+@dataclass(frozen=True)
+class ReportReceived:
+    """A verified member's reception report on our voice."""
+
+    session_id: int
+    loss: float  # 0..1
+
+
+E2EEEvent = (
+    MemberVerified
+    | MemberRejected
+    | PeerProblem
+    | VoiceReleased
+    | ChatOpened
+    | ChatGap
+    | ReportReceived
+)
 
 
 # --- per-member state -------------------------------------------------------------
@@ -365,7 +390,10 @@ class RoomCrypto:
 
     def _on_payload(self, member: _Member, payload: bytes, now: float) -> None:
         try:
-            message = _decode(_payload_decoder, payload, "key message")
+            message = _decode(_payload_decoder, payload, "member message")
+            if isinstance(message, ReceptionReport):
+                self._events.append(ReportReceived(member.session_id, message.loss_permille / 1000))
+                return
             key = SenderKey(message.generation, message.step, message.base_key)
             released = member.inbound.install(key, member.metadata.__getitem__, now)
         except PeerError as exc:
@@ -376,6 +404,18 @@ class RoomCrypto:
                 self._events.append(VoiceReleased(member.session_id, item.plaintext))
             else:
                 self._chat_plaintext(member, item.plaintext)
+
+    def send_report(self, session_id: int, loss: float) -> None:
+        """Tell a verified member how its voice reaches us (dropped if not verified)."""
+        member = self._members.get(session_id)
+        if member is None or member.rejected or not member.verified:
+            return
+        channel = member.channel
+        if channel is None or not channel.established:
+            return
+        permille = min(max(round(loss * 1000), 0), 1000)
+        channel.send(_encoder.encode(ReceptionReport(permille)))
+        self._flush(member)
 
     # --- voice ------------------------------------------------------------------------
 
