@@ -30,6 +30,7 @@ from bangor.wire.e2ee import (
     MemberRejected,
     MemberVerified,
     PeerProblem,
+    ReportReceived,
     RoomCrypto,
     VoiceReleased,
 )
@@ -38,6 +39,13 @@ from bangor.wire.invite import SECRET_SIZE, Invite
 from bangor.wire.media import derive_media_keys
 
 Emit = Callable[[ev.Event], None]
+
+MAX_VOLUME_PERCENT = 400
+COMMAND_HELP = (
+    "commands: /mute, /unmute, /deafen, /undeafen, /talk [on|off] (push-to-talk), "
+    "/volume NAME PERCENT (0..400), /audio (show state), /help; "
+    "other lines are chat (start with // to send a line beginning with /)"
+)
 
 
 @dataclass(frozen=True)
@@ -158,6 +166,7 @@ async def join_call(
             settings,
             crypto,
             on_path=lambda path: emit(ev.PathChanged(path)),
+            on_problem=lambda message: emit(ev.ErrorEvent(0, message)),
         )
         call = _Call(
             client,
@@ -209,12 +218,14 @@ class _Call:
         if duration is not None:
             loop.call_later(duration, stop.set)
         next_stats = loop.time() + STATS_INTERVAL
+        report_every = self.engine.settings.report_interval
+        next_report = loop.time() + report_every
         get_event = loop.create_task(self.client.events.get())
         get_line: asyncio.Future[str | None] = loop.create_task(lines.get())
         stopped = loop.create_task(stop.wait())
         try:
             while True:
-                wake = min(next_stats, self.crypto.next_timer() or next_stats)
+                wake = min(next_stats, next_report, self.crypto.next_timer() or next_stats)
                 waiting: set[asyncio.Future[Any]] = {get_event, get_line, stopped}
                 await asyncio.wait(
                     waiting, timeout=max(wake - loop.time(), 0), return_when=asyncio.FIRST_COMPLETED
@@ -237,11 +248,14 @@ class _Call:
                         loop.create_task(lines.get()) if line is not None else loop.create_future()
                     )
                     if line is not None:
-                        self.say(line)
+                        self.on_line(line)
                 timer = self.crypto.next_timer()
                 if timer is not None and loop.time() >= timer:
                     self.crypto.handle_timer(loop.time())
                     self.flush()
+                if loop.time() >= next_report:
+                    next_report = max(next_report + report_every, loop.time())
+                    self.send_reports()
                 if loop.time() >= next_stats:
                     next_stats += STATS_INTERVAL
                     self.emit(self.stats())
@@ -250,6 +264,84 @@ class _Call:
                 task.cancel()
             with contextlib.suppress(BaseException):
                 await asyncio.gather(get_event, get_line, stopped, return_exceptions=True)
+
+    def send_reports(self) -> None:
+        """Tell each speaker how its voice reaches us, so it can adapt (sealed, E2EE)."""
+        for sender, loss in self.engine.reception_reports():
+            self.crypto.send_report(sender, loss)
+        self.flush()
+
+    def on_line(self, line: str) -> None:
+        """A line of stdin: a /command, or chat ("//" sends a line starting with "/")."""
+        if line.startswith("//"):
+            self.say(line[1:])
+        elif line.startswith("/"):
+            self.command(line[1:].split())
+        else:
+            self.say(line)
+
+    def command(self, words: list[str]) -> None:
+        engine = self.engine
+        name, args = (words[0].lower(), words[1:]) if words else ("help", [])
+        if name in ("mute", "unmute") and not args:
+            engine.muted = name == "mute"
+        elif name in ("deafen", "undeafen") and not args:
+            engine.deafened = name == "deafen"
+        elif name == "talk" and len(args) <= 1 and set(args) <= {"on", "off"}:
+            engine.talking = not engine.talking if not args else args[0] == "on"
+            if not engine.settings.push_to_talk:
+                self.emit(ev.Notice("push-to-talk is off (join with --ptt): /talk changes nothing"))
+        elif name == "volume" and len(args) == 2:
+            self.set_volume(args[0], args[1])
+            return
+        elif name == "audio" and not args:
+            pass
+        else:
+            self.emit(ev.Notice(COMMAND_HELP))
+            return
+        self.emit(self.audio_state())
+
+    def set_volume(self, who: str, percent_text: str) -> None:
+        member = self.find_member(who)
+        try:
+            percent = int(percent_text.removesuffix("%"))
+        except ValueError:
+            percent = -1
+        if member is None:
+            self.emit(ev.ErrorEvent(0, f"no member called {who!r} in this room"))
+        elif not 0 <= percent <= MAX_VOLUME_PERCENT:
+            self.emit(ev.ErrorEvent(0, f"volume must be 0..{MAX_VOLUME_PERCENT} %"))
+        else:
+            self.engine.volumes[member.session_id] = percent / 100
+            self.emit(self.audio_state())
+
+    def find_member(self, who: str) -> ev.MemberInfo | None:
+        """By nick, account name or session id (hex), in that order."""
+        folded = who.casefold()
+        for match in (
+            lambda m: m.nick.casefold() == folded,
+            lambda m: m.user.casefold() == folded,
+            lambda m: f"{m.session_id:08x}" == folded,
+        ):
+            found = [m for m in self.members.values() if match(m)]
+            if len(found) == 1:
+                return found[0]
+        return None
+
+    def audio_state(self) -> ev.AudioState:
+        engine = self.engine
+        volumes = {
+            self._member(sid).nick: round(gain * 100)
+            for sid, gain in engine.volumes.items()
+            if round(gain * 100) != 100
+        }
+        return ev.AudioState(
+            engine.muted,
+            engine.deafened,
+            engine.settings.push_to_talk,
+            engine.talking,
+            volumes,
+        )
 
     def say(self, line: str) -> None:
         if len(line) > MAX_CHAT_TEXT:
@@ -309,6 +401,9 @@ class _Call:
                     "(withheld by the server?)",
                 )
             )
+        elif isinstance(event, ReportReceived):
+            loop = asyncio.get_running_loop()
+            self.engine.on_report(event.session_id, event.loss, loop.time())
         elif isinstance(event, PeerProblem):
             member = self._member(event.session_id)
             self.emit(ev.ErrorEvent(0, f"end-to-end problem with {member.nick}: {event.message}"))
@@ -330,18 +425,23 @@ class _Call:
 
     def stats(self) -> ev.Stats:
         engine = self.engine
+        now = asyncio.get_running_loop().time()
         senders = {}
         for sender, stream in engine.streams.items():
             s = stream.jitter.stats()
+            reception = stream.meter.total()
             senders[f"{sender:08x}"] = {
                 "received": s.received,
                 "played": s.played,
-                "lost": s.lost,
+                "lost": s.lost,  # frames concealed in the end (after copies and FEC)
                 "late": s.late,
                 "dropped": s.dropped,  # played-out delay cut back (adaptive buffer)
+                "recovered": s.recovered,  # lost packets rebuilt from later packets' copies
+                "loss": round(reception.loss, 4),  # packets the network lost, 0..1
                 "target_frames": s.target,
                 "delay_ms": s.delay_ms,
                 "jitter_ms": s.jitter_ms,
+                "kbps": round(stream.meter.kbps, 1),
             }
         rtt = engine.stats.rtt if engine.stats.rtt is not None else self.client.rtt
         return ev.Stats(
@@ -352,6 +452,12 @@ class _Call:
             undecryptable=engine.stats.undecryptable,
             senders=senders,
             suppressed=engine.stats.suppressed,
+            sending={
+                "bitrate": engine.plan.bitrate,
+                "redundancy": engine.plan.depth,
+                "fec_loss_pct": engine.plan.expected_loss,
+                "reported_loss": round(engine.adapter.worst_loss(now), 4),
+            },
         )
 
 

@@ -102,6 +102,29 @@ class Stats(Event):
     undecryptable: int
     senders: dict[str, dict[str, float]]
     suppressed: int = 0  # frames the voice gate kept back as silence (not sent)
+    # What we send now: Opus bitrate, earlier frames repeated per packet, the loss
+    # Opus FEC is sized for, and the worst loss a listener reported lately (0..1).
+    sending: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class AudioState(Event):
+    """The user's audio controls changed (or were asked for)."""
+
+    kind = "audio"
+    muted: bool
+    deafened: bool
+    push_to_talk: bool
+    talking: bool
+    volumes: dict[str, int]  # nick -> percent, only for speakers not at 100 %
+
+
+@dataclass(frozen=True)
+class Notice(Event):
+    """Something for the user to read that is not an error (help, a device change)."""
+
+    kind = "notice"
+    message: str
 
 
 @dataclass(frozen=True)
@@ -152,6 +175,16 @@ def describe(event: Event) -> str:
     if isinstance(event, Stats):
         rtt = f"{event.rtt_ms:.1f} ms" if event.rtt_ms is not None else "?"
         return f"stats: rtt {rtt}, sent {event.sent}, received {event.received}"
+    if isinstance(event, AudioState):
+        parts = ["muted" if event.muted else "microphone on"]
+        if event.deafened:
+            parts.append("deafened")
+        if event.push_to_talk:
+            parts.append("talking" if event.talking else "push-to-talk released")
+        parts += [f"{nick} at {pct} %" for nick, pct in event.volumes.items()]
+        return "audio: " + ", ".join(parts)
+    if isinstance(event, Notice):
+        return event.message
     if isinstance(event, ErrorEvent):
         return f"error: {event.message}"
     if isinstance(event, Left):
