@@ -12,9 +12,11 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bangor.audio.devices import open_sink, open_source
+from bangor.audio.recording import OpusFileSink
 from bangor.client import events as ev
 from bangor.client.control import ControlClient
 from bangor.client.identity import KnownMembers, Trust, load_identity
@@ -76,16 +78,24 @@ def parse_server(text: str, default_port: int) -> tuple[str, int]:
 
 
 async def create_room(
-    host: str, port: int, login: Login, name: str, warn: Callable[[str], None]
+    host: str,
+    port: int,
+    login: Login,
+    name: str,
+    warn: Callable[[str], None],
+    max_bitrate: int | None = None,
 ) -> str:
-    """Create a room and return its invite code (with a fresh room secret)."""
+    """Create a room and return its invite code (with a fresh room secret).
+
+    ``max_bitrate``: the Opus bit/s each member may send at most (None: no cap).
+    """
     client = await ControlClient.connect(host, port)
     try:
         if KnownServers.default().check(host, port, client.server_fingerprint):
             warn(f"first connection to {host}:{port}; trusting its key from now on")
         client.start()
         await client.login(login.user, login.password, login.nick)
-        created = await client.create_room(name)
+        created = await client.create_room(name, max_bitrate or 0)
     finally:
         await client.leave()
     return Invite(
@@ -116,6 +126,7 @@ async def join_call(
     *,
     source_spec: str = "silence",
     sink_spec: str = "null",
+    record_path: Path | None = None,
     duration: float | None = None,
     read_stdin: bool = True,
     stop: asyncio.Event | None = None,
@@ -131,6 +142,12 @@ async def join_call(
         sink = open_sink(sink_spec)
     except BaseException:
         source.close()
+        raise
+    try:
+        recorder = OpusFileSink(record_path) if record_path is not None else None
+    except BaseException:
+        source.close()
+        sink.close()
         raise
     client: ControlClient | None = None
     call: _Call | None = None
@@ -168,6 +185,8 @@ async def join_call(
             on_path=lambda path: emit(ev.PathChanged(path)),
             on_problem=lambda message: emit(ev.ErrorEvent(0, message)),
         )
+        engine.set_max_bitrate(getattr(joined, "max_bitrate", 0) or None)
+        engine.recorder = recorder
         call = _Call(
             client,
             engine,
@@ -195,6 +214,11 @@ async def join_call(
             await client.leave()
         source.close()
         sink.close()
+        if recorder is not None:
+            try:
+                recorder.close()
+            except BangorError as exc:
+                emit(ev.ErrorEvent(0, str(exc)))
         emit(ev.Left(reason))
 
 

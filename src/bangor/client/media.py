@@ -91,6 +91,8 @@ class MediaEngine(asyncio.DatagramProtocol):
     deafened: bool = False  # hears nobody, and is not heard either (as in Mumble)
     talking: bool = False  # push-to-talk held (only matters with settings.push_to_talk)
     volumes: dict[int, float] = field(default_factory=dict)  # session id -> gain (1.0)
+    # The call as heard, plus our own voice while it goes out (``--record``).
+    recorder: Sink | None = None
     _seq: int = 0
     _packet: int = 0
     _ticks: int = 0
@@ -114,6 +116,7 @@ class MediaEngine(asyncio.DatagramProtocol):
             expected_loss=self.plan.expected_loss,
         )
         self.mixer = Mixer()
+        self.record_mixer = Mixer()
         # (seq, opus) of the frames just sent, for copies in the next packets.
         self._history: deque[tuple[int, bytes]] = deque(maxlen=MAX_REDUNDANT)
         self.gate: VoiceGate | None = None
@@ -289,6 +292,8 @@ class MediaEngine(asyncio.DatagramProtocol):
 
     def tick(self) -> None:
         self._ticks += 1
+        sent = False
+        pcm: np.ndarray | None = None
         if not self.source_done:
             try:
                 pcm = self.source.read()
@@ -298,21 +303,29 @@ class MediaEngine(asyncio.DatagramProtocol):
             if pcm is None:
                 self.source_done = True
             else:
-                self._send_voice(pcm)
+                sent = self._send_voice(pcm)
         frames = []
         for sender, stream in self.streams.items():
-            pcm = self._play(stream)
-            if pcm is None:
-                continue
-            if not self.deafened:
-                frames.append((pcm, self.volumes.get(sender, 1.0)))
+            pcm_in = self._play(stream)
+            if pcm_in is not None:
+                frames.append((pcm_in, self.volumes.get(sender, 1.0)))
         try:
-            self.sink.write(self.mixer.mix(frames))
+            # Deafened: silence out, though the streams still play through their
+            # decoders (their state stays right) and into a recording.
+            self.sink.write(self.mixer.mix([] if self.deafened else frames))
         except AudioError as exc:
             self.sink = NullSink()
             self.on_problem(f"{exc}; playing to nothing from now on, the call goes on")
+        if self.recorder is not None:
+            if sent and pcm is not None:
+                frames.append((pcm, 1.0))
+            try:
+                self.recorder.write(self.record_mixer.mix(frames))
+            except AudioError as exc:
+                self.recorder = None  # the sink has closed its file as far as it got
+                self.on_problem(f"{exc}; the call goes on")
 
-    def _send_voice(self, pcm: np.ndarray) -> None:
+    def _send_voice(self, pcm: np.ndarray) -> bool:
         """Encode and send this tick's frame, unless the voice gate holds it back.
 
         The sequence number counts every tick, sent or not, so a receiver sees a
@@ -346,6 +359,7 @@ class MediaEngine(asyncio.DatagramProtocol):
         self._seq = (self._seq + 1) % SEQ_MODULO
         self.stats.sent += len(frames)
         self.stats.suppressed += 1 - len(frames)
+        return bool(frames)
 
     def _play(self, stream: SenderStream) -> np.ndarray | None:
         item = stream.jitter.pop()
