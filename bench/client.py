@@ -8,7 +8,9 @@ temporary directory:
 2. N accounts (``bangor user add``) and one room (``bangor room create``);
 3. N real ``bangor join --json --headless --input tone:HZ --output null`` clients, every
    one with its own tone, so all N talk at once: each encodes and sends 50 frames/s and
-   receives, decodes and mixes the N-1 others (the null sink still gets the mix).
+   receives, decodes and mixes the N-1 others (the null sink still gets the mix). With
+   ``--speakers K`` only the first K talk; the others send silence, which voice activity
+   detection keeps off the wire (keepalives only), and the measured client is the last.
 
 Once every client has printed its ``joined`` event it lets the call settle for
 ``--warmup`` seconds (key exchange, jitter buffers filling, imports done), then measures
@@ -33,6 +35,7 @@ Run::
 
     .venv/bin/python bench/client.py                       # 2, 4, 8 members, 20 s each
     .venv/bin/python bench/client.py --members 4 --seconds 30
+    .venv/bin/python bench/client.py --members 5 --speakers 1      # one talks, four listen
     .venv/bin/python bench/client.py --bangor /other/checkout/.venv/bin/bangor
 
 Every wait is bounded; it stops what it started on exit (also on Ctrl-C or SIGTERM) and
@@ -236,6 +239,7 @@ class Options:
     seconds: float
     warmup: float
     bangor: str
+    speakers: int | None = None  # None: every member talks
 
 
 @dataclass
@@ -250,6 +254,7 @@ class Usage:
 @dataclass
 class Result:
     members: int
+    speakers: int
     client: Usage
     clients_mean_cpu: float
     server: Usage
@@ -311,6 +316,7 @@ def measure(opts: Options, n: int, tmp: Path, procs: Processes) -> Result:
     gate = ["--vad", "off"] if "--vad" in run_command([bangor, "join", "--help"]) else []
     # A backstop: the clients leave by themselves should this script be killed outright.
     lifetime = opts.warmup + opts.seconds + START_TIMEOUT + 60
+    speakers = n if opts.speakers is None else min(opts.speakers, n)
     clients = [
         procs.start(
             user,
@@ -323,12 +329,12 @@ def measure(opts: Options, n: int, tmp: Path, procs: Processes) -> Result:
                 "--json",
                 "--headless",
                 "--input",
-                f"tone:{tone_hz(i)}",
+                f"tone:{tone_hz(i)}" if i < speakers else "silence",
                 "--output",
                 "null",
                 "--duration",
                 str(lifetime),
-                *gate,
+                *(gate if i < speakers else []),  # the silent ones send no voice
             ],
             client_env(homes[user]),
             stdout=True,
@@ -345,7 +351,8 @@ def measure(opts: Options, n: int, tmp: Path, procs: Processes) -> Result:
             process.check_alive()
         time.sleep(min(left, SAMPLE_PERIOD))
 
-    measured = clients[0]
+    # The last member: a listener when not everybody talks.
+    measured = clients[-1]
     watched = (measured, server)
     pids = [p.pid for p in (server, *clients)]
     cpu0 = {pid: cpu_seconds(pid) for pid in pids}
@@ -380,6 +387,7 @@ def measure(opts: Options, n: int, tmp: Path, procs: Processes) -> Result:
 
     return Result(
         members=n,
+        speakers=speakers,
         client=usage(measured),
         clients_mean_cpu=sum(cpu_percent(c.pid) for c in clients) / n,
         server=usage(server),
@@ -403,6 +411,7 @@ def run_one(opts: Options, n: int) -> Result:
 
 HEADERS = (
     "members",
+    "speakers",
     "client CPU %",
     "all clients CPU % (mean)",
     "client RSS MiB avg/peak",
@@ -418,12 +427,13 @@ def row(r: Result) -> tuple[str, ...]:
     heard = "n/a" if r.heard_per_s is None else f"{r.heard_per_s:.0f}"
     return (
         str(r.members),
+        str(r.speakers),
         f"{r.client.cpu_percent:.1f}",
         f"{r.clients_mean_cpu:.1f}",
         f"{r.client.rss_avg_mib:.1f} / {r.client.rss_peak_mib:.1f}",
         f"{r.server.cpu_percent:.1f}",
         f"{r.server.rss_avg_mib:.1f} / {r.server.rss_peak_mib:.1f}",
-        f"{heard} ({(r.members - 1) * FRAMES_PER_SECOND})",
+        f"{heard} ({min(r.speakers, r.members - 1) * FRAMES_PER_SECOND})",
         f"{r.host_busy_cores:.2f} of {os.cpu_count()} ({r.call_cores:.2f})",
         f"{r.steal_percent:.1f}",
     )
@@ -474,6 +484,13 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         help="seconds after every client joined before measuring (default 5)",
     )
     parser.add_argument(
+        "--speakers",
+        type=int,
+        metavar="K",
+        help="only the first K members talk (the rest send silence, which voice activity "
+        "detection keeps off the wire); the measured client is the last member",
+    )
+    parser.add_argument(
         "--bangor",
         default=BANGOR,
         metavar="PATH",
@@ -486,7 +503,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         parser.error("--seconds must be 1..600 and --warmup 0..120")
     if not os.access(args.bangor, os.X_OK):
         parser.error(f"--bangor {args.bangor}: not an executable")
-    return Options(args.members, args.seconds, args.warmup, args.bangor)
+    return Options(args.members, args.seconds, args.warmup, args.bangor, args.speakers)
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:

@@ -86,3 +86,32 @@ def test_relayed_round_trip(sender: int, payload: bytes) -> None:
 def test_truncated_relayed_rejected(length: int) -> None:
     with pytest.raises(PacketError):
         unpack_relayed(bytes(length))
+
+
+def test_the_worked_example_of_protocol_md() -> None:
+    """docs/PROTOCOL.md 8.10 and 5.3: a VoiceFrame sealed with SFrame, then the hop layer."""
+    from cryptography.hazmat.primitives import hashes, hmac
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+    from bangor.wire.media import HopSealer, PacketType, derive_media_keys
+    from bangor.wire.sframe import SFrameKey
+
+    plaintext = VoiceFrame(5, bytes.fromhex("f8fffe")).serialize()
+    assert plaintext == bytes.fromhex("00000005 000000 f8fffe")
+    extract = hmac.HMAC(bytes(32), hashes.SHA256())
+    extract.update(bytes(range(32)))
+    voice_key = HKDFExpand(hashes.SHA256(), 32, b"bangor/1 voice").derive(extract.finalize())
+    metadata = b"bangor/1 voice " + bytes.fromhex("0123456789abcdef b2175c32")
+    frame = SFrameKey(0x0102, voice_key).seal(5, metadata, plaintext)
+    assert frame == bytes.fromhex(
+        "950102 404cf0f4e569dd27b691 2f3e355f48564bbfde35999c80988a95"
+    )
+    sealer = HopSealer(derive_media_keys(bytes(range(32))).client_to_server, 0xB2175C32)
+    for _ in range(5):
+        sealer.seal(PacketType.KEEPALIVE, b"")  # counters 0..4
+    datagram = sealer.seal(PacketType.VOICE, frame)
+    assert datagram == bytes.fromhex(
+        "c101b2175c32 0000000000000005"
+        "89a48416a7175dbd629a456a16dbb90a31c4d2021a2b16e4d1eb136400"
+        "ae612ecda5af3bb5a080cc98bf486a00"
+    )
