@@ -85,6 +85,41 @@ async def test_bad_room_name_is_refused_not_fatal(server: Server) -> None:
     await alice.leave()
 
 
+@pytest.mark.parametrize("cap", [1, 5_999])
+async def test_bitrate_cap_below_opus_range_is_refused(server: Server, cap: int) -> None:
+    alice = await login(server, "alice")
+    with pytest.raises(RefusedError) as refused:
+        await alice.create_room("low", cap)
+    assert refused.value.code == CloseCode.NOT_ALLOWED
+    assert str(refused.value) == (
+        f"room bitrate cap must be 6000..510000 bit/s (or none), got {cap}"
+    )
+    assert await server.store.list_rooms() == []
+    # A refusal, not the end of the session.
+    assert (await alice.create_room("low", 6_000)).name == "low"
+    await alice.leave()
+
+
+async def test_bitrate_cap_over_opus_range_is_a_protocol_error(server: Server) -> None:
+    alice = await login(server, "alice")
+    alice._send(msg.CreateRoom("high", 510_001))  # what the decoder bounds: fatal
+    closed = await next_message(alice)
+    assert isinstance(closed, RefusedError) and closed.code == CloseCode.PROTOCOL
+    await alice.close()
+
+
+async def test_joiners_learn_the_bitrate_cap(server: Server) -> None:
+    alice, bob = await login(server, "alice"), await login(server, "bob")
+    capped = await alice.create_room("capped", 16_000)
+    free = await alice.create_room("free")
+    assert (await alice.join_room(capped.room_id)).max_bitrate == 16_000
+    assert (await bob.join_room(capped.room_id)).max_bitrate == 16_000
+    assert (await bob.join_room(free.room_id)).max_bitrate == 0  # 0: no cap
+    assert (await server.store.get_room(free.room_id)).max_bitrate is None
+    for client in (alice, bob):
+        await client.leave()
+
+
 async def test_full_room_refusal_keeps_the_current_room(server: Server) -> None:
     alice, bob, carol = [await login(server, u) for u in ("alice", "bob", "carol")]
     full = await alice.create_room("full")

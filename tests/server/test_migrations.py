@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from bangor.server.schema import metadata
 from bangor.server.store import MIGRATIONS_DIR, Store, migrate
@@ -52,7 +56,7 @@ async def test_upgrade_keeps_data(db_url: str) -> None:
         assert await _version(store) == _head()
         assert await store.list_users() == ["old"]
         room = await store.get_room("00112233aabbccdd")
-        assert (room.name, room.owner_name) == ("den", "old")
+        assert (room.name, room.owner_name, room.max_bitrate) == ("den", "old", None)
     finally:
         await store.close()
     # Opening again is a no-op that keeps everything.
@@ -62,6 +66,92 @@ async def test_upgrade_keeps_data(db_url: str) -> None:
         assert await store.list_users() == ["old"]
     finally:
         await store.close()
+
+
+async def _downgrade(connection: AsyncConnection, revision: str) -> None:
+    def run(sync: Connection) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.attributes["connection"] = sync
+        command.downgrade(config, revision)
+
+    await connection.run_sync(run)
+
+
+async def _room_columns(connection: AsyncConnection) -> list[str]:
+    return await connection.run_sync(
+        lambda sync: [c["name"] for c in sa.inspect(sync).get_columns("rooms")]
+    )
+
+
+async def _room_caps(connection: AsyncConnection) -> dict[str, int | None]:
+    rows = await connection.execute(sa.text("SELECT name, max_bitrate FROM rooms"))
+    return {row.name: row.max_bitrate for row in rows}
+
+
+_INSERT_ROOM = (
+    "INSERT INTO rooms (id, name, owner_id, created_at, max_bitrate) "
+    "SELECT :id, :name, id, 2.0, :cap FROM users"
+)
+
+
+async def test_0002_room_max_bitrate_up_and_down(db_url: str) -> None:
+    engine = create_async_engine(db_url)
+    try:
+        async with engine.begin() as conn:
+            await migrate(conn, "0001")
+            await conn.execute(
+                sa.text("INSERT INTO users (name, password_hash) VALUES ('old', 'x')")
+            )
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO rooms (id, name, owner_id) SELECT '00112233aabbccdd', 'den', id "
+                    "FROM users"
+                )
+            )
+            assert "max_bitrate" not in await _room_columns(conn)
+        # Up: the column appears, NULL (no cap) for the rooms that were there.
+        async with engine.begin() as conn:
+            await migrate(conn, "0002")
+            assert "max_bitrate" in await _room_columns(conn)
+            assert await _room_caps(conn) == {"den": None}
+            # Named as schema.py's naming convention names it (autogenerate ignores CHECKs).
+            checks = await conn.run_sync(
+                lambda sync: [c["name"] for c in sa.inspect(sync).get_check_constraints("rooms")]
+            )
+            schema_checks = [
+                c.name
+                for c in metadata.tables["rooms"].constraints
+                if isinstance(c, sa.CheckConstraint)
+            ]
+            assert checks == schema_checks == ["ck_rooms_max_bitrate"]
+            await conn.execute(
+                sa.text(_INSERT_ROOM), {"id": "0011223344556677", "name": "capped", "cap": 16000}
+            )
+        # The CHECK constraint came with it, on both backends.
+        with pytest.raises(IntegrityError):
+            async with engine.begin() as conn:
+                await conn.execute(
+                    sa.text(_INSERT_ROOM), {"id": "8899aabbccddeeff", "name": "low", "cap": 5999}
+                )
+        # Down: the column (and its constraint) go; the rooms stay.
+        async with engine.begin() as conn:
+            await _downgrade(conn, "0001")
+            assert "max_bitrate" not in await _room_columns(conn)
+            assert (
+                await conn.run_sync(lambda sync: sa.inspect(sync).get_check_constraints("rooms"))
+                == []
+            )
+            names = (await conn.execute(sa.text("SELECT name FROM rooms ORDER BY name"))).all()
+            assert [row.name for row in names] == ["capped", "den"]
+            version = await conn.execute(sa.text("SELECT version_num FROM alembic_version"))
+            assert version.scalar_one() == "0001"
+        # And up again: caps are gone (NULL), the database is at 0002 once more.
+        async with engine.begin() as conn:
+            await migrate(conn, "0002")
+            assert await _room_caps(conn) == {"capped": None, "den": None}
+    finally:
+        await engine.dispose()
 
 
 async def test_migrations_match_schema(db_url: str) -> None:

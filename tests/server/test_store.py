@@ -27,7 +27,7 @@ from bangor.errors import (
     ThrottledError,
 )
 from bangor.server import passwords
-from bangor.server.schema import users
+from bangor.server.schema import rooms, users
 from bangor.server.store import Store, database_url, redact_url, short_reason
 from bangor.settings import ServerSettings
 
@@ -345,3 +345,41 @@ async def test_removing_user_deletes_rooms(store: Store) -> None:
     with pytest.raises(NotFoundError):
         await store.get_room(room.id)
     assert await store.list_rooms() == [kept]
+
+
+async def test_room_bitrate_cap(store: Store) -> None:
+    alice = await store.add_user("alice", "pw")
+    capped = await store.create_room(alice, "capped", 5, max_bitrate=16_000)
+    free = await store.create_room(alice, "free", 5)
+    assert capped.max_bitrate == 16_000
+    assert free.max_bitrate is None
+    assert await store.get_room(capped.id) == capped
+    assert (await store.get_room(free.id)).max_bitrate is None
+    assert await store.list_rooms(alice) == [capped, free]
+    for edge in (6_000, 510_000):
+        room = await store.create_room(alice, f"edge {edge}", 5, max_bitrate=edge)
+        assert (await store.get_room(room.id)).max_bitrate == edge
+
+
+@pytest.mark.parametrize("cap", [0, 1, 5_999, 510_001, -16_000])
+async def test_room_bad_bitrate_cap(store: Store, cap: int) -> None:
+    alice = await store.add_user("alice", "pw")
+    with pytest.raises(
+        StoreError,
+        match=rf"^room bitrate cap must be 6000\.\.510000 bit/s \(or none\), got {cap}$",
+    ):
+        await store.create_room(alice, "capped", 5, max_bitrate=cap)
+    assert await store.list_rooms() == []
+
+
+async def test_database_refuses_bad_bitrate_cap(store: Store) -> None:
+    """The CHECK constraint holds even for writes that bypass the store's own check."""
+    alice = await store.add_user("alice", "pw")
+    with pytest.raises(IntegrityError):
+        async with store.engine.begin() as conn:
+            await conn.execute(
+                rooms.insert().values(
+                    id="0123456789abcdef", name="r", owner_id=alice, max_bitrate=5_999
+                )
+            )
+    assert await store.list_rooms() == []

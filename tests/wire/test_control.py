@@ -16,6 +16,8 @@ from bangor.wire import control as msg
 CLIENT_MESSAGES: list[msg.ClientMessage] = [
     msg.Hello(1, "alice", "pw", "Al"),
     msg.CreateRoom("friends"),
+    msg.CreateRoom("capped", max_bitrate=16_000),
+    msg.CreateRoom("widest", max_bitrate=510_000),
     msg.JoinRoom("0123456789abcdef"),
     msg.LeaveRoom(),
     msg.SendChat(b"\x91sealed"),
@@ -29,6 +31,7 @@ SERVER_MESSAGES: list[msg.ServerMessage] = [
     msg.RoomJoined(
         "0123456789abcdef", "friends", msg.Member(1, "a", "A"), [msg.Member(2, "b", "B")]
     ),
+    msg.RoomJoined("0123456789abcdef", "capped", msg.Member(1, "a", "A"), [], max_bitrate=16_000),
     msg.RoomLeft("0123456789abcdef"),
     msg.MemberJoined(msg.Member(2, "b", "B")),
     msg.MemberLeft(2),
@@ -71,6 +74,11 @@ def test_server_message_from_client_rejected(message: msg.ServerMessage) -> None
         msgspec.msgpack.encode({"t": "ping", "nonce": -1}),
         msgspec.msgpack.encode({"t": "hello", "version": 1, "user": "a"}),
         msgspec.msgpack.encode([1, 2, 3]),
+        msgspec.msgpack.encode({"t": "create", "name": "r", "max_bitrate": -1}),
+        msgspec.msgpack.encode({"t": "create", "name": "r", "max_bitrate": 510_001}),
+        msgspec.msgpack.encode({"t": "create", "name": "r", "max_bitrate": "16000"}),
+        msgspec.msgpack.encode({"t": "create", "name": "r", "max_bitrate": 16000.0}),
+        msgspec.msgpack.encode({"t": "create", "name": "r", "max_bitrate": True}),
     ],
 )
 def test_malformed_rejected(raw: bytes) -> None:
@@ -102,3 +110,36 @@ def test_welcome_media_secret_must_be_32_bytes(size: int) -> None:
     )
     with pytest.raises(DecodeError):
         msg.decode_server_message(raw)
+
+
+def test_bitrate_cap_fields_default_to_no_cap() -> None:
+    """Peers from before the cap existed omit the field: it reads as 0 (no cap)."""
+    old_create = msgspec.msgpack.encode({"t": "create", "name": "r"})
+    assert msg.decode_client_message(old_create) == msg.CreateRoom("r", max_bitrate=0)
+    old_joined = msgspec.msgpack.encode(
+        {
+            "t": "joined",
+            "room_id": "0123456789abcdef",
+            "name": "r",
+            "you": {"session_id": 1, "user": "a", "nick": "A"},
+            "members": [],
+        }
+    )
+    joined = msg.decode_server_message(old_joined)
+    assert isinstance(joined, msg.RoomJoined) and joined.max_bitrate == 0
+
+
+def test_bitrate_cap_is_the_last_field_and_always_written() -> None:
+    """New fields go last, so older decoders (which ignore unknown keys) still work."""
+    assert msg.CreateRoom.__struct_fields__[-1] == "max_bitrate"
+    assert msg.RoomJoined.__struct_fields__[-1] == "max_bitrate"
+    encoded = msgspec.msgpack.decode(msg.encode(msg.CreateRoom("r")))
+    assert list(encoded) == ["t", "name", "max_bitrate"] and encoded["max_bitrate"] == 0
+
+
+@pytest.mark.parametrize("value", [1, 5_999])
+def test_bitrate_cap_below_opus_range_decodes(value: int) -> None:
+    """The decoder bounds the cap only to 0..510000; the server refuses 1..5999 itself."""
+    raw = msgspec.msgpack.encode({"t": "create", "name": "r", "max_bitrate": value})
+    assert msg.decode_client_message(raw) == msg.CreateRoom("r", value)
+    assert (msg.MIN_BITRATE, msg.MAX_BITRATE) == (6_000, 510_000)

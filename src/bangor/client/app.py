@@ -185,7 +185,7 @@ async def join_call(
             on_path=lambda path: emit(ev.PathChanged(path)),
             on_problem=lambda message: emit(ev.ErrorEvent(0, message)),
         )
-        engine.set_max_bitrate(getattr(joined, "max_bitrate", 0) or None)
+        engine.set_max_bitrate(joined.max_bitrate or None)
         engine.recorder = recorder
         call = _Call(
             client,

@@ -152,8 +152,9 @@ class ControlClient:
         self._ping_task = asyncio.get_running_loop().create_task(self._ping_loop())
         return reply
 
-    async def create_room(self, name: str) -> msg.RoomCreated:
-        reply = await self.request(msg.CreateRoom(name))
+    async def create_room(self, name: str, max_bitrate: int = 0) -> msg.RoomCreated:
+        """``max_bitrate``: the room's cap on each member's Opus bit/s (0: none)."""
+        reply = await self.request(msg.CreateRoom(name, max_bitrate))
         assert isinstance(reply, msg.RoomCreated)
         return reply
 

@@ -232,15 +232,20 @@ class Connection:
         ref = msg.tag(msg.CreateRoom)
         try:
             room = await self.server.store.create_room(
-                self.user_id, create.name, self.server.settings.max_rooms_per_user
+                self.user_id,
+                create.name,
+                self.server.settings.max_rooms_per_user,
+                # 0 on the wire is "no cap"; 1..5999 reach the store, which refuses them.
+                create.max_bitrate or None,
             )
         except LimitError as exc:
             self.refuse(CloseCode.LIMIT, str(exc), ref)
             return
-        except StoreError as exc:  # duplicate or bad name: the store says which rule broke
+        except StoreError as exc:  # duplicate, bad name or cap: the store says which rule broke
             self.refuse(CloseCode.NOT_ALLOWED, str(exc), ref)
             return
-        log.info("session %08x: created room %s", self.session_id, room.id)
+        cap = f" (bitrate cap {room.max_bitrate} bit/s)" if room.max_bitrate else ""
+        log.info("session %08x: created room %s%s", self.session_id, room.id, cap)
         self.send(msg.RoomCreated(room.id, room.name))
 
     async def on_join(self, join: msg.JoinRoom) -> None:
@@ -259,7 +264,7 @@ class Connection:
         if self.room_id is not None:
             self.server.leave_room(self)
         members = self.server.join_room(self, room.id, room.name)
-        self.send(msg.RoomJoined(room.id, room.name, self.member(), members))
+        self.send(msg.RoomJoined(room.id, room.name, self.member(), members, room.max_bitrate or 0))
 
     def on_chat(self, chat: msg.SendChat) -> None:
         if self.room_id is None:

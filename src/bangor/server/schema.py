@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from bangor.wire.control import MAX_BITRATE, MIN_BITRATE
+
 # Fixed constraint names so migrations can refer to them on every backend.
 NAMING_CONVENTION: dict[str, str] = {
     "ix": "ix_%(column_0_label)s",
@@ -45,5 +47,11 @@ rooms = sa.Table(
         nullable=False,
     ),
     sa.Column("created_at", sa.Float),
+    # Opus bit/s each member sends at most; NULL: no cap (revision 0002).
+    sa.Column("max_bitrate", sa.Integer, nullable=True),
     sa.UniqueConstraint("owner_id", "name"),
+    sa.CheckConstraint(
+        f"max_bitrate IS NULL OR max_bitrate BETWEEN {MIN_BITRATE} AND {MAX_BITRATE}",
+        name="max_bitrate",
+    ),
 )

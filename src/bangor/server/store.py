@@ -46,6 +46,7 @@ from bangor.errors import (
 from bangor.server import passwords
 from bangor.server.schema import ROOM_ID_BYTES, rooms, users
 from bangor.settings import ServerSettings
+from bangor.wire.control import MAX_BITRATE, MIN_BITRATE
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class Room:
     name: str
     owner_id: int
     owner_name: str
+    max_bitrate: int | None = None  # Opus bit/s each member sends at most; None: no cap
 
 
 def database_url(data_dir: pathlib.Path | None, db: str | None) -> str:
@@ -133,6 +135,15 @@ def check_room_name(name: str, max_len: int = _DEFAULT_SETTINGS.max_room_name) -
         )
     if any(not ch.isprintable() for ch in name):
         raise StoreError("room name must not contain control characters")
+
+
+def check_max_bitrate(max_bitrate: int | None) -> None:
+    """Raise :class:`StoreError` unless ``max_bitrate`` is None or a bitrate Opus can do."""
+    if max_bitrate is not None and not MIN_BITRATE <= max_bitrate <= MAX_BITRATE:
+        raise StoreError(
+            f"room bitrate cap must be {MIN_BITRATE}..{MAX_BITRATE} bit/s "
+            f"(or none), got {max_bitrate}"
+        )
 
 
 def short_reason(exc: BaseException) -> str:
@@ -394,9 +405,15 @@ class Store:
 
     # -- rooms ---------------------------------------------------------------
 
-    async def create_room(self, owner_id: int, name: str, max_rooms: int) -> Room:
-        """Create a room owned by ``owner_id`` with a fresh random id."""
+    async def create_room(
+        self, owner_id: int, name: str, max_rooms: int, max_bitrate: int | None = None
+    ) -> Room:
+        """Create a room owned by ``owner_id`` with a fresh random id.
+
+        ``max_bitrate``: the Opus bit/s each member may send at most (None: no cap).
+        """
         check_room_name(name, self.settings.max_room_name)
+        check_max_bitrate(max_bitrate)
         async with _db_errors():
             try:
                 async with self.engine.begin() as conn:
@@ -430,18 +447,30 @@ class Store:
                     room_id = secrets.token_hex(ROOM_ID_BYTES)
                     await conn.execute(
                         rooms.insert().values(
-                            id=room_id, name=name, owner_id=owner_id, created_at=time.time()
+                            id=room_id,
+                            name=name,
+                            owner_id=owner_id,
+                            created_at=time.time(),
+                            max_bitrate=max_bitrate,
                         )
                     )
             except IntegrityError:
                 # Lost a race with a concurrent create of the same name.
                 raise AlreadyExistsError(f"you already have a room named {name}") from None
-        return Room(id=room_id, name=name, owner_id=owner_id, owner_name=owner_name)
+        return Room(room_id, name, owner_id, owner_name, max_bitrate)
 
     def _room_query(self) -> sa.Select[Any]:
         return sa.select(
-            rooms.c.id, rooms.c.name, rooms.c.owner_id, users.c.name.label("owner_name")
+            rooms.c.id,
+            rooms.c.name,
+            rooms.c.owner_id,
+            users.c.name.label("owner_name"),
+            rooms.c.max_bitrate,
         ).select_from(rooms.join(users, rooms.c.owner_id == users.c.id))
+
+    @staticmethod
+    def _room(row: sa.Row[Any]) -> Room:
+        return Room(row.id, row.name, row.owner_id, row.owner_name, row.max_bitrate)
 
     async def get_room(self, room_id: str) -> Room:
         """The room with this id, or :class:`NotFoundError`."""
@@ -449,7 +478,7 @@ class Store:
             row = (await conn.execute(self._room_query().where(rooms.c.id == room_id))).first()
         if row is None:
             raise NotFoundError("no such room")
-        return Room(id=row.id, name=row.name, owner_id=row.owner_id, owner_name=row.owner_name)
+        return self._room(row)
 
     async def list_rooms(self, owner_id: int | None = None) -> list[Room]:
         """All rooms, or those of one owner, sorted by owner name then room name."""
@@ -458,10 +487,7 @@ class Store:
             query = query.where(rooms.c.owner_id == owner_id)
         async with _db_errors(), self.engine.connect() as conn:
             result = await conn.execute(query)
-            return [
-                Room(id=row.id, name=row.name, owner_id=row.owner_id, owner_name=row.owner_name)
-                for row in result
-            ]
+            return [self._room(row) for row in result]
 
     async def delete_room(self, room_id: str) -> None:
         """Delete a room; :class:`NotFoundError` if there is none with this id."""

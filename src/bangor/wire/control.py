@@ -29,6 +29,12 @@ MediaSecret = Annotated[
 U32 = Annotated[int, msgspec.Meta(ge=0, lt=2**32)]
 U63 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # msgspec bounds must fit int64
 
+# Opus accepts 6..510 kbit/s. A room's bitrate cap travels as 0 (no cap) or a value in
+# that range; the decoder can only bound it, so the server refuses 1..5999 itself.
+MIN_BITRATE = 6_000
+MAX_BITRATE = 510_000
+BitrateCap = Annotated[int, msgspec.Meta(ge=0, le=MAX_BITRATE)]
+
 
 class Member(msgspec.Struct, frozen=True):
     """A member of a room as the others see it."""
@@ -52,6 +58,7 @@ class Hello(msgspec.Struct, frozen=True, tag="hello", tag_field="t"):
 
 class CreateRoom(msgspec.Struct, frozen=True, tag="create", tag_field="t"):
     name: Name
+    max_bitrate: BitrateCap = 0  # Opus bit/s every member sends at most; 0: no cap
 
 
 class JoinRoom(msgspec.Struct, frozen=True, tag="join", tag_field="t"):
@@ -105,6 +112,7 @@ class RoomJoined(msgspec.Struct, frozen=True, tag="joined", tag_field="t"):
     name: str
     you: Member
     members: list[Member]  # the others already present
+    max_bitrate: BitrateCap = 0  # the room's cap on each member's Opus bit/s; 0: none
 
 
 class RoomLeft(msgspec.Struct, frozen=True, tag="left", tag_field="t"):
