@@ -144,7 +144,7 @@ def test_members_verify_each_other_and_hear_each_other() -> None:
 
 
 def test_reception_reports_reach_only_the_sender_and_stay_sealed() -> None:
-    room, a, b, _ = trio()
+    room, _, b, _ = trio()
     before = len(room.wire)
     b.send_report(1, 0.153)
     b.send_report(99, 0.5)  # not a member: nothing is sent
