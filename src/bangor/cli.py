@@ -156,6 +156,7 @@ def cmd_room(args: argparse.Namespace) -> int:
             Login(user, password),
             args.name,
             lambda text: print(f"bangor: {text}", file=sys.stderr),
+            args.max_bitrate,
         )
     )
     print(code)
@@ -187,8 +188,16 @@ def cmd_join(args: argparse.Namespace) -> int:
                 emit,
                 source_spec=args.input,
                 sink_spec=args.output,
+                record_path=Path(args.record) if args.record else None,
                 duration=args.duration,
-                settings=ClientSettings(vad=args.vad == "on"),
+                settings=ClientSettings(
+                    vad=args.vad == "on",
+                    bitrate=args.bitrate,
+                    complexity=args.complexity,
+                    fec=args.fec == "on",
+                    max_redundancy=args.redundancy,
+                    push_to_talk=args.ptt,
+                ),
             )
         except BangorError as exc:
             if args.json:
@@ -217,8 +226,48 @@ def cmd_identity(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_devices(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from bangor.audio.devices import NO_DEVICES, list_devices
+
+    devices = list_devices()
+    if not devices:
+        raise BangorError(NO_DEVICES)
+    for d in devices:
+        if args.json:
+            print(json.dumps(asdict(d)))
+            continue
+        defaults = [
+            kind
+            for kind, on in (("input", d.is_default_input), ("output", d.is_default_output))
+            if on
+        ]
+        mark = f"  [default {' and '.join(defaults)}]" if defaults else ""
+        print(
+            f"{d.index:>3}  in {d.max_input_channels:>3}  out {d.max_output_channels:>3}  "
+            f"{d.name} ({d.hostapi}){mark}"
+        )
+    return EXIT_OK
+
+
 class UsageError(BangorError):
     pass
+
+
+def _int_in(low: int, high: int, unit: str) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high] (a usage error otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low}..{high} {unit}".rstrip())
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -260,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     room.add_argument("name")
     room.add_argument("--server", required=True, metavar="HOST:PORT")
     room.add_argument("--user", metavar="NAME")
+    room.add_argument(
+        "--max-bitrate",
+        type=_int_in(6000, 510_000, "bit/s"),
+        metavar="BPS",
+        help="cap every member's Opus bitrate in this room at BPS bit/s (default: no cap)",
+    )
     room.set_defaults(func=cmd_room)
 
     join = sub.add_parser("join", help="join a room by invite code")
@@ -282,6 +337,45 @@ def build_parser() -> argparse.ArgumentParser:
         default="on",
         help="voice activity detection: send voice only while speaking (default on)",
     )
+    join.add_argument(
+        "--bitrate",
+        type=_int_in(6000, 510_000, "bit/s"),
+        default=ClientSettings.bitrate,
+        metavar="BPS",
+        help=f"Opus bitrate in bit/s (default {ClientSettings.bitrate}; the room may cap it)",
+    )
+    join.add_argument(
+        "--complexity",
+        type=_int_in(0, 10, ""),
+        default=ClientSettings.complexity,
+        metavar="0-10",
+        help="Opus encoder effort: lower saves CPU on small machines (default "
+        f"{ClientSettings.complexity})",
+    )
+    join.add_argument(
+        "--fec",
+        choices=["on", "off"],
+        default="on",
+        help="Opus in-band FEC while redundancy is off (default on)",
+    )
+    join.add_argument(
+        "--redundancy",
+        type=_int_in(0, 3, "frames"),
+        default=ClientSettings.max_redundancy,
+        metavar="N",
+        help="repeat up to N earlier frames in each packet while listeners report loss "
+        f"(0 turns it off; default {ClientSettings.max_redundancy})",
+    )
+    join.add_argument(
+        "--record",
+        metavar="FILE.opus",
+        help="record the call (what you hear and what you say) as an Ogg Opus file",
+    )
+    join.add_argument(
+        "--ptt",
+        action="store_true",
+        help="push-to-talk: send voice only after /talk on (a line on stdin) until /talk off",
+    )
     join.add_argument("--headless", action="store_true", help="no terminal UI")
     join.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
     join.set_defaults(func=cmd_join)
@@ -289,6 +383,15 @@ def build_parser() -> argparse.ArgumentParser:
     identity = sub.add_parser("identity", help="show this device's identity fingerprint")
     identity.add_argument("--json", action="store_true", help="fingerprint, public key and path")
     identity.set_defaults(func=cmd_identity)
+
+    devices = sub.add_parser(
+        "devices",
+        help="list audio devices",
+        description="List the sound devices PortAudio sees, for --input/--output by index "
+        "or name. Exits 1 with a message on stderr when there are none.",
+    )
+    devices.add_argument("--json", action="store_true", help="one JSON object per device")
+    devices.set_defaults(func=cmd_devices)
     return parser
 
 

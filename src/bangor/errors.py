@@ -109,6 +109,10 @@ class AudioError(BangorError):
     """An audio source, sink, device or codec failed."""
 
 
+class DeviceError(AudioError):
+    """A sound card could not be opened: PortAudio missing, no such device, none at all."""
+
+
 class CodecUnavailableError(AudioError):
     """libopus is missing on this machine."""
 

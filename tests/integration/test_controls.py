@@ -146,3 +146,37 @@ def test_commands_on_stdin_change_the_audio_controls(server: ServerProcess, tmp_
     alice.proc.terminate()
     bob.wait()
     alice.wait()
+
+
+def test_without_sound_cards_the_call_goes_on_in_silence(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """This machine (and CI) has PortAudio but no sound card: default devices fail."""
+    for user in ("alice", "bob"):
+        server.add_user(user)
+    invite = server.create_room("alice")
+    bob = server.join(invite, "bob", "--input", "silence", "--output", "null", "--duration", "8")
+    bob.event("joined")
+    alice = server.join(
+        invite,
+        "alice",
+        "--input",
+        "default",
+        "--output",
+        "default",
+        "--duration",
+        "2",
+        stdin="still here\n",
+    )
+    errors = []
+    for _ in range(2):
+        errors.append(alice.event("error")["message"])
+        alice.stdout.seen.remove(next(x for x in alice.stdout.seen if '"event": "error"' in x))
+    assert "joining without a microphone" in errors[0]
+    assert "joining without sound output" in errors[1]
+    assert "bangor devices" in errors[0] or "audio devices" in errors[0] or "PortAudio" in errors[0]
+    alice.event("joined")
+    assert bob.event("chat")["text"] == "still here"
+    assert alice.wait() == 0
+    assert "Traceback" not in "\n".join(alice.stderr.seen)
+    bob.wait()

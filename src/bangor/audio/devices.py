@@ -7,24 +7,35 @@ sources here deliver exactly that, and the sinks accept exactly that.
 Specs (as on the command line):
   source: ``silence`` | ``tone`` | ``tone:HZ`` | ``FILE.wav`` | ``default`` | DEVICE
   sink:   ``null`` | ``FILE.wav`` | ``default`` | DEVICE
+DEVICE is a PortAudio device index or part of its name, as `bangor devices` lists.
 
-File and generator sources do not pace themselves: ``read()`` returns at once
-and the caller ticks every 20 ms. Device sources block until a frame is captured.
+No source or sink blocks: the caller ticks every 20 ms. File and generator
+sources return the next frame at once; a device source returns the oldest
+captured frame, or silence while none has come. A device sink queues the frame
+for the sound card's callback. A device that fails or goes away mid-call raises
+AudioError once from read()/write(); after that the source ends (None) and the
+sink discards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
+import threading
+import time
 import wave
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
 
 import numpy as np
 import soxr
 
-from bangor.errors import AudioError
+from bangor.errors import AudioError, DeviceError
 from bangor.settings import CHANNELS, FRAME_SAMPLES, SAMPLE_RATE
 
 PORTAUDIO_MISSING = (
@@ -191,71 +202,345 @@ class NullSink:
         pass
 
 
+# --- sound cards: sounddevice over PortAudio ------------------------------------------
+
+FRAME_BYTES = FRAME_SAMPLES * 2  # one int16 mono frame
+
+# Captured frames waiting for read(): 100 ms. When the reader falls behind, the oldest
+# go, so the capture delay cannot build up.
+CAPTURE_QUEUE_FRAMES = 5
+# Frames waiting for the sound card: 100 ms. Beyond that the oldest are dropped, so the
+# playback delay stays bounded when the card's clock runs slower than the loop's.
+PLAYBACK_QUEUE_FRAMES = 5
+# A running stream without a callback for this long counts as gone: some drivers hang
+# rather than fail when a USB device is pulled.
+DEVICE_STALL_TIMEOUT = 2.0
+# PortAudio's suggested latency: 'low' keeps the card's own buffer short for talking.
+DEVICE_LATENCY = "low"
+# How long close() waits for queued playback to reach the card.
+CLOSE_DRAIN_TIMEOUT = PLAYBACK_QUEUE_FRAMES * FRAME_SAMPLES / SAMPLE_RATE + 0.1
+
+NO_DEVICES = (
+    "no audio devices found: PortAudio sees no sound card here (none connected, or "
+    "this user may not access them, e.g. not in the 'audio' group)"
+)
+_LIST_HINT = "run `bangor devices` to list them"
+
+Kind = Literal["input", "output"]
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """One PortAudio device as `bangor devices` shows it."""
+
+    index: int
+    name: str
+    hostapi: str
+    max_input_channels: int
+    max_output_channels: int
+    default_samplerate: float
+    is_default_input: bool
+    is_default_output: bool
+
+    def channels(self, kind: Kind) -> int:
+        return self.max_input_channels if kind == "input" else self.max_output_channels
+
+
+@dataclass
+class DeviceStats:
+    """What went wrong quietly: each of these is audible, none stops the call."""
+
+    underruns: int = 0  # source: read() found no frame; sink: the card found too little
+    dropped: int = 0  # frames thrown away because a queue was full
+    xruns: int = 0  # callbacks whose PortAudio status flagged an over- or underflow
+
+
 def _sounddevice() -> ModuleType:
     try:
         return importlib.import_module("sounddevice")
     except (ImportError, OSError) as exc:
         # sounddevice raises OSError when the PortAudio library is missing.
         raise AudioError(PORTAUDIO_MISSING) from exc
+    except Exception as exc:  # PortAudioError: the library is there but Pa_Initialize failed
+        raise AudioError(f"PortAudio failed to start: {exc}") from exc
 
 
-def _device_id(spec: str) -> int | str | None:
-    if spec == "default":
-        return None
-    return int(spec) if spec.isdigit() else spec
+def _default_index(value: Any) -> int | None:
+    index = None if value is None else int(value)
+    return index if index is not None and index >= 0 else None
 
 
-def _open_stream(stream_type: str, direction: str, spec: str) -> Any:
-    """Open and start a 20 ms mono int16 PortAudio stream, or raise AudioError."""
-    sd = _sounddevice()
+def _query(sd: ModuleType) -> list[DeviceInfo]:
     try:
-        stream = getattr(sd, stream_type)(
-            samplerate=SAMPLE_RATE,
-            channels=CHANNELS,
-            dtype="int16",
-            blocksize=FRAME_SAMPLES,
-            device=_device_id(spec),
+        devices = list(sd.query_devices())
+        hostapis = list(sd.query_hostapis())
+        default_in, default_out = (_default_index(i) for i in sd.default.device)
+    except Exception as exc:  # PortAudioError
+        raise AudioError(f"cannot list audio devices: {exc}") from exc
+    return [
+        DeviceInfo(
+            index=index,
+            name=str(device["name"]),
+            hostapi=str(hostapis[device["hostapi"]]["name"]),
+            max_input_channels=int(device["max_input_channels"]),
+            max_output_channels=int(device["max_output_channels"]),
+            default_samplerate=float(device["default_samplerate"]),
+            is_default_input=index == default_in,
+            is_default_output=index == default_out,
         )
-        stream.start()
-    except Exception as exc:  # PortAudioError, ValueError for unknown devices
-        raise AudioError(f"cannot open {direction} device {spec!r}: {exc}") from exc
-    return stream
+        for index, device in enumerate(devices)
+    ]
 
 
-class DeviceSource:
-    """Captures from a sound card through sounddevice (PortAudio); blocks per frame."""
+def list_devices() -> list[DeviceInfo]:
+    """Every device PortAudio sees (maybe none); AudioError when PortAudio is missing."""
+    return _query(_sounddevice())
 
-    def __init__(self, spec: str) -> None:
-        self._stream = _open_stream("InputStream", "input", spec)
-        self._spec = spec
+
+def select_device(devices: list[DeviceInfo], spec: str, kind: Kind) -> DeviceInfo:
+    """The device ``spec`` names: ``default``, an index, or part of a name (any case)."""
+    if not devices:
+        raise AudioError(NO_DEVICES)
+    if spec == "default":
+        for device in devices:
+            if device.is_default_input if kind == "input" else device.is_default_output:
+                return device
+        raise AudioError(
+            f"there is no default {kind} device: pick one by name or index; {_LIST_HINT}"
+        )
+    if spec.isdigit():
+        found = [d for d in devices if d.index == int(spec)]
+        if not found:
+            raise AudioError(f"no audio device has index {spec}: {_LIST_HINT}")
+        if not found[0].channels(kind):
+            raise AudioError(
+                f"audio device {spec} {found[0].name!r} has no {kind} channels: {_LIST_HINT}"
+            )
+        return found[0]
+    usable = [d for d in devices if d.channels(kind)]
+    needle = spec.casefold()
+    # An exact name wins over the longer names that contain it.
+    matches = [d for d in usable if d.name.casefold() == needle] or [
+        d for d in usable if needle in d.name.casefold()
+    ]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise AudioError(f"no {kind} device matches {spec!r}: {_LIST_HINT}")
+    listing = ", ".join(f"{d.index} {d.name!r}" for d in matches)
+    raise AudioError(f"{spec!r} matches several {kind} devices ({listing}): pick one by index")
+
+
+class _DeviceStream:
+    """What capture and playback share: device choice, the stream, failure reporting.
+
+    The PortAudio callback runs on its own thread and must never raise (PortAudio
+    would print a traceback and end the stream), so it only records a failure; the
+    next read() or write() on the event loop reports it, once, as AudioError.
+    """
+
+    _kind: Kind
+    _stream_class: str
+
+    def __init__(self, spec: str, clock: Callable[[], float]) -> None:
+        sd = _sounddevice()
+        self.device = select_device(_query(sd), spec, self._kind)
+        self.label = f"{self._kind} device {self.device.index} {self.device.name!r}"
+        self.stats = DeviceStats()
+        self._clock = clock
+        # A condition, so that DeviceSink.drain can wait for the callback.
+        self._lock = threading.Condition()
+        self._failure: str | None = None
+        self._reported = False
+        self._closed = False
+        self._last_callback = clock()
+        try:
+            self._stream: Any = getattr(sd, self._stream_class)(
+                samplerate=SAMPLE_RATE,
+                channels=CHANNELS,
+                dtype="int16",
+                blocksize=FRAME_SAMPLES,
+                device=self.device.index,
+                latency=DEVICE_LATENCY,
+                callback=self._callback,
+                finished_callback=self._finished,
+            )
+        except Exception as exc:  # PortAudioError: busy, unsupported rate, ...
+            raise AudioError(f"cannot open {self.label}: {exc}") from exc
+        try:
+            self._stream.start()
+        except Exception as exc:
+            self._closed = True
+            with contextlib.suppress(Exception):
+                self._stream.close()
+            raise AudioError(f"cannot start {self.label}: {exc}") from exc
+
+    def _callback(self, data: Any, frames: int, when: Any, status: Any) -> None:
+        raise NotImplementedError
+
+    def _fail(self, why: str) -> None:
+        with self._lock:
+            if self._failure is None:
+                self._failure = why
+            self._lock.notify_all()
+
+    def _finished(self) -> None:
+        # PortAudio ends a stream by itself only when the device failed or went away.
+        if not self._closed:
+            self._fail("stopped")
+
+    def _working(self) -> bool:
+        """False once a failure was reported; raises AudioError the first time."""
+        if self._reported:
+            return False
+        failure = self._failure
+        if failure is None:
+            try:
+                active = bool(self._stream.active)
+            except Exception as exc:  # PortAudioError: the stream is broken
+                failure = f"failed ({exc})"
+            else:
+                if not active:
+                    failure = "stopped"
+                elif self._clock() - self._last_callback > DEVICE_STALL_TIMEOUT:
+                    failure = f"delivered nothing for {DEVICE_STALL_TIMEOUT:g} s"
+        if failure is None:
+            return True
+        self._reported = True
+        raise AudioError(f"{self.label} {failure}: was it unplugged? {_LIST_HINT}")
+
+    def _close_stream(self, *, play_out: bool) -> None:
+        self._closed = True
+        # The device may be gone already: closing must not fail then.
+        with contextlib.suppress(Exception):
+            if play_out and self._failure is None:
+                self._stream.stop()  # lets the card play what it holds
+            self._stream.close()
+
+
+class DeviceSource(_DeviceStream):
+    """Captures from a sound card; read() never blocks.
+
+    The capture callback queues 20 ms frames (at most CAPTURE_QUEUE_FRAMES, dropping
+    the oldest); read() takes the oldest one, or gives silence while none is there.
+    """
+
+    _kind = "input"
+    _stream_class = "RawInputStream"
+
+    def __init__(self, spec: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._frames: deque[bytes] = deque()
+        self._partial = bytearray()  # bytes of a frame still being captured
+        super().__init__(spec, clock)
+
+    def _callback(self, data: Any, frames: int, when: Any, status: Any) -> None:
+        try:
+            self._last_callback = self._clock()
+            captured = bytes(data)
+            with self._lock:
+                if status:
+                    self.stats.xruns += 1
+                self._partial += captured
+                while len(self._partial) >= FRAME_BYTES:
+                    if len(self._frames) >= CAPTURE_QUEUE_FRAMES:
+                        self._frames.popleft()
+                        self.stats.dropped += 1
+                    self._frames.append(bytes(self._partial[:FRAME_BYTES]))
+                    del self._partial[:FRAME_BYTES]
+                if self._frames:
+                    self._lock.notify_all()
+        except Exception as exc:
+            self._fail(f"failed in its callback ({exc!r})")
 
     def read(self) -> np.ndarray | None:
-        try:
-            data, _overflowed = self._stream.read(FRAME_SAMPLES)
-        except Exception as exc:
-            raise AudioError(f"input device {self._spec!r} failed: {exc}") from exc
-        return np.asarray(data, dtype=np.int16).reshape(-1)[:FRAME_SAMPLES].copy()
+        if self._closed or not self._working():
+            return None  # the failure was reported once: nothing more comes
+        with self._lock:
+            data = self._frames.popleft() if self._frames else None
+            if data is None:
+                self.stats.underruns += 1
+        if data is None:
+            return np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        return np.frombuffer(data, dtype=np.int16).copy()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait until a captured frame is queued, for callers that pace on the device."""
+        with self._lock:
+            return self._lock.wait_for(
+                lambda: bool(self._frames) or self._failure is not None, timeout
+            ) and bool(self._frames)
 
     def close(self) -> None:
-        self._stream.close()
+        if not self._closed:
+            self._close_stream(play_out=False)
 
 
-class DeviceSink:
-    """Plays to a sound card through sounddevice (PortAudio); blocks when full."""
+class DeviceSink(_DeviceStream):
+    """Plays to a sound card; write() never blocks.
 
-    def __init__(self, spec: str) -> None:
-        self._stream = _open_stream("OutputStream", "output", spec)
-        self._spec = spec
+    write() queues the frame (at most PLAYBACK_QUEUE_FRAMES, dropping the oldest);
+    the playback callback takes what it needs and plays silence when short.
+    """
+
+    _kind = "output"
+    _stream_class = "RawOutputStream"
+
+    def __init__(self, spec: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._queue = bytearray()
+        super().__init__(spec, clock)
+
+    def _callback(self, data: Any, frames: int, when: Any, status: Any) -> None:
+        try:
+            self._last_callback = self._clock()
+            size = len(data)
+            with self._lock:
+                if status:
+                    self.stats.xruns += 1
+                chunk = bytes(self._queue[:size])
+                del self._queue[:size]
+                if len(chunk) < size:
+                    self.stats.underruns += 1
+                if not self._queue:
+                    self._lock.notify_all()
+            data[: len(chunk)] = chunk
+            data[len(chunk) :] = bytes(size - len(chunk))
+        except Exception as exc:
+            self._fail(f"failed in its callback ({exc!r})")
+            with contextlib.suppress(Exception):
+                data[:] = bytes(len(data))  # play silence, not whatever the buffer held
 
     def write(self, frame: np.ndarray) -> None:
         _check_frame(frame)
-        try:
-            self._stream.write(frame.reshape(-1, CHANNELS))
-        except Exception as exc:
-            raise AudioError(f"output device {self._spec!r} failed: {exc}") from exc
+        if self._closed:
+            raise AudioError(f"cannot write to {self.label}: sink is closed")
+        if not self._working():
+            return  # the failure was reported once: discard from now on
+        with self._lock:
+            self._queue += frame.tobytes()
+            excess = len(self._queue) - PLAYBACK_QUEUE_FRAMES * FRAME_BYTES
+            if excess > 0:
+                del self._queue[:excess]
+                self.stats.dropped += -(-excess // FRAME_BYTES)
+
+    def queued(self) -> int:
+        """Samples written but not yet handed to the card."""
+        with self._lock:
+            return len(self._queue) // 2
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until the card has taken every queued sample; False on timeout."""
+        with self._lock:
+            return (
+                self._lock.wait_for(lambda: not self._queue or self._failure is not None, timeout)
+                and not self._queue
+            )
 
     def close(self) -> None:
-        self._stream.close()
+        if self._closed:
+            return
+        if self._failure is None:
+            self.drain(CLOSE_DRAIN_TIMEOUT)
+        self._close_stream(play_out=True)
 
 
 def _parse_tone(spec: str) -> float:
@@ -290,7 +575,10 @@ def open_source(spec: str) -> Source:
     if spec == "null":
         raise AudioError("bad source 'null': null is a sink; use 'silence' as a source")
     _check_not_a_file(spec, "source")
-    return DeviceSource(spec)
+    try:
+        return DeviceSource(spec)
+    except AudioError as exc:
+        raise DeviceError(str(exc)) from exc
 
 
 def open_sink(spec: str) -> Sink:
@@ -302,4 +590,7 @@ def open_sink(spec: str) -> Sink:
     if spec in ("silence", "tone") or spec.startswith("tone:"):
         raise AudioError(f"bad sink {spec!r}: that is a source; use 'null' to discard audio")
     _check_not_a_file(spec, "sink")
-    return DeviceSink(spec)
+    try:
+        return DeviceSink(spec)
+    except AudioError as exc:
+        raise DeviceError(str(exc)) from exc

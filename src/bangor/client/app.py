@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bangor.audio.devices import open_sink, open_source
+from bangor.audio.devices import NullSink, SilenceSource, Sink, Source, open_sink, open_source
 from bangor.audio.recording import OpusFileSink
 from bangor.client import events as ev
 from bangor.client.control import ControlClient
 from bangor.client.identity import KnownMembers, Trust, load_identity
 from bangor.client.media import MediaEngine
 from bangor.client.pinning import KnownServers
-from bangor.errors import BangorError, RefusedError, RemoteProtocolError
+from bangor.errors import BangorError, DeviceError, RefusedError, RemoteProtocolError
 from bangor.settings import MAX_CHAT_TEXT, STATS_INTERVAL, ClientSettings
 from bangor.wire import control as msg
 from bangor.wire.e2ee import (
@@ -137,9 +137,19 @@ async def join_call(
     stop = stop or asyncio.Event()
     identity = load_identity()
     known_members = KnownMembers.default()
-    source = open_source(source_spec)
+    source: Source
+    sink: Sink
+    # No sound card (or no PortAudio): the call still works, silent on that side.
+    try:
+        source = open_source(source_spec)
+    except DeviceError as exc:
+        emit(ev.ErrorEvent(0, f"{exc}; joining without a microphone"))
+        source = SilenceSource()
     try:
         sink = open_sink(sink_spec)
+    except DeviceError as exc:
+        emit(ev.ErrorEvent(0, f"{exc}; joining without sound output"))
+        sink = NullSink()
     except BaseException:
         source.close()
         raise
