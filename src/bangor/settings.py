@@ -67,6 +67,8 @@ class ClientSettings:
     # Worst reported loss at which 1, 2, 3 earlier frames are repeated (bench/quality.py).
     redundancy_thresholds: tuple[float, ...] = (0.01, 0.03, 0.10)
     loss_hold: float = 10.0  # seconds a loss report keeps redundancy up
+    # Until the first loss report (at most this long after joining), repeat frames anyway.
+    redundancy_startup: float = 10.0
     report_interval: float = 1.0  # seconds between reception reports to each speaker
     min_report_packets: int = 10  # fewer packets in an interval: no report (not talking)
     push_to_talk: bool = False  # send voice only while talking is switched on

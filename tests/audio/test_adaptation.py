@@ -7,18 +7,26 @@ import pytest
 from bangor.audio.adaptation import SendAdapter, SendPlan
 
 
-def test_clean_network_costs_nothing() -> None:
+def test_clean_network_costs_nothing_once_a_listener_reports() -> None:
     adapter = SendAdapter(40_000)
-    assert adapter.plan(0.0) == SendPlan(0, 0, 40_000)
-    adapter.report(1, 0.0, 0.0)
+    assert adapter.plan(0.0) == SendPlan(2, 0, 40_000)  # nothing known yet: protect
+    adapter.report(1, 0.0, 1.0)
     assert adapter.plan(1.0) == SendPlan(0, 0, 40_000)
+
+
+def test_without_reports_the_startup_protection_ends() -> None:
+    adapter = SendAdapter(40_000, startup=5.0)
+    assert adapter.initial().depth == 2
+    assert adapter.plan(100.0).depth == 2
+    assert adapter.plan(104.0).depth == 2
+    assert adapter.plan(105.0).depth == 0  # alone in the room, say: stop paying for it
 
 
 @pytest.mark.parametrize(
     ("loss", "depth"), [(0.005, 0), (0.01, 1), (0.02, 1), (0.05, 2), (0.15, 2), (0.5, 2)]
 )
 def test_redundancy_deepens_with_loss(loss: float, depth: int) -> None:
-    adapter = SendAdapter(40_000)
+    adapter = SendAdapter(40_000, startup=0.0)
     adapter.report(1, loss, 0.0)
     assert adapter.plan(0.0).depth == depth
 
@@ -48,7 +56,7 @@ def test_fec_only_while_redundancy_is_off() -> None:
 
 
 def test_worst_listener_decides_and_goes_down_only_after_hold() -> None:
-    adapter = SendAdapter(40_000, hold=10.0)
+    adapter = SendAdapter(40_000, hold=10.0, startup=0.0)
     adapter.report(1, 0.0, 0.0)
     adapter.report(2, 0.05, 0.0)
     assert adapter.plan(0.0).depth == 2
@@ -59,7 +67,7 @@ def test_worst_listener_decides_and_goes_down_only_after_hold() -> None:
 
 
 def test_a_listener_that_left_stops_counting() -> None:
-    adapter = SendAdapter(40_000)
+    adapter = SendAdapter(40_000, startup=0.0)
     adapter.report(2, 0.2, 0.0)
     adapter.forget(2)
     assert adapter.plan(0.0).depth == 0

@@ -99,6 +99,7 @@ class Link:
         self.now = 0.0
         self.sent: list[VoiceFrame] = []
         self.alice._send = self._carry  # type: ignore[method-assign]
+        self.alice.clock = self.bob.clock = lambda: self.now
         self.bob._send = lambda ptype, payload: None  # type: ignore[method-assign]
 
     def _carry(self, ptype: PacketType, payload: bytes) -> None:
@@ -118,10 +119,12 @@ class Link:
                     assert sender == 1
 
 
-def test_clean_link_sends_no_copies() -> None:
+def test_clean_link_sends_no_copies_once_a_listener_reported() -> None:
     link = Link(loss=0.0)
     link.run(200)
-    assert all(not f.redundant and f.depth == 0 for f in link.sent)
+    # The first second, before any report, is protected; the first report ends it.
+    assert all(f.depth == 2 for f in link.sent[:50])
+    assert all(not f.redundant and f.depth == 0 for f in link.sent[50:])
     assert [f.packet for f in link.sent] == list(range(200))
     assert link.alice.plan.depth == 0
 
@@ -131,7 +134,6 @@ def test_reported_loss_turns_on_copies_and_the_listener_recovers_nearly_all() ->
     link.run(100)  # two reports
     assert link.alice.plan.depth == 2
     lost_before = link.bob.streams[1].jitter.stats().lost
-    assert lost_before > 5  # the first two seconds had no copies
     link.run(1000)
     late = link.sent[200:]
     assert all(f.depth == 2 and len(f.redundant) == 2 for f in late)
@@ -228,3 +230,9 @@ def test_a_vanished_output_device_is_reported_once_and_the_call_goes_on() -> Non
         eng.tick()
     assert len(problems) == 1 and "USB headset" in problems[0] and "goes on" in problems[0]
     assert len(sent) == 10  # still talking
+
+
+def test_alone_in_the_room_the_startup_copies_stop() -> None:
+    link = Link(loss=0.0, redundancy_startup=2.0)
+    link.run(150, report=False)  # nobody reports
+    assert link.sent[0].depth == 2 and link.sent[-1].depth == 0

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,21 +127,37 @@ class ServerProcess:
     def store_args(self) -> list[str]:
         return ["--db", self.db_url] if self.db_url else ["--data-dir", str(self.data_dir)]
 
-    def create_room(self, user: str, name: str = "friends") -> str:
+    def create_room(
+        self,
+        user: str,
+        name: str = "friends",
+        *,
+        prefix: Sequence[str] = (),
+        args: Sequence[str] = (),
+    ) -> str:
+        """``prefix``: what the command runs under (``ip netns exec NS``, say);
+        ``args``: more options for ``room create`` (``--max-bitrate BPS``, say)."""
         result = run_bangor(
-            ["room", "create", name, "--server", self.address, "--user", user],
+            ["room", "create", name, "--server", self.address, "--user", user, *args],
             env=client_env(self.home / user),
             check=True,
+            prefix=prefix,
         )
         lines = result.stdout.strip().splitlines()
         assert len(lines) == 1, result.stdout
         return lines[0]
 
     def join(
-        self, invite: str, user: str, *args: str, password: str = PASSWORD, stdin: str | None = None
+        self,
+        invite: str,
+        user: str,
+        *args: str,
+        password: str = PASSWORD,
+        stdin: str | None = None,
+        prefix: Sequence[str] = (),
     ) -> Client:
         proc = subprocess.Popen(
-            [BANGOR, "join", invite, "--user", user, "--json", "--headless", *args],
+            [*prefix, BANGOR, "join", invite, "--user", user, "--json", "--headless", *args],
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -162,9 +178,15 @@ def run_bangor(
     env: dict[str, str] | None = None,
     check: bool = False,
     timeout: float = 60,
+    prefix: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [BANGOR, *args], input=stdin, capture_output=True, text=True, env=env, timeout=timeout
+        [*prefix, BANGOR, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"bangor {args} failed ({result.returncode}): {result.stderr}")
@@ -172,16 +194,23 @@ def run_bangor(
 
 
 def start_server(
-    tmp_path: Path, db_url: str | None = None, command: tuple[str, ...] = (BANGOR,)
+    tmp_path: Path,
+    db_url: str | None = None,
+    command: tuple[str, ...] = (BANGOR,),
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
 ) -> ServerProcess:
-    """``command``: what runs ``serve`` (a wrapper that taps the server, say)."""
+    """``command``: what runs ``serve`` (a wrapper that taps the server, or
+    ``ip netns exec NS bangor`` with ``host`` an address of that namespace, say).
+    ``port``: default, a free port on loopback."""
     data_dir = tmp_path / "server"
-    port = free_port()
+    port = port or free_port()
     args = [
         *command,
         "serve",
         "--host",
-        "127.0.0.1",
+        host,
         "--port",
         str(port),
         "--data-dir",
@@ -193,7 +222,7 @@ def start_server(
         args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     server = ServerProcess(
-        "127.0.0.1", port, data_dir, proc, LineReader(proc.stderr), tmp_path / "homes", db_url
+        host, port, data_dir, proc, LineReader(proc.stderr), tmp_path / "homes", db_url
     )
     server.stderr.wait_for(lambda line: "listening on" in line)
     return server

@@ -35,6 +35,7 @@ from bangor.wire.voice import MAX_REDUNDANT, PACKET_MODULO, SEQ_MODULO, VoiceFra
 
 TICK = FRAME_MS / 1000
 MAX_STALL_TICKS = 10  # behind by more than this: reset the schedule instead of bursting
+PLAN_TICKS = 50  # look at the send plan again every second even without reports
 SPEAKING_TICKS = 10  # a speaker whose last real frame played within 200 ms is speaking
 _STAMP = struct.Struct("!Q")
 
@@ -93,6 +94,8 @@ class MediaEngine(asyncio.DatagramProtocol):
     volumes: dict[int, float] = field(default_factory=dict)  # session id -> gain (1.0)
     # The call as heard, plus our own voice while it goes out (``--record``).
     recorder: Sink | None = None
+    # The loop's clock once started; reports and plans are timed on it.
+    clock: Callable[[], float] = time.monotonic
     _seq: int = 0
     _packet: int = 0
     _ticks: int = 0
@@ -107,8 +110,9 @@ class MediaEngine(asyncio.DatagramProtocol):
             max_depth=settings.max_redundancy,
             thresholds=settings.redundancy_thresholds,
             hold=settings.loss_hold,
+            startup=settings.redundancy_startup,
         )
-        self.plan: SendPlan = self.adapter.plan(0.0)
+        self.plan: SendPlan = self.adapter.initial()
         self.encoder = OpusEncoder(
             bitrate=self.plan.bitrate,
             complexity=settings.complexity,
@@ -133,6 +137,7 @@ class MediaEngine(asyncio.DatagramProtocol):
 
     async def start(self, host: str, port: int) -> None:
         loop = self._loop = asyncio.get_running_loop()
+        self.clock = loop.time
         await loop.create_datagram_endpoint(lambda: self, remote_addr=(host, port))
         self.send_keepalive()
         self._tasks = [
@@ -201,7 +206,7 @@ class MediaEngine(asyncio.DatagramProtocol):
             return
         self.stats.received += 1
         try:
-            now = self._loop.time() if self._loop is not None else time.monotonic()
+            now = self.clock()
             plaintext = self.crypto.open_voice(sender, inner, now)
         except PacketError:
             self.stats.undecryptable += 1
@@ -268,7 +273,7 @@ class MediaEngine(asyncio.DatagramProtocol):
 
     def set_max_bitrate(self, max_bitrate: int | None) -> None:
         self.adapter.set_max_bitrate(max_bitrate)
-        self.update_plan(self._loop.time() if self._loop is not None else 0.0)
+        self.update_plan(self.clock())
 
     def update_plan(self, now: float) -> None:
         plan = self.adapter.plan(now)
@@ -292,6 +297,8 @@ class MediaEngine(asyncio.DatagramProtocol):
 
     def tick(self) -> None:
         self._ticks += 1
+        if self._ticks % PLAN_TICKS == 0:
+            self.update_plan(self.clock())  # old reports expire, startup protection ends
         sent = False
         pcm: np.ndarray | None = None
         if not self.source_done:
