@@ -42,6 +42,7 @@ SCORED = (
     "listener should still understand every sentence we say."
 )
 GAP_S = 0.3  # between the lead-in and the scored speech
+SETTLE_S = 2.0  # silence before the lead-in
 DELAY_MS = 40
 JITTER_MS = 30
 PORT = 7600
@@ -88,8 +89,11 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, 
     for i, text in enumerate((LEAD_IN, SCORED)):
         make_speech_wav(tmp / f"part{i}.wav", text)
         parts.append(read_wav_48k(tmp / f"part{i}.wav"))
-    start = len(parts[0]) + int(GAP_S * SR)
-    samples = np.concatenate([parts[0], np.zeros(start - len(parts[0])), parts[1]])
+    # Silence first (voice activity detection sends none of it): over a lossy link the
+    # members' key exchange can take seconds, and frames wait at most 1 s for a key.
+    lead = np.concatenate([np.zeros(int(SETTLE_S * SR)), parts[0]])
+    start = len(lead) + int(GAP_S * SR)
+    samples = np.concatenate([lead, np.zeros(start - len(lead)), parts[1]])
     path = tmp / "speech.wav"
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
