@@ -57,6 +57,7 @@ class SenderStream:
     meter: LossMeter = field(default_factory=LossMeter)
     bad_frames: int = 0
     last_voice_tick: int = -SPEAKING_TICKS  # tick of the last frame played (not concealed)
+    loss_until: float = -1.0  # we saw this sender's packets lost recently, until then
 
 
 @dataclass
@@ -245,8 +246,10 @@ class MediaEngine(asyncio.DatagramProtocol):
             )
         stream.meter.on_packet(frame.packet, len(frame.opus))
         jitter = stream.jitter
-        # While the sender repeats frames, wait long enough for the copies to come.
-        jitter.set_extra_frames(frame.depth)
+        # While the sender repeats frames and we lose some, wait long enough for the
+        # copies to come; without loss here the wait would only add delay.
+        lossy = stream.loss_until > self.clock()
+        jitter.set_extra_frames(frame.depth if lossy else 0)
         count = len(frame.redundant)
         for i, copy in enumerate(frame.redundant):
             jitter.push_redundant((frame.seq - count + i) % SEQ_MODULO, copy)
@@ -260,8 +263,11 @@ class MediaEngine(asyncio.DatagramProtocol):
     def reception_reports(self) -> list[tuple[int, float]]:
         """(sender, loss) of each speaker heard since the last call, for their adapters."""
         reports = []
+        now = self.clock()
         for sender, stream in self.streams.items():
             interval = stream.meter.interval()
+            if interval.lost:
+                stream.loss_until = now + self.settings.loss_hold
             if interval.expected >= self.settings.min_report_packets:
                 reports.append((sender, interval.loss))
         return reports
