@@ -333,13 +333,17 @@ def run(
     timed: list[tuple[float, int]],
     seconds: float,
     payload_of: Callable[[int], bytes] = payload,
+    depth: int = 0,
 ) -> Playout:
+    """Play `timed` arrivals out; each packet also carries copies of `depth` frames before it."""
     out = Playout([], {}, {}, [])
     queue = deque(timed)
     for tick in range(round(seconds / FRAME_S)):
         now = tick * FRAME_S + PHASE
         while queue and queue[0][0] < now:
             when, seq = queue.popleft()
+            for back in range(min(depth, seq), 0, -1):
+                jb.push_redundant(seq - back, payload_of(seq - back))
             jb.push(seq, payload_of(seq), now=when)
             out.arrived.setdefault(seq, when)
         result = jb.pop()
@@ -574,29 +578,6 @@ def test_no_frame_plays_twice_with_arrival_times(
 # --- redundancy: copies of earlier frames in later packets ---------------------
 
 
-def run_redundant(
-    jb: JitterBuffer, timed: list[tuple[float, int]], seconds: float, depth: int
-) -> Playout:
-    """Like run(), but each packet also carries copies of the `depth` frames before it."""
-    out = Playout([], {}, {}, [])
-    queue = deque(timed)
-    for tick in range(round(seconds / FRAME_S)):
-        now = tick * FRAME_S + PHASE
-        while queue and queue[0][0] < now:
-            when, seq = queue.popleft()
-            for back in range(min(depth, seq), 0, -1):
-                jb.push_redundant(seq - back, payload(seq - back))
-            jb.push(seq, payload(seq), now=when)
-            out.arrived.setdefault(seq, when)
-        result = jb.pop()
-        out.results.append(result)
-        if isinstance(result, Frame):
-            assert result.seq not in out.played_at, f"{result.seq} played twice"
-            out.played_at[result.seq] = now
-    check_accounting(jb)
-    return out
-
-
 def test_a_copy_fills_the_hole_of_a_lost_frame() -> None:
     jb = JitterBuffer(target_frames=3)
     jb.push(0, payload(0))
@@ -656,9 +637,9 @@ def test_with_redundancy_and_the_wait_for_it_random_loss_is_recovered(seed: int)
     timed = sender(1500, jitter=uniform(0.002, seed), lose=lambda i: rng.random() < 0.15)
     waiting = JitterBuffer()
     waiting.set_extra_frames(2)
-    run_redundant(waiting, timed, 32.0, depth=2)
+    run(waiting, timed, 32.0, depth=2)
     hasty = JitterBuffer()
-    run_redundant(hasty, timed, 32.0, depth=2)
+    run(hasty, timed, 32.0, depth=2)
     lost_15 = 1500 - len(timed)
     w, h = waiting.stats(), hasty.stats()
     # Two copies leave about 0.15**3 = 0.3 % lost; waiting for them gets nearly all.
