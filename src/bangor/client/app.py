@@ -476,6 +476,7 @@ class _Call:
                 "delay_ms": s.delay_ms,
                 "jitter_ms": s.jitter_ms,
                 "kbps": round(stream.meter.kbps, 1),
+                "speaking": engine.speaking(sender),  # a real frame played in the last 200 ms
             }
         rtt = engine.stats.rtt if engine.stats.rtt is not None else self.client.rtt
         return ev.Stats(

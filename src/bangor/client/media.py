@@ -4,7 +4,8 @@ The engine ticks every 20 ms on the event loop's clock: it reads one frame from 
 source, encodes and sends it (with copies of the frames before it while listeners
 report loss), then pulls one frame from each sender's jitter buffer, decodes (or
 conceals a loss, from in-band FEC when the next packet is there), mixes with each
-speaker's volume and writes to the sink. Ticks are scheduled against absolute times so they do not
+speaker's volume and writes to the sink. Ticks are scheduled against absolute times
+so they do not
 drift; after a long stall the schedule is reset rather than bursting to catch up.
 """
 
