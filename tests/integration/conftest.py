@@ -100,6 +100,20 @@ class Client:
     def events(self) -> list[dict[str, object]]:
         return [json.loads(x) for x in self.stdout.seen if x.startswith("{")]
 
+    def events_of(
+        self, kind: str, count: int, timeout: float = START_TIMEOUT
+    ) -> list[dict[str, object]]:
+        """The first ``count`` events of one kind, waiting for them as they come."""
+        found: list[dict[str, object]] = []
+
+        def enough(line: str) -> bool:
+            if line.startswith("{") and json.loads(line)["event"] == kind:
+                found.append(json.loads(line))
+            return len(found) >= count
+
+        self.stdout.wait_for(enough, timeout)
+        return found
+
     def wait(self, timeout: float = 30.0) -> int:
         code = self.proc.wait(timeout)
         self.stdout.rest()
@@ -146,6 +160,23 @@ class ServerProcess:
         lines = result.stdout.strip().splitlines()
         assert len(lines) == 1, result.stdout
         return lines[0]
+
+    def speak_to(
+        self, invite: str, speech: Path, seconds: float, *listener_args: str, stdin: str = ""
+    ) -> tuple[Client, Client]:
+        """bob joins with ``listener_args``, then alice speaks ``speech`` (``seconds`` long)
+        and leaves; bob stays 2.5 s longer. Returns (alice, bob), both exited with 0."""
+        bob = self.join(invite, "bob", *listener_args, "--duration", str(seconds + 4))
+        bob.event("joined")
+        alice = self.join(
+            invite,
+            "alice",
+            *("--input", str(speech), "--output", "null", "--duration", str(seconds + 1.5)),
+            stdin=stdin or None,
+        )
+        assert alice.wait() == 0, alice.stderr.seen
+        assert bob.wait() == 0, bob.stderr.seen
+        return alice, bob
 
     def join(
         self,

@@ -34,37 +34,18 @@ def speech_call(server: ServerProcess, tmp_path: Path) -> tuple[np.ndarray, np.n
     invite = server.create_room("alice")
 
     recording = tmp_path / "bob.wav"
-    bob = server.join(
+    alice, bob = server.speak_to(
         invite,
-        "bob",
-        "--input",
-        "silence",
-        "--output",
-        str(recording),
-        "--duration",
-        str(len(reference) / 48000 + 4),
-        "--name",
-        "Bob",
-    )
-    bob.event("joined")
-    alice = server.join(
-        invite,
-        "alice",
-        "--input",
-        str(speech),
-        "--output",
-        "null",
-        "--duration",
-        str(len(reference) / 48000 + 1.5),
+        speech,
+        len(reference) / 48000,
+        *("--input", "silence", "--output", str(recording), "--name", "Bob"),
         stdin="hello bob\n",
     )
     joined = bob.event("member_joined")
     assert joined["member"]["user"] == "alice"  # type: ignore[index]
     chat = bob.event("chat")
     assert chat["text"] == "hello bob"
-    assert alice.wait() == 0, alice.stderr.seen
     assert bob.event("member_left")["member"]["user"] == "alice"  # type: ignore[index]
-    assert bob.wait() == 0, bob.stderr.seen
     assert bob.events()[-1]["event"] == "left"
     return reference, read_wav_48k(recording), {"alice": alice.events(), "bob": bob.events()}
 

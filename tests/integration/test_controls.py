@@ -26,33 +26,12 @@ def test_record_writes_the_call_as_ogg_opus(server: ServerProcess, tmp_path: Pat
         server.add_user(user)
     invite = server.create_room("alice")
     record = tmp_path / "call.opus"
-    bob = server.join(
+    server.speak_to(
         invite,
-        "bob",
-        "--input",
-        "tone:300",
-        "--output",
-        "null",
-        "--vad",
-        "off",
-        "--record",
-        str(record),
-        "--duration",
-        str(seconds + 4),
+        speech,
+        seconds,
+        *("--input", "tone:300", "--output", "null", "--vad", "off", "--record", str(record)),
     )
-    bob.event("joined")
-    alice = server.join(
-        invite,
-        "alice",
-        "--input",
-        str(speech),
-        "--output",
-        "null",
-        "--duration",
-        str(seconds + 1.5),
-    )
-    assert alice.wait() == 0, alice.stderr.seen
-    assert bob.wait() == 0, bob.stderr.seen
 
     info = subprocess.run(["opusinfo", str(record)], capture_output=True, text=True)
     assert info.returncode == 0 and "WARNING" not in info.stdout + info.stderr, info.stdout
@@ -128,10 +107,7 @@ def test_commands_on_stdin_change_the_audio_controls(server: ServerProcess, tmp_
         stdin="\n".join(commands) + "\n",
     )
     bob.event("joined")
-    states = []
-    for _ in range(4):
-        states.append(bob.event("audio"))
-        bob.stdout.seen.remove(next(x for x in bob.stdout.seen if '"event": "audio"' in x))
+    states = bob.events_of("audio", 4)
     assert states[0]["volumes"] == {"Alice": 50}
     assert states[1]["muted"] is True and states[1]["deafened"] is False
     assert states[2]["deafened"] is True
@@ -168,10 +144,7 @@ def test_without_sound_cards_the_call_goes_on_in_silence(
         "2",
         stdin="still here\n",
     )
-    errors = []
-    for _ in range(2):
-        errors.append(alice.event("error")["message"])
-        alice.stdout.seen.remove(next(x for x in alice.stdout.seen if '"event": "error"' in x))
+    errors = [e["message"] for e in alice.events_of("error", 2)]
     assert "joining without a microphone" in errors[0]
     assert "joining without sound output" in errors[1]
     assert "bangor devices" in errors[0] or "audio devices" in errors[0] or "PortAudio" in errors[0]

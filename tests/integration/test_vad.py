@@ -60,29 +60,9 @@ def test_speech_with_long_pauses_sends_far_fewer_packets(
     server.add_user("bob")
     invite = server.create_room("alice")
     recording = tmp_path / "bob.wav"
-    bob = server.join(
-        invite,
-        "bob",
-        "--input",
-        "silence",
-        "--output",
-        str(recording),
-        "--duration",
-        str(seconds + 4),
+    alice, bob = server.speak_to(
+        invite, speech, seconds, "--input", "silence", "--output", str(recording)
     )
-    bob.event("joined")
-    alice = server.join(
-        invite,
-        "alice",
-        "--input",
-        str(speech),
-        "--output",
-        "null",
-        "--duration",
-        str(seconds + 1.5),
-    )
-    assert alice.wait() == 0, alice.stderr.seen
-    assert bob.wait() == 0, bob.stderr.seen
 
     # Alice sent only while speaking: far fewer packets than 50 a second of audio.
     sent = [e for e in alice.events() if e["event"] == "stats"][-1]
