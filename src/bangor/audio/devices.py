@@ -260,9 +260,9 @@ def _sounddevice() -> ModuleType:
         return importlib.import_module("sounddevice")
     except (ImportError, OSError) as exc:
         # sounddevice raises OSError when the PortAudio library is missing.
-        raise AudioError(PORTAUDIO_MISSING) from exc
+        raise DeviceError(PORTAUDIO_MISSING) from exc
     except Exception as exc:  # PortAudioError: the library is there but Pa_Initialize failed
-        raise AudioError(f"PortAudio failed to start: {exc}") from exc
+        raise DeviceError(f"PortAudio failed to start: {exc}") from exc
 
 
 def _default_index(value: Any) -> int | None:
@@ -276,7 +276,7 @@ def _query(sd: ModuleType) -> list[DeviceInfo]:
         hostapis = list(sd.query_hostapis())
         default_in, default_out = (_default_index(i) for i in sd.default.device)
     except Exception as exc:  # PortAudioError
-        raise AudioError(f"cannot list audio devices: {exc}") from exc
+        raise DeviceError(f"cannot list audio devices: {exc}") from exc
     return [
         DeviceInfo(
             index=index,
@@ -300,20 +300,20 @@ def list_devices() -> list[DeviceInfo]:
 def select_device(devices: list[DeviceInfo], spec: str, kind: Kind) -> DeviceInfo:
     """The device ``spec`` names: ``default``, an index, or part of a name (any case)."""
     if not devices:
-        raise AudioError(NO_DEVICES)
+        raise DeviceError(NO_DEVICES)
     if spec == "default":
         for device in devices:
             if device.is_default_input if kind == "input" else device.is_default_output:
                 return device
-        raise AudioError(
+        raise DeviceError(
             f"there is no default {kind} device: pick one by name or index; {_LIST_HINT}"
         )
     if spec.isdigit():
         found = [d for d in devices if d.index == int(spec)]
         if not found:
-            raise AudioError(f"no audio device has index {spec}: {_LIST_HINT}")
+            raise DeviceError(f"no audio device has index {spec}: {_LIST_HINT}")
         if not found[0].channels(kind):
-            raise AudioError(
+            raise DeviceError(
                 f"audio device {spec} {found[0].name!r} has no {kind} channels: {_LIST_HINT}"
             )
         return found[0]
@@ -326,9 +326,9 @@ def select_device(devices: list[DeviceInfo], spec: str, kind: Kind) -> DeviceInf
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise AudioError(f"no {kind} device matches {spec!r}: {_LIST_HINT}")
+        raise DeviceError(f"no {kind} device matches {spec!r}: {_LIST_HINT}")
     listing = ", ".join(f"{d.index} {d.name!r}" for d in matches)
-    raise AudioError(f"{spec!r} matches several {kind} devices ({listing}): pick one by index")
+    raise DeviceError(f"{spec!r} matches several {kind} devices ({listing}): pick one by index")
 
 
 class _DeviceStream:
@@ -366,14 +366,14 @@ class _DeviceStream:
                 finished_callback=self._finished,
             )
         except Exception as exc:  # PortAudioError: busy, unsupported rate, ...
-            raise AudioError(f"cannot open {self.label}: {exc}") from exc
+            raise DeviceError(f"cannot open {self.label}: {exc}") from exc
         try:
             self._stream.start()
         except Exception as exc:
             self._closed = True
             with contextlib.suppress(Exception):
                 self._stream.close()
-            raise AudioError(f"cannot start {self.label}: {exc}") from exc
+            raise DeviceError(f"cannot start {self.label}: {exc}") from exc
 
     def _callback(self, data: Any, frames: int, when: Any, status: Any) -> None:
         raise NotImplementedError
@@ -575,10 +575,7 @@ def open_source(spec: str) -> Source:
     if spec == "null":
         raise AudioError("bad source 'null': null is a sink; use 'silence' as a source")
     _check_not_a_file(spec, "source")
-    try:
-        return DeviceSource(spec)
-    except AudioError as exc:
-        raise DeviceError(str(exc)) from exc
+    return DeviceSource(spec)
 
 
 def open_sink(spec: str) -> Sink:
@@ -590,7 +587,4 @@ def open_sink(spec: str) -> Sink:
     if spec in ("silence", "tone") or spec.startswith("tone:"):
         raise AudioError(f"bad sink {spec!r}: that is a source; use 'null' to discard audio")
     _check_not_a_file(spec, "sink")
-    try:
-        return DeviceSink(spec)
-    except AudioError as exc:
-        raise DeviceError(str(exc)) from exc
+    return DeviceSink(spec)
