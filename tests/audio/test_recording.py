@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bangor.audio.devices import NullSink, ToneSource, WavSink
+from bangor.audio.devices import ToneSource
 from bangor.audio.ogg import packets_of, read_pages
-from bangor.audio.recording import DEFAULT_RECORD_BITRATE, OpusFileSink, TeeSink
+from bangor.audio.recording import DEFAULT_RECORD_BITRATE, OpusFileSink
 from bangor.errors import AudioError
 from bangor.settings import FRAME_SAMPLES, SAMPLE_RATE
 from tests.audiocheck import (
@@ -313,30 +313,3 @@ def test_disk_full(tiny_fs: Path, tmp_path: Path) -> None:
     assert len(decoded) == pages[-1].granule - 312
     assert abs(peak_hz(decoded) - 440.0) < 1.0
 
-
-class FailingSink(NullSink):
-    def __init__(self) -> None:
-        self.closed = False
-
-    def write(self, frame: np.ndarray) -> None:
-        raise AudioError("speaker unplugged")
-
-    def close(self) -> None:
-        self.closed = True
-        raise AudioError("speaker still unplugged")
-
-
-def test_tee_sink_feeds_every_sink(tmp_path: Path) -> None:
-    failing = FailingSink()
-    wav = WavSink(tmp_path / "copy.wav")
-    opus = OpusFileSink(tmp_path / "copy.opus")
-    tee = TeeSink(failing, wav, opus)
-    frame = np.full(FRAME_SAMPLES, 1000, dtype=np.int16)
-    for _ in range(5):
-        with pytest.raises(AudioError, match="speaker unplugged"):
-            tee.write(frame)
-    with pytest.raises(AudioError, match="still unplugged"):
-        tee.close()
-    assert failing.closed
-    assert len(read_wav_48k(tmp_path / "copy.wav")) == 5 * FRAME_SAMPLES
-    assert len(opusdec(tmp_path / "copy.opus")) == 5 * FRAME_SAMPLES

@@ -1,4 +1,4 @@
-"""Recording a call to an Ogg Opus file, and writing one stream to several sinks.
+"""Recording a call to an Ogg Opus file.
 
 :class:`OpusFileSink` is a :class:`~bangor.audio.devices.Sink`: it encodes each
 20 ms frame with our Opus encoder and writes the Ogg pages from
@@ -25,7 +25,6 @@ from typing import NoReturn
 import numpy as np
 
 from bangor.audio.codec import OpusEncoder
-from bangor.audio.devices import Sink
 from bangor.audio.ogg import OggOpusMuxer
 from bangor.errors import AudioError
 from bangor.settings import CHANNELS, FRAME_SAMPLES, SAMPLE_RATE
@@ -147,34 +146,3 @@ class OpusFileSink:
             f"recording stopped, the file keeps the first {kept:.1f} s"
         )
         raise self._error from exc
-
-
-class TeeSink:
-    """Writes every frame to several sinks (e.g. the speakers and a recording).
-
-    One failing sink does not starve the others: every sink gets the frame,
-    then the first AudioError is raised.
-    """
-
-    def __init__(self, *sinks: Sink) -> None:
-        self._sinks = sinks
-
-    def write(self, frame: np.ndarray) -> None:
-        first: AudioError | None = None
-        for sink in self._sinks:
-            try:
-                sink.write(frame)
-            except AudioError as exc:
-                first = first or exc
-        if first is not None:
-            raise first
-
-    def close(self) -> None:
-        first: AudioError | None = None
-        for sink in self._sinks:
-            try:
-                sink.close()
-            except AudioError as exc:
-                first = first or exc
-        if first is not None:
-            raise first
