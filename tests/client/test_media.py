@@ -115,7 +115,7 @@ class Link:
             self.bob.tick()
             if report and i % 50 == 49:  # once a second, as the app does
                 for sender, loss in self.bob.reception_reports():
-                    self.alice.on_report(2, loss, self.now)
+                    self.alice.on_report(2, loss)
                     assert sender == 1
 
 

@@ -436,8 +436,7 @@ class _Call:
                 )
             )
         elif isinstance(event, ReportReceived):
-            loop = asyncio.get_running_loop()
-            self.engine.on_report(event.session_id, event.loss, loop.time())
+            self.engine.on_report(event.session_id, event.loss)
         elif isinstance(event, PeerProblem):
             member = self._member(event.session_id)
             self.emit(ev.ErrorEvent(0, f"end-to-end problem with {member.nick}: {event.message}"))
@@ -459,7 +458,7 @@ class _Call:
 
     def stats(self) -> ev.Stats:
         engine = self.engine
-        now = asyncio.get_running_loop().time()
+        now = engine.clock()
         senders = {}
         for sender, stream in engine.streams.items():
             s = stream.jitter.stats()

@@ -249,7 +249,7 @@ class MediaEngine(asyncio.DatagramProtocol):
         jitter = stream.jitter
         # While the sender repeats frames and we lose some, wait long enough for the
         # copies to come; without loss here the wait would only add delay.
-        lossy = stream.loss_until > self.clock()
+        lossy = stream.loss_until > (now if now is not None else self.clock())
         jitter.set_extra_frames(frame.depth if lossy else 0)
         count = len(frame.redundant)
         for i, copy in enumerate(frame.redundant):
@@ -273,8 +273,9 @@ class MediaEngine(asyncio.DatagramProtocol):
                 reports.append((sender, interval.loss))
         return reports
 
-    def on_report(self, listener: int, loss: float, now: float) -> None:
+    def on_report(self, listener: int, loss: float) -> None:
         """A listener's loss report on our voice: adapt redundancy, FEC and bitrate."""
+        now = self.clock()
         self.adapter.report(listener, loss, now)
         self.update_plan(now)
 
