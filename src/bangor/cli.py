@@ -29,7 +29,8 @@ from bangor.errors import (
     KeyPinError,
     RefusedError,
 )
-from bangor.settings import DEFAULT_PORT, ClientSettings
+from bangor.settings import DEFAULT_PORT, MAX_BITRATE, MIN_BITRATE, ClientSettings
+from bangor.wire.voice import MAX_REDUNDANT
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_AUTH, EXIT_INVITE, EXIT_UNREACHABLE = 0, 1, 2, 3, 4, 5
 T = TypeVar("T")
@@ -311,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     room.add_argument("--user", metavar="NAME")
     room.add_argument(
         "--max-bitrate",
-        type=_int_in(6000, 510_000, "bit/s"),
+        type=_int_in(MIN_BITRATE, MAX_BITRATE, "bit/s"),
         metavar="BPS",
         help="cap every member's Opus bitrate in this room at BPS bit/s (default: no cap)",
     )
@@ -339,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     join.add_argument(
         "--bitrate",
-        type=_int_in(6000, 510_000, "bit/s"),
+        type=_int_in(MIN_BITRATE, MAX_BITRATE, "bit/s"),
         default=ClientSettings.bitrate,
         metavar="BPS",
         help=f"Opus bitrate in bit/s (default {ClientSettings.bitrate}; the room may cap it)",
@@ -360,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     join.add_argument(
         "--redundancy",
-        type=_int_in(0, 3, "frames"),
+        type=_int_in(0, MAX_REDUNDANT, "frames"),
         default=ClientSettings.max_redundancy,
         metavar="N",
         help="repeat up to N earlier frames in each packet while listeners report loss "

@@ -12,6 +12,9 @@ SAMPLE_RATE = 48_000
 CHANNELS = 1
 FRAME_MS = 20
 FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000  # 960
+# The bitrates Opus accepts, bit/s (a client's --bitrate, a room's cap).
+MIN_BITRATE = 6_000
+MAX_BITRATE = 510_000
 
 # Bytes of one voice frame before end-to-end sealing (its copies of earlier frames
 # are left out to stay below this), so the sealed payload fits the server's

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bangor import settings
 from bangor.errors import DecodeError
 from bangor.settings import MAX_PEER_MESSAGE, MAX_SEALED_CHAT
 from bangor.wire import control as msg
@@ -142,4 +143,4 @@ def test_bitrate_cap_below_opus_range_decodes(value: int) -> None:
     """The decoder bounds the cap only to 0..510000; the server refuses 1..5999 itself."""
     raw = msgspec.msgpack.encode({"t": "create", "name": "r", "max_bitrate": value})
     assert msg.decode_client_message(raw) == msg.CreateRoom("r", value)
-    assert (msg.MIN_BITRATE, msg.MAX_BITRATE) == (6_000, 510_000)
+    assert (settings.MIN_BITRATE, settings.MAX_BITRATE) == (6_000, 510_000)

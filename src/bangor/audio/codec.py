@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from bangor.errors import AudioError, CodecUnavailableError
-from bangor.settings import CHANNELS, FRAME_SAMPLES, SAMPLE_RATE
+from bangor.settings import CHANNELS, FRAME_SAMPLES, MAX_BITRATE, MIN_BITRATE, SAMPLE_RATE
 
 LIBOPUS_MISSING = (
     "libopus is not installed: install the Debian package libopus0 (or your system's libopus)"
@@ -89,7 +89,7 @@ class OpusEncoder:
         self._ctl: Any = opuslib.api.ctl
         self._ctl_call: Any = opuslib.api.encoder.encoder_ctl
         self._opus_error: type[Exception] = opuslib.OpusError
-        self._ctl_call(self._enc.encoder_state, self._ctl.set_signal, opuslib.SIGNAL_VOICE)
+        self._set(self._ctl.set_signal, opuslib.SIGNAL_VOICE)
         self._set(self._ctl.set_complexity, complexity)
         # Set directly: opuslib 3.0.1's inband_fec property setter drops the value.
         self._set(self._ctl.set_inband_fec, int(fec))
@@ -105,8 +105,10 @@ class OpusEncoder:
 
         The encoder only spends bits on FEC when it expects some loss (0: none).
         """
-        if not 6000 <= bitrate <= 510_000:
-            raise AudioError(f"Opus bitrate must be 6000..510000 bit/s, got {bitrate}")
+        if not MIN_BITRATE <= bitrate <= MAX_BITRATE:
+            raise AudioError(
+                f"Opus bitrate must be {MIN_BITRATE}..{MAX_BITRATE} bit/s, got {bitrate}"
+            )
         if not 0 <= expected_loss <= 100:
             raise AudioError(f"expected packet loss must be 0..100 %, got {expected_loss}")
         if bitrate != self.bitrate:

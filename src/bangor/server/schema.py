@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from bangor.wire.control import MAX_BITRATE, MIN_BITRATE
+from bangor.settings import MAX_BITRATE, MIN_BITRATE
 
 # Fixed constraint names so migrations can refer to them on every backend.
 NAMING_CONVENTION: dict[str, str] = {

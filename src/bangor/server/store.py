@@ -45,8 +45,7 @@ from bangor.errors import (
 )
 from bangor.server import passwords
 from bangor.server.schema import ROOM_ID_BYTES, rooms, users
-from bangor.settings import ServerSettings
-from bangor.wire.control import MAX_BITRATE, MIN_BITRATE
+from bangor.settings import MAX_BITRATE, MIN_BITRATE, ServerSettings
 
 log = logging.getLogger(__name__)
 

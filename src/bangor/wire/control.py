@@ -14,7 +14,7 @@ from typing import Annotated
 import msgspec
 
 from bangor.errors import DecodeError
-from bangor.settings import MAX_PEER_MESSAGE, MAX_SEALED_CHAT
+from bangor.settings import MAX_BITRATE, MAX_PEER_MESSAGE, MAX_SEALED_CHAT
 from bangor.wire.media import MEDIA_SECRET_SIZE
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
@@ -29,10 +29,8 @@ MediaSecret = Annotated[
 U32 = Annotated[int, msgspec.Meta(ge=0, lt=2**32)]
 U63 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # msgspec bounds must fit int64
 
-# Opus accepts 6..510 kbit/s. A room's bitrate cap travels as 0 (no cap) or a value in
-# that range; the decoder can only bound it, so the server refuses 1..5999 itself.
-MIN_BITRATE = 6_000
-MAX_BITRATE = 510_000
+# A room's bitrate cap travels as 0 (no cap) or a bitrate Opus accepts; the decoder can
+# only bound it, so the server refuses 1..MIN_BITRATE - 1 itself.
 BitrateCap = Annotated[int, msgspec.Meta(ge=0, le=MAX_BITRATE)]
 
 
