@@ -50,6 +50,13 @@ class ServerSettings:
     max_tracked_unknown_logins: int = 4096  # names without an account whose failures count
     # Per-session queue of control messages waiting for a slow reader.
     max_control_backlog: int = 256 * 1024
+    # STUN Binding answers on the media port: at most this many a second (with a burst),
+    # and each source's unanswered bytes remembered for this many sources (oldest forgotten).
+    stun_rate: float = 200.0
+    stun_burst: int = 400
+    stun_max_sources: int = 4096
+    # Accounts-free mode (``serve --open``): any name logs in, an invite is enough.
+    open: bool = False
 
 
 @dataclass(frozen=True)

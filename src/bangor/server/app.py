@@ -44,12 +44,14 @@ from bangor.wire.noise import (
     format_fingerprint,
     public_key,
 )
+from bangor.wire.stun import BindingResponder
 
 log = logging.getLogger("bangor.server")
 
 READ_SIZE = 65536
 KEY_FILE = "server.key"
 HELLO = msg.tag(msg.Hello)
+STUN_FIRST_BYTE_LIMIT = 0x40
 
 
 class SessionClosed(Exception):
@@ -57,10 +59,11 @@ class SessionClosed(Exception):
 
 
 class RelayProtocol(asyncio.DatagramProtocol):
-    """Thin glue from the UDP socket to the sans-I/O relay."""
+    """Thin glue from the UDP socket to the sans-I/O relay and STUN responder."""
 
-    def __init__(self, relay: Relay) -> None:
+    def __init__(self, relay: Relay, stun: BindingResponder) -> None:
         self.relay = relay
+        self.stun = stun
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -70,6 +73,11 @@ class RelayProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Address) -> None:
         transport = self.transport
         if transport is None:
+            return
+        if data and data[0] < STUN_FIRST_BYTE_LIMIT:  # media starts 0xC1, STUN below 0x40
+            answer = self.stun.datagram_received(data, addr, time.monotonic())
+            if answer is not None:
+                transport.sendto(answer, addr)
             return
         for packet, dest in self.relay.datagram_received(data, addr):
             transport.sendto(packet, dest)
@@ -310,6 +318,9 @@ class Server:
         self.static_key = static_key
         self.settings = settings or ServerSettings()
         self.relay = Relay(max_payload=self.settings.max_media_payload)
+        self.stun = BindingResponder(
+            self.settings.stun_rate, self.settings.stun_burst, self.settings.stun_max_sources
+        )
         self.rooms: RoomRegistry[Connection] = RoomRegistry(self.settings.max_members_per_room)
         self.connections: dict[int, Connection] = {}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -334,7 +345,7 @@ class Server:
             bound = tcp.sockets[0].getsockname()[1]
             try:
                 transport, _ = await loop.create_datagram_endpoint(
-                    lambda: RelayProtocol(self.relay),
+                    lambda: RelayProtocol(self.relay, self.stun),
                     local_addr=(host, bound),
                     family=socket.AF_INET6 if ":" in host else socket.AF_INET,
                 )
