@@ -274,6 +274,11 @@ class Network:
         """
         rule = ["-t", "nat", "-A", "POSTROUTING", "-o", out_dev, "-j", "MASQUERADE"]
         self.run(ns, ["iptables", *rule, *(["--random-fully"] if random_fully else [])])
+        # Like every home router, drop what arrives unasked for the router itself. Without
+        # this, a peer's first hole-punching packet (before our own went out) leaves a
+        # conntrack entry that takes our mapping's port, so the NAT moves us to another.
+        drop = ["-A", "INPUT", "-i", out_dev, "-m", "conntrack", "--ctstate", "NEW,INVALID"]
+        self.run(ns, ["iptables", *drop, "-j", "DROP"])
 
     def netem(
         self,

@@ -198,6 +198,7 @@ def cmd_join(args: argparse.Namespace) -> int:
                     fec=args.fec == "on",
                     max_redundancy=args.redundancy,
                     push_to_talk=args.ptt,
+                    relay_only=args.relay_only,
                 ),
             )
         except BangorError as exc:
@@ -376,6 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--ptt",
         action="store_true",
         help="push-to-talk: send voice only after /talk on (a line on stdin) until /talk off",
+    )
+    join.add_argument(
+        "--relay-only",
+        action="store_true",
+        help="never talk to members directly: they do not learn your addresses, and all "
+        "voice goes through the server",
     )
     join.add_argument("--headless", action="store_true", help="no terminal UI")
     join.add_argument("--json", action="store_true", help="one JSON event per line on stdout")

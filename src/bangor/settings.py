@@ -82,6 +82,9 @@ class ClientSettings:
     report_interval: float = 1.0  # seconds between reception reports to each speaker
     min_report_packets: int = 10  # fewer packets in an interval: no report (not talking)
     push_to_talk: bool = False  # send voice only while talking is switched on
+    # Never offer or use direct paths: members do not learn our addresses, and all
+    # voice goes through the server.
+    relay_only: bool = False
     # End-to-end encryption.
     peer_verify_timeout: float = 10.0  # a member not verified by then is reported
     old_key_grace: float = 2.0  # seconds a replaced receive key still opens late frames

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,9 +54,11 @@ class LineReader:
         for line in self.seen:
             if predicate(line):  # type: ignore[operator]
                 return line
+        # One deadline for the whole wait: a chatty stream must not keep it alive forever.
+        deadline = time.monotonic() + timeout
         while True:
             try:
-                line = self.lines.get(timeout=timeout)
+                line = self.lines.get(timeout=max(deadline - time.monotonic(), 0))
             except queue.Empty:
                 raise AssertionError(f"timed out; lines so far: {self.seen[-20:]}") from None
             if line is None:

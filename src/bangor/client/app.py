@@ -22,10 +22,17 @@ from bangor.client.control import ControlClient
 from bangor.client.identity import KnownMembers, Trust, load_identity
 from bangor.client.media import MediaEngine
 from bangor.client.pinning import KnownServers
-from bangor.errors import BangorError, DeviceError, RefusedError, RemoteProtocolError
+from bangor.errors import (
+    BangorError,
+    DeviceError,
+    PacketError,
+    RefusedError,
+    RemoteProtocolError,
+)
 from bangor.settings import MAX_CHAT_TEXT, STATS_INTERVAL, ClientSettings
 from bangor.wire import control as msg
 from bangor.wire.e2ee import (
+    CandidatesReceived,
     ChatGap,
     ChatOpened,
     E2EEEvent,
@@ -36,6 +43,7 @@ from bangor.wire.e2ee import (
     RoomCrypto,
     VoiceReleased,
 )
+from bangor.wire.direct import Candidate, PathChanged
 from bangor.wire.identity import identity_fingerprint, safety_number
 from bangor.wire.invite import SECRET_SIZE, Invite
 from bangor.wire.media import derive_media_keys
@@ -195,6 +203,7 @@ async def join_call(
             on_path=lambda path: emit(ev.PathChanged(path)),
             on_problem=lambda message: emit(ev.ErrorEvent(0, message)),
         )
+        engine.members.update(m.session_id for m in joined.members)
         engine.set_max_bitrate(joined.max_bitrate or None)
         engine.recorder = recorder
         call = _Call(
@@ -206,6 +215,8 @@ async def join_call(
             KnownServers.key(invite.host, invite.port),
             {m.session_id: _info(m) for m in joined.members},
         )
+        engine.on_peer_path = call.on_peer_path
+        engine.on_candidates = call.offer_candidates
         crypto.start(((m.session_id, m.user) for m in joined.members), loop.time())
         call.flush()
         await engine.start(invite.host, invite.port)
@@ -388,6 +399,7 @@ class _Call:
         if isinstance(message, msg.MemberJoined):
             member = message.member
             info = self.members[member.session_id] = _info(member)
+            self.engine.members.add(member.session_id)
             crypto.member_joined(member.session_id, member.user, now)
             self.emit(ev.MemberJoined(info))
         elif isinstance(message, msg.MemberLeft):
@@ -437,9 +449,41 @@ class _Call:
             )
         elif isinstance(event, ReportReceived):
             self.engine.on_report(event.session_id, event.loss)
+        elif isinstance(event, CandidatesReceived):
+            self.on_candidates(event)
         elif isinstance(event, PeerProblem):
             member = self._member(event.session_id)
             self.emit(ev.ErrorEvent(0, f"end-to-end problem with {member.nick}: {event.message}"))
+
+    def offer_candidates(self, session_id: int | None = None) -> None:
+        """Send our direct-path key and candidates to one verified member, or to all."""
+        engine = self.engine
+        if engine.settings.relay_only:
+            return
+        candidates = engine.candidates()
+        targets = [session_id] if session_id is not None else list(self.members)
+        for member in targets:
+            if self.crypto.verified(member):
+                key = engine.direct.local_key(member)
+                self.crypto.send_candidates(member, key, candidates)
+        self.flush()
+
+    def on_candidates(self, event: CandidatesReceived) -> None:
+        if self.engine.settings.relay_only or event.session_id not in self.members:
+            return
+        candidates = [Candidate(kind, ip, port) for kind, ip, port in event.candidates]
+        try:
+            self.engine.direct.set_remote(
+                event.session_id, event.key, candidates, self.engine.clock()
+            )
+        except PacketError as exc:
+            member = self._member(event.session_id)
+            self.emit(ev.ErrorEvent(0, f"direct path to {member.nick}: {exc}"))
+
+    def on_peer_path(self, change: PathChanged) -> None:
+        rtt = None if change.rtt is None else round(change.rtt * 1000, 2)
+        nick = self._member(change.session_id).nick
+        self.emit(ev.PathChanged(change.path, change.session_id, rtt, nick))
 
     def on_verified(self, event: MemberVerified) -> None:
         member = self._member(event.session_id, event.user)
@@ -455,6 +499,7 @@ class _Call:
             if result.trust is Trust.CHANGED:
                 self.emit(ev.KeyChanged(member, number, fp))
         self.emit(ev.MemberVerified(member, number, fp, trust))
+        self.offer_candidates(event.session_id)
 
     def stats(self) -> ev.Stats:
         engine = self.engine
@@ -477,6 +522,14 @@ class _Call:
                 "kbps": round(stream.meter.kbps, 1),
                 "speaking": engine.speaking(sender),  # a real frame played in the last 200 ms
             }
+        direct = engine.direct.direct()
+        paths: dict[str, dict[str, Any]] = {}
+        for sid in self.members:
+            peer_rtt = engine.direct.rtt(sid)
+            paths[f"{sid:08x}"] = {
+                "path": "direct" if sid in direct else "relay",
+                "rtt_ms": None if peer_rtt is None else round(peer_rtt * 1000, 2),
+            }
         rtt = engine.stats.rtt if engine.stats.rtt is not None else self.client.rtt
         return ev.Stats(
             rtt_ms=None if rtt is None else round(rtt * 1000, 2),
@@ -492,6 +545,9 @@ class _Call:
                 "fec_loss_pct": engine.plan.expected_loss,
                 "reported_loss": round(engine.adapter.worst_loss(now), 4),
             },
+            paths=paths,
+            direct_sent=engine.stats.direct_sent,
+            direct_received=engine.stats.direct_received,
         )
 
 

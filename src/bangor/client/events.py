@@ -87,9 +87,14 @@ class ChatReceived(Event):
 
 @dataclass(frozen=True)
 class PathChanged(Event):
+    """Where voice goes: ``peer`` None is the path to the server (once UDP works);
+    a member's session id says whether our voice reaches it "direct" or by "relay"."""
+
     kind = "path"
-    path: str  # "relay" until direct paths exist
+    path: str
     peer: int | None = None
+    rtt_ms: float | None = None  # of a direct path, when it came up
+    nick: str = ""  # the member's
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,10 @@ class Stats(Event):
     # What we send now: Opus bitrate, earlier frames repeated per packet, the loss
     # Opus FEC is sized for, and the worst loss a listener reported lately (0..1).
     sending: dict[str, float] | None = None
+    # Per member (session id in hex): "path" direct or relay, "rtt_ms" of the direct path.
+    paths: dict[str, dict[str, Any]] | None = None
+    direct_sent: int = 0  # voice packets sent straight to members
+    direct_received: int = 0
 
 
 @dataclass(frozen=True)
@@ -171,7 +180,10 @@ def describe(event: Event) -> str:
         )
         return f"<{who}> {event.text}"
     if isinstance(event, PathChanged):
-        return f"voice path: {event.path}"
+        if event.peer is None:
+            return f"voice path: {event.path}"
+        rtt = f" ({event.rtt_ms:.1f} ms round trip)" if event.rtt_ms is not None else ""
+        return f"voice path to {event.nick or f'{event.peer:08x}'}: {event.path}{rtt}"
     if isinstance(event, Stats):
         rtt = f"{event.rtt_ms:.1f} ms" if event.rtt_ms is not None else "?"
         return f"stats: rtt {rtt}, sent {event.sent}, received {event.received}"

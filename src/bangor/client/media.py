@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import socket
 import struct
 import time
 from collections import deque
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
+import ifaddr
 import numpy as np
 
 from bangor.audio.adaptation import SendAdapter, SendPlan
@@ -31,10 +34,22 @@ from bangor.audio.mixer import Mixer
 from bangor.audio.vad import VoiceGate
 from bangor.errors import AudioError, PacketError
 from bangor.settings import FRAME_MS, MAX_VOICE_FRAME, ClientSettings
-from bangor.wire.media import HopOpener, HopSealer, MediaKeys, PacketType
-from bangor.wire.voice import MAX_REDUNDANT, PACKET_MODULO, SEQ_MODULO, VoiceFrame, unpack_relayed
+from bangor.wire import stun
+from bangor.wire.direct import DirectPaths, DirectSettings, PathChanged
+from bangor.wire.media import HopOpener, HopSealer, MediaKeys, PacketType, peek_session_id
+from bangor.wire.voice import (
+    MAX_REDUNDANT,
+    PACKET_MODULO,
+    SEQ_MODULO,
+    VoiceFrame,
+    pack_except,
+    unpack_relayed,
+)
 
 TICK = FRAME_MS / 1000
+STUN_RETRY = 0.5  # seconds between STUN requests until the server answers
+STUN_FAST_TRIES = 20  # then ask only now and then (an old server may not answer STUN)
+MAX_HOST_CANDIDATES = 6  # interface addresses offered to members (room for srflx and more)
 MAX_STALL_TICKS = 10  # behind by more than this: reset the schedule instead of bursting
 PLAN_TICKS = 50  # look at the send plan again every second even without reports
 SPEAKING_TICKS = 10  # a speaker whose last real frame played within 200 ms is speaking
@@ -70,6 +85,8 @@ class MediaStats:
     received: int = 0
     dropped: int = 0  # datagrams that failed to open (forged, replayed, malformed)
     undecryptable: int = 0  # voice that failed end to end (no key, forged, replayed)
+    direct_sent: int = 0  # voice packets sent straight to a member (not via the relay)
+    direct_received: int = 0
     rtt: float | None = None
     udp_ok: bool = False
 
@@ -83,6 +100,10 @@ class MediaEngine(asyncio.DatagramProtocol):
     settings: ClientSettings
     crypto: VoiceCrypto
     on_path: Callable[[str], None] = lambda path: None
+    # A member's direct path came up or went down (wire.direct.PathChanged).
+    on_peer_path: Callable[[PathChanged], None] = lambda change: None
+    # Our server-reflexive address became known: offer candidates to the members again.
+    on_candidates: Callable[[], None] = lambda: None
     # A device failed: the message says what happened; the call goes on.
     on_problem: Callable[[str], None] = lambda message: None
     stats: MediaStats = field(default_factory=MediaStats)
@@ -98,6 +119,12 @@ class MediaEngine(asyncio.DatagramProtocol):
     recorder: Sink | None = None
     # The loop's clock once started; reports and plans are timed on it.
     clock: Callable[[], float] = time.monotonic
+    # The other members of the room (session ids), kept by the application: voice goes
+    # through the relay unless every one of them is reached directly.
+    members: set[int] = field(default_factory=set)
+    server_addr: tuple[str, int] = ("", 0)
+    local_addr: tuple[str, int] = ("", 0)
+    srflx: tuple[str, int] | None = None  # our address as the server sees it (STUN)
     _seq: int = 0
     _packet: int = 0
     _ticks: int = 0
@@ -134,13 +161,25 @@ class MediaEngine(asyncio.DatagramProtocol):
             )
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.direct = DirectPaths(self.session_id, DirectSettings())
+        self._stun_txid = stun.new_transaction_id()
+        self._stun_tries = 0
+        self._next_stun = 0.0
 
     # --- asyncio glue -----------------------------------------------------------
 
     async def start(self, host: str, port: int) -> None:
         loop = self._loop = asyncio.get_running_loop()
         self.clock = loop.time
-        await loop.create_datagram_endpoint(lambda: self, remote_addr=(host, port))
+        # One unconnected socket for the relay, STUN and direct paths: the address the
+        # server sees (and tells us by STUN) is then the one members can reach us at.
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        family, _, _, _, sockaddr = infos[0]
+        self.server_addr = (str(sockaddr[0]), int(sockaddr[1]))
+        wildcard = "::" if family == socket.AF_INET6 else "0.0.0.0"
+        await loop.create_datagram_endpoint(lambda: self, local_addr=(wildcard, 0), family=family)
+        assert self.transport is not None
+        self.local_addr = self.transport.get_extra_info("sockname")[:2]
         self.send_keepalive()
         self._tasks = [
             loop.create_task(self._tick_loop()),
@@ -165,7 +204,12 @@ class MediaEngine(asyncio.DatagramProtocol):
 
     def _send(self, ptype: PacketType, payload: bytes) -> None:
         if self.transport is not None:
-            self.transport.sendto(self.sealer.seal(ptype, payload))
+            self.transport.sendto(self.sealer.seal(ptype, payload), self.server_addr)
+
+    def _send_to(self, packets: list[tuple[bytes, tuple[str, int]]]) -> None:
+        if self.transport is not None:
+            for packet, addr in packets:
+                self.transport.sendto(packet, addr)
 
     def send_keepalive(self) -> None:
         self._send(PacketType.KEEPALIVE, _STAMP.pack(time.monotonic_ns()))
@@ -190,7 +234,13 @@ class MediaEngine(asyncio.DatagramProtocol):
     # --- receive ----------------------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if stun.is_stun(data):
+            self._on_stun(data, addr)
+            return
         try:
+            if peek_session_id(data) != self.session_id:
+                self._on_direct(data, addr)
+                return
             header, payload = self.opener.open(data)
             if header.type is PacketType.VOICE:
                 sender, inner = unpack_relayed(payload)
@@ -207,6 +257,9 @@ class MediaEngine(asyncio.DatagramProtocol):
             self.stats.dropped += 1
             return
         self.stats.received += 1
+        self._open_voice(sender, inner)
+
+    def _open_voice(self, sender: int, inner: bytes) -> None:
         try:
             now = self.clock()
             plaintext = self.crypto.open_voice(sender, inner, now)
@@ -215,6 +268,56 @@ class MediaEngine(asyncio.DatagramProtocol):
             return
         if plaintext is not None:  # else held until the sender's key arrives
             self.push(sender, plaintext, now)
+
+    def _on_direct(self, data: bytes, addr: tuple[str, int]) -> None:
+        """A datagram from a member on a direct path (or someone pretending)."""
+        try:
+            voice = self.direct.datagram_received(data, _plain(addr), self.clock())
+        except PacketError:
+            self.stats.dropped += 1
+            return
+        self._flush_direct()
+        if voice is not None:
+            self.stats.direct_received += 1
+            self._open_voice(*voice)
+
+    def _on_stun(self, data: bytes, addr: tuple[str, int]) -> None:
+        if _plain(addr) != self.server_addr:
+            return  # only the server's answer tells us our address
+        try:
+            mapped = stun.parse_binding_success(data, self._stun_txid)
+        except PacketError:
+            self.stats.dropped += 1
+            return
+        if mapped != self.srflx:
+            self.srflx = mapped
+            self.on_candidates()
+
+    def _flush_direct(self) -> None:
+        self._send_to(self.direct.datagrams_to_send())
+        for change in self.direct.events():
+            self.on_peer_path(change)
+
+    def candidates(self) -> list[tuple[str, str, int]]:
+        """Where members may reach us: (kind, ip, port) for host and server-reflexive."""
+        port = self.local_addr[1]
+        found = [("host", ip, port) for ip in host_addresses(socket.AF_INET6 in self._families())]
+        if self.srflx is not None and ("host", *self.srflx) not in found:
+            found.append(("srflx", *self.srflx))
+        return found
+
+    def _families(self) -> set[int]:
+        return {socket.AF_INET6 if ":" in self.server_addr[0] else socket.AF_INET}
+
+    def _discover(self, now: float) -> None:
+        """Ask the server's STUN responder for our address, until it answers (then rarely)."""
+        if now < self._next_stun:
+            return
+        self._stun_tries += 1
+        fast = self.srflx is None and self._stun_tries < STUN_FAST_TRIES
+        self._next_stun = now + (STUN_RETRY if fast else self.settings.keepalive_interval * 10)
+        if self.transport is not None:
+            self.transport.sendto(stun.binding_request(self._stun_txid), self.server_addr)
 
     def push_released(self, sender: int, plaintexts: list[bytes]) -> None:
         """Frames held until their key arrived, oldest first.
@@ -260,6 +363,8 @@ class MediaEngine(asyncio.DatagramProtocol):
         self.streams.pop(sender, None)
         self.volumes.pop(sender, None)
         self.adapter.forget(sender)
+        self.members.discard(sender)
+        self.direct.remove(sender)
 
     def reception_reports(self) -> list[tuple[int, float]]:
         """(sender, loss) of each speaker heard since the last call, for their adapters."""
@@ -305,8 +410,13 @@ class MediaEngine(asyncio.DatagramProtocol):
 
     def tick(self) -> None:
         self._ticks += 1
+        now = self.clock()
         if self._ticks % PLAN_TICKS == 0:
-            self.update_plan(self.clock())  # old reports expire, startup protection ends
+            self.update_plan(now)  # old reports expire, startup protection ends
+        if not self.settings.relay_only:
+            self._discover(now)
+            self.direct.handle_timer(now)
+            self._flush_direct()
         sent = False
         pcm: np.ndarray | None = None
         if not self.source_done:
@@ -368,13 +478,25 @@ class MediaEngine(asyncio.DatagramProtocol):
             while len(frame) > MAX_VOICE_FRAME and copies:
                 copies.pop(0)  # a high bitrate: repeat fewer frames than planned
                 frame = VoiceFrame(seq, opus, self._packet, tuple(copies), depth).serialize()
-            self._send(PacketType.VOICE, self.crypto.seal_voice(frame))
+            self._send_sealed(self.crypto.seal_voice(frame))
             self._packet = (self._packet + 1) % PACKET_MODULO
             history.append((seq, opus))
         self._seq = (self._seq + 1) % SEQ_MODULO
         self.stats.sent += len(frames)
         self.stats.suppressed += 1 - len(frames)
         return bool(frames)
+
+    def _send_sealed(self, sealed: bytes) -> None:
+        """One sealed voice frame: straight to members on direct paths, the rest by relay."""
+        direct = self.direct.direct()
+        if not direct:
+            self._send(PacketType.VOICE, sealed)
+            return
+        for member, addr in direct.items():
+            self._send_to([(self.direct.seal(member, PacketType.VOICE, sealed), addr)])
+        self.stats.direct_sent += len(direct)
+        if not self.members <= direct.keys():
+            self._send(PacketType.VOICE_EXCEPT, pack_except(sorted(direct), sealed))
 
     def _play(self, stream: SenderStream) -> np.ndarray | None:
         item = stream.jitter.pop()
@@ -391,3 +513,25 @@ class MediaEngine(asyncio.DatagramProtocol):
         except AudioError:
             stream.bad_frames += 1
             return stream.decoder.conceal()
+
+
+def _plain(addr: tuple[str, int] | tuple[str, int, int, int]) -> tuple[str, int]:
+    """(ip, port) of a socket address (IPv6 ones carry flow info and scope too)."""
+    return (addr[0], addr[1])
+
+
+def host_addresses(ipv6: bool = False) -> list[str]:
+    """This machine's interface addresses that members could reach (no loopback)."""
+    found: list[str] = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            text = ip.ip if isinstance(ip.ip, str) else ip.ip[0]
+            try:
+                parsed = ipaddress.ip_address(text)
+            except ValueError:
+                continue
+            if parsed.is_loopback or parsed.is_link_local or (parsed.version == 6) != ipv6:
+                continue
+            if text not in found:
+                found.append(text)
+    return found[:MAX_HOST_CANDIDATES]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from bangor.errors import PacketError
 from bangor.settings import ServerSettings
 from bangor.wire.media import HopOpener, HopSealer, MediaKeys, PacketType, peek_session_id
-from bangor.wire.voice import pack_relayed
+from bangor.wire.voice import pack_relayed, unpack_except
 
 Address = tuple[str, int]
 
@@ -101,7 +101,15 @@ class Relay:
             return []
         # Authenticated and fresh: only now may the source address be trusted.
         session.addr = addr
-        if header.type is PacketType.VOICE:
+        if header.type is PacketType.VOICE or header.type is PacketType.VOICE_EXCEPT:
+            skip: frozenset[int] = frozenset()
+            if header.type is PacketType.VOICE_EXCEPT:
+                # The sender reaches these members directly; sending again would double it.
+                try:
+                    skip, payload = unpack_except(payload)
+                except PacketError:
+                    stats.dropped_malformed += 1
+                    return []
             if len(payload) > self.max_payload:
                 stats.dropped_oversize += 1
                 return []
@@ -111,6 +119,8 @@ class Relay:
             out = []
             for member in self._rooms[session.room]:
                 if member is not session and member.addr is not None:
+                    if skip and member.session_id in skip:
+                        continue
                     out.append((member.sealer.seal(PacketType.VOICE, relayed), member.addr))
             stats.forwarded += len(out)
             return out

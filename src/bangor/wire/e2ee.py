@@ -68,6 +68,8 @@ BaseKey = Annotated[bytes, msgspec.Meta(min_length=BASE_KEY_SIZE, max_length=BAS
 ShortText = Annotated[str, msgspec.Meta(max_length=64)]
 ChatText = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CHAT_TEXT)]
 ChatSeq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+DirectKey = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 
 
 # --- what members say to each other (inside pair channels and sealed chat) ----
@@ -104,7 +106,17 @@ class ReceptionReport(msgspec.Struct, frozen=True, tag="rr", tag_field="t"):
     loss_permille: Annotated[int, msgspec.Meta(ge=0, le=1000)]
 
 
-PeerPayload = KeyMessage | ReceptionReport
+class CandidatesMessage(msgspec.Struct, frozen=True, tag="cand", tag_field="t"):
+    """Where the sender may be reached directly, and the key its direct packets use.
+
+    Inside the pair channel, so only this member learns them (``wire.direct``).
+    """
+
+    key: DirectKey
+    candidates: Annotated[list[tuple[ShortText, ShortText, Port]], msgspec.Meta(max_length=16)]
+
+
+PeerPayload = KeyMessage | ReceptionReport | CandidatesMessage
 
 _encoder = msgspec.msgpack.Encoder()
 _hello_decoder = msgspec.msgpack.Decoder(PeerHello)
@@ -181,6 +193,15 @@ class ReportReceived:
     loss: float  # 0..1
 
 
+@dataclass(frozen=True)
+class CandidatesReceived:
+    """A verified member's direct-path key and candidates: (kind, ip, port) each."""
+
+    session_id: int
+    key: bytes
+    candidates: tuple[tuple[str, str, int], ...]
+
+
 E2EEEvent = (
     MemberVerified
     | MemberRejected
@@ -189,6 +210,7 @@ E2EEEvent = (
     | ChatOpened
     | ChatGap
     | ReportReceived
+    | CandidatesReceived
 )
 
 
@@ -394,6 +416,11 @@ class RoomCrypto:
             if isinstance(message, ReceptionReport):
                 self._events.append(ReportReceived(member.session_id, message.loss_permille / 1000))
                 return
+            if isinstance(message, CandidatesMessage):
+                self._events.append(
+                    CandidatesReceived(member.session_id, message.key, tuple(message.candidates))
+                )
+                return
             key = SenderKey(message.generation, message.step, message.base_key)
             released = member.inbound.install(key, member.metadata.__getitem__, now)
         except PeerError as exc:
@@ -407,14 +434,23 @@ class RoomCrypto:
 
     def send_report(self, session_id: int, loss: float) -> None:
         """Tell a verified member how its voice reaches us (dropped if not verified)."""
+        permille = min(max(round(loss * 1000), 0), 1000)
+        self._send_payload(session_id, ReceptionReport(permille))
+
+    def send_candidates(
+        self, session_id: int, key: bytes, candidates: list[tuple[str, str, int]]
+    ) -> None:
+        """Offer a verified member a direct path (dropped if not verified)."""
+        self._send_payload(session_id, CandidatesMessage(key, candidates))
+
+    def _send_payload(self, session_id: int, payload: PeerPayload) -> None:
         member = self._members.get(session_id)
         if member is None or member.rejected or not member.verified:
             return
         channel = member.channel
         if channel is None or not channel.established:
             return
-        permille = min(max(round(loss * 1000), 0), 1000)
-        channel.send(_encoder.encode(ReceptionReport(permille)))
+        channel.send(_encoder.encode(payload))
         self._flush(member)
 
     # --- voice ------------------------------------------------------------------------

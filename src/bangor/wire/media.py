@@ -57,6 +57,12 @@ class PacketType(IntEnum):
     VOICE = 1
     KEEPALIVE = 2
     KEEPALIVE_ACK = 3
+    # Client to server: voice for every other member except those listed (they get it
+    # directly); the payload starts with ``wire.voice.pack_except``'s list.
+    VOICE_EXCEPT = 4
+    # Member to member, on a direct path (``wire.direct``).
+    PROBE = 5
+    PROBE_ACK = 6
 
 
 # Dict lookup is much cheaper than calling the enum on the hot path.

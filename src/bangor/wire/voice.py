@@ -86,3 +86,26 @@ def unpack_relayed(data: bytes) -> tuple[int, bytes]:
         raise PacketError("relayed voice payload too short")
     (sender,) = _SENDER.unpack_from(data)
     return sender, data[_SENDER.size :]
+
+
+# At most this many members may be left out of one relayed packet (a room's size bounds it).
+MAX_EXCEPT = 255
+
+
+def pack_except(skip: list[int], payload: bytes) -> bytes:
+    """A VOICE_EXCEPT payload: how many members to skip, their session ids, the voice."""
+    if len(skip) > MAX_EXCEPT:
+        raise ValueError(f"at most {MAX_EXCEPT} members can be left out")
+    return bytes((len(skip),)) + b"".join(_SENDER.pack(s) for s in skip) + payload
+
+
+def unpack_except(data: bytes) -> tuple[frozenset[int], bytes]:
+    """The members to skip and the voice payload of a VOICE_EXCEPT packet."""
+    if not data:
+        raise PacketError("empty voice-except payload")
+    count = data[0]
+    end = 1 + count * _SENDER.size
+    if len(data) <= end:
+        raise PacketError("voice-except payload too short")
+    skip = frozenset(_SENDER.unpack_from(data, 1 + i * _SENDER.size)[0] for i in range(count))
+    return skip, data[end:]
