@@ -31,6 +31,7 @@ from bangor.errors import (
 )
 from bangor.settings import MAX_CHAT_TEXT, STATS_INTERVAL, ClientSettings
 from bangor.wire import control as msg
+from bangor.wire.direct import Candidate, PathChanged
 from bangor.wire.e2ee import (
     CandidatesReceived,
     ChatGap,
@@ -43,7 +44,6 @@ from bangor.wire.e2ee import (
     RoomCrypto,
     VoiceReleased,
 )
-from bangor.wire.direct import Candidate, PathChanged
 from bangor.wire.identity import identity_fingerprint, safety_number
 from bangor.wire.invite import SECRET_SIZE, Invite
 from bangor.wire.media import derive_media_keys
