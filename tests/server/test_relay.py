@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from bangor.server.relay import Relay
 from bangor.wire.media import HopOpener, HopSealer, MediaKeys, PacketType
-from bangor.wire.voice import unpack_relayed
+from bangor.wire.voice import pack_except, unpack_relayed
 
 A, B, C = ("10.0.0.1", 1000), ("10.0.0.2", 2000), ("10.0.0.3", 3000)
 
@@ -122,3 +122,28 @@ def test_garbage_never_answered(data: bytes) -> None:
     relay = Relay()
     Peer(relay, 1)
     assert relay.datagram_received(data, A) == []
+
+
+def test_voice_except_skips_members_served_directly(
+    room: tuple[Relay, Peer, Peer, Peer],
+) -> None:
+    relay, a, b, c = room
+    packet = a.sealer.seal(PacketType.VOICE_EXCEPT, pack_except([b.session_id], b"frame"))
+    out = relay.datagram_received(packet, A)
+    assert [dest for _, dest in out] == [C]
+    header, payload = c.opener.open(out[0][0])
+    assert header.type is PacketType.VOICE  # listeners see ordinary relayed voice
+    assert unpack_relayed(payload) == (a.session_id, b"frame")
+    everyone = a.sealer.seal(
+        PacketType.VOICE_EXCEPT, pack_except([b.session_id, c.session_id], b"frame")
+    )
+    assert relay.datagram_received(everyone, A) == []
+
+
+def test_malformed_voice_except_is_dropped(room: tuple[Relay, Peer, Peer, Peer]) -> None:
+    relay, a, _, _ = room
+    whole = pack_except([2, 3], b"frame")
+    for size in range(len(whole) - len(b"frame") + 1):
+        packet = a.sealer.seal(PacketType.VOICE_EXCEPT, whole[:size])
+        assert relay.datagram_received(packet, A) == []
+    assert relay.stats.dropped_malformed == len(whole) - len(b"frame") + 1

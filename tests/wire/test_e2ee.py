@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from bangor.errors import PacketError
 from bangor.settings import ClientSettings
 from bangor.wire.e2ee import (
+    CandidatesReceived,
     ChatGap,
     ChatOpened,
     E2EEEvent,
@@ -164,6 +165,29 @@ def test_no_report_goes_to_a_rejected_member() -> None:
     a.send_report(2, 0.1)
     room.pump()
     assert len(room.wire) == before
+
+
+def test_candidates_reach_only_their_member_sealed_and_never_a_rejected_one() -> None:
+    room, _, b, _ = trio()
+    before = len(room.wire)
+    key = bytes(range(32))
+    b.send_candidates(1, key, [("host", "192.168.7.9", 4321), ("srflx", "203.0.113.5", 4321)])
+    room.pump()
+    assert [(sid, to) for sid, to, _ in room.wire[before:]] == [(2, 1)]
+    [event] = room.of(1, CandidatesReceived)
+    assert event == CandidatesReceived(
+        2, key, (("host", "192.168.7.9", 4321), ("srflx", "203.0.113.5", 4321))
+    )
+    assert not room.of(3, CandidatesReceived)
+    # The server relaying the pair channel learns neither the addresses nor the key.
+    assert b"192.168.7.9" not in room.wire[-1][2] and key not in room.wire[-1][2]
+    mallory_room = Room()
+    a = mallory_room.join(1, "alice")
+    mallory_room.join(2, "mallory", secret=bytes(32))
+    before = len(mallory_room.wire)
+    a.send_candidates(2, key, [("host", "192.168.7.9", 4321)])
+    mallory_room.pump()
+    assert len(mallory_room.wire) == before
 
 
 def test_nobody_sends_plaintext_keys_or_names_through_the_server() -> None:
