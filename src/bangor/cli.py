@@ -29,7 +29,13 @@ from bangor.errors import (
     KeyPinError,
     RefusedError,
 )
-from bangor.settings import DEFAULT_PORT, MAX_BITRATE, MIN_BITRATE, ClientSettings
+from bangor.settings import (
+    DEFAULT_PORT,
+    MAX_BITRATE,
+    MIN_BITRATE,
+    ClientSettings,
+    ServerSettings,
+)
 from bangor.wire.voice import MAX_REDUNDANT
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_AUTH, EXIT_INVITE, EXIT_UNREACHABLE = 0, 1, 2, 3, 4, 5
@@ -111,14 +117,18 @@ def read_secret(
 def cmd_serve(args: argparse.Namespace) -> int:
     from bangor.server.app import serve
 
-    if args.open:
-        raise BangorError("--open (accounts-free mode) is not available yet")
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     url = _store_url(args)
+    settings = ServerSettings(open=args.open)
+    if args.open:
+        logging.getLogger("bangor.server").warning(
+            "open mode: no accounts; anyone who reaches this port can create rooms, and an "
+            "invite code is enough to join one"
+        )
     with contextlib.suppress(asyncio.CancelledError):
-        _run(lambda: serve(args.host, args.port, data_dir, url))
+        _run(lambda: serve(args.host, args.port, data_dir, url, settings))
     print("bangor.server: stopped", file=sys.stderr)
     return EXIT_OK
 
@@ -149,12 +159,16 @@ def cmd_room(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     user = _login_user(args)
-    password = read_secret(f"password for {user}: ", env="BANGOR_PASSWORD")
+    login = Login(
+        user,
+        os.environ.get("BANGOR_PASSWORD"),
+        ask_password=lambda: read_secret(f"password for {user}: "),
+    )
     code = _run(
         lambda: create_room(
             host,
             port,
-            Login(user, password),
+            login,
             args.name,
             lambda text: print(f"bangor: {text}", file=sys.stderr),
             args.max_bitrate,
@@ -164,14 +178,8 @@ def cmd_room(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_join(args: argparse.Namespace) -> int:
+def _emitter(args: argparse.Namespace) -> Callable[[Any], None]:
     from bangor.client import events as ev
-    from bangor.client.app import Login, join_call
-    from bangor.wire.invite import Invite
-
-    invite = Invite.parse(args.invite)
-    user = _login_user(args)
-    password = read_secret(f"password for {user}: ", env="BANGOR_PASSWORD", stdin_ok=False)
 
     def emit(event: ev.Event) -> None:
         if args.json:
@@ -181,35 +189,91 @@ def cmd_join(args: argparse.Namespace) -> int:
         elif not isinstance(event, ev.Stats):
             print(ev.describe(event), flush=True)
 
+    return emit
+
+
+def _join_login(args: argparse.Namespace) -> Any:
+    from bangor.client.app import Login
+
+    user = _login_user(args)
+    return Login(
+        user,
+        os.environ.get("BANGOR_PASSWORD"),
+        args.name or "",
+        ask_password=lambda: read_secret(
+            f"password for {user}: ", env="BANGOR_PASSWORD", stdin_ok=False
+        ),
+    )
+
+
+def _client_settings(args: argparse.Namespace) -> ClientSettings:
+    return ClientSettings(
+        vad=args.vad == "on",
+        bitrate=args.bitrate,
+        complexity=args.complexity,
+        fec=args.fec == "on",
+        max_redundancy=args.redundancy,
+        push_to_talk=args.ptt,
+        relay_only=args.relay_only,
+    )
+
+
+def _run_call(args: argparse.Namespace, call: Callable[[], Coroutine[Any, Any, None]]) -> int:
+    """Run a call; with --json a fatal error is also an ``error`` event."""
+    from bangor.client import events as ev
+
     async def main() -> None:
         try:
-            await join_call(
-                invite,
-                Login(user, password, args.name or ""),
-                emit,
-                source_spec=args.input,
-                sink_spec=args.output,
-                record_path=Path(args.record) if args.record else None,
-                duration=args.duration,
-                settings=ClientSettings(
-                    vad=args.vad == "on",
-                    bitrate=args.bitrate,
-                    complexity=args.complexity,
-                    fec=args.fec == "on",
-                    max_redundancy=args.redundancy,
-                    push_to_talk=args.ptt,
-                    relay_only=args.relay_only,
-                ),
-            )
+            await call()
         except BangorError as exc:
             if args.json:
-                emit(ev.ErrorEvent(exit_code_for(exc), str(exc)))
+                _emitter(args)(ev.ErrorEvent(exit_code_for(exc), str(exc)))
             raise
 
     # Ctrl-C / SIGTERM cancel the call; join_call has left the room cleanly by then.
     with contextlib.suppress(asyncio.CancelledError):
         _run(main)
     return EXIT_OK
+
+
+def _join(args: argparse.Namespace, invite: Any) -> Coroutine[Any, Any, None]:
+    from bangor.client.app import join_call
+
+    return join_call(
+        invite,
+        _join_login(args),
+        _emitter(args),
+        source_spec=args.input,
+        sink_spec=args.output,
+        record_path=Path(args.record) if args.record else None,
+        duration=args.duration,
+        settings=_client_settings(args),
+    )
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    from bangor.wire.invite import Invite
+
+    invite = Invite.parse(args.invite)
+    return _run_call(args, lambda: _join(args, invite))
+
+
+def cmd_host(args: argparse.Namespace) -> int:
+    from bangor.client.host import host_call
+
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    return _run_call(
+        args,
+        lambda: host_call(
+            port=args.port,
+            address=args.address,
+            room_name=args.room,
+            owner=_login_user(args),
+            emit=_emitter(args),
+            join=lambda invite: _join(args, invite),
+        ),
+    )
 
 
 def cmd_identity(args: argparse.Namespace) -> int:
@@ -297,7 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--data-dir", metavar="DIR")
     serve.add_argument("--db", metavar="URL")
-    serve.add_argument("--open", action="store_true", help="no accounts (not available yet)")
+    serve.add_argument(
+        "--open", action="store_true", help="no accounts: an invite code is enough to join"
+    )
     serve.set_defaults(func=cmd_serve)
 
     user = sub.add_parser("user", help="manage accounts")
@@ -319,74 +385,97 @@ def build_parser() -> argparse.ArgumentParser:
     )
     room.set_defaults(func=cmd_room)
 
+    def join_options(join: argparse.ArgumentParser) -> None:
+        join.add_argument("--user", metavar="NAME")
+        join.add_argument("--name", metavar="NICK", help="name shown to the others")
+        join.add_argument(
+            "--input",
+            default="default",
+            metavar="SRC",
+            help="default | DEVICE | tone[:HZ] | silence | FILE.wav",
+        )
+        join.add_argument(
+            "--output", default="default", metavar="SINK", help="default | DEVICE | null | FILE.wav"
+        )
+        join.add_argument("--duration", type=float, metavar="SECONDS", help="leave after this long")
+        join.add_argument(
+            "--vad",
+            choices=["on", "off"],
+            default="on",
+            help="voice activity detection: send voice only while speaking (default on)",
+        )
+        join.add_argument(
+            "--bitrate",
+            type=_int_in(MIN_BITRATE, MAX_BITRATE, "bit/s"),
+            default=ClientSettings.bitrate,
+            metavar="BPS",
+            help=f"Opus bitrate in bit/s (default {ClientSettings.bitrate}; the room may cap it)",
+        )
+        join.add_argument(
+            "--complexity",
+            type=_int_in(0, 10, ""),
+            default=ClientSettings.complexity,
+            metavar="0-10",
+            help="Opus encoder effort: lower saves CPU on small machines (default "
+            f"{ClientSettings.complexity})",
+        )
+        join.add_argument(
+            "--fec",
+            choices=["on", "off"],
+            default="on",
+            help="Opus in-band FEC while redundancy is off (default on)",
+        )
+        join.add_argument(
+            "--redundancy",
+            type=_int_in(0, MAX_REDUNDANT, "frames"),
+            default=ClientSettings.max_redundancy,
+            metavar="N",
+            help="repeat up to N earlier frames in each packet while listeners report loss "
+            f"(0 turns it off; default {ClientSettings.max_redundancy})",
+        )
+        join.add_argument(
+            "--record",
+            metavar="FILE.opus",
+            help="record the call (what you hear and what you say) as an Ogg Opus file",
+        )
+        join.add_argument(
+            "--ptt",
+            action="store_true",
+            help="push-to-talk: send voice only after /talk on (a line on stdin) until /talk off",
+        )
+        join.add_argument(
+            "--relay-only",
+            action="store_true",
+            help="never talk to members directly: they do not learn your addresses, and all "
+            "voice goes through the server",
+        )
+        join.add_argument("--headless", action="store_true", help="no terminal UI")
+        join.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
+
     join = sub.add_parser("join", help="join a room by invite code")
     join.add_argument("invite")
-    join.add_argument("--user", metavar="NAME")
-    join.add_argument("--name", metavar="NICK", help="name shown to the others")
-    join.add_argument(
-        "--input",
-        default="default",
-        metavar="SRC",
-        help="default | DEVICE | tone[:HZ] | silence | FILE.wav",
-    )
-    join.add_argument(
-        "--output", default="default", metavar="SINK", help="default | DEVICE | null | FILE.wav"
-    )
-    join.add_argument("--duration", type=float, metavar="SECONDS", help="leave after this long")
-    join.add_argument(
-        "--vad",
-        choices=["on", "off"],
-        default="on",
-        help="voice activity detection: send voice only while speaking (default on)",
-    )
-    join.add_argument(
-        "--bitrate",
-        type=_int_in(MIN_BITRATE, MAX_BITRATE, "bit/s"),
-        default=ClientSettings.bitrate,
-        metavar="BPS",
-        help=f"Opus bitrate in bit/s (default {ClientSettings.bitrate}; the room may cap it)",
-    )
-    join.add_argument(
-        "--complexity",
-        type=_int_in(0, 10, ""),
-        default=ClientSettings.complexity,
-        metavar="0-10",
-        help="Opus encoder effort: lower saves CPU on small machines (default "
-        f"{ClientSettings.complexity})",
-    )
-    join.add_argument(
-        "--fec",
-        choices=["on", "off"],
-        default="on",
-        help="Opus in-band FEC while redundancy is off (default on)",
-    )
-    join.add_argument(
-        "--redundancy",
-        type=_int_in(0, MAX_REDUNDANT, "frames"),
-        default=ClientSettings.max_redundancy,
-        metavar="N",
-        help="repeat up to N earlier frames in each packet while listeners report loss "
-        f"(0 turns it off; default {ClientSettings.max_redundancy})",
-    )
-    join.add_argument(
-        "--record",
-        metavar="FILE.opus",
-        help="record the call (what you hear and what you say) as an Ogg Opus file",
-    )
-    join.add_argument(
-        "--ptt",
-        action="store_true",
-        help="push-to-talk: send voice only after /talk on (a line on stdin) until /talk off",
-    )
-    join.add_argument(
-        "--relay-only",
-        action="store_true",
-        help="never talk to members directly: they do not learn your addresses, and all "
-        "voice goes through the server",
-    )
-    join.add_argument("--headless", action="store_true", help="no terminal UI")
-    join.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
+    join_options(join)
     join.set_defaults(func=cmd_join)
+
+    host = sub.add_parser(
+        "host",
+        help="host a room on this machine (embedded open server) and join it",
+        description="Run a server in open mode in this process, print the invite code "
+        "(with this machine's address) and join the room. Friends join with the code.",
+    )
+    host.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"TCP and UDP port (default {DEFAULT_PORT})"
+    )
+    host.add_argument(
+        "--address",
+        metavar="HOST",
+        help="address friends reach this machine at, put in the invite (default: this "
+        "machine's address on its default route; give your public address or name when "
+        "you forward the port on your router)",
+    )
+    host.add_argument("--room", default="bangor", metavar="NAME", help="room name")
+    join_options(host)
+    host.set_defaults(func=cmd_host)
 
     identity = sub.add_parser("identity", help="show this device's identity fingerprint")
     identity.add_argument("--json", action="store_true", help="fingerprint, public key and path")

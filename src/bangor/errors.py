@@ -25,6 +25,7 @@ class CloseCode(IntEnum):
     INTERNAL = 9
     SHUTDOWN = 10
     TIMEOUT = 11
+    PASSWORD_REQUIRED = 12  # an empty password on a server with accounts (not counted)
 
 
 class BangorError(Exception):
@@ -79,6 +80,10 @@ class KeyPinError(BangorError):
 
 class AuthError(BangorError):
     """Wrong user name or password."""
+
+
+class PasswordRequiredError(AuthError):
+    """The server has accounts and we offered no password (nothing was counted against us)."""
 
 
 class ThrottledError(AuthError):

@@ -278,3 +278,24 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     yield srv
     stop_server(srv)
     assert not any("Traceback" in line for line in srv.stderr.rest(timeout=5))
+
+
+def start_bangor(
+    args: Sequence[str], home: Path, *, prefix: Sequence[str] = (), password: str | None = None
+) -> Client:
+    """Any long-running ``bangor`` command (``host``, say) with its output read as it comes.
+
+    ``password`` None: no BANGOR_PASSWORD at all (open mode needs none).
+    """
+    env = client_env(home, password or "")
+    if password is None:
+        env.pop("BANGOR_PASSWORD")
+    proc = subprocess.Popen(
+        [*prefix, BANGOR, *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    return Client(proc, LineReader(proc.stdout), LineReader(proc.stderr))

@@ -29,8 +29,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.audiocheck import SR, read_wav_48k
-from tests.integration.conftest import BANGOR, Client, ServerProcess, start_server, stop_server
+from tests.audiocheck import SR, make_speech_wav, read_wav_48k
+from tests.integration.conftest import (
+    BANGOR,
+    Client,
+    ServerProcess,
+    start_bangor,
+    start_server,
+    stop_server,
+)
+from tests.integration.test_call import SPEECH, assert_same_speech
 from tests.netns import Namespace, Network, netns_available
 
 pytestmark = pytest.mark.integration
@@ -50,6 +58,7 @@ class Lab:
     alice: Namespace
     bob: Namespace
     carol: Namespace
+    hoster: Namespace
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +86,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         net.run(server_ns, ["iptables", "-A", "OUTPUT", *count])
         for src, dst in (("10.200.1.2", "10.200.2.2"), ("10.200.2.2", "10.200.1.2")):
             net.run(inet, ["iptables", "-A", "FORWARD", "-p", "udp", "-s", src, "-d", dst])
+        hoster = net.namespace("hoster")  # a friend's laptop on the open internet
+        net.attach(hoster, inet, "10.200.4.0/24")
         tmp = tmp_path_factory.mktemp("direct")
         command = tuple(server_ns.cmd(BANGOR))
         server = start_server(tmp, command=command, host=SERVER_IP, port=PORT)
@@ -84,7 +95,15 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             for user in ("alice", "bob", "carol"):
                 server.add_user(user)
             yield Lab(
-                net, server, server_ns, inet, homes[0][0], homes[0][1], homes[1][1], homes[2][1]
+                net,
+                server,
+                server_ns,
+                inet,
+                homes[0][0],
+                homes[0][1],
+                homes[1][1],
+                homes[2][1],
+                hoster,
             )
         finally:
             stop_server(server)
@@ -111,10 +130,12 @@ def join(lab: Lab, ns: Namespace, user: str, invite: str, *args: str) -> Client:
 
 def path_to(client: Client, peer: int, path: str, timeout: float = 20) -> dict[str, object]:
     line = client.stdout.wait_for(
-        lambda line: line.startswith("{")
-        and json.loads(line)["event"] == "path"
-        and json.loads(line)["peer"] == peer
-        and json.loads(line)["path"] == path,
+        lambda line: (
+            line.startswith("{")
+            and json.loads(line)["event"] == "path"
+            and json.loads(line)["peer"] == peer
+            and json.loads(line)["path"] == path
+        ),
         timeout,
     )
     event: dict[str, object] = json.loads(line)
@@ -191,9 +212,9 @@ def test_an_endpoint_dependent_nat_gets_the_relay_and_is_heard(lab: Lab, tmp_pat
     assert paths[f"{carol_id:08x}"]["path"] == "relay"
     assert stats["direct_received"] == 0
     for client, peer in ((alice, carol_id), (carol, alice_id)):
-        assert not [
-            e for e in client.events() if e["event"] == "path" and e.get("peer") == peer
-        ], "no direct path can exist through an endpoint-dependent NAT"
+        assert not [e for e in client.events() if e["event"] == "path" and e.get("peer") == peer], (
+            "no direct path can exist through an endpoint-dependent NAT"
+        )
     assert relayed_voice(lab) - before > 200
     assert tone_chunks(heard, 660).sum() >= 50
 
@@ -259,3 +280,50 @@ def test_relay_only_reveals_no_address_and_uses_the_relay(lab: Lab, tmp_path: Pa
     assert tone_chunks(heard, 440).sum() >= 50
     # Neither sent the other a single datagram: bob's addresses were never offered.
     assert between_homes(lab) == 0
+
+
+def test_a_friend_behind_a_nat_joins_a_host_and_is_heard(lab: Lab, tmp_path: Path) -> None:
+    """`bangor host` on one network, a friend behind a home router in another."""
+    speech = tmp_path / "speech.wav"
+    make_speech_wav(speech, SPEECH)
+    reference = read_wav_48k(speech)
+    seconds = len(reference) / SR
+    heard = tmp_path / "host.wav"
+    hoster = start_bangor(
+        [
+            "host",
+            "--port",
+            str(PORT),
+            "--user",
+            "hoster",
+            "--json",
+            "--input",
+            "silence",
+            *("--output", str(heard), "--duration", str(seconds + 12)),
+        ],
+        tmp_path / "hoster",
+        prefix=lab.hoster.cmd(),
+    )
+    invite = hoster.event("invite")
+    assert invite["host"] == "10.200.4.2"  # its address on its default route
+    code = str(invite["invite"])
+    hoster_id = session_of(hoster)
+    alice = start_bangor(
+        [
+            "join",
+            code,
+            "--user",
+            "alice",
+            "--json",
+            "--input",
+            str(speech),
+            *("--output", "null", "--duration", str(seconds + 1.5)),
+        ],
+        tmp_path / "alice",
+        prefix=lab.alice.cmd(),
+    )
+    path_to(alice, hoster_id, "direct")  # the host is reachable: no relay between them
+    assert alice.wait() == 0, alice.stderr.seen
+    hoster.proc.terminate()
+    assert hoster.wait() == 0, hoster.stderr.seen
+    assert_same_speech(reference, read_wav_48k(heard))

@@ -99,6 +99,7 @@ def test_server_sees_no_chat_text_and_no_opus(
         str(tmp_path / "bob.wav"),
         "--duration",
         str(seconds + 3),
+        "--relay-only",  # all voice through the server, so the tap sees it all
         stdin="",
     )
     bob.event("joined")
@@ -110,6 +111,7 @@ def test_server_sees_no_chat_text_and_no_opus(
         str(speech),
         "--duration",
         str(seconds + 1),
+        "--relay-only",
         stdin=SECRET_CHAT + "\n",
     )
     assert bob.event("chat")["text"] == SECRET_CHAT

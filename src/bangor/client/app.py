@@ -26,6 +26,7 @@ from bangor.errors import (
     BangorError,
     DeviceError,
     PacketError,
+    PasswordRequiredError,
     RefusedError,
     RemoteProtocolError,
 )
@@ -60,9 +61,44 @@ COMMAND_HELP = (
 
 @dataclass(frozen=True)
 class Login:
+    """Who logs in. ``password`` None: ask ``ask_password`` if the server wants one
+    (a server in open mode wants none)."""
+
     user: str
-    password: str
+    password: str | None
     nick: str = ""
+    ask_password: Callable[[], str] | None = None
+
+
+async def connect_and_login(
+    host: str,
+    port: int,
+    login: Login,
+    settings: ClientSettings | None = None,
+    check: Callable[[ControlClient], None] = lambda client: None,
+) -> tuple[ControlClient, msg.Welcome]:
+    """A logged-in control session; ``check`` vets the server before any password goes out.
+
+    Without a password we first offer none: a server in open mode lets us in, one with
+    accounts answers PASSWORD_REQUIRED (without counting a failure) and we ask for it.
+    """
+    password = login.password
+    while True:
+        client = await ControlClient.connect(host, port, settings)
+        try:
+            check(client)
+            client.start()
+            welcome = await client.login(login.user, password or "", login.nick)
+        except PasswordRequiredError:
+            await client.leave()
+            if password is not None or login.ask_password is None:
+                raise
+            password = await asyncio.to_thread(login.ask_password)
+            continue
+        except BaseException:
+            await client.leave()
+            raise
+        return client, welcome
 
 
 def parse_server(text: str, default_port: int) -> tuple[str, int]:
@@ -97,12 +133,13 @@ async def create_room(
 
     ``max_bitrate``: the Opus bit/s each member may send at most (None: no cap).
     """
-    client = await ControlClient.connect(host, port)
-    try:
+
+    def pin(client: ControlClient) -> None:
         if KnownServers.default().check(host, port, client.server_fingerprint):
             warn(f"first connection to {host}:{port}; trusting its key from now on")
-        client.start()
-        await client.login(login.user, login.password, login.nick)
+
+    client, _ = await connect_and_login(host, port, login, check=pin)
+    try:
         created = await client.create_room(name, max_bitrate or 0)
     finally:
         await client.leave()
@@ -171,11 +208,14 @@ async def join_call(
     call: _Call | None = None
     reason = "left the room"
     try:
-        client = await ControlClient.connect(invite.host, invite.port, settings)
-        client.verify_fingerprint(invite.fingerprint)
-        KnownServers.default().remember(invite.host, invite.port, invite.fingerprint)
-        client.start()
-        welcome = await client.login(login.user, login.password, login.nick)
+
+        def pin(client: ControlClient) -> None:
+            client.verify_fingerprint(invite.fingerprint)
+            KnownServers.default().remember(invite.host, invite.port, invite.fingerprint)
+
+        client, welcome = await connect_and_login(
+            invite.host, invite.port, login, settings, check=pin
+        )
         joined = await client.join_room(invite.room_id.hex())
         if joined.you.user != login.user:
             # Members check each other's names against the server's word; a server

@@ -20,6 +20,7 @@ from bangor.errors import (
     CloseCode,
     ConnectError,
     KeyPinError,
+    PasswordRequiredError,
     ProtocolError,
     RefusedError,
     ThrottledError,
@@ -43,6 +44,8 @@ def refusal(error: msg.Error) -> BangorError:
     """Turn a server Error into the exception the CLI maps to an exit code."""
     if error.code == CloseCode.AUTH_FAILED:
         return AuthError(error.message)
+    if error.code == CloseCode.PASSWORD_REQUIRED:
+        return PasswordRequiredError(error.message)
     if error.code == CloseCode.THROTTLED:
         return ThrottledError(error.message, 0.0)
     return RefusedError(error.code, error.message)

@@ -98,6 +98,16 @@ class PathChanged(Event):
 
 
 @dataclass(frozen=True)
+class InviteReady(Event):
+    """``bangor host``: the invite code friends join with (the host's address in it)."""
+
+    kind = "invite"
+    invite: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
 class Stats(Event):
     kind = "stats"
     rtt_ms: float | None
@@ -179,6 +189,8 @@ def describe(event: Event) -> str:
             else (f"{event.nick} ({event.user})")
         )
         return f"<{who}> {event.text}"
+    if isinstance(event, InviteReady):
+        return event.invite
     if isinstance(event, PathChanged):
         if event.peer is None:
             return f"voice path: {event.path}"

@@ -25,6 +25,7 @@ from bangor.errors import (
     LimitError,
     LocalProtocolError,
     NotFoundError,
+    PasswordRequiredError,
     ProtocolError,
     RemoteProtocolError,
     StoreError,
@@ -33,7 +34,7 @@ from bangor.errors import (
 from bangor.keyfile import load_or_create_key
 from bangor.server.relay import Address, Relay
 from bangor.server.rooms import RoomRegistry
-from bangor.server.store import Store
+from bangor.server.store import Store, check_user_name
 from bangor.settings import PROTOCOL_VERSION, ServerSettings
 from bangor.wire import control as msg
 from bangor.wire.media import MEDIA_SECRET_SIZE, MediaKeys, derive_media_keys
@@ -212,16 +213,17 @@ class Connection:
             )
             raise SessionClosed
         try:
-            self.user_id = await self.server.store.authenticate(
-                hello.user, hello.password, time.time()
-            )
+            self.user_id = await self.login(hello)
+        except PasswordRequiredError as exc:
+            self.fail(CloseCode.PASSWORD_REQUIRED, str(exc), ref=HELLO)
+            raise SessionClosed from None
         except ThrottledError as exc:
             log.info("login throttled for %r from %s", hello.user, self.peer)
             self.fail(CloseCode.THROTTLED, str(exc), ref=HELLO)
             raise SessionClosed from None
-        except AuthError:
+        except AuthError as exc:
             log.info("login failed for %r from %s", hello.user, self.peer)
-            self.fail(CloseCode.AUTH_FAILED, "wrong user name or password", ref=HELLO)
+            self.fail(CloseCode.AUTH_FAILED, str(exc), ref=HELLO)
             raise SessionClosed from None
         if self.closing:  # the client hung up while the password was being checked
             raise SessionClosed
@@ -234,6 +236,20 @@ class Connection:
         self.session_id = self.server.register(self, derive_media_keys(media_secret))
         log.info("session %08x: %s logged in from %s", self.session_id, self.user, self.peer)
         self.send(msg.Welcome(self.session_id, self.user, __version__, media_secret))
+
+    async def login(self, hello: msg.Hello) -> int:
+        """The user id ``hello`` logs in as; AuthError (or a subclass) if it may not."""
+        store = self.server.store
+        if self.server.settings.open:
+            try:
+                check_user_name(hello.user, self.server.settings.max_user_name)
+            except StoreError as exc:
+                raise AuthError(str(exc)) from None
+            return await store.open_user(hello.user)  # any name, no password
+        if not hello.password:
+            # Asked before a password is typed; not counted as a failed login.
+            raise PasswordRequiredError("this server needs a password")
+        return await store.authenticate(hello.user, hello.password, time.time())
 
     async def on_create(self, create: msg.CreateRoom) -> None:
         assert self.user_id is not None
@@ -448,9 +464,11 @@ async def open_server(
     return Server(store, key, settings)
 
 
-async def serve(host: str, port: int, data_dir: Path, db_url: str) -> None:
+async def serve(
+    host: str, port: int, data_dir: Path, db_url: str, settings: ServerSettings | None = None
+) -> None:
     """Run until cancelled; logs the ready line the command-line contract promises."""
-    server = await open_server(data_dir, db_url)
+    server = await open_server(data_dir, db_url, settings)
     try:
         await server.start(host, port)
     except OSError as exc:

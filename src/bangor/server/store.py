@@ -311,6 +311,27 @@ class Store:
             assert key is not None
             return int(key[0])
 
+    async def open_user(self, name: str) -> int:
+        """The id of ``name`` for a server in open mode, made on first use.
+
+        Open mode has no passwords; the row exists so rooms have an owner (and the
+        per-user room limit holds). Its password is random and forgotten, so the name
+        cannot log in should the server later run with accounts.
+        """
+        check_user_name(name, self.settings.max_user_name)
+        for _attempt in range(2):
+            async with _db_errors(), self.engine.connect() as conn:
+                found = (
+                    await conn.execute(sa.select(users.c.id).where(users.c.name == name))
+                ).scalar_one_or_none()
+            if found is not None:
+                return int(found)
+            try:
+                return await self.add_user(name, secrets.token_urlsafe(32))
+            except AlreadyExistsError:
+                continue  # made by a concurrent login a moment ago
+        raise StoreError(f"cannot make open-mode user {name}")
+
     async def remove_user(self, name: str) -> None:
         """Delete an account and (by cascade) the rooms it owns."""
         async with _db_errors(), self.engine.begin() as conn:
