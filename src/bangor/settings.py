@@ -7,11 +7,15 @@ from dataclasses import dataclass
 DEFAULT_PORT = 7600
 PROTOCOL_VERSION = 1
 
-# Audio format on the wire: Opus, 48 kHz mono, 20 ms frames.
+# Audio format on the wire: Opus, 48 kHz mono. Each sender picks its frame duration
+# (--frame-ms); receivers read it from each packet. FRAME_MS is the default.
 SAMPLE_RATE = 48_000
 CHANNELS = 1
 FRAME_MS = 20
 FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000  # 960
+# Frame durations a client may send (and tick at): 10 ms for less delay, 40 ms for
+# less CPU and half the packets (and their header overhead).
+FRAME_MS_CHOICES = (10, 20, 40)
 # The bitrates Opus accepts, bit/s (a client's --bitrate, a room's cap).
 MIN_BITRATE = 6_000
 MAX_BITRATE = 510_000
