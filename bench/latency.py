@@ -86,11 +86,11 @@ def child(role: str, invite_text: str, user: str) -> None:
             self.quiet = not len(loud)
 
     if role == "speaker":
-        app.open_source = lambda spec: ClickSource()  # type: ignore[assignment]
-        app.open_sink = lambda spec: NullSink()  # type: ignore[assignment]
+        app.open_source = lambda spec, samples: ClickSource()  # type: ignore[assignment]
+        app.open_sink = lambda spec, samples: NullSink()  # type: ignore[assignment]
     else:
-        app.open_source = lambda spec: SilenceSource()  # type: ignore[assignment]
-        app.open_sink = lambda spec: DetectSink()  # type: ignore[assignment]
+        app.open_source = lambda spec, samples: SilenceSource()  # type: ignore[assignment]
+        app.open_sink = lambda spec, samples: DetectSink()  # type: ignore[assignment]
 
     def emit(event: object) -> None:
         kind = getattr(event, "kind", "")

@@ -29,7 +29,13 @@ from bangor.errors import (
     KeyPinError,
     RefusedError,
 )
-from bangor.settings import DEFAULT_PORT, MAX_BITRATE, MIN_BITRATE, ClientSettings
+from bangor.settings import (
+    DEFAULT_PORT,
+    FRAME_MS_CHOICES,
+    MAX_BITRATE,
+    MIN_BITRATE,
+    ClientSettings,
+)
 from bangor.wire.voice import MAX_REDUNDANT
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_AUTH, EXIT_INVITE, EXIT_UNREACHABLE = 0, 1, 2, 3, 4, 5
@@ -198,6 +204,7 @@ def cmd_join(args: argparse.Namespace) -> int:
                     fec=args.fec == "on",
                     max_redundancy=args.redundancy,
                     push_to_talk=args.ptt,
+                    frame_ms=args.frame_ms,
                 ),
             )
         except BangorError as exc:
@@ -266,6 +273,22 @@ def _int_in(low: int, high: int, unit: str) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"must be {low}..{high} {unit}".rstrip())
+        return value
+
+    return parse
+
+
+def _choice_of(choices: tuple[int, ...], unit: str) -> Callable[[str], int]:
+    """An argparse type: one of a few integers (a usage error otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if value not in choices:
+            listed = ", ".join(str(c) for c in choices)
+            raise argparse.ArgumentTypeError(f"must be one of {listed} {unit}, not {text!r}")
         return value
 
     return parse
@@ -366,6 +389,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="repeat up to N earlier frames in each packet while listeners report loss "
         f"(0 turns it off; default {ClientSettings.max_redundancy})",
+    )
+    join.add_argument(
+        "--frame-ms",
+        type=_choice_of(FRAME_MS_CHOICES, "ms"),
+        default=ClientSettings.frame_ms,
+        metavar="MS",
+        help="Opus frame duration we send: 10 (least delay), 20 or 40 (least CPU and "
+        f"packets; default {ClientSettings.frame_ms}); others may choose differently",
     )
     join.add_argument(
         "--record",
