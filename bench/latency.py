@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from procfs import HOST, free_port
 
 CLICK_EVERY = 25  # frames: one click per 0.5 s
