@@ -7,7 +7,8 @@ temporary directory:
    for the ``listening on`` line on its stderr;
 2. N accounts (``bangor user add``) and one room (``bangor room create``);
 3. N real ``bangor join --json --headless --input tone:HZ --output null`` clients, every
-   one with its own tone, so all N talk at once: each encodes and sends 50 frames/s and
+   one with its own tone, so all N talk at once: each encodes and sends 50 frames/s (20 ms
+   frames; 100 or 25 with ``--frame-ms 10`` or ``40``) and
    receives, decodes and mixes the N-1 others (the null sink still gets the mix). With
    ``--speakers K`` only the first K talk; the others send silence, which voice activity
    detection keeps off the wire (keepalives only), and the measured client is the last.
@@ -68,7 +69,7 @@ START_TIMEOUT = 30.0  # server ready line; each client's `joined` event
 COMMAND_TIMEOUT = 60.0  # `user add`, `room create`
 STOP_TIMEOUT = 10.0  # SIGTERM to exit, before SIGKILL
 SAMPLE_PERIOD = 0.5  # seconds between RSS samples
-FRAMES_PER_SECOND = 50  # 20 ms voice frames
+DEFAULT_FRAME_MS = 20  # the clients' Opus frame duration unless --frame-ms says otherwise
 MAX_MEMBERS = 16  # the server's room limit
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -240,6 +241,7 @@ class Options:
     warmup: float
     bangor: str
     speakers: int | None = None  # None: every member talks
+    frame_ms: int | None = None  # None: the clients' default (20 ms)
 
 
 @dataclass
@@ -262,6 +264,7 @@ class Result:
     host_busy_cores: float  # every process on the machine
     call_cores: float  # the server and all clients
     steal_percent: float
+    frames_per_second: int = 1000 // DEFAULT_FRAME_MS  # each speaker's, as it ticks
 
 
 def heard_rate(client: Process, start: float, end: float) -> float | None:
@@ -317,6 +320,7 @@ def measure(opts: Options, n: int, tmp: Path, procs: Processes) -> Result:
     # A backstop: the clients leave by themselves should this script be killed outright.
     lifetime = opts.warmup + opts.seconds + START_TIMEOUT + 60
     speakers = n if opts.speakers is None else min(opts.speakers, n)
+    frames = [] if opts.frame_ms is None else ["--frame-ms", str(opts.frame_ms)]
     clients = [
         procs.start(
             user,
@@ -335,6 +339,7 @@ def measure(opts: Options, n: int, tmp: Path, procs: Processes) -> Result:
                 "--duration",
                 str(lifetime),
                 *(gate if i < speakers else []),  # the silent ones send no voice
+                *frames,
             ],
             client_env(homes[user]),
             stdout=True,
@@ -395,6 +400,7 @@ def measure(opts: Options, n: int, tmp: Path, procs: Processes) -> Result:
         host_busy_cores=cpus - (host1.idle - host0.idle) / elapsed,
         call_cores=sum(cpu_percent(pid) for pid in pids) / 100,
         steal_percent=100 * (host1.steal - host0.steal) / elapsed / cpus,
+        frames_per_second=1000 // (opts.frame_ms or DEFAULT_FRAME_MS),
     )
 
 
@@ -433,7 +439,7 @@ def row(r: Result) -> tuple[str, ...]:
         f"{r.client.rss_avg_mib:.1f} / {r.client.rss_peak_mib:.1f}",
         f"{r.server.cpu_percent:.1f}",
         f"{r.server.rss_avg_mib:.1f} / {r.server.rss_peak_mib:.1f}",
-        f"{heard} ({min(r.speakers, r.members - 1) * FRAMES_PER_SECOND})",
+        f"{heard} ({min(r.speakers, r.members - 1) * r.frames_per_second})",
         f"{r.host_busy_cores:.2f} of {os.cpu_count()} ({r.call_cores:.2f})",
         f"{r.steal_percent:.1f}",
     )
@@ -491,6 +497,14 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         "detection keeps off the wire); the measured client is the last member",
     )
     parser.add_argument(
+        "--frame-ms",
+        type=int,
+        choices=[10, 20, 40],
+        metavar="MS",
+        help="every client sends (and ticks at) Opus frames of MS ms: 10, 20 or 40 "
+        "(default: the clients' own, 20; needs a version with join --frame-ms)",
+    )
+    parser.add_argument(
         "--bangor",
         default=BANGOR,
         metavar="PATH",
@@ -503,7 +517,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         parser.error("--seconds must be 1..600 and --warmup 0..120")
     if not os.access(args.bangor, os.X_OK):
         parser.error(f"--bangor {args.bangor}: not an executable")
-    return Options(args.members, args.seconds, args.warmup, args.bangor, args.speakers)
+    return Options(
+        args.members, args.seconds, args.warmup, args.bangor, args.speakers, args.frame_ms
+    )
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:

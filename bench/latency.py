@@ -15,9 +15,14 @@ what sound cards add (their period and buffer, typically 5-20 ms each way). Voic
 activity detection is off (a click is not speech); everything else is as the client
 ships it, on a clean network (no redundancy, so the jitter buffer is at its lowest).
 
+With ``--frame-ms`` both clients send and tick in frames of that duration. The
+source hands over a whole frame at once, so the capture side's framing (a sound card's
+frame is complete only ``frame_ms`` after its first sample) is not in the figure: add
+one frame duration for that.
+
 Run::
 
-    .venv/bin/python bench/latency.py [--seconds 30]
+    .venv/bin/python bench/latency.py [--seconds 30] [--frame-ms 10|20|40]
 """
 
 from __future__ import annotations
@@ -35,10 +40,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from procfs import HOST, free_port
 
-CLICK_EVERY = 25  # frames: one click per 0.5 s
+CLICK_EVERY_MS = 500  # one click per 0.5 s
 CLICK_SAMPLES = 96  # 2 ms
 THRESHOLD = 3000  # int16 level that counts as the click coming out
 PASSWORD = "latency bench password"
@@ -48,11 +52,15 @@ BANGOR = str(Path(sys.executable).parent / "bangor")
 # --- in the client processes -------------------------------------------------------
 
 
-def child(role: str, invite_text: str, user: str) -> None:
+def child(role: str, invite_text: str, user: str, frame_ms: int) -> None:
     from bangor.audio.devices import NullSink, SilenceSource
     from bangor.client import app
-    from bangor.settings import FRAME_SAMPLES, ClientSettings
+    from bangor.settings import ClientSettings
     from bangor.wire.invite import Invite
+
+    settings = ClientSettings(vad=False, frame_ms=frame_ms)
+    samples = settings.frame_samples
+    click_every = CLICK_EVERY_MS // frame_ms
 
     def note(**fields: float) -> None:
         print(json.dumps(fields), flush=True)
@@ -61,15 +69,15 @@ def child(role: str, invite_text: str, user: str) -> None:
         def __init__(self) -> None:
             self.frames = 0
             t = np.arange(CLICK_SAMPLES) / 48000
-            self.click = np.zeros(FRAME_SAMPLES, np.int16)
+            self.click = np.zeros(samples, np.int16)
             self.click[:CLICK_SAMPLES] = (20000 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)
 
         def read(self) -> np.ndarray:
             self.frames += 1
-            if self.frames % CLICK_EVERY == 0:
+            if self.frames % click_every == 0:
                 note(sent=time.monotonic())
                 return self.click.copy()
-            return np.zeros(FRAME_SAMPLES, np.int16)
+            return np.zeros(samples, np.int16)
 
         def close(self) -> None:
             pass
@@ -86,11 +94,11 @@ def child(role: str, invite_text: str, user: str) -> None:
             self.quiet = not len(loud)
 
     if role == "speaker":
-        app.open_source = lambda spec: ClickSource()  # type: ignore[assignment]
-        app.open_sink = lambda spec: NullSink()  # type: ignore[assignment]
+        app.open_source = lambda spec, samples: ClickSource()  # type: ignore[assignment]
+        app.open_sink = lambda spec, samples: NullSink(samples)  # type: ignore[assignment]
     else:
-        app.open_source = lambda spec: SilenceSource()  # type: ignore[assignment]
-        app.open_sink = lambda spec: DetectSink()  # type: ignore[assignment]
+        app.open_source = lambda spec, samples: SilenceSource(samples)  # type: ignore[assignment]
+        app.open_sink = lambda spec, samples: DetectSink()  # type: ignore[assignment]
 
     def emit(event: object) -> None:
         kind = getattr(event, "kind", "")
@@ -103,7 +111,7 @@ def child(role: str, invite_text: str, user: str) -> None:
             app.Login(user, PASSWORD),
             emit,
             read_stdin=False,
-            settings=ClientSettings(vad=False),
+            settings=settings,
             duration=None,
         )
     )
@@ -145,9 +153,10 @@ def main() -> None:
     parser.add_argument("--child", choices=["speaker", "listener"])
     parser.add_argument("--invite")
     parser.add_argument("--user")
+    parser.add_argument("--frame-ms", type=int, choices=[10, 20, 40], default=20)
     opts = parser.parse_args()
     if opts.child:
-        child(opts.child, opts.invite, opts.user)
+        child(opts.child, opts.invite, opts.user, opts.frame_ms)
         return
     with tempfile.TemporaryDirectory() as tmp_text:
         tmp = Path(tmp_text)
@@ -176,7 +185,7 @@ def main() -> None:
                 child_env = dict(env, BANGOR_HOME=str(tmp / role))
                 proc = subprocess.Popen(
                     [sys.executable, __file__, "--child", role, "--invite", invite, "--user",
-                     role],
+                     role, "--frame-ms", str(opts.frame_ms)],
                     stdout=subprocess.PIPE,
                     text=True,
                     env=child_env,
@@ -203,8 +212,8 @@ def main() -> None:
         raise SystemExit(f"too few clicks came through: {len(latencies)} of {len(sent)}")
     latencies.sort()
     p95 = latencies[min(len(latencies) - 1, round(0.95 * len(latencies)))]
-    print(f"mouth-to-ear software latency on loopback, {len(latencies)} clicks "
-          f"({len(sent)} sent)")
+    print(f"mouth-to-ear software latency on loopback, {opts.frame_ms} ms frames, "
+          f"{len(latencies)} clicks ({len(sent)} sent)")
     print(f"p50 {statistics.median(latencies):.1f} ms, p95 {p95:.1f} ms, "
           f"min {latencies[0]:.1f} ms, max {latencies[-1]:.1f} ms")
 

@@ -31,6 +31,7 @@ from bangor.errors import (
 )
 from bangor.settings import (
     DEFAULT_PORT,
+    FRAME_MS_CHOICES,
     MAX_BITRATE,
     MIN_BITRATE,
     ClientSettings,
@@ -215,6 +216,7 @@ def _client_settings(args: argparse.Namespace) -> ClientSettings:
         max_redundancy=args.redundancy,
         push_to_talk=args.ptt,
         relay_only=args.relay_only,
+        frame_ms=args.frame_ms,
     )
 
 
@@ -336,6 +338,22 @@ def _int_in(low: int, high: int, unit: str) -> Callable[[str], int]:
     return parse
 
 
+def _choice_of(choices: tuple[int, ...], unit: str) -> Callable[[str], int]:
+    """An argparse type: one of a few integers (a usage error otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if value not in choices:
+            listed = ", ".join(str(c) for c in choices)
+            raise argparse.ArgumentTypeError(f"must be one of {listed} {unit}, not {text!r}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bangor", description="Secure, low-latency voice and text chat."
@@ -432,6 +450,14 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="N",
             help="repeat up to N earlier frames in each packet while listeners report loss "
             f"(0 turns it off; default {ClientSettings.max_redundancy})",
+        )
+        join.add_argument(
+            "--frame-ms",
+            type=_choice_of(FRAME_MS_CHOICES, "ms"),
+            default=ClientSettings.frame_ms,
+            metavar="MS",
+            help="Opus frame duration we send: 10 (least delay), 20 or 40 (least CPU and "
+            f"packets; default {ClientSettings.frame_ms}); others may choose differently",
         )
         join.add_argument(
             "--record",

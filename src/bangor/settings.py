@@ -7,11 +7,15 @@ from dataclasses import dataclass
 DEFAULT_PORT = 7600
 PROTOCOL_VERSION = 1
 
-# Audio format on the wire: Opus, 48 kHz mono, 20 ms frames.
+# Audio format on the wire: Opus, 48 kHz mono. Each sender picks its frame duration
+# (--frame-ms); receivers read it from each packet. FRAME_MS is the default.
 SAMPLE_RATE = 48_000
 CHANNELS = 1
 FRAME_MS = 20
 FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000  # 960
+# Frame durations a client may send (and tick at): 10 ms for less delay, 40 ms for
+# less CPU and half the packets (and their header overhead).
+FRAME_MS_CHOICES = (10, 20, 40)
 # The bitrates Opus accepts, bit/s (a client's --bitrate, a room's cap).
 MIN_BITRATE = 6_000
 MAX_BITRATE = 510_000
@@ -67,8 +71,12 @@ class ClientSettings:
     dead_after: float = 6.0  # no answer on the control channel for this long: server is dead
     keepalive_interval: float = 2.0  # UDP keepalive to keep NAT bindings and the relay address
     connect_timeout: float = 5.0
-    jitter_target_frames: int = 3  # 60 ms
-    jitter_max_frames: int = 25  # 500 ms
+    # Opus frame duration we send and tick at (FRAME_MS_CHOICES): 10 ms cuts capture
+    # and play-out delay, 40 ms halves the packets and the CPU per second.
+    frame_ms: int = FRAME_MS
+    # Jitter buffer depths, turned into each sender's frames (3 and 25 of 20 ms).
+    jitter_target_ms: int = 60
+    jitter_max_ms: int = 500
     bitrate: int = 40_000  # at 32k in-band FEC costs PESQ 0.3-0.4 on clean speech
     complexity: int = 9  # Opus encoder effort 0..10; lower saves CPU on a small machine
     fec: bool = True  # Opus in-band FEC, sized to reported loss while redundancy is off
@@ -95,8 +103,18 @@ class ClientSettings:
     # Voice activity detection: send voice only while speaking (keepalives go on regardless).
     vad: bool = True
     vad_aggressiveness: int = 2  # WebRTC VAD mode: 0 lets most through .. 3 strictest
-    vad_hangover_frames: int = 15  # keep sending 300 ms after speech so word endings survive
-    vad_preroll_frames: int = 2  # frames held back while silent, sent at a word's onset
+    vad_hangover_ms: int = 300  # keep sending after speech so word endings survive
+    vad_preroll_ms: int = 40  # audio held back while silent, sent at a word's onset
+
+    def __post_init__(self) -> None:
+        if self.frame_ms not in FRAME_MS_CHOICES:
+            choices = ", ".join(str(ms) for ms in FRAME_MS_CHOICES)
+            raise ValueError(f"frame_ms must be one of {choices}, got {self.frame_ms}")
+
+    @property
+    def frame_samples(self) -> int:
+        """Samples in one of our frames (and ticks)."""
+        return SAMPLE_RATE * self.frame_ms // 1000
 
 
 STATS_INTERVAL = 5.0  # seconds between `stats` events of a joined client

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bangor.audio import codec
-from bangor.audio.codec import OpusDecoder, OpusEncoder
+from bangor.audio.codec import OpusDecoder, OpusEncoder, packet_samples
 from bangor.errors import AudioError, CodecUnavailableError
 from bangor.settings import FRAME_SAMPLES, SAMPLE_RATE
 from tests.audiocheck import align, make_speech_wav, pesq_wb, read_wav_48k
@@ -172,7 +172,6 @@ def test_encoder_rejects_bad_settings(bitrate: int, complexity: int, loss: int) 
         (b"", "empty"),
         (b"\xff", "corrupt"),
         (b"\xff\xff\xff", "corrupt"),
-        (b"\x00\x00\x00", "480 samples"),  # a valid 10 ms SILK packet: not our framing
     ],
 )
 def test_decode_rejects_corrupt_packets(packet: bytes, reason: str) -> None:
@@ -191,8 +190,77 @@ def test_decode_garbage_never_crashes(packet: bytes) -> None:
         out = OpusDecoder().decode(packet)
     except AudioError:
         return
-    assert out.shape == (FRAME_SAMPLES,)
+    # Whatever it holds, the TOC byte said so: the receiver sizes its buffer from it.
+    assert out.shape == (packet_samples(packet),)
     assert out.dtype == np.int16
+
+
+@pytest.mark.parametrize("frame_ms", [10, 20, 40])
+@pytest.mark.parametrize("bitrate", [8_000, 40_000, 128_000])
+def test_each_frame_size_round_trips_and_its_toc_says_its_duration(
+    frame_ms: int, bitrate: int
+) -> None:
+    samples = SAMPLE_RATE * frame_ms // 1000
+    encoder, decoder = OpusEncoder(bitrate=bitrate, frame_ms=frame_ms), OpusDecoder()
+    pcm = tone(700, 40)
+    out = []
+    for i in range(0, len(pcm), samples):
+        packet = encoder.encode(pcm[i : i + samples])
+        # At 40 ms CELT (high bitrates) packs two 20 ms frames: code 1-3 packets.
+        assert packet_samples(packet) == samples
+        out.append(decoder.decode(packet))
+    decoded = np.concatenate(out).astype(float)
+    assert len(decoded) == len(pcm)
+    steady = decoded[10 * FRAME_SAMPLES :]
+    assert abs(peak_hz(steady) - 700) < 20
+    assert np.sqrt(np.mean(steady**2)) > 0.5 * np.sqrt(np.mean(pcm.astype(float) ** 2))
+
+
+@pytest.mark.parametrize("frame_ms", [10, 40])
+def test_concealment_and_fec_make_the_lost_frames_duration(frame_ms: int) -> None:
+    samples = SAMPLE_RATE * frame_ms // 1000
+    encoder, decoder = OpusEncoder(frame_ms=frame_ms, expected_loss=20), OpusDecoder()
+    pcm = tone(600, 20)
+    packets = [encoder.encode(pcm[i : i + samples]) for i in range(0, len(pcm), samples)]
+    for packet in packets[:-2]:
+        decoder.decode(packet)
+    for hidden in (decoder.conceal(samples), decoder.decode_fec(packets[-1], samples)):
+        assert hidden.shape == (samples,)
+        assert abs(peak_hz(hidden) - 600) < 60
+
+
+@pytest.mark.parametrize(
+    ("packet", "samples"),
+    [
+        (bytes([0 << 3 | 0]), 480),  # SILK NB 10 ms, one frame
+        (bytes([2 << 3 | 0]), 1920),  # SILK NB 40 ms
+        (bytes([3 << 3 | 1]), 5760),  # SILK 60 ms, two frames: 120 ms
+        (bytes([13 << 3 | 0]), 960),  # hybrid FB 20 ms
+        (bytes([16 << 3 | 2, 0]), 240),  # CELT 2.5 ms, two frames
+        (bytes([31 << 3 | 3, 2]), 1920),  # CELT 20 ms, code 3 with two frames
+    ],
+)
+def test_packet_samples_reads_the_toc(packet: bytes, samples: int) -> None:
+    assert packet_samples(packet) == samples
+
+
+@pytest.mark.parametrize(
+    "packet", [b"", bytes([31 << 3 | 3]), bytes([31 << 3 | 3, 0]), bytes([31 << 3 | 3, 7])]
+)
+def test_packet_samples_refuses_what_cannot_be_opus(packet: bytes) -> None:
+    with pytest.raises(AudioError):
+        packet_samples(packet)
+
+
+@pytest.mark.parametrize("samples", [0, 100, 5761])
+def test_conceal_refuses_durations_opus_cannot_make(samples: int) -> None:
+    with pytest.raises(AudioError):
+        OpusDecoder().conceal(samples)
+
+
+def test_encoder_refuses_other_frame_durations() -> None:
+    with pytest.raises(AudioError, match="10, 20, 40 ms"):
+        OpusEncoder(frame_ms=30)
 
 
 @pytest.fixture

@@ -932,3 +932,59 @@ print(json.dumps({{"device": source.device.name, "index": index}}))
     assert all(np.array_equal(f, first) for f in captured.reshape(-1, FRAME_SAMPLES))
     assert abs(peak_hz(captured.astype(float)) - 1000) <= 2.0
     assert 8900 < np.abs(captured).max() <= 9000
+
+
+# --- frames of 10 and 40 ms (join --frame-ms) ----------------------------------------
+
+
+@pytest.mark.parametrize("ms", [10, 40])
+def test_generators_and_wav_give_frames_of_the_chosen_duration(ms: int, tmp_path: Path) -> None:
+    samples = SAMPLE_RATE * ms // 1000
+    assert must_read(open_source("silence", samples)).shape == (samples,)
+    tone = np.concatenate(read_all(open_source("tone:1234", samples), limit=2000 // ms))
+    assert all(f.shape == (samples,) for f in read_all(open_source("tone", samples), limit=3))
+    t = np.arange(len(tone)) / SAMPLE_RATE
+    # Phase continuous across frames of this size too.
+    assert np.abs(tone - 0.3 * 32767 * np.sin(2 * np.pi * 1234 * t)).max() <= 1.0
+    path = tmp_path / "in.wav"
+    pcm = (np.arange(samples * 5 + 7) % 3000).astype(np.int16)
+    write_wav(path, pcm, SAMPLE_RATE, 1)
+    frames = read_all(open_source(str(path), samples))
+    assert [len(f) for f in frames] == [samples] * 6  # the last one zero-padded
+    assert np.array_equal(np.concatenate(frames)[: len(pcm)], pcm)
+    sink = open_sink(str(tmp_path / "out.wav"), samples)
+    for frame in frames:
+        sink.write(frame)
+    with pytest.raises(AudioError, match=f"{samples} int16 samples"):
+        sink.write(np.zeros(FRAME_SAMPLES, np.int16))
+    sink.close()
+    back = read_all(open_source(str(tmp_path / "out.wav"), samples))
+    assert np.array_equal(np.concatenate(back), np.concatenate(frames))
+
+
+@pytest.mark.parametrize("samples", [0, 100, 480 * 13])
+def test_frame_lengths_opus_cannot_carry_are_refused(samples: int) -> None:
+    with pytest.raises(AudioError, match="not a valid Opus frame length"):
+        open_source("silence", samples)
+
+
+@pytest.mark.parametrize("ms", [10, 40])
+def test_devices_take_frames_of_the_chosen_duration(fake_sd: FakeSounddevice, ms: int) -> None:
+    samples = SAMPLE_RATE * ms // 1000
+    source = open_source("usb", samples)
+    assert fake_sd.stream.kwargs["blocksize"] == samples
+    pcm = (np.arange(samples * 20) % 5000).astype(np.int16)
+    fake_sd.stream.capture(pcm.tobytes())
+    got = [must_read(source) for _ in range(20)]
+    # The queue holds about 100 ms whatever the frame: the oldest went.
+    kept = max(round(100 / ms), 2)
+    assert source.stats.dropped == 20 - kept
+    assert np.array_equal(np.concatenate(got[:kept]), pcm[-kept * samples :])
+    assert not np.any(got[kept])
+    sink = open_sink("usb", samples)
+    assert fake_sd.stream.kwargs["blocksize"] == samples
+    for k in range(20):
+        sink.write(pcm[k * samples : (k + 1) * samples])
+    assert sink.queued() == SAMPLE_RATE // 10  # 100 ms, the oldest dropped
+    with pytest.raises(AudioError):
+        sink.write(np.zeros(FRAME_SAMPLES, np.int16))

@@ -15,9 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bangor.audio.jitter import (
-    FRAME_S,
-    IDLE_TICKS,
-    REPLAY_HORIZON,
+    IDLE_MS,
+    REPLAY_HORIZON_S,
     SEQ_MODULUS,
     Frame,
     JitterBuffer,
@@ -28,6 +27,9 @@ from bangor.audio.jitter import (
 from bangor.settings import FRAME_MS
 
 Jitter = Callable[[float], float]
+FRAME_S = FRAME_MS / 1000
+IDLE_TICKS = IDLE_MS // FRAME_MS  # 10
+REPLAY_HORIZON = round(REPLAY_HORIZON_S * 1000 / FRAME_MS)  # 1500
 
 
 def payload(seq: int) -> bytes:
@@ -312,13 +314,14 @@ def sender(
     drift: float = 0.0,
     lose: Callable[[int], bool] = lambda i: False,
     first: int = 0,
+    frame_s: float = FRAME_S,
 ) -> list[tuple[float, int]]:
-    """(arrival time, seq) of `count` frames; the sender's clock runs `drift` fast."""
+    """(arrival time, seq) of `count` frames of `frame_s`; the sender's clock runs `drift` fast."""
     timed = []
     for i in range(count):
         if lose(i):
             continue
-        sent = i * FRAME_S / (1 + drift)
+        sent = i * frame_s / (1 + drift)
         timed.append((sent + LATENCY + jitter(sent), (first + i) % SEQ_MODULUS))
     return sorted(timed)
 
@@ -335,11 +338,15 @@ def run(
     payload_of: Callable[[int], bytes] = payload,
     depth: int = 0,
 ) -> Playout:
-    """Play `timed` arrivals out; each packet also carries copies of `depth` frames before it."""
+    """Play `timed` arrivals out; each packet also carries copies of `depth` frames before it.
+
+    One pop per frame of the buffer's own duration (``jb.frame_ms``).
+    """
     out = Playout([], {}, {}, [])
     queue = deque(timed)
-    for tick in range(round(seconds / FRAME_S)):
-        now = tick * FRAME_S + PHASE
+    frame_s = jb.frame_ms / 1000
+    for tick in range(round(seconds / frame_s)):
+        now = tick * frame_s + PHASE
         while queue and queue[0][0] < now:
             when, seq = queue.popleft()
             for back in range(min(depth, seq), 0, -1):
@@ -659,3 +666,125 @@ def test_an_original_that_comes_after_its_copy_is_no_duplicate() -> None:
     s = check_accounting(jb)
     assert (s.duplicates, s.recovered, s.received) == (0, 0, 3)
     assert played(drain(jb, 3)) == [0, 1, 2]
+
+
+# --- other frame durations: 10 and 40 ms senders behave the same in time -------------
+
+
+def frames_of(ms: int, seconds: float) -> int:
+    return round(seconds * 1000 / ms)
+
+
+@pytest.mark.parametrize("ms", [10, 40])
+def test_in_order_frames_of_other_durations_play_with_a_low_delay(ms: int) -> None:
+    count = frames_of(ms, 20)
+    jb = JitterBuffer(frames_of(ms, 0.06), frames_of(ms, 0.5), frame_ms=ms)
+    out = run(jb, sender(count, frame_s=ms / 1000), 21)
+    s = check_accounting(jb)
+    assert s.played + s.dropped == count and (s.late, s.lost) == (0, 0)
+    assert list(out.played_at) == sorted(out.played_at)
+    # Calm network: one frame of depth, reached by dropping the prebuffer's spare
+    # frames; the wait in the buffer is then the same in time as for 20 ms frames.
+    assert s.target == 1
+    assert s.dropped == frames_of(ms, 0.06) - 1
+    assert max(out.delay(since=15)) <= 0.020
+
+
+@pytest.mark.parametrize("ms", [10, 40])
+def test_reordered_frames_of_other_durations_all_play_in_order(ms: int) -> None:
+    count = frames_of(ms, 10)
+    timed = sender(count, frame_s=ms / 1000)
+    # Every other pair swapped: each second frame comes 2 ms before the first.
+    swapped = [(when - (0.002 + ms / 1000) * (seq % 4 == 1), seq) for when, seq in timed]
+    jb = JitterBuffer(frames_of(ms, 0.06), frames_of(ms, 0.5), frame_ms=ms)
+    out = run(jb, sorted(swapped), 11)
+    s = check_accounting(jb)
+    assert (s.played + s.dropped, s.lost, s.late) == (count, 0, 0)
+    assert list(out.played_at) == sorted(out.played_at)  # in order, each once
+
+
+@pytest.mark.parametrize("ms", [10, 40])
+def test_lost_frames_of_other_durations_are_each_concealed_once(ms: int) -> None:
+    count = frames_of(ms, 10)
+    gone = set(range(20, count - 20, 17))
+    jb = JitterBuffer(frames_of(ms, 0.06), frames_of(ms, 0.5), frame_ms=ms)
+    out = run(jb, sender(count, frame_s=ms / 1000, lose=lambda i: i in gone), 11)
+    s = check_accounting(jb)
+    assert s.lost == len(gone) and s.played + s.dropped == count - len(gone)
+    assert not set(out.played_at) & gone
+    assert list(out.played_at) == sorted(out.played_at)
+
+
+@pytest.mark.parametrize("ms", [10, 20, 40])
+def test_a_stream_goes_idle_after_the_same_time_whatever_its_frames(ms: int) -> None:
+    jb = JitterBuffer(1, frames_of(ms, 0.5), frame_ms=ms)
+    for seq in range(3):
+        jb.push(seq, payload(seq))
+    results = drain(jb, 3 + frames_of(ms, 0.5))
+    tail = results[3:]
+    concealed = sum(isinstance(r, Lost) for r in tail)
+    assert concealed * ms == IDLE_MS  # 200 ms of concealment, then silence
+    assert tail[concealed:] == [None] * (len(tail) - concealed)
+
+
+@pytest.mark.parametrize(
+    ("ms", "drift", "max_delay"),
+    # The bounds of the 20 ms test for this drift and jitter; 40 ms frames add 20 ms.
+    [(10, 0.005, 0.090), (10, -0.005, 0.040), (40, 0.005, 0.110), (40, -0.005, 0.060)],
+)
+def test_clock_drift_with_other_frame_durations_keeps_the_delay_bounded(
+    ms: int, drift: float, max_delay: float
+) -> None:
+    """5 minutes from a sender whose clock runs 0.5 % fast or slow, jitter up to 10 ms."""
+    count = frames_of(ms, 300)
+    jb = JitterBuffer(frames_of(ms, 0.06), frames_of(ms, 0.5), frame_ms=ms)
+    timed = sender(count, drift=drift, jitter=uniform(0.010, seed=7), frame_s=ms / 1000)
+    out = run(jb, timed, 306)
+    s = jb.stats()
+    assert max(out.delay(since=10)) <= max_delay
+    assert s.played + s.dropped == count
+    assert s.late + s.lost <= 2
+    # 0.5 % of 300 s = 1.5 s of audio: fast, dropped; slow, concealed while waiting.
+    if drift > 0:
+        assert 1.3 <= s.dropped * ms / 1000 <= 1.6
+    else:
+        assert 1.3 <= s.stretched * ms / 1000 <= 1.6
+
+
+@pytest.mark.parametrize("ms", [10, 20, 40])
+def test_jitter_is_measured_in_milliseconds_whatever_the_frames(ms: int) -> None:
+    count = frames_of(ms, 30)
+    jb = JitterBuffer(frames_of(ms, 0.06), frames_of(ms, 0.5), frame_ms=ms)
+    run(jb, sender(count, jitter=uniform(0.030, seed=8), frame_s=ms / 1000), 31)
+    s = jb.stats()
+    assert 26 <= s.jitter_ms <= 30.5
+    # The target covers the spread plus one frame of phase: ~30 ms + one frame.
+    assert 30 <= s.target * ms <= 30 + 2 * ms
+    assert missed(jb) < 0.02 * count
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ms=st.sampled_from([10, 40]),
+    count=st.integers(1, 60),
+    data=st.data(),
+)
+def test_no_frame_of_any_duration_plays_twice(ms: int, count: int, data: st.DataObject) -> None:
+    seqs = list(range(count))
+    kept = data.draw(st.lists(st.sampled_from(seqs), max_size=count * 2), label="arrivals")
+    arrivals = data.draw(st.permutations(kept), label="order")
+    gaps = data.draw(
+        st.lists(st.floats(0, 0.1), min_size=len(arrivals), max_size=len(arrivals)),
+        label="gaps",
+    )
+    jb = JitterBuffer(3, 8, frame_ms=ms)
+    out: list[int] = []
+    now = 0.0
+    for seq, gap in zip(arrivals, gaps, strict=True):
+        now += gap
+        jb.push(seq, payload(seq), now=now)
+        out.extend(played(drain(jb, round(gap * 1000 / ms))))
+    out.extend(played(drain(jb, 60)))
+    assert len(out) == len(set(out))
+    assert out == sorted(out)
+    assert check_accounting(jb).played == len(out)

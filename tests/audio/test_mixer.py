@@ -95,3 +95,20 @@ def test_gain_comes_back_after_the_loud_part() -> None:
     outs = [mixer.mix([(quiet, 1.0)]) for _ in range(60)]
     assert np.max(np.abs(outs[0])) < 0.8 * np.max(np.abs(quiet))  # still turned down
     assert np.array_equal(outs[-1], quiet)  # back to unity after ~1 s
+
+
+@pytest.mark.parametrize("ms", [10, 40])
+def test_frames_of_other_durations_recover_at_the_same_rate_in_time(ms: int) -> None:
+    samples = SAMPLE_RATE * ms // 1000
+    assert Mixer(samples).mix([]).shape == (samples,)
+    gains = {}
+    for each in (FRAME_SAMPLES, samples):
+        mixer = Mixer(each)
+        loud = tone(450, 0.9)[:each] if each <= FRAME_SAMPLES else np.tile(tone(450, 0.9), 2)
+        mixer.mix([(loud, 4.0)])
+        # 200 ms of silence later, how far the gain came back.
+        for _ in range(200 * SAMPLE_RATE // 1000 // each):
+            mixer.mix([])
+        gains[each] = mixer._gain
+    assert gains[samples] == pytest.approx(gains[FRAME_SAMPLES], rel=0.02)
+    assert gains[samples] < 1.0

@@ -313,3 +313,26 @@ def test_disk_full(tiny_fs: Path, tmp_path: Path) -> None:
     assert len(decoded) == pages[-1].granule - 312
     assert abs(peak_hz(decoded) - 440.0) < 1.0
 
+
+@pytest.mark.parametrize("ms", [10, 40])
+def test_frames_of_other_durations_record_the_same_tone(ms: int, tmp_path: Path) -> None:
+    samples = SAMPLE_RATE * ms // 1000
+    source = ToneSource(TONE_HZ, samples)
+    frames = [source.read() for _ in range(2000 // ms)]
+    pcm = np.concatenate([f for f in frames if f is not None])
+    path = tmp_path / f"tone{ms}.opus"
+    with OpusFileSink(path, frame_ms=ms) as sink:
+        for i in range(0, len(pcm), samples):
+            sink.write(pcm[i : i + samples])
+        assert sink.seconds == pytest.approx(2.0)
+        with pytest.raises(AudioError):
+            sink.write(np.zeros(FRAME_SAMPLES, np.int16))  # not this recording's frame
+    pages = list(read_pages(path.read_bytes()))
+    assert pages[-1].granule - 312 >= len(pcm)
+    decoded = opusdec(path)
+    assert len(decoded) == len(pcm)  # pre-skip and end trimming undone exactly
+    assert abs(peak_hz(decoded) - TONE_HZ) < 1.0
+    inner = slice(FRAME_SAMPLES, -FRAME_SAMPLES)
+    rms_in = float(np.sqrt(np.mean((pcm[inner] / 32768) ** 2)))
+    rms_out = float(np.sqrt(np.mean(decoded[inner] ** 2)))
+    assert abs(20 * np.log10(rms_out / rms_in)) < 0.5

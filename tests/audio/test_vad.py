@@ -297,3 +297,39 @@ def test_engine_sends_keepalives_but_no_voice_while_silent() -> None:
     engine.send_keepalive()
     assert sent == [PacketType.KEEPALIVE]
     assert engine.stats.sent == 0 and engine.stats.suppressed == 50
+
+
+@pytest.mark.parametrize("ms", [10, 40])
+def test_speech_passes_and_silence_is_gated_with_other_frame_durations(
+    speech: np.ndarray, ms: int
+) -> None:
+    samples = SAMPLE_RATE * ms // 1000
+    pause = np.zeros(2 * SAMPLE_RATE, dtype=np.int16)
+    pcm = np.concatenate([pause, speech, pause])
+    pcm = np.pad(pcm, (0, -len(pcm) % samples))
+    frames = [pcm[i : i + samples] for i in range(0, len(pcm), samples)]
+    # Hang-over and pre-roll in time as for 20 ms frames: 300 and 40 ms.
+    gate = VoiceGate(
+        hangover_frames=300 // ms, preroll_frames=max(40 // ms, 1), frame_samples=samples
+    )
+    batches = run(gate, frames)
+    sent = {f.tobytes() for batch in batches for f in batch}
+    loudest = max(rms_db(f) for f in frames)
+    spoken = [i for i, f in enumerate(frames) if rms_db(f) > loudest - 30]
+    assert len(spoken) * ms > 1500  # seconds of speech, judged in frames of this size
+    assert all(frames[i].tobytes() in sent for i in spoken)
+    assert not any(batches[: 2000 // ms])  # the leading pause
+    assert not any(batches[-1500 // ms :])  # the trailing pause, after the hang-over
+    assert len(sent) * ms < (len(speech) / SAMPLE_RATE + 0.5) * 1000
+
+
+def test_a_40ms_frame_is_judged_as_two_20ms_pieces() -> None:
+    gate = VoiceGate(frame_samples=2 * FRAME_SAMPLES)
+    gate._vad = ScriptedVad([False, True, False, False])
+    assert len(gate.process(np.zeros(2 * FRAME_SAMPLES, np.int16))) == 1  # the second half
+    assert gate.open
+
+
+def test_gate_refuses_frames_webrtc_cannot_judge() -> None:
+    with pytest.raises(AudioError, match="whole 10 ms"):
+        VoiceGate(frame_samples=240)

@@ -165,16 +165,24 @@ class ServerProcess:
         return lines[0]
 
     def speak_to(
-        self, invite: str, speech: Path, seconds: float, *listener_args: str, stdin: str = ""
+        self,
+        invite: str,
+        speech: Path,
+        seconds: float,
+        *listener_args: str,
+        stdin: str = "",
+        speaker_args: Sequence[str] = (),
     ) -> tuple[Client, Client]:
         """bob joins with ``listener_args``, then alice speaks ``speech`` (``seconds`` long)
-        and leaves; bob stays 2.5 s longer. Returns (alice, bob), both exited with 0."""
+        with ``speaker_args`` and leaves; bob stays 2.5 s longer. Returns (alice, bob),
+        both exited with 0."""
         bob = self.join(invite, "bob", *listener_args, "--duration", str(seconds + 4))
         bob.event("joined")
         alice = self.join(
             invite,
             "alice",
             *("--input", str(speech), "--output", "null", "--duration", str(seconds + 1.5)),
+            *speaker_args,
             stdin=stdin or None,
         )
         assert alice.wait() == 0, alice.stderr.seen

@@ -1,4 +1,9 @@
-"""Opus voice codec: 20 ms mono frames at 48 kHz, int16 PCM in and out.
+"""Opus voice codec: mono at 48 kHz, int16 PCM in and out, 10, 20 or 40 ms frames.
+
+The encoder makes frames of the duration it was built for; the decoder takes a
+packet of any duration Opus allows (a sender picks its own) and returns what it
+holds. :func:`packet_samples` reads that duration from the packet's TOC byte
+without decoding, so a receiver can size its jitter buffer to each sender.
 
 A thin layer over opuslib (ctypes over the system libopus). opuslib is chosen
 over PyAV because it exposes packet-loss concealment and in-band FEC decoding.
@@ -15,7 +20,15 @@ from typing import Any
 import numpy as np
 
 from bangor.errors import AudioError, CodecUnavailableError
-from bangor.settings import CHANNELS, FRAME_SAMPLES, MAX_BITRATE, MIN_BITRATE, SAMPLE_RATE
+from bangor.settings import (
+    CHANNELS,
+    FRAME_MS,
+    FRAME_MS_CHOICES,
+    FRAME_SAMPLES,
+    MAX_BITRATE,
+    MIN_BITRATE,
+    SAMPLE_RATE,
+)
 
 LIBOPUS_MISSING = (
     "libopus is not installed: install the Debian package libopus0 (or your system's libopus)"
@@ -24,6 +37,45 @@ OPUSLIB_MISSING = "the Python package opuslib is not installed: pip install opus
 
 
 _opuslib: ModuleType | None = None
+
+# The most audio one Opus packet can hold: 120 ms (RFC 6716 section 3.2.5).
+MAX_PACKET_SAMPLES = SAMPLE_RATE * 120 // 1000
+# Samples of one frame at 48 kHz for each TOC configuration 0..31 (RFC 6716 section
+# 3.1): SILK-only 10/20/40/60 ms in three bandwidths, hybrid 10/20 ms in two, CELT-only
+# 2.5/5/10/20 ms in four.
+_CONFIG_SAMPLES = (480, 960, 1920, 2880) * 3 + (480, 960) * 2 + (120, 240, 480, 960) * 4
+
+
+def packet_samples(packet: bytes) -> int:
+    """Samples at 48 kHz that an Opus packet decodes to, from its TOC byte alone.
+
+    Cheap (no decoding) and sans-I/O; AudioError if the packet cannot be Opus.
+    """
+    if not packet:
+        raise AudioError("empty Opus packet")
+    toc = packet[0]
+    code = toc & 0x3
+    if code == 0:
+        count = 1
+    elif code in (1, 2):
+        count = 2
+    else:
+        # Code 3: the frame count is in the low six bits of the second byte.
+        if len(packet) < 2 or not packet[1] & 0x3F:
+            raise AudioError(f"corrupt Opus packet ({len(packet)} bytes): bad frame count")
+        count = packet[1] & 0x3F
+    samples = _CONFIG_SAMPLES[toc >> 3] * count
+    if samples > MAX_PACKET_SAMPLES:
+        raise AudioError(f"corrupt Opus packet ({len(packet)} bytes): over 120 ms")
+    return samples
+
+
+def frame_samples(frame_ms: int) -> int:
+    """Samples in one frame of ``frame_ms`` (one of FRAME_MS_CHOICES); AudioError else."""
+    if frame_ms not in FRAME_MS_CHOICES:
+        choices = ", ".join(str(ms) for ms in FRAME_MS_CHOICES)
+        raise AudioError(f"Opus frame duration must be {choices} ms, got {frame_ms}")
+    return SAMPLE_RATE * frame_ms // 1000
 
 
 def load_opuslib() -> ModuleType:
@@ -63,17 +115,17 @@ def _reason(exc: Exception) -> str:
     return str(text) if text is not None else repr(exc)
 
 
-def _check_frame(pcm: np.ndarray) -> bytes:
+def _check_frame(pcm: np.ndarray, samples: int) -> bytes:
     if pcm.dtype != np.int16:
         raise AudioError(f"PCM frame must be int16, got {pcm.dtype}")
-    if pcm.shape != (FRAME_SAMPLES,):
-        raise AudioError(f"PCM frame must be {FRAME_SAMPLES} mono samples, got shape {pcm.shape}")
+    if pcm.shape != (samples,):
+        raise AudioError(f"PCM frame must be {samples} mono samples, got shape {pcm.shape}")
     # libopus reads native-endian int16.
     return np.ascontiguousarray(pcm, dtype=np.dtype("=i2")).tobytes()
 
 
 class OpusEncoder:
-    """Encodes one 20 ms frame at a time (application VOIP, in-band FEC on by default)."""
+    """Encodes one frame of ``frame_ms`` at a time (application VOIP, in-band FEC on)."""
 
     def __init__(
         self,
@@ -81,9 +133,11 @@ class OpusEncoder:
         complexity: int = 9,
         fec: bool = True,
         expected_loss: int = 5,
+        frame_ms: int = FRAME_MS,
     ) -> None:
         if not 0 <= complexity <= 10:
             raise AudioError(f"Opus complexity must be 0..10, got {complexity}")
+        self.frame_samples = frame_samples(frame_ms)
         opuslib = load_opuslib()
         self._enc: Any = opuslib.Encoder(SAMPLE_RATE, CHANNELS, opuslib.APPLICATION_VOIP)
         self._ctl: Any = opuslib.api.ctl
@@ -125,10 +179,10 @@ class OpusEncoder:
         return value
 
     def encode(self, pcm: np.ndarray) -> bytes:
-        """Encode exactly FRAME_SAMPLES int16 samples into one Opus packet."""
-        data = _check_frame(pcm)
+        """Encode exactly ``frame_samples`` int16 samples into one Opus packet."""
+        data = _check_frame(pcm, self.frame_samples)
         try:
-            packet: bytes = self._enc.encode(data, FRAME_SAMPLES)
+            packet: bytes = self._enc.encode(data, self.frame_samples)
         except self._opus_error as exc:
             raise AudioError(f"Opus encoding failed: {_reason(exc)}") from exc
         return packet
@@ -150,40 +204,46 @@ class OpusDecoder:
         self._int16_p: Any = opuslib.api.c_int16_pointer
         self._strerror: Any = opuslib.api.info.strerror
 
-    def _run(self, packet: bytes, fec: bool) -> np.ndarray:
-        pcm = np.empty(FRAME_SAMPLES, dtype=np.int16)
+    def _run(self, packet: bytes, fec: bool, samples: int) -> np.ndarray:
+        # For a packet, `samples` is room enough; for PLC and FEC libopus makes
+        # exactly that much (the duration of the frame that is missing).
+        pcm = np.empty(samples, dtype=np.int16)
         n = self._opus_decode(
             self._dec.decoder_state,
             packet,
             len(packet),
             pcm.ctypes.data_as(self._int16_p),
-            FRAME_SAMPLES,
+            samples,
             int(fec),
         )
         if n < 0:
             reason = self._strerror(n).decode("utf-8", "replace")
             raise AudioError(f"corrupt Opus packet ({len(packet)} bytes): {reason}")
-        if n != FRAME_SAMPLES:
-            # Valid Opus, but not our 20 ms framing (e.g. a 10 ms packet).
-            raise AudioError(f"Opus packet holds {n} samples, expected {FRAME_SAMPLES}")
-        return pcm
+        return pcm[:n]
 
     def decode(self, packet: bytes) -> np.ndarray:
-        """Decode one packet into FRAME_SAMPLES int16 samples; AudioError if corrupt."""
+        """Decode one packet into int16 samples (as many as it holds); AudioError if corrupt."""
         if not packet:
             raise AudioError("empty Opus packet")
-        return self._run(packet, fec=False)
+        return self._run(packet, fec=False, samples=MAX_PACKET_SAMPLES)
 
-    def conceal(self) -> np.ndarray:
-        """Synthesize one lost frame from the decoder's history (Opus PLC)."""
-        return self._run(b"", fec=False)
+    def conceal(self, samples: int = FRAME_SAMPLES) -> np.ndarray:
+        """Synthesize one lost frame of ``samples`` from the decoder's history (Opus PLC)."""
+        return self._run(b"", fec=False, samples=_check_lost(samples))
 
-    def decode_fec(self, next_packet: bytes) -> np.ndarray:
-        """Recover the lost frame before ``next_packet`` from its in-band FEC data.
+    def decode_fec(self, next_packet: bytes, samples: int = FRAME_SAMPLES) -> np.ndarray:
+        """Recover the lost frame (``samples`` long) before ``next_packet`` from its FEC.
 
         Falls back to concealment inside libopus when the packet carries no FEC.
         ``next_packet`` must still be passed to :meth:`decode` afterwards.
         """
         if not next_packet:
-            return self.conceal()
-        return self._run(next_packet, fec=True)
+            return self.conceal(samples)
+        return self._run(next_packet, fec=True, samples=_check_lost(samples))
+
+
+def _check_lost(samples: int) -> int:
+    # libopus conceals in whole 2.5 ms steps, up to one packet's worth.
+    if not 0 < samples <= MAX_PACKET_SAMPLES or samples % (SAMPLE_RATE // 400):
+        raise AudioError(f"cannot conceal {samples} samples: not a whole number of 2.5 ms")
+    return samples

@@ -1,15 +1,16 @@
 """Audio sources and sinks: generators, WAV files and sound cards.
 
 The only audio module that does I/O. Everything else in ``bangor.audio``
-works on int16 mono frames of FRAME_SAMPLES samples at SAMPLE_RATE; the
-sources here deliver exactly that, and the sinks accept exactly that.
+works on int16 mono frames at SAMPLE_RATE of the client's frame duration (10,
+20 or 40 ms; FRAME_SAMPLES by default); a source delivers frames of the length
+it was opened for, and a sink accepts exactly those.
 
 Specs (as on the command line):
   source: ``silence`` | ``tone`` | ``tone:HZ`` | ``FILE.wav`` | ``default`` | DEVICE
   sink:   ``null`` | ``FILE.wav`` | ``default`` | DEVICE
 DEVICE is a PortAudio device index or part of its name, as `bangor devices` lists.
 
-No source or sink blocks: the caller ticks every 20 ms. File and generator
+No source or sink blocks: the caller ticks once per frame. File and generator
 sources return the next frame at once; a device source returns the oldest
 captured frame, or silence while none has come. A device sink queues the frame
 for the sound card's callback. A device that fails or goes away mid-call raises
@@ -52,10 +53,10 @@ _OTHER_AUDIO_SUFFIXES = frozenset({".mp3", ".ogg", ".opus", ".flac", ".aiff", ".
 
 
 class Source(Protocol):
-    """Delivers 20 ms frames of int16 mono PCM at 48 kHz."""
+    """Delivers frames (10, 20 or 40 ms, fixed when opened) of int16 mono PCM at 48 kHz."""
 
     def read(self) -> np.ndarray | None:
-        """The next FRAME_SAMPLES-sample frame, or None at the end of the stream."""
+        """The next frame, or None at the end of the stream."""
         ...
 
     def close(self) -> None:
@@ -64,7 +65,7 @@ class Source(Protocol):
 
 
 class Sink(Protocol):
-    """Consumes 20 ms frames of int16 mono PCM at 48 kHz."""
+    """Consumes frames (10, 20 or 40 ms, fixed when opened) of int16 mono PCM at 48 kHz."""
 
     def write(self, frame: np.ndarray) -> None:
         """Play or store one frame."""
@@ -75,18 +76,28 @@ class Sink(Protocol):
         ...
 
 
-def _check_frame(frame: np.ndarray) -> None:
-    if frame.dtype != np.int16 or frame.shape != (FRAME_SAMPLES,):
+def _check_frame(frame: np.ndarray, samples: int) -> None:
+    if frame.dtype != np.int16 or frame.shape != (samples,):
         raise AudioError(
-            f"a frame must be {FRAME_SAMPLES} int16 samples, got {frame.dtype} {frame.shape}"
+            f"a frame must be {samples} int16 samples, got {frame.dtype} {frame.shape}"
         )
+
+
+def _check_samples(samples: int) -> int:
+    # A whole number of 2.5 ms steps, as Opus frames are, up to Opus's 120 ms.
+    if not 0 < samples <= SAMPLE_RATE * 120 // 1000 or samples % (SAMPLE_RATE // 400):
+        raise AudioError(f"a frame of {samples} samples is not a valid Opus frame length")
+    return samples
 
 
 class SilenceSource:
     """Endless digital silence."""
 
+    def __init__(self, frame_samples: int = FRAME_SAMPLES) -> None:
+        self._samples = _check_samples(frame_samples)
+
     def read(self) -> np.ndarray | None:
-        return np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        return np.zeros(self._samples, dtype=np.int16)
 
     def close(self) -> None:
         pass
@@ -95,15 +106,16 @@ class SilenceSource:
 class ToneSource:
     """Endless sine wave, phase continuous from frame to frame."""
 
-    def __init__(self, hz: float = DEFAULT_TONE_HZ) -> None:
+    def __init__(self, hz: float = DEFAULT_TONE_HZ, frame_samples: int = FRAME_SAMPLES) -> None:
         self._hz = hz
+        self._samples = _check_samples(frame_samples)
         self._phase = 0.0
         self._step = 2 * math.pi * hz / SAMPLE_RATE
 
     def read(self) -> np.ndarray | None:
-        phases = self._phase + self._step * np.arange(FRAME_SAMPLES)
+        phases = self._phase + self._step * np.arange(self._samples)
         # Keep the phase small so float precision does not drift over hours.
-        self._phase = (self._phase + self._step * FRAME_SAMPLES) % (2 * math.pi)
+        self._phase = (self._phase + self._step * self._samples) % (2 * math.pi)
         frame: np.ndarray = np.round(TONE_AMPLITUDE * np.sin(phases)).astype(np.int16)
         return frame
 
@@ -114,17 +126,19 @@ class ToneSource:
 class ArraySource:
     """Plays a 48 kHz int16 mono array once in frames (last one zero-padded)."""
 
-    def __init__(self, pcm: np.ndarray) -> None:
+    def __init__(self, pcm: np.ndarray, frame_samples: int = FRAME_SAMPLES) -> None:
         self._pcm = pcm
+        self._samples = _check_samples(frame_samples)
         self._pos = 0
 
     def read(self) -> np.ndarray | None:
         if self._pos >= len(self._pcm):
             return None
-        frame = self._pcm[self._pos : self._pos + FRAME_SAMPLES]
-        self._pos += FRAME_SAMPLES
-        if len(frame) < FRAME_SAMPLES:
-            frame = np.concatenate([frame, np.zeros(FRAME_SAMPLES - len(frame), np.int16)])
+        samples = self._samples
+        frame = self._pcm[self._pos : self._pos + samples]
+        self._pos += samples
+        if len(frame) < samples:
+            frame = np.concatenate([frame, np.zeros(samples - len(frame), np.int16)])
         return frame.copy()
 
     def close(self) -> None:
@@ -156,8 +170,9 @@ def read_wav(path: Path) -> np.ndarray:
 class WavSink:
     """Writes frames to a 48 kHz mono 16-bit WAV as they come."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, frame_samples: int = FRAME_SAMPLES) -> None:
         self._path = path
+        self._samples = _check_samples(frame_samples)
         # Open the file ourselves: wave.open(name) leaves a broken object whose
         # __del__ raises when the path cannot be created.
         try:
@@ -170,7 +185,7 @@ class WavSink:
         self._wav.setframerate(SAMPLE_RATE)
 
     def write(self, frame: np.ndarray) -> None:
-        _check_frame(frame)
+        _check_frame(frame, self._samples)
         if self._wav is None:
             raise AudioError(f"cannot write {self._path}: sink is closed")
         try:
@@ -195,8 +210,11 @@ class WavSink:
 class NullSink:
     """Discards every frame (still checks the format, to catch bugs)."""
 
+    def __init__(self, frame_samples: int = FRAME_SAMPLES) -> None:
+        self._samples = _check_samples(frame_samples)
+
     def write(self, frame: np.ndarray) -> None:
-        _check_frame(frame)
+        _check_frame(frame, self._samples)
 
     def close(self) -> None:
         pass
@@ -204,21 +222,23 @@ class NullSink:
 
 # --- sound cards: sounddevice over PortAudio ------------------------------------------
 
-FRAME_BYTES = FRAME_SAMPLES * 2  # one int16 mono frame
-
-# Captured frames waiting for read(): 100 ms. When the reader falls behind, the oldest
-# go, so the capture delay cannot build up.
-CAPTURE_QUEUE_FRAMES = 5
-# Frames waiting for the sound card: 100 ms. Beyond that the oldest are dropped, so the
+# Captured audio waiting for read(): 100 ms (5 frames of 20 ms; at least 2 frames).
+# When the reader falls behind, the oldest go, so the capture delay cannot build up.
+CAPTURE_QUEUE_MS = 100
+# Audio waiting for the sound card: 100 ms. Beyond that the oldest is dropped, so the
 # playback delay stays bounded when the card's clock runs slower than the loop's.
-PLAYBACK_QUEUE_FRAMES = 5
+PLAYBACK_QUEUE_MS = 100
+PLAYBACK_QUEUE_SAMPLES = SAMPLE_RATE * PLAYBACK_QUEUE_MS // 1000
+# For the default 20 ms frames.
+CAPTURE_QUEUE_FRAMES = CAPTURE_QUEUE_MS // (FRAME_SAMPLES * 1000 // SAMPLE_RATE)
+PLAYBACK_QUEUE_FRAMES = PLAYBACK_QUEUE_SAMPLES // FRAME_SAMPLES
 # A running stream without a callback for this long counts as gone: some drivers hang
 # rather than fail when a USB device is pulled.
 DEVICE_STALL_TIMEOUT = 2.0
 # PortAudio's suggested latency: 'low' keeps the card's own buffer short for talking.
 DEVICE_LATENCY = "low"
 # How long close() waits for queued playback to reach the card.
-CLOSE_DRAIN_TIMEOUT = PLAYBACK_QUEUE_FRAMES * FRAME_SAMPLES / SAMPLE_RATE + 0.1
+CLOSE_DRAIN_TIMEOUT = PLAYBACK_QUEUE_MS / 1000 + 0.1
 
 NO_DEVICES = (
     "no audio devices found: PortAudio sees no sound card here (none connected, or "
@@ -342,7 +362,8 @@ class _DeviceStream:
     _kind: Kind
     _stream_class: str
 
-    def __init__(self, spec: str, clock: Callable[[], float]) -> None:
+    def __init__(self, spec: str, clock: Callable[[], float], frame_samples: int) -> None:
+        self.frame_samples = _check_samples(frame_samples)
         sd = _sounddevice()
         self.device = select_device(_query(sd), spec, self._kind)
         self.label = f"{self._kind} device {self.device.index} {self.device.name!r}"
@@ -359,7 +380,7 @@ class _DeviceStream:
                 samplerate=SAMPLE_RATE,
                 channels=CHANNELS,
                 dtype="int16",
-                blocksize=FRAME_SAMPLES,
+                blocksize=frame_samples,  # the card's period: one of our frames
                 device=self.device.index,
                 latency=DEVICE_LATENCY,
                 callback=self._callback,
@@ -421,17 +442,27 @@ class _DeviceStream:
 class DeviceSource(_DeviceStream):
     """Captures from a sound card; read() never blocks.
 
-    The capture callback queues 20 ms frames (at most CAPTURE_QUEUE_FRAMES, dropping
-    the oldest); read() takes the oldest one, or gives silence while none is there.
+    The capture callback queues frames of ``frame_samples`` (at most CAPTURE_QUEUE_MS
+    worth, dropping the oldest); read() takes the oldest one, or gives silence while
+    none is there.
     """
 
     _kind = "input"
     _stream_class = "RawInputStream"
 
-    def __init__(self, spec: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        spec: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        frame_samples: int = FRAME_SAMPLES,
+    ) -> None:
         self._frames: deque[bytes] = deque()
         self._partial = bytearray()  # bytes of a frame still being captured
-        super().__init__(spec, clock)
+        self._frame_bytes = frame_samples * 2  # int16 mono
+        frame_ms = frame_samples * 1000 // SAMPLE_RATE
+        self._max_frames = max(round(CAPTURE_QUEUE_MS / frame_ms), 2)
+        super().__init__(spec, clock, frame_samples)
 
     def _callback(self, data: Any, frames: int, when: Any, status: Any) -> None:
         try:
@@ -441,12 +472,13 @@ class DeviceSource(_DeviceStream):
                 if status:
                     self.stats.xruns += 1
                 self._partial += captured
-                while len(self._partial) >= FRAME_BYTES:
-                    if len(self._frames) >= CAPTURE_QUEUE_FRAMES:
+                size = self._frame_bytes
+                while len(self._partial) >= size:
+                    if len(self._frames) >= self._max_frames:
                         self._frames.popleft()
                         self.stats.dropped += 1
-                    self._frames.append(bytes(self._partial[:FRAME_BYTES]))
-                    del self._partial[:FRAME_BYTES]
+                    self._frames.append(bytes(self._partial[:size]))
+                    del self._partial[:size]
                 if self._frames:
                     self._lock.notify_all()
         except Exception as exc:
@@ -460,7 +492,7 @@ class DeviceSource(_DeviceStream):
             if data is None:
                 self.stats.underruns += 1
         if data is None:
-            return np.zeros(FRAME_SAMPLES, dtype=np.int16)
+            return np.zeros(self.frame_samples, dtype=np.int16)
         return np.frombuffer(data, dtype=np.int16).copy()
 
     def wait(self, timeout: float) -> bool:
@@ -478,16 +510,22 @@ class DeviceSource(_DeviceStream):
 class DeviceSink(_DeviceStream):
     """Plays to a sound card; write() never blocks.
 
-    write() queues the frame (at most PLAYBACK_QUEUE_FRAMES, dropping the oldest);
-    the playback callback takes what it needs and plays silence when short.
+    write() queues the frame (at most PLAYBACK_QUEUE_MS, dropping the oldest); the
+    playback callback takes what it needs and plays silence when short.
     """
 
     _kind = "output"
     _stream_class = "RawOutputStream"
 
-    def __init__(self, spec: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        spec: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        frame_samples: int = FRAME_SAMPLES,
+    ) -> None:
         self._queue = bytearray()
-        super().__init__(spec, clock)
+        super().__init__(spec, clock, frame_samples)
 
     def _callback(self, data: Any, frames: int, when: Any, status: Any) -> None:
         try:
@@ -510,17 +548,17 @@ class DeviceSink(_DeviceStream):
                 data[:] = bytes(len(data))  # play silence, not whatever the buffer held
 
     def write(self, frame: np.ndarray) -> None:
-        _check_frame(frame)
+        _check_frame(frame, self.frame_samples)
         if self._closed:
             raise AudioError(f"cannot write to {self.label}: sink is closed")
         if not self._working():
             return  # the failure was reported once: discard from now on
         with self._lock:
             self._queue += frame.tobytes()
-            excess = len(self._queue) - PLAYBACK_QUEUE_FRAMES * FRAME_BYTES
+            excess = len(self._queue) - PLAYBACK_QUEUE_SAMPLES * 2
             if excess > 0:
                 del self._queue[:excess]
-                self.stats.dropped += -(-excess // FRAME_BYTES)
+                self.stats.dropped += -(-excess // (self.frame_samples * 2))
 
     def queued(self) -> int:
         """Samples written but not yet handed to the card."""
@@ -564,27 +602,33 @@ def _check_not_a_file(spec: str, kind: str) -> None:
         raise AudioError(f"bad {kind} {spec!r}: only .wav files are supported")
 
 
-def open_source(spec: str) -> Source:
-    """Open a source by its command-line spec; AudioError if it cannot be opened."""
+def open_source(spec: str, frame_samples: int = FRAME_SAMPLES) -> Source:
+    """Open a source of ``frame_samples`` frames by its command-line spec.
+
+    AudioError if it cannot be opened.
+    """
     if spec == "silence":
-        return SilenceSource()
+        return SilenceSource(frame_samples)
     if spec == "tone" or spec.startswith("tone:"):
-        return ToneSource(_parse_tone(spec))
+        return ToneSource(_parse_tone(spec), frame_samples)
     if spec.lower().endswith(".wav"):
-        return ArraySource(read_wav(Path(spec)))
+        return ArraySource(read_wav(Path(spec)), frame_samples)
     if spec == "null":
         raise AudioError("bad source 'null': null is a sink; use 'silence' as a source")
     _check_not_a_file(spec, "source")
-    return DeviceSource(spec)
+    return DeviceSource(spec, frame_samples=frame_samples)
 
 
-def open_sink(spec: str) -> Sink:
-    """Open a sink by its command-line spec; AudioError if it cannot be opened."""
+def open_sink(spec: str, frame_samples: int = FRAME_SAMPLES) -> Sink:
+    """Open a sink of ``frame_samples`` frames by its command-line spec.
+
+    AudioError if it cannot be opened.
+    """
     if spec == "null":
-        return NullSink()
+        return NullSink(frame_samples)
     if spec.lower().endswith(".wav"):
-        return WavSink(Path(spec))
+        return WavSink(Path(spec), frame_samples)
     if spec in ("silence", "tone") or spec.startswith("tone:"):
         raise AudioError(f"bad sink {spec!r}: that is a source; use 'null' to discard audio")
     _check_not_a_file(spec, "sink")
-    return DeviceSink(spec)
+    return DeviceSink(spec, frame_samples=frame_samples)

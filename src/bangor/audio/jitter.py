@@ -2,21 +2,24 @@
 
 The network side calls :meth:`JitterBuffer.push` with each received frame's
 sequence number (and, to let the buffer adapt, its arrival time); the play-out
-side calls :meth:`JitterBuffer.pop` once per 20 ms tick and gets a
-:class:`Frame`, a :class:`Lost` (decode FEC from ``next_payload`` or conceal)
-or ``None`` (nothing to play: prebuffering or idle).
+side calls :meth:`JitterBuffer.pop` once per frame of the sender's (every
+``frame_ms`` of play-out) and gets a :class:`Frame`, a :class:`Lost` (decode FEC
+from ``next_payload`` or conceal) or ``None`` (nothing to play: prebuffering or
+idle). A "tick" below is one such pop.
 
-Sequence numbers are the sender's uint32 frame counters (one per 20 ms capture
-tick) and wrap at 2**32; they are compared with serial-number arithmetic
-(RFC 1982 style).
+Sequence numbers are the sender's uint32 frame counters (one per capture tick of
+its frame duration, 10, 20 or 40 ms) and wrap at 2**32; they are compared with
+serial-number arithmetic (RFC 1982 style). Every time constant is set in
+milliseconds or seconds and turned into the sender's frames per buffer, so a
+stream of 10 or 40 ms frames behaves in time as one of 20 ms frames.
 
 Without arrival times the buffer keeps a fixed prebuffer depth
 (``target_frames``). Once :meth:`JitterBuffer.push` is given ``now`` it adapts:
 
-* jitter: a frame's relative delay is ``arrival - seq * 20 ms``; its spread is
+* jitter: a frame's relative delay is ``arrival - seq * frame_ms``; its spread is
   how much later than the fastest frame of the last couple of seconds it came
   (NetEQ's relative delay, which a constant path delay and a slow clock drift
-  do not disturb). The target depth is ``ceil(p95 spread / 20 ms) + 1`` frames,
+  do not disturb). The target depth is ``ceil(p95 spread / frame_ms) + 1`` frames,
   clamped to ``[min_frames, max_frames]``; the + 1 covers the unknown phase
   between arrivals and play-out ticks;
 * grow fast: a frame that missed its tick raises the target at once. When the
@@ -44,15 +47,14 @@ from bangor.settings import FRAME_MS
 
 SEQ_MODULUS = 2**32
 _HALF = 2**31
-FRAME_S = FRAME_MS / 1000
 
-# Consecutive ticks with nothing buffered after which the stream counts as idle
-# (the sender stopped talking): 10 ticks = 200 ms of concealment, then silence.
-IDLE_TICKS = 10
+# Time with nothing buffered after which the stream counts as idle (the sender
+# stopped talking): 200 ms of concealment (10 ticks of 20 ms), then silence.
+IDLE_MS = 200
 
 # After an idle reset, frames up to this far behind the last one played are
 # stale copies and dropped; farther behind means the sender restarted its count.
-REPLAY_HORIZON = 1500  # 30 s
+REPLAY_HORIZON_S = 30.0  # 1500 frames of 20 ms
 
 # --- Adaptation; used only once push() has been given arrival times. ---------
 
@@ -60,34 +62,37 @@ REPLAY_HORIZON = 1500  # 30 s
 # enough to hold many packets, short enough that a 0.5 % clock drift adds only
 # 10 ms to the spread and that a changed path delay is forgotten quickly.
 DELAY_WINDOW = 2.0
-# Spreads kept for the percentile: 500 frames = 10 s of speech, so one unlucky
-# packet does not move the 95th percentile yet the target follows the network.
-HISTORY = 500
+# Seconds of spreads kept for the percentile: 10 s of speech (500 frames of 20 ms),
+# so one unlucky packet does not move the 95th percentile yet the target follows
+# the network.
+HISTORY_S = 10.0
 TARGET_PERCENTILE = 0.95
-# Below this many spreads the estimate is noise: keep the constructor's target.
-MIN_SAMPLES = 50
+# Below this many seconds of spreads the estimate is noise: keep the constructor's target.
+MIN_SAMPLES_S = 1.0
 # A frame that missed its tick raises the target at once to what it needed, for
 # this many seconds, before enough of them move the percentile: grow fast.
 PEAK_HOLD = 5.0
 # Shrink slowly: with n spare frames (every frame of the window came n ticks early or
-# more, and the buffer is n frames above target) drop one after SHRINK_TICKS / n ticks:
-# 6 s for one, 3 s for two. Slow for one, because a dropped frame is audible and a
-# talk spurt often starts a frame or two deep (pre-roll); with two it outpaces a
-# sender clock 0.5 % fast (one frame per 4 s), so drift levels off at target + 2.
-# FAST_SHRINK_EXCESS or more spare frames (after a long stall) go one per
-# FAST_SHRINK_TICKS (0.5 s).
-SHRINK_TICKS = 300
-FAST_SHRINK_EXCESS = 4
-FAST_SHRINK_TICKS = 25
+# more, and the buffer is n frames above target) drop one after SHRINK_S / n seconds:
+# for 20 ms frames 6 s for one, 3 s for two. Slow for one, because a dropped frame is
+# audible and a talk spurt often starts a frame or two deep (pre-roll); with two it
+# outpaces a sender clock 0.5 % fast (one frame per 4 s), so drift levels off at
+# target + 2. The rate at which delay is cut depends only on the spare milliseconds:
+# 10 ms frames, two spare, drop 10 ms per 3 s like 20 ms frames, one spare, 20 ms per 6 s.
+# FAST_SHRINK_EXCESS_MS or more spare (after a long stall) go one frame per
+# FAST_SHRINK_S.
+SHRINK_S = 6.0
+FAST_SHRINK_EXCESS_MS = 80
+FAST_SHRINK_S = 0.5
 # A due drop waits for a quiet frame: Opus is VBR, and a packet under this fraction of
 # the running mean size is nearly always a pause (silence ~30-70 bytes, speech ~110 at
-# 40 kbit/s), where a missing 20 ms is not heard. After DROP_PATIENCE ticks (2 s) any
+# 40 kbit/s for 20 ms), where a missing frame is not heard. After DROP_PATIENCE_S any
 # frame goes, so the delay stays bounded for a sender that never pauses.
 QUIET_FRACTION = 0.6
-DROP_PATIENCE = 100
-SIZE_SMOOTHING = 0.02  # weight of each frame in the running mean packet size (~1 s)
-# Weight of each tick in the running mean of the buffer level behind delay_ms (~1 s).
-LEVEL_SMOOTHING = 0.02
+DROP_PATIENCE_S = 2.0
+# Time constant of the running means of the packet size and of the buffer level
+# behind delay_ms: each frame weighs frame_ms / SMOOTHING_MS (0.02 for 20 ms).
+SMOOTHING_MS = 1000
 # Re-anchor the relative delays before seq distances get anywhere near 2**31.
 _ANCHOR_LIMIT = 2**30
 
@@ -138,21 +143,47 @@ class JitterStats:
     jitter_ms: float  # 95th percentile of the relative-delay spread
 
 
-class JitterBuffer:
-    """Jitter buffer for one sender's stream of 20 ms frames.
+def _ticks(seconds: float, frame_ms: float) -> int:
+    # A duration in whole frames of frame_ms, at least one.
+    return max(round(seconds * 1000 / frame_ms), 1)
 
-    Fixed depth until :meth:`push` is given arrival times, adaptive from then on.
-    Invariant: received + recovered ==
-    played + late + duplicates + overflow + dropped + depth.
+
+class JitterBuffer:
+    """Jitter buffer for one sender's stream of ``frame_ms`` frames (20 ms by default).
+
+    Depths (target, max, min) are in the sender's frames. Fixed depth until
+    :meth:`push` is given arrival times, adaptive from then on. Invariant:
+    received + recovered == played + late + duplicates + overflow + dropped + depth.
     """
 
-    def __init__(self, target_frames: int = 3, max_frames: int = 25, min_frames: int = 1) -> None:
+    def __init__(
+        self,
+        target_frames: int = 3,
+        max_frames: int = 25,
+        min_frames: int = 1,
+        *,
+        frame_ms: float = FRAME_MS,
+    ) -> None:
+        if frame_ms <= 0:
+            raise ValueError(f"frame_ms must be > 0, got {frame_ms}")
         if min_frames < 1:
             raise ValueError(f"min_frames must be >= 1, got {min_frames}")
         if target_frames < min_frames:
             raise ValueError(f"target_frames must be >= {min_frames}, got {target_frames}")
         if max_frames < target_frames:
             raise ValueError(f"max_frames ({max_frames}) must be >= target_frames")
+        self.frame_ms = frame_ms
+        self._frame_s = frame_ms / 1000
+        # The time constants above, in this sender's frames.
+        self._idle_ticks = _ticks(IDLE_MS / 1000, frame_ms)
+        self._replay_horizon = _ticks(REPLAY_HORIZON_S, frame_ms)
+        self._history = _ticks(HISTORY_S, frame_ms)
+        self._min_samples = _ticks(MIN_SAMPLES_S, frame_ms)
+        self._shrink_ticks = _ticks(SHRINK_S, frame_ms)
+        self._fast_excess = max(math.ceil(FAST_SHRINK_EXCESS_MS / frame_ms), 2)
+        self._fast_shrink_ticks = _ticks(FAST_SHRINK_S, frame_ms)
+        self._drop_patience = _ticks(DROP_PATIENCE_S, frame_ms)
+        self._smoothing = min(frame_ms / SMOOTHING_MS, 1.0)
         self._target = target_frames
         self._initial_target = target_frames
         self._base_target = target_frames  # what the jitter alone calls for
@@ -238,7 +269,7 @@ class JitterBuffer:
         # The play-out is waiting for exactly this frame: it came after its tick.
         self._observe(seq, now, overdue=offset == 0 and self._stall_run > 0)
         self._note_margin(offset)
-        self._size_mean += (len(payload) - self._size_mean) * SIZE_SMOOTHING
+        self._size_mean += (len(payload) - self._size_mean) * self._smoothing
         self._frames[seq] = payload
         if offset >= self._max:
             self._advance_to((seq - self._max + 1) % SEQ_MODULUS)
@@ -298,7 +329,7 @@ class JitterBuffer:
         seq = self._next
         if not self._frames:
             self._empty_ticks += 1
-            if self._empty_ticks > IDLE_TICKS:
+            if self._empty_ticks > self._idle_ticks:
                 self._reset()
                 return None
             if self._adaptive:
@@ -321,7 +352,7 @@ class JitterBuffer:
                 if (
                     payload is None
                     or len(payload) <= QUIET_FRACTION * self._size_mean
-                    or self._drop_wait >= DROP_PATIENCE
+                    or self._drop_wait >= self._drop_patience
                 ):
                     self._drop_due()
             elif seq not in self._frames:
@@ -358,7 +389,7 @@ class JitterBuffer:
             stretched=self._stretched,
             target=self._target,
             recovered=self._recovered,
-            delay_ms=round(self._level_mean * FRAME_MS, 1),
+            delay_ms=round(self._level_mean * self.frame_ms, 1),
             jitter_ms=round(self._jitter() * 1000, 1),
         )
 
@@ -368,7 +399,7 @@ class JitterBuffer:
         # Checked even while prebuffering: an idle reset forgets the play-out point.
         if self._last_played is None:
             return False
-        return 0 <= seq_diff(self._last_played, seq) < REPLAY_HORIZON
+        return 0 <= seq_diff(self._last_played, seq) < self._replay_horizon
 
     def _span_after_lowering(self, by: int) -> int:
         # Span (first to last buffered seq, inclusive) if play-out started `by` earlier.
@@ -425,7 +456,7 @@ class JitterBuffer:
 
     def _tick(self, level: int) -> None:
         # Once per play-out tick: the mean level for delay_ms, and the shrink window.
-        self._level_mean += (level - self._level_mean) * LEVEL_SMOOTHING
+        self._level_mean += (level - self._level_mean) * self._smoothing
         if not self._adaptive:
             return
         self._win_ticks += 1
@@ -433,8 +464,8 @@ class JitterBuffer:
         # (one frame less would have kept them all on time), and the depth the earliest
         # implies is this much above target. Lost frames do not count against it.
         excess = min(self._win_min, self._win_max + 1 - self._target)
-        fast = excess >= FAST_SHRINK_EXCESS
-        wait = FAST_SHRINK_TICKS if fast else SHRINK_TICKS // max(excess, 1)
+        fast = excess >= self._fast_excess
+        wait = self._fast_shrink_ticks if fast else self._shrink_ticks // max(excess, 1)
         if self._win_ticks >= wait:
             if excess >= 1:
                 self._drop_pending = True
@@ -475,7 +506,8 @@ class JitterBuffer:
         if self._anchor is None or abs(seq_diff(seq, self._anchor)) > _ANCHOR_LIMIT:
             self._anchor = seq
             self._fastest.clear()
-        delay = now - seq_diff(seq, self._anchor) * FRAME_S
+        frame_s = self._frame_s
+        delay = now - seq_diff(seq, self._anchor) * frame_s
         fastest = self._fastest
         while fastest and fastest[-1][1] >= delay:
             fastest.pop()
@@ -484,12 +516,12 @@ class JitterBuffer:
             fastest.popleft()
         spread = delay - fastest[0][1]
         # Rounded up to whole frames; the epsilon keeps 20.000000001 ms at 1 frame.
-        frames = math.ceil(spread / FRAME_S - 1e-6)
+        frames = math.ceil(spread / frame_s - 1e-6)
         if frames > self._max:
             return  # no depth we allow would have saved it (or a restarted counter)
-        if len(self._spreads) == HISTORY:
+        if len(self._spreads) == self._history:
             old = self._spreads.popleft()
-            self._buckets[math.ceil(old / FRAME_S - 1e-6)] -= 1
+            self._buckets[math.ceil(old / frame_s - 1e-6)] -= 1
         self._spreads.append(spread)
         self._buckets[frames] += 1
         if overdue:
@@ -503,7 +535,7 @@ class JitterBuffer:
     def _update_target(self, now: float) -> None:
         count = len(self._spreads)
         target = self._initial_target
-        if count >= MIN_SAMPLES:
+        if count >= self._min_samples:
             rank = math.ceil(TARGET_PERCENTILE * count)
             seen = 0
             for frames, n in enumerate(self._buckets):

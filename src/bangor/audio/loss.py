@@ -50,12 +50,12 @@ class LossMeter:
         self._interval_highest = 0  # extended highest at the last interval()
         self._interval_received = 0
         self._opus_bytes = 0
-        self._opus_frames = 0
+        self._opus_ms = 0.0  # audio in the primary frames counted in _opus_bytes
 
-    def on_packet(self, packet: int, opus_bytes: int) -> None:
-        """A packet arrived: its packet number and the size of its primary Opus frame."""
+    def on_packet(self, packet: int, opus_bytes: int, frame_ms: float = FRAME_MS) -> None:
+        """A packet arrived: its packet number, the size and duration of its primary frame."""
         self._opus_bytes += opus_bytes
-        self._opus_frames += 1
+        self._opus_ms += frame_ms
         self._received += 1
         if not self._started:
             self._started = True
@@ -91,6 +91,6 @@ class LossMeter:
     @property
     def kbps(self) -> float:
         """Mean Opus bitrate of the primary frames received (kbit/s while talking)."""
-        if not self._opus_frames:
+        if not self._opus_ms:
             return 0.0
-        return self._opus_bytes * 8 / (self._opus_frames * FRAME_MS)
+        return self._opus_bytes * 8 / self._opus_ms

@@ -20,8 +20,9 @@ _INT16_MAX = 32767
 
 # The limiter keeps peaks below this (about -0.2 dBFS) so nothing ever clips.
 LIMIT = 32000.0
-# Per 20 ms frame the limiter's gain recovers towards 1 by this factor (about
-# 6 dB per 240 ms): fast enough to sound natural, slow enough not to pump.
+# Per 20 ms the limiter's gain recovers towards 1 by this factor (about 6 dB per
+# 240 ms): fast enough to sound natural, slow enough not to pump. Frames of other
+# durations use the same rate in time.
 RELEASE = 1.06
 MAX_GAIN = 4.0  # per-speaker volume: 400 %
 
@@ -34,15 +35,17 @@ class Mixer:
     back up slowly afterwards; quiet sums pass unchanged.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, frame_samples: int = FRAME_SAMPLES) -> None:
+        self._samples = frame_samples
+        self._release = RELEASE ** (frame_samples / FRAME_SAMPLES)
         self._gain = 1.0
         self.limited_frames = 0  # frames the limiter had to turn down
 
     def mix(self, frames: Sequence[tuple[np.ndarray, float]]) -> np.ndarray:
         """Sum (frame, gain) pairs of int16 frames into one int16 frame."""
         if not frames:
-            self._gain = min(self._gain * RELEASE, 1.0)
-            return np.zeros(FRAME_SAMPLES, dtype=np.int16)
+            self._gain = min(self._gain * self._release, 1.0)
+            return np.zeros(self._samples, dtype=np.int16)
         shape = frames[0][0].shape
         acc = np.zeros(shape, dtype=np.float32)
         for frame, gain in frames:
@@ -53,7 +56,7 @@ class Mixer:
             if gain:
                 acc += frame.astype(np.float32) * min(max(gain, 0.0), MAX_GAIN)
         peak = float(np.max(np.abs(acc))) if len(acc) else 0.0
-        target = min(self._gain * RELEASE, 1.0)
+        target = min(self._gain * self._release, 1.0)
         if peak * target > LIMIT:
             target = LIMIT / peak
             self.limited_frames += 1

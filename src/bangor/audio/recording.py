@@ -1,7 +1,7 @@
 """Recording a call to an Ogg Opus file.
 
 :class:`OpusFileSink` is a :class:`~bangor.audio.devices.Sink`: it encodes each
-20 ms frame with our Opus encoder and writes the Ogg pages from
+frame (10, 20 or 40 ms: the call's ticks) with our Opus encoder and writes the Ogg pages from
 :class:`~bangor.audio.ogg.OggOpusMuxer` to the file as they are completed
 (about one page per second of audio), so a crash loses at most about a second.
 
@@ -27,7 +27,7 @@ import numpy as np
 from bangor.audio.codec import OpusEncoder
 from bangor.audio.ogg import OggOpusMuxer
 from bangor.errors import AudioError
-from bangor.settings import CHANNELS, FRAME_SAMPLES, SAMPLE_RATE
+from bangor.settings import CHANNELS, FRAME_MS, SAMPLE_RATE
 
 # 64 kbit/s mono Opus is near transparent for speech (PESQ 4.4) and, being VBR, costs
 # about 470 KB a minute of speech and less for silence.
@@ -36,17 +36,26 @@ SERIAL_BITS = 32
 
 
 class OpusFileSink:
-    """Encodes 20 ms int16 mono frames into an Ogg Opus file, written as it goes.
+    """Encodes int16 mono frames into an Ogg Opus file, written as it goes.
+
+    Frames are ``frame_ms`` long (the caller's tick); Ogg Opus carries any Opus
+    packet duration, so each becomes one packet.
 
     Not thread-safe: call write() and close() from one thread (the playback tick).
     """
 
     def __init__(
-        self, path: Path, bitrate: int = DEFAULT_RECORD_BITRATE, *, serial: int | None = None
+        self,
+        path: Path,
+        bitrate: int = DEFAULT_RECORD_BITRATE,
+        *,
+        serial: int | None = None,
+        frame_ms: int = FRAME_MS,
     ) -> None:
         self._path = path
         # No FEC: a file loses no packets, so redundancy would only cost bits.
-        self._encoder = OpusEncoder(bitrate=bitrate, fec=False, expected_loss=0)
+        self._encoder = OpusEncoder(bitrate=bitrate, fec=False, expected_loss=0, frame_ms=frame_ms)
+        self._samples = self._encoder.frame_samples
         self._pre_skip = self._encoder.lookahead
         self._muxer = OggOpusMuxer(
             serial=secrets.randbits(SERIAL_BITS) if serial is None else serial,
@@ -74,7 +83,7 @@ class OpusFileSink:
     @property
     def seconds(self) -> float:
         """Audio recorded so far, in seconds."""
-        return self._frames * FRAME_SAMPLES / SAMPLE_RATE
+        return self._frames * self._samples / SAMPLE_RATE
 
     @property
     def error(self) -> AudioError | None:
@@ -89,7 +98,7 @@ class OpusFileSink:
             return  # stopped by an error that was already raised
         packet = self._encoder.encode(frame)  # checks dtype and shape
         self._frames += 1
-        self._write(self._muxer.add_packet(packet, FRAME_SAMPLES))
+        self._write(self._muxer.add_packet(packet, self._samples))
 
     def close(self) -> None:
         """Write the last page (EOS) and close the file; idempotent."""
@@ -98,11 +107,12 @@ class OpusFileSink:
         # The encoder still holds its last `lookahead` samples of input: push
         # silence through and mark the surplus as padding (end trimming), so the
         # file decodes to exactly the frames written.
-        pad_frames = math.ceil(self._pre_skip / FRAME_SAMPLES)
-        silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        samples = self._samples
+        pad_frames = math.ceil(self._pre_skip / samples)
+        silence = np.zeros(samples, dtype=np.int16)
         for _ in range(pad_frames):
-            self._write(self._muxer.add_packet(self._encoder.encode(silence), FRAME_SAMPLES))
-        self._write(self._muxer.finish(trim=pad_frames * FRAME_SAMPLES - self._pre_skip))
+            self._write(self._muxer.add_packet(self._encoder.encode(silence), samples))
+        self._write(self._muxer.finish(trim=pad_frames * samples - self._pre_skip))
         file, self._file = self._file, None
         if file is not None:
             file.close()

@@ -1,6 +1,6 @@
 """Voice activity gate: send frames while someone speaks, nothing while silent, sans-I/O.
 
-The client feeds every 20 ms capture frame to :meth:`VoiceGate.process` and
+The client feeds every capture frame (10, 20 or 40 ms) to :meth:`VoiceGate.process` and
 encodes and sends only the frames it returns. The voiced/unvoiced decision is
 WebRTC's VAD (the ``webrtcvad`` module, from the ``webrtcvad-wheels`` package:
 a GMM over sub-band energies, a few microseconds per frame, no model files).
@@ -31,6 +31,10 @@ import numpy as np
 from bangor.errors import AudioError
 from bangor.settings import FRAME_SAMPLES, SAMPLE_RATE
 
+# The longest piece WebRTC's VAD judges at once (it takes 10, 20 or 30 ms): a 40 ms
+# frame is judged as two 20 ms pieces, and is speech if either one is.
+VAD_PIECE_SAMPLES = SAMPLE_RATE * 20 // 1000
+
 WEBRTCVAD_MISSING = (
     "voice activity detection needs the Python package webrtcvad-wheels "
     "(pip install webrtcvad-wheels); or join with --vad off"
@@ -46,15 +50,22 @@ def _load_vad(aggressiveness: int) -> Any:
 
 
 class VoiceGate:
-    """Decides, one 20 ms frame at a time, what to send.
+    """Decides, one frame of ``frame_samples`` at a time, what to send.
 
     ``aggressiveness`` is WebRTC's mode, 0 (lets most through) to 3 (strictest
-    about what counts as speech).
+    about what counts as speech). Hang-over and pre-roll count these frames.
     """
 
     def __init__(
-        self, aggressiveness: int = 2, hangover_frames: int = 15, preroll_frames: int = 2
+        self,
+        aggressiveness: int = 2,
+        hangover_frames: int = 15,
+        preroll_frames: int = 2,
+        frame_samples: int = FRAME_SAMPLES,
     ) -> None:
+        if frame_samples <= 0 or frame_samples % (SAMPLE_RATE // 100):
+            raise AudioError(f"VAD frames must be whole 10 ms, got {frame_samples} samples")
+        self._samples = frame_samples
         if not 0 <= aggressiveness <= 3:
             raise AudioError(f"VAD aggressiveness must be 0..3, got {aggressiveness}")
         if hangover_frames < 0:
@@ -79,12 +90,20 @@ class VoiceGate:
 
     def _is_speech(self, pcm: np.ndarray) -> bool:
         # WebRTC's VAD adapts its noise model with every frame: one call per frame.
-        if pcm.dtype != np.int16 or pcm.shape != (FRAME_SAMPLES,):
+        if pcm.dtype != np.int16 or pcm.shape != (self._samples,):
             raise AudioError(
-                f"a frame must be {FRAME_SAMPLES} int16 samples, got {pcm.dtype} {pcm.shape}"
+                f"a frame must be {self._samples} int16 samples, got {pcm.dtype} {pcm.shape}"
             )
         data = np.ascontiguousarray(pcm, dtype=np.dtype("=i2")).tobytes()
-        return bool(self._vad.is_speech(data, SAMPLE_RATE))
+        if self._samples <= VAD_PIECE_SAMPLES:
+            return bool(self._vad.is_speech(data, SAMPLE_RATE))
+        # Every piece goes through, so the noise model sees all of the audio.
+        step = VAD_PIECE_SAMPLES * 2
+        votes = [
+            bool(self._vad.is_speech(data[i : i + step], SAMPLE_RATE))
+            for i in range(0, len(data), step)
+        ]
+        return any(votes)
 
     def process(self, pcm: np.ndarray) -> list[np.ndarray]:
         """The frames to encode and send now, oldest first; empty while silent."""

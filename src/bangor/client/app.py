@@ -185,21 +185,26 @@ async def join_call(
     source: Source
     sink: Sink
     # No sound card (or no PortAudio): the call still works, silent on that side.
+    samples = settings.frame_samples  # every source and sink works in our ticks
     try:
-        source = open_source(source_spec)
+        source = open_source(source_spec, samples)
     except DeviceError as exc:
         emit(ev.ErrorEvent(0, f"{exc}; joining without a microphone"))
-        source = SilenceSource()
+        source = SilenceSource(samples)
     try:
-        sink = open_sink(sink_spec)
+        sink = open_sink(sink_spec, samples)
     except DeviceError as exc:
         emit(ev.ErrorEvent(0, f"{exc}; joining without sound output"))
-        sink = NullSink()
+        sink = NullSink(samples)
     except BaseException:
         source.close()
         raise
     try:
-        recorder = OpusFileSink(record_path) if record_path is not None else None
+        recorder = (
+            OpusFileSink(record_path, frame_ms=settings.frame_ms)
+            if record_path is not None
+            else None
+        )
     except BaseException:
         source.close()
         sink.close()
@@ -556,7 +561,8 @@ class _Call:
                 "dropped": s.dropped,  # played-out delay cut back (adaptive buffer)
                 "recovered": s.recovered,  # lost packets rebuilt from later packets' copies
                 "loss": round(reception.loss, 4),  # packets the network lost, 0..1
-                "target_frames": s.target,
+                "frame_ms": stream.frame_ms,  # the duration this sender chose
+                "target_frames": s.target,  # in the sender's frames
                 "delay_ms": s.delay_ms,
                 "jitter_ms": s.jitter_ms,
                 "kbps": round(stream.meter.kbps, 1),

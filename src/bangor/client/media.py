@@ -1,12 +1,19 @@
 """The client's media engine: capture -> Opus -> E2EE seal -> hop seal -> UDP, and back.
 
-The engine ticks every 20 ms on the event loop's clock: it reads one frame from the
-source, encodes and sends it (with copies of the frames before it while listeners
-report loss), then pulls one frame from each sender's jitter buffer, decodes (or
-conceals a loss, from in-band FEC when the next packet is there), mixes with each
-speaker's volume and writes to the sink. Ticks are scheduled against absolute times
-so they do not
-drift; after a long stall the schedule is reset rather than bursting to catch up.
+The engine ticks once per frame of ours (``settings.frame_ms``: 10, 20 or 40 ms) on
+the event loop's clock: it reads one frame from the source, encodes and sends it (with
+copies of the frames before it while listeners report loss), then takes one tick of
+audio from each sender, mixes with each speaker's volume and writes to the sink.
+
+Each sender picks its own frame duration, read from its packets' Opus TOC byte. Its
+jitter buffer counts its frames; decoded audio (or a loss concealed, from in-band FEC
+when the next packet is there, for the lost frame's duration) goes into a small PCM
+queue per sender, and each tick takes exactly one tick's samples from it, popping and
+decoding that sender's frames as needed: two 10 ms frames for a 20 ms tick, one
+40 ms frame every other 20 ms tick.
+
+Ticks are scheduled against absolute times so they do not drift; after a long stall
+the schedule is reset rather than bursting to catch up.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import math
 import socket
 import struct
 import time
@@ -26,14 +34,14 @@ import ifaddr
 import numpy as np
 
 from bangor.audio.adaptation import SendAdapter, SendPlan
-from bangor.audio.codec import OpusDecoder, OpusEncoder
+from bangor.audio.codec import OpusDecoder, OpusEncoder, packet_samples
 from bangor.audio.devices import NullSink, Sink, Source
 from bangor.audio.jitter import Frame, JitterBuffer, Lost
 from bangor.audio.loss import LossMeter
 from bangor.audio.mixer import Mixer
 from bangor.audio.vad import VoiceGate
 from bangor.errors import AudioError, PacketError
-from bangor.settings import FRAME_MS, MAX_VOICE_FRAME, ClientSettings
+from bangor.settings import FRAME_SAMPLES, MAX_VOICE_FRAME, SAMPLE_RATE, ClientSettings
 from bangor.wire import stun
 from bangor.wire.direct import DirectPaths, DirectSettings, PathChanged
 from bangor.wire.media import HopOpener, HopSealer, MediaKeys, PacketType, peek_session_id
@@ -46,14 +54,18 @@ from bangor.wire.voice import (
     unpack_relayed,
 )
 
-TICK = FRAME_MS / 1000
+MAX_STALL_S = 0.2  # behind by more than this: reset the schedule instead of bursting
+PLAN_INTERVAL = 1.0  # seconds: look at the send plan again even without reports
+SPEAKING_MS = 200  # a speaker whose last real frame played within this is speaking
 STUN_RETRY = 0.5  # seconds between STUN requests until the server answers
 STUN_FAST_TRIES = 20  # then ask only now and then (an old server may not answer STUN)
 MAX_HOST_CANDIDATES = 6  # interface addresses offered to members (room for srflx and more)
-MAX_STALL_TICKS = 10  # behind by more than this: reset the schedule instead of bursting
-PLAN_TICKS = 50  # look at the send plan again every second even without reports
-SPEAKING_TICKS = 10  # a speaker whose last real frame played within 200 ms is speaking
 _STAMP = struct.Struct("!Q")
+
+
+def _at_least_one(ms: float, frame_ms: float) -> int:
+    # A duration in whole frames, rounded up, at least one.
+    return max(math.ceil(ms / frame_ms - 1e-9), 1)
 
 
 class VoiceCrypto(Protocol):
@@ -70,10 +82,19 @@ class SenderStream:
 
     jitter: JitterBuffer
     decoder: OpusDecoder
+    frame_samples: int = FRAME_SAMPLES  # the sender's frame duration, from its TOC bytes
     meter: LossMeter = field(default_factory=LossMeter)
     bad_frames: int = 0
-    last_voice_tick: int = -SPEAKING_TICKS  # tick of the last frame played (not concealed)
+    last_voice_tick: int | None = None  # our tick of the last frame played (not concealed)
     loss_until: float = -1.0  # we saw this sender's packets lost recently, until then
+    # Decoded audio not played yet: less than one of the sender's frames plus a tick.
+    pcm: list[np.ndarray] = field(default_factory=list)
+    pcm_samples: int = 0
+    resets: int = 0  # times the sender changed its frame duration
+
+    @property
+    def frame_ms(self) -> float:
+        return self.frame_samples * 1000 / SAMPLE_RATE
 
 
 @dataclass
@@ -142,22 +163,28 @@ class MediaEngine(asyncio.DatagramProtocol):
             startup=settings.redundancy_startup,
         )
         self.plan: SendPlan = self.adapter.initial()
+        self.frame_ms = settings.frame_ms
+        self.frame_samples = settings.frame_samples
         self.encoder = OpusEncoder(
             bitrate=self.plan.bitrate,
             complexity=settings.complexity,
             fec=settings.fec,
             expected_loss=self.plan.expected_loss,
+            frame_ms=self.frame_ms,
         )
-        self.mixer = Mixer()
-        self.record_mixer = Mixer()
+        self.mixer = Mixer(self.frame_samples)
+        self.record_mixer = Mixer(self.frame_samples)
+        self._plan_ticks = _at_least_one(PLAN_INTERVAL * 1000, self.frame_ms)
+        self._speaking_ticks = _at_least_one(SPEAKING_MS, self.frame_ms)
         # (seq, opus) of the frames just sent, for copies in the next packets.
         self._history: deque[tuple[int, bytes]] = deque(maxlen=MAX_REDUNDANT)
         self.gate: VoiceGate | None = None
         if self.settings.vad:
             self.gate = VoiceGate(
                 self.settings.vad_aggressiveness,
-                self.settings.vad_hangover_frames,
-                self.settings.vad_preroll_frames,
+                _at_least_one(self.settings.vad_hangover_ms, self.frame_ms),
+                _at_least_one(self.settings.vad_preroll_ms, self.frame_ms),
+                self.frame_samples,
             )
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -221,12 +248,13 @@ class MediaEngine(asyncio.DatagramProtocol):
 
     async def _tick_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        tick = self.frame_ms / 1000
         next_tick = loop.time()
         while True:
             self.tick()
-            next_tick += TICK
+            next_tick += tick
             delay = next_tick - loop.time()
-            if delay < -MAX_STALL_TICKS * TICK:
+            if delay < -MAX_STALL_S:
                 next_tick = loop.time()
                 delay = 0
             await asyncio.sleep(max(delay, 0))
@@ -326,8 +354,10 @@ class MediaEngine(asyncio.DatagramProtocol):
         older ones would only add delay: keep what fills the prebuffer. For a stream
         in progress (a rekey), every frame goes in, so nothing is skipped.
         """
-        if sender not in self.streams:
-            plaintexts = plaintexts[-self.settings.jitter_target_frames :]
+        if sender not in self.streams and plaintexts:
+            samples = _frame_samples_of(plaintexts[-1]) or FRAME_SAMPLES
+            keep = self._target_frames(samples * 1000 / SAMPLE_RATE)
+            plaintexts = plaintexts[-keep:]
         for plaintext in plaintexts:
             self.push(sender, plaintext)
 
@@ -343,12 +373,19 @@ class MediaEngine(asyncio.DatagramProtocol):
             self.stats.undecryptable += 1
             return
         stream = self.streams.get(sender)
+        samples = _samples_of(frame.opus)
         if stream is None:
+            samples = samples or FRAME_SAMPLES
             stream = self.streams[sender] = SenderStream(
-                JitterBuffer(self.settings.jitter_target_frames, self.settings.jitter_max_frames),
-                OpusDecoder(),
+                self._jitter_buffer(samples), OpusDecoder(), samples
             )
-        stream.meter.on_packet(frame.packet, len(frame.opus))
+        elif samples and samples != stream.frame_samples:
+            # The sender changed its frame duration: its buffer counted frames of the
+            # old one, so start over (what was decoded already still plays).
+            stream.jitter = self._jitter_buffer(samples)
+            stream.frame_samples = samples
+            stream.resets += 1
+        stream.meter.on_packet(frame.packet, len(frame.opus), stream.frame_ms)
         jitter = stream.jitter
         # While the sender repeats frames and we lose some, wait long enough for the
         # copies to come; without loss here the wait would only add delay.
@@ -358,6 +395,18 @@ class MediaEngine(asyncio.DatagramProtocol):
         for i, copy in enumerate(frame.redundant):
             jitter.push_redundant((frame.seq - count + i) % SEQ_MODULO, copy)
         jitter.push(frame.seq, frame.opus, now=now)
+
+    def _target_frames(self, frame_ms: float) -> int:
+        return _at_least_one(self.settings.jitter_target_ms, frame_ms)
+
+    def _jitter_buffer(self, samples: int) -> JitterBuffer:
+        """A jitter buffer for a sender of ``samples`` frames, its depths set in ms."""
+        frame_ms = samples * 1000 / SAMPLE_RATE
+        # Each tick takes this many of its frames at once: never aim below that.
+        per_tick = _at_least_one(self.frame_ms, frame_ms)
+        target = max(self._target_frames(frame_ms), per_tick)
+        most = max(_at_least_one(self.settings.jitter_max_ms, frame_ms), target)
+        return JitterBuffer(target, most, per_tick, frame_ms=frame_ms)
 
     def forget(self, sender: int) -> None:
         self.streams.pop(sender, None)
@@ -395,9 +444,11 @@ class MediaEngine(asyncio.DatagramProtocol):
             self.encoder.configure(plan.bitrate, plan.expected_loss)
 
     def speaking(self, sender: int) -> bool:
-        """Whether a real frame of this speaker played within the last 200 ms."""
+        """Whether a real frame of this speaker played within the last SPEAKING_MS."""
         stream = self.streams.get(sender)
-        return stream is not None and self._ticks - stream.last_voice_tick < SPEAKING_TICKS
+        if stream is None or stream.last_voice_tick is None:
+            return False
+        return self._ticks - stream.last_voice_tick < self._speaking_ticks
 
     @property
     def transmitting(self) -> bool:
@@ -406,12 +457,12 @@ class MediaEngine(asyncio.DatagramProtocol):
             return False
         return self.talking or not self.settings.push_to_talk
 
-    # --- one 20 ms tick -----------------------------------------------------------
+    # --- one tick (one of our frames) ----------------------------------------------
 
     def tick(self) -> None:
         self._ticks += 1
         now = self.clock()
-        if self._ticks % PLAN_TICKS == 0:
+        if self._ticks % self._plan_ticks == 0:
             self.update_plan(now)  # old reports expire, startup protection ends
         if not self.settings.relay_only:
             self._discover(now)
@@ -439,7 +490,7 @@ class MediaEngine(asyncio.DatagramProtocol):
             # decoders (their state stays right) and into a recording.
             self.sink.write(self.mixer.mix([] if self.deafened else frames))
         except AudioError as exc:
-            self.sink = NullSink()
+            self.sink = NullSink(self.frame_samples)
             self.on_problem(f"{exc}; playing to nothing from now on, the call goes on")
         if self.recorder is not None:
             if sent and pcm is not None:
@@ -499,20 +550,63 @@ class MediaEngine(asyncio.DatagramProtocol):
             self._send(PacketType.VOICE_EXCEPT, pack_except(sorted(direct), sealed))
 
     def _play(self, stream: SenderStream) -> np.ndarray | None:
+        """One tick of this sender's audio, or None while it plays nothing."""
+        need = self.frame_samples
+        queued = stream.pcm
+        while stream.pcm_samples < need:
+            pcm = self._decode_next(stream)
+            if pcm is None:
+                break
+            queued.append(pcm)
+            stream.pcm_samples += len(pcm)
+        if not stream.pcm_samples:
+            return None
+        if len(queued) == 1 and stream.pcm_samples == need:
+            stream.pcm_samples = 0
+            return queued.pop()  # the sender's frames are our ticks: nothing to cut
+        joined = np.concatenate(queued)
+        out, rest = joined[:need], joined[need:]
+        queued.clear()
+        if len(rest):
+            queued.append(rest)
+        stream.pcm_samples = len(rest)
+        if len(out) < need:
+            out = np.pad(out, (0, need - len(out)))  # the end of a talk spurt
+        return out
+
+    def _decode_next(self, stream: SenderStream) -> np.ndarray | None:
+        """The sender's next frame from its jitter buffer, decoded or concealed."""
         item = stream.jitter.pop()
         if item is None:
             return None
+        samples = stream.frame_samples
         try:
             if isinstance(item, Frame):
                 stream.last_voice_tick = self._ticks
                 return stream.decoder.decode(item.payload)
             assert isinstance(item, Lost)
             if item.next_payload is not None:
-                return stream.decoder.decode_fec(item.next_payload)
-            return stream.decoder.conceal()
+                return stream.decoder.decode_fec(item.next_payload, samples)
+            return stream.decoder.conceal(samples)
         except AudioError:
             stream.bad_frames += 1
-            return stream.decoder.conceal()
+            return stream.decoder.conceal(samples)
+
+
+def _samples_of(opus: bytes) -> int | None:
+    # The frame duration a packet's TOC byte says; None if it cannot be Opus (the
+    # decoder then counts it as a bad frame and conceals).
+    try:
+        return packet_samples(opus)
+    except AudioError:
+        return None
+
+
+def _frame_samples_of(plaintext: bytes) -> int | None:
+    try:
+        return _samples_of(VoiceFrame.parse(plaintext).opus)
+    except PacketError:
+        return None
 
 
 def _plain(addr: tuple[str, int] | tuple[str, int, int, int]) -> tuple[str, int]:
