@@ -431,3 +431,96 @@ def test_a_lost_frame_is_concealed_for_its_own_duration(ms: int) -> None:
     ticks = [eng._play(eng.streams[9]) for _ in range(12 * ms // 20)]
     assert all(t is not None and len(t) == FRAME_SAMPLES for t in ticks)
     assert eng.streams[9].pcm_samples == 0
+
+
+# --- where voice goes: direct to some members, the relay for the rest ------------------
+
+
+class Capture:
+    """A datagram transport that keeps what is sent, and where."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.sent.append((data, addr))
+
+
+SERVER = ("192.0.2.10", 7600)
+PEER_ADDRS = {21: ("198.51.100.21", 4021), 22: ("198.51.100.22", 4022)}
+
+
+def routed_engine(direct: list[int]) -> tuple[MediaEngine, Capture]:
+    """Our engine in a room with members 21 and 22; ``direct`` already have a path."""
+    from bangor.wire.direct import Candidate, DirectPaths
+
+    eng = MediaEngine(
+        7,
+        KEYS,
+        open_source("tone"),
+        open_sink("null"),
+        ClientSettings(vad=False),
+        FakeCrypto(),
+    )
+    eng.server_addr = SERVER
+    eng.clock = lambda: 0.02  # the paths below were checked a moment ago on this clock
+    eng.members.update(PEER_ADDRS)
+    for member in direct:
+        peer = DirectPaths(member)
+        eng.direct.set_remote(
+            member, peer.local_key(7), [Candidate("srflx", *PEER_ADDRS[member])], 0
+        )
+        peer.set_remote(7, eng.direct.local_key(member), [], 0)
+        # The member answers one of our probes: the path is up.
+        eng.direct.handle_timer(0.0)
+        for probe, addr in eng.direct.datagrams_to_send():
+            peer.datagram_received(probe, ("203.0.113.7", 7000), 0.0)
+            for answer, _ in peer.datagrams_to_send():
+                eng.direct.datagram_received(answer, addr, 0.01)
+    assert set(eng.direct.direct()) == set(direct)
+    capture = Capture()
+    eng.transport = capture  # type: ignore[assignment]
+    return eng, capture
+
+
+def server_packets(eng: MediaEngine, capture: Capture) -> list[tuple[PacketType, bytes]]:
+    from bangor.wire import stun
+    from bangor.wire.media import HopOpener
+
+    opener = HopOpener(KEYS.client_to_server, 7)
+    found = []
+    for data, addr in capture.sent:
+        if addr == SERVER and not stun.is_stun(data):  # our address is asked for too
+            header, payload = opener.open(data)
+            found.append((header.type, payload))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("direct", "to_server"),
+    [([], PacketType.VOICE), ([21], PacketType.VOICE_EXCEPT), ([21, 22], None)],
+)
+def test_each_frame_goes_direct_where_it_can_and_the_relay_skips_those(
+    direct: list[int], to_server: PacketType | None
+) -> None:
+    from bangor.wire.voice import unpack_except
+
+    eng, capture = routed_engine(direct)
+    eng.tick()
+    relayed = server_packets(eng, capture)
+    if to_server is None:
+        assert relayed == []  # everyone is reached directly: the relay carries nothing
+    else:
+        [(ptype, payload)] = relayed
+        assert ptype is to_server
+        if ptype is PacketType.VOICE_EXCEPT:
+            skip, voice = unpack_except(payload)
+            assert skip == frozenset(direct)
+            assert voice.startswith(b"ok:")
+    direct_voice = [
+        addr
+        for data, addr in capture.sent
+        if addr in PEER_ADDRS.values() and data[1] == PacketType.VOICE  # not the probes
+    ]
+    assert sorted(direct_voice) == sorted(PEER_ADDRS[m] for m in direct)
+    assert eng.stats.direct_sent == len(direct)

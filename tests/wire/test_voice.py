@@ -103,9 +103,7 @@ def test_the_worked_example_of_protocol_md() -> None:
     voice_key = HKDFExpand(hashes.SHA256(), 32, b"bangor/1 voice").derive(extract.finalize())
     metadata = b"bangor/1 voice " + bytes.fromhex("0123456789abcdef b2175c32")
     frame = SFrameKey(0x0102, voice_key).seal(5, metadata, plaintext)
-    assert frame == bytes.fromhex(
-        "950102 404cf0f4e569dd27b691 2f3e355f48564bbfde35999c80988a95"
-    )
+    assert frame == bytes.fromhex("950102 404cf0f4e569dd27b691 2f3e355f48564bbfde35999c80988a95")
     sealer = HopSealer(derive_media_keys(bytes(range(32))).client_to_server, 0xB2175C32)
     for _ in range(5):
         sealer.seal(PacketType.KEEPALIVE, b"")  # counters 0..4

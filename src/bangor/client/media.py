@@ -40,7 +40,7 @@ from bangor.audio.jitter import Frame, JitterBuffer, Lost
 from bangor.audio.loss import LossMeter
 from bangor.audio.mixer import Mixer
 from bangor.audio.vad import VoiceGate
-from bangor.errors import AudioError, PacketError
+from bangor.errors import AudioError, ConnectError, PacketError
 from bangor.settings import FRAME_SAMPLES, MAX_VOICE_FRAME, SAMPLE_RATE, ClientSettings
 from bangor.wire import stun
 from bangor.wire.direct import DirectPaths, DirectSettings, PathChanged
@@ -200,11 +200,17 @@ class MediaEngine(asyncio.DatagramProtocol):
         self.clock = loop.time
         # One unconnected socket for the relay, STUN and direct paths: the address the
         # server sees (and tells us by STUN) is then the one members can reach us at.
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        family, _, _, _, sockaddr = infos[0]
-        self.server_addr = (str(sockaddr[0]), int(sockaddr[1]))
-        wildcard = "::" if family == socket.AF_INET6 else "0.0.0.0"
-        await loop.create_datagram_endpoint(lambda: self, local_addr=(wildcard, 0), family=family)
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+            family, _, _, _, sockaddr = infos[0]
+            self.server_addr = (str(sockaddr[0]), int(sockaddr[1]))
+            wildcard = "::" if family == socket.AF_INET6 else "0.0.0.0"
+            await loop.create_datagram_endpoint(
+                lambda: self, local_addr=(wildcard, 0), family=family
+            )
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            raise ConnectError(f"no UDP path to {host}:{port}: {reason.lower()}") from None
         assert self.transport is not None
         self.local_addr = self.transport.get_extra_info("sockname")[:2]
         self.send_keepalive()
