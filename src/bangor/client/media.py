@@ -107,7 +107,7 @@ class MediaStats:
     dropped: int = 0  # datagrams that failed to open (forged, replayed, malformed)
     undecryptable: int = 0  # voice that failed end to end (no key, forged, replayed)
     direct_sent: int = 0  # voice packets sent straight to a member (not via the relay)
-    direct_received: int = 0
+    direct_received: int = 0  # of ``received``, those that came straight from a member
     rtt: float | None = None
     udp_ok: bool = False
 
@@ -312,6 +312,7 @@ class MediaEngine(asyncio.DatagramProtocol):
             return
         self._flush_direct()
         if voice is not None:
+            self.stats.received += 1  # all voice, whichever path it took
             self.stats.direct_received += 1
             self._open_voice(*voice)
 
@@ -335,6 +336,8 @@ class MediaEngine(asyncio.DatagramProtocol):
     def candidates(self) -> list[tuple[str, str, int]]:
         """Where members may reach us: (kind, ip, port) for host and server-reflexive."""
         port = self.local_addr[1]
+        if not port:
+            return []  # no socket yet: nothing to offer (the key still lets us probe them)
         found = [("host", ip, port) for ip in host_addresses(socket.AF_INET6 in self._families())]
         if self.srflx is not None and ("host", *self.srflx) not in found:
             found.append(("srflx", *self.srflx))
