@@ -87,6 +87,8 @@ class ClientSettings:
     vad_aggressiveness: int = 2  # WebRTC VAD mode: 0 lets most through .. 3 strictest
     vad_hangover_frames: int = 15  # keep sending 300 ms after speech so word endings survive
     vad_preroll_frames: int = 2  # frames held back while silent, sent at a word's onset
+    # Seconds between `stats` events; a UI with live speaking indicators asks for less.
+    stats_interval: float = 5.0
 
 
-STATS_INTERVAL = 5.0  # seconds between `stats` events of a joined client
+STATS_INTERVAL = ClientSettings.stats_interval  # the default, for scripts
