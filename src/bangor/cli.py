@@ -164,12 +164,52 @@ def cmd_room(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _settings(args: argparse.Namespace) -> ClientSettings:
+    return ClientSettings(
+        vad=args.vad == "on",
+        bitrate=args.bitrate,
+        complexity=args.complexity,
+        fec=args.fec == "on",
+        max_redundancy=args.redundancy,
+        push_to_talk=args.ptt,
+    )
+
+
+def wants_tui(args: argparse.Namespace, stdout_is_terminal: bool) -> bool:
+    """The terminal UI for a person at a terminal; the headless client for scripts."""
+    return stdout_is_terminal and not args.headless and not args.json
+
+
+def run_tui(args: argparse.Namespace | None) -> int:
+    """The terminal UI; ``args``: those of `bangor join INVITE`, None for plain `bangor`."""
+    from bangor.tui import BangorApp, Launch
+
+    launch = Launch(password=os.environ.get("BANGOR_PASSWORD"))
+    if args is not None:
+        launch = Launch(
+            invite=args.invite,
+            user=args.user or os.environ.get("BANGOR_USER"),
+            nick=args.name,
+            password=launch.password,
+            source=args.input,
+            sink=args.output,
+            settings=_settings(args),
+            record_path=Path(args.record) if args.record else None,
+            duration=args.duration,
+            auto_join=True,
+        )
+    code = BangorApp(launch).run()
+    return EXIT_OK if code is None else code
+
+
 def cmd_join(args: argparse.Namespace) -> int:
     from bangor.client import events as ev
     from bangor.client.app import Login, join_call
     from bangor.wire.invite import Invite
 
     invite = Invite.parse(args.invite)
+    if wants_tui(args, sys.stdout.isatty()):
+        return run_tui(args)
     user = _login_user(args)
     password = read_secret(f"password for {user}: ", env="BANGOR_PASSWORD", stdin_ok=False)
 
@@ -187,18 +227,11 @@ def cmd_join(args: argparse.Namespace) -> int:
                 invite,
                 Login(user, password, args.name or ""),
                 emit,
-                source_spec=args.input,
-                sink_spec=args.output,
+                source_spec=args.input or "default",
+                sink_spec=args.output or "default",
                 record_path=Path(args.record) if args.record else None,
                 duration=args.duration,
-                settings=ClientSettings(
-                    vad=args.vad == "on",
-                    bitrate=args.bitrate,
-                    complexity=args.complexity,
-                    fec=args.fec == "on",
-                    max_redundancy=args.redundancy,
-                    push_to_talk=args.ptt,
-                ),
+                settings=_settings(args),
             )
         except BangorError as exc:
             if args.json:
@@ -322,14 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
     join.add_argument("invite")
     join.add_argument("--user", metavar="NAME")
     join.add_argument("--name", metavar="NICK", help="name shown to the others")
+    # No argparse default: the terminal UI falls back on the saved profile's devices.
     join.add_argument(
         "--input",
-        default="default",
         metavar="SRC",
-        help="default | DEVICE | tone[:HZ] | silence | FILE.wav",
+        help="default | DEVICE | tone[:HZ] | silence | FILE.wav (default: default)",
     )
     join.add_argument(
-        "--output", default="default", metavar="SINK", help="default | DEVICE | null | FILE.wav"
+        "--output", metavar="SINK", help="default | DEVICE | null | FILE.wav (default: default)"
     )
     join.add_argument("--duration", type=float, metavar="SECONDS", help="leave after this long")
     join.add_argument(
@@ -377,7 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="push-to-talk: send voice only after /talk on (a line on stdin) until /talk off",
     )
-    join.add_argument("--headless", action="store_true", help="no terminal UI")
+    join.add_argument(
+        "--headless",
+        action="store_true",
+        help="no terminal UI (the default when stdout is not a terminal)",
+    )
     join.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
     join.set_defaults(func=cmd_join)
 
@@ -400,8 +437,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help()
-        return EXIT_USAGE
+        if sys.stdout.isatty() and sys.stdin.isatty():
+            args.func = lambda _args: run_tui(None)
+        else:
+            parser.print_help()
+            return EXIT_USAGE
     try:
         code: int = args.func(args)
         return code
