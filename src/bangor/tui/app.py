@@ -39,6 +39,7 @@ from bangor.wire.invite import Invite
 UI_STATS_INTERVAL = 0.25
 VOLUME_STEP = 10  # percent per F7/F8 press
 CHAT_HISTORY_LINES = 2000  # lines the chat pane keeps for the session
+CHAT_MIN_WIDTH = 20  # columns the chat pane wraps at, at the least
 SPEAKING = "◉"  # in the member list, beside whoever is speaking now
 SILENT = "○"
 
@@ -108,7 +109,9 @@ class CallScreen(Screen[None]):
             with Vertical(id="members-pane"):
                 yield DataTable(id="members", cursor_type="row", zebra_stripes=False)
             with Vertical(id="chat-pane"):
-                yield RichLog(id="chat", wrap=True, max_lines=CHAT_HISTORY_LINES)
+                yield RichLog(
+                    id="chat", wrap=True, min_width=CHAT_MIN_WIDTH, max_lines=CHAT_HISTORY_LINES
+                )
                 yield Input(
                     id="say",
                     placeholder="chat (Enter sends)",
@@ -116,14 +119,14 @@ class CallScreen(Screen[None]):
                     compact=True,
                 )
         yield Static("connecting...", id="status")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one("#members", DataTable)
         table.add_column(" ", key="speaking", width=1)
-        table.add_column("Member", key="name", width=18)
+        table.add_column("Member", key="name", width=16)
         table.add_column("Vol", key="volume", width=4)
-        table.add_column("Key", key="trust", width=5)
+        table.add_column("Key", key="trust", width=4)
         self.query_one("#say", Input).focus()
         self.lines.put_nowait("/audio")  # the first audio event: the state the call starts in
         self.run_call()
@@ -220,11 +223,12 @@ class CallScreen(Screen[None]):
         if state.you is not None:
             you = state.you
             name = you.nick if you.nick == you.user else f"{you.nick} ({you.user})"
+            # Your own row: the microphone's state where others show their volume.
             table.add_row(
                 " ",
                 Text(f"{name} (you)", style="bold"),
+                state.mic_short(),
                 "",
-                state.mic_state()[:5],
                 key=str(you.session_id),
             )
         for sid, view in sorted(state.members.items(), key=lambda kv: kv[1].info.nick.casefold()):
@@ -323,6 +327,7 @@ class BangorApp(App[int]):
     """``bangor`` (and ``bangor join INVITE`` in a terminal): the keyboard-driven client."""
 
     TITLE = "Bangor"
+    ENABLE_COMMAND_PALETTE = False  # every action has a key; the footer needs the room
     CSS_PATH = "bangor.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [Binding("ctrl+q", "quit", "Quit", priority=True)]
 

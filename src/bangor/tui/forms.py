@@ -113,7 +113,7 @@ class JoinScreen(FormScreen):
                 yield Button("Devices", id="devices", compact=True)
                 yield Button("Quit", id="quit", compact=True)
             yield Static("", classes="error-line error")
-        yield Footer()
+        yield Footer(compact=True)
 
     def devices_line(self) -> str:
         app = self.bangor
@@ -213,7 +213,7 @@ class CreateScreen(FormScreen):
             with Horizontal(classes="buttons"):
                 yield Button("Copy", id="copy", compact=True, disabled=True)
                 yield Button("Join it", id="join", compact=True, disabled=True)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         empty = [i for i in self.query(Input) if not i.value and not i.disabled]

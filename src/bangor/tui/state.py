@@ -92,6 +92,12 @@ class CallState:
         parts.append(self.mic_state())
         return " | ".join(parts)
 
+    def mic_short(self) -> str:
+        """The microphone's state in four columns, for the member list."""
+        return {"DEAFENED": "DEAF", "MUTED": "MUTE", "TALKING": "TALK", "push-to-talk": "ptt"}.get(
+            state := self.mic_state(), state.removeprefix("mic ")
+        )
+
     def mic_state(self) -> str:
         audio = self.audio
         if audio is None:
