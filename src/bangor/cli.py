@@ -198,8 +198,9 @@ def run_tui(args: argparse.Namespace | None) -> int:
             duration=args.duration,
             auto_join=True,
         )
-    code = BangorApp(launch).run()
-    return EXIT_OK if code is None else code
+    app = BangorApp(launch)
+    app.run()
+    return app.return_code or EXIT_OK
 
 
 def cmd_join(args: argparse.Namespace) -> int:

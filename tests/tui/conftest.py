@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import keyring
 import pytest
+from keyring.backend import KeyringBackend
 from rich.text import Text
 from textual.pilot import Pilot
 from textual.widgets import Input, RichLog
@@ -79,4 +81,41 @@ def plain(value: object) -> str:
     return value.plain if isinstance(value, Text) else str(value)
 
 
-__all__ = ["ServerProcess", "call_screen", "chat_text", "fill", "plain", "screenshot", "wait_until"]
+__all__ = [
+    "MemoryKeyring",
+    "ServerProcess",
+    "call_screen",
+    "chat_text",
+    "fill",
+    "plain",
+    "screenshot",
+    "wait_until",
+]
+
+
+class MemoryKeyring(KeyringBackend):
+    """A keyring backend in memory, standing in for the OS keyring."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.passwords: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.passwords.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.passwords[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        self.passwords.pop((service, username), None)
+
+
+@pytest.fixture
+def memory_keyring() -> Iterator[MemoryKeyring]:
+    before = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(before)

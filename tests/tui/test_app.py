@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from textual.pilot import Pilot
+from textual.widgets import Checkbox, Input, OptionList, Static
 
+from bangor.audio.devices import list_devices
+from bangor.client import events as ev
+from bangor.errors import BangorError
 from bangor.tui import BangorApp, Launch
-from bangor.tui.app import SPEAKING
+from bangor.tui.app import SPEAKING, CallScreen
+from bangor.tui.config import load_profile
+from bangor.tui.dialogs import DevicesScreen, HelpScreen
 from bangor.tui.forms import CreateScreen, JoinScreen
 from bangor.wire.invite import Invite
 from tests.integration.conftest import PASSWORD, ServerProcess
-from tests.tui.conftest import call_screen, chat_text, fill, plain, screenshot, wait_until
+from tests.tui.conftest import (
+    MemoryKeyring,
+    call_screen,
+    chat_text,
+    fill,
+    plain,
+    screenshot,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -118,3 +134,158 @@ async def test_call_screen_members_speaking_chat_safety_and_volume(
         finally:
             bob.proc.terminate()
             bob.wait()
+
+
+async def test_call_keys_talk_mute_deafen_help_devices_and_errors(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    server.add_user("alice")
+    code = server.create_room("alice")
+    app = quiet_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        fill(app, invite=code, user="alice", password=PASSWORD)
+        app.screen.query_one("#ptt", Checkbox).value = True
+        await pilot.press("enter")
+        call = call_screen(app)
+        await wait_until(pilot, lambda: call.state.audio is not None, "the audio state")
+
+        def audio() -> ev.AudioState:
+            assert call.state.audio is not None
+            return call.state.audio
+
+        def status() -> str:
+            return plain(call.query_one("#status").render())
+
+        assert audio().push_to_talk and not audio().talking
+        assert "push-to-talk" in status()
+        await pilot.press("f4")
+        await wait_until(pilot, lambda: audio().talking, "talking")
+        assert "TALKING" in status()
+        await pilot.press("f4")
+        await wait_until(pilot, lambda: not audio().talking, "not talking")
+        await pilot.press("f2")
+        await wait_until(pilot, lambda: audio().muted, "muted")
+        assert "MUTED" in status()
+        assert plain(call.query_one("#members").get_cell_at((0, 2))) == "MUTE"  # type: ignore[attr-defined]
+        await pilot.press("f2")
+        await wait_until(pilot, lambda: not audio().muted, "unmuted")
+        await pilot.press("f3")
+        await wait_until(pilot, lambda: audio().deafened, "deafened")
+        assert "DEAFENED" in status()
+        await pilot.press("f3")
+        await wait_until(pilot, lambda: not audio().deafened, "undeafened")
+
+        # Volume keys with only yourself selected: a hint, nothing sent.
+        await pilot.press("f8")
+        assert audio().volumes == {}
+
+        # A command the client refuses: the error shows in the chat pane.
+        fill(app, say="/volume nobody 50")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "no member called 'nobody'" in chat_text(app), "error")
+
+        await pilot.press("f1")
+        assert isinstance(app.screen, HelpScreen)
+        keys = plain(app.screen.query_one("#help-keys", Static).render())
+        assert all(key in keys for key in ("F2", "F3", "F4", "F10", "Ctrl+Q"))
+        screenshot(app, "tui-help", tmp_path)
+        await pilot.press("escape")
+        assert app.screen is call
+
+        await pilot.press("f5")
+        picker = app.screen
+        assert isinstance(picker, DevicesScreen)
+        await check_device_picker(pilot, picker)
+        assert isinstance(app.screen, CallScreen)
+        assert (app.profile.input, app.profile.output) == ("silence", "null")
+        assert load_profile().input == "silence"  # saved in the config file
+
+        await pilot.press("f10")
+        await wait_until(pilot, lambda: isinstance(app.screen, JoinScreen), "back to joining")
+
+
+async def check_device_picker(pilot: Pilot[Any], picker: DevicesScreen) -> None:
+    """The picker lists what PortAudio sees, or says clearly that it sees nothing."""
+    try:
+        devices = list_devices()
+    except BangorError:
+        devices = []
+    inputs = picker.query_one("#inputs", OptionList)
+    if devices:
+        assert inputs.option_count > 2
+    else:  # no sound card on the test machine: a clear message, and the call still works
+        problem = plain(picker.query_one("#devices-problem", Static).render())
+        assert "no audio devices" in problem or "PortAudio" in problem
+        assert inputs.option_count == 2
+    inputs.highlighted = inputs.get_option_index("silence")
+    outputs = picker.query_one("#outputs", OptionList)
+    outputs.highlighted = outputs.get_option_index("null")
+    await pilot.click("#use")
+
+
+async def test_join_errors_show_in_the_form(server: ServerProcess) -> None:
+    server.add_user("alice")
+    code = server.create_room("alice")
+    app = quiet_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        join = app.screen
+        assert isinstance(join, JoinScreen)
+
+        def error_line() -> str:
+            return plain(join.query_one(".error-line", Static).render())
+
+        fill(app, invite="bangor:not-an-invite", user="alice", password=PASSWORD)
+        await pilot.press("enter")
+        assert error_line().startswith("invite:")
+        fill(app, invite=code, password="wrong")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "could not join" in error_line(), "the login error")
+        assert app.screen is join and app.exit_code == 3
+        await pilot.press("ctrl+q")
+    assert app.return_code == 3  # as `bangor join` exits on a wrong password
+
+
+async def test_auto_join_leaves_and_exits_0(server: ServerProcess, tmp_path: Path) -> None:
+    server.add_user("alice")
+    code = server.create_room("alice")
+    app = quiet_app(invite=code, user="alice", password=PASSWORD, auto_join=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        call = call_screen(app)
+        await wait_until(pilot, lambda: call.state.you is not None, "joining")
+        await pilot.press("f10")
+        await wait_until(pilot, lambda: app.return_code is not None, "the app to exit")
+    assert app.return_code == 0
+
+
+async def test_remembered_password_comes_from_the_keyring(
+    server: ServerProcess, tmp_path: Path, memory_keyring: MemoryKeyring
+) -> None:
+    server.add_user("alice")
+    code = server.create_room("alice")
+    app = quiet_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        assert "OS keyring (MemoryKeyring)" in plain(app.screen.query(".hint").last().render())
+        fill(app, invite=code, user="alice", password=PASSWORD)
+        app.screen.query_one("#remember", Checkbox).value = True
+        await pilot.press("enter")
+        call = call_screen(app)
+        await wait_until(pilot, lambda: call.state.you is not None, "joining")
+        await pilot.press("f10")
+        await wait_until(pilot, lambda: isinstance(app.screen, JoinScreen), "back to joining")
+    assert memory_keyring.passwords == {("bangor", f"alice@{server.address}"): PASSWORD}
+    assert PASSWORD not in (tmp_path / "config" / "bangor" / "config.toml").read_text()
+
+    # Next time: the form fills the password in, and `bangor join` needs no prompt.
+    app = quiet_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        assert app.screen.query_one("#user", Input).value == "alice"  # from the profile
+        fill(app, invite=code)
+        await pilot.pause()
+        assert app.screen.query_one("#password", Input).value == PASSWORD
+        screenshot(app, "tui-join", tmp_path)
+    app = quiet_app(invite=code, user="alice", auto_join=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        call = call_screen(app)
+        await wait_until(pilot, lambda: call.state.you is not None, "joining")
+        await pilot.press("ctrl+q")
+    assert app.return_code == 0

@@ -177,7 +177,7 @@ class CallScreen(Screen[None]):
             return
         app.exit_code = 0
         if app.launch.auto_join:
-            app.exit(app.exit_code)
+            app.finish()
         else:
             app.pop_screen()
 
@@ -318,7 +318,7 @@ class CallScreen(Screen[None]):
     def call_ended_by_user(self) -> None:
         app = self.bangor
         if app.launch.auto_join:
-            app.exit(app.exit_code)
+            app.finish()
         else:
             app.pop_screen()
 
@@ -399,8 +399,12 @@ class BangorApp(App[int]):
         except BangorError as exc:
             return f"unknown ({exc})"
 
+    def finish(self) -> None:
+        """Exit with the code `bangor join` would have: 0, or that of the last call error."""
+        self.exit(self.exit_code, return_code=self.exit_code)
+
     async def action_quit(self) -> None:
         for screen in self.screen_stack:
             if isinstance(screen, CallScreen) and not screen.ended.is_set():
                 await screen.leave()
-        self.exit(self.exit_code)
+        self.finish()

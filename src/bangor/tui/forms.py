@@ -157,7 +157,7 @@ class JoinScreen(FormScreen):
         elif event.button.id == "devices":
             self.action_devices()
         elif event.button.id == "quit":
-            self.app.exit(self.bangor.exit_code)
+            self.bangor.finish()
 
     def action_create(self) -> None:
         self.app.push_screen(CreateScreen())
