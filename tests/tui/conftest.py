@@ -59,9 +59,9 @@ def call_screen(app: BangorApp) -> CallScreen:
 
 
 def chat_text(app: BangorApp) -> str:
-    """What the chat pane shows, as plain text."""
+    """What the chat pane shows, as plain text on one line (wrapped lines joined)."""
     log = app.screen.query_one("#chat", RichLog)
-    return "\n".join(strip.text for strip in log.lines)
+    return " ".join(" ".join(strip.text for strip in log.lines).split())
 
 
 def fill(app: BangorApp, **values: str) -> None:

@@ -9,11 +9,11 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Checkbox, Input, OptionList, Static
 
-from bangor.audio.devices import list_devices
+from bangor.audio.devices import DeviceInfo, list_devices
 from bangor.client import events as ev
 from bangor.errors import BangorError
 from bangor.tui import BangorApp, Launch
-from bangor.tui.app import SPEAKING, CallScreen
+from bangor.tui.app import SPEAKING
 from bangor.tui.config import load_profile
 from bangor.tui.dialogs import DevicesScreen, HelpScreen
 from bangor.tui.forms import CreateScreen, JoinScreen
@@ -59,6 +59,8 @@ async def test_create_room_screen_shows_invite_and_joins_it(
         await pilot.click("#join")
         assert isinstance(app.screen, JoinScreen)
         assert app.screen.value("#invite") == code
+        fill(app, user="alice")
+        screenshot(app, "tui-join", tmp_path)
         # The profile remembers the server and user for next time.
         assert app.profile.server == server.address and app.profile.user == "alice"
 
@@ -192,24 +194,39 @@ async def test_call_keys_talk_mute_deafen_help_devices_and_errors(
         await pilot.press("escape")
         assert app.screen is call
 
+        # Other devices: the call rejoins with them, keeping mute on.
+        await pilot.press("f2")
+        await wait_until(pilot, lambda: audio().muted, "muted")
         await pilot.press("f5")
         picker = app.screen
         assert isinstance(picker, DevicesScreen)
-        await check_device_picker(pilot, picker)
-        assert isinstance(app.screen, CallScreen)
-        assert (app.profile.input, app.profile.output) == ("silence", "null")
-        assert load_profile().input == "silence"  # saved in the config file
+        await check_device_picker(pilot, picker, "default", "null")
+        assert app.screen is call
+        assert (app.profile.input, app.profile.output) == ("default", "null")
+        assert load_profile().input == "default"  # saved in the config file
+        await wait_until(
+            pilot, lambda: chat_text(app).count("joined room friends") == 2, "the rejoin"
+        )
+        if not list_devices_or_none():  # no sound card here: said so, the call goes on
+            assert "joining without a microphone" in chat_text(app)
+        await wait_until(pilot, lambda: audio().muted and call.state.you is not None, "muted")
 
         await pilot.press("f10")
         await wait_until(pilot, lambda: isinstance(app.screen, JoinScreen), "back to joining")
 
 
-async def check_device_picker(pilot: Pilot[Any], picker: DevicesScreen) -> None:
-    """The picker lists what PortAudio sees, or says clearly that it sees nothing."""
+def list_devices_or_none() -> list[DeviceInfo]:
     try:
-        devices = list_devices()
+        return list_devices()
     except BangorError:
-        devices = []
+        return []
+
+
+async def check_device_picker(
+    pilot: Pilot[Any], picker: DevicesScreen, source: str, sink: str
+) -> None:
+    """The picker lists what PortAudio sees, or says clearly that it sees nothing."""
+    devices = list_devices_or_none()
     inputs = picker.query_one("#inputs", OptionList)
     if devices:
         assert inputs.option_count > 2
@@ -217,9 +234,9 @@ async def check_device_picker(pilot: Pilot[Any], picker: DevicesScreen) -> None:
         problem = plain(picker.query_one("#devices-problem", Static).render())
         assert "no audio devices" in problem or "PortAudio" in problem
         assert inputs.option_count == 2
-    inputs.highlighted = inputs.get_option_index("silence")
+    inputs.highlighted = inputs.get_option_index(source)
     outputs = picker.query_one("#outputs", OptionList)
-    outputs.highlighted = outputs.get_option_index("null")
+    outputs.highlighted = outputs.get_option_index(sink)
     await pilot.click("#use")
 
 
@@ -282,7 +299,6 @@ async def test_remembered_password_comes_from_the_keyring(
         fill(app, invite=code)
         await pilot.pause()
         assert app.screen.query_one("#password", Input).value == PASSWORD
-        screenshot(app, "tui-join", tmp_path)
     app = quiet_app(invite=code, user="alice", auto_join=True)
     async with app.run_test(size=(80, 24)) as pilot:
         call = call_screen(app)

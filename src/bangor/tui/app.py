@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import getpass
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -31,7 +32,7 @@ from bangor.settings import MAX_CHAT_TEXT, ClientSettings
 from bangor.tui.config import PasswordStore, Profile, load_profile, save_profile
 from bangor.tui.dialogs import CALL_KEYS, DeviceChoice, DevicesScreen, HelpScreen, SafetyScreen
 from bangor.tui.forms import JoinScreen, invite_server
-from bangor.tui.state import CallState
+from bangor.tui.state import DEFAULT_VOLUME, CallState
 from bangor.wire.invite import Invite
 
 # Seconds between the stats events the call screen asks for: often enough for live
@@ -94,8 +95,9 @@ class CallScreen(Screen[None]):
         self.login = login
         self.state = CallState()
         self.lines: asyncio.Queue[str | None] = asyncio.Queue()
-        self.stop = asyncio.Event()
+        self.stop = asyncio.Event()  # a new one for each join (see rejoin)
         self.ended = asyncio.Event()
+        self.rejoining = False
         self.error: BangorError | None = None
 
     @property
@@ -137,19 +139,26 @@ class CallScreen(Screen[None]):
     async def run_call(self) -> None:
         app = self.bangor
         try:
-            await join_call(
-                self.invite,
-                self.login,
-                self.emit,
-                source_spec=app.source_spec(),
-                sink_spec=app.sink_spec(),
-                record_path=app.launch.record_path,
-                duration=app.launch.duration,
-                read_stdin=False,
-                stop=self.stop,
-                settings=dataclasses.replace(app.settings, stats_interval=UI_STATS_INTERVAL),
-                lines=self.lines,
-            )
+            while True:
+                self.stop = asyncio.Event()
+                await join_call(
+                    self.invite,
+                    self.login,
+                    self.emit,
+                    source_spec=app.source_spec(),
+                    sink_spec=app.sink_spec(),
+                    record_path=app.launch.record_path,
+                    duration=app.launch.duration,
+                    read_stdin=False,
+                    stop=self.stop,
+                    settings=dataclasses.replace(app.settings, stats_interval=UI_STATS_INTERVAL),
+                    lines=self.lines,
+                )
+                if not self.rejoining:
+                    break
+                self.rejoining = False
+                for line in self.restore_lines():
+                    self.lines.put_nowait(line)  # handled once joined again
         except BangorError as exc:
             self.error = exc
         except Exception as exc:  # never a traceback in the user's face
@@ -157,6 +166,28 @@ class CallScreen(Screen[None]):
         finally:
             self.ended.set()
         self.call_after_refresh(self.call_ended)
+
+    def rejoin(self) -> None:
+        """Leave and join again, so that newly picked devices take effect."""
+        if not self.ended.is_set():
+            self.rejoining = True
+            self.stop.set()
+            self.log_line("rejoining with the new devices...", "dim")
+
+    def restore_lines(self) -> list[str]:
+        """Commands that bring back mute, deafen, talk and volumes after a rejoin."""
+        lines = ["/audio"]
+        audio = self.state.audio
+        if audio is not None:
+            lines += ["/mute"] if audio.muted else []
+            lines += ["/deafen"] if audio.deafened else []
+            lines += ["/talk on"] if audio.push_to_talk and audio.talking else []
+        lines += [
+            f"/volume {sid:08x} {view.volume}"
+            for sid, view in self.state.members.items()
+            if view.volume != DEFAULT_VOLUME
+        ]
+        return lines
 
     def emit(self, event: ev.Event) -> None:
         self.post_message(CallEvent(event))  # handled on the UI's turn, in order
@@ -183,6 +214,7 @@ class CallScreen(Screen[None]):
 
     async def leave(self) -> None:
         """Leave the room cleanly and wait until the client has."""
+        self.rejoining = False
         self.stop.set()
         await self.ended.wait()
 
@@ -303,10 +335,18 @@ class CallScreen(Screen[None]):
         self.app.push_screen(
             DevicesScreen(
                 DeviceChoice(app.source_spec(), app.sink_spec()),
-                note="Takes effect from the next join (leave with F10 and join again).",
+                note="Using other devices rejoins the call (the others see you leave and "
+                "come back).",
             ),
-            app.use_devices,
+            self.devices_picked,
         )
+
+    def devices_picked(self, choice: DeviceChoice | None) -> None:
+        app = self.bangor
+        before = (app.source_spec(), app.sink_spec())
+        app.use_devices(choice)
+        if choice is not None and (choice.input, choice.output) != before:
+            self.rejoin()
 
     async def action_leave(self) -> None:
         if self.ended.is_set():
@@ -351,10 +391,14 @@ class BangorApp(App[int]):
         launch = self.launch
         if launch.auto_join and launch.invite:
             invite = Invite.parse(launch.invite)  # the CLI checked it already
-            user = launch.user or self.profile.user
+            user = self.default_user()
             password = launch.password or self.passwords.get(user, invite_server(invite))
             if user and password:
                 self.start_call(invite, Login(user, password, launch.nick or self.profile.nick))
+
+    def default_user(self) -> str:
+        """--user / BANGOR_USER, else the profile's, else the login name (as `bangor join`)."""
+        return self.launch.user or self.profile.user or getpass.getuser()
 
     def start_call(self, invite: Invite, login: Login) -> None:
         self.push_screen(CallScreen(invite, login))

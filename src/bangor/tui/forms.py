@@ -73,7 +73,7 @@ class JoinScreen(FormScreen):
         with Vertical(classes="form"):
             yield Label("Bangor: join a room", classes="title")
             yield _row("Invite code", Input(launch.invite or "", id="invite", compact=True))
-            yield _row("User", Input(launch.user or profile.user, id="user", compact=True))
+            yield _row("User", Input(app.default_user(), id="user", compact=True))
             yield _row(
                 "Password",
                 Input(launch.password or "", id="password", password=True, compact=True),
@@ -198,7 +198,7 @@ class CreateScreen(FormScreen):
                 "Server",
                 Input(profile.server, id="server", placeholder="host:port", compact=True),
             )
-            yield _row("User", Input(app.launch.user or profile.user, id="user", compact=True))
+            yield _row("User", Input(app.default_user(), id="user", compact=True))
             yield _row(
                 "Password",
                 Input(app.launch.password or "", id="password", password=True, compact=True),
