@@ -52,7 +52,10 @@ async def test_create_room_screen_shows_invite_and_joins_it(
         await wait_until(pilot, lambda: create.invite_code, "the invite code")
         code = create.invite_code
         invite = Invite.parse(code)
+        shown = plain(create.query_one("#invite-code", Static).render())
+        assert "".join(shown.split()) == code  # all of it, wrapped at 80 columns
         assert (invite.host, invite.port) == (server.host, server.port)
+        await pilot.pause()  # let the footer catch up with the focus
         screenshot(app, "tui-create", tmp_path)
         await pilot.press("f11")
         assert app.clipboard == code

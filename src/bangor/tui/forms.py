@@ -57,8 +57,15 @@ class FormScreen(Screen[None]):
 
     def show_error(self, message: str) -> None:
         """On the screen (tests and users read it there) and as a notification."""
-        self.query_one(".error-line", Static).update(message)
+        line = self.query_one(".error-line", Static)
+        line.add_class("error")
+        line.update(message)
         self.notify(message, severity="error", timeout=8)
+
+    def show_progress(self, message: str) -> None:
+        line = self.query_one(".error-line", Static)
+        line.remove_class("error")
+        line.update(message)
 
     def value(self, selector: str) -> str:
         return self.query_one(selector, Input).value.strip()
@@ -172,7 +179,7 @@ class JoinScreen(FormScreen):
         if not user or not password:
             self.show_error("a user name and a password are needed")
             return
-        self.query_one(".error-line", Static).update("")
+        self.show_progress("")
         app = self.bangor
         app.settings = app.with_ptt(self.query_one("#ptt", Checkbox).value)
         if self.query_one("#remember", Checkbox).value:
@@ -209,7 +216,8 @@ class CreateScreen(FormScreen):
                 yield Button("Back", id="back", compact=True)
             yield Static("", classes="error-line error")
             yield Label("Invite code (share it privately: it is the room's key)")
-            yield Input(id="invite-code", compact=True, disabled=True)
+            # Wrapped, not an input line: the whole code stays in sight at 80 columns.
+            yield Static("", id="invite-code")
             with Horizontal(classes="buttons"):
                 yield Button("Copy", id="copy", compact=True, disabled=True)
                 yield Button("Join it", id="join", compact=True, disabled=True)
@@ -237,9 +245,7 @@ class CreateScreen(FormScreen):
                 if isinstance(self.app.screen, JoinScreen):
                     self.app.screen.set_invite(code)
 
-    @property
-    def invite_code(self) -> str:
-        return self.query_one("#invite-code", Input).value
+    invite_code = ""  # once created
 
     def action_back(self) -> None:
         self.app.pop_screen()
@@ -261,7 +267,7 @@ class CreateScreen(FormScreen):
         if not user or not password or not name:
             self.show_error("server, user, password and a room name are needed")
             return
-        self.query_one(".error-line", Static).update("creating...")
+        self.show_progress("creating...")
         self.create(host, port, Login(user, password), name)
 
     @work(exclusive=True, exit_on_error=False)
@@ -273,10 +279,9 @@ class CreateScreen(FormScreen):
         except BangorError as exc:
             self.show_error(f"could not create the room: {exc}")
             return
-        self.query_one(".error-line", Static).update(f"room {name!r} created")
-        field = self.query_one("#invite-code", Input)
-        field.disabled = False
-        field.value = code
+        self.show_progress(f"room {name!r} created")
+        self.invite_code = code
+        self.query_one("#invite-code", Static).update(code)
         for button in self.query(Button):
             button.disabled = False
         app = self.bangor
