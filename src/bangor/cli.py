@@ -175,9 +175,17 @@ def _settings(args: argparse.Namespace) -> ClientSettings:
     )
 
 
-def wants_tui(args: argparse.Namespace, stdout_is_terminal: bool) -> bool:
-    """The terminal UI for a person at a terminal; the headless client for scripts."""
-    return stdout_is_terminal and not args.headless and not args.json
+def wants_tui(args: argparse.Namespace, terminal: bool) -> bool:
+    """The terminal UI for a person at a terminal; the headless client for scripts.
+
+    ``terminal``: standard output is a terminal, and so is standard input (the UI reads
+    keys there; a script that pipes chat lines in keeps the headless client).
+    """
+    return terminal and not args.headless and not args.json
+
+
+def _at_terminal() -> bool:
+    return sys.stdout.isatty() and sys.stdin.isatty()
 
 
 def run_tui(args: argparse.Namespace | None) -> int:
@@ -209,7 +217,7 @@ def cmd_join(args: argparse.Namespace) -> int:
     from bangor.wire.invite import Invite
 
     invite = Invite.parse(args.invite)
-    if wants_tui(args, sys.stdout.isatty()):
+    if wants_tui(args, _at_terminal()):
         return run_tui(args)
     user = _login_user(args)
     password = read_secret(f"password for {user}: ", env="BANGOR_PASSWORD", stdin_ok=False)
@@ -438,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        if sys.stdout.isatty() and sys.stdin.isatty():
+        if _at_terminal():
             args.func = lambda _args: run_tui(None)
         else:
             parser.print_help()

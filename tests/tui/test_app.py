@@ -308,3 +308,22 @@ async def test_remembered_password_comes_from_the_keyring(
         await wait_until(pilot, lambda: call.state.you is not None, "joining")
         await pilot.press("ctrl+q")
     assert app.return_code == 0
+
+
+async def test_server_dying_mid_call_shows_in_the_ui_and_sets_exit_5(
+    server: ServerProcess,
+) -> None:
+    server.add_user("alice")
+    code = server.create_room("alice")
+    app = quiet_app(invite=code, user="alice", password=PASSWORD, auto_join=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        call = call_screen(app)
+        await wait_until(pilot, lambda: call.state.you is not None, "joining")
+        server.proc.kill()
+        server.proc.wait()
+        status = call.query_one("#status", Static)
+        await wait_until(pilot, lambda: "disconnected" in plain(status.render()), "the news")
+        assert "disconnected" in chat_text(app) and app.screen is call
+        await pilot.press("f10")
+        await wait_until(pilot, lambda: app.return_code is not None, "the app to exit")
+    assert app.return_code == 5  # as `bangor join` exits when the server dies
