@@ -261,6 +261,19 @@ async def test_join_errors_show_in_the_form(server: ServerProcess) -> None:
         await pilot.press("enter")
         await wait_until(pilot, lambda: "could not join" in error_line(), "the login error")
         assert app.screen is join and app.exit_code == 3
+
+        await pilot.press("f9")
+        create = app.screen
+        assert isinstance(create, CreateScreen)
+        fill(app, server=server.address, user="alice", password="wrong", room="other")
+        await pilot.press("enter")
+        await wait_until(
+            pilot,
+            lambda: "could not create" in plain(create.query_one(".error-line", Static).render()),
+            "the create error",
+        )
+        assert not create.invite_code
+        await pilot.press("escape")
         await pilot.press("ctrl+q")
     assert app.return_code == 3  # as `bangor join` exits on a wrong password
 
@@ -327,3 +340,33 @@ async def test_server_dying_mid_call_shows_in_the_ui_and_sets_exit_5(
         await pilot.press("f10")
         await wait_until(pilot, lambda: app.return_code is not None, "the app to exit")
     assert app.return_code == 5  # as `bangor join` exits when the server dies
+
+
+async def test_form_keys_help_devices_create_and_back() -> None:
+    app = BangorApp(Launch())  # devices from the profile: none saved yet
+    async with app.run_test(size=(80, 24)) as pilot:
+        join = app.screen
+        assert isinstance(join, JoinScreen)
+        assert "input default, output default" in plain(join.query_one("#devices-line").render())
+        await pilot.press("f1")
+        assert isinstance(app.screen, HelpScreen)
+        assert "F9" in plain(app.screen.query_one("#help-keys", Static).render())
+        await pilot.press("escape")
+        assert app.screen is join
+
+        await pilot.press("f5")
+        picker = app.screen
+        assert isinstance(picker, DevicesScreen)
+        await check_device_picker(pilot, picker, "silence", "null")
+        assert app.screen is join
+        assert "input silence, output null" in plain(join.query_one("#devices-line").render())
+        assert (load_profile().input, load_profile().output) == ("silence", "null")
+
+        await pilot.press("f9")
+        assert isinstance(app.screen, CreateScreen)
+        await pilot.press("enter")  # nothing filled in: said so, nothing sent
+        assert "needed" in plain(app.screen.query_one(".error-line", Static).render())
+        await pilot.press("escape")
+        assert app.screen is join
+        await pilot.click("#quit")
+    assert app.return_code == 0

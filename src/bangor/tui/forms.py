@@ -257,15 +257,15 @@ class CreateScreen(FormScreen):
             self.notify("invite code copied to the clipboard")
 
     def action_create_room(self) -> None:
+        user, password = self.value("#user"), self.query_one("#password", Input).value
+        name = self.value("#room")
+        if not self.value("#server") or not user or not password or not name:
+            self.show_error("server, user, password and a room name are needed")
+            return
         try:
             host, port = parse_server(self.value("#server"), DEFAULT_PORT)
         except ValueError as exc:
             self.show_error(str(exc))
-            return
-        user, password = self.value("#user"), self.query_one("#password", Input).value
-        name = self.value("#room")
-        if not user or not password or not name:
-            self.show_error("server, user, password and a room name are needed")
             return
         self.show_progress("creating...")
         self.create(host, port, Login(user, password), name)
