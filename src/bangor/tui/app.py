@@ -23,7 +23,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label, RichLog, Static
-from textual.widgets.data_table import RowDoesNotExist
+from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
 from bangor.client import events as ev
 from bangor.client.app import MAX_VOLUME_PERCENT, Login, join_call
@@ -230,7 +230,9 @@ class CallScreen(Screen[None]):
         elif isinstance(event, ev.MemberRejected | ev.KeyChanged):
             self.log_line(ev.describe(event), "bold red")
         elif isinstance(event, ev.ChatReceived):
-            self.log_chat(event.nick if event.nick == event.user else f"{event.nick}", event.text)
+            # The account name beside a nickname: nicknames are chosen freely, names are not.
+            who = event.nick if event.user in ("", event.nick) else f"{event.nick} ({event.user})"
+            self.log_chat(who, event.text)
         elif not isinstance(event, ev.Stats | ev.AudioState | ev.PathChanged | ev.Left):
             self.log_line(ev.describe(event), "dim")
         self.refresh_members()
@@ -283,7 +285,7 @@ class CallScreen(Screen[None]):
             return None
         try:
             key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-        except Exception:
+        except CellDoesNotExist:
             return None
         return int(key.value) if key.value is not None else None
 
@@ -315,6 +317,11 @@ class CallScreen(Screen[None]):
         self.send("/undeafen" if audio is not None and audio.deafened else "/deafen")
 
     def action_talk(self) -> None:
+        audio = self.state.audio
+        if audio is not None and not audio.push_to_talk:
+            # The client's own notice names --ptt; in the UI it is a box on the join screen.
+            self.notify("push-to-talk is off: tick it on the join screen (or join with --ptt)")
+            return
         self.send("/talk")
 
     def action_volume(self, direction: int) -> None:
