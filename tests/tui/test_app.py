@@ -12,8 +12,9 @@ from textual.widgets import Checkbox, Input, OptionList, Static
 from bangor.audio.devices import DeviceInfo, list_devices
 from bangor.client import events as ev
 from bangor.errors import BangorError
+from bangor.settings import ClientSettings
 from bangor.tui import BangorApp, Launch
-from bangor.tui.app import SPEAKING
+from bangor.tui.app import SILENT, SPEAKING
 from bangor.tui.config import load_profile
 from bangor.tui.dialogs import DevicesScreen, HelpScreen
 from bangor.tui.forms import CreateScreen, JoinScreen
@@ -146,7 +147,8 @@ async def test_call_keys_talk_mute_deafen_help_devices_and_errors(
 ) -> None:
     server.add_user("alice")
     code = server.create_room("alice")
-    app = quiet_app()
+    # A tone without voice activity detection: voice goes out whenever the keys allow.
+    app = BangorApp(Launch(source="tone:440", sink="null", settings=ClientSettings(vad=False)))
     async with app.run_test(size=(80, 24)) as pilot:
         fill(app, invite=code, user="alice", password=PASSWORD)
         app.screen.query_one("#ptt", Checkbox).value = True
@@ -161,19 +163,27 @@ async def test_call_keys_talk_mute_deafen_help_devices_and_errors(
         def status() -> str:
             return plain(call.query_one("#status").render())
 
+        def own_indicator() -> str:
+            return plain(call.query_one("#members").get_cell_at((0, 0)))  # type: ignore[attr-defined]
+
         assert audio().push_to_talk and not audio().talking
         assert "push-to-talk" in status()
+        await wait_until(pilot, lambda: call.state.bitrate is not None, "the first stats")
+        assert not call.state.sending_voice and own_indicator() == SILENT
         await pilot.press("f4")
         await wait_until(pilot, lambda: audio().talking, "talking")
         assert "TALKING" in status()
-        await pilot.press("f4")
-        await wait_until(pilot, lambda: not audio().talking, "not talking")
+        await wait_until(pilot, lambda: own_indicator() == SPEAKING, "our voice going out")
         await pilot.press("f2")
         await wait_until(pilot, lambda: audio().muted, "muted")
         assert "MUTED" in status()
         assert plain(call.query_one("#members").get_cell_at((0, 2))) == "MUTE"  # type: ignore[attr-defined]
+        await wait_until(pilot, lambda: own_indicator() == SILENT, "muted: no voice out")
         await pilot.press("f2")
         await wait_until(pilot, lambda: not audio().muted, "unmuted")
+        await pilot.press("f4")
+        await wait_until(pilot, lambda: not audio().talking, "not talking")
+        await wait_until(pilot, lambda: own_indicator() == SILENT, "released: no voice out")
         await pilot.press("f3")
         await wait_until(pilot, lambda: audio().deafened, "deafened")
         assert "DEAFENED" in status()
@@ -231,12 +241,16 @@ async def check_device_picker(
     """The picker lists what PortAudio sees, or says clearly that it sees nothing."""
     devices = list_devices_or_none()
     inputs = picker.query_one("#inputs", OptionList)
+    # default, silence, and the spec in use when it is none of those (tone:440, say)
+    builtin = 2 + (picker.current.input not in ("default", "silence"))
+    highlighted = inputs.get_option_at_index(inputs.highlighted or 0)
+    assert highlighted.id == picker.current.input
     if devices:
-        assert inputs.option_count > 2
+        assert inputs.option_count > builtin
     else:  # no sound card on the test machine: a clear message, and the call still works
         problem = plain(picker.query_one("#devices-problem", Static).render())
         assert "no audio devices" in problem or "PortAudio" in problem
-        assert inputs.option_count == 2
+        assert inputs.option_count == builtin
     inputs.highlighted = inputs.get_option_index(source)
     outputs = picker.query_one("#outputs", OptionList)
     outputs.highlighted = outputs.get_option_index(sink)

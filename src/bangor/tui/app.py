@@ -41,7 +41,7 @@ UI_STATS_INTERVAL = 0.25
 VOLUME_STEP = 10  # percent per F7/F8 press
 CHAT_HISTORY_LINES = 2000  # lines the chat pane keeps for the session
 CHAT_MIN_WIDTH = 20  # columns the chat pane wraps at, at the least
-SPEAKING = "◉"  # in the member list, beside whoever is speaking now
+SPEAKING = "◉"  # in the member list, beside whoever is speaking now (you: sending voice)
 SILENT = "○"
 
 
@@ -259,7 +259,7 @@ class CallScreen(Screen[None]):
             name = you.nick if you.nick == you.user else f"{you.nick} ({you.user})"
             # Your own row: the microphone's state where others show their volume.
             table.add_row(
-                " ",
+                self.indicator(state.sending_voice),
                 Text(f"{name} (you)", style="bold"),
                 state.mic_short(),
                 "",
@@ -267,7 +267,7 @@ class CallScreen(Screen[None]):
             )
         for sid, view in sorted(state.members.items(), key=lambda kv: kv[1].info.nick.casefold()):
             table.add_row(
-                Text(SPEAKING, style="bold green") if view.speaking else Text(SILENT, style="dim"),
+                self.indicator(view.speaking),
                 view.label,
                 f"{view.volume}",
                 {"new": "new", "known": "ok", "changed": "NEW!", "rejected": "BAD"}.get(
@@ -278,6 +278,10 @@ class CallScreen(Screen[None]):
         if selected is not None:
             with contextlib.suppress(RowDoesNotExist):  # the selected member left
                 table.move_cursor(row=table.get_row_index(str(selected)))
+
+    @staticmethod
+    def indicator(speaking: bool) -> Text:
+        return Text(SPEAKING, style="bold green") if speaking else Text(SILENT, style="dim")
 
     def selected_id(self) -> int | None:
         table = self.query_one("#members", DataTable)

@@ -64,13 +64,16 @@ class DeviceChoice:
     output: str
 
 
-def _device_options(devices: list[DeviceInfo], kind: str) -> list[Option]:
+def _device_options(devices: list[DeviceInfo], kind: str, current: str) -> list[Option]:
     extra = [("default", "system default")]
     extra.append(("silence", "no microphone") if kind == "input" else ("null", "no sound"))
     options = [Option(f"{spec}: {what}", id=spec) for spec, what in extra]
     for d in devices:
         if d.channels("input" if kind == "input" else "output"):
             options.append(Option(f"{d.index}: {d.name}", id=d.name))
+    if current not in {option.id for option in options}:
+        # A spec from the command line or config (tone:440, a file): offered, kept first.
+        options.insert(0, Option(f"{current}: as given", id=current))
     return options
 
 
@@ -104,10 +107,15 @@ class DevicesScreen(ModalScreen[DeviceChoice | None]):
             with Horizontal(id="device-lists"):
                 with Vertical():
                     yield Label("Input")
-                    yield OptionList(*_device_options(self.devices, "input"), id="inputs")
+                    yield OptionList(
+                        *_device_options(self.devices, "input", self.current.input), id="inputs"
+                    )
                 with Vertical():
                     yield Label("Output")
-                    yield OptionList(*_device_options(self.devices, "output"), id="outputs")
+                    yield OptionList(
+                        *_device_options(self.devices, "output", self.current.output),
+                        id="outputs",
+                    )
             if self.note:
                 yield Label(self.note, classes="hint")
             with Horizontal(classes="buttons"):
@@ -117,10 +125,7 @@ class DevicesScreen(ModalScreen[DeviceChoice | None]):
     def on_mount(self) -> None:
         for list_id, spec in (("#inputs", self.current.input), ("#outputs", self.current.output)):
             options = self.query_one(list_id, OptionList)
-            try:
-                options.highlighted = options.get_option_index(spec)
-            except LookupError:  # a spec typed by hand (tone:440, a file): keep default
-                options.highlighted = 0
+            options.highlighted = options.get_option_index(spec)  # always listed
 
     def selected(self) -> DeviceChoice:
         picked = []

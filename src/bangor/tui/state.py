@@ -37,10 +37,13 @@ class CallState:
     bitrate: float | None = None  # what we send, bit/s
     audio: ev.AudioState | None = None
     left: str | None = None
+    sending_voice: bool = False  # our voice frames went out since the stats before
+    _sent: int = 0
 
     def apply(self, event: ev.Event) -> None:
         if isinstance(event, ev.Joined):
             self.room, self.you = event.room, event.you
+            self._sent = 0  # a new client counts from zero (after a rejoin too)
             self.members = {m.session_id: MemberView(m) for m in event.members}
         elif isinstance(event, ev.MemberJoined):
             self.members[event.member.session_id] = MemberView(event.member)
@@ -67,6 +70,8 @@ class CallState:
             self.left = event.reason
 
     def _stats(self, event: ev.Stats) -> None:
+        # Frames sent only count voice (the voice gate and push-to-talk hold back the rest).
+        self.sending_voice, self._sent = event.sent > self._sent, event.sent
         self.rtt_ms = event.rtt_ms
         if event.sending is not None:
             self.bitrate = event.sending.get("bitrate")
