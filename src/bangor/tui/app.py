@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import getpass
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -43,6 +44,7 @@ CHAT_HISTORY_LINES = 2000  # lines the chat pane keeps for the session
 CHAT_MIN_WIDTH = 20  # columns the chat pane wraps at, at the least
 SPEAKING = "◉"  # in the member list, beside whoever is speaking now (you: sending voice)
 SILENT = "○"
+QUIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 def _exit_code(exc: BangorError) -> int:
@@ -396,6 +398,11 @@ class BangorApp(App[int]):
             self.profile_problem = str(exc)
 
     def on_mount(self) -> None:
+        # SIGTERM, or the terminal going away (SIGHUP): leave the call cleanly, then exit.
+        loop = asyncio.get_running_loop()
+        for sig in QUIT_SIGNALS:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self.quit_on_signal)
         self.push_screen(JoinScreen())
         if self.profile_problem:
             self.notify(f"{self.profile_problem}; starting without it", severity="warning")
@@ -453,6 +460,15 @@ class BangorApp(App[int]):
             return identity_fingerprint(public_key(load_identity()))
         except BangorError as exc:
             return f"unknown ({exc})"
+
+    def on_unmount(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in QUIT_SIGNALS:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
+
+    def quit_on_signal(self) -> None:
+        self.run_worker(self.action_quit(), exit_on_error=False)
 
     def finish(self) -> None:
         """Exit with the code `bangor join` would have: 0, or that of the last call error."""

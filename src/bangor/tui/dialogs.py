@@ -22,7 +22,7 @@ CALL_KEYS: tuple[tuple[str, str], ...] = (
     ("F1", "this help (Esc closes any overlay)"),
     ("F2", "mute / unmute your microphone"),
     ("F3", "deafen / undeafen (hear nobody, nobody hears you)"),
-    ("F4", "push-to-talk: talk / stop talking (join with push-to-talk ticked)"),
+    ("F4", "push-to-talk: talk / stop talking"),
     ("F5", "pick input and output devices"),
     ("F6", "safety numbers of the members"),
     ("F7 / F8", "volume of the selected member down / up (10 %)"),
