@@ -44,7 +44,10 @@ CHAT_HISTORY_LINES = 2000  # lines the chat pane keeps for the session
 CHAT_MIN_WIDTH = 20  # columns the chat pane wraps at, at the least
 SPEAKING = "◉"  # in the member list, beside whoever is speaking now (you: sending voice)
 SILENT = "○"
-QUIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+# SIGTERM: leave the call cleanly, then exit. Not SIGHUP: with the terminal gone the UI
+# cannot shut down cleanly (it hangs writing to it), so the default (die) is better: the
+# server sees the connection close and tells the others.
+QUIT_SIGNALS = (signal.SIGTERM,)
 
 
 def _exit_code(exc: BangorError) -> int:
@@ -398,7 +401,6 @@ class BangorApp(App[int]):
             self.profile_problem = str(exc)
 
     def on_mount(self) -> None:
-        # SIGTERM, or the terminal going away (SIGHUP): leave the call cleanly, then exit.
         loop = asyncio.get_running_loop()
         for sig in QUIT_SIGNALS:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
