@@ -320,6 +320,7 @@ async def test_remembered_password_comes_from_the_keyring(
         await pilot.press("f10")
         await wait_until(pilot, lambda: isinstance(app.screen, JoinScreen), "back to joining")
     assert memory_keyring.passwords == {("bangor", f"alice@{server.address}"): PASSWORD}
+    assert load_profile().server == server.address  # where the create screen will point
     assert PASSWORD not in (tmp_path / "config" / "bangor" / "config.toml").read_text()
 
     # Next time: the form fills the password in, and `bangor join` needs no prompt.

@@ -31,7 +31,8 @@ class Tmux:
         tmux = shutil.which("tmux")
         # No skip: the README's test command installs tmux; a missing one must fail.
         assert tmux is not None, "tmux is not installed (apt-get install -y tmux)"
-        self.base = [tmux, "-L", f"bangor-test-{uuid.uuid4().hex[:8]}", "-f", "/dev/null"]
+        # -u: UTF-8 whatever the locale (CI may have none), for the speaking indicator.
+        self.base = [tmux, "-u", "-L", f"bangor-test-{uuid.uuid4().hex[:8]}", "-f", "/dev/null"]
 
     def run(self, *args: str) -> str:
         done = subprocess.run([*self.base, *args], capture_output=True, text=True, check=True)

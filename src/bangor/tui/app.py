@@ -443,7 +443,12 @@ class BangorApp(App[int]):
             self.screen.on_screen_resume()
 
     def joined(self, invite: Invite, login: Login) -> None:
-        self.remember(user=login.user, nick=login.nick or self.profile.nick)
+        # The server of the first room joined is also where new rooms go, until changed.
+        self.remember(
+            user=login.user,
+            nick=login.nick or self.profile.nick,
+            server=self.profile.server or invite_server(invite),
+        )
 
     def remember(self, **changes: str) -> None:
         """Save profile changes; a config that cannot be written is a warning, not a stop."""
