@@ -311,9 +311,16 @@ async def test_remembered_password_comes_from_the_keyring(
     code = server.create_room("alice")
     app = quiet_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        assert "OS keyring (MemoryKeyring)" in plain(app.screen.query(".hint").last().render())
-        fill(app, invite=code, user="alice", password=PASSWORD)
-        app.screen.query_one("#remember", Checkbox).value = True
+        join = app.screen
+        assert isinstance(join, JoinScreen)
+        assert "OS keyring (MemoryKeyring)" in plain(join.query(".hint").last().render())
+        join.query_one("#remember", Checkbox).value = True
+        fill(app, invite=code, user="alice", password="mistyped")
+        await pilot.press("enter")
+        error = join.query_one(".error-line", Static)
+        await wait_until(pilot, lambda: "could not join" in plain(error.render()), "refusal")
+        assert memory_keyring.passwords == {}  # a password that failed is not kept
+        fill(app, password=PASSWORD)
         await pilot.press("enter")
         call = call_screen(app)
         await wait_until(pilot, lambda: call.state.you is not None, "joining")

@@ -94,10 +94,11 @@ class CallScreen(Screen[None]):
         Binding("f10", "leave", "Leave"),
     ]
 
-    def __init__(self, invite: Invite, login: Login) -> None:
+    def __init__(self, invite: Invite, login: Login, remember: bool = False) -> None:
         super().__init__()
         self.invite = invite
         self.login = login
+        self.remember_password = remember
         self.state = CallState()
         self.lines: asyncio.Queue[str | None] = asyncio.Queue()
         self.stop = asyncio.Event()  # a new one for each join (see rejoin)
@@ -228,7 +229,7 @@ class CallScreen(Screen[None]):
         self.state.apply(event)
         if isinstance(event, ev.Joined):
             self.query_one("#title", Label).update(f"Bangor: room {event.room} as {event.you.nick}")
-            self.bangor.joined(self.invite, self.login)
+            self.bangor.joined(self.invite, self.login, self.remember_password)
         if isinstance(event, ev.ErrorEvent):
             self.log_line(ev.describe(event), "red")
             self.notify(event.message, severity="error", timeout=6)
@@ -420,8 +421,9 @@ class BangorApp(App[int]):
         """--user / BANGOR_USER, else the profile's, else the login name (as `bangor join`)."""
         return self.launch.user or self.profile.user or getpass.getuser()
 
-    def start_call(self, invite: Invite, login: Login) -> None:
-        self.push_screen(CallScreen(invite, login))
+    def start_call(self, invite: Invite, login: Login, *, remember: bool = False) -> None:
+        """``remember``: keep the password in the keyring once it has let us in."""
+        self.push_screen(CallScreen(invite, login, remember))
 
     def source_spec(self) -> str:
         return self.launch.source or self.profile.input or "default"
@@ -442,7 +444,12 @@ class BangorApp(App[int]):
         if isinstance(self.screen, JoinScreen):
             self.screen.on_screen_resume()
 
-    def joined(self, invite: Invite, login: Login) -> None:
+    def joined(self, invite: Invite, login: Login, remember_password: bool) -> None:
+        if remember_password:  # only now: a mistyped password is never remembered
+            try:
+                self.passwords.set(login.user, invite_server(invite), login.password)
+            except BangorError as exc:
+                self.notify(str(exc), severity="warning")
         # The server of the first room joined is also where new rooms go, until changed.
         self.remember(
             user=login.user,

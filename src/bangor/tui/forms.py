@@ -182,12 +182,8 @@ class JoinScreen(FormScreen):
         self.show_progress("")
         app = self.bangor
         app.settings = app.with_ptt(self.query_one("#ptt", Checkbox).value)
-        if self.query_one("#remember", Checkbox).value:
-            try:
-                app.passwords.set(user, invite_server(invite), password)
-            except BangorError as exc:
-                self.notify(str(exc), severity="warning")
-        app.start_call(invite, Login(user, password, self.value("#nick")))
+        remember = self.query_one("#remember", Checkbox).value
+        app.start_call(invite, Login(user, password, self.value("#nick")), remember=remember)
 
 
 class CreateScreen(FormScreen):
