@@ -203,6 +203,7 @@ async def test_call_keys_talk_mute_deafen_help_devices_and_errors(
         assert isinstance(app.screen, HelpScreen)
         keys = plain(app.screen.query_one("#help-keys", Static).render())
         assert all(key in keys for key in ("F2", "F3", "F4", "F10", "Ctrl+Q"))
+        assert "NEW! changed" in plain(app.screen.query_one("#help-legend", Static).render())
         screenshot(app, "tui-help", tmp_path)
         await pilot.press("escape")
         assert app.screen is call

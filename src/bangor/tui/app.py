@@ -31,7 +31,14 @@ from bangor.client.app import MAX_VOLUME_PERCENT, Login, join_call
 from bangor.errors import BangorError
 from bangor.settings import MAX_CHAT_TEXT, ClientSettings
 from bangor.tui.config import PasswordStore, Profile, load_profile, save_profile
-from bangor.tui.dialogs import CALL_KEYS, DeviceChoice, DevicesScreen, HelpScreen, SafetyScreen
+from bangor.tui.dialogs import (
+    CALL_KEYS,
+    CALL_LEGEND,
+    DeviceChoice,
+    DevicesScreen,
+    HelpScreen,
+    SafetyScreen,
+)
 from bangor.tui.forms import JoinScreen, invite_server
 from bangor.tui.state import DEFAULT_VOLUME, CallState
 from bangor.wire.invite import Invite
@@ -316,7 +323,7 @@ class CallScreen(Screen[None]):
             self.log_chat(me, text[1:] if text.startswith("//") else text)
 
     def action_help(self) -> None:
-        self.app.push_screen(HelpScreen(CALL_KEYS))
+        self.app.push_screen(HelpScreen(CALL_KEYS, CALL_LEGEND))
 
     def action_mute(self) -> None:
         audio = self.state.audio

@@ -31,6 +31,11 @@ CALL_KEYS: tuple[tuple[str, str], ...] = (
     ("F10", "leave the call"),
     ("Ctrl+Q", "quit Bangor"),
 )
+# What the member list's columns mean, under the keys in the call's help.
+CALL_LEGEND = (
+    "◉ speaking now (on your row: your voice is going out). Key: ok known, new first "
+    "seen, NEW! changed (compare safety numbers), BAD failed the room secret."
+)
 FORM_KEYS: tuple[tuple[str, str], ...] = (
     ("Enter", "join (or create, on the create screen)"),
     ("F1", "this help"),
@@ -43,9 +48,10 @@ FORM_KEYS: tuple[tuple[str, str], ...] = (
 class HelpScreen(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,f1,q", "dismiss", "Close")]
 
-    def __init__(self, keys: tuple[tuple[str, str], ...]) -> None:
+    def __init__(self, keys: tuple[tuple[str, str], ...], legend: str = "") -> None:
         super().__init__()
         self.keys = keys
+        self.legend = legend
 
     def compose(self) -> ComposeResult:
         table = Text()
@@ -55,6 +61,8 @@ class HelpScreen(ModalScreen[None]):
         with Vertical(id="help", classes="dialog"):
             yield Label("Keys", classes="title")
             yield Static(table, id="help-keys")
+            if self.legend:
+                yield Static(self.legend, id="help-legend")
             yield Label("Esc closes", classes="hint")
 
 
