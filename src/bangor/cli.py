@@ -188,13 +188,17 @@ def _at_terminal() -> bool:
     return sys.stdout.isatty() and sys.stdin.isatty()
 
 
-def run_tui(args: argparse.Namespace | None) -> int:
-    """The terminal UI; ``args``: those of `bangor join INVITE`, None for plain `bangor`."""
+def run_tui(args: argparse.Namespace | None, profile: str) -> int:
+    """The terminal UI; ``args``: those of `bangor join INVITE`, None for plain `bangor`.
+
+    ``profile``: the saved profile (server, user, devices) to start from and update.
+    """
     from bangor.tui import BangorApp, Launch
 
-    launch = Launch(password=os.environ.get("BANGOR_PASSWORD"))
+    launch = Launch(password=os.environ.get("BANGOR_PASSWORD"), profile=profile)
     if args is not None:
         launch = Launch(
+            profile=profile,
             invite=args.invite,
             user=args.user or os.environ.get("BANGOR_USER"),
             nick=args.name,
@@ -218,7 +222,7 @@ def cmd_join(args: argparse.Namespace) -> int:
 
     invite = Invite.parse(args.invite)
     if wants_tui(args, _at_terminal()):
-        return run_tui(args)
+        return run_tui(args, args.profile or args.top_profile)
     user = _login_user(args)
     password = read_secret(f"password for {user}: ", env="BANGOR_PASSWORD", stdin_ok=False)
 
@@ -318,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bangor", description="Secure, low-latency voice and text chat."
     )
     parser.add_argument("--version", action="version", version=f"bangor {__version__}")
+    profile_help = "terminal UI: the saved profile to use (default: default)"
+    parser.add_argument(
+        "--profile", dest="top_profile", default="default", metavar="NAME", help=profile_help
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def store_options(p: argparse.ArgumentParser) -> None:
@@ -425,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="no terminal UI (the default when stdout is not a terminal)",
     )
     join.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
+    join.add_argument("--profile", metavar="NAME", help=profile_help)
     join.set_defaults(func=cmd_join)
 
     identity = sub.add_parser("identity", help="show this device's identity fingerprint")
@@ -447,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         if _at_terminal():
-            args.func = lambda _args: run_tui(None)
+            args.func = lambda _args: run_tui(None, args.top_profile)
         else:
             parser.print_help()
             return EXIT_USAGE

@@ -366,7 +366,7 @@ async def test_server_dying_mid_call_shows_in_the_ui_and_sets_exit_5(
 
 
 async def test_form_keys_help_devices_create_and_back() -> None:
-    app = BangorApp(Launch())  # devices from the profile: none saved yet
+    app = BangorApp(Launch(profile="work"))  # devices from the profile: none saved yet
     async with app.run_test(size=(80, 24)) as pilot:
         join = app.screen
         assert isinstance(join, JoinScreen)
@@ -383,7 +383,8 @@ async def test_form_keys_help_devices_create_and_back() -> None:
         await check_device_picker(pilot, picker, "silence", "null")
         assert app.screen is join
         assert "input silence, output null" in plain(join.query_one("#devices-line").render())
-        assert (load_profile().input, load_profile().output) == ("silence", "null")
+        assert (load_profile("work").input, load_profile("work").output) == ("silence", "null")
+        assert load_profile().input == "default"  # other profiles untouched
 
         await pilot.press("f9")
         assert isinstance(app.screen, CreateScreen)

@@ -30,3 +30,11 @@ def test_bare_bangor_without_a_terminal_prints_help_and_exits_2() -> None:
     result = run_bangor([])
     assert result.returncode == 2
     assert "usage: bangor" in result.stdout
+
+
+def test_profile_option_before_or_after_join() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["--profile", "work"]).top_profile == "work"
+    args = parser.parse_args(["join", INVITE, "--profile", "work"])
+    assert (args.profile, args.top_profile) == ("work", "default")
+    assert parser.parse_args(["join", INVITE]).profile is None

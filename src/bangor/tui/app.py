@@ -30,7 +30,13 @@ from bangor.client import events as ev
 from bangor.client.app import MAX_VOLUME_PERCENT, Login, join_call
 from bangor.errors import BangorError
 from bangor.settings import MAX_CHAT_TEXT, ClientSettings
-from bangor.tui.config import PasswordStore, Profile, load_profile, save_profile
+from bangor.tui.config import (
+    DEFAULT_PROFILE,
+    PasswordStore,
+    Profile,
+    load_profile,
+    save_profile,
+)
 from bangor.tui.dialogs import (
     CALL_KEYS,
     CALL_LEGEND,
@@ -78,6 +84,7 @@ class Launch:
     duration: float | None = None
     auto_join: bool = False  # `bangor join INVITE`: join at once when the password is known
     config_path: Path | None = None  # default: the user's config dir
+    profile: str = DEFAULT_PROFILE  # which [profiles.NAME] table of the config
 
 
 class CallEvent(Message):
@@ -404,7 +411,7 @@ class BangorApp(App[int]):
         self.profile = Profile()
         self.profile_problem = ""
         try:
-            self.profile = load_profile(path=self.launch.config_path)
+            self.profile = load_profile(self.launch.profile, self.launch.config_path)
         except BangorError as exc:
             self.profile_problem = str(exc)
 
@@ -468,7 +475,7 @@ class BangorApp(App[int]):
         """Save profile changes; a config that cannot be written is a warning, not a stop."""
         self.profile = dataclasses.replace(self.profile, **changes)
         try:
-            save_profile(self.profile, path=self.launch.config_path)
+            save_profile(self.profile, self.launch.profile, self.launch.config_path)
         except BangorError as exc:
             self.notify(str(exc), severity="warning")
 
