@@ -176,16 +176,34 @@ def main() -> None:
                 run([BANGOR, "user", "add", user, "--data-dir", str(tmp / "srv")], stdin=PASSWORD)
             env = dict(os.environ, BANGOR_HOME=str(tmp / "speaker"), BANGOR_PASSWORD=PASSWORD)
             invite = run(
-                [BANGOR, "room", "create", "bench", "--server", f"{HOST}:{port}", "--user",
-                 "speaker"],
+                [
+                    BANGOR,
+                    "room",
+                    "create",
+                    "bench",
+                    "--server",
+                    f"{HOST}:{port}",
+                    "--user",
+                    "speaker",
+                ],
                 env=env,
             ).strip()
             events: dict[str, list[dict[str, float]]] = {"speaker": [], "listener": []}
             for role in ("listener", "speaker"):
                 child_env = dict(env, BANGOR_HOME=str(tmp / role))
                 proc = subprocess.Popen(
-                    [sys.executable, __file__, "--child", role, "--invite", invite, "--user",
-                     role, "--frame-ms", str(opts.frame_ms)],
+                    [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        role,
+                        "--invite",
+                        invite,
+                        "--user",
+                        role,
+                        "--frame-ms",
+                        str(opts.frame_ms),
+                    ],
                     stdout=subprocess.PIPE,
                     text=True,
                     env=child_env,
@@ -212,10 +230,14 @@ def main() -> None:
         raise SystemExit(f"too few clicks came through: {len(latencies)} of {len(sent)}")
     latencies.sort()
     p95 = latencies[min(len(latencies) - 1, round(0.95 * len(latencies)))]
-    print(f"mouth-to-ear software latency on loopback, {opts.frame_ms} ms frames, "
-          f"{len(latencies)} clicks ({len(sent)} sent)")
-    print(f"p50 {statistics.median(latencies):.1f} ms, p95 {p95:.1f} ms, "
-          f"min {latencies[0]:.1f} ms, max {latencies[-1]:.1f} ms")
+    print(
+        f"mouth-to-ear software latency on loopback, {opts.frame_ms} ms frames, "
+        f"{len(latencies)} clicks ({len(sent)} sent)"
+    )
+    print(
+        f"p50 {statistics.median(latencies):.1f} ms, p95 {p95:.1f} ms, "
+        f"min {latencies[0]:.1f} ms, max {latencies[-1]:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -179,6 +179,46 @@ def cmd_room(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def wants_tui(args: argparse.Namespace, terminal: bool) -> bool:
+    """The terminal UI for a person at a terminal; the headless client for scripts.
+
+    ``terminal``: standard output is a terminal, and so is standard input (the UI reads
+    keys there; a script that pipes chat lines in keeps the headless client).
+    """
+    return terminal and not args.headless and not args.json
+
+
+def _at_terminal() -> bool:
+    return sys.stdout.isatty() and sys.stdin.isatty()
+
+
+def run_tui(args: argparse.Namespace | None, profile: str) -> int:
+    """The terminal UI; ``args``: those of `bangor join INVITE`, None for plain `bangor`.
+
+    ``profile``: the saved profile (server, user, devices) to start from and update.
+    """
+    from bangor.tui import BangorApp, Launch
+
+    launch = Launch(password=os.environ.get("BANGOR_PASSWORD"), profile=profile)
+    if args is not None:
+        launch = Launch(
+            profile=profile,
+            invite=args.invite,
+            user=args.user or os.environ.get("BANGOR_USER"),
+            nick=args.name,
+            password=launch.password,
+            source=args.input,
+            sink=args.output,
+            settings=_client_settings(args),
+            record_path=Path(args.record) if args.record else None,
+            duration=args.duration,
+            auto_join=True,
+        )
+    app = BangorApp(launch)
+    app.run()
+    return app.return_code or EXIT_OK
+
+
 def _emitter(args: argparse.Namespace) -> Callable[[Any], None]:
     from bangor.client import events as ev
 
@@ -245,8 +285,8 @@ def _join(args: argparse.Namespace, invite: Any) -> Coroutine[Any, Any, None]:
         invite,
         _join_login(args),
         _emitter(args),
-        source_spec=args.input,
-        sink_spec=args.output,
+        source_spec=args.input or "default",
+        sink_spec=args.output or "default",
         record_path=Path(args.record) if args.record else None,
         duration=args.duration,
         settings=_client_settings(args),
@@ -257,6 +297,8 @@ def cmd_join(args: argparse.Namespace) -> int:
     from bangor.wire.invite import Invite
 
     invite = Invite.parse(args.invite)
+    if wants_tui(args, _at_terminal()):
+        return run_tui(args, args.profile or args.top_profile)
     return _run_call(args, lambda: _join(args, invite))
 
 
@@ -359,6 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bangor", description="Secure, low-latency voice and text chat."
     )
     parser.add_argument("--version", action="version", version=f"bangor {__version__}")
+    profile_help = "terminal UI: the saved profile to use (default: default)"
+    parser.add_argument(
+        "--profile", dest="top_profile", default="default", metavar="NAME", help=profile_help
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def store_options(p: argparse.ArgumentParser) -> None:
@@ -406,14 +452,14 @@ def build_parser() -> argparse.ArgumentParser:
     def join_options(join: argparse.ArgumentParser) -> None:
         join.add_argument("--user", metavar="NAME")
         join.add_argument("--name", metavar="NICK", help="name shown to the others")
+        # No argparse default: the terminal UI falls back on the saved profile's devices.
         join.add_argument(
             "--input",
-            default="default",
             metavar="SRC",
-            help="default | DEVICE | tone[:HZ] | silence | FILE.wav",
+            help="default | DEVICE | tone[:HZ] | silence | FILE.wav (default: default)",
         )
         join.add_argument(
-            "--output", default="default", metavar="SINK", help="default | DEVICE | null | FILE.wav"
+            "--output", metavar="SINK", help="default | DEVICE | null | FILE.wav (default: default)"
         )
         join.add_argument("--duration", type=float, metavar="SECONDS", help="leave after this long")
         join.add_argument(
@@ -475,12 +521,17 @@ def build_parser() -> argparse.ArgumentParser:
             help="never talk to members directly: they do not learn your addresses, and all "
             "voice goes through the server",
         )
-        join.add_argument("--headless", action="store_true", help="no terminal UI")
+        join.add_argument(
+            "--headless",
+            action="store_true",
+            help="no terminal UI (the default when stdout is not a terminal)",
+        )
         join.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
 
     join = sub.add_parser("join", help="join a room by invite code")
     join.add_argument("invite")
     join_options(join)
+    join.add_argument("--profile", metavar="NAME", help=profile_help)
     join.set_defaults(func=cmd_join)
 
     host = sub.add_parser(
@@ -522,8 +573,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help()
-        return EXIT_USAGE
+        if _at_terminal():
+            args.func = lambda _args: run_tui(None, args.top_profile)
+        else:
+            parser.print_help()
+            return EXIT_USAGE
     try:
         code: int = args.func(args)
         return code

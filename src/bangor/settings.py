@@ -105,6 +105,8 @@ class ClientSettings:
     vad_aggressiveness: int = 2  # WebRTC VAD mode: 0 lets most through .. 3 strictest
     vad_hangover_ms: int = 300  # keep sending after speech so word endings survive
     vad_preroll_ms: int = 40  # audio held back while silent, sent at a word's onset
+    # Seconds between `stats` events; a UI with live speaking indicators asks for less.
+    stats_interval: float = 5.0
 
     def __post_init__(self) -> None:
         if self.frame_ms not in FRAME_MS_CHOICES:
@@ -117,4 +119,4 @@ class ClientSettings:
         return SAMPLE_RATE * self.frame_ms // 1000
 
 
-STATS_INTERVAL = 5.0  # seconds between `stats` events of a joined client
+STATS_INTERVAL = ClientSettings.stats_interval  # the default, for scripts

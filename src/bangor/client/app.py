@@ -30,7 +30,7 @@ from bangor.errors import (
     RefusedError,
     RemoteProtocolError,
 )
-from bangor.settings import MAX_CHAT_TEXT, STATS_INTERVAL, ClientSettings
+from bangor.settings import MAX_CHAT_TEXT, ClientSettings
 from bangor.wire import control as msg
 from bangor.wire.direct import Candidate, PathChanged
 from bangor.wire.e2ee import (
@@ -176,8 +176,13 @@ async def join_call(
     read_stdin: bool = True,
     stop: asyncio.Event | None = None,
     settings: ClientSettings | None = None,
+    lines: asyncio.Queue[str | None] | None = None,
 ) -> None:
-    """Join the invite's room and stay until ``duration``, ``stop`` or an error."""
+    """Join the invite's room and stay until ``duration``, ``stop`` or an error.
+
+    ``lines``: where command and chat lines come from instead of stdin (a UI puts the
+    same lines a user would type; None ends the input, not the call).
+    """
     settings = settings or ClientSettings()
     stop = stop or asyncio.Event()
     identity = load_identity()
@@ -268,7 +273,7 @@ async def join_call(
         emit(
             ev.Joined(joined.room_id, joined.name, _info(joined.you), tuple(call.members.values()))
         )
-        reason = await call.run(stop, duration, read_stdin)
+        reason = await call.run(stop, duration, read_stdin, lines)
     except BangorError as exc:
         reason = str(exc)
         raise
@@ -300,14 +305,22 @@ class _Call:
     server_key: str
     members: dict[int, ev.MemberInfo]
 
-    async def run(self, stop: asyncio.Event, duration: float | None, read_stdin: bool) -> str:
+    async def run(
+        self,
+        stop: asyncio.Event,
+        duration: float | None,
+        read_stdin: bool,
+        lines: asyncio.Queue[str | None] | None = None,
+    ) -> str:
         loop = asyncio.get_running_loop()
-        lines: asyncio.Queue[str | None] = asyncio.Queue()
-        if read_stdin:
-            _stdin_lines(lines)
+        if lines is None:
+            lines = asyncio.Queue()
+            if read_stdin:
+                _stdin_lines(lines)
         if duration is not None:
             loop.call_later(duration, stop.set)
-        next_stats = loop.time() + STATS_INTERVAL
+        stats_every = self.engine.settings.stats_interval
+        next_stats = loop.time() + stats_every
         report_every = self.engine.settings.report_interval
         next_report = loop.time() + report_every
         get_event = loop.create_task(self.client.events.get())
@@ -347,7 +360,7 @@ class _Call:
                     next_report = max(next_report + report_every, loop.time())
                     self.send_reports()
                 if loop.time() >= next_stats:
-                    next_stats += STATS_INTERVAL
+                    next_stats = max(next_stats + stats_every, loop.time())
                     self.emit(self.stats())
         finally:
             for task in (get_event, get_line, stopped):

@@ -1,0 +1,116 @@
+"""What the call screen shows, folded from client events (no widgets, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bangor.client import events as ev
+
+DEFAULT_VOLUME = 100
+
+
+@dataclass
+class MemberView:
+    info: ev.MemberInfo
+    speaking: bool = False
+    volume: int = DEFAULT_VOLUME  # percent, as /volume sets it
+    loss: float | None = None  # share of this speaker's packets the network lost
+    safety_number: str = ""
+    fingerprint: str = ""
+    trust: str = ""  # "" until verified; "new", "known", "changed" or "rejected"
+
+    @property
+    def label(self) -> str:
+        """The nick, with the account name when they differ (nicks are chosen freely)."""
+        info = self.info
+        return info.nick if info.nick == info.user else f"{info.nick} ({info.user})"
+
+
+@dataclass
+class CallState:
+    room: str = ""
+    you: ev.MemberInfo | None = None
+    members: dict[int, MemberView] = field(default_factory=dict)
+    path: str = ""
+    rtt_ms: float | None = None
+    loss: float | None = None  # the worst loss among the speakers we hear
+    bitrate: float | None = None  # what we send, bit/s
+    audio: ev.AudioState | None = None
+    left: str | None = None
+    sending_voice: bool = False  # our voice frames went out since the stats before
+    _sent: int = 0
+
+    def apply(self, event: ev.Event) -> None:
+        if isinstance(event, ev.Joined):
+            self.room, self.you = event.room, event.you
+            self._sent = 0  # a new client counts from zero (after a rejoin too)
+            self.members = {m.session_id: MemberView(m) for m in event.members}
+        elif isinstance(event, ev.MemberJoined):
+            self.members[event.member.session_id] = MemberView(event.member)
+        elif isinstance(event, ev.MemberLeft):
+            self.members.pop(event.member.session_id, None)
+        elif isinstance(event, ev.MemberVerified | ev.KeyChanged):
+            view = self.members.get(event.member.session_id)
+            if view is not None:
+                view.safety_number, view.fingerprint = event.safety_number, event.fingerprint
+                view.trust = event.trust if isinstance(event, ev.MemberVerified) else "changed"
+        elif isinstance(event, ev.MemberRejected):
+            view = self.members.get(event.member.session_id)
+            if view is not None:
+                view.trust = "rejected"
+        elif isinstance(event, ev.PathChanged):
+            self.path = event.path
+        elif isinstance(event, ev.Stats):
+            self._stats(event)
+        elif isinstance(event, ev.AudioState):
+            self.audio = event
+            for view in self.members.values():
+                view.volume = event.volumes.get(view.info.nick, DEFAULT_VOLUME)
+        elif isinstance(event, ev.Left):
+            self.left = event.reason
+
+    def _stats(self, event: ev.Stats) -> None:
+        # Frames sent only count voice (the voice gate and push-to-talk hold back the rest).
+        self.sending_voice, self._sent = event.sent > self._sent, event.sent
+        self.rtt_ms = event.rtt_ms
+        if event.sending is not None:
+            self.bitrate = event.sending.get("bitrate")
+        losses = []
+        for view in self.members.values():
+            sender = event.senders.get(f"{view.info.session_id:08x}")
+            view.speaking = bool(sender and sender.get("speaking"))
+            view.loss = None if sender is None else sender.get("loss")
+            if view.loss is not None:
+                losses.append(view.loss)
+        self.loss = max(losses) if losses else None
+
+    def find(self, session_id: int) -> MemberView | None:
+        return self.members.get(session_id)
+
+    def status_line(self) -> str:
+        """Path, ping, loss, bitrate and the microphone, for the status bar."""
+        parts = [f"path {self.path or '...'}"]
+        parts.append(f"ping {self.rtt_ms:.0f} ms" if self.rtt_ms is not None else "ping ?")
+        parts.append(f"loss {self.loss * 100:.1f} %" if self.loss is not None else "loss -")
+        if self.bitrate is not None:
+            parts.append(f"{self.bitrate / 1000:.0f} kbit/s")
+        parts.append(self.mic_state())
+        return " | ".join(parts)
+
+    def mic_short(self) -> str:
+        """The microphone's state in four columns, for the member list."""
+        return {"DEAFENED": "DEAF", "MUTED": "MUTE", "TALKING": "TALK", "push-to-talk": "ptt"}.get(
+            state := self.mic_state(), state.removeprefix("mic ")
+        )
+
+    def mic_state(self) -> str:
+        audio = self.audio
+        if audio is None:
+            return "mic ?"
+        if audio.deafened:
+            return "DEAFENED"
+        if audio.muted:
+            return "MUTED"
+        if audio.push_to_talk:
+            return "TALKING" if audio.talking else "push-to-talk"
+        return "mic on"

@@ -1,0 +1,50 @@
+"""What the call screen shows, folded from client events (no server, no widgets)."""
+
+from __future__ import annotations
+
+from bangor.client import events as ev
+from bangor.tui.state import CallState
+
+ME = ev.MemberInfo(1, "alice", "alice")
+BOB = ev.MemberInfo(0x2A, "bob", "bobby")
+
+
+def stats(sent: int, speaking: bool, loss: float = 0.02) -> ev.Stats:
+    sender = {"speaking": speaking, "loss": loss}
+    return ev.Stats(12.3, sent, 0, 0, 0, {"0000002a": sender}, 0, {"bitrate": 32000.0})
+
+
+def test_members_volumes_and_safety_numbers() -> None:
+    state = CallState()
+    state.apply(ev.Joined("r", "friends", ME, (BOB,)))
+    assert state.you == ME and state.members[0x2A].label == "bobby (bob)"
+    state.apply(ev.MemberVerified(BOB, "11111 22222", "fp", "new"))
+    assert state.members[0x2A].safety_number == "11111 22222"
+    assert state.members[0x2A].trust == "new"
+    state.apply(ev.KeyChanged(BOB, "33333 44444", "fp2"))
+    assert state.members[0x2A].trust == "changed"
+    state.apply(ev.AudioState(False, False, False, False, {"bobby": 150}))
+    assert state.members[0x2A].volume == 150
+    state.apply(ev.AudioState(False, False, False, False, {}))
+    assert state.members[0x2A].volume == 100
+    state.apply(ev.MemberLeft(BOB))
+    assert state.members == {}
+
+
+def test_stats_drive_speaking_status_and_own_voice() -> None:
+    state = CallState()
+    state.apply(ev.Joined("r", "friends", ME, (BOB,)))
+    state.apply(ev.PathChanged("relay"))
+    state.apply(stats(sent=10, speaking=True))
+    assert state.members[0x2A].speaking and state.sending_voice
+    assert state.status_line() == "path relay | ping 12 ms | loss 2.0 % | 32 kbit/s | mic ?"
+    state.apply(stats(sent=10, speaking=False, loss=0.0))  # nothing sent since: not sending
+    assert not state.members[0x2A].speaking and not state.sending_voice
+    state.apply(ev.AudioState(True, False, True, False, {}))
+    assert (state.mic_state(), state.mic_short()) == ("MUTED", "MUTE")
+    state.apply(ev.AudioState(False, True, True, False, {}))
+    assert state.mic_short() == "DEAF"
+    state.apply(ev.AudioState(False, False, True, True, {}))
+    assert state.mic_short() == "TALK"
+    state.apply(ev.AudioState(False, False, False, False, {}))
+    assert state.mic_short() == "on"
