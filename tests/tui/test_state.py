@@ -48,3 +48,20 @@ def test_stats_drive_speaking_status_and_own_voice() -> None:
     assert state.mic_short() == "TALK"
     state.apply(ev.AudioState(False, False, False, False, {}))
     assert state.mic_short() == "on"
+
+
+def test_the_status_bar_says_which_members_are_reached_directly() -> None:
+    carol = ev.MemberInfo(0x2B, "carol", "carol")
+    state = CallState()
+    state.apply(ev.Joined("r", "friends", ME, (BOB, carol)))
+    assert state.path_summary() == "..."  # no UDP answer from the server yet
+    state.apply(ev.PathChanged("relay"))
+    assert state.path_summary() == "relay"
+    state.apply(ev.PathChanged("direct", BOB.session_id, 3.5, "bobby"))
+    assert state.path_summary() == "direct 1/2"
+    state.apply(ev.PathChanged("direct", carol.session_id, 4.0, "carol"))
+    assert state.status_line().startswith("path direct |")
+    state.apply(ev.PathChanged("relay", BOB.session_id, None, "bobby"))  # a path died
+    assert state.path_summary() == "direct 1/2"
+    state.apply(ev.MemberLeft(carol))
+    assert state.path_summary() == "relay"

@@ -18,6 +18,7 @@ class MemberView:
     safety_number: str = ""
     fingerprint: str = ""
     trust: str = ""  # "" until verified; "new", "known", "changed" or "rejected"
+    direct: bool = False  # our voice reaches this member straight, not through the relay
 
     @property
     def label(self) -> str:
@@ -59,7 +60,11 @@ class CallState:
             if view is not None:
                 view.trust = "rejected"
         elif isinstance(event, ev.PathChanged):
-            self.path = event.path
+            view = self.members.get(event.peer) if event.peer is not None else None
+            if view is not None:
+                view.direct = event.path == "direct"
+            elif event.peer is None:
+                self.path = event.path  # the path to the server came up
         elif isinstance(event, ev.Stats):
             self._stats(event)
         elif isinstance(event, ev.AudioState):
@@ -89,13 +94,24 @@ class CallState:
 
     def status_line(self) -> str:
         """Path, ping, loss, bitrate and the microphone, for the status bar."""
-        parts = [f"path {self.path or '...'}"]
+        parts = [f"path {self.path_summary()}"]
         parts.append(f"ping {self.rtt_ms:.0f} ms" if self.rtt_ms is not None else "ping ?")
         parts.append(f"loss {self.loss * 100:.1f} %" if self.loss is not None else "loss -")
         if self.bitrate is not None:
             parts.append(f"{self.bitrate / 1000:.0f} kbit/s")
         parts.append(self.mic_state())
         return " | ".join(parts)
+
+    def path_summary(self) -> str:
+        """ "direct" or "relay" for everyone, or how many of the others are direct."""
+        if not self.path:
+            return "..."
+        direct = sum(view.direct for view in self.members.values())
+        if not direct:
+            return self.path
+        if direct == len(self.members):
+            return "direct"
+        return f"direct {direct}/{len(self.members)}"
 
     def mic_short(self) -> str:
         """The microphone's state in four columns, for the member list."""
