@@ -165,15 +165,23 @@ def longest_gap(has_tone: np.ndarray) -> int:
     return int(np.max(np.diff(where)) - 1) if len(where) > 1 else len(has_tone)
 
 
-def test_peers_behind_ordinary_nats_talk_directly_and_the_relay_carries_nothing(
-    lab: Lab, tmp_path: Path
-) -> None:
-    invite = lab.server.create_room("bob", "direct", prefix=lab.bob.cmd())
-    heard = tmp_path / "bob.wav"
+def tone_to_bob(lab: Lab, room: str, heard: Path) -> tuple[Client, Client, int, int]:
+    """bob (NAT 2) records to ``heard``, alice (NAT 1) sends a 440 Hz tone.
+
+    Returns alice, bob and their session ids.
+    """
+    invite = lab.server.create_room("bob", room, prefix=lab.bob.cmd())
     bob = join(lab, lab.bob, "bob", invite, "--input", "silence", "--output", str(heard))
     bob_id = session_of(bob)
     alice = join(lab, lab.alice, "alice", invite, "--input", "tone:440", "--output", "null")
-    alice_id = session_of(alice)
+    return alice, bob, session_of(alice), bob_id
+
+
+def test_peers_behind_ordinary_nats_talk_directly_and_the_relay_carries_nothing(
+    lab: Lab, tmp_path: Path
+) -> None:
+    heard = tmp_path / "bob.wav"
+    alice, bob, alice_id, bob_id = tone_to_bob(lab, "direct", heard)
     up = path_to(alice, bob_id, "direct")
     path_to(bob, alice_id, "direct")
     assert isinstance(up["rtt_ms"], float) and 0 < up["rtt_ms"] < 100
@@ -229,11 +237,8 @@ def test_an_endpoint_dependent_nat_gets_the_relay_and_speech_arrives(
 def test_a_cut_direct_path_falls_back_to_the_relay_within_a_second(
     lab: Lab, tmp_path: Path
 ) -> None:
-    invite = lab.server.create_room("bob", "cut", prefix=lab.bob.cmd())
     heard = tmp_path / "bob.wav"
-    bob = join(lab, lab.bob, "bob", invite, "--input", "silence", "--output", str(heard))
-    bob_id = session_of(bob)
-    alice = join(lab, lab.alice, "alice", invite, "--input", "tone:440", "--output", "null")
+    alice, bob, _, bob_id = tone_to_bob(lab, "cut", heard)
     path_to(alice, bob_id, "direct")
     bob.events_of("stats", 1)  # some seconds of direct voice first
     # alice's router now drops everything between her and bob's router (not the server).
