@@ -39,7 +39,7 @@ def test_constants() -> None:
     assert HEADER_SIZE == 14
     assert TAG_SIZE == 16
     assert MAX_DATAGRAM == 1400
-    assert [int(t) for t in PacketType] == [1, 2, 3]
+    assert [int(t) for t in PacketType] == [1, 2, 3, 4, 5, 6]
 
 
 def test_known_layout_and_nonce() -> None:
@@ -63,7 +63,7 @@ def test_header_round_trip_and_errors() -> None:
         MediaHeader.parse(raw[:-1])
     with pytest.raises(PacketError, match="magic"):
         MediaHeader.parse(b"\xc2" + raw[1:])
-    for bad_type in (0, 4, 255):
+    for bad_type in (0, 7, 255):
         with pytest.raises(PacketError, match="unknown packet type"):
             MediaHeader.parse(raw[:1] + bytes([bad_type]) + raw[2:])
     with pytest.raises(LocalProtocolError):
