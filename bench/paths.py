@@ -171,13 +171,13 @@ def main() -> int:
         f"delays one way: home uplinks {args.home_delay} ms, server uplink "
         f"{args.server_delay} ms; {args.runs} runs each; pid {os.getpid()}"
     )
-    print(f"{'':28}{'direct':>12}{'relay':>12}")
+    print(f"{'':34}{'direct':>12}{'relay':>12}")
     for key, label in (("first_audio_ms", "join -> first audio, ms"), ("rtt_ms", "round trip, ms")):
         cells = []
         for mode in ("direct", "relay"):
             values = results[mode][key]
             cells.append(f"{statistics.median(values):12.1f}" if values else f"{'-':>12}")
-        print(f"{label + ' (median)':28}{''.join(cells)}")
+        print(f"{label + ' (median)':34}{''.join(cells)}")
     return 0
 
 
