@@ -96,7 +96,9 @@ MAX_PAYLOAD = 1200  # the relay's default max_media_payload
 
 VOICE = int(PacketType.VOICE)
 _SESSION = struct.Struct(">I")
-_STAMP = struct.Struct(">IIQ")  # forwarded payload: sender session id, voice seq, send time
+# Forwarded payload: sender session id, then VoiceFrame's header (seq, packet, info; no
+# copies), then the send time that starts its Opus-like bytes.
+_STAMP = struct.Struct(">IIHBQ")
 _TIME = struct.Struct(">Q")
 
 
@@ -309,7 +311,7 @@ class Member(asyncio.DatagramProtocol):
             return
         try:
             _, payload = opener.open(data)
-            _, _, stamp = _STAMP.unpack_from(payload)
+            *_, stamp = _STAMP.unpack_from(payload)
         except (PacketError, struct.error):
             self.bad += 1
             return
