@@ -17,7 +17,7 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bangor import __version__
 from bangor.errors import (
@@ -38,6 +38,9 @@ from bangor.settings import (
     ServerSettings,
 )
 from bangor.wire.voice import MAX_REDUNDANT
+
+if TYPE_CHECKING:
+    from bangor.client.app import Login
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_AUTH, EXIT_INVITE, EXIT_UNREACHABLE = 0, 1, 2, 3, 4, 5
 T = TypeVar("T")
@@ -152,19 +155,29 @@ def _login_user(args: argparse.Namespace) -> str:
     return args.user or os.environ.get("BANGOR_USER") or getpass.getuser()
 
 
+def _login(args: argparse.Namespace, *, stdin_ok: bool) -> Login:
+    """BANGOR_PASSWORD if set; otherwise asked for only if the server wants one."""
+    from bangor.client.app import Login
+
+    user = _login_user(args)
+    return Login(
+        user,
+        os.environ.get("BANGOR_PASSWORD"),
+        getattr(args, "name", None) or "",
+        ask_password=lambda: read_secret(
+            f"password for {user}: ", env="BANGOR_PASSWORD", stdin_ok=stdin_ok
+        ),
+    )
+
+
 def cmd_room(args: argparse.Namespace) -> int:
-    from bangor.client.app import Login, create_room, parse_server
+    from bangor.client.app import create_room, parse_server
 
     try:
         host, port = parse_server(args.server, DEFAULT_PORT)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    user = _login_user(args)
-    login = Login(
-        user,
-        os.environ.get("BANGOR_PASSWORD"),
-        ask_password=lambda: read_secret(f"password for {user}: "),
-    )
+    login = _login(args, stdin_ok=True)
     code = _run(
         lambda: create_room(
             host,
@@ -233,20 +246,6 @@ def _emitter(args: argparse.Namespace) -> Callable[[Any], None]:
     return emit
 
 
-def _join_login(args: argparse.Namespace) -> Any:
-    from bangor.client.app import Login
-
-    user = _login_user(args)
-    return Login(
-        user,
-        os.environ.get("BANGOR_PASSWORD"),
-        args.name or "",
-        ask_password=lambda: read_secret(
-            f"password for {user}: ", env="BANGOR_PASSWORD", stdin_ok=False
-        ),
-    )
-
-
 def _client_settings(args: argparse.Namespace) -> ClientSettings:
     return ClientSettings(
         vad=args.vad == "on",
@@ -283,7 +282,7 @@ def _join(args: argparse.Namespace, invite: Any) -> Coroutine[Any, Any, None]:
 
     return join_call(
         invite,
-        _join_login(args),
+        _login(args, stdin_ok=False),
         _emitter(args),
         source_spec=args.input or "default",
         sink_spec=args.output or "default",

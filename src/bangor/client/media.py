@@ -338,13 +338,11 @@ class MediaEngine(asyncio.DatagramProtocol):
         port = self.local_addr[1]
         if not port:
             return []  # no socket yet: nothing to offer (the key still lets us probe them)
-        found = [("host", ip, port) for ip in host_addresses(socket.AF_INET6 in self._families())]
+        ipv6 = ":" in self.server_addr[0]  # the socket's family is the server's
+        found = [("host", ip, port) for ip in host_addresses(ipv6)]
         if self.srflx is not None and ("host", *self.srflx) not in found:
             found.append(("srflx", *self.srflx))
         return found
-
-    def _families(self) -> set[int]:
-        return {socket.AF_INET6 if ":" in self.server_addr[0] else socket.AF_INET}
 
     def _discover(self, now: float) -> None:
         """Ask the server's STUN responder for our address, until it answers (then rarely)."""
@@ -552,8 +550,9 @@ class MediaEngine(asyncio.DatagramProtocol):
         if not direct:
             self._send(PacketType.VOICE, sealed)
             return
-        for member, addr in direct.items():
-            self._send_to([(self.direct.seal(member, PacketType.VOICE, sealed), addr)])
+        if self.transport is not None:
+            for member, addr in direct.items():
+                self.transport.sendto(self.direct.seal(member, PacketType.VOICE, sealed), addr)
         self.stats.direct_sent += len(direct)
         if not self.members <= direct.keys():
             self._send(PacketType.VOICE_EXCEPT, pack_except(sorted(direct), sealed))
