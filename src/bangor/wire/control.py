@@ -166,6 +166,8 @@ ServerMessage = (
     | Error
 )
 
+NESTED_TOO_DEEPLY = "malformed control message: nested too deeply"
+
 _encoder = msgspec.msgpack.Encoder()
 _client_decoder: msgspec.msgpack.Decoder[ClientMessage] = msgspec.msgpack.Decoder(ClientMessage)
 _server_decoder: msgspec.msgpack.Decoder[ServerMessage] = msgspec.msgpack.Decoder(ServerMessage)
@@ -188,6 +190,9 @@ def decode_client_message(data: bytes) -> ClientMessage:
         return _client_decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise DecodeError(f"malformed control message: {exc}") from None
+    except RecursionError:
+        # msgspec skips unknown fields recursively: a frame of nested arrays gets here.
+        raise DecodeError(NESTED_TOO_DEEPLY) from None
 
 
 def decode_server_message(data: bytes) -> ServerMessage:
@@ -196,3 +201,5 @@ def decode_server_message(data: bytes) -> ServerMessage:
         return _server_decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise DecodeError(f"malformed control message: {exc}") from None
+    except RecursionError:
+        raise DecodeError(NESTED_TOO_DEEPLY) from None

@@ -132,6 +132,9 @@ def _decode(decoder: msgspec.msgpack.Decoder[T], data: bytes, what: str) -> T:
         return decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise PeerError(f"malformed {what}: {exc}") from None
+    except RecursionError:
+        # msgspec skips unknown fields recursively; a member can nest thousands deep.
+        raise PeerError(f"malformed {what}: nested too deeply") from None
 
 
 # --- events -------------------------------------------------------------------
