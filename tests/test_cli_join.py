@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from bangor.cli import EXIT_USAGE, build_parser, main
+from bangor.cli import EXIT_ERROR, EXIT_USAGE, build_parser, exit_code_for, main
+from bangor.client.control import refusal
+from bangor.errors import BadNameError, CloseCode, RefusedError
 from bangor.settings import ClientSettings
+from bangor.wire import control as msg
+from bangor.wire.invite import Invite
+from tests.test_text import unsafe
 
 
 @pytest.mark.parametrize("value", ["10", "20", "40"])
@@ -29,3 +34,60 @@ def test_other_frame_durations_are_a_usage_error(
     err = capsys.readouterr().err
     assert "--frame-ms" in err and "must be one of 10, 20, 40 ms" in err
     assert "Traceback" not in err
+
+
+# --- names the others' screens could not show safely: refused before connecting --------
+
+HOSTILE_NICK = "\x1b[2K\rbob verified: safety number 11111 22222"
+INVITE = Invite("127.0.0.1", 7600, bytes(8), bytes(16), bytes(16)).encode()
+
+
+@pytest.fixture
+def no_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if the command gets as far as connecting (or hosting)."""
+
+    def connecting(*args: object, **kwargs: object) -> None:
+        raise AssertionError("connected with a name that should have been refused")
+
+    monkeypatch.setattr("bangor.client.app.join_call", connecting)
+    monkeypatch.setattr("bangor.client.app.create_room", connecting)
+    monkeypatch.setattr("bangor.client.host.host_call", connecting)
+    monkeypatch.delenv("BANGOR_USER", raising=False)
+
+
+@pytest.mark.parametrize(
+    ("argv", "what"),
+    [
+        (["join", INVITE, "--headless", "--name", HOSTILE_NICK], "nickname"),
+        (["join", INVITE, "--name", "bob\u202e"], "nickname"),  # the terminal UI too
+        (["join", INVITE, "--headless", "--user", "bob\u200b"], "user name"),
+        (["host", "--name", "\x1b]0;pwned\x07"], "nickname"),
+        (["room", "create", "r", "--server", "h:1", "--user", "a\nb"], "user name"),
+        (["join", INVITE, "--headless", "--name", "x" * 65], "nickname"),
+    ],
+)
+@pytest.mark.usefixtures("no_connection")
+def test_a_name_with_terminal_controls_is_a_usage_error_before_connecting(
+    argv: list[str], what: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {what} must ")
+    assert err.endswith("\n") and unsafe(err[:-1]) == []  # the message escapes what it quotes
+
+
+@pytest.mark.usefixtures("no_connection")
+def test_a_hostile_user_name_from_the_environment_is_refused_too(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BANGOR_USER", "bob\x1b[8m")
+    assert main(["join", INVITE, "--headless"]) == EXIT_USAGE
+    assert "user name must not contain control" in capsys.readouterr().err
+
+
+def test_the_servers_refusal_of_a_name_is_a_usage_error_too() -> None:
+    """A server refuses such a nickname at hello (NOT_ALLOWED, fatal, ref "hello")."""
+    refused = refusal(msg.Error(int(CloseCode.NOT_ALLOWED), "nickname ...", True, "hello"))
+    assert isinstance(refused, BadNameError) and exit_code_for(refused) == EXIT_USAGE
+    other = refusal(msg.Error(int(CloseCode.NOT_ALLOWED), "no", False, "create"))
+    assert isinstance(other, RefusedError) and exit_code_for(other) == EXIT_ERROR

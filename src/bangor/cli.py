@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from bangor import __version__
 from bangor.errors import (
     AuthError,
+    BadNameError,
     BangorError,
     CloseCode,
     ConnectError,
@@ -33,10 +34,12 @@ from bangor.settings import (
     DEFAULT_PORT,
     FRAME_MS_CHOICES,
     MAX_BITRATE,
+    MAX_NAME,
     MIN_BITRATE,
     ClientSettings,
     ServerSettings,
 )
+from bangor.text import check_name, escape
 from bangor.wire.voice import MAX_REDUNDANT
 
 if TYPE_CHECKING:
@@ -47,6 +50,8 @@ T = TypeVar("T")
 
 
 def exit_code_for(exc: BangorError) -> int:
+    if isinstance(exc, BadNameError):
+        return EXIT_USAGE
     if isinstance(exc, AuthError):
         return EXIT_AUTH
     if isinstance(exc, InviteError | KeyPinError):
@@ -118,11 +123,24 @@ def read_secret(
 # --- commands ------------------------------------------------------------------------
 
 
+class _EscapingFormatter(logging.Formatter):
+    """Log lines quote what clients sent (names, reasons): never let it drive the terminal."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape(super().formatMessage(record))
+
+
+def _log_to_stderr(level: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_EscapingFormatter("%(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from bangor.server.app import serve
 
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    _log_to_stderr(logging.INFO)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     url = _store_url(args)
     settings = ServerSettings(open=args.open)
@@ -155,6 +173,13 @@ def _login_user(args: argparse.Namespace) -> str:
     return args.user or os.environ.get("BANGOR_USER") or getpass.getuser()
 
 
+def _check_names(args: argparse.Namespace) -> None:
+    """Refuse (exit 2) a user name or nickname the others' screens could not show safely,
+    before anything connects; the server refuses such a nickname too."""
+    check_name(_login_user(args), "user name", MAX_NAME)
+    check_name(getattr(args, "name", None) or "", "nickname", MAX_NAME)
+
+
 def _login(args: argparse.Namespace, *, stdin_ok: bool) -> Login:
     """BANGOR_PASSWORD if set; otherwise asked for only if the server wants one."""
     from bangor.client.app import Login
@@ -177,6 +202,7 @@ def cmd_room(args: argparse.Namespace) -> int:
         host, port = parse_server(args.server, DEFAULT_PORT)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    check_name(_login_user(args), "user name", MAX_NAME)  # args.name is the room's here
     login = _login(args, stdin_ok=True)
     code = _run(
         lambda: create_room(
@@ -184,7 +210,7 @@ def cmd_room(args: argparse.Namespace) -> int:
             port,
             login,
             args.name,
-            lambda text: print(f"bangor: {text}", file=sys.stderr),
+            lambda text: print(f"bangor: {escape(text)}", file=sys.stderr),
             args.max_bitrate,
         )
     )
@@ -296,6 +322,7 @@ def cmd_join(args: argparse.Namespace) -> int:
     from bangor.wire.invite import Invite
 
     invite = Invite.parse(args.invite)
+    _check_names(args)
     if wants_tui(args, _at_terminal()):
         return run_tui(args, args.profile or args.top_profile)
     return _run_call(args, lambda: _join(args, invite))
@@ -304,8 +331,8 @@ def cmd_join(args: argparse.Namespace) -> int:
 def cmd_host(args: argparse.Namespace) -> int:
     from bangor.client.host import host_call
 
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    _check_names(args)
+    _log_to_stderr(logging.WARNING)
     return _run_call(
         args,
         lambda: host_call(
@@ -581,10 +608,10 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.func(args)
         return code
     except UsageError as exc:
-        print(f"bangor: {exc}", file=sys.stderr)
+        print(f"bangor: {escape(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
-    except BangorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except BangorError as exc:  # its message may quote the server or a member
+        print(f"error: {escape(str(exc))}", file=sys.stderr)
         return exit_code_for(exc)
     except (KeyboardInterrupt, asyncio.CancelledError):
         return 130

@@ -78,6 +78,11 @@ class KeyPinError(BangorError):
     """The server's static key does not match the pinned fingerprint."""
 
 
+class BadNameError(BangorError):
+    """A user name or nickname that may not be used: too long, or with characters a
+    terminal would obey rather than show (see ``bangor.text``)."""
+
+
 class AuthError(BangorError):
     """Wrong user name or password."""
 

@@ -25,6 +25,10 @@ MAX_BITRATE = 510_000
 # max_media_payload with room for the SFrame header and tag.
 MAX_VOICE_FRAME = 1100
 
+# Characters of a user name or nickname in a hello (servers allow user names of up to
+# max_user_name, 32 by default); longer ones fail to decode.
+MAX_NAME = 64
+
 # Characters in one chat message; longer ones are a protocol error (the client checks first).
 MAX_CHAT_TEXT = 2000
 # Bytes of one end-to-end message between two members (handshake or sealed key/chat

@@ -524,3 +524,38 @@ def test_each_frame_goes_direct_where_it_can_and_the_relay_skips_those(
     ]
     assert sorted(direct_voice) == sorted(PEER_ADDRS[m] for m in direct)
     assert eng.stats.direct_sent == len(direct)
+
+
+def test_forged_probe_answers_never_send_our_voice_to_an_unprobed_address() -> None:
+    """Issue 12, finding 4, through the engine: every datagram it sends is collected."""
+    from bangor.wire.direct import Candidate
+    from bangor.wire.media import HopOpener
+    from tests.wire.test_direct import VICTIM, forged_answers
+
+    eng = MediaEngine(
+        7, KEYS, open_source("tone"), open_sink("null"), ClientSettings(vad=False), FakeCrypto()
+    )
+    now = 0.0
+    eng.server_addr = SERVER
+    eng.clock = lambda: now
+    eng.members.add(21)
+    capture = Capture()
+    eng.transport = capture  # type: ignore[assignment]
+    mallory_key, mallory_addr = bytes(range(32)), PEER_ADDRS[21]
+    eng.direct.set_remote(21, mallory_key, [Candidate("srflx", *mallory_addr)], now)
+    opener = HopOpener(eng.direct.local_key(21), 7)
+    sealer = HopSealer(mallory_key, 21)
+    answered = 0
+    for _ in range(150):  # 3 s of 20 ms ticks
+        now += 0.02
+        eng.tick()
+        probes = [
+            (data, addr) for data, addr in capture.sent[answered:] if data[1] == PacketType.PROBE
+        ]
+        answered = len(capture.sent)
+        for probe, addr in probes:
+            for answer, src in forged_answers(probe, opener, sealer, addr, own=False):
+                eng.datagram_received(answer, src)
+    assert [addr for _, addr in capture.sent if addr == VICTIM] == []
+    assert eng.direct.direct() == {} and eng.stats.direct_sent == 0
+    assert eng.stats.sent > 100 and eng.stats.dropped >= 100  # voice went by the relay

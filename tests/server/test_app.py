@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bangor.client.control import ControlClient
-from bangor.errors import AuthError, CloseCode, ConnectError, RefusedError
+from bangor.errors import AuthError, BadNameError, CloseCode, ConnectError, RefusedError
 from bangor.server.app import Server, open_server
 from bangor.server.store import database_url
 from bangor.settings import ServerSettings
@@ -21,7 +21,7 @@ from bangor.wire.media import HopSealer, PacketType, derive_media_keys
 PASSWORD = "pw-for-tests"
 
 
-async def make_server(tmp_path: Path, **limits: int) -> Server:
+async def make_server(tmp_path: Path, **limits: int | bool) -> Server:
     server = await open_server(
         tmp_path / "data", database_url(tmp_path / "data", None), ServerSettings(**limits)
     )
@@ -38,10 +38,10 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
     await srv.close()
 
 
-async def login(server: Server, user: str) -> ControlClient:
+async def login(server: Server, user: str, nick: str | None = None) -> ControlClient:
     client = await ControlClient.connect(*server.address)
     client.start()
-    await client.login(user, PASSWORD, user)
+    await client.login(user, PASSWORD, user if nick is None else nick)
     return client
 
 
@@ -216,3 +216,36 @@ async def test_media_keys_do_not_come_from_the_public_handshake_hash(server: Ser
         assert bool(out) is answered
     assert server.relay.stats.dropped_auth == 1
     await client.leave()
+
+
+@pytest.mark.parametrize("open_mode", [False, True])
+async def test_nicknames_and_user_names_that_drive_terminals_never_get_in(
+    tmp_path: Path, open_mode: bool
+) -> None:
+    """Issue 12, finding 5: a nickname is shown on every member's screen."""
+    server = await make_server(tmp_path, open=open_mode)
+    try:
+        alice = await login(server, "alice")
+        room = await alice.create_room("r")
+        await alice.join_room(room.room_id)
+        for nick in ("\x1b[2K\rbob verified: safety number 11111", "bob\u202e", "a\u2028b"):
+            client = await ControlClient.connect(*server.address)
+            client.start()
+            with pytest.raises(BadNameError, match="nickname must not contain control, format"):
+                await client.login("bob", PASSWORD, nick)
+            await client.close()
+        for user in ("bob\x1b[8m", "bob\u200b", "bob\n"):  # names are [A-Za-z0-9_.-] always
+            client = await ControlClient.connect(*server.address)
+            client.start()
+            with pytest.raises(AuthError):
+                await client.login(user, PASSWORD, "")
+            await client.close()
+        # The server went on serving: a fine nickname, in any script, gets in and is shown.
+        bob = await login(server, "bob", nick="Zoë 🎧 [bold]")
+        await bob.join_room(room.room_id)
+        joined = await next_message(alice)
+        assert isinstance(joined, msg.MemberJoined) and joined.member.nick == "Zoë 🎧 [bold]"
+        for client in (alice, bob):
+            await client.leave()
+    finally:
+        await server.close()

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 import struct
 from dataclasses import dataclass, field
 
 import pytest
 
 from bangor.errors import PacketError
+from bangor.wire import direct
 from bangor.wire.direct import Candidate, DirectPaths, DirectSettings, PathChanged
-from bangor.wire.media import HopSealer, PacketType
+from bangor.wire.media import HopOpener, HopSealer, PacketType
 
 A_ID, B_ID = 0x0A, 0x0B
 A_ADDR, B_ADDR = ("203.0.113.1", 4000), ("198.51.100.2", 5000)
 SETTINGS = DirectSettings()
+TXID_SIZE = 12  # bytes of a probe's transaction id (PROTOCOL.md 10.3)
 
 
 @dataclass
@@ -150,16 +154,146 @@ def test_an_unknown_source_becomes_a_peer_reflexive_candidate() -> None:
     assert a.direct() == {B_ID: B_ADDR}
 
 
-def test_an_answer_from_long_ago_or_malformed_is_ignored() -> None:
-    net = pair()  # no step yet: bob has sent nothing, so his counters start at 0 here
-    sealer = HopSealer(net.b.local_key(A_ID), B_ID)
-    # A well-formed answer to a probe "sent" 20 s before it arrives: not ours, lately.
-    mapped = bytes(10) + b"\xff\xff" + bytes((198, 51, 100, 2))
-    payload = struct.pack("!d16sH", 10.0, mapped, B_ADDR[1])
+def test_answers_count_only_for_a_probe_still_outstanding() -> None:
+    """An answer is taken once, in time, and never for a probe we did not send."""
+    a = DirectPaths(A_ID, SETTINGS)
+    b_key = secrets.token_bytes(32)
+    a.set_remote(B_ID, b_key, [Candidate("srflx", *B_ADDR)], 0.0)
+    bob = HopSealer(b_key, B_ID)
+    opener = HopOpener(a.local_key(B_ID), A_ID)
+    a.handle_timer(10.0)
+    [(probe, dst)] = a.datagrams_to_send()
+    assert dst == B_ADDR
+    _, payload = opener.open(probe)
     with pytest.raises(PacketError, match="malformed"):
-        net.a.datagram_received(sealer.seal(PacketType.PROBE_ACK, b"short"), B_ADDR, 30.0)
-    assert net.a.datagram_received(sealer.seal(PacketType.PROBE_ACK, payload), B_ADDR, 30.0) is None
-    assert net.a.direct() == {}
-    # The same answer in time does choose the path (so the test above could fail).
-    assert net.a.datagram_received(sealer.seal(PacketType.PROBE_ACK, payload), B_ADDR, 10.5) is None
-    assert net.a.direct() == {B_ID: B_ADDR}
+        a.datagram_received(bob.seal(PacketType.PROBE_ACK, payload[:26]), B_ADDR, 10.01)
+    stranger = payload[:26] + bytes(TXID_SIZE)
+    with pytest.raises(PacketError, match="no recent probe"):
+        a.datagram_received(bob.seal(PacketType.PROBE_ACK, stranger), B_ADDR, 10.01)
+    late = 10.0 + SETTINGS.probe_timeout + 0.01
+    with pytest.raises(PacketError, match="no recent probe"):
+        a.datagram_received(bob.seal(PacketType.PROBE_ACK, payload), B_ADDR, late)
+    assert a.direct() == {} and a.events() == []
+    # The same answer in time does choose the path (so the refusals above could fail) ...
+    assert a.datagram_received(bob.seal(PacketType.PROBE_ACK, payload), B_ADDR, 10.5) is None
+    assert a.events() == [PathChanged(B_ID, "direct", B_ADDR, pytest.approx(0.5))]
+    # ... once: a second answer to the same probe is to no probe of ours.
+    with pytest.raises(PacketError, match="no recent probe"):
+        a.datagram_received(bob.seal(PacketType.PROBE_ACK, payload), B_ADDR, 10.6)
+
+
+def test_outstanding_probes_are_bounded_and_expire() -> None:
+    net = pair()
+    net.cut = True
+    for until in (1.0, SETTINGS.check_fast_for, SETTINGS.check_fast_for + 10):
+        net.step(until)
+        probes = net.a._peers[B_ID].probes
+        assert 0 < len(probes) <= SETTINGS.max_outstanding_probes
+        # Expired ones go at the next round of checks.
+        oldest = SETTINGS.probe_timeout + SETTINGS.retry_interval
+        assert all(net.now - sent <= oldest for _, sent in probes.values())
+    small = DirectSettings(max_outstanding_probes=3)
+    a = DirectPaths(A_ID, small)
+    a.local_key(B_ID)
+    a.set_remote(B_ID, secrets.token_bytes(32), [Candidate("srflx", *B_ADDR)], 0.0)
+    for i in range(10):
+        a.handle_timer(i * small.check_interval)
+    assert len(a._peers[B_ID].probes) == 3
+
+
+# A malicious member has every key it needs to seal any answer it likes; all it does not
+# control is where our probes go and the random id in each.
+VICTIM = ("192.0.2.99", 9999)  # nobody offered it as a candidate: we never probe it
+
+
+def mapped(addr: tuple[str, int]) -> bytes:
+    return bytes(10) + b"\xff\xff" + bytes(int(part) for part in addr[0].split("."))
+
+
+def forged_answers(
+    probe: bytes, opener: HopOpener, sealer: HopSealer, probed: tuple[str, int], *, own: bool
+) -> list[tuple[bytes, tuple[str, int]]]:
+    """What a malicious member sends for one of our probes: answers that name VICTIM, the
+    true answer from VICTIM, answers to probes never sent; ``own``: also a forged answer
+    from the address the probe went to (where it really is)."""
+    _, payload = opener.open(probe)
+    head, txid = payload[:26], payload[26:]
+    sent, _, _ = struct.unpack("!d16sH", head)
+    victim = struct.pack("!d16sH", sent, mapped(VICTIM), VICTIM[1])
+    answers = [
+        (victim + txid, VICTIM),
+        (payload, VICTIM),
+        (victim + secrets.token_bytes(TXID_SIZE), VICTIM),
+        (victim + secrets.token_bytes(TXID_SIZE), probed),
+    ]
+    if own:
+        answers.append((victim + txid, probed))
+    return [(sealer.seal(PacketType.PROBE_ACK, data), src) for data, src in answers]
+
+
+@pytest.mark.parametrize("answers_from_its_address", [False, True])
+def test_a_member_cannot_aim_our_voice_at_an_address_we_never_probed(
+    answers_from_its_address: bool,
+) -> None:
+    """Finding 4 of issue 12: forged answers once sent our voice wherever they named."""
+    a = DirectPaths(A_ID, SETTINGS)
+    m_key = secrets.token_bytes(32)
+    a.set_remote(B_ID, m_key, [Candidate("srflx", *B_ADDR)], 0.0)
+    opener, sealer = HopOpener(a.local_key(B_ID), A_ID), HopSealer(m_key, B_ID)
+    sent_to: set[tuple[str, int]] = set()
+    events: list[PathChanged] = []
+    for tick in range(300):  # 3 s: the fast checks, then consent on a direct path
+        now = tick * 0.01
+        a.handle_timer(now)
+        for probe, dst in a.datagrams_to_send():
+            sent_to.add(dst)
+            for answer, src in forged_answers(
+                probe, opener, sealer, dst, own=answers_from_its_address
+            ):
+                with contextlib.suppress(PacketError):
+                    a.datagram_received(answer, src, now + 0.005)
+        events += a.events()
+        if tick % 2 == 0:  # a voice frame every 20 ms goes to each direct path
+            sent_to.update(a.direct().values())
+    assert VICTIM not in sent_to
+    assert all(event.address != VICTIM for event in events)
+    if answers_from_its_address:
+        # Answered from where the probe went: that address, from our own record, is proven.
+        assert a.direct() == {B_ID: B_ADDR}
+        assert [event.address for event in events] == [B_ADDR]
+    else:
+        assert a.direct() == {} and events == []
+
+
+def test_probe_payload_bytes_match_the_protocol_document(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PROTOCOL.md 10.3's worked bytes, and an older responder's echo still works."""
+    a = DirectPaths(A_ID, SETTINGS)
+    b_key = secrets.token_bytes(32)
+    a.set_remote(B_ID, b_key, [Candidate("srflx", *B_ADDR)], 0.0)
+    opener = HopOpener(a.local_key(B_ID), A_ID)
+    monkeypatch.setattr(direct.secrets, "token_bytes", lambda n: bytes(range(n)))
+    a.handle_timer(12.5)
+    [(probe, _)] = a.datagrams_to_send()
+    _, payload = opener.open(probe)
+    assert len(payload) == direct.PROBE_SIZE == 26 + TXID_SIZE
+    documented = """
+        40 29 00 00 00 00 00 00
+        00 00 00 00 00 00 00 00 00 00 ff ff c6 33 64 02
+        13 88
+        00 01 02 03 04 05 06 07 08 09 0a 0b
+    """
+    assert payload == bytes.fromhex(documented)
+    echo = HopSealer(b_key, B_ID).seal(PacketType.PROBE_ACK, payload)  # what any responder does
+    assert a.datagram_received(echo, B_ADDR, 12.52) is None
+    assert a.direct() == {B_ID: B_ADDR}
+
+
+def test_an_older_members_short_probe_is_still_answered() -> None:
+    """A client from before the transaction id probes with 26 bytes: echoed whole."""
+    net = pair()
+    old = HopSealer(net.a.local_key(B_ID), A_ID)  # alice's key for her packets to bob
+    short = struct.pack("!d16sH", 3.0, mapped(B_ADDR), B_ADDR[1])
+    assert net.b.datagram_received(old.seal(PacketType.PROBE, short), A_ADDR, 0.0) is None
+    [(answer, dst)] = net.b.datagrams_to_send()
+    _, echoed = HopOpener(net.b.local_key(A_ID), B_ID).open(answer)
+    assert (echoed, dst) == (short, A_ADDR)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from bangor.errors import (
     AuthError,
+    BadNameError,
     BangorError,
     CloseCode,
     ConnectError,
@@ -38,6 +39,7 @@ from bangor.wire.noise import (
 
 READ_SIZE = 65536
 _REPLIES = (msg.Welcome, msg.RoomCreated, msg.RoomJoined, msg.RoomLeft)
+_HELLO = msg.tag(msg.Hello)
 
 
 def refusal(error: msg.Error) -> BangorError:
@@ -48,6 +50,9 @@ def refusal(error: msg.Error) -> BangorError:
         return PasswordRequiredError(error.message)
     if error.code == CloseCode.THROTTLED:
         return ThrottledError(error.message, 0.0)
+    if error.code == CloseCode.NOT_ALLOWED and error.ref == _HELLO:
+        # All a hello carries besides the version and password is the names.
+        return BadNameError(f"the server refused the name: {error.message}")
     return RefusedError(error.code, error.message)
 
 

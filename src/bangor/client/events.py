@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bangor.text import escape
+
 
 @dataclass(frozen=True)
 class MemberInfo:
@@ -160,7 +162,15 @@ class Left(Event):
 
 
 def describe(event: Event) -> str:
-    """One human line for an event (headless mode without --json)."""
+    """One human line for an event (headless mode without --json), safe to print.
+
+    Names, room names, chat, reasons and error messages come from other members or the
+    server: every character a terminal would obey is shown escaped (``bangor.text``).
+    """
+    return escape(_describe(event))
+
+
+def _describe(event: Event) -> str:
     if isinstance(event, Joined):
         others = ", ".join(m.nick for m in event.members) or "nobody else yet"
         return f"joined room {event.room} as {event.you.nick} ({others})"

@@ -20,6 +20,7 @@ from typing import cast
 from bangor import __version__
 from bangor.errors import (
     AuthError,
+    BadNameError,
     BangorError,
     CloseCode,
     LimitError,
@@ -35,7 +36,8 @@ from bangor.keyfile import load_or_create_key
 from bangor.server.relay import Address, Relay
 from bangor.server.rooms import RoomRegistry
 from bangor.server.store import Store, check_user_name
-from bangor.settings import PROTOCOL_VERSION, ServerSettings
+from bangor.settings import MAX_NAME, PROTOCOL_VERSION, ServerSettings
+from bangor.text import check_name
 from bangor.wire import control as msg
 from bangor.wire.media import MEDIA_SECRET_SIZE, MediaKeys, derive_media_keys
 from bangor.wire.noise import (
@@ -212,6 +214,12 @@ class Connection:
                 ref=HELLO,
             )
             raise SessionClosed
+        try:  # before the login: a name shown to others must not drive their terminals
+            check_name(hello.nick, "nickname", MAX_NAME)
+        except BadNameError as exc:
+            log.info("session from %s: nickname refused", self.peer)
+            self.fail(CloseCode.NOT_ALLOWED, str(exc), ref=HELLO)
+            raise SessionClosed from None
         try:
             self.user_id = await self.login(hello)
         except PasswordRequiredError as exc:

@@ -30,6 +30,7 @@ from bangor.client import events as ev
 from bangor.client.app import MAX_VOLUME_PERCENT, Login, join_call
 from bangor.errors import BangorError
 from bangor.settings import MAX_CHAT_TEXT, ClientSettings
+from bangor.text import escape
 from bangor.tui.config import (
     DEFAULT_PROFILE,
     PasswordStore,
@@ -46,7 +47,7 @@ from bangor.tui.dialogs import (
     SafetyScreen,
 )
 from bangor.tui.forms import JoinScreen, invite_server
-from bangor.tui.state import DEFAULT_VOLUME, CallState
+from bangor.tui.state import DEFAULT_VOLUME, CallState, literal
 from bangor.wire.invite import Invite
 
 # Seconds between the stats events the call screen asks for: often enough for live
@@ -126,7 +127,7 @@ class CallScreen(Screen[None]):
         return self.app
 
     def compose(self) -> ComposeResult:
-        yield Label(f"Bangor: joining {invite_server(self.invite)}...", id="title")
+        yield Label(literal(f"Bangor: joining {invite_server(self.invite)}..."), id="title")
         with Horizontal(id="call-body"):
             with Vertical(id="members-pane"):
                 yield DataTable(id="members", cursor_type="row", zebra_stripes=False)
@@ -223,8 +224,9 @@ class CallScreen(Screen[None]):
                     app.screen.show_error(f"could not join: {message}")
                 return
             self.log_line(f"disconnected: {message}", "bold red")
-            self.query_one("#status", Static).update(f"disconnected: {message} (F10 leaves)")
-            self.notify(message, severity="error", timeout=10)
+            status = literal(f"disconnected: {message} (F10 leaves)")
+            self.query_one("#status", Static).update(status)
+            self.notify(escape(message), severity="error", timeout=10, markup=False)
             return
         app.exit_code = 0
         if app.launch.auto_join:
@@ -242,11 +244,12 @@ class CallScreen(Screen[None]):
         event = message.event
         self.state.apply(event)
         if isinstance(event, ev.Joined):
-            self.query_one("#title", Label).update(f"Bangor: room {event.room} as {event.you.nick}")
+            title = literal(f"Bangor: room {event.room} as {event.you.nick}")
+            self.query_one("#title", Label).update(title)
             self.bangor.joined(self.invite, self.login, self.remember_password)
         if isinstance(event, ev.ErrorEvent):
             self.log_line(ev.describe(event), "red")
-            self.notify(event.message, severity="error", timeout=6)
+            self.notify(escape(event.message), severity="error", timeout=6, markup=False)
         elif isinstance(event, ev.MemberRejected | ev.KeyChanged):
             self.log_line(ev.describe(event), "bold red")
         elif isinstance(event, ev.ChatReceived):
@@ -261,12 +264,11 @@ class CallScreen(Screen[None]):
     # --- drawing -------------------------------------------------------------------
 
     def log_line(self, text: str, style: str = "") -> None:
-        self.query_one("#chat", RichLog).write(Text(text, style=style))
+        self.query_one("#chat", RichLog).write(literal(text, style))
 
     def log_chat(self, who: str, text: str) -> None:
-        line = Text()
-        line.append(f"<{who}> ", style="bold cyan")
-        line.append(text)
+        line = literal(f"<{who}> ", "bold cyan")
+        line.append_text(literal(text))
         self.query_one("#chat", RichLog).write(line)
 
     def refresh_members(self) -> None:
@@ -280,7 +282,7 @@ class CallScreen(Screen[None]):
             # Your own row: the microphone's state where others show their volume.
             table.add_row(
                 self.indicator(state.sending_voice),
-                Text(f"{name} (you)", style="bold"),
+                literal(f"{name} (you)", "bold"),
                 state.mic_short(),
                 "",
                 key=str(you.session_id),
@@ -288,7 +290,7 @@ class CallScreen(Screen[None]):
         for sid, view in sorted(state.members.items(), key=lambda kv: kv[1].info.nick.casefold()):
             table.add_row(
                 self.indicator(view.speaking),
-                view.label,
+                literal(view.label),
                 f"{view.volume}",
                 {"new": "new", "known": "ok", "changed": "NEW!", "rejected": "BAD"}.get(
                     view.trust, "..."

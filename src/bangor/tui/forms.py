@@ -12,9 +12,11 @@ from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Footer, Input, Label, Static
 
 from bangor.client.app import Login, create_room, parse_server
-from bangor.errors import BangorError, InviteError
-from bangor.settings import DEFAULT_PORT
+from bangor.errors import BadNameError, BangorError, InviteError
+from bangor.settings import DEFAULT_PORT, MAX_NAME
+from bangor.text import check_name, escape
 from bangor.tui.dialogs import FORM_KEYS, DeviceChoice, DevicesScreen, HelpScreen
+from bangor.tui.state import literal
 from bangor.wire.invite import Invite
 
 if TYPE_CHECKING:
@@ -56,16 +58,29 @@ class FormScreen(Screen[None]):
         )
 
     def show_error(self, message: str) -> None:
-        """On the screen (tests and users read it there) and as a notification."""
+        """On the screen (tests and users read it there) and as a notification.
+
+        The message may quote the server: shown literally, never as markup.
+        """
         line = self.query_one(".error-line", Static)
         line.add_class("error")
-        line.update(message)
-        self.notify(message, severity="error", timeout=8)
+        line.update(literal(message))
+        self.notify(escape(message), severity="error", timeout=8, markup=False)
 
     def show_progress(self, message: str) -> None:
         line = self.query_one(".error-line", Static)
         line.remove_class("error")
-        line.update(message)
+        line.update(literal(message))
+
+    def names_ok(self, user: str, nick: str = "") -> bool:
+        """Whether the others could be shown these names (else say why, as the CLI does)."""
+        try:
+            check_name(user, "user name", MAX_NAME)
+            check_name(nick, "nickname", MAX_NAME)
+        except BadNameError as exc:
+            self.show_error(str(exc))
+            return False
+        return True
 
     def value(self, selector: str) -> str:
         return self.query_one(selector, Input).value.strip()
@@ -179,6 +194,8 @@ class JoinScreen(FormScreen):
         if not user or not password:
             self.show_error("a user name and a password are needed")
             return
+        if not self.names_ok(user, self.value("#nick")):
+            return
         self.show_progress("")
         app = self.bangor
         app.settings = app.with_ptt(self.query_one("#ptt", Checkbox).value)
@@ -263,6 +280,8 @@ class CreateScreen(FormScreen):
         except ValueError as exc:
             self.show_error(str(exc))
             return
+        if not self.names_ok(user):
+            return
         self.show_progress("creating...")
         self.create(host, port, Login(user, password), name)
 
@@ -270,7 +289,11 @@ class CreateScreen(FormScreen):
     async def create(self, host: str, port: int, login: Login, name: str) -> None:
         try:
             code = await create_room(
-                host, port, login, name, lambda text: self.notify(text, severity="warning")
+                host,
+                port,
+                login,
+                name,
+                lambda text: self.notify(escape(text), severity="warning", markup=False),
             )
         except BangorError as exc:
             self.show_error(f"could not create the room: {exc}")

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rich.text import Text
+
 from bangor.client import events as ev
+from bangor.text import escape
 
 DEFAULT_VOLUME = 100
+
+
+def literal(text: str, style: str = "") -> Text:
+    """Text from others for a widget: shown as written, never as Textual markup (a nick
+    "[@click=app.quit]" stays those characters), and terminal controls escaped."""
+    return Text(escape(text), style=style)
 
 
 @dataclass
@@ -22,9 +31,10 @@ class MemberView:
 
     @property
     def label(self) -> str:
-        """The nick, with the account name when they differ (nicks are chosen freely)."""
+        """The nick, with the account name when they differ (nicks are chosen freely);
+        controls escaped (a plain string: give widgets ``literal(label)``)."""
         info = self.info
-        return info.nick if info.nick == info.user else f"{info.nick} ({info.user})"
+        return escape(info.nick if info.nick == info.user else f"{info.nick} ({info.user})")
 
 
 @dataclass

@@ -14,11 +14,11 @@ from typing import Annotated
 import msgspec
 
 from bangor.errors import DecodeError
-from bangor.settings import MAX_BITRATE, MAX_PEER_MESSAGE, MAX_SEALED_CHAT
+from bangor.settings import MAX_BITRATE, MAX_NAME, MAX_PEER_MESSAGE, MAX_SEALED_CHAT
 from bangor.wire.media import MEDIA_SECRET_SIZE
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-Nick = Annotated[str, msgspec.Meta(max_length=64)]
+Nick = Annotated[str, msgspec.Meta(max_length=MAX_NAME)]
 Password = Annotated[str, msgspec.Meta(max_length=1024)]
 RoomId = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{16}$")]
 SealedChat = Annotated[bytes, msgspec.Meta(min_length=1, max_length=MAX_SEALED_CHAT)]
@@ -49,7 +49,7 @@ class Hello(msgspec.Struct, frozen=True, tag="hello", tag_field="t"):
     """First message after the handshake: protocol version and login."""
 
     version: int
-    user: Annotated[str, msgspec.Meta(max_length=64)]
+    user: Annotated[str, msgspec.Meta(max_length=MAX_NAME)]
     password: Password
     nick: Nick = ""
 

@@ -8,12 +8,16 @@ relays the pair channel without reading it, learns neither). Then each side chec
 the other's candidates on its own, like ICE's checks without the nomination step:
 
 * every ``check_interval`` it sends a PROBE to each candidate address; a PROBE carries
-  its send time and the address it was sent to, sealed with the sender's key;
+  its send time, the address it was sent to and a fresh random transaction id, sealed
+  with the sender's key; the prober remembers each id with the address and time;
 * the receiver answers a PROBE that opens with a PROBE_ACK, echoing its contents, to the
   address it came from, sealed with its own key; a source address it did not know is
   added as a peer-reflexive candidate (checked too);
-* an ACK that opens proves that address reaches the peer and back: voice to that peer
-  goes there from now on (``path`` direct), and the round-trip time is measured;
+* an ACK that opens, names a probe still outstanding and comes from exactly the address
+  that probe went to proves that address reaches the peer and back: voice to that peer
+  goes there from now on (``path`` direct), and the round-trip time is measured. The
+  address is taken from our own record, never from the payload: a member holds the key
+  and can seal any payload, so what it says must not aim our voice (ICE's rule);
 * consent: while direct, PROBEs go to the chosen address every ``consent_interval``;
   no ACK for ``dead_after`` (under a second) and the peer is back on the relay at once,
   while checks go on (fast for ``check_fast_for`` seconds, then every ``retry_interval``).
@@ -39,8 +43,11 @@ from bangor.wire.media import KEY_SIZE, HopOpener, HopSealer, PacketType, peek_s
 
 Address = tuple[str, int]
 HOST, SRFLX, PRFLX = "host", "srflx", "prflx"
-# send time (our clock), the address probed (IPv6 or IPv4-mapped), its port
+# send time (our clock), the address probed (IPv6 or IPv4-mapped), its port; then the
+# transaction id (appended: responders echo the payload whole, so older ones still work)
 _PROBE = struct.Struct("!d16sH")
+TXID_SIZE = 12  # random, like a STUN transaction id
+PROBE_SIZE = _PROBE.size + TXID_SIZE
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,10 @@ class DirectSettings:
     dead_after: float = 0.8  # no answer for this long: the path is dead, use the relay
     max_candidates: int = 8  # per peer, what it sent us
     max_peer_reflexive: int = 4  # per peer, addresses learned from its probes
+    probe_timeout: float = 2.0  # an answer later than this is to no probe of ours
+    # Per peer, probes awaiting an answer; the oldest is forgotten beyond this. Above the
+    # fast phase's rate: (max_candidates + max_peer_reflexive) * probe_timeout / interval.
+    max_outstanding_probes: int = 256
 
 
 @dataclass(frozen=True)
@@ -84,10 +95,12 @@ def _pack_address(addr: Address) -> tuple[bytes, int]:
     return ip.packed, addr[1]
 
 
-def _unpack_address(packed: bytes, port: int) -> Address:
-    ip = ipaddress.IPv6Address(packed)
-    mapped = ip.ipv4_mapped
-    return (str(mapped) if mapped is not None else str(ip), port)
+def _same_address(a: Address, b: Address) -> bool:
+    """Whether two numeric addresses are one (however each is spelled: case, v4-mapped)."""
+    try:
+        return a[1] == b[1] and _pack_address(a) == _pack_address(b)
+    except ValueError:
+        return False
 
 
 @dataclass(eq=False)
@@ -103,6 +116,8 @@ class _Peer:
     last_ack: float = 0.0
     checking_since: float = 0.0
     next_check: float = 0.0
+    # Our probes awaiting an answer, oldest first: transaction id -> (address, time sent).
+    probes: dict[bytes, tuple[Address, float]] = field(default_factory=dict)
 
 
 class DirectPaths:
@@ -223,7 +238,7 @@ class DirectPaths:
             self._learn(peer, addr, now)
             self._out.append((peer.sealer.seal(PacketType.PROBE_ACK, payload), addr))
         elif header.type is PacketType.PROBE_ACK:
-            self._on_ack(peer, payload, now)
+            self._on_ack(peer, payload, addr, now)
         else:
             raise PacketError(f"{header.type.name} is not a direct packet")
         return None
@@ -246,7 +261,20 @@ class DirectPaths:
             packed, port = _pack_address(addr)
         except ValueError:
             return
-        self._out.append((peer.sealer.seal(PacketType.PROBE, _PROBE.pack(now, packed, port)), addr))
+        self._forget_probes(peer, now)
+        txid = secrets.token_bytes(TXID_SIZE)
+        peer.probes[txid] = (addr, now)
+        payload = _PROBE.pack(now, packed, port) + txid
+        self._out.append((peer.sealer.seal(PacketType.PROBE, payload), addr))
+
+    def _forget_probes(self, peer: _Peer, now: float) -> None:
+        """Drop expired probes, and the oldest while at the bound (they are in time order)."""
+        s, probes = self.settings, peer.probes
+        while probes:
+            txid, (_, sent) = next(iter(probes.items()))
+            if now - sent <= s.probe_timeout and len(probes) < s.max_outstanding_probes:
+                break
+            del probes[txid]
 
     def _learn(self, peer: _Peer, addr: Address, now: float) -> None:
         known = addr in peer.candidates or addr in peer.reflexive
@@ -255,13 +283,19 @@ class DirectPaths:
             if peer.path is None:
                 peer.next_check = now  # a triggered check towards where it came from
 
-    def _on_ack(self, peer: _Peer, payload: bytes, now: float) -> None:
-        if len(payload) != _PROBE.size:
+    def _on_ack(self, peer: _Peer, payload: bytes, source: Address, now: float) -> None:
+        if len(payload) != PROBE_SIZE:
             raise PacketError("malformed probe answer")
-        sent, packed, port = _PROBE.unpack(payload)
-        if not 0 <= now - sent < 10:
-            return  # not from this clock's recent past: ignore
-        probed = _unpack_address(packed, port)
+        txid = payload[_PROBE.size :]
+        record = peer.probes.get(txid)
+        if record is None or now - record[1] > self.settings.probe_timeout:
+            raise PacketError("probe answer to no recent probe of ours")
+        probed, sent = record
+        if not _same_address(source, probed):
+            # Only an answer from where the probe went proves that address works; the
+            # probe stays outstanding for the real answer.
+            raise PacketError("probe answer from another address than the one probed")
+        del peer.probes[txid]
         sample = now - sent
         if peer.path is None:
             peer.path = probed

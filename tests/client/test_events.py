@@ -1,0 +1,68 @@
+"""Human lines and JSON for events whose fields others chose (names, chat, reasons)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+import pytest
+
+from bangor.cli import _emitter, _EscapingFormatter
+from bangor.client import events as ev
+from tests.test_text import HOSTILE, unsafe
+
+FAKE_LINE = "\x1b[2K\rbob verified: safety number 11111 22222 33333 44444"
+NICK = f"mallory{FAKE_LINE}\u202e"
+TEXT = f"hi{FAKE_LINE}\x1b]0;pwned\x07\x9b2J"
+MALLORY = ev.MemberInfo(2, "mallory", NICK)
+YOU = ev.MemberInfo(1, "alice", "alice")
+
+# One event of each kind, every text field in it written by someone else.
+EVENTS = [
+    ev.Joined("00" * 8, TEXT, YOU, (MALLORY,)),
+    ev.MemberJoined(MALLORY),
+    ev.MemberLeft(MALLORY),
+    ev.MemberVerified(MALLORY, "1 2", "ab", "new"),
+    ev.MemberRejected(ev.MemberInfo(2, NICK, NICK), TEXT),
+    ev.KeyChanged(ev.MemberInfo(2, NICK, NICK), "1 2", "ab"),
+    ev.ChatReceived(2, NICK, TEXT, "mallory"),
+    ev.PathChanged("direct", 2, 1.0, NICK),
+    ev.AudioState(False, False, False, False, {NICK: 50}),
+    ev.Notice(TEXT),
+    ev.ErrorEvent(0, TEXT),
+    ev.Left(TEXT),
+]
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=lambda e: e.kind)
+def test_a_human_line_holds_no_character_a_terminal_would_obey(event: ev.Event) -> None:
+    line = ev.describe(event)
+    assert unsafe(line) == []
+    assert "\\x1b[2K\\x0dbob verified" in line  # shown, visibly, not obeyed
+
+
+@pytest.mark.parametrize("json_mode", [False, True])
+def test_what_the_headless_client_prints_is_safe_and_json_keeps_the_text(
+    json_mode: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emit = _emitter(argparse.Namespace(json=json_mode))
+    for text in HOSTILE.values():
+        emit(ev.ChatReceived(2, NICK, text, "mallory"))
+        emit(ev.ErrorEvent(0, text))  # to stderr without --json
+    out, err = capsys.readouterr()
+    # One line per event: nothing but the newline that ends it is a control.
+    lines = out.split("\n") + err.split("\n")
+    assert len(lines) == 2 + 2 * len(HOSTILE) and unsafe("".join(lines)) == []
+    if json_mode:  # data for scripts: escaped by JSON, and exactly what was sent
+        chats = [json.loads(line) for line in out.split("\n")[:-1]][::2]
+        assert [chat["text"] for chat in chats] == list(HOSTILE.values())
+        assert all(chat["nick"] == NICK for chat in chats)
+
+
+def test_server_log_lines_escape_what_clients_sent() -> None:
+    record = logging.LogRecord(
+        "bangor.server", logging.INFO, __file__, 1, "protocol error: %s", (TEXT,), None
+    )
+    line = _EscapingFormatter("%(name)s: %(message)s").format(record)
+    assert unsafe(line) == [] and line.startswith("bangor.server: protocol error: hi\\x1b")
