@@ -244,7 +244,8 @@ def _direct(data: bytes) -> None:
 
 def _direct_seeds() -> list[bytes]:
     theirs = HopSealer(KEY, BOB)
-    probe = struct.pack("!d16sH", NOW - 0.01, bytes(10) + b"\xff\xff" + bytes(4), 1)
+    # send time, address probed, port, transaction id (PROTOCOL.md 10.3)
+    probe = struct.pack("!d16sH12s", NOW - 0.01, bytes(10) + b"\xff\xff" + bytes(4), 1, bytes(12))
     return [
         theirs.seal(PacketType.PROBE, probe),
         theirs.seal(PacketType.PROBE_ACK, probe),
