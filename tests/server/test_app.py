@@ -231,6 +231,28 @@ async def test_eviction_during_the_password_check_registers_nothing(
         await server.close()
 
 
+async def test_stopping_the_server_tells_clients_and_raises_nothing(tmp_path: Path) -> None:
+    server = await make_server(tmp_path)
+    loop = asyncio.get_running_loop()
+    problems: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: problems.append(context))
+    try:
+        alice = await login(server, "alice")
+        half_reader, half_writer = await asyncio.open_connection(*server.address)
+        await until(lambda: server.unauthenticated == 1)
+        await server.close()
+        closed = await next_message(alice)
+        assert isinstance(closed, ConnectError) and str(closed) == "the server is shutting down"
+        assert await half_reader.read() == b""
+        half_writer.close()
+        for _ in range(3):  # the streams' done-callbacks run on the next iterations
+            await asyncio.sleep(0)
+        assert problems == []
+        await alice.close()
+    finally:
+        loop.set_exception_handler(None)
+
+
 async def test_nothing_a_client_sends_before_login_reaches_the_log_raw(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

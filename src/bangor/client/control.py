@@ -48,6 +48,11 @@ def refusal(error: msg.Error) -> BangorError:
         return PasswordRequiredError(error.message)
     if error.code == CloseCode.THROTTLED:
         return ThrottledError(error.message, 0.0)
+    # The server is going away or gave up on us: like losing the connection (exit 5).
+    if error.code == CloseCode.SHUTDOWN:
+        return ConnectError("the server is shutting down")
+    if error.code == CloseCode.TIMEOUT:
+        return ConnectError("the server closed the session: timed out")
     return RefusedError(error.code, error.message)
 
 

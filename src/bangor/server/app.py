@@ -447,6 +447,10 @@ class Server:
         self.tasks.add(task)
         try:
             await conn.run()
+        except asyncio.CancelledError:
+            # Server.close cancels us. Ending cancelled would make Python 3.11's streams
+            # callback log a CancelledError traceback (it calls task.exception()).
+            pass
         finally:
             self.tasks.discard(task)
 
