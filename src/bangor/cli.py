@@ -272,6 +272,38 @@ def _emitter(args: argparse.Namespace) -> Callable[[Any], None]:
     return emit
 
 
+def _discard_output() -> None:
+    """Python's recipe for a reader that went away (``| head``): point stdout and stderr
+    at devnull, so nothing more (not even the last flush at exit) fails or prints."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
+
+
+class _Output:
+    """Events to ``emit``; when the reader of our output goes away, the call ends (as
+    SIGPIPE would end a C program) with exit 1 and no traceback."""
+
+    def __init__(self, emit: Callable[[Any], None]) -> None:
+        self.emit = emit
+        self.gone = False
+        self.on_gone: Callable[[], object] = lambda: None
+
+    def __call__(self, event: Any) -> None:
+        if self.gone:
+            return
+        try:
+            self.emit(event)
+        except BrokenPipeError:
+            self.gone = True
+            _discard_output()
+            self.on_gone()
+
+
 def _client_settings(args: argparse.Namespace) -> ClientSettings:
     return ClientSettings(
         vad=args.vad == "on",
@@ -285,31 +317,42 @@ def _client_settings(args: argparse.Namespace) -> ClientSettings:
     )
 
 
-def _run_call(args: argparse.Namespace, call: Callable[[], Coroutine[Any, Any, None]]) -> int:
-    """Run a call; with --json a fatal error is also an ``error`` event."""
+def _run_call(
+    args: argparse.Namespace,
+    call: Callable[[Callable[[Any], None]], Coroutine[Any, Any, None]],
+) -> int:
+    """Run a call that prints its events with the emitter it gets; with --json a fatal
+    error is also an ``error`` event."""
     from bangor.client import events as ev
 
+    output = _Output(_emitter(args))
+
     async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        output.on_gone = task.cancel  # like Ctrl-C: leave the room cleanly
         try:
-            await call()
+            await call(output)
         except BangorError as exc:
             if args.json:
-                _emitter(args)(ev.ErrorEvent(exit_code_for(exc), str(exc)))
+                output(ev.ErrorEvent(exit_code_for(exc), str(exc)))
             raise
 
     # Ctrl-C / SIGTERM cancel the call; join_call has left the room cleanly by then.
     with contextlib.suppress(asyncio.CancelledError):
         _run(main)
-    return EXIT_OK
+    return EXIT_ERROR if output.gone else EXIT_OK
 
 
-def _join(args: argparse.Namespace, invite: Any) -> Coroutine[Any, Any, None]:
+def _join(
+    args: argparse.Namespace, invite: Any, emit: Callable[[Any], None]
+) -> Coroutine[Any, Any, None]:
     from bangor.client.app import join_call
 
     return join_call(
         invite,
         _login(args, stdin_ok=False),
-        _emitter(args),
+        emit,
         source_spec=args.input or "default",
         sink_spec=args.output or "default",
         record_path=Path(args.record) if args.record else None,
@@ -325,7 +368,7 @@ def cmd_join(args: argparse.Namespace) -> int:
     _check_names(args)
     if wants_tui(args, _at_terminal()):
         return run_tui(args, args.profile or args.top_profile)
-    return _run_call(args, lambda: _join(args, invite))
+    return _run_call(args, lambda emit: _join(args, invite, emit))
 
 
 def cmd_host(args: argparse.Namespace) -> int:
@@ -335,13 +378,13 @@ def cmd_host(args: argparse.Namespace) -> int:
     _log_to_stderr(logging.WARNING)
     return _run_call(
         args,
-        lambda: host_call(
+        lambda emit: host_call(
             port=args.port,
             address=args.address,
             room_name=args.room,
             owner=_login_user(args),
-            emit=_emitter(args),
-            join=lambda invite: _join(args, invite),
+            emit=emit,
+            join=lambda invite: _join(args, invite, emit),
         ),
     )
 
@@ -615,6 +658,9 @@ def main(argv: list[str] | None = None) -> int:
         return exit_code_for(exc)
     except (KeyboardInterrupt, asyncio.CancelledError):
         return 130
+    except BrokenPipeError:  # e.g. `bangor room create ... | true`
+        _discard_output()
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -48,7 +48,15 @@ class ServerSettings:
     max_user_name: int = 32
     max_sessions: int = 256
     max_unauthenticated: int = 64  # connections still in handshake/login at once
+    # The same per source address and per network around it (IPv4 /24, IPv6 /64): when a
+    # cap is full the connection that got least far is closed, never the newcomer refused.
+    max_unauthenticated_per_address: int = 16
+    max_unauthenticated_per_network: int = 32
+    network_prefix_v4: int = 24
+    network_prefix_v6: int = 64
+    first_message_timeout: float = 2.0  # seconds from accept to a whole first Noise message
     handshake_timeout: float = 5.0  # seconds to finish Noise + login
+    admission_log_interval: float = 10.0  # at most one log line this often about closed ones
     idle_timeout: float = 15.0  # no control traffic (pings) for this long: drop the session
     max_media_payload: int = 1200  # bytes of opaque voice payload accepted per datagram
     # Login back-off: failure n > free locks for base * 2**(n - free - 1) seconds (capped).

@@ -7,11 +7,12 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from bangor.client.control import ControlClient
 from bangor.errors import AuthError, BadNameError, CloseCode, ConnectError, RefusedError
-from bangor.server.app import Server, open_server
+from bangor.server.app import Connection, Server, open_server
 from bangor.server.store import database_url
 from bangor.settings import ServerSettings
 from bangor.wire import control as msg
@@ -21,7 +22,7 @@ from bangor.wire.media import HopSealer, PacketType, derive_media_keys
 PASSWORD = "pw-for-tests"
 
 
-async def make_server(tmp_path: Path, **limits: int | bool) -> Server:
+async def make_server(tmp_path: Path, **limits: float | bool) -> Server:
     server = await open_server(
         tmp_path / "data", database_url(tmp_path / "data", None), ServerSettings(**limits)
     )
@@ -160,24 +161,122 @@ async def test_wrong_password_and_session_limit(tmp_path: Path) -> None:
         await server.close()
 
 
-async def test_unauthenticated_connections_are_bounded(tmp_path: Path) -> None:
+async def test_a_full_table_evicts_the_idle_connection_not_the_newcomer(tmp_path: Path) -> None:
     server = await make_server(tmp_path, max_unauthenticated=1)
     try:
-        _, idle_writer = await asyncio.open_connection(*server.address)  # says nothing
+        idle_reader, idle_writer = await asyncio.open_connection(*server.address)  # says nothing
         await until(lambda: server.unauthenticated == 1)
-        with pytest.raises(ConnectError):
-            await login(server, "alice")
+        alice = await login(server, "alice")  # the newcomer gets in...
+        assert await idle_reader.read() == b""  # ...and the idler was closed for it
         idle_writer.close()
-        await idle_writer.wait_closed()
-        await until(lambda: server.unauthenticated == 0)
-        alice = await login(server, "alice")  # with the idler gone there is room again
-        bob_conn = await ControlClient.connect(*server.address)  # counts while logging in
-        bob_conn.start()
-        await bob_conn.login("bob", PASSWORD, "bob")  # logged-in sessions no longer count
-        await alice.leave()
-        await bob_conn.leave()
+        assert server.unauthenticated == 0  # logged-in sessions no longer count
+        bob = await login(server, "bob")
+        for client in (alice, bob):
+            await client.leave()
     finally:
         await server.close()
+
+
+async def test_a_connection_that_sends_nothing_is_closed_after_the_first_message_timeout(
+    tmp_path: Path,
+) -> None:
+    server = await make_server(tmp_path, first_message_timeout=0.3, handshake_timeout=30)
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        idle_reader, idle_writer = await asyncio.open_connection(*server.address)
+        # One byte of the length prefix: no whole first message.
+        idle_writer.write(b"\x00")
+        alice = await login(server, "alice")  # real clients send theirs at once
+        assert await asyncio.wait_for(idle_reader.read(), 10) == b""
+        assert 0.3 <= loop.time() - started < 10
+        idle_writer.close()
+        alice.send_chat(b"x")  # alice's session is untouched: its refusal comes back
+        assert isinstance(await next_message(alice), RefusedError)
+        await alice.leave()
+    finally:
+        await server.close()
+
+
+async def test_eviction_during_the_password_check_registers_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = await make_server(tmp_path, max_unauthenticated_per_address=1)
+    checking = asyncio.Event()
+    answer = asyncio.Event()
+    real_login = Connection.login
+
+    async def slow_login(self: Connection, hello: msg.Hello) -> int:
+        checking.set()
+        await answer.wait()
+        return await real_login(self, hello)
+
+    try:
+        monkeypatch.setattr(Connection, "login", slow_login)
+        first = await ControlClient.connect(*server.address)
+        first.start()
+        pending = asyncio.ensure_future(first.login("alice", PASSWORD, "alice"))
+        await checking.wait()
+        monkeypatch.setattr(Connection, "login", real_login)
+        bob = await login(server, "bob")  # needs alice's place: she is evicted mid-check
+        with pytest.raises(ConnectError):
+            await pending
+        answer.set()  # the check ends now, right password and all
+        await until(lambda: len(server.tasks) == 1)
+        assert [c.user for c in server.connections.values()] == ["bob"]
+        assert server.unauthenticated == 0
+        await first.close()
+        await bob.leave()
+    finally:
+        await server.close()
+
+
+async def test_stopping_the_server_tells_clients_and_raises_nothing(tmp_path: Path) -> None:
+    server = await make_server(tmp_path)
+    loop = asyncio.get_running_loop()
+    problems: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: problems.append(context))
+    try:
+        alice = await login(server, "alice")
+        half_reader, half_writer = await asyncio.open_connection(*server.address)
+        await until(lambda: server.unauthenticated == 1)
+        await server.close()
+        closed = await next_message(alice)
+        assert isinstance(closed, ConnectError) and str(closed) == "the server is shutting down"
+        assert await half_reader.read() == b""
+        half_writer.close()
+        for _ in range(3):  # the streams' done-callbacks run on the next iterations
+            await asyncio.sleep(0)
+        assert problems == []
+        await alice.close()
+    finally:
+        loop.set_exception_handler(None)
+
+
+async def test_nothing_a_client_sends_before_login_reaches_the_log_raw(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="bangor.server")
+    server = await make_server(tmp_path, open=True)
+    evil = "x\n\x1b[2K\rbangor.server: forged line\x1b[31m"
+    try:
+        client = await ControlClient.connect(*server.address)
+        client.start()
+        client.noise.send(msgspec.msgpack.encode({"t": evil}))  # garbage with a bad tag
+        client.writer.write(client.noise.data_to_send())
+        closed = await next_message(client)
+        assert isinstance(closed, RefusedError) and closed.code == CloseCode.PROTOCOL
+        await client.close()
+        client = await ControlClient.connect(*server.address)
+        client.start()
+        with pytest.raises(AuthError):  # an invalid name, even in open mode: logged escaped
+            await client.login(evil, PASSWORD, "nick")  # (a bad nick is refused before)
+        await client.close()
+    finally:
+        await server.close()
+    messages = [r.getMessage() for r in caplog.records if r.name == "bangor.server"]
+    assert any(repr(evil)[1:-1] in m and "protocol error" in m for m in messages), messages
+    assert not [m for m in messages if any(c in m for c in "\n\r\x1b")]
 
 
 async def test_peer_messages_stay_inside_the_room(server: Server) -> None:

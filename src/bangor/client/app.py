@@ -339,10 +339,12 @@ class _Call:
                     item = get_event.result()
                     get_event = loop.create_task(self.client.events.get())
                     if isinstance(item, BangorError):
-                        if isinstance(item, RefusedError):
+                        # A refused request: the call goes on. Otherwise the session
+                        # ended (a fatal error, or the connection): so does the call.
+                        if isinstance(item, RefusedError) and self.client.closed is None:
                             self.emit(ev.ErrorEvent(item.code, str(item)))
                             continue
-                        raise item
+                        raise self.client.closed or item
                     self.on_message(item, loop.time())
                 if get_line.done():
                     line = get_line.result()

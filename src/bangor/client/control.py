@@ -53,6 +53,11 @@ def refusal(error: msg.Error) -> BangorError:
     if error.code == CloseCode.NOT_ALLOWED and error.ref == _HELLO:
         # All a hello carries besides the version and password is the names.
         return BadNameError(f"the server refused the name: {error.message}")
+    # The server is going away or gave up on us: like losing the connection (exit 5).
+    if error.code == CloseCode.SHUTDOWN:
+        return ConnectError("the server is shutting down")
+    if error.code == CloseCode.TIMEOUT:
+        return ConnectError("the server closed the session: timed out")
     return RefusedError(error.code, error.message)
 
 

@@ -33,6 +33,7 @@ from bangor.errors import (
     ThrottledError,
 )
 from bangor.keyfile import load_or_create_key
+from bangor.server.admission import Admission, Closing, Stage
 from bangor.server.relay import Address, Relay
 from bangor.server.rooms import RoomRegistry
 from bangor.server.store import Store, check_user_name
@@ -137,32 +138,63 @@ class Connection:
         """A non-fatal refusal of one request; ``ref`` names the request's tag."""
         self.send(msg.Error(int(code), message, ref=ref))
 
+    def shut(self, closing: Closing[Connection]) -> None:
+        """Admission closes us before login: a deadline passed, or a newer connection
+        needed our place. A login under way finds ``closing`` set and registers nothing."""
+        if closing.reason.timed_out:
+            self.fail(CloseCode.TIMEOUT, "session timed out")  # sent only after the handshake
+            self.writer.close()
+        else:
+            self.closing = True
+            self.writer.transport.abort()
+
     # --- the loop -------------------------------------------------------------
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        settings = self.server.settings
-        deadline = loop.time() + settings.handshake_timeout
+        admission = self.server.admission
         try:
             while not self.closing:
-                timeout = deadline - loop.time() if self.session_id == 0 else settings.idle_timeout
-                try:
-                    data = await asyncio.wait_for(self.reader.read(READ_SIZE), max(timeout, 0))
-                except TimeoutError:
-                    self.fail(CloseCode.TIMEOUT, "session timed out")
-                    break
+                if self.session_id == 0:
+                    # Admission's deadlines (Server._admission_timer) end this wait.
+                    data = await self.reader.read(READ_SIZE)
+                else:
+                    try:
+                        data = await asyncio.wait_for(
+                            self.reader.read(READ_SIZE), self.server.settings.idle_timeout
+                        )
+                    except TimeoutError:
+                        self.fail(CloseCode.TIMEOUT, "session timed out")
+                        break
                 if not data:
                     break
-                for event in self.noise.receive_data(data):
+                events = self.noise.receive_data(data)
+                if self.session_id == 0 and self.noise.handshake_messages_read:
+                    admission.progressed(
+                        self, Stage.HANDSHAKEN if self.noise.handshake_complete else Stage.GREETED
+                    )
+                for event in events:
                     if isinstance(event, MessageReceived):
+                        if self.session_id == 0:
+                            admission.progressed(self, Stage.LOGGING_IN)
                         await self.handle(msg.decode_client_message(event.payload))
+                        if self.session_id != 0:
+                            admission.done(self)  # logged in: no longer counts
                     if self.closing:
                         break
                 self.flush()
         except SessionClosed:
             pass
         except ProtocolError as exc:
-            log.info("session from %s: protocol error: %s", self.peer, exc)
+            if self.session_id == 0:
+                # A flood of garbage must not flood the log: admission's summary counts it.
+                self.server.handshake_failed(self)
+            # repr: the text can carry the client's bytes (decoder errors).
+            log.log(
+                logging.DEBUG if self.session_id == 0 else logging.INFO,
+                "session from %s: protocol error: %r",
+                self.peer,
+                str(exc),
+            )
             self.fail(exc.code, str(exc))
         except (ConnectionError, OSError):
             pass
@@ -171,6 +203,7 @@ class Connection:
             log.debug("internal error", exc_info=True)
             self.fail(CloseCode.INTERNAL, "internal server error")
         finally:
+            admission.done(self)
             self.server.drop(self)
             with contextlib.suppress(Exception):
                 self.flush()
@@ -347,6 +380,9 @@ class Server:
         )
         self.rooms: RoomRegistry[Connection] = RoomRegistry(self.settings.max_members_per_room)
         self.connections: dict[int, Connection] = {}
+        self.admission: Admission[Connection] = Admission(self.settings)
+        self._admission_timer: asyncio.TimerHandle | None = None
+        self._admission_when: float | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.tcp: asyncio.Server | None = None
         self.udp: asyncio.DatagramTransport | None = None
@@ -355,7 +391,7 @@ class Server:
     @property
     def unauthenticated(self) -> int:
         """Accepted connections without a session yet (still in handshake or login)."""
-        return len(self.tasks) - len(self.connections)
+        return len(self.admission)
 
     @property
     def fingerprint(self) -> str:
@@ -386,6 +422,8 @@ class Server:
     async def close(self) -> None:
         if self.tcp is not None:
             self.tcp.close()
+        if self._admission_timer is not None:
+            self._admission_timer.cancel()
         for conn in list(self.connections.values()):
             conn.fail(CloseCode.SHUTDOWN, "server is shutting down")
             conn.writer.close()
@@ -398,11 +436,9 @@ class Server:
         await self.store.close()
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.unauthenticated >= self.settings.max_unauthenticated:
-            writer.transport.abort()  # a handshake flood must not starve the event loop
-            return
         peername = writer.get_extra_info("peername")
-        peer = f"{peername[0]}:{peername[1]}" if peername else "?"
+        address = str(peername[0]) if peername else "?"
+        peer = f"{address}:{peername[1]}" if peername else "?"
         conn = Connection(
             self,
             reader,
@@ -410,13 +446,51 @@ class Server:
             NoiseSession(initiator=False, static_private=self.static_key),
             peer,
         )
+        now = asyncio.get_running_loop().time()
+        for closing in self.admission.admit(conn, address, now):
+            closing.key.shut(closing)
+        self._admission_changed(now)
         task = asyncio.current_task()
         assert task is not None
         self.tasks.add(task)
         try:
             await conn.run()
+        except asyncio.CancelledError:
+            # Server.close cancels us. Ending cancelled would make Python 3.11's streams
+            # callback log a CancelledError traceback (it calls task.exception()).
+            pass
         finally:
             self.tasks.discard(task)
+
+    def _admission_changed(self, now: float) -> None:
+        """Log what admission closed (rate-limited) and arm its next deadline."""
+        report = self.admission.report(now)
+        if report is not None:
+            log.warning("admission: %s", report)
+        when = self.admission.get_timer()
+        if when == self._admission_when:
+            return
+        if self._admission_timer is not None:
+            self._admission_timer.cancel()
+        self._admission_when = when
+        self._admission_timer = (
+            None
+            if when is None
+            else asyncio.get_running_loop().call_at(when, self._on_admission_timer)
+        )
+
+    def handshake_failed(self, conn: Connection) -> None:
+        now = asyncio.get_running_loop().time()
+        self.admission.failed(conn, now)
+        self._admission_changed(now)
+
+    def _on_admission_timer(self) -> None:
+        # The loop may run a timer a clock tick early; it is due all the same.
+        now = max(asyncio.get_running_loop().time(), self._admission_when or 0.0)
+        self._admission_timer = self._admission_when = None
+        for closing in self.admission.handle_timer(now):
+            closing.key.shut(closing)
+        self._admission_changed(now)
 
     def register(self, conn: Connection, keys: MediaKeys) -> int:
         while True:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -94,8 +95,17 @@ class NoiseSession:
         self._failed = False
         self._remote_static: bytes | None = None
         self._handshake_hash: bytes | None = None
+        self._handshake_read = 0
+        self._keys = (static_private, prologue, ephemeral_private)
+
+    @cached_property
+    def _conn(self) -> Any:
+        """The library's state, made at the first handshake step: deriving our public
+        key costs about 0.1 ms, which a server should not spend on connections that
+        never send a byte (a flood)."""
+        static_private, prologue, ephemeral_private = self._keys
         conn: Any = NoiseConnection.from_name(PROTOCOL_NAME)
-        if initiator:
+        if self._initiator:
             conn.set_as_initiator()
         else:
             conn.set_as_responder()
@@ -107,13 +117,18 @@ class NoiseSession:
             if ephemeral_private is not None:
                 conn.set_keypair_from_private_bytes(Keypair.EPHEMERAL, ephemeral_private)
             conn.start_handshake()
-        self._conn = conn
+        return conn
 
     # -- state ---------------------------------------------------------------
 
     @property
     def handshake_complete(self) -> bool:
         return self._handshake_hash is not None
+
+    @property
+    def handshake_messages_read(self) -> int:
+        """Whole handshake messages read from the peer (a server's admission uses it)."""
+        return self._handshake_read
 
     @property
     def remote_static(self) -> bytes | None:
@@ -208,6 +223,7 @@ class NoiseSession:
             # Do not leak library internals: any failure here is a bad handshake.
             raise HandshakeError("noise handshake failed (bad message or wrong key)") from None
         self._check_handshake_payload(bytes(payload))
+        self._handshake_read += 1
         done = self._after_handshake_step(state)
         if done is None:
             # XX alternates strictly: after each message we read, one is ours to write.
