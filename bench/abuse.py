@@ -207,6 +207,7 @@ class Row:
     # in the end, and frames that came too late to play.
     listener_lost: int = 0
     listener_late: int = 0
+    listener_undecryptable: int = 0
     # The machine over the attack: cores not idle, and the share of them no process of
     # this bench used (other work on the machine disturbs the call too).
     busy_cores: float = 0.0
@@ -292,9 +293,13 @@ class Attacker:
         theirs.close()
 
     async def receive(self, timeout: float) -> object:
-        if not await asyncio.to_thread(self.conn.poll, timeout):
-            raise RuntimeError("the attacker process did not answer in time")
-        return self.conn.recv()
+        try:
+            if not await asyncio.to_thread(self.conn.poll, timeout):
+                raise RuntimeError("the attacker process did not answer in time")
+            return self.conn.recv()
+        except (EOFError, OSError):
+            self.proc.join(1)
+            raise RuntimeError(f"the attacker process died ({self.proc.exitcode})") from None
 
     def stop(self) -> None:
         self.proc.join(5)
@@ -364,14 +369,16 @@ async def start_call(opts: Options, template: Path, tmp: Path, procs: Processes)
     invite = await create_room(port)
     wav = tmp / "heard.wav"
     lifetime = opts.warmup + opts.seconds + TAIL + LOGIN_TIMEOUT + 2 * START_TIMEOUT
-    listener, speaker = (
+    # Processes stop in reverse: the listener first, so its last stats still count the
+    # speaker and its recording ends with the call.
+    speaker, listener = (
         procs.start(
             user,
             join_args(invite, user, lifetime, user == SPEAKER, wav),
             client_env(tmp / user),
             stdout=True,
         )
-        for user in (LISTENER, SPEAKER)
+        for user in (SPEAKER, LISTENER)
     )
     heard = await asyncio.to_thread(listener.event, "joined", deadline)
     spoke = await asyncio.to_thread(speaker.event, "joined", deadline)
@@ -498,6 +505,7 @@ async def measure(opts: Options, name: str, template: Path, tmp: Path, procs: Pr
     procs.stop()
     # The listener prints its final stats as it leaves.
     for _, stats in [e for e in json_events(call.listener) if e[1].get("event") == "stats"][-1:]:
+        row.listener_undecryptable = int(stats.get("undecryptable", 0))
         for sender in stats["senders"].values():
             row.listener_lost += int(sender.get("lost", 0))
             row.listener_late += int(sender.get("late", 0))
@@ -594,7 +602,8 @@ def print_table(rows: list[Row]) -> None:
             f"attack: {did} (attacker CPU {r.attacker_cpu_percent:.0f} %)" if did else "",
             f"listener events {heard}" if heard else "",
             f"listener errors {r.listener_errors}",
-            f"listener frames lost {r.listener_lost}, late {r.listener_late} (whole call)",
+            f"listener frames lost {r.listener_lost}, late {r.listener_late}, undecryptable "
+            f"{r.listener_undecryptable} (whole call)",
             f"machine {r.busy_cores:.2f} cores busy, {r.other_cores:.2f} by others"
             + (f", steal {r.steal_percent:.0f} %" if r.steal_percent >= 1 else ""),
             f"lost logins: {r.login_failures}" if r.login_failures else "",
