@@ -122,7 +122,7 @@ async def real_login(port: int, at: float) -> LoginOutcome:
         )
     except TimeoutError:
         return LoginOutcome(False, time.monotonic() - start, "timed out")
-    except (BangorError, OSError) as exc:
+    except Exception as exc:  # whatever the server did to it, a lost login is a number
         return LoginOutcome(False, time.monotonic() - start, f"{type(exc).__name__}: {exc}")
     took = time.monotonic() - start
     await client.leave()
@@ -266,6 +266,17 @@ def event_time(process: Process, kind: str) -> float:
         if event.get("event") == kind:
             return arrived
     raise RuntimeError(f"no {kind} event from {process.name}")
+
+
+def tracebacks(lines: list[str]) -> list[str]:
+    """A note per traceback in a server's log: the line before it and its exception line."""
+    notes = []
+    for i, line in enumerate(lines):
+        if line.startswith("Traceback"):
+            after = (x for x in lines[i + 1 :] if x and not x.startswith((" ", "Traceback")))
+            before = lines[i - 1] if i else ""
+            notes.append(f"the server logged a traceback: {before} / {next(after, '?')}")
+    return notes
 
 
 async def create_room(port: int) -> str:
@@ -510,8 +521,7 @@ async def measure(opts: Options, name: str, template: Path, tmp: Path, procs: Pr
             row.listener_lost += int(sender.get("lost", 0))
             row.listener_late += int(sender.get("late", 0))
     call.server.stderr.drain()
-    if any("Traceback" in line for _, line in call.server.stderr.seen):
-        row.notes.append("the server logged a traceback")
+    row.notes += tracebacks([line for _, line in call.server.stderr.seen])
 
     ok = sorted(o.seconds * 1000 for o in window.logins if o.ok)
     row.logins_ok = len(ok)
