@@ -63,7 +63,7 @@ from typing import Any
 
 import numpy as np
 from attacks import ATTACKS, CHURNER, FLOODER, VICTIM, AttackResult, AttackSpec, Rates, attack_main
-from procfs import HOST, free_port, memory_kb
+from procfs import HOST, free_port, memory_kb, pin
 
 from bangor.client.app import Login, connect_and_login
 from bangor.errors import BangorError
@@ -96,6 +96,8 @@ CHUNK_MS = 10  # gap resolution
 SETTLE_S = 1.0  # after the listener verified the speaker, before its level is taken
 PRESENT = 0.5  # a chunk holds the tone when its RMS is above this share of the settled RMS
 SR = 48_000
+
+BUSY_OTHERS = 0.5  # cores other processes kept busy beyond which a row says so
 
 # Issue 12's bar.
 MAX_GAP_MS = 200.0
@@ -183,6 +185,8 @@ class Options:
     attacker: str
     rates: Rates
     json: bool
+    server_cpu: int | None  # the server's own CPU; None: not pinned
+    other_cpus: set[int] | None  # everything else this bench starts, itself included
 
 
 @dataclass
@@ -374,9 +378,11 @@ async def start_call(opts: Options, template: Path, tmp: Path, procs: Processes)
         dict(os.environ),
         stdout=False,
     )
+    pin(server.pid, opts.server_cpu)
     await asyncio.to_thread(
         server.stderr.wait_for, lambda line: "listening on" in line, deadline, "the ready line"
     )
+    pin(server.pid, opts.server_cpu)  # any thread that started before the first pin
     invite = await create_room(port)
     wav = tmp / "heard.wav"
     lifetime = opts.warmup + opts.seconds + TAIL + LOGIN_TIMEOUT + 2 * START_TIMEOUT
@@ -619,6 +625,8 @@ def print_table(rows: list[Row]) -> None:
             f"lost logins: {r.login_failures}" if r.login_failures else "",
             f"listener playout fell {r.playout_deficit_ms:.0f} ms behind"
             if r.playout_deficit_ms > MAX_GAP_MS else "",
+            "other work on the machine was busy meanwhile: gaps and latencies may be inflated "
+            "by it" if r.other_cores > BUSY_OTHERS else "",
             *r.notes,
         ])), flush=True)  # fmt: skip
 
@@ -681,6 +689,11 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         default=defaults.peer_per_s,
         help="peer messages a second at most (default 0: as fast as TCP takes them)",
     )
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin the server to the last CPU and everything else to the others",
+    )
     parser.add_argument("--json", action="store_true", help="print the rows as one JSON object")
     args = parser.parse_args(argv)
     if not 1 <= args.seconds <= 300 or not 0.5 <= args.warmup <= 60:
@@ -703,7 +716,13 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         peer_per_s=args.peer_rate,
     )
     rows = tuple(r for r in ROWS if r in args.attack) if args.attack else ROWS
-    return Options(rows, args.seconds, args.warmup, args.attacker_address, rates, args.json)
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpu, others = None, None
+    if not args.no_pin and len(cpus) >= 2:
+        server_cpu, others = cpus[-1], set(cpus[:-1])
+    return Options(
+        rows, args.seconds, args.warmup, args.attacker_address, rates, args.json, server_cpu, others
+    )
 
 
 async def run(opts: Options, rows: list[Row]) -> None:
@@ -723,10 +742,20 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
+    # The server owns a core, as it would its own machine: an attack that starves it
+    # shows in the call, one that starves the members' processes here would not there.
+    pin(0, opts.other_cpus)  # every process started from here on inherits it
+    placed = (
+        f"server on CPU {opts.server_cpu}, the call, attackers and bench on "
+        f"{sorted(opts.other_cpus or ())}"
+        if opts.server_cpu is not None
+        else "not pinned"
+    )
     header = (
-        f"bangor: {BANGOR}; {os.cpu_count()} CPUs; each attack {opts.seconds:g} s after a "
-        f"{opts.warmup:g} s settled call (+{TAIL:g} s judged after it); attackers from "
-        f"{opts.attacker}; {REAL_LOGINS} real logins from {HOST} per row\n"
+        f"bangor: {BANGOR}; {os.cpu_count()} CPUs ({placed})\n"
+        f"each attack {opts.seconds:g} s after a {opts.warmup:g} s settled call (+{TAIL:g} s "
+        f"judged after it); attackers from {opts.attacker}; {REAL_LOGINS} real logins from "
+        f"{HOST} per row\n"
         f"rates: {opts.rates.describe()}\n"
     )
     if not opts.json:
@@ -746,6 +775,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seconds": opts.seconds,
             "warmup": opts.warmup,
             "attacker_address": opts.attacker,
+            "server_cpu": opts.server_cpu,
             "rates": asdict(opts.rates),
             "rows": [
                 asdict(r) | {"rss_over_idle_mib": r.rss_over_idle_mib, "missed": r.failures()}
