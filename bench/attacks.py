@@ -48,6 +48,7 @@ GO_TIMEOUT = 60.0  # the parent's "go" after "ready"
 TICK = 0.01  # seconds between paced batches
 READ_SIZE = 65536
 REQUEST_TIMEOUT = 10.0  # one attacker's login or join/leave answer
+LATE_ANSWERS = 0.5  # seconds the UDP attackers still listen after their last datagram
 DRIP_PERIOD = 1.0  # slowloris: one byte this often on a dripping connection
 NOISE_MESSAGE_1 = 32  # bytes of Noise XX message 1 (the initiator's ephemeral key)
 # Account holders of the churn and peer-flood attacks, and the real account the login
@@ -162,6 +163,19 @@ async def tcp_connect(spec: AttackSpec) -> tuple[asyncio.StreamReader, asyncio.S
     )
 
 
+async def counted_connect(
+    spec: AttackSpec, counts: Counter[str]
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    """A new connection, counted; None (counted too) when the server would not take it."""
+    try:
+        streams = await tcp_connect(spec)
+    except (OSError, TimeoutError):
+        counts["connect failed"] += 1
+        return None
+    counts["connections opened"] += 1
+    return streams
+
+
 async def until_closed(reader: asyncio.StreamReader, end: float, counts: Counter[str]) -> None:
     """Read (and count) what the server sends until it closes the connection or ``end``."""
     while (left := end - time.monotonic()) > 0:
@@ -193,12 +207,10 @@ async def slowloris(spec: AttackSpec, counts: Counter[str], end: float) -> None:
     async def hold(drip: bool) -> None:
         while time.monotonic() < end:
             await pacer.wait()
-            try:
-                reader, writer = await tcp_connect(spec)
-            except (OSError, TimeoutError):
-                counts["connect failed"] += 1
+            streams = await counted_connect(spec, counts)
+            if streams is None:
                 continue
-            counts["connections opened"] += 1
+            reader, writer = streams
             try:
                 if not drip:
                     await until_closed(reader, end, counts)
@@ -226,12 +238,10 @@ async def handshake_flood(spec: AttackSpec, counts: Counter[str], end: float) ->
     tasks: list[asyncio.Task[None]] = []
 
     async def one(finish: bool) -> None:
-        try:
-            reader, writer = await tcp_connect(spec)
-        except (OSError, TimeoutError):
-            counts["connect failed"] += 1
+        streams = await counted_connect(spec, counts)
+        if streams is None:
             return
-        counts["connections opened"] += 1
+        reader, writer = streams
         try:
             noise, frame = hello_frame()
             writer.write(frame)
@@ -421,6 +431,19 @@ async def open_catchers(spec: AttackSpec, n: int) -> list[Catcher]:
     return catchers
 
 
+async def flood(
+    spec: AttackSpec, end: float, send: Callable[[], None], catchers: list[Catcher]
+) -> None:
+    """``send`` at the datagram rate until ``end``; answers that come late still count."""
+    try:
+        await paced(spec.rates.datagrams_per_s, end, send)
+        await asyncio.sleep(LATE_ANSWERS)
+    finally:
+        for c in catchers:
+            assert c.transport is not None
+            c.transport.close()
+
+
 def garbage(i: int, sessions: tuple[int, ...]) -> bytes:
     """The i-th datagram of the garbage mix: random bytes, media-like ones with random or
     real session ids (forged: their tags cannot verify), and runts."""
@@ -445,13 +468,7 @@ async def udp_garbage(
         catchers[sent % len(catchers)].send(garbage(sent, spec.member_sessions))
         sent += 1
 
-    try:
-        await paced(spec.rates.datagrams_per_s, end, send)
-        await asyncio.sleep(0.5)  # late answers still count
-    finally:
-        for c in catchers:
-            assert c.transport is not None
-            c.transport.close()
+    await flood(spec, end, send, catchers)
     counts["datagrams sent"] = sent
     counts["bytes sent"] = sum(c.sent_bytes for c in catchers)
     counts["datagrams answered"] = sum(c.received for c in catchers)
@@ -512,13 +529,7 @@ async def stun_flood(
             malformed[i % n].send(stun_malformed(i))
         sent += 1
 
-    try:
-        await paced(spec.rates.datagrams_per_s, end, send)
-        await asyncio.sleep(0.5)
-    finally:
-        for c in (*valid, *malformed):
-            assert c.transport is not None
-            c.transport.close()
+    await flood(spec, end, send, [*valid, *malformed])
     counts["requests sent"] = sent
     counts["valid requests answered"] = sum(c.received for c in valid)
     counts["malformed answered"] = sum(c.received for c in malformed)
