@@ -518,6 +518,7 @@ async def measure(opts: Options, name: str, template: Path, tmp: Path, procs: Pr
     for process in (call.listener, call.speaker):
         if process.popen.poll() is not None:
             row.notes.append(f"the {process.name} exited ({process.popen.returncode})")
+    listener_stayed = call.listener.popen.poll() is None
     stopped = time.monotonic()
     procs.stop()
     # The listener prints its final stats as it leaves.
@@ -544,8 +545,9 @@ async def measure(opts: Options, name: str, template: Path, tmp: Path, procs: Pr
         (call.verified + SETTLE_S - call.start_of_wav, window.go - call.start_of_wav),
         (window.go - call.start_of_wav, window.end - call.start_of_wav),
     )
-    recorded = len(levels) * CHUNK_MS / 1000
-    row.playout_deficit_ms = max((stopped - call.start_of_wav) - recorded, 0.0) * 1000
+    if listener_stayed:  # else the recording ended early: a gap, not a stall
+        recorded = len(levels) * CHUNK_MS / 1000
+        row.playout_deficit_ms = max((stopped - call.start_of_wav) - recorded, 0.0) * 1000
     return row
 
 
