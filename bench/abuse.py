@@ -272,15 +272,17 @@ def event_time(process: Process, kind: str) -> float:
     raise RuntimeError(f"no {kind} event from {process.name}")
 
 
-def tracebacks(lines: list[str]) -> list[str]:
-    """A note per traceback in a server's log: the line before it and its exception line."""
-    notes = []
-    for i, line in enumerate(lines):
+def tracebacks(lines: list[tuple[float, str]], stopped: float) -> list[str]:
+    """A note per kind of traceback in a server's log (the line before it and its exception
+    line), with how often, and whether it came while the row ran or once told to stop."""
+    seen: Counter[str] = Counter()
+    for i, (arrived, line) in enumerate(lines):
         if line.startswith("Traceback"):
-            after = (x for x in lines[i + 1 :] if x and not x.startswith((" ", "Traceback")))
-            before = lines[i - 1] if i else ""
-            notes.append(f"the server logged a traceback: {before} / {next(after, '?')}")
-    return notes
+            after = (x for _, x in lines[i + 1 :] if x and not x.startswith((" ", "Traceback")))
+            before = lines[i - 1][1] if i else ""
+            when = "at shutdown" if arrived >= stopped else "during the row"
+            seen[f"{when}: {before} / {next(after, '?')}"] += 1
+    return [f"the server logged {n} traceback(s) {what}" for what, n in seen.items()]
 
 
 async def create_room(port: int) -> str:
@@ -528,7 +530,7 @@ async def measure(opts: Options, name: str, template: Path, tmp: Path, procs: Pr
             row.listener_lost += int(sender.get("lost", 0))
             row.listener_late += int(sender.get("late", 0))
     call.server.stderr.drain()
-    row.notes += tracebacks([line for _, line in call.server.stderr.seen])
+    row.notes += tracebacks(call.server.stderr.seen, stopped)
 
     ok = sorted(o.seconds * 1000 for o in window.logins if o.ok)
     row.logins_ok = len(ok)
