@@ -32,6 +32,9 @@ Run::
     .venv/bin/python bench/abuse.py --attack login-storm --seconds 15
     .venv/bin/python bench/abuse.py --attacker-address 127.0.0.2 --json
 
+With two or more CPUs the server is pinned to the last one and everything else to the
+others (``--no-pin``: not), as if the server had its own machine.
+
 Every wait is bounded; it stops what it started on exit and removes its temporary
 directory. It only uses loopback addresses.
 """
