@@ -1,4 +1,4 @@
-"""Helpers the benchmarks share: a free loopback port and a process's memory.
+"""Helpers the benchmarks share: a free loopback port, a process's memory, CPU pinning.
 
 The benchmark scripts run as ``python bench/NAME.py``, so this sits next to them
 and is imported as ``procfs``.
@@ -6,6 +6,8 @@ and is imported as ``procfs``.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 
 HOST = "127.0.0.1"
@@ -36,3 +38,16 @@ def memory_kb(pid: int) -> tuple[int, int]:
             if key in values:
                 values[key] = int(rest.split()[0])
     return values["VmRSS"], values["VmHWM"]
+
+
+def pin(pid: int, cpus: int | set[int] | None) -> None:
+    """Pin every thread of ``pid`` (0: this process) to ``cpus`` (None: leave it be).
+
+    Threads the process starts later inherit the affinity of the thread that starts them.
+    """
+    if cpus is None:
+        return
+    allowed = {cpus} if isinstance(cpus, int) else cpus
+    for task in os.listdir(f"/proc/{pid or os.getpid()}/task"):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(task), allowed)

@@ -64,7 +64,7 @@ from pathlib import Path
 from typing import cast
 
 import uvloop
-from procfs import HOST, free_port, memory_kb
+from procfs import HOST, free_port, memory_kb, pin
 
 from bangor.client.control import ControlClient
 from bangor.errors import PacketError
@@ -196,15 +196,6 @@ def core_times(cpu: int | None) -> CoreTimes | None:
                 tick = os.sysconf("SC_CLK_TCK")
                 return CoreTimes((user + nice + system) / tick, softirq / tick, steal / tick)
     return None
-
-
-def pin(pid: int, cpu: int | None) -> None:
-    """Pin every thread of ``pid`` (0: this process) to ``cpu``."""
-    if cpu is None:
-        return
-    for task in os.listdir(f"/proc/{pid or os.getpid()}/task"):
-        with contextlib.suppress(ProcessLookupError):
-            os.sched_setaffinity(int(task), {cpu})
 
 
 def percentiles_us(samples_ns: list[int]) -> tuple[float, float, float]:
