@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from bangor.errors import (
     AuthError,
     BangorError,
+    BusyError,
     CloseCode,
     ConnectError,
     KeyPinError,
@@ -47,7 +48,9 @@ def refusal(error: msg.Error) -> BangorError:
     if error.code == CloseCode.PASSWORD_REQUIRED:
         return PasswordRequiredError(error.message)
     if error.code == CloseCode.THROTTLED:
-        return ThrottledError(error.message, 0.0)
+        return ThrottledError(error.message, error.retry_after)
+    if error.code == CloseCode.BUSY:
+        return BusyError(error.message, error.retry_after)
     return RefusedError(error.code, error.message)
 
 
