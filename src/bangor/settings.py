@@ -87,8 +87,8 @@ class ClientSettings:
     dead_after: float = 6.0  # no answer on the control channel for this long: server is dead
     keepalive_interval: float = 2.0  # UDP keepalive to keep NAT bindings and the relay address
     connect_timeout: float = 5.0
-    # A login answered BUSY (or THROTTLED for a short while) is tried again after the
-    # server's hint plus jitter, until this many seconds have passed since the first try.
+    # A login answered BUSY is tried again after the server's hint plus jitter, until this
+    # many seconds have passed since the first try.
     login_retry_budget: float = 15.0
     # Opus frame duration we send and tick at (FRAME_MS_CHOICES): 10 ms cuts capture
     # and play-out delay, 40 ms halves the packets and the CPU per second.

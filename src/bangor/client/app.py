@@ -32,7 +32,6 @@ from bangor.errors import (
     PasswordRequiredError,
     RefusedError,
     RemoteProtocolError,
-    ThrottledError,
 )
 from bangor.settings import MAX_CHAT_TEXT, ClientSettings
 from bangor.wire import control as msg
@@ -86,9 +85,9 @@ async def connect_and_login(
 
     Without a password we first offer none: a server in open mode lets us in, one with
     accounts answers PASSWORD_REQUIRED (without counting a failure) and we ask for it.
-    A server busy checking other logins (BUSY), or one checking another login for this
-    name or briefly locking it (THROTTLED), says when to try again: we do, after that
-    hint plus jitter, for up to ``login_retry_budget`` seconds in all.
+    A server busy checking other logins answers BUSY with when to try again: we do, after
+    that hint plus jitter, for up to ``login_retry_budget`` seconds in all, then give up
+    with :class:`ConnectError`. THROTTLED (a locked name) is reported at once, as before.
     """
     settings = settings or ClientSettings()
     loop = asyncio.get_running_loop()
@@ -106,18 +105,16 @@ async def connect_and_login(
                 raise
             password = await asyncio.to_thread(login.ask_password)
             continue
-        except (BusyError, ThrottledError) as exc:
+        except BusyError as exc:
             await client.leave()
             wait = retry_wait(exc.retry_after)
             if loop.time() + wait <= give_up:
                 await asyncio.sleep(wait)
                 continue
-            if isinstance(exc, BusyError):
-                raise ConnectError(
-                    f"server {host}:{port} is too busy to check our login; gave up after "
-                    f"{settings.login_retry_budget:g} s (last answer: {exc})"
-                ) from None
-            raise
+            raise ConnectError(
+                f"server {host}:{port} is too busy to check our login; gave up after "
+                f"{settings.login_retry_budget:g} s (last answer: {exc})"
+            ) from None
         except BaseException:
             await client.leave()
             raise
