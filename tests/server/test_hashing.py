@@ -28,6 +28,7 @@ def test_places_are_workers_plus_queue_then_busy_with_a_hint() -> None:
         admission.admit("10.0.0.9")
     assert MIN_RETRY_AFTER <= busy.value.retry_after <= MAX_RETRY_AFTER
     assert admission.in_use == 5  # the refusal took nothing
+    assert admission.refused == 1
     admission.release("10.0.0.0", 0.05)
     admission.admit("10.0.0.9")
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,10 @@ from bangor.errors import (
     RefusedError,
     ThrottledError,
 )
-from bangor.server import passwords
 from bangor.server.app import Server, open_server
 from bangor.server.store import database_url
 from bangor.settings import ClientSettings, ServerSettings
+from tests.server.spies import VerifySpy, until
 
 PASSWORD = "pw-for-tests"
 
@@ -57,27 +56,6 @@ async def make(tmp_path: Path) -> AsyncIterator[MakeServer]:
         await server.close()
 
 
-class HeldVerify:
-    """Counts password checks and holds them until released (the server's hash threads)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.real = passwords.verify_password
-        self.calls = 0
-        self.released = threading.Event()
-        monkeypatch.setattr(passwords, "verify_password", self)
-
-    def __call__(self, stored: str, password: str) -> bool:
-        self.calls += 1
-        self.released.wait(10)
-        return self.real(stored, password)
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    async with asyncio.timeout(5):
-        while not condition():
-            await asyncio.sleep(0.005)
-
-
 async def login(server: Server, user: str, password: str = PASSWORD) -> ControlClient:
     client = await ControlClient.connect(*server.address)
     client.start()
@@ -94,8 +72,7 @@ async def test_sessions_per_user_capped_before_the_hash(
 ) -> None:
     server = await make()  # max_sessions_per_user = 8
     sessions = [await login(server, "alice") for _ in range(8)]
-    verify = HeldVerify(monkeypatch)
-    verify.released.set()
+    verify = VerifySpy(monkeypatch)
     with pytest.raises(RefusedError) as refused:
         await login(server, "alice")
     assert refused.value.code == CloseCode.LIMIT
@@ -113,8 +90,7 @@ async def test_second_login_for_a_name_in_flight_is_throttled_at_once(
     make: MakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = await make()
-    verify = HeldVerify(monkeypatch)
-    try:
+    with VerifySpy(monkeypatch, held=True) as verify:
         first = asyncio.create_task(login(server, "alice", "a guess"))
         await until(lambda: verify.calls == 1)
         with pytest.raises(ThrottledError) as throttled:
@@ -124,29 +100,21 @@ async def test_second_login_for_a_name_in_flight_is_throttled_at_once(
         )
         assert throttled.value.retry_after >= 0.5
         assert verify.calls == 1
-        bob = await asyncio.create_task(login_released(server, verify))  # other names go on
+        bob = asyncio.create_task(login(server, "bob"))  # other names go on
+        await until(lambda: verify.calls == 2)
+        verify.release()
+        await (await bob).leave()
         with pytest.raises(AuthError):
             await first
-    finally:
-        verify.released.set()
-    await bob.leave()
     alice = await login(server, "alice")  # the first is over: the name is free again
     await alice.leave()
-
-
-async def login_released(server: Server, verify: HeldVerify) -> ControlClient:
-    task = asyncio.create_task(login(server, "bob"))
-    await until(lambda: verify.calls == 2)
-    verify.released.set()
-    return await task
 
 
 async def test_one_address_holds_few_places_in_the_hashing_queue(
     make: MakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = await make()  # hash_per_source = 4
-    verify = HeldVerify(monkeypatch)
-    try:
+    with VerifySpy(monkeypatch, held=True) as verify:
         names = [f"guess{i}" for i in range(4)]
         held = [asyncio.create_task(login(server, name, "a guess")) for name in names]
         await until(lambda: server.store.hashes.admission.in_use == 4)
@@ -154,35 +122,41 @@ async def test_one_address_holds_few_places_in_the_hashing_queue(
             await login(server, "alice")
         assert str(busy.value).startswith("too many logins from your address at once; try again")
         assert 0.5 <= busy.value.retry_after <= 10
-        verify.released.set()
+        verify.release()
         for task in held:
             with pytest.raises(AuthError):
                 await task
-    finally:
-        verify.released.set()
     assert verify.calls == 4  # the refused login was never hashed
     alice = await login(server, "alice")
     await alice.leave()
 
 
+async def one_place_taken(
+    make: MakeServer, monkeypatch: pytest.MonkeyPatch, **settings: int
+) -> tuple[Server, VerifySpy, asyncio.Task[ControlClient]]:
+    """A server whose hashing pool is held by alice's login until the spy is released."""
+    server = await make(hash_workers=1, hash_per_source=5, **settings)
+    verify = VerifySpy(monkeypatch, held=True)
+    alice = asyncio.create_task(login(server, "alice"))
+    await until(lambda: verify.calls == 1)
+    return server, verify, alice
+
+
 async def test_busy_when_the_hashing_pool_is_full(
     make: MakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = await make(hash_workers=1, hash_queue=1, hash_per_source=5)
-    verify = HeldVerify(monkeypatch)
-    try:
-        held = [asyncio.create_task(login(server, name)) for name in ("alice", "bob")]
-        await until(lambda: server.store.hashes.admission.in_use == 2 and verify.calls == 1)
+    server, verify, alice = await one_place_taken(make, monkeypatch, hash_queue=1)
+    with verify:
+        bob = asyncio.create_task(login(server, "bob"))  # waits for the thread
+        await until(lambda: server.store.hashes.admission.in_use == 2)
         with pytest.raises(BusyError) as busy:
             await login(server, "carol", "a guess")
         assert str(busy.value).startswith("server is busy checking logins; try again in ")
         assert 0.5 <= busy.value.retry_after <= 10
         assert verify.calls == 1  # one running, one waiting, the third refused unhashed
-        verify.released.set()
-        for task in held:
+        verify.release()
+        for task in (alice, bob):
             await (await task).leave()
-    finally:
-        verify.released.set()
     # BUSY counted nothing: carol's name is not any closer to a lock.
     assert "carol" not in server.store._unknown
 
@@ -190,49 +164,32 @@ async def test_busy_when_the_hashing_pool_is_full(
 async def test_client_retries_busy_after_the_hint(
     make: MakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = await make(hash_workers=1, hash_queue=0, hash_per_source=5)
-    verify = HeldVerify(monkeypatch)
-    try:
-        held = asyncio.create_task(login(server, "alice"))
-        await until(lambda: verify.calls == 1)
-        host, port = server.address
-        bob = asyncio.create_task(
-            connect_and_login(host, port, Login("bob", PASSWORD), ClientSettings())
-        )
+    server, verify, alice = await one_place_taken(make, monkeypatch, hash_queue=0)
+    with verify:
+        bob = asyncio.create_task(connect_and_login(*server.address, Login("bob", PASSWORD)))
         # bob is answered BUSY (no hash) and waits for the hint; then the pool frees up.
-        await asyncio.sleep(0.2)
+        await until(lambda: server.store.hashes.admission.refused == 1)
         assert not bob.done() and verify.calls == 1
-        verify.released.set()
+        verify.release()
         client, welcome = await asyncio.wait_for(bob, 10)
         assert welcome.user == "bob"
-        await client.leave()
-        await (await held).leave()
-    finally:
-        verify.released.set()
+        for done in (client, await alice):
+            await done.leave()
 
 
 async def test_client_gives_up_on_busy_after_its_budget(
     make: MakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = await make(hash_workers=1, hash_queue=0, hash_per_source=5)
-    verify = HeldVerify(monkeypatch)
-    try:
-        held = asyncio.create_task(login(server, "alice"))
-        await until(lambda: verify.calls == 1)
-        host, port = server.address
+    server, verify, alice = await one_place_taken(make, monkeypatch, hash_queue=0)
+    with verify:
+        settings = ClientSettings(login_retry_budget=0.3)
         with pytest.raises(ConnectError, match=r"is too busy to check our login; gave up after"):
-            await connect_and_login(
-                host, port, Login("bob", PASSWORD), ClientSettings(login_retry_budget=0.3)
-            )
-        verify.released.set()
-        await (await held).leave()
-    finally:
-        verify.released.set()
+            await connect_and_login(*server.address, Login("bob", PASSWORD), settings)
+        verify.release()
+        await (await alice).leave()
 
 
-async def test_open_mode_caps_new_names_per_address(
-    make: MakeServer,
-) -> None:
+async def test_open_mode_caps_new_names_per_address(make: MakeServer) -> None:
     server = await make(open=True)  # open_max_new_names_per_address = 20
     clients = [await login(server, f"name{i}", "") for i in range(20)]
     with pytest.raises(RefusedError) as refused:

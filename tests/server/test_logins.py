@@ -4,8 +4,7 @@ timing, and limits checked against a count hold under parallel writers."""
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 import sqlalchemy as sa
@@ -15,6 +14,7 @@ from bangor.server import passwords
 from bangor.server.schema import users
 from bangor.server.store import Store
 from bangor.settings import ServerSettings
+from tests.server.spies import VerifySpy, until
 
 # Room for every login in the hashing pool, so only the lockout can stop them.
 WIDE = ServerSettings(hash_workers=8, hash_queue=100, hash_per_source=100)
@@ -30,38 +30,13 @@ async def store(db_url: str) -> AsyncIterator[Store]:
         await s.close()
 
 
-class CountingVerify:
-    """Counts password checks; with ``hold`` set they wait until it is released."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, hold: bool = False) -> None:
-        self.real = passwords.verify_password
-        self.calls = 0
-        self.lock = threading.Lock()
-        self.released = threading.Event()
-        if not hold:
-            self.released.set()
-        monkeypatch.setattr(passwords, "verify_password", self)
-
-    def __call__(self, stored: str, password: str) -> bool:
-        with self.lock:
-            self.calls += 1
-        self.released.wait(10)
-        return self.real(stored, password)
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    async with asyncio.timeout(5):
-        while not condition():
-            await asyncio.sleep(0.005)
-
-
 @pytest.mark.parametrize("name", ["alice", "ghost"])  # an account, and a name without one
 async def test_parallel_wrong_logins_check_at_most_free_plus_one(
     store: Store, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
     await store.add_user("alice", "secret")
     await store.prepare_logins()
-    verify = CountingVerify(monkeypatch)
+    verify = VerifySpy(monkeypatch)
     results = await asyncio.gather(
         *(store.authenticate(name, "wrong", 100.0) for _ in range(40)), return_exceptions=True
     )
@@ -74,8 +49,7 @@ async def test_fifty_wrong_and_then_the_right_one_while_they_are_checked(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     uid = await store.add_user("alice", "secret")
-    verify = CountingVerify(monkeypatch, hold=True)
-    try:
+    with VerifySpy(monkeypatch, held=True) as verify:
         wrong = [
             asyncio.create_task(store.authenticate("alice", f"guess {i}", 100.0)) for i in range(50)
         ]
@@ -86,12 +60,10 @@ async def test_fifty_wrong_and_then_the_right_one_while_they_are_checked(
         # arriving now, is refused unchecked.
         with pytest.raises(ThrottledError):
             await asyncio.wait_for(store.authenticate("alice", "secret", 100.0), 5)
-        verify.released.set()
+        verify.release()
         results = await asyncio.gather(*wrong, return_exceptions=True)
         assert all(isinstance(r, AuthError) for r in results)
         assert verify.calls == FREE + 1
-    finally:
-        verify.released.set()
     assert await store.authenticate("alice", "secret", 101.0) == uid  # once the lock is over
     async with store.engine.connect() as conn:
         row = (await conn.execute(sa.select(users.c.failed_logins, users.c.locked_until))).one()
@@ -102,18 +74,15 @@ async def test_a_right_password_gives_back_only_its_own_count(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     uid = await store.add_user("alice", "secret")
-    verify = CountingVerify(monkeypatch, hold=True)
-    try:
+    with VerifySpy(monkeypatch, held=True) as verify:
         right = asyncio.create_task(store.authenticate("alice", "secret", 100.0))
         await until(lambda: verify.calls == 1)
         wrong = asyncio.create_task(store.authenticate("alice", "bad", 100.0))
         await until(lambda: verify.calls == 2)
-        verify.released.set()
+        verify.release()
         assert await right == uid
         with pytest.raises(AuthError):
             await wrong
-    finally:
-        verify.released.set()
     async with store.engine.connect() as conn:
         failures = (await conn.execute(sa.select(users.c.failed_logins))).scalar_one()
     assert failures == 1  # the parallel wrong guess still counts

@@ -18,7 +18,7 @@ import ctypes.util
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from bangor.errors import BusyError
 
@@ -51,6 +51,7 @@ class HashAdmission:
         self.in_use = 0
         self.by_source: dict[str, int] = {}
         self.seconds_per_hash = INITIAL_HASH_SECONDS
+        self.refused = 0  # BusyErrors raised so far
 
     def retry_after(self) -> float:
         """Seconds until the places now taken have been worked through, within bounds."""
@@ -60,15 +61,16 @@ class HashAdmission:
     def admit(self, source: str) -> None:
         """Take a place for ``source`` or raise :class:`BusyError` (nothing taken)."""
         if self.by_source.get(source, 0) >= self.per_source:
-            retry = self.retry_after()
-            raise BusyError(
-                f"too many logins from your address at once; try again in {retry:.1f} s", retry
-            )
+            self._refuse("too many logins from your address at once")
         if self.in_use >= self.capacity:
-            retry = self.retry_after()
-            raise BusyError(f"server is busy checking logins; try again in {retry:.1f} s", retry)
+            self._refuse("server is busy checking logins")
         self.in_use += 1
         self.by_source[source] = self.by_source.get(source, 0) + 1
+
+    def _refuse(self, why: str) -> NoReturn:
+        self.refused += 1
+        retry = self.retry_after()
+        raise BusyError(f"{why}; try again in {retry:.1f} s", retry)
 
     def release(self, source: str, seconds: float | None = None) -> None:
         """Give back ``source``'s place; ``seconds``: how long its hash took, if it ran."""
