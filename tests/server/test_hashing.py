@@ -11,8 +11,8 @@ import pytest
 from bangor.errors import BusyError
 from bangor.server.hashing import (
     INITIAL_HASH_SECONDS,
-    MAX_RETRY_AFTER,
-    MIN_RETRY_AFTER,
+    MAX_BUSY_HINT,
+    MIN_BUSY_HINT,
     HashAdmission,
     HashPool,
 )
@@ -26,7 +26,7 @@ def test_places_are_workers_plus_queue_then_busy_with_a_hint() -> None:
         admission.admit(f"10.0.0.{i}")
     with pytest.raises(BusyError, match=r"^server is busy checking logins; try again in ") as busy:
         admission.admit("10.0.0.9")
-    assert MIN_RETRY_AFTER <= busy.value.retry_after <= MAX_RETRY_AFTER
+    assert MIN_BUSY_HINT <= busy.value.retry_after <= MAX_BUSY_HINT
     assert admission.in_use == 5  # the refusal took nothing
     assert admission.refused == 1
     admission.release("10.0.0.0", 0.05)
@@ -67,7 +67,7 @@ def test_retry_hint_follows_the_measured_hash_time() -> None:
     assert admission.retry_after() == pytest.approx(3.0, abs=0.1)
     for _ in range(30):
         admission.admit("a")
-    assert admission.retry_after() == MAX_RETRY_AFTER
+    assert admission.retry_after() == MAX_BUSY_HINT
 
 
 @pytest.mark.parametrize(("workers", "queue", "per_source"), [(0, 1, 1), (1, -1, 1), (1, 1, 0)])

@@ -26,8 +26,8 @@ T = TypeVar("T")
 
 # Retry hints stay in this range: never "now" (the retry would meet the same crowd), never
 # so long that a real user gives up.
-MIN_RETRY_AFTER = 0.5
-MAX_RETRY_AFTER = 10.0
+MIN_BUSY_HINT = 0.5
+MAX_BUSY_HINT = 10.0
 # First guess of one hash's duration (seconds) until hashes have been timed; weight of the
 # newest timing in the running average.
 INITIAL_HASH_SECONDS = 0.1
@@ -56,7 +56,7 @@ class HashAdmission:
     def retry_after(self) -> float:
         """Seconds until the places now taken have been worked through, within bounds."""
         backlog = self.in_use * self.seconds_per_hash / self.workers
-        return min(max(backlog, MIN_RETRY_AFTER), MAX_RETRY_AFTER)
+        return min(max(backlog, MIN_BUSY_HINT), MAX_BUSY_HINT)
 
     def admit(self, source: str) -> None:
         """Take a place for ``source`` or raise :class:`BusyError` (nothing taken)."""
