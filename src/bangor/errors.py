@@ -26,6 +26,7 @@ class CloseCode(IntEnum):
     SHUTDOWN = 10
     TIMEOUT = 11
     PASSWORD_REQUIRED = 12  # an empty password on a server with accounts (not counted)
+    BUSY = 13  # too many logins being checked at once: try again after ``retry_after``
 
 
 class BangorError(Exception):
@@ -93,6 +94,16 @@ class PasswordRequiredError(AuthError):
 
 class ThrottledError(AuthError):
     """Too many failed logins for this account: wait before trying again."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BusyError(BangorError):
+    """The server is checking too many logins at once; nothing was counted against us."""
+
+    code: CloseCode = CloseCode.BUSY
 
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)

@@ -64,6 +64,22 @@ class ServerSettings:
     login_backoff_base: float = 1.0
     login_backoff_max: float = 300.0
     max_tracked_unknown_logins: int = 4096  # names without an account whose failures count
+    # A name without an account is forgotten this long after its last failure, once it is
+    # not locked; until then it keeps its place (junk names cannot push a lock out).
+    unknown_login_memory: float = 900.0
+    # Live sessions of one account; checked before the password is hashed.
+    max_sessions_per_user: int = 8
+    # Argon2id takes 19 MiB and tens of ms per login: at most hash_workers run at once
+    # (on their own threads), hash_queue more wait, and one source address holds at most
+    # hash_per_source of those places; the rest are answered BUSY with a retry hint.
+    hash_workers: int = 2
+    hash_queue: int = 16
+    hash_per_source: int = 4
+    # Open mode (``serve --open``): what strangers can make. Names in all and new names per
+    # source address (since the server started), and rooms in all.
+    open_max_users: int = 1000
+    open_max_new_names_per_address: int = 20
+    open_max_rooms: int = 500
     # Per-session queue of control messages waiting for a slow reader.
     max_control_backlog: int = 256 * 1024
     # STUN Binding answers on the media port: at most this many a second (with a burst),
@@ -83,6 +99,9 @@ class ClientSettings:
     dead_after: float = 6.0  # no answer on the control channel for this long: server is dead
     keepalive_interval: float = 2.0  # UDP keepalive to keep NAT bindings and the relay address
     connect_timeout: float = 5.0
+    # A login answered BUSY is tried again after the server's hint plus jitter, until this
+    # many seconds have passed since the first try.
+    login_retry_budget: float = 15.0
     # Opus frame duration we send and tick at (FRAME_MS_CHOICES): 10 ms cuts capture
     # and play-out delay, 40 ms halves the packets and the CPU per second.
     frame_ms: int = FRAME_MS

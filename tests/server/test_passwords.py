@@ -55,6 +55,13 @@ def test_corrupt_hash_raises_without_quoting_it() -> None:
     assert "SECRETHASH" not in str(info.value)
 
 
-def test_dummy_hash_is_cached_and_valid() -> None:
-    assert passwords.dummy_hash() is passwords.dummy_hash()
-    assert not verify_password(passwords.dummy_hash(), "anything")
+def test_dummy_hash_is_valid_and_of_a_password_nobody_knows() -> None:
+    dummy = passwords.new_dummy_hash()
+    assert not needs_rehash(dummy)  # same parameters, so the same work as a real check
+    assert not verify_password(dummy, "anything")
+    assert passwords.new_dummy_hash() != dummy
+
+
+def test_disabled_marker_is_no_argon2_hash() -> None:
+    assert passwords.is_disabled(passwords.DISABLED_HASH)
+    assert not passwords.is_disabled(hash_password("pw"))

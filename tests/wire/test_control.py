@@ -40,6 +40,7 @@ SERVER_MESSAGES: list[msg.ServerMessage] = [
     msg.PeerReceived(2, b"\x04" + bytes(40)),
     msg.Pong(3),
     msg.Error(3, "wrong user name or password", fatal=True),
+    msg.Error(13, "server is busy", fatal=True, ref="hello", retry_after=0.5),
 ]
 
 
@@ -144,3 +145,55 @@ def test_bitrate_cap_below_opus_range_decodes(value: int) -> None:
     raw = msgspec.msgpack.encode({"t": "create", "name": "r", "max_bitrate": value})
     assert msg.decode_client_message(raw) == msg.CreateRoom("r", value)
     assert (settings.MIN_BITRATE, settings.MAX_BITRATE) == (6_000, 510_000)
+
+
+# The worked bytes of docs/PROTOCOL.md 3.1 and 3.7, as printed there: an error as servers
+# sent it before `retry_after` existed, the same error now, and a BUSY refusal.
+OLD_ROOM_FULL = bytes.fromhex("""
+85 a1 74 a5 65 72 72 6f 72 a4 63 6f 64 65 06 a7 6d 65 73 73 61 67 65 ac
+72 6f 6f 6d 20 69 73 20 66 75 6c 6c a5 66 61 74 61 6c c2 a3 72 65 66 a4
+6a 6f 69 6e
+""")
+ROOM_FULL = bytes.fromhex("""
+86 a1 74 a5 65 72 72 6f 72 a4 63 6f 64 65 06 a7 6d 65 73 73 61 67 65 ac
+72 6f 6f 6d 20 69 73 20 66 75 6c 6c a5 66 61 74 61 6c c2 a3 72 65 66 a4
+6a 6f 69 6e ab 72 65 74 72 79 5f 61 66 74 65 72 cb 00 00 00 00 00 00 00
+00
+""")
+BUSY = bytes.fromhex("""
+86 a1 74 a5 65 72 72 6f 72 a4 63 6f 64 65 0d a7 6d 65 73 73 61 67 65 d9
+32 73 65 72 76 65 72 20 69 73 20 62 75 73 79 20 63 68 65 63 6b 69 6e 67
+20 6c 6f 67 69 6e 73 3b 20 74 72 79 20 61 67 61 69 6e 20 69 6e 20 30 2e
+35 20 73 a5 66 61 74 61 6c c3 a3 72 65 66 a5 68 65 6c 6c 6f ab 72 65 74
+72 79 5f 61 66 74 65 72 cb 3f e0 00 00 00 00 00 00
+""")
+
+
+def test_error_without_retry_after_still_decodes() -> None:
+    room_full = msg.Error(6, "room is full", ref="join")
+    assert (len(OLD_ROOM_FULL), len(ROOM_FULL)) == (52, 73)
+    assert msg.decode_server_message(OLD_ROOM_FULL) == room_full  # retry_after 0.0
+    assert msg.encode(room_full) == ROOM_FULL
+    # An older client ignores the key it does not know.
+    assert msgspec.msgpack.decode(ROOM_FULL)["retry_after"] == 0.0
+
+
+def test_busy_error_worked_bytes() -> None:
+    error = msg.Error(
+        13,
+        "server is busy checking logins; try again in 0.5 s",
+        fatal=True,
+        ref="hello",
+        retry_after=0.5,
+    )
+    assert msg.encode(error) == BUSY
+    assert len(BUSY) == 113
+
+
+@pytest.mark.parametrize("retry_after", [-1.0, float("nan"), float("inf"), 3600.5, "1"])
+def test_retry_after_out_of_range_is_garbage(retry_after: object) -> None:
+    raw = msgspec.msgpack.encode(
+        {"t": "error", "code": 13, "message": "m", "retry_after": retry_after}
+    )
+    with pytest.raises(DecodeError):
+        msg.decode_server_message(raw)

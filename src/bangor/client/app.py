@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import secrets
 import sys
 import threading
@@ -24,6 +25,8 @@ from bangor.client.media import MediaEngine
 from bangor.client.pinning import KnownServers
 from bangor.errors import (
     BangorError,
+    BusyError,
+    ConnectError,
     DeviceError,
     PacketError,
     PasswordRequiredError,
@@ -52,6 +55,7 @@ from bangor.wire.media import derive_media_keys
 Emit = Callable[[ev.Event], None]
 
 MAX_VOLUME_PERCENT = 400
+MIN_LOGIN_RETRY = 0.25  # seconds: even a server that says "now" is not asked again at once
 COMMAND_HELP = (
     "commands: /mute, /unmute, /deafen, /undeafen, /talk [on|off] (push-to-talk), "
     "/volume NAME PERCENT (0..400), /audio (show state), /help; "
@@ -81,7 +85,13 @@ async def connect_and_login(
 
     Without a password we first offer none: a server in open mode lets us in, one with
     accounts answers PASSWORD_REQUIRED (without counting a failure) and we ask for it.
+    A server busy checking other logins answers BUSY with when to try again: we do, after
+    that hint plus jitter, for up to ``login_retry_budget`` seconds in all, then give up
+    with :class:`ConnectError`. THROTTLED (a locked name) is reported at once, as before.
     """
+    settings = settings or ClientSettings()
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + settings.login_retry_budget
     password = login.password
     while True:
         client = await ControlClient.connect(host, port, settings)
@@ -95,10 +105,27 @@ async def connect_and_login(
                 raise
             password = await asyncio.to_thread(login.ask_password)
             continue
+        except BusyError as exc:
+            await client.leave()
+            wait = retry_wait(exc.retry_after)
+            if loop.time() + wait <= give_up:
+                await asyncio.sleep(wait)
+                continue
+            raise ConnectError(
+                f"server {host}:{port} is too busy to check our login; gave up after "
+                f"{settings.login_retry_budget:g} s (last answer: {exc})"
+            ) from None
         except BaseException:
             await client.leave()
             raise
         return client, welcome
+
+
+def retry_wait(retry_after: float) -> float:
+    """Seconds to wait before trying a refused login again: the server's hint plus up
+    to half as much again at random, so refused clients do not all come back at once."""
+    hint = max(retry_after, MIN_LOGIN_RETRY)
+    return hint + random.uniform(0, hint / 2)
 
 
 def parse_server(text: str, default_port: int) -> tuple[str, int]:

@@ -18,6 +18,7 @@ from bangor.errors import (
     AuthError,
     BadNameError,
     BangorError,
+    BusyError,
     CloseCode,
     ConnectError,
     KeyPinError,
@@ -49,7 +50,9 @@ def refusal(error: msg.Error) -> BangorError:
     if error.code == CloseCode.PASSWORD_REQUIRED:
         return PasswordRequiredError(error.message)
     if error.code == CloseCode.THROTTLED:
-        return ThrottledError(error.message, 0.0)
+        return ThrottledError(error.message, error.retry_after)
+    if error.code == CloseCode.BUSY:
+        return BusyError(error.message, error.retry_after)
     if error.code == CloseCode.NOT_ALLOWED and error.ref == _HELLO:
         # All a hello carries besides the version and password is the names.
         return BadNameError(f"the server refused the name: {error.message}")

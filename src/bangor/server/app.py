@@ -22,6 +22,7 @@ from bangor.errors import (
     AuthError,
     BadNameError,
     BangorError,
+    BusyError,
     CloseCode,
     LimitError,
     LocalProtocolError,
@@ -34,8 +35,11 @@ from bangor.errors import (
 )
 from bangor.keyfile import load_or_create_key
 from bangor.server.admission import Admission, Closing, Stage
+from bangor.server.hashing import return_hash_memory
+from bangor.server.lockout import shown_name
 from bangor.server.relay import Address, Relay
 from bangor.server.rooms import RoomRegistry
+from bangor.server.sqlite import secure_data_dir
 from bangor.server.store import Store, check_user_name
 from bangor.settings import MAX_NAME, PROTOCOL_VERSION, ServerSettings
 from bangor.text import check_name
@@ -106,6 +110,7 @@ class Connection:
     nick: str = ""
     room_id: str | None = None
     closing: bool = False
+    media_secret: bytes = b""
 
     # --- sending --------------------------------------------------------------
 
@@ -126,12 +131,14 @@ class Connection:
             self.closing = True
             self.writer.transport.abort()
 
-    def fail(self, code: CloseCode, message: str, ref: str = "") -> None:
+    def fail(self, code: CloseCode, message: str, ref: str = "", retry_after: float = 0.0) -> None:
         """Queue a fatal Error (if the session can still carry one) and mark it closing."""
         if self.noise.handshake_complete and not self.closing:
             # A session whose Noise state broke (bad tag) cannot send any more.
             with contextlib.suppress(LocalProtocolError):
-                self.send(msg.Error(int(code), message, fatal=True, ref=ref))
+                self.send(
+                    msg.Error(int(code), message, fatal=True, ref=ref, retry_after=retry_after)
+                )
         self.closing = True
 
     def refuse(self, code: CloseCode, message: str, ref: str) -> None:
@@ -254,31 +261,74 @@ class Connection:
             self.fail(CloseCode.NOT_ALLOWED, str(exc), ref=HELLO)
             raise SessionClosed from None
         try:
-            self.user_id = await self.login(hello)
+            await self.login(hello)
         except PasswordRequiredError as exc:
             self.fail(CloseCode.PASSWORD_REQUIRED, str(exc), ref=HELLO)
             raise SessionClosed from None
         except ThrottledError as exc:
-            log.info("login throttled for %r from %s", hello.user, self.peer)
-            self.fail(CloseCode.THROTTLED, str(exc), ref=HELLO)
+            log.info("login throttled for %s from %s", shown_name(hello.user), self.peer)
+            self.fail(CloseCode.THROTTLED, str(exc), ref=HELLO, retry_after=exc.retry_after)
+            raise SessionClosed from None
+        except BusyError as exc:
+            log.debug("login from %s: %s", self.peer, exc)
+            self.fail(CloseCode.BUSY, str(exc), ref=HELLO, retry_after=exc.retry_after)
             raise SessionClosed from None
         except AuthError as exc:
-            log.info("login failed for %r from %s", hello.user, self.peer)
+            # The store logs failures for names it knows; a name may be a mistyped password.
+            log.debug("login refused for %s from %s", shown_name(hello.user), self.peer)
             self.fail(CloseCode.AUTH_FAILED, str(exc), ref=HELLO)
             raise SessionClosed from None
-        if self.closing:  # the client hung up while the password was being checked
-            raise SessionClosed
-        if len(self.server.connections) >= self.server.settings.max_sessions:
-            self.fail(CloseCode.LIMIT, "server is full", ref=HELLO)
-            raise SessionClosed
-        self.user = hello.user
-        self.nick = hello.nick or hello.user
-        media_secret = secrets.token_bytes(MEDIA_SECRET_SIZE)
-        self.session_id = self.server.register(self, derive_media_keys(media_secret))
+        except LimitError as exc:
+            log.info("login for %s from %s refused: %s", shown_name(hello.user), self.peer, exc)
+            self.fail(CloseCode.LIMIT, str(exc), ref=HELLO)
+            raise SessionClosed from None
         log.info("session %08x: %s logged in from %s", self.session_id, self.user, self.peer)
-        self.send(msg.Welcome(self.session_id, self.user, __version__, media_secret))
+        self.send(msg.Welcome(self.session_id, self.user, __version__, self.media_secret))
 
-    async def login(self, hello: msg.Hello) -> int:
+    @property
+    def source(self) -> str:
+        """The client's address without the port: the unit of per-source limits."""
+        return self.peer.rpartition(":")[0] or self.peer
+
+    def check_capacity(self, user: str) -> None:
+        """Refuse (LimitError) a login the server has no room for; costs no hash."""
+        settings = self.server.settings
+        if len(self.server.connections) >= settings.max_sessions:
+            raise LimitError("server is full")
+        sessions = sum(1 for conn in self.server.connections.values() if conn.user == user)
+        if sessions >= settings.max_sessions_per_user:
+            raise LimitError(
+                f"too many sessions for this user (the limit is {settings.max_sessions_per_user})"
+            )
+
+    async def login(self, hello: msg.Hello) -> None:
+        """Log ``hello`` in and register the session, or raise why not.
+
+        Cheapest checks first: capacity (sessions in all and of this user), then one
+        login in flight per name, then the store (lock, hashing pool, count, hash).
+        """
+        server = self.server
+        self.check_capacity(hello.user)
+        if hello.user in server.logins_in_flight:
+            retry = server.store.hashes.admission.retry_after()
+            raise ThrottledError(
+                f"another login for this name is being checked; try again in {retry:.1f} s",
+                retry,
+            )
+        server.logins_in_flight.add(hello.user)
+        try:
+            self.user_id = await self.check_login(hello)
+            if self.closing:  # the client hung up while the password was being checked
+                raise SessionClosed
+            self.check_capacity(hello.user)  # others may have logged in meanwhile
+            self.user = hello.user
+            self.nick = hello.nick or hello.user
+            self.media_secret = secrets.token_bytes(MEDIA_SECRET_SIZE)
+            self.session_id = server.register(self, derive_media_keys(self.media_secret))
+        finally:
+            server.logins_in_flight.discard(hello.user)
+
+    async def check_login(self, hello: msg.Hello) -> int:
         """The user id ``hello`` logs in as; AuthError (or a subclass) if it may not."""
         store = self.server.store
         if self.server.settings.open:
@@ -286,22 +336,24 @@ class Connection:
                 check_user_name(hello.user, self.server.settings.max_user_name)
             except StoreError as exc:
                 raise AuthError(str(exc)) from None
-            return await store.open_user(hello.user)  # any name, no password
+            return await store.open_user(hello.user, self.source)  # any name, no password
         if not hello.password:
             # Asked before a password is typed; not counted as a failed login.
             raise PasswordRequiredError("this server needs a password")
-        return await store.authenticate(hello.user, hello.password, time.time())
+        return await store.authenticate(hello.user, hello.password, time.time(), self.source)
 
     async def on_create(self, create: msg.CreateRoom) -> None:
         assert self.user_id is not None
         ref = msg.tag(msg.CreateRoom)
+        settings = self.server.settings
         try:
             room = await self.server.store.create_room(
                 self.user_id,
                 create.name,
-                self.server.settings.max_rooms_per_user,
+                settings.max_rooms_per_user,
                 # 0 on the wire is "no cap"; 1..5999 reach the store, which refuses them.
                 create.max_bitrate or None,
+                max_total=settings.open_max_rooms if settings.open else None,
             )
         except LimitError as exc:
             self.refuse(CloseCode.LIMIT, str(exc), ref)
@@ -383,6 +435,8 @@ class Server:
         self.admission: Admission[Connection] = Admission(self.settings)
         self._admission_timer: asyncio.TimerHandle | None = None
         self._admission_when: float | None = None
+        # Names with a login being checked: a second one at the same time is throttled.
+        self.logins_in_flight: set[str] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.tcp: asyncio.Server | None = None
         self.udp: asyncio.DatagramTransport | None = None
@@ -540,9 +594,18 @@ async def open_server(
     data_dir: Path, db_url: str, settings: ServerSettings | None = None
 ) -> Server:
     """Load (or create) the static key and open the store; raises BangorError."""
+    if data_dir.is_dir():
+        secure_data_dir(data_dir)
     key = load_or_create_key(data_dir / KEY_FILE)
     settings = settings or ServerSettings()
     store = await Store.open(db_url, settings)
+    if not settings.open:
+        return_hash_memory()
+        try:
+            await store.prepare_logins()  # the unknown-name hash, now rather than mid-burst
+        except BaseException:
+            await store.close()
+            raise
     return Server(store, key, settings)
 
 

@@ -1,13 +1,14 @@
 """Password hashing: Argon2id with the OWASP-recommended parameters.
 
-Hashing is slow on purpose (tens of milliseconds); async callers run these
-functions through :func:`asyncio.to_thread` so the event loop keeps serving.
+Hashing is slow on purpose (tens of milliseconds, 19 MiB); async callers run these
+functions through :class:`bangor.server.hashing.HashPool`, a few at a time, so the event
+loop keeps serving and memory stays bounded.
 Neither passwords nor hashes ever appear in an exception message.
 """
 
 from __future__ import annotations
 
-from functools import cache
+import secrets
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -73,11 +74,21 @@ def needs_rehash(stored_hash: str) -> bool:
         return True
 
 
-@cache
-def dummy_hash() -> str:
-    """A hash of a random-ish string, verified against for unknown users.
+# Stored instead of a hash for names that cannot log in with a password (open-mode
+# users): no Argon2 output starts with "!", and making one costs no hash.
+DISABLED_HASH = "!no password"
 
-    Spending one verify on a missing account keeps login timing from telling
-    whether a user name exists. Computed once, lazily, because hashing is slow.
+
+def is_disabled(stored_hash: str) -> bool:
+    """Tell whether a stored value is :data:`DISABLED_HASH` (no password can match)."""
+    return stored_hash.startswith("!")
+
+
+def new_dummy_hash() -> str:
+    """A hash of a random password nobody knows, verified against for unknown users.
+
+    Spending one verify on a missing account keeps login timing from telling whether a
+    user name exists. The store makes one when it starts serving logins, not at the
+    first unknown name (a burst of those would each make one).
     """
-    return _hasher.hash("bangor-dummy-password-for-timing")
+    return _hasher.hash(secrets.token_urlsafe(24))

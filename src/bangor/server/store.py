@@ -11,19 +11,17 @@ SQLAlchemy's rendering (which quotes the statement's parameters).
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
-import math
 import os
 import pathlib
 import re
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 from alembic import command
@@ -38,12 +36,14 @@ from bangor.errors import (
     AlreadyExistsError,
     AuthError,
     BangorError,
+    BusyError,
     LimitError,
     NotFoundError,
     StoreError,
-    ThrottledError,
 )
-from bangor.server import passwords
+from bangor.server import passwords, sqlite
+from bangor.server.hashing import HashPool
+from bangor.server.lockout import UnknownLogins, backoff, check_lock, lock_steps, shown_name
 from bangor.server.schema import ROOM_ID_BYTES, rooms, users
 from bangor.settings import MAX_BITRATE, MIN_BITRATE, ServerSettings
 
@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 
 DB_FILE_NAME = "bangor.db"
 MIGRATIONS_DIR = pathlib.Path(__file__).resolve().parent / "migrations"
-SQLITE_BUSY_TIMEOUT_MS = 5_000
 _MAX_REASON = 200
 
 _USER_NAME_CHARS = re.compile(r"[A-Za-z0-9_.-]+")
@@ -97,13 +96,15 @@ def database_url(data_dir: pathlib.Path | None, db: str | None) -> str:
         raise StoreError("no database: give a data directory or a database URL")
     if not data_dir.is_dir():
         try:
-            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            data_dir.mkdir(mode=sqlite.DATA_DIR_MODE, parents=True, exist_ok=True)
             # mkdir's mode is filtered by the umask; the key and accounts are private.
-            os.chmod(data_dir, 0o700)
+            os.chmod(data_dir, sqlite.DATA_DIR_MODE)
         except OSError as exc:
             raise StoreError(
                 f"cannot create data directory {data_dir}: {exc.strerror or exc}"
             ) from None
+    else:
+        sqlite.secure_data_dir(data_dir)
     return f"sqlite+aiosqlite:///{(data_dir / DB_FILE_NAME).resolve()}"
 
 
@@ -176,39 +177,6 @@ async def _db_errors() -> AsyncIterator[None]:
         raise StoreError(f"database error: {short_reason(exc)}") from None
 
 
-def _sqlite_on_connect(dbapi_connection: Any, connection_record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        # WAL lets the server read while `bangor user` writes; foreign keys make
-        # ON DELETE CASCADE work; busy_timeout waits for a writer instead of failing.
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    finally:
-        cursor.close()
-
-
-def _check_sqlite_path(database: str | None, shown: str) -> None:
-    """Fail early and clearly where SQLite could not open the file.
-
-    Also works around aiosqlite leaving its worker thread behind (to crash
-    noisily at exit) when the connect itself fails.
-    """
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return
-    path = pathlib.Path(database)
-    if path.exists():
-        ok = os.access(path, os.R_OK | os.W_OK)
-        reason = "file is not readable and writable"
-    elif not path.parent.is_dir():
-        ok, reason = False, f"directory {path.parent} does not exist"
-    else:
-        ok = os.access(path.parent, os.W_OK | os.X_OK)
-        reason = f"directory {path.parent} is not writable"
-    if not ok:
-        raise StoreError(f"cannot open database {shown}: {reason}")
-
-
 def _alembic_config(connection: Connection) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -225,33 +193,23 @@ async def migrate(connection: AsyncConnection, revision: str = "head") -> None:
     await connection.run_sync(_upgrade, revision)
 
 
-def _check_lock(locked_until: float, now: float) -> None:
-    """Raise ThrottledError while a name (real or not) is locked."""
-    if now < locked_until:
-        retry_after = locked_until - now
-        raise ThrottledError(
-            f"too many failed logins; try again in {math.ceil(retry_after)} s", retry_after
-        )
-
-
-def _backoff(failures: int, settings: ServerSettings) -> float:
-    """Seconds an account stays locked after its ``failures``-th failed login."""
-    # Capped exponent: 2.0**large overflows, and the cap below wins long before.
-    exponent = min(failures - settings.login_free_failures - 1, 64)
-    delay: float = settings.login_backoff_base * 2.0**exponent
-    return min(delay, settings.login_backoff_max)
-
-
 class Store:
     """The account and room store over one async engine."""
 
     def __init__(self, engine: AsyncEngine, settings: ServerSettings = _DEFAULT_SETTINGS) -> None:
         self.engine = engine
+        # For transactions that write: BEGIN IMMEDIATE on SQLite (see sqlite.on_begin).
+        self._writer = engine.execution_options(**{sqlite.WRITE: True})
         self.settings = settings
-        # Failed logins for names with no account: (failures, locked until). Kept in
-        # memory (bounded, oldest forgotten first) so unknown names are throttled
-        # exactly like real ones and a lockout does not reveal that an account exists.
-        self._unknown: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        # Every Argon2 hash of this store runs here: a few at once, a bounded queue.
+        self.hashes = HashPool(settings.hash_workers, settings.hash_queue, settings.hash_per_source)
+        # Failed logins for names with no account, so they are throttled exactly like
+        # real ones and a lockout does not reveal that an account exists.
+        self._unknown = UnknownLogins(settings)
+        self._dummy_hash: str | None = None
+        # Open mode: names each source address has made since the store opened. Bounded
+        # by open_max_users, since every entry made at least one of them.
+        self._open_names: dict[str, int] = {}
 
     @classmethod
     async def open(cls, url: str, settings: ServerSettings = _DEFAULT_SETTINGS) -> Store:
@@ -268,11 +226,12 @@ class Store:
             raise StoreError(f"cannot open database {shown}: {short_reason(exc)}") from None
         if engine.dialect.name == "sqlite":
             try:
-                _check_sqlite_path(engine.url.database, shown)
+                sqlite.check_path(engine.url.database, shown)
             except StoreError:
                 await engine.dispose()
                 raise
-            event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+            event.listen(engine.sync_engine, "connect", sqlite.on_connect)
+            event.listen(engine.sync_engine, "begin", sqlite.on_begin)
         try:
             async with engine.begin() as connection:
                 await migrate(connection)
@@ -288,18 +247,28 @@ class Store:
         return cls(engine, settings)
 
     async def close(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection and the hashing threads."""
+        self.hashes.close()
         await self.engine.dispose()
+
+    async def prepare_logins(self) -> None:
+        """Make the hash unknown names are checked against, before logins arrive."""
+        await self._dummy()
+
+    async def _dummy(self) -> str:
+        if self._dummy_hash is None:
+            self._dummy_hash = await self.hashes.run("", passwords.new_dummy_hash)
+        return self._dummy_hash
 
     # -- users ---------------------------------------------------------------
 
     async def add_user(self, name: str, password: str) -> int:
         """Create an account and return its id."""
         check_user_name(name, self.settings.max_user_name)
-        password_hash = await asyncio.to_thread(passwords.hash_password, password)
+        password_hash = await self.hashes.run("", passwords.hash_password, password)
         async with _db_errors():
             try:
-                async with self.engine.begin() as conn:
+                async with self._writer.begin() as conn:
                     result = await conn.execute(
                         users.insert().values(
                             name=name, password_hash=password_hash, created_at=time.time()
@@ -311,38 +280,88 @@ class Store:
             assert key is not None
             return int(key[0])
 
-    async def open_user(self, name: str) -> int:
+    async def _user_id(self, name: str) -> int | None:
+        async with _db_errors(), self.engine.connect() as conn:
+            found = (
+                await conn.execute(sa.select(users.c.id).where(users.c.name == name))
+            ).scalar_one_or_none()
+        return None if found is None else int(found)
+
+    async def open_user(self, name: str, source: str = "") -> int:
         """The id of ``name`` for a server in open mode, made on first use.
 
         Open mode has no passwords; the row exists so rooms have an owner (and the
-        per-user room limit holds). Its password is random and forgotten, so the name
-        cannot log in should the server later run with accounts.
+        per-user room limit holds). It gets no password (nothing is hashed), so the name
+        cannot log in should the server later run with accounts, until given one with
+        ``bangor user passwd``. New names are capped per source address
+        (``open_max_new_names_per_address``) and in all (``open_max_users``):
+        :class:`LimitError`.
         """
         check_user_name(name, self.settings.max_user_name)
-        for _attempt in range(2):
-            async with _db_errors(), self.engine.connect() as conn:
-                found = (
-                    await conn.execute(sa.select(users.c.id).where(users.c.name == name))
-                ).scalar_one_or_none()
-            if found is not None:
-                return int(found)
+        found = await self._user_id(name)
+        if found is not None:
+            return found
+        made = self._open_names.get(source, 0)
+        limit = self.settings.open_max_new_names_per_address
+        if made >= limit:
+            raise LimitError(f"too many new names from your address (the limit is {limit})")
+        self._open_names[source] = made + 1  # taken before awaiting, so parallel logins see it
+        try:
+            user_id = await self._insert_open_user(name)
+        except BaseException:
+            self._give_back_open_name(source)
+            raise
+        if user_id is None:  # made by a parallel login a moment ago
+            self._give_back_open_name(source)
+            found = await self._user_id(name)
+            if found is None:
+                raise StoreError(f"cannot make open-mode user {name}")
+            return found
+        return user_id
+
+    def _give_back_open_name(self, source: str) -> None:
+        left = self._open_names.get(source, 0) - 1
+        if left > 0:
+            self._open_names[source] = left
+        else:
+            self._open_names.pop(source, None)
+
+    async def _insert_open_user(self, name: str) -> int | None:
+        """Insert a user without a password under ``open_max_users``; None if it exists."""
+        limit = self.settings.open_max_users
+        async with _db_errors():
             try:
-                return await self.add_user(name, secrets.token_urlsafe(32))
-            except AlreadyExistsError:
-                continue  # made by a concurrent login a moment ago
-        raise StoreError(f"cannot make open-mode user {name}")
+                async with self._writer.begin() as conn:
+                    await sqlite.lock_for_count(conn, users)
+                    count = (
+                        await conn.execute(sa.select(sa.func.count()).select_from(users))
+                    ).scalar_one()
+                    if count >= limit:
+                        raise LimitError(f"this server has too many users (the limit is {limit})")
+                    result = await conn.execute(
+                        users.insert().values(
+                            name=name,
+                            password_hash=passwords.DISABLED_HASH,
+                            created_at=time.time(),
+                        )
+                    )
+            except IntegrityError:
+                return None
+        key = result.inserted_primary_key
+        assert key is not None
+        return int(key[0])
 
     async def remove_user(self, name: str) -> None:
         """Delete an account and (by cascade) the rooms it owns."""
-        async with _db_errors(), self.engine.begin() as conn:
+        async with _db_errors(), self._writer.begin() as conn:
             result = await conn.execute(users.delete().where(users.c.name == name))
             if result.rowcount == 0:
                 raise NotFoundError(f"no such user {name}")
 
     async def set_password(self, name: str, password: str) -> None:
         """Replace a user's password; also lifts any login lock."""
-        password_hash = await asyncio.to_thread(passwords.hash_password, password)
-        async with _db_errors(), self.engine.begin() as conn:
+        password_hash = await self.hashes.run("", passwords.hash_password, password)
+        async with _db_errors(), self._writer.begin() as conn:
             result = await conn.execute(
                 users.update()
                 .where(users.c.name == name)
@@ -357,12 +376,17 @@ class Store:
             result = await conn.execute(sa.select(users.c.name).order_by(users.c.name))
             return [row.name for row in result]
 
-    async def authenticate(self, name: str, password: str, now: float) -> int:
-        """Check a login and return the user id.
+    async def authenticate(self, name: str, password: str, now: float, source: str = "") -> int:
+        """Check a login from ``source`` (an address) and return the user id.
 
-        Raises :class:`ThrottledError` while the account is locked after too many
-        failures (without looking at the password), else :class:`AuthError` with
-        one message for both unknown users and wrong passwords.
+        Cheapest first, nothing hashed until everything else passed: a locked name
+        raises :class:`ThrottledError` (the password is not looked at); no place in the
+        hashing pool raises :class:`BusyError` (nothing counted); then the failure is
+        counted *before* the hash, in one atomic update that only succeeds while the
+        name is not locked (so parallel guesses cannot all pass the lock check; at most
+        ``login_free_failures`` + 1 are checked per lock), and given back if the password
+        is right. Unknown names and wrong passwords raise :class:`AuthError` with one
+        message, after the same work.
         """
         async with _db_errors(), self.engine.connect() as conn:
             row = (
@@ -376,69 +400,125 @@ class Store:
             ).first()
         # No transaction is held while hashing: SQLite writers would wait on it.
         if row is None:
-            failures, locked_until = self._unknown.get(name, (0, 0.0))
-            _check_lock(locked_until, now)
-            # Spend the same work as a real check so timing does not reveal
-            # whether the account exists.
-            await asyncio.to_thread(passwords.verify_password, passwords.dummy_hash(), password)
-            self._record_unknown_failure(name, failures + 1, now)
-            raise AuthError("wrong user name or password")
+            await self._fail_unknown(name, password, now, source)
         user_id = int(row.id)
-        _check_lock(float(row.locked_until), now)
-        ok = await asyncio.to_thread(passwords.verify_password, row.password_hash, password)
+        check_lock(float(row.locked_until), now)
+        stored = row.password_hash
+        if passwords.is_disabled(stored):  # an open-mode name: no password can match
+            stored = await self._dummy()
+        with self.hashes.reserve(source) as ticket:
+            counted = await self._count_failure(user_id, now)
+            ok = await ticket.run(passwords.verify_password, stored, password)
         if not ok:
-            await self._record_failure(user_id, now)
+            delay = backoff(counted, self.settings)
+            locked = f"; locked for {delay:g} s" if delay else ""
+            log.info(
+                "login failed for %s from %s (%d in a row%s)", name, source or "?", counted, locked
+            )
             raise AuthError("wrong user name or password")
-        values: dict[str, Any] = {"failed_logins": 0, "locked_until": 0.0}
-        if passwords.needs_rehash(row.password_hash):
-            values["password_hash"] = await asyncio.to_thread(passwords.hash_password, password)
-        async with _db_errors(), self.engine.begin() as conn:
-            await conn.execute(users.update().where(users.c.id == user_id).values(**values))
+        await self._give_back_failure(user_id, counted, password, row.password_hash, source)
         return user_id
 
-    def _record_unknown_failure(self, name: str, failures: int, now: float) -> None:
-        locked_until = 0.0
-        if failures > self.settings.login_free_failures:
-            locked_until = now + _backoff(failures, self.settings)
-        self._unknown[name] = (failures, locked_until)
-        self._unknown.move_to_end(name)
-        while len(self._unknown) > self.settings.max_tracked_unknown_logins:
-            self._unknown.popitem(last=False)
+    async def _fail_unknown(self, name: str, password: str, now: float, source: str) -> NoReturn:
+        """Spend a real check's work on a name without an account, then refuse it."""
+        self._unknown.check(name, now)
+        dummy = await self._dummy()
+        with self.hashes.reserve(source) as ticket:
+            self._unknown.count_failure(name, now)
+            await ticket.run(passwords.verify_password, dummy, password)
+        log.info("login failed for unknown name %s from %s", shown_name(name), source or "?")
+        raise AuthError("wrong user name or password")
 
-    async def _record_failure(self, user_id: int, now: float) -> None:
-        async with _db_errors(), self.engine.begin() as conn:
-            # Incremented in SQL so concurrent failures all count.
-            await conn.execute(
-                users.update()
-                .where(users.c.id == user_id)
-                .values(failed_logins=users.c.failed_logins + 1)
-            )
-            failures = (
-                await conn.execute(sa.select(users.c.failed_logins).where(users.c.id == user_id))
-            ).scalar_one()
-            if failures > self.settings.login_free_failures:
-                locked_until = now + _backoff(failures, self.settings)
+    async def _count_failure(self, user_id: int, now: float) -> int:
+        """Count a failed login before its password is checked; return the new count.
+
+        One UPDATE that also sets the lock the new count earns, and only while the
+        account is not locked; a parallel login that locked it first makes this one
+        :class:`ThrottledError`.
+        """
+        settings = self.settings
+        new = users.c.failed_logins + 1
+        lock = sa.case(
+            (new <= settings.login_free_failures, users.c.locked_until),
+            *((new == failures, now + delay) for failures, delay in lock_steps(settings)),
+            else_=now + settings.login_backoff_max,
+        )
+        async with _db_errors(), self._writer.begin() as conn:
+            counted = (
                 await conn.execute(
-                    users.update().where(users.c.id == user_id).values(locked_until=locked_until)
+                    users.update()
+                    .where(users.c.id == user_id, users.c.locked_until <= now)
+                    .values(failed_logins=new, locked_until=lock)
+                    .returning(users.c.failed_logins)
                 )
-                log.info("user id %d locked after %d failed logins", user_id, failures)
+            ).scalar_one_or_none()
+            if counted is not None:
+                return int(counted)
+            locked_until = (
+                await conn.execute(sa.select(users.c.locked_until).where(users.c.id == user_id))
+            ).scalar_one_or_none()
+        if locked_until is not None:
+            check_lock(float(locked_until), now)
+        raise AuthError("wrong user name or password")  # removed meanwhile
+
+    async def _give_back_failure(
+        self, user_id: int, counted: int, password: str, stored: str, source: str
+    ) -> None:
+        """The password was right: take back the failure counted for this login.
+
+        With no failure counted since (the usual case) the count and any lock reset, as
+        a correct password always did; otherwise only this login's own count is taken
+        back, and the failures (and lock) of parallel logins stay.
+        """
+        mine = users.c.failed_logins == counted
+        values: dict[str, Any] = {
+            "failed_logins": sa.case(
+                (mine, 0), (users.c.failed_logins > 0, users.c.failed_logins - 1), else_=0
+            ),
+            "locked_until": sa.case((mine, 0.0), else_=users.c.locked_until),
+        }
+        if passwords.needs_rehash(stored):
+            with contextlib.suppress(BusyError):  # if busy, rehashed at a calmer login
+                values["password_hash"] = await self.hashes.run(
+                    source, passwords.hash_password, password
+                )
+        async with _db_errors(), self._writer.begin() as conn:
+            await conn.execute(users.update().where(users.c.id == user_id).values(**values))
 
     # -- rooms ---------------------------------------------------------------
 
     async def create_room(
-        self, owner_id: int, name: str, max_rooms: int, max_bitrate: int | None = None
+        self,
+        owner_id: int,
+        name: str,
+        max_rooms: int,
+        max_bitrate: int | None = None,
+        *,
+        max_total: int | None = None,
     ) -> Room:
         """Create a room owned by ``owner_id`` with a fresh random id.
 
         ``max_bitrate``: the Opus bit/s each member may send at most (None: no cap).
+        ``max_rooms``: rooms one owner may have; ``max_total``: rooms in all (None: no
+        cap). Both hold under concurrency: :class:`LimitError`.
         """
         check_room_name(name, self.settings.max_room_name)
         check_max_bitrate(max_bitrate)
         async with _db_errors():
             try:
-                async with self.engine.begin() as conn:
+                async with self._writer.begin() as conn:
+                    if max_total is not None:
+                        await sqlite.lock_for_count(conn, rooms)
+                        total = (
+                            await conn.execute(sa.select(sa.func.count()).select_from(rooms))
+                        ).scalar_one()
+                        if total >= max_total:
+                            raise LimitError(
+                                f"this server has too many rooms (the limit is {max_total})"
+                            )
                     # Locking the owner's row serializes their room creations
-                    # (PostgreSQL), so the limit holds under concurrency.
+                    # (PostgreSQL; BEGIN IMMEDIATE does on SQLite), so the limit holds
+                    # under concurrency.
                     owner_name = (
                         await conn.execute(
                             sa.select(users.c.name).where(users.c.id == owner_id).with_for_update()
@@ -511,7 +591,7 @@ class Store:
 
     async def delete_room(self, room_id: str) -> None:
         """Delete a room; :class:`NotFoundError` if there is none with this id."""
-        async with _db_errors(), self.engine.begin() as conn:
+        async with _db_errors(), self._writer.begin() as conn:
             result = await conn.execute(rooms.delete().where(rooms.c.id == room_id))
             if result.rowcount == 0:
                 raise NotFoundError("no such room")

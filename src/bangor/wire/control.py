@@ -28,6 +28,10 @@ MediaSecret = Annotated[
 ]
 U32 = Annotated[int, msgspec.Meta(ge=0, lt=2**32)]
 U63 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # msgspec bounds must fit int64
+# Seconds a refused client should wait before trying again (0: no hint); an hour at most,
+# so a hostile server cannot park a client for ever.
+MAX_RETRY_AFTER = 3600.0
+RetryAfter = Annotated[float, msgspec.Meta(ge=0, le=MAX_RETRY_AFTER)]
 
 # A room's bitrate cap travels as 0 (no cap) or a bitrate Opus accepts; the decoder can
 # only bound it, so the server refuses 1..MIN_BITRATE - 1 itself.
@@ -150,6 +154,8 @@ class Error(msgspec.Struct, frozen=True, tag="error", tag_field="t"):
     message: str
     fatal: bool = False
     ref: str = ""  # tag of the request this refuses ("" if none)
+    # Added after version 1 was first written down; a default keeps older peers decoding.
+    retry_after: RetryAfter = 0.0  # BUSY and THROTTLED: seconds to wait before trying again
 
 
 ClientMessage = Hello | CreateRoom | JoinRoom | LeaveRoom | SendChat | PeerSend | Ping | Bye
