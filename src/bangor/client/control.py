@@ -38,6 +38,7 @@ from bangor.wire.noise import (
 
 READ_SIZE = 65536
 _REPLIES = (msg.Welcome, msg.RoomCreated, msg.RoomJoined, msg.RoomLeft)
+_HELLO = msg.tag(msg.Hello)
 
 
 def refusal(error: msg.Error) -> BangorError:
@@ -46,8 +47,8 @@ def refusal(error: msg.Error) -> BangorError:
         return AuthError(error.message)
     if error.code == CloseCode.PASSWORD_REQUIRED:
         return PasswordRequiredError(error.message)
-    if error.code == CloseCode.THROTTLED:
-        return ThrottledError(error.message, 0.0)
+    if error.code == CloseCode.THROTTLED and error.ref == _HELLO:
+        return ThrottledError(error.message, 0.0)  # a locked login, not a refused join or chat
     return RefusedError(error.code, error.message)
 
 
