@@ -62,8 +62,8 @@ class ServerSettings:
     # Rates per session (a second, with a burst) and per account over all its sessions
     # (server/limits.py). Every join and leave makes each member rekey; peer messages and
     # chat are relayed to members who must process each one. A 16-member room joining at
-    # once needs at most ~60 peer messages a session in its first second, then ~15/s
-    # (reception reports); leaving is never limited.
+    # once needs about 90 peer messages a session in its first second, then ~15/s
+    # (reception reports; PROTOCOL.md 3.10); leaving is never limited.
     join_rate: float = 1.0
     join_burst: int = 5
     user_join_rate: float = 2.0
