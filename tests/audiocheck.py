@@ -119,3 +119,28 @@ def pesq_wb(reference: np.ndarray, aligned: np.ndarray, sr: int = SR) -> float:
 def make_speech_wav(path: str | Path, text: str) -> None:
     """Synthesize ``text`` with espeak-ng into a WAV (22050 Hz, mono, 16-bit)."""
     subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)
+
+
+def tone_present(audio: np.ndarray, hz: float, sr: int = SR, chunk_ms: int = 10) -> np.ndarray:
+    """Per ``chunk_ms`` of ``audio``: whether the tone ``hz`` is there at full loudness.
+
+    Full loudness is half the median level of the chunks that hold the tone, so packet-loss
+    concealment fading a lost tone out counts as missing, not as heard.
+    """
+    size = sr * chunk_ms // 1000
+    chunks = np.asarray(audio, dtype=np.float64)[: len(audio) // size * size].reshape(-1, size)
+    rms = np.sqrt(np.mean(np.square(chunks), axis=1))
+    peaks = np.argmax(np.abs(np.fft.rfft(chunks, axis=1)), axis=1) * sr / size
+    toned: np.ndarray = (np.abs(peaks - hz) <= 1000 / chunk_ms) & (rms > 1e-3)
+    if not toned.any():
+        return toned
+    result: np.ndarray = toned & (rms > 0.5 * float(np.median(rms[toned])))
+    return result
+
+
+def longest_gap_ms(present: np.ndarray, chunk_ms: int = 10) -> int:
+    """The longest run without the sound between its first and its last chunk, in ms."""
+    where = np.flatnonzero(present)
+    if len(where) < 2:
+        return len(present) * chunk_ms
+    return int(np.max(np.diff(where)) - 1) * chunk_ms

@@ -87,6 +87,26 @@ class ServerSettings:
     stun_rate: float = 200.0
     stun_burst: int = 400
     stun_max_sources: int = 4096
+    # Rates per session (a second, with a burst) and per account over all its sessions
+    # (server/limits.py). Every join and leave makes each member rekey; peer messages and
+    # chat are relayed to members who must process each one. A 16-member room joining at
+    # once needs about 90 peer messages a session in its first second, then ~15/s
+    # (reception reports; PROTOCOL.md 3.10); leaving is never limited.
+    join_rate: float = 1.0
+    join_burst: int = 5
+    user_join_rate: float = 2.0
+    user_join_burst: int = 10
+    peer_rate: float = 100.0
+    peer_burst: int = 200
+    user_peer_rate: float = 200.0
+    user_peer_burst: int = 400
+    chat_rate: float = 5.0
+    chat_burst: int = 20
+    user_chat_rate: float = 10.0
+    user_chat_burst: int = 40
+    # Over a limit this long without recovering (buckets back to half): session closed.
+    throttle_close_after: float = 5.0
+    max_limited_users: int = 4096  # accounts whose rate state is kept after their sessions end
     # Accounts-free mode (``serve --open``): any name logs in, an invite is enough.
     open: bool = False
 
@@ -131,6 +151,16 @@ class ClientSettings:
     max_pending_chat: int = 64  # per sender: chat messages held until their key arrives
     pending_timeout: float = 5.0  # held frames/messages older than this are dropped
     max_ratchet_ahead: int = 32  # ratchet steps a receiver derives on its own per frame
+    # Frames of a sender's next generations (it rotated; the key is on its way) are held
+    # up to this many generations ahead of its newest key we have; further ones dropped.
+    max_generations_ahead: int = 4
+    # After a rotation (someone who had our key left) the next waits at least this long:
+    # members churning cost at most one rekey a second (docs/SECURITY.md, churn section).
+    rotation_min_interval: float = 1.0
+    # Problems with one member's end-to-end messages: the first few are reported, then
+    # about one per interval, with a count of those not shown.
+    problem_report_burst: int = 5
+    problem_report_interval: float = 10.0
     # Voice activity detection: send voice only while speaking (keepalives go on regardless).
     vad: bool = True
     vad_aggressiveness: int = 2  # WebRTC VAD mode: 0 lets most through .. 3 strictest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from bangor.client.control import ControlClient
 from bangor.errors import AuthError, BadNameError, CloseCode, ConnectError, RefusedError
 from bangor.server.app import Connection, Server, open_server
+from bangor.server.limits import Kind
 from bangor.server.store import database_url
 from bangor.settings import ServerSettings
 from bangor.wire import control as msg
@@ -348,3 +350,142 @@ async def test_nicknames_and_user_names_that_drive_terminals_never_get_in(
             await client.leave()
     finally:
         await server.close()
+# --- rate limits (server/limits.py): churn and floods from a member ------------------
+
+
+class Clock:
+    """The server's clock for rate limits, set by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@contextlib.asynccontextmanager
+async def limited_server(tmp_path: Path, **limits: float) -> AsyncIterator[tuple[Server, Clock]]:
+    server = await make_server(tmp_path, **limits)  # type: ignore[arg-type]
+    clock = Clock()
+    server.clock = clock
+    try:
+        yield server, clock
+    finally:
+        await server.close()
+
+
+async def leave_room(client: ControlClient) -> msg.ServerMessage:
+    return await client.request(msg.LeaveRoom())
+
+
+async def alice_then_bob_in_a_room(
+    server: Server,
+) -> tuple[ControlClient, ControlClient, msg.RoomJoined]:
+    """alice joins a new room, then bob; alice has seen bob arrive. Returns alice's
+    ``joined``."""
+    alice, bob = await login(server, "alice"), await login(server, "bob")
+    room = await alice.create_room("r")
+    joined = await alice.join_room(room.room_id)
+    await bob.join_room(room.room_id)
+    assert isinstance(await next_message(alice), msg.MemberJoined)
+    return alice, bob, joined
+
+
+async def test_joins_over_the_rate_are_refused_and_leaving_always_works(tmp_path: Path) -> None:
+    async with limited_server(tmp_path, join_burst=2, join_rate=1.0) as (server, clock):
+        alice, bob, joined = await alice_then_bob_in_a_room(server)
+        await alice.join_room(joined.room_id)  # the same room again: a join all the same
+        with pytest.raises(RefusedError) as refused:
+            await alice.join_room(joined.room_id)
+        assert refused.value.code == CloseCode.THROTTLED
+        assert str(refused.value) == "too many joins; wait a moment"
+        assert alice.closed is None  # not fatal: the session is still in its room
+        assert isinstance(await leave_room(alice), msg.RoomLeft)  # leaving is never limited
+        seen = [await next_message(bob) for _ in range(3)]
+        assert [type(m) for m in seen] == [msg.MemberLeft, msg.MemberJoined, msg.MemberLeft]
+        clock.now += 1.0  # one join a second
+        assert (await alice.join_room(joined.room_id)).room_id == joined.room_id
+        for client in (alice, bob):
+            await client.leave()
+
+
+async def test_an_account_shares_its_join_budget_over_its_sessions(tmp_path: Path) -> None:
+    async with limited_server(tmp_path, join_burst=5, user_join_burst=3) as (server, _):
+        first, second, bob = [await login(server, u) for u in ("alice", "alice", "bob")]
+        room = await first.create_room("r")
+        for client in (first, second, first):
+            await client.join_room(room.room_id)
+        with pytest.raises(RefusedError, match="too many joins"):
+            await second.join_room(room.room_id)
+        assert (await bob.join_room(room.room_id)).room_id == room.room_id  # bob has his own
+        for client in (first, second, bob):
+            await client.leave()
+
+
+async def test_a_session_that_keeps_joining_is_closed_and_the_room_goes_on(
+    tmp_path: Path,
+) -> None:
+    async with limited_server(tmp_path, join_burst=1, join_rate=0.01) as (server, clock):
+        alice, bob, room = await alice_then_bob_in_a_room(server)
+        for step in range(5):  # over the rate for 4 s: refused each time, not closed
+            clock.now += 1.0 if step else 0.0
+            with pytest.raises(RefusedError, match="too many joins; wait"):
+                await alice.join_room(room.room_id)
+        clock.now += 1.0  # 5 s over the rate without a pause
+        with pytest.raises(RefusedError) as closed:
+            await alice.join_room(room.room_id)
+        assert closed.value.code == CloseCode.THROTTLED
+        assert str(closed.value) == "too many joins for too long; session closed"
+        assert isinstance(await next_message(alice), RefusedError)  # the session ended
+        assert alice.closed is not None
+        assert isinstance(await next_message(bob), msg.MemberLeft)
+        bob.send_chat(b"still here")  # bob's session is untouched
+        carol = await login(server, "carol")
+        await carol.join_room(room.room_id)
+        assert isinstance(await next_message(bob), msg.MemberJoined)
+        for client in (bob, carol):
+            await client.leave()
+        await alice.close()
+
+
+async def test_peer_messages_over_the_rate_are_dropped_then_the_flooder_closed(
+    tmp_path: Path,
+) -> None:
+    async with limited_server(tmp_path, peer_burst=3, peer_rate=0.01) as (server, clock):
+        alice, bob, joined = await alice_then_bob_in_a_room(server)
+        alice_id = joined.you.session_id
+        for i in range(10):
+            bob.send_peer(alice_id, b"flood %d" % i)
+        bob.send_chat(b"marker")  # chat has its own budget: it passes, after the floods
+        got = [await next_message(alice) for _ in range(4)]
+        bob_id = bob.welcome.session_id if bob.welcome else 0
+        assert got[:3] == [msg.PeerReceived(bob_id, b"flood %d" % i) for i in range(3)]
+        assert isinstance(got[3], msg.Chat)  # the 7 others were dropped, without a reply
+        assert bob.events.empty()
+        bob_conn = next(c for c in server.connections.values() if c.user == "bob")
+        assert bob_conn.limits is not None and bob_conn.limits.refused[Kind.PEER] == 7
+        clock.now += ServerSettings().throttle_close_after  # still flooding 5 s later
+        bob.send_peer(alice_id, b"more")
+        closed = await next_message(bob)
+        assert isinstance(closed, RefusedError) and closed.code == CloseCode.THROTTLED
+        assert str(closed) == "too many peer messages for too long; session closed"
+        assert isinstance(await next_message(alice), msg.MemberLeft)
+        await alice.leave()
+        await bob.close()
+
+
+async def test_chat_over_the_rate_is_refused_and_the_call_goes_on(tmp_path: Path) -> None:
+    async with limited_server(tmp_path, chat_burst=2, chat_rate=0.5) as (server, _):
+        alice, bob, _ = await alice_then_bob_in_a_room(server)
+        for line in (b"one", b"two", b"three"):
+            bob.send_chat(line)
+        bob_id = bob.welcome.session_id if bob.welcome else 0
+        got = [await next_message(alice) for _ in range(2)]
+        assert got == [msg.Chat(bob_id, b"one"), msg.Chat(bob_id, b"two")]
+        refused = await next_message(bob)
+        # A refusal the call survives (a RefusedError event), not a failed login.
+        assert isinstance(refused, RefusedError) and refused.code == CloseCode.THROTTLED
+        assert str(refused) == "too many chat messages; not sent"
+        assert bob.closed is None and alice.events.empty()
+        for client in (alice, bob):
+            await client.leave()

@@ -306,6 +306,7 @@ async def join_call(
         raise
     finally:
         if call is not None:
+            call.report_held_problems()
             emit(call.stats())  # the final count, for scripts
             await call.engine.stop()
         if client is not None:
@@ -539,8 +540,15 @@ class _Call:
         elif isinstance(event, CandidatesReceived):
             self.on_candidates(event)
         elif isinstance(event, PeerProblem):
-            member = self._member(event.session_id)
+            member = self._member(event.session_id, event.user or "?")  # it may have left
             self.emit(ev.ErrorEvent(0, f"end-to-end problem with {member.nick}: {event.message}"))
+
+    def report_held_problems(self) -> None:
+        """The call is over: the counts of problems not shown one by one come now."""
+        self.crypto.report_held_problems(self.engine.clock())
+        for event in self.crypto.events():
+            if isinstance(event, PeerProblem):
+                self.on_crypto_event(event)
 
     def offer_candidates(self, session_id: int | None = None) -> None:
         """Send our direct-path key and candidates to one verified member, or to all."""

@@ -49,7 +49,8 @@ def refusal(error: msg.Error) -> BangorError:
         return AuthError(error.message)
     if error.code == CloseCode.PASSWORD_REQUIRED:
         return PasswordRequiredError(error.message)
-    if error.code == CloseCode.THROTTLED:
+    if error.code == CloseCode.THROTTLED and error.ref == _HELLO:
+        # A locked login; a refused join or chat is a RefusedError, the call goes on.
         return ThrottledError(error.message, error.retry_after)
     if error.code == CloseCode.BUSY:
         return BusyError(error.message, error.retry_after)

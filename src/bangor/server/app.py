@@ -13,6 +13,7 @@ import logging
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -36,6 +37,7 @@ from bangor.errors import (
 from bangor.keyfile import load_or_create_key
 from bangor.server.admission import Admission, Closing, Stage
 from bangor.server.hashing import return_hash_memory
+from bangor.server.limits import Kind, SessionLimits, UserBuckets, Verdict, user_rates
 from bangor.server.lockout import shown_name
 from bangor.server.relay import Address, Relay
 from bangor.server.rooms import RoomRegistry
@@ -59,6 +61,11 @@ log = logging.getLogger("bangor.server")
 READ_SIZE = 65536
 KEY_FILE = "server.key"
 HELLO = msg.tag(msg.Hello)
+_TOO_MANY = {
+    Kind.JOIN: "too many joins",
+    Kind.PEER: "too many peer messages",
+    Kind.CHAT: "too many chat messages",
+}
 STUN_FIRST_BYTE_LIMIT = 0x40
 
 
@@ -111,6 +118,7 @@ class Connection:
     room_id: str | None = None
     closing: bool = False
     media_secret: bytes = b""
+    limits: SessionLimits | None = None  # made at the first metered request
 
     # --- sending --------------------------------------------------------------
 
@@ -365,8 +373,36 @@ class Connection:
         log.info("session %08x: created room %s%s", self.session_id, room.id, cap)
         self.send(msg.RoomCreated(room.id, room.name))
 
+    def admit(self, kind: Kind) -> bool:
+        """Whether this request is within the session's and its account's rates.
+
+        False: refuse or drop it. Over a limit for too long: a fatal THROTTLED error
+        and SessionClosed.
+        """
+        assert self.user_id is not None
+        now = self.server.clock()
+        limits = self.limits
+        if limits is None:
+            limits = self.limits = SessionLimits(
+                self.server.settings, self.server.user_limits, self.user_id, now
+            )
+        first = limits.over_since(kind) is None
+        verdict = limits.check(kind, now)
+        if verdict is Verdict.ALLOW:
+            return True
+        if verdict is Verdict.CLOSE:
+            log.info("session %08x: closed, over its %s rate for too long", self.session_id, kind)
+            self.fail(CloseCode.THROTTLED, f"{_TOO_MANY[kind]} for too long; session closed")
+            raise SessionClosed
+        if first:  # one line per run over the limit, not one per request
+            log.info("session %08x: over its %s rate", self.session_id, kind)
+        return False
+
     async def on_join(self, join: msg.JoinRoom) -> None:
         ref = msg.tag(msg.JoinRoom)
+        if not self.admit(Kind.JOIN):
+            self.refuse(CloseCode.THROTTLED, f"{_TOO_MANY[Kind.JOIN]}; wait a moment", ref)
+            return
         try:
             room = await self.server.store.get_room(join.room_id)
         except NotFoundError:
@@ -384,6 +420,11 @@ class Connection:
         self.send(msg.RoomJoined(room.id, room.name, self.member(), members, room.max_bitrate or 0))
 
     def on_chat(self, chat: msg.SendChat) -> None:
+        if not self.admit(Kind.CHAT):
+            self.refuse(
+                CloseCode.THROTTLED, f"{_TOO_MANY[Kind.CHAT]}; not sent", msg.tag(msg.SendChat)
+            )
+            return
         if self.room_id is None:
             self.refuse(
                 CloseCode.NOT_ALLOWED,
@@ -398,6 +439,8 @@ class Connection:
 
     def on_peer(self, peer: msg.PeerSend) -> None:
         """Relay an opaque member-to-member message within the sender's room."""
+        if not self.admit(Kind.PEER):
+            return  # dropped (and counted): no answer, a flood must not be echoed back
         target = self.server.connections.get(peer.to)
         if (
             self.room_id is None
@@ -426,6 +469,8 @@ class Server:
         self.store = store
         self.static_key = static_key
         self.settings = settings or ServerSettings()
+        self.clock: Callable[[], float] = time.monotonic  # what rate limits count time by
+        self.user_limits = UserBuckets(user_rates(self.settings), self.settings.max_limited_users)
         self.relay = Relay(max_payload=self.settings.max_media_payload)
         self.stun = BindingResponder(
             self.settings.stun_rate, self.settings.stun_burst, self.settings.stun_max_sources

@@ -10,11 +10,16 @@
 - one :class:`~bangor.wire.senderkeys.Inbound` per other member, fed by the keys
   it sends us.
 
-Membership changes drive the key schedule (DESIGN.md "End-to-end"): when someone
-joins, our key ratchets one step forward and the newcomer gets only the new step;
-when someone leaves, we make a fresh key (next generation) and send it to everyone
-left. A member that cannot prove the room secret never gets a key and its frames
-are never opened: nobody hears it and it hears nobody.
+Membership changes drive the key schedule (DESIGN.md "End-to-end"): before a newcomer
+gets our key, our key ratchets one step forward, so it gets only the new step; when
+someone who had our key leaves, we make a fresh key (next generation) and send it to
+everyone left. A member that cannot prove the room secret never gets a key and its
+frames are never opened: nobody hears it and it hears nobody.
+
+Churn must not cut the call (docs/SECURITY.md, "Churn and floods from members"): a
+member that leaves without ever having had our key costs no rotation, rotations come at
+most once per ``rotation_min_interval`` (a newcomer waiting for one gets the fresh key),
+and problems with one member's messages are reported a few at a time, then counted.
 
 Who starts a pair handshake: the newcomer, towards every member listed in its
 ``joined`` reply. If both sides start anyway (a server that reorders), the lower
@@ -27,8 +32,10 @@ next timer (:meth:`RoomCrypto.next_timer`).
 
 from __future__ import annotations
 
+import math
 import secrets
 import struct
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
@@ -46,6 +53,7 @@ from bangor.wire.pairwise import (
     derive_room_psk,
     pair_prologue,
 )
+from bangor.wire.ratelimit import ReportLimiter
 from bangor.wire.senderkeys import (
     BASE_KEY_SIZE,
     GENERATION_LIMIT,
@@ -61,6 +69,9 @@ from bangor.wire.senderkeys import (
 VOICE_LABEL = b"bangor/1 voice "
 CHAT_LABEL = b"bangor/1 chat "
 _SESSION = struct.Struct(">I")
+# Accounts whose problem reports are counted; a room has at most a few dozen members, so
+# only a server inventing names fills this (the oldest count is then reported at once).
+MAX_REPORT_SOURCES = 64
 
 U32 = Annotated[int, msgspec.Meta(ge=0, lt=GENERATION_LIMIT)]
 Step = Annotated[int, msgspec.Meta(ge=0, le=MAX_STEP)]
@@ -160,10 +171,15 @@ class MemberRejected:
 
 @dataclass(frozen=True)
 class PeerProblem:
-    """A bad end-to-end message from a member; it was dropped and the call goes on."""
+    """A bad end-to-end message from a member; it was dropped and the call goes on.
+
+    ``user``: the member's account as the server announced it ("" if not in the room),
+    so a report that comes after it left still names it.
+    """
 
     session_id: int
     message: str
+    user: str = ""
 
 
 @dataclass(frozen=True)
@@ -231,10 +247,21 @@ class _Member:
     identity: bytes | None = None
     rejected: bool = False
     next_chat_seq: int | None = None
+    joined_after_us: bool = False  # our key ratchets before it gets it
+    has_key: bool = False  # it got a key of ours: when it leaves, we rotate
 
     @property
     def verified(self) -> bool:
         return self.identity is not None
+
+
+@dataclass
+class _Reports:
+    """Problem reports about one account: its latest session id and how many to show."""
+
+    session_id: int
+    user: str
+    limiter: ReportLimiter
 
 
 def _metadata(label: bytes, room_id: bytes, sender: int) -> bytes:
@@ -274,6 +301,10 @@ class RoomCrypto:
         self._members: dict[int, _Member] = {}
         self._outgoing: list[tuple[int, bytes]] = []
         self._events: list[E2EEEvent] = []
+        self._last_rotation = -math.inf
+        self._rotate_at: float | None = None  # a rotation is owed, and due then
+        # Per account name ("" for ids not in the room), so rejoining starts nothing afresh.
+        self._reports: OrderedDict[str, _Reports] = OrderedDict()
 
     # --- queries ---------------------------------------------------------------
 
@@ -298,9 +329,18 @@ class RoomCrypto:
         out, self._events = self._events, []
         return out
 
+    @property
+    def rotation_pending(self) -> bool:
+        """A member who had our key left and the rotation waits for its interval."""
+        return self._rotate_at is not None
+
     def next_timer(self) -> float | None:
-        times = [m.deadline for m in self._members.values() if m.deadline is not None]
-        times += [t for m in self._members.values() if (t := m.inbound.next_timer()) is not None]
+        members = self._members.values()
+        times = [m.deadline for m in members if m.deadline is not None]
+        times += [t for m in members if (t := m.inbound.next_timer()) is not None]
+        times += [t for r in self._reports.values() if (t := r.limiter.next_timer()) is not None]
+        if self._rotate_at is not None:
+            times.append(self._rotate_at)
         return min(times, default=None)
 
     # --- membership (from the server's messages) ---------------------------------
@@ -312,35 +352,39 @@ class RoomCrypto:
             self._open_channel(member)
 
     def member_joined(self, session_id: int, user: str, now: float) -> None:
-        """Someone joined: ratchet so they cannot open what was said before."""
+        """Someone joined: it starts the handshake; we ratchet once it is verified."""
         if session_id == self.session_id or session_id in self._members:
             return
-        if self._outbound.ratchet():
-            self._distribute()  # the step limit forced a fresh key: everyone needs it
-        self._add_member(session_id, user, now)  # its channel starts with its HS1
+        member = self._add_member(session_id, user, now)  # its channel starts with its HS1
+        member.joined_after_us = True
 
     def member_left(self, session_id: int, now: float) -> None:
-        """Someone left: a fresh key, so nothing said from now on reaches them."""
-        if self._members.pop(session_id, None) is None:
+        """Someone left: if it had our key, a fresh one, so nothing said later reaches it."""
+        member = self._members.pop(session_id, None)
+        if member is None:
             return
-        self._outbound.rotate(self._token)
-        self._distribute()
+        if not member.has_key:
+            return  # it never could open our frames: nothing to take away
+        if now >= self._last_rotation + self.settings.rotation_min_interval:
+            self._rotate(now)
+        elif self._rotate_at is None:
+            self._rotate_at = self._last_rotation + self.settings.rotation_min_interval
 
     # --- pair messages ---------------------------------------------------------------
 
     def peer_received(self, sender: int, data: bytes, now: float) -> None:
         member = self._members.get(sender)
         if member is None:
-            self._problem(sender, "end-to-end message from someone not in the room")
+            self._problem(sender, "end-to-end message from someone not in the room", now)
             return
         if member.rejected:
             return  # reported once already; nothing it says counts
         if data[:1] == bytes((MessageKind.HS1,)):
-            self._on_hs1(member, data)
+            self._on_hs1(member, data, now)
             return
         channel = member.channel
         if channel is None:
-            self._problem(sender, "end-to-end message before a handshake")
+            self._problem(sender, "end-to-end message before a handshake", now)
             return
         try:
             pair_events = channel.receive(data)
@@ -353,18 +397,18 @@ class RoomCrypto:
             if channel.failed:
                 self._reject(member, str(exc))
             else:
-                self._problem(sender, str(exc))
+                self._problem(sender, str(exc), now)
             return
         for event in pair_events:
             if isinstance(event, PeerVerified):
-                self._on_verified(member, event)
+                self._on_verified(member, event, now)
             elif isinstance(event, PeerMessage):
                 self._on_payload(member, event.payload, now)
             if member.rejected:
                 break
         self._flush(member)
 
-    def _on_hs1(self, member: _Member, data: bytes) -> None:
+    def _on_hs1(self, member: _Member, data: bytes, now: float) -> None:
         """A member starts a handshake with us; settle who initiates if both did."""
         channel = member.channel
         if (
@@ -379,19 +423,19 @@ class RoomCrypto:
         ):
             # A member starts one handshake with us per session; another HS1 is a
             # replay or a forgery and must not destroy the one under way.
-            self._problem(member.session_id, "second handshake start ignored")
+            self._problem(member.session_id, "second handshake start ignored", now)
             return
         # Try it on a new channel first, so a forged HS1 changes nothing.
         candidate = self._new_channel(member, initiator=False)
         try:
             candidate.receive(data)
         except PeerError as exc:
-            self._problem(member.session_id, f"handshake start ignored: {exc}")
+            self._problem(member.session_id, f"handshake start ignored: {exc}", now)
             return
         member.channel = candidate
         self._flush(member)
 
-    def _on_verified(self, member: _Member, event: PeerVerified) -> None:
+    def _on_verified(self, member: _Member, event: PeerVerified, now: float) -> None:
         try:
             hello = _decode(_hello_decoder, event.hello, "member hello")
         except PeerError as exc:
@@ -411,6 +455,17 @@ class RoomCrypto:
         member.identity = event.remote_identity
         member.deadline = None
         self._events.append(MemberVerified(member.session_id, member.user, member.identity))
+        self._first_key(member, now)
+
+    def _first_key(self, member: _Member, now: float) -> None:
+        """Give a member that just verified our key, never one it could open the past with."""
+        if self._rotate_at is not None:
+            # Our current key is one a departed member had; the owed rotation brings a
+            # fresh one to everyone verified, this member too, within the interval.
+            return
+        if member.joined_after_us and self._outbound.ratchet(self._token):
+            self._rotated(now)  # the step limit forced a fresh key: everyone needs it
+            return
         self._send_key(member)
 
     def _on_payload(self, member: _Member, payload: bytes, now: float) -> None:
@@ -427,13 +482,13 @@ class RoomCrypto:
             key = SenderKey(message.generation, message.step, message.base_key)
             released = member.inbound.install(key, member.metadata.__getitem__, now)
         except PeerError as exc:
-            self._problem(member.session_id, str(exc))
+            self._problem(member.session_id, str(exc), now)
             return
         for item in released:
             if item.purpose == PURPOSE_VOICE:
                 self._events.append(VoiceReleased(member.session_id, item.plaintext))
             else:
-                self._chat_plaintext(member, item.plaintext)
+                self._chat_plaintext(member, item.plaintext, now)
 
     def send_report(self, session_id: int, loss: float) -> None:
         """Tell a verified member how its voice reaches us (dropped if not verified)."""
@@ -481,27 +536,27 @@ class RoomCrypto:
         """A sealed chat message from the server; results arrive as events."""
         member = self._members.get(sender)
         if member is None or member.rejected:
-            self._problem(sender, "chat from a member without keys dropped")
+            self._problem(sender, "chat from a member without keys dropped", now)
             return
         try:
             plaintext = member.inbound.open(PURPOSE_CHAT, member.metadata[PURPOSE_CHAT], data, now)
         except PacketError as exc:
-            self._problem(sender, f"chat message dropped: {exc}")
+            self._problem(sender, f"chat message dropped: {exc}", now)
             return
         if plaintext is not None:
-            self._chat_plaintext(member, plaintext)
+            self._chat_plaintext(member, plaintext, now)
 
-    def _chat_plaintext(self, member: _Member, plaintext: bytes) -> None:
+    def _chat_plaintext(self, member: _Member, plaintext: bytes, now: float) -> None:
         try:
             body = _decode(_chat_decoder, plaintext, "chat message")
         except PeerError as exc:
-            self._problem(member.session_id, str(exc))
+            self._problem(member.session_id, str(exc), now)
             return
         expected = member.next_chat_seq
         if expected is not None and body.seq > expected:
             self._events.append(ChatGap(member.session_id, body.seq - expected))
         elif expected is not None and body.seq < expected:
-            self._problem(member.session_id, "chat message out of order dropped")
+            self._problem(member.session_id, "chat message out of order dropped", now)
             return
         member.next_chat_seq = body.seq + 1
         self._events.append(ChatOpened(member.session_id, body.text))
@@ -509,6 +564,10 @@ class RoomCrypto:
     # --- timers -----------------------------------------------------------------------
 
     def handle_timer(self, now: float) -> None:
+        if self._rotate_at is not None and now >= self._rotate_at:
+            self._rotate(now)
+        for reports in self._reports.values():
+            self._summarise(reports, now)
         for member in list(self._members.values()):
             if member.deadline is not None and now >= member.deadline and not member.verified:
                 self._reject(
@@ -520,6 +579,7 @@ class RoomCrypto:
                 self._problem(
                     member.session_id,
                     f"{dropped} frame(s) never got a key and were dropped",
+                    now,
                 )
 
     # --- internals ---------------------------------------------------------------------
@@ -569,9 +629,17 @@ class RoomCrypto:
             return
         key = self._outbound.key
         channel.send(_encoder.encode(KeyMessage(key.generation, key.step, key.base_key)))
+        member.has_key = True
         self._flush(member)
 
-    def _distribute(self) -> None:
+    def _rotate(self, now: float) -> None:
+        self._outbound.rotate(self._token)
+        self._rotated(now)
+
+    def _rotated(self, now: float) -> None:
+        """Our key was replaced by a fresh one: every verified member gets it."""
+        self._last_rotation = now
+        self._rotate_at = None
         for member in self._members.values():
             if member.verified and not member.rejected:
                 self._send_key(member)
@@ -585,5 +653,39 @@ class RoomCrypto:
         member.channel = None
         self._events.append(MemberRejected(member.session_id, member.user, reason))
 
-    def _problem(self, session_id: int, message: str) -> None:
-        self._events.append(PeerProblem(session_id, message))
+    def _problem(self, session_id: int, message: str, now: float) -> None:
+        """Report a bad message, unless this account's reports are being counted instead."""
+        member = self._members.get(session_id)
+        user = member.user if member is not None else ""  # strangers share one count
+        reports = self._reports.get(user)
+        if reports is None:
+            settings = self.settings
+            limiter = ReportLimiter(
+                settings.problem_report_burst, settings.problem_report_interval, now
+            )
+            reports = self._reports[user] = _Reports(session_id, user, limiter)
+            while len(self._reports) > MAX_REPORT_SOURCES:  # only a lying server gets here
+                _, oldest = self._reports.popitem(last=False)
+                self._summarise(oldest, now, force=True)
+        else:
+            self._reports.move_to_end(user)
+        reports.session_id = session_id
+        if reports.limiter.allow(message, now):
+            self._events.append(PeerProblem(session_id, message, user))
+
+    def report_held_problems(self, now: float) -> None:
+        """Report every count of problems held back now (we are leaving: nothing lost)."""
+        for reports in self._reports.values():
+            self._summarise(reports, now, force=True)
+
+    def _summarise(self, reports: _Reports, now: float, *, force: bool = False) -> None:
+        """One report for the problems counted instead of reported, when it is due."""
+        held = reports.limiter.take_due(now, force=force)
+        if held:
+            kinds = ", ".join(f"{text} (x{count})" for text, count in held.most_common())
+            total = sum(held.values())
+            self._events.append(
+                PeerProblem(
+                    reports.session_id, f"{total} more problem(s) not shown: {kinds}", reports.user
+                )
+            )

@@ -222,18 +222,25 @@ class Inbound:
         max_ratchet_ahead: int,
         max_pending: dict[bytes, int],
         pending_timeout: float,
+        max_generations_ahead: int,
     ) -> None:
-        """``max_pending``: held-frame bound per purpose, e.g. ``{voice: 50, chat: 64}``."""
+        """``max_pending``: held-frame bound per purpose, e.g. ``{voice: 50, chat: 64}``;
+        ``max_generations_ahead``: how many generations past the current key a frame may
+        be and still be held for its key."""
         if not grace >= 0 or not pending_timeout >= 0:  # also rejects NaN
             raise LocalProtocolError("grace and pending timeout must be >= 0")
         if not 0 <= max_ratchet_ahead <= MAX_STEP:
             raise LocalProtocolError(f"max_ratchet_ahead must be 0..{MAX_STEP}")
         if set(max_pending) != set(PURPOSES) or min(max_pending.values()) < 0:
             raise LocalProtocolError("max_pending needs a bound >= 0 for voice and for chat")
+        if not 0 <= max_generations_ahead < KID_GENERATIONS // 2:
+            # Past half the KID's generation space "ahead" could not be told from "old".
+            raise LocalProtocolError(f"max_generations_ahead must be 0..{KID_GENERATIONS // 2 - 1}")
         self._grace = grace
         self._max_ahead = max_ratchet_ahead
         self._max_pending = dict(max_pending)
         self._pending_timeout = pending_timeout
+        self._max_generations = max_generations_ahead
         self._contexts = {p: SFrameContext() for p in PURPOSES}
         self._current: SenderKey | None = None
         self._current_kid = -1
@@ -259,6 +266,7 @@ class Inbound:
                 PURPOSE_CHAT: settings.max_pending_chat,
             },
             pending_timeout=settings.pending_timeout,
+            max_generations_ahead=settings.max_generations_ahead,
         )
 
     @property
@@ -414,7 +422,7 @@ class Inbound:
         if generation == current.generation % KID_GENERATIONS:
             ahead = step - current.step
             return ahead if 1 <= ahead <= self._max_ahead else _UNKNOWN
-        if generation == (current.generation + 1) % KID_GENERATIONS:
+        if 1 <= (generation - current.generation) % KID_GENERATIONS <= self._max_generations:
             return _HOLD  # the sender rotated (someone left); its key message is on the way
         return _UNKNOWN
 
