@@ -350,6 +350,8 @@ async def test_nicknames_and_user_names_that_drive_terminals_never_get_in(
             await client.leave()
     finally:
         await server.close()
+
+
 # --- rate limits (server/limits.py): churn and floods from a member ------------------
 
 
