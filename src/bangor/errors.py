@@ -142,6 +142,14 @@ class ConnectError(BangorError):
     """The server could not be reached or went away."""
 
 
+class DroppedError(ConnectError):
+    """The server closed or reset the connection before we were logged in.
+
+    A server under a flood closes the connections it has to make room for (the oldest
+    idle first), so a client tries again for a while before it gives up.
+    """
+
+
 class RefusedError(BangorError):
     """The server answered a request with an Error message."""
 

@@ -35,21 +35,60 @@ def test_a_full_address_evicts_its_oldest_idle_connection_not_the_newcomer() -> 
     assert admission.admit("other", "10.0.0.2", 1.0) == []
 
 
-def test_eviction_spares_connections_that_got_further() -> None:
+def test_eviction_spares_connections_that_progress_and_logins_being_checked() -> None:
     admission: Admission[str] = Admission(SETTINGS)
-    real, idle, logging_in = fill(admission, "10.0.0.1", 3)
-    admission.progressed(real, Stage.GREETED)  # a real client sends message 1 at once
-    admission.progressed(logging_in, Stage.LOGGING_IN)
-    admission.progressed(logging_in, Stage.CONNECTED)  # never moves back
-    # A flood from the same address only ever pushes out its own idle connections.
-    closed = [admission.admit(f"flood{i}", "10.0.0.1", 1.0 + i) for i in range(5)]
-    assert closed[0] == [Closing(idle, Reason.ADDRESS)]
-    assert [c[0].key for c in closed[1:]] == ["flood0", "flood1", "flood2", "flood3"]
-    assert admission.stage(real) is Stage.GREETED
-    assert admission.stage(logging_in) is Stage.LOGGING_IN
-    # With only connections that got further left, the oldest of the least far goes.
-    admission.progressed("flood4", Stage.HANDSHAKEN)
-    assert admission.admit("late", "10.0.0.1", 9.0) == [Closing(real, Reason.ADDRESS)]
+    real, idle, checking = fill(admission, "10.0.0.1", 3)
+    admission.progressed(checking, Stage.LOGGING_IN, 0.1)
+    admission.progressed(checking, Stage.CONNECTED, 0.2)  # never moves back
+    # A flood from the same address pushes out what sits longest without progress,
+    # while a real client gets a stage further every round trip.
+    admission.progressed(real, Stage.GREETED, 0.9)
+    assert admission.admit("flood0", "10.0.0.1", 1.0) == [Closing(idle, Reason.ADDRESS)]
+    admission.progressed(real, Stage.HANDSHAKEN, 1.9)
+    assert admission.admit("flood1", "10.0.0.1", 2.0) == [Closing("flood0", Reason.ADDRESS)]
+    # A flood that finishes the handshake and then idles is not spared for its stage.
+    admission.progressed("flood1", Stage.HANDSHAKEN, 2.1)
+    admission.progressed(real, Stage.LOGGING_IN, 2.9)
+    assert admission.admit("flood2", "10.0.0.1", 3.0) == [Closing("flood1", Reason.ADDRESS)]
+    assert admission.stage(real) is Stage.LOGGING_IN
+    assert admission.stage(checking) is Stage.LOGGING_IN
+    # Only logins being checked besides the newest: the newest goes first...
+    assert admission.admit("flood3", "10.0.0.1", 4.0) == [Closing("flood2", Reason.ADDRESS)]
+    # ...and among logins being checked, the one longest without progress.
+    admission.progressed("flood3", Stage.LOGGING_IN, 4.5)
+    assert admission.admit("flood4", "10.0.0.1", 5.0) == [Closing(checking, Reason.ADDRESS)]
+
+
+def test_a_handshake_flood_that_idles_never_evicts_a_real_login() -> None:
+    """Finding 2 with a smarter flood: 50 connections a second from the users' own
+    address that finish the Noise handshake at once, then send nothing."""
+    admission: Admission[str] = Admission(ServerSettings())
+    closed: set[str] = set()
+    timeline: list[tuple[float, str, str]] = []
+    for i in range(500):
+        timeline += [(i / 50, "flood", f"flood{i}"), (i / 50 + 0.002, "handshaken", f"flood{i}")]
+    for j in range(20):
+        start = 1.0 + j * 0.4 + 0.007  # a 30 ms round trip spans the next flood connection
+        timeline += [
+            (start, "connect", f"real{j}"),
+            (start + 0.001, "greeted", f"real{j}"),
+            (start + 0.031, "logging_in", f"real{j}"),
+            (start + 0.2, "done", f"real{j}"),
+        ]
+    for now, what, key in sorted(timeline):
+        closed.update(c.key for c in admission.handle_timer(now))
+        if what in ("flood", "connect"):
+            closed.update(c.key for c in admission.admit(key, "198.51.100.7", now))
+        elif what == "greeted":
+            admission.progressed(key, Stage.GREETED, now)
+        elif what == "handshaken":
+            admission.progressed(key, Stage.HANDSHAKEN, now)
+        elif what == "logging_in":
+            admission.progressed(key, Stage.LOGGING_IN, now)
+        else:
+            admission.done(key)
+    assert not {key for key in closed if key.startswith("real")}
+    assert len(closed) >= 450
 
 
 def test_a_full_network_evicts_within_it() -> None:
@@ -97,7 +136,7 @@ def test_deadlines_first_message_then_login() -> None:
     admission.admit("silent", "10.0.0.1", 0.0)
     admission.admit("greeted", "10.0.0.2", 0.5)
     admission.admit("done", "10.0.0.3", 0.5)
-    admission.progressed("greeted", Stage.GREETED)
+    admission.progressed("greeted", Stage.GREETED, 0.5)
     admission.done("done")  # logged in: no deadline any more
     assert admission.get_timer() == 2.0
     assert admission.handle_timer(1.999) == []
@@ -173,9 +212,9 @@ def test_a_flood_from_the_users_address_never_evicts_a_real_login() -> None:
         if what in ("flood", "connect"):
             closed.update(c.key for c in admission.admit(key, "198.51.100.7", now))
         elif what == "greeted":
-            admission.progressed(key, Stage.GREETED)
+            admission.progressed(key, Stage.GREETED, now)
         elif what == "logging_in":
-            admission.progressed(key, Stage.LOGGING_IN)
+            admission.progressed(key, Stage.LOGGING_IN, now)
         else:
             admission.done(key)
     assert not {key for key in closed if key.startswith("real")}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from bangor.errors import (
     BusyError,
     CloseCode,
     ConnectError,
+    DroppedError,
     RefusedError,
     ThrottledError,
 )
@@ -86,19 +88,19 @@ async def test_sessions_per_user_capped_before_the_hash(
         await client.leave()
 
 
-async def test_second_login_for_a_name_in_flight_is_throttled_at_once(
+async def test_second_login_for_a_name_in_flight_is_busy_at_once(
     make: MakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = await make()
     with VerifySpy(monkeypatch, held=True) as verify:
         first = asyncio.create_task(login(server, "alice", "a guess"))
         await until(lambda: verify.calls == 1)
-        with pytest.raises(ThrottledError) as throttled:
+        with pytest.raises(BusyError) as busy:  # nothing counted: the client tries again
             await login(server, "alice")
-        assert str(throttled.value).startswith(
+        assert str(busy.value).startswith(
             "another login for this name is being checked; try again in "
         )
-        assert throttled.value.retry_after >= 0.5
+        assert busy.value.retry_after >= 0.5
         assert verify.calls == 1
         bob = asyncio.create_task(login(server, "bob"))  # other names go on
         await until(lambda: verify.calls == 2)
@@ -242,3 +244,68 @@ async def test_throttled_carries_its_hint_and_is_not_retried(make: MakeServer) -
     # The client reports a lock at once (exit 3 in the CLI) and does not wait it out.
     with pytest.raises(ThrottledError, match=r"^too many failed logins; try again in 5 s$"):
         await asyncio.wait_for(connect_and_login(host, port, Login("alice", PASSWORD)), 1)
+
+
+class SheddingFront:
+    """A TCP front that closes its first ``shed`` connections as admission does under a
+    flood (reset, no message), then relays the rest to the real server."""
+
+    def __init__(self, target: tuple[str, int], shed: int) -> None:
+        self.target = target
+        self.shed = shed
+        self.accepted = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> tuple[str, int]:
+        self.server = await asyncio.start_server(self.on_connect, "127.0.0.1", 0)
+        return "127.0.0.1", self.server.sockets[0].getsockname()[1]
+
+    async def on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        if self.accepted <= self.shed:
+            await reader.read(34)  # Noise message 1 arrives, then the server makes room
+            writer.transport.abort()
+            return
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                dst.write(data)
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+async def test_client_tries_again_when_the_server_sheds_its_connection(make: MakeServer) -> None:
+    server = await make()
+    front = SheddingFront(server.address, shed=2)
+    address = await front.start()
+    try:
+        client, welcome = await asyncio.wait_for(
+            connect_and_login(*address, Login("alice", PASSWORD)), 10
+        )
+        assert welcome.user == "alice" and front.accepted == 3
+        await client.leave()
+        front.accepted, front.shed = 0, 100
+        settings = ClientSettings(login_retry_budget=0.5)
+        with pytest.raises(DroppedError, match="server closed the connection during the handshake"):
+            await connect_and_login(*address, Login("alice", PASSWORD), settings)
+        assert 2 <= front.accepted <= 4  # 0.25 s, then about 0.5 s: the budget is spent
+    finally:
+        await front.close()
+
+
+async def test_client_does_not_retry_a_server_it_cannot_reach() -> None:
+    with socket.socket() as placeholder:  # a port nobody listens on
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(ConnectError, match="cannot reach server") as failed:
+        await connect_and_login("127.0.0.1", port, Login("alice", PASSWORD))
+    assert not isinstance(failed.value, DroppedError)
+    assert loop.time() - started < 1.0

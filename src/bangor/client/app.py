@@ -28,6 +28,7 @@ from bangor.errors import (
     BusyError,
     ConnectError,
     DeviceError,
+    DroppedError,
     PacketError,
     PasswordRequiredError,
     RefusedError,
@@ -56,6 +57,9 @@ Emit = Callable[[ev.Event], None]
 
 MAX_VOLUME_PERCENT = 400
 MIN_LOGIN_RETRY = 0.25  # seconds: even a server that says "now" is not asked again at once
+# A connection the server closed before welcome: try again after this, doubling up to the max.
+DROPPED_RETRY = 0.25
+MAX_DROPPED_RETRY = 2.0
 COMMAND_HELP = (
     "commands: /mute, /unmute, /deafen, /undeafen, /talk [on|off] (push-to-talk), "
     "/volume NAME PERCENT (0..400), /audio (show state), /help; "
@@ -86,26 +90,32 @@ async def connect_and_login(
     Without a password we first offer none: a server in open mode lets us in, one with
     accounts answers PASSWORD_REQUIRED (without counting a failure) and we ask for it.
     A server busy checking other logins answers BUSY with when to try again: we do, after
-    that hint plus jitter, for up to ``login_retry_budget`` seconds in all, then give up
-    with :class:`ConnectError`. THROTTLED (a locked name) is reported at once, as before.
+    that hint plus jitter; a server that closes the connection before ``welcome`` (it sheds
+    connections under a flood) we try again after a short, growing pause. Both for up to
+    ``login_retry_budget`` seconds in all, then we give up with :class:`ConnectError`.
+    THROTTLED (a locked name) is reported at once, as before.
     """
     settings = settings or ClientSettings()
     loop = asyncio.get_running_loop()
     give_up = loop.time() + settings.login_retry_budget
     password = login.password
+    dropped = 0
     while True:
-        client = await ControlClient.connect(host, port, settings)
+        client: ControlClient | None = None
         try:
+            client = await ControlClient.connect(host, port, settings)
             check(client)
             client.start()
             welcome = await client.login(login.user, password or "", login.nick)
         except PasswordRequiredError:
+            assert client is not None
             await client.leave()
             if password is not None or login.ask_password is None:
                 raise
             password = await asyncio.to_thread(login.ask_password)
             continue
         except BusyError as exc:
+            assert client is not None
             await client.leave()
             wait = retry_wait(exc.retry_after)
             if loop.time() + wait <= give_up:
@@ -115,8 +125,18 @@ async def connect_and_login(
                 f"server {host}:{port} is too busy to check our login; gave up after "
                 f"{settings.login_retry_budget:g} s (last answer: {exc})"
             ) from None
+        except DroppedError:
+            if client is not None:
+                await client.leave()
+            wait = retry_wait(min(DROPPED_RETRY * 2**dropped, MAX_DROPPED_RETRY))
+            dropped += 1
+            if loop.time() + wait <= give_up:
+                await asyncio.sleep(wait)
+                continue
+            raise
         except BaseException:
-            await client.leave()
+            if client is not None:
+                await client.leave()
             raise
         return client, welcome
 

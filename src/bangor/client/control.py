@@ -21,6 +21,7 @@ from bangor.errors import (
     BusyError,
     CloseCode,
     ConnectError,
+    DroppedError,
     KeyPinError,
     PasswordRequiredError,
     ProtocolError,
@@ -113,9 +114,12 @@ class ControlClient:
         except TimeoutError:
             writer.close()
             raise ConnectError(f"server {host}:{port} did not complete the handshake") from None
-        except (ProtocolError, ConnectionError, OSError) as exc:
+        except ProtocolError as exc:
             writer.close()
             raise ConnectError(f"handshake with {host}:{port} failed: {exc}") from None
+        except (ConnectionError, OSError) as exc:
+            writer.close()
+            raise DroppedError(f"handshake with {host}:{port} failed: {exc}") from None
         return client
 
     async def _handshake(self) -> None:
@@ -124,7 +128,7 @@ class ControlClient:
         while True:
             data = await self.reader.read(READ_SIZE)
             if not data:
-                raise ConnectError("server closed the connection during the handshake")
+                raise DroppedError("server closed the connection during the handshake")
             events = self.noise.receive_data(data)
             self.writer.write(self.noise.data_to_send())
             for event in events:
@@ -221,7 +225,7 @@ class ControlClient:
             while True:
                 data = await self.reader.read(READ_SIZE)
                 if not data:
-                    self._fail(ConnectError("server closed the connection"))
+                    self._fail(self._lost("server closed the connection"))
                     return
                 self._last_heard = loop.time()
                 for event in self.noise.receive_data(data):
@@ -230,7 +234,11 @@ class ControlClient:
         except ProtocolError as exc:
             self._fail(ConnectError(f"server sent garbage: {exc}"))
         except (ConnectionError, OSError) as exc:
-            self._fail(ConnectError(f"lost the connection to the server: {exc}"))
+            self._fail(self._lost(f"lost the connection to the server: {exc}"))
+
+    def _lost(self, message: str) -> ConnectError:
+        # Before welcome the server may have shed us under load: worth another try.
+        return ConnectError(message) if self.logged_in else DroppedError(message)
 
     def _dispatch(self, message: msg.ServerMessage, now: float) -> None:
         if isinstance(message, msg.Pong):

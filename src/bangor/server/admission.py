@@ -1,10 +1,12 @@
 """Admission of control connections before login (sans-I/O).
 
 Like OpenSSH's MaxStartups, PerSourceMaxStartups and LoginGraceTime, with one change:
-when a cap is full the newcomer is admitted and the connection that has got least far
-(then the oldest) in that scope is closed. A real client sends its first Noise message
-the moment it connects and answers at once; a flood sends nothing or drips, so the flood
-is what goes, not the real users who share its address.
+when a cap is full the newcomer is admitted and the connection in that scope that has
+gone longest without progress (a whole Noise message, then its hello) is closed; one
+whose password is being checked goes last. A real client sends its first Noise message
+the moment it connects and each next one a round trip later; a flood sends nothing,
+drips, or stops after the handshake, so the flood is what goes, not the real users who
+share its address.
 
 Times are the caller's ``now`` (seconds, any monotonic clock). The caller closes what
 :meth:`Admission.admit` and :meth:`Admission.handle_timer` return, tells
@@ -29,7 +31,7 @@ MAX_REPORTED_SOURCES = 1024
 
 
 class Stage(IntEnum):
-    """How far a connection got; lower stages are evicted first."""
+    """How far a connection got (a login being checked is evicted last)."""
 
     CONNECTED = 0  # accepted, no whole Noise message yet
     GREETED = 1  # Noise message 1 read (and message 2 sent)
@@ -100,6 +102,7 @@ class _Entry:
     address: str
     network: str
     created: float
+    progressed: float  # when it last got a stage further (created, at first)
     stage: Stage = Stage.CONNECTED
 
 
@@ -147,16 +150,17 @@ class Admission(Generic[K]):
             closing.append(self._evict(Reason.NETWORK, now, network=network))
         while len(self._entries) >= s.max_unauthenticated:
             closing.append(self._evict(Reason.TOTAL, now))
-        self._entries[key] = _Entry(address, network, now)
+        self._entries[key] = _Entry(address, network, now, now)
         self._per_address[address] += 1
         self._per_network[network] += 1
         return closing
 
-    def progressed(self, key: K, stage: Stage) -> None:
-        """``key`` got as far as ``stage`` (never moves back)."""
+    def progressed(self, key: K, stage: Stage, now: float) -> None:
+        """``key`` got as far as ``stage`` at ``now`` (never moves back)."""
         entry = self._entries.get(key)
         if entry is not None and stage > entry.stage:
             entry.stage = stage
+            entry.progressed = now
 
     def failed(self, key: K, now: float) -> None:
         """``key`` broke the protocol before login: counted for the report, then done."""
@@ -227,10 +231,18 @@ class Admission(Generic[K]):
         self, reason: Reason, now: float, *, address: str | None = None, network: str | None = None
     ) -> Closing[K]:
         """From the scope (``address``/``network`` None: any), the connection from the
-        busiest network, then the one that got least far, then the oldest: one network
-        cannot push out the others, nor a flood from one address its real users."""
+        busiest network, then one not logging in, then the one longest without progress:
+        one network cannot push out the others, nor a flood from one address (idle,
+        dripping, or stopping after the handshake) its real users, which progress every
+        round trip. Progress, not stage: a flood can finish the handshake, then idle."""
         candidates = [
-            (-self._per_network[entry.network], entry.stage, entry.created, n, key)
+            (
+                -self._per_network[entry.network],
+                entry.stage is Stage.LOGGING_IN,
+                entry.progressed,
+                n,
+                key,
+            )
             for n, (key, entry) in enumerate(self._entries.items())
             if (address is None or entry.address == address)
             and (network is None or entry.network == network)

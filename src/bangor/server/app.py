@@ -167,6 +167,7 @@ class Connection:
 
     async def run(self) -> None:
         admission = self.server.admission
+        loop = asyncio.get_running_loop()
         try:
             while not self.closing:
                 if self.session_id == 0:
@@ -185,12 +186,14 @@ class Connection:
                 events = self.noise.receive_data(data)
                 if self.session_id == 0 and self.noise.handshake_messages_read:
                     admission.progressed(
-                        self, Stage.HANDSHAKEN if self.noise.handshake_complete else Stage.GREETED
+                        self,
+                        Stage.HANDSHAKEN if self.noise.handshake_complete else Stage.GREETED,
+                        loop.time(),
                     )
                 for event in events:
                     if isinstance(event, MessageReceived):
                         if self.session_id == 0:
-                            admission.progressed(self, Stage.LOGGING_IN)
+                            admission.progressed(self, Stage.LOGGING_IN, loop.time())
                         await self.handle(msg.decode_client_message(event.payload))
                         if self.session_id != 0:
                             admission.done(self)  # logged in: no longer counts
@@ -318,8 +321,10 @@ class Connection:
         server = self.server
         self.check_capacity(hello.user)
         if hello.user in server.logins_in_flight:
+            # BUSY, not THROTTLED: nothing was counted, and clients try BUSY again on their own
+            # (two devices of one user may well log in at the same moment).
             retry = server.store.hashes.admission.retry_after()
-            raise ThrottledError(
+            raise BusyError(
                 f"another login for this name is being checked; try again in {retry:.1f} s",
                 retry,
             )
