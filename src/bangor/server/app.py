@@ -110,7 +110,8 @@ class Connection:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     noise: NoiseSession
-    peer: str
+    peer: str  # address:port, for the log
+    source: str  # the address alone: the unit of per-source limits
     session_id: int = 0
     user_id: int | None = None
     user: str = ""
@@ -295,11 +296,6 @@ class Connection:
             raise SessionClosed from None
         log.info("session %08x: %s logged in from %s", self.session_id, self.user, self.peer)
         self.send(msg.Welcome(self.session_id, self.user, __version__, self.media_secret))
-
-    @property
-    def source(self) -> str:
-        """The client's address without the port: the unit of per-source limits."""
-        return self.peer.rpartition(":")[0] or self.peer
 
     def check_capacity(self, user: str) -> None:
         """Refuse (LimitError) a login the server has no room for; costs no hash."""
@@ -549,6 +545,7 @@ class Server:
             writer,
             NoiseSession(initiator=False, static_private=self.static_key),
             peer,
+            address,
         )
         now = asyncio.get_running_loop().time()
         for closing in self.admission.admit(conn, address, now):

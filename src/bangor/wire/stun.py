@@ -24,6 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from bangor.errors import PacketError
+from bangor.wire.ratelimit import TokenBucket
 
 MAGIC_COOKIE = 0x2112A442
 HEADER_SIZE = 20
@@ -157,12 +158,10 @@ class BindingResponder:
     """Answers Binding requests: never more bytes to a source than it sent, at a bounded rate."""
 
     def __init__(self, rate: float, burst: int, max_sources: int) -> None:
-        self.rate = rate
-        self.burst = burst
         self.max_sources = max_sources
         self.stats = ResponderStats()
-        self._tokens = float(burst)
-        self._last = 0.0
+        # Full at first; times are the caller's clock, so the start is its zero.
+        self._bucket = TokenBucket(rate, burst, 0.0)
         # Source address -> bytes received from it and not yet answered (oldest first).
         self._credit: OrderedDict[Address, int] = OrderedDict()
 
@@ -182,13 +181,10 @@ class BindingResponder:
             self._remember(addr, credit)
             self.stats.no_credit += 1
             return None
-        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        if self._tokens < 1:
+        if not self._bucket.take(now):
             self._remember(addr, credit)
             self.stats.rate_limited += 1
             return None
-        self._tokens -= 1
         if credit > len(answer):
             self._remember(addr, credit - len(answer))
         self.stats.answered += 1
