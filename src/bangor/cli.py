@@ -1,7 +1,8 @@
 """The `bangor` command: argument parsing and exit codes only; the work is elsewhere.
 
 Exit codes (the command-line contract of DESIGN.md): 0 ok, 1 other error, 2 usage,
-3 authentication failed, 4 invite or room invalid, 5 server unreachable.
+3 authentication failed, 4 invite or room invalid, 5 server unreachable; each error
+class carries its own (``BangorError.exit_code``, ``bangor.errors.ExitCode``).
 """
 
 from __future__ import annotations
@@ -20,16 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bangor import __version__
-from bangor.errors import (
-    AuthError,
-    BadNameError,
-    BangorError,
-    CloseCode,
-    ConnectError,
-    InviteError,
-    KeyPinError,
-    RefusedError,
-)
+from bangor.errors import BangorError, ExitCode, UsageError
 from bangor.settings import (
     DEFAULT_PORT,
     FRAME_MS_CHOICES,
@@ -45,25 +37,7 @@ from bangor.wire.voice import MAX_REDUNDANT
 if TYPE_CHECKING:
     from bangor.client.app import Login
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_AUTH, EXIT_INVITE, EXIT_UNREACHABLE = 0, 1, 2, 3, 4, 5
 T = TypeVar("T")
-
-
-def exit_code_for(exc: BangorError) -> int:
-    if isinstance(exc, BadNameError):
-        return EXIT_USAGE
-    if isinstance(exc, AuthError):
-        return EXIT_AUTH
-    if isinstance(exc, InviteError | KeyPinError):
-        return EXIT_INVITE
-    if isinstance(exc, RefusedError) and exc.code in (
-        CloseCode.ROOM_NOT_FOUND,
-        CloseCode.ROOM_FULL,
-    ):
-        return EXIT_INVITE
-    if isinstance(exc, ConnectError):
-        return EXIT_UNREACHABLE
-    return EXIT_ERROR
 
 
 def _run(coro_fn: Callable[[], Coroutine[Any, Any, T]], *, stop_on_signal: bool = False) -> T:
@@ -152,7 +126,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     with contextlib.suppress(asyncio.CancelledError):
         _run(lambda: serve(args.host, args.port, data_dir, url, settings))
     print("bangor.server: stopped", file=sys.stderr)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_user(args: argparse.Namespace) -> int:
@@ -215,7 +189,7 @@ def cmd_room(args: argparse.Namespace) -> int:
         )
     )
     print(code)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def wants_tui(args: argparse.Namespace, terminal: bool) -> bool:
@@ -255,7 +229,7 @@ def run_tui(args: argparse.Namespace | None, profile: str) -> int:
         )
     app = BangorApp(launch)
     app.run()
-    return app.return_code or EXIT_OK
+    return app.return_code or ExitCode.OK
 
 
 def _emitter(args: argparse.Namespace) -> Callable[[Any], None]:
@@ -335,13 +309,13 @@ def _run_call(
             await call(output)
         except BangorError as exc:
             if args.json:
-                output(ev.ErrorEvent(exit_code_for(exc), str(exc)))
+                output(ev.ErrorEvent(int(exc.exit_code), str(exc)))
             raise
 
     # Ctrl-C / SIGTERM cancel the call; join_call has left the room cleanly by then.
     with contextlib.suppress(asyncio.CancelledError):
         _run(main)
-    return EXIT_ERROR if output.gone else EXIT_OK
+    return ExitCode.ERROR if output.gone else ExitCode.OK
 
 
 def _join(
@@ -402,7 +376,7 @@ def cmd_identity(args: argparse.Namespace) -> int:
         print(json.dumps(info))
     else:
         print(fp)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
@@ -427,11 +401,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
             f"{d.index:>3}  in {d.max_input_channels:>3}  out {d.max_output_channels:>3}  "
             f"{d.name} ({d.hostapi}){mark}"
         )
-    return EXIT_OK
-
-
-class UsageError(BangorError):
-    pass
+    return ExitCode.OK
 
 
 def _int_in(low: int, high: int, unit: str) -> Callable[[str], int]:
@@ -646,21 +616,21 @@ def main(argv: list[str] | None = None) -> int:
             args.func = lambda _args: run_tui(None, args.top_profile)
         else:
             parser.print_help()
-            return EXIT_USAGE
+            return ExitCode.USAGE
     try:
         code: int = args.func(args)
         return code
     except UsageError as exc:
         print(f"bangor: {escape(str(exc))}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except BangorError as exc:  # its message may quote the server or a member
         print(f"error: {escape(str(exc))}", file=sys.stderr)
-        return exit_code_for(exc)
+        return exc.exit_code
     except (KeyboardInterrupt, asyncio.CancelledError):
-        return 130
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:  # e.g. `bangor room create ... | true`
         _discard_output()
-        return EXIT_ERROR
+        return ExitCode.ERROR
 
 
 if __name__ == "__main__":
