@@ -37,6 +37,9 @@ from bangor.wire.voice import MAX_REDUNDANT
 if TYPE_CHECKING:
     from bangor.client.app import Login
 
+    # Not subscriptable at run time; annotations only.
+    Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
+
 T = TypeVar("T")
 
 
@@ -435,28 +438,149 @@ def _choice_of(choices: tuple[int, ...], unit: str) -> Callable[[str], int]:
     return parse
 
 
+PROFILE_HELP = "terminal UI: the saved profile to use (default: default)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bangor", description="Secure, low-latency voice and text chat."
     )
     parser.add_argument("--version", action="version", version=f"bangor {__version__}")
-    profile_help = "terminal UI: the saved profile to use (default: default)"
     parser.add_argument(
-        "--profile", dest="top_profile", default="default", metavar="NAME", help=profile_help
+        "--profile", dest="top_profile", default="default", metavar="NAME", help=PROFILE_HELP
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # The help lists the subcommands in this order.
+    for add in (
+        _add_serve,
+        _add_user,
+        _add_room,
+        _add_join,
+        _add_host,
+        _add_identity,
+        _add_devices,
+    ):
+        add(sub)
+    return parser
 
-    def store_options(p: argparse.ArgumentParser) -> None:
-        group = p.add_mutually_exclusive_group()
-        group.add_argument(
-            "--data-dir",
-            metavar="DIR",
-            help="server data directory (default: ~/.local/share/bangor-server)",
-        )
-        group.add_argument(
-            "--db", metavar="URL", help="database URL, e.g. postgresql://user@host/dbname"
-        )
 
+# --- the shared option groups ----------------------------------------------------------
+
+
+def _store_options(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="server data directory (default: ~/.local/share/bangor-server)",
+    )
+    group.add_argument(
+        "--db", metavar="URL", help="database URL, e.g. postgresql://user@host/dbname"
+    )
+
+
+def _join_options(p: argparse.ArgumentParser) -> None:
+    """Everything `join` and `host` share, in the order the help lists it."""
+    _who_options(p)
+    _device_options(p)
+    _voice_options(p)
+    _call_options(p)
+
+
+def _who_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--user", metavar="NAME")
+    p.add_argument("--name", metavar="NICK", help="name shown to the others")
+
+
+def _device_options(p: argparse.ArgumentParser) -> None:
+    # No argparse default: the terminal UI falls back on the saved profile's devices.
+    p.add_argument(
+        "--input",
+        metavar="SRC",
+        help="default | DEVICE | tone[:HZ] | silence | FILE.wav (default: default)",
+    )
+    p.add_argument(
+        "--output", metavar="SINK", help="default | DEVICE | null | FILE.wav (default: default)"
+    )
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="leave after this long")
+
+
+def _voice_options(p: argparse.ArgumentParser) -> None:
+    """What we send: when, at what bitrate and effort, with what protection."""
+    p.add_argument(
+        "--vad",
+        choices=["on", "off"],
+        default="on",
+        help="voice activity detection: send voice only while speaking (default on)",
+    )
+    p.add_argument(
+        "--bitrate",
+        type=_int_in(MIN_BITRATE, MAX_BITRATE, "bit/s"),
+        default=ClientSettings.bitrate,
+        metavar="BPS",
+        help=f"Opus bitrate in bit/s (default {ClientSettings.bitrate}; the room may cap it)",
+    )
+    p.add_argument(
+        "--complexity",
+        type=_int_in(0, 10, ""),
+        default=ClientSettings.complexity,
+        metavar="0-10",
+        help="Opus encoder effort: lower saves CPU on small machines (default "
+        f"{ClientSettings.complexity})",
+    )
+    p.add_argument(
+        "--fec",
+        choices=["on", "off"],
+        default="on",
+        help="Opus in-band FEC while redundancy is off (default on)",
+    )
+    p.add_argument(
+        "--redundancy",
+        type=_int_in(0, MAX_REDUNDANT, "frames"),
+        default=ClientSettings.max_redundancy,
+        metavar="N",
+        help="repeat up to N earlier frames in each packet while listeners report loss "
+        f"(0 turns it off; default {ClientSettings.max_redundancy})",
+    )
+    p.add_argument(
+        "--frame-ms",
+        type=_choice_of(FRAME_MS_CHOICES, "ms"),
+        default=ClientSettings.frame_ms,
+        metavar="MS",
+        help="Opus frame duration we send: 10 (least delay), 20 or 40 (least CPU and "
+        f"packets; default {ClientSettings.frame_ms}); others may choose differently",
+    )
+
+
+def _call_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--record",
+        metavar="FILE.opus",
+        help="record the call (what you hear and what you say) as an Ogg Opus file",
+    )
+    p.add_argument(
+        "--ptt",
+        action="store_true",
+        help="push-to-talk: send voice only after /talk on (a line on stdin) until /talk off",
+    )
+    p.add_argument(
+        "--relay-only",
+        action="store_true",
+        help="never talk to members directly: they do not learn your addresses, and all "
+        "voice goes through the server",
+    )
+    p.add_argument(
+        "--headless",
+        action="store_true",
+        help="no terminal UI (the default when stdout is not a terminal)",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
+
+
+# --- one function per subcommand -------------------------------------------------------
+
+
+def _add_serve(sub: Subcommands) -> None:
     serve = sub.add_parser("serve", help="run a server")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on")
     serve.add_argument(
@@ -469,12 +593,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=cmd_serve)
 
+
+def _add_user(sub: Subcommands) -> None:
     user = sub.add_parser("user", help="manage accounts")
     user.add_argument("action", choices=["add", "remove", "passwd", "list"])
     user.add_argument("name", nargs="?")
-    store_options(user)
+    _store_options(user)
     user.set_defaults(func=cmd_user)
 
+
+def _add_room(sub: Subcommands) -> None:
     room = sub.add_parser("room", help="manage rooms")
     room.add_argument("action", choices=["create"])
     room.add_argument("name")
@@ -488,91 +616,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     room.set_defaults(func=cmd_room)
 
-    def join_options(join: argparse.ArgumentParser) -> None:
-        join.add_argument("--user", metavar="NAME")
-        join.add_argument("--name", metavar="NICK", help="name shown to the others")
-        # No argparse default: the terminal UI falls back on the saved profile's devices.
-        join.add_argument(
-            "--input",
-            metavar="SRC",
-            help="default | DEVICE | tone[:HZ] | silence | FILE.wav (default: default)",
-        )
-        join.add_argument(
-            "--output", metavar="SINK", help="default | DEVICE | null | FILE.wav (default: default)"
-        )
-        join.add_argument("--duration", type=float, metavar="SECONDS", help="leave after this long")
-        join.add_argument(
-            "--vad",
-            choices=["on", "off"],
-            default="on",
-            help="voice activity detection: send voice only while speaking (default on)",
-        )
-        join.add_argument(
-            "--bitrate",
-            type=_int_in(MIN_BITRATE, MAX_BITRATE, "bit/s"),
-            default=ClientSettings.bitrate,
-            metavar="BPS",
-            help=f"Opus bitrate in bit/s (default {ClientSettings.bitrate}; the room may cap it)",
-        )
-        join.add_argument(
-            "--complexity",
-            type=_int_in(0, 10, ""),
-            default=ClientSettings.complexity,
-            metavar="0-10",
-            help="Opus encoder effort: lower saves CPU on small machines (default "
-            f"{ClientSettings.complexity})",
-        )
-        join.add_argument(
-            "--fec",
-            choices=["on", "off"],
-            default="on",
-            help="Opus in-band FEC while redundancy is off (default on)",
-        )
-        join.add_argument(
-            "--redundancy",
-            type=_int_in(0, MAX_REDUNDANT, "frames"),
-            default=ClientSettings.max_redundancy,
-            metavar="N",
-            help="repeat up to N earlier frames in each packet while listeners report loss "
-            f"(0 turns it off; default {ClientSettings.max_redundancy})",
-        )
-        join.add_argument(
-            "--frame-ms",
-            type=_choice_of(FRAME_MS_CHOICES, "ms"),
-            default=ClientSettings.frame_ms,
-            metavar="MS",
-            help="Opus frame duration we send: 10 (least delay), 20 or 40 (least CPU and "
-            f"packets; default {ClientSettings.frame_ms}); others may choose differently",
-        )
-        join.add_argument(
-            "--record",
-            metavar="FILE.opus",
-            help="record the call (what you hear and what you say) as an Ogg Opus file",
-        )
-        join.add_argument(
-            "--ptt",
-            action="store_true",
-            help="push-to-talk: send voice only after /talk on (a line on stdin) until /talk off",
-        )
-        join.add_argument(
-            "--relay-only",
-            action="store_true",
-            help="never talk to members directly: they do not learn your addresses, and all "
-            "voice goes through the server",
-        )
-        join.add_argument(
-            "--headless",
-            action="store_true",
-            help="no terminal UI (the default when stdout is not a terminal)",
-        )
-        join.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
 
+def _add_join(sub: Subcommands) -> None:
     join = sub.add_parser("join", help="join a room by invite code")
     join.add_argument("invite")
-    join_options(join)
-    join.add_argument("--profile", metavar="NAME", help=profile_help)
+    _join_options(join)
+    join.add_argument("--profile", metavar="NAME", help=PROFILE_HELP)
     join.set_defaults(func=cmd_join)
 
+
+def _add_host(sub: Subcommands) -> None:
     host = sub.add_parser(
         "host",
         help="host a room on this machine (embedded open server) and join it",
@@ -590,13 +643,17 @@ def build_parser() -> argparse.ArgumentParser:
         "you forward the port on your router)",
     )
     host.add_argument("--room", default="bangor", metavar="NAME", help="room name")
-    join_options(host)
+    _join_options(host)
     host.set_defaults(func=cmd_host)
 
+
+def _add_identity(sub: Subcommands) -> None:
     identity = sub.add_parser("identity", help="show this device's identity fingerprint")
     identity.add_argument("--json", action="store_true", help="fingerprint, public key and path")
     identity.set_defaults(func=cmd_identity)
 
+
+def _add_devices(sub: Subcommands) -> None:
     devices = sub.add_parser(
         "devices",
         help="list audio devices",
@@ -605,7 +662,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     devices.add_argument("--json", action="store_true", help="one JSON object per device")
     devices.set_defaults(func=cmd_devices)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
