@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from bangor.audio.jitter import (
     IDLE_MS,
     REPLAY_HORIZON_S,
-    SEQ_MODULUS,
     Frame,
     JitterBuffer,
     JitterStats,
@@ -25,6 +24,7 @@ from bangor.audio.jitter import (
     seq_diff,
 )
 from bangor.settings import FRAME_MS
+from bangor.wire.voice import SEQ_MODULO
 
 Jitter = Callable[[float], float]
 FRAME_S = FRAME_MS / 1000
@@ -166,19 +166,19 @@ def test_late_arrival_dropped() -> None:
 
 def test_wrap_around() -> None:
     jb = JitterBuffer(target_frames=3)
-    seqs = [(SEQ_MODULUS - 3 + i) % SEQ_MODULUS for i in range(8)]
+    seqs = [(SEQ_MODULO - 3 + i) % SEQ_MODULO for i in range(8)]
     order = [seqs[1], seqs[0], seqs[2], seqs[4], seqs[3], seqs[5], seqs[7], seqs[6]]
     for seq in order:
         jb.push(seq, payload(seq))
     assert played(drain(jb, 8)) == seqs
     assert seqs[3] == 0
-    jb.push(SEQ_MODULUS - 1, payload(0))
+    jb.push(SEQ_MODULO - 1, payload(0))
     assert jb.stats().late == 1
 
 
 def test_seq_diff_is_serial() -> None:
-    assert seq_diff(0, SEQ_MODULUS - 1) == 1
-    assert seq_diff(SEQ_MODULUS - 1, 0) == -1
+    assert seq_diff(0, SEQ_MODULO - 1) == 1
+    assert seq_diff(SEQ_MODULO - 1, 0) == -1
     assert seq_diff(5, 5) == 0
     assert seq_diff(2**31 - 1, 0) == 2**31 - 1
 
@@ -250,17 +250,17 @@ def test_bad_sizes_rejected(target: int, maximum: int) -> None:
 
 def test_bad_seq_rejected() -> None:
     with pytest.raises(ValueError):
-        JitterBuffer().push(SEQ_MODULUS, b"")
+        JitterBuffer().push(SEQ_MODULO, b"")
 
 
 @settings(max_examples=300, deadline=None)
 @given(
-    start=st.sampled_from([0, 1000, SEQ_MODULUS - 20]),
+    start=st.sampled_from([0, 1000, SEQ_MODULO - 20]),
     count=st.integers(1, 60),
     data=st.data(),
 )
 def test_no_frame_plays_twice(start: int, count: int, data: st.DataObject) -> None:
-    seqs = [(start + i) % SEQ_MODULUS for i in range(count)]
+    seqs = [(start + i) % SEQ_MODULO for i in range(count)]
     kept = data.draw(st.lists(st.sampled_from(seqs), max_size=count * 2), label="arrivals")
     arrivals = data.draw(st.permutations(kept), label="order")
     ticks_between = data.draw(
@@ -322,7 +322,7 @@ def sender(
         if lose(i):
             continue
         sent = i * frame_s / (1 + drift)
-        timed.append((sent + LATENCY + jitter(sent), (first + i) % SEQ_MODULUS))
+        timed.append((sent + LATENCY + jitter(sent), (first + i) % SEQ_MODULO))
     return sorted(timed)
 
 
@@ -546,14 +546,14 @@ def test_fixed_buffer_reports_its_target() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(
-    start=st.sampled_from([0, 1000, SEQ_MODULUS - 20]),
+    start=st.sampled_from([0, 1000, SEQ_MODULO - 20]),
     count=st.integers(1, 60),
     data=st.data(),
 )
 def test_no_frame_plays_twice_with_arrival_times(
     start: int, count: int, data: st.DataObject
 ) -> None:
-    seqs = [(start + i) % SEQ_MODULUS for i in range(count)]
+    seqs = [(start + i) % SEQ_MODULO for i in range(count)]
     kept = data.draw(st.lists(st.sampled_from(seqs), max_size=count * 2), label="arrivals")
     arrivals = data.draw(st.permutations(kept), label="order")
     gaps = data.draw(
