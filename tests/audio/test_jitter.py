@@ -242,15 +242,28 @@ def test_short_spurt_plays_without_waiting_for_target() -> None:
     assert drain(jb, 3) == [None, None, Frame(0, payload(0))]
 
 
-@pytest.mark.parametrize(("target", "maximum"), [(0, 5), (5, 4)])
-def test_bad_sizes_rejected(target: int, maximum: int) -> None:
-    with pytest.raises(ValueError):
-        JitterBuffer(target, maximum)
+@pytest.mark.parametrize(
+    ("target", "maximum", "minimum", "frame_ms", "error"),
+    [
+        (0, 5, 1, FRAME_MS, "target_frames must be >= 1"),
+        (5, 4, 1, FRAME_MS, "max_frames"),
+        (3, 5, 0, FRAME_MS, "min_frames must be >= 1"),
+        (3, 5, 1, 0, "frame_ms must be > 0"),
+    ],
+)
+def test_bad_sizes_rejected(
+    target: int, maximum: int, minimum: int, frame_ms: float, error: str
+) -> None:
+    with pytest.raises(ValueError, match=error):
+        JitterBuffer(target, maximum, minimum, frame_ms=frame_ms)
 
 
-def test_bad_seq_rejected() -> None:
-    with pytest.raises(ValueError):
-        JitterBuffer().push(SEQ_MODULO, b"")
+@pytest.mark.parametrize("seq", [SEQ_MODULO, -1])
+def test_bad_seq_rejected(seq: int) -> None:
+    with pytest.raises(ValueError, match="out of uint32 range"):
+        JitterBuffer().push(seq, b"")
+    with pytest.raises(ValueError, match="out of uint32 range"):
+        JitterBuffer().push_redundant(seq, b"")
 
 
 @settings(max_examples=300, deadline=None)
@@ -621,6 +634,22 @@ def test_a_copy_that_comes_after_its_tick_is_ignored() -> None:
     assert check_accounting(jb).recovered == 0
 
 
+def test_a_copy_before_any_frame_is_ignored() -> None:
+    """Nothing to fill yet: a copy cannot start a stream (its packet's frame does)."""
+    jb = JitterBuffer(target_frames=1)
+    jb.push_redundant(4, payload(4))
+    assert drain(jb, 3) == [None, None, None]
+    assert check_accounting(jb).recovered == 0
+
+
+def test_a_copy_beyond_the_buffers_span_is_ignored() -> None:
+    jb = JitterBuffer(target_frames=1, max_frames=5)
+    jb.push(0, payload(0))
+    jb.push_redundant(5, payload(5))  # 5 frames ahead of the next to play: no room
+    assert check_accounting(jb).recovered == 0
+    assert played(drain(jb, 6)) == [0]
+
+
 def test_a_copy_before_the_first_frame_starts_the_spurt_there() -> None:
     jb = JitterBuffer(target_frames=2)
     jb.push(5, payload(5))
@@ -631,6 +660,8 @@ def test_a_copy_before_the_first_frame_starts_the_spurt_there() -> None:
 def test_extra_frames_raise_the_target_and_fall_back() -> None:
     jb = JitterBuffer(target_frames=2, max_frames=10)
     jb.set_extra_frames(2)
+    assert jb.stats().target == 4
+    jb.set_extra_frames(2)  # the same again changes nothing
     assert jb.stats().target == 4
     jb.set_extra_frames(0)
     assert jb.stats().target == 2

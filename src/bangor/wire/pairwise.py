@@ -59,7 +59,7 @@ import struct
 import warnings
 from dataclasses import dataclass
 from enum import Enum, IntEnum, auto
-from typing import Any
+from typing import Any, NoReturn
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -307,7 +307,6 @@ class PairChannel:
             return self._receive_data(data)
         if kind is MessageKind.REJECT:
             self._receive_reject(body)
-            return []
         expected = {
             MessageKind.HS1: _State.AWAIT_HS1,
             MessageKind.HS2: _State.AWAIT_HS2,
@@ -413,7 +412,7 @@ class PairChannel:
         self._queue_data(self._hello)
         return PeerVerified(self._remote_static, self._peer_hello)
 
-    def _receive_reject(self, body: bytes) -> None:
+    def _receive_reject(self, body: bytes) -> NoReturn:
         if body:
             raise PeerError("malformed REJECT message")
         # Only a responder rejects, and only HS3; once verified the peer cannot mean it.
