@@ -190,8 +190,8 @@ class RefusedError(BangorError):
         super().__init__(message)
         self.code = code
 
-    # A property where the others have a class attribute: a refused room is the invite's
-    # fault (exit 4), any other refusal is not (mypy sees a writable class variable).
+    # A refused room is the invite's fault (exit 4), any other refusal is not. A property
+    # where the others have a class attribute; mypy will not let it override one.
     @property
     def exit_code(self) -> ExitCode:  # type: ignore[override]
         if self.code in (CloseCode.ROOM_NOT_FOUND, CloseCode.ROOM_FULL):
