@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bangor.cli import EXIT_ERROR, EXIT_USAGE, build_parser, exit_code_for, main
+from bangor.cli import build_parser, main
 from bangor.client.control import refusal
-from bangor.errors import BadNameError, CloseCode, RefusedError
+from bangor.errors import BadNameError, CloseCode, ExitCode, RefusedError
 from bangor.settings import ClientSettings
 from bangor.wire import control as msg
 from bangor.wire.invite import Invite
@@ -30,7 +30,7 @@ def test_other_frame_durations_are_a_usage_error(
 ) -> None:
     with pytest.raises(SystemExit) as info:
         main(["join", "invite", "--frame-ms", value])
-    assert info.value.code == EXIT_USAGE
+    assert info.value.code == ExitCode.USAGE
     err = capsys.readouterr().err
     assert "--frame-ms" in err and "must be one of 10, 20, 40 ms" in err
     assert "Traceback" not in err
@@ -70,7 +70,7 @@ def no_connection(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_name_with_terminal_controls_is_a_usage_error_before_connecting(
     argv: list[str], what: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(argv) == EXIT_USAGE
+    assert main(argv) == ExitCode.USAGE
     err = capsys.readouterr().err
     assert err.startswith(f"error: {what} must ")
     assert err.endswith("\n") and unsafe(err[:-1]) == []  # the message escapes what it quotes
@@ -81,13 +81,13 @@ def test_a_hostile_user_name_from_the_environment_is_refused_too(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("BANGOR_USER", "bob\x1b[8m")
-    assert main(["join", INVITE, "--headless"]) == EXIT_USAGE
+    assert main(["join", INVITE, "--headless"]) == ExitCode.USAGE
     assert "user name must not contain control" in capsys.readouterr().err
 
 
 def test_the_servers_refusal_of_a_name_is_a_usage_error_too() -> None:
     """A server refuses such a nickname at hello (NOT_ALLOWED, fatal, ref "hello")."""
     refused = refusal(msg.Error(int(CloseCode.NOT_ALLOWED), "nickname ...", True, "hello"))
-    assert isinstance(refused, BadNameError) and exit_code_for(refused) == EXIT_USAGE
+    assert isinstance(refused, BadNameError) and refused.exit_code == ExitCode.USAGE
     other = refusal(msg.Error(int(CloseCode.NOT_ALLOWED), "no", False, "create"))
-    assert isinstance(other, RefusedError) and exit_code_for(other) == EXIT_ERROR
+    assert isinstance(other, RefusedError) and other.exit_code == ExitCode.ERROR

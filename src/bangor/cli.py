@@ -1,7 +1,8 @@
 """The `bangor` command: argument parsing and exit codes only; the work is elsewhere.
 
 Exit codes (the command-line contract of DESIGN.md): 0 ok, 1 other error, 2 usage,
-3 authentication failed, 4 invite or room invalid, 5 server unreachable.
+3 authentication failed, 4 invite or room invalid, 5 server unreachable; each error
+class carries its own (``BangorError.exit_code``, ``bangor.errors.ExitCode``).
 """
 
 from __future__ import annotations
@@ -20,16 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bangor import __version__
-from bangor.errors import (
-    AuthError,
-    BadNameError,
-    BangorError,
-    CloseCode,
-    ConnectError,
-    InviteError,
-    KeyPinError,
-    RefusedError,
-)
+from bangor.errors import BangorError, ExitCode, UsageError
 from bangor.settings import (
     DEFAULT_PORT,
     FRAME_MS_CHOICES,
@@ -45,25 +37,10 @@ from bangor.wire.voice import MAX_REDUNDANT
 if TYPE_CHECKING:
     from bangor.client.app import Login
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_AUTH, EXIT_INVITE, EXIT_UNREACHABLE = 0, 1, 2, 3, 4, 5
+    # Not subscriptable at run time; annotations only.
+    Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
+
 T = TypeVar("T")
-
-
-def exit_code_for(exc: BangorError) -> int:
-    if isinstance(exc, BadNameError):
-        return EXIT_USAGE
-    if isinstance(exc, AuthError):
-        return EXIT_AUTH
-    if isinstance(exc, InviteError | KeyPinError):
-        return EXIT_INVITE
-    if isinstance(exc, RefusedError) and exc.code in (
-        CloseCode.ROOM_NOT_FOUND,
-        CloseCode.ROOM_FULL,
-    ):
-        return EXIT_INVITE
-    if isinstance(exc, ConnectError):
-        return EXIT_UNREACHABLE
-    return EXIT_ERROR
 
 
 def _run(coro_fn: Callable[[], Coroutine[Any, Any, T]], *, stop_on_signal: bool = False) -> T:
@@ -152,7 +129,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     with contextlib.suppress(asyncio.CancelledError):
         _run(lambda: serve(args.host, args.port, data_dir, url, settings))
     print("bangor.server: stopped", file=sys.stderr)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_user(args: argparse.Namespace) -> int:
@@ -215,7 +192,7 @@ def cmd_room(args: argparse.Namespace) -> int:
         )
     )
     print(code)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def wants_tui(args: argparse.Namespace, terminal: bool) -> bool:
@@ -255,7 +232,7 @@ def run_tui(args: argparse.Namespace | None, profile: str) -> int:
         )
     app = BangorApp(launch)
     app.run()
-    return app.return_code or EXIT_OK
+    return app.return_code or ExitCode.OK
 
 
 def _emitter(args: argparse.Namespace) -> Callable[[Any], None]:
@@ -335,13 +312,13 @@ def _run_call(
             await call(output)
         except BangorError as exc:
             if args.json:
-                output(ev.ErrorEvent(exit_code_for(exc), str(exc)))
+                output(ev.ErrorEvent(int(exc.exit_code), str(exc)))
             raise
 
     # Ctrl-C / SIGTERM cancel the call; join_call has left the room cleanly by then.
     with contextlib.suppress(asyncio.CancelledError):
         _run(main)
-    return EXIT_ERROR if output.gone else EXIT_OK
+    return ExitCode.ERROR if output.gone else ExitCode.OK
 
 
 def _join(
@@ -402,7 +379,7 @@ def cmd_identity(args: argparse.Namespace) -> int:
         print(json.dumps(info))
     else:
         print(fp)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
@@ -427,11 +404,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
             f"{d.index:>3}  in {d.max_input_channels:>3}  out {d.max_output_channels:>3}  "
             f"{d.name} ({d.hostapi}){mark}"
         )
-    return EXIT_OK
-
-
-class UsageError(BangorError):
-    pass
+    return ExitCode.OK
 
 
 def _int_in(low: int, high: int, unit: str) -> Callable[[str], int]:
@@ -465,28 +438,149 @@ def _choice_of(choices: tuple[int, ...], unit: str) -> Callable[[str], int]:
     return parse
 
 
+PROFILE_HELP = "terminal UI: the saved profile to use (default: default)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bangor", description="Secure, low-latency voice and text chat."
     )
     parser.add_argument("--version", action="version", version=f"bangor {__version__}")
-    profile_help = "terminal UI: the saved profile to use (default: default)"
     parser.add_argument(
-        "--profile", dest="top_profile", default="default", metavar="NAME", help=profile_help
+        "--profile", dest="top_profile", default="default", metavar="NAME", help=PROFILE_HELP
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # The help lists the subcommands in this order.
+    for add in (
+        _add_serve,
+        _add_user,
+        _add_room,
+        _add_join,
+        _add_host,
+        _add_identity,
+        _add_devices,
+    ):
+        add(sub)
+    return parser
 
-    def store_options(p: argparse.ArgumentParser) -> None:
-        group = p.add_mutually_exclusive_group()
-        group.add_argument(
-            "--data-dir",
-            metavar="DIR",
-            help="server data directory (default: ~/.local/share/bangor-server)",
-        )
-        group.add_argument(
-            "--db", metavar="URL", help="database URL, e.g. postgresql://user@host/dbname"
-        )
 
+# --- the shared option groups ----------------------------------------------------------
+
+
+def _store_options(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="server data directory (default: ~/.local/share/bangor-server)",
+    )
+    group.add_argument(
+        "--db", metavar="URL", help="database URL, e.g. postgresql://user@host/dbname"
+    )
+
+
+def _join_options(p: argparse.ArgumentParser) -> None:
+    """Everything `join` and `host` share, in the order the help lists it."""
+    _who_options(p)
+    _device_options(p)
+    _voice_options(p)
+    _call_options(p)
+
+
+def _who_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--user", metavar="NAME")
+    p.add_argument("--name", metavar="NICK", help="name shown to the others")
+
+
+def _device_options(p: argparse.ArgumentParser) -> None:
+    # No argparse default: the terminal UI falls back on the saved profile's devices.
+    p.add_argument(
+        "--input",
+        metavar="SRC",
+        help="default | DEVICE | tone[:HZ] | silence | FILE.wav (default: default)",
+    )
+    p.add_argument(
+        "--output", metavar="SINK", help="default | DEVICE | null | FILE.wav (default: default)"
+    )
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="leave after this long")
+
+
+def _voice_options(p: argparse.ArgumentParser) -> None:
+    """What we send: when, at what bitrate and effort, with what protection."""
+    p.add_argument(
+        "--vad",
+        choices=["on", "off"],
+        default="on",
+        help="voice activity detection: send voice only while speaking (default on)",
+    )
+    p.add_argument(
+        "--bitrate",
+        type=_int_in(MIN_BITRATE, MAX_BITRATE, "bit/s"),
+        default=ClientSettings.bitrate,
+        metavar="BPS",
+        help=f"Opus bitrate in bit/s (default {ClientSettings.bitrate}; the room may cap it)",
+    )
+    p.add_argument(
+        "--complexity",
+        type=_int_in(0, 10, ""),
+        default=ClientSettings.complexity,
+        metavar="0-10",
+        help="Opus encoder effort: lower saves CPU on small machines (default "
+        f"{ClientSettings.complexity})",
+    )
+    p.add_argument(
+        "--fec",
+        choices=["on", "off"],
+        default="on",
+        help="Opus in-band FEC while redundancy is off (default on)",
+    )
+    p.add_argument(
+        "--redundancy",
+        type=_int_in(0, MAX_REDUNDANT, "frames"),
+        default=ClientSettings.max_redundancy,
+        metavar="N",
+        help="repeat up to N earlier frames in each packet while listeners report loss "
+        f"(0 turns it off; default {ClientSettings.max_redundancy})",
+    )
+    p.add_argument(
+        "--frame-ms",
+        type=_choice_of(FRAME_MS_CHOICES, "ms"),
+        default=ClientSettings.frame_ms,
+        metavar="MS",
+        help="Opus frame duration we send: 10 (least delay), 20 or 40 (least CPU and "
+        f"packets; default {ClientSettings.frame_ms}); others may choose differently",
+    )
+
+
+def _call_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--record",
+        metavar="FILE.opus",
+        help="record the call (what you hear and what you say) as an Ogg Opus file",
+    )
+    p.add_argument(
+        "--ptt",
+        action="store_true",
+        help="push-to-talk: send voice only after /talk on (a line on stdin) until /talk off",
+    )
+    p.add_argument(
+        "--relay-only",
+        action="store_true",
+        help="never talk to members directly: they do not learn your addresses, and all "
+        "voice goes through the server",
+    )
+    p.add_argument(
+        "--headless",
+        action="store_true",
+        help="no terminal UI (the default when stdout is not a terminal)",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
+
+
+# --- one function per subcommand -------------------------------------------------------
+
+
+def _add_serve(sub: Subcommands) -> None:
     serve = sub.add_parser("serve", help="run a server")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on")
     serve.add_argument(
@@ -499,12 +593,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=cmd_serve)
 
+
+def _add_user(sub: Subcommands) -> None:
     user = sub.add_parser("user", help="manage accounts")
     user.add_argument("action", choices=["add", "remove", "passwd", "list"])
     user.add_argument("name", nargs="?")
-    store_options(user)
+    _store_options(user)
     user.set_defaults(func=cmd_user)
 
+
+def _add_room(sub: Subcommands) -> None:
     room = sub.add_parser("room", help="manage rooms")
     room.add_argument("action", choices=["create"])
     room.add_argument("name")
@@ -518,91 +616,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     room.set_defaults(func=cmd_room)
 
-    def join_options(join: argparse.ArgumentParser) -> None:
-        join.add_argument("--user", metavar="NAME")
-        join.add_argument("--name", metavar="NICK", help="name shown to the others")
-        # No argparse default: the terminal UI falls back on the saved profile's devices.
-        join.add_argument(
-            "--input",
-            metavar="SRC",
-            help="default | DEVICE | tone[:HZ] | silence | FILE.wav (default: default)",
-        )
-        join.add_argument(
-            "--output", metavar="SINK", help="default | DEVICE | null | FILE.wav (default: default)"
-        )
-        join.add_argument("--duration", type=float, metavar="SECONDS", help="leave after this long")
-        join.add_argument(
-            "--vad",
-            choices=["on", "off"],
-            default="on",
-            help="voice activity detection: send voice only while speaking (default on)",
-        )
-        join.add_argument(
-            "--bitrate",
-            type=_int_in(MIN_BITRATE, MAX_BITRATE, "bit/s"),
-            default=ClientSettings.bitrate,
-            metavar="BPS",
-            help=f"Opus bitrate in bit/s (default {ClientSettings.bitrate}; the room may cap it)",
-        )
-        join.add_argument(
-            "--complexity",
-            type=_int_in(0, 10, ""),
-            default=ClientSettings.complexity,
-            metavar="0-10",
-            help="Opus encoder effort: lower saves CPU on small machines (default "
-            f"{ClientSettings.complexity})",
-        )
-        join.add_argument(
-            "--fec",
-            choices=["on", "off"],
-            default="on",
-            help="Opus in-band FEC while redundancy is off (default on)",
-        )
-        join.add_argument(
-            "--redundancy",
-            type=_int_in(0, MAX_REDUNDANT, "frames"),
-            default=ClientSettings.max_redundancy,
-            metavar="N",
-            help="repeat up to N earlier frames in each packet while listeners report loss "
-            f"(0 turns it off; default {ClientSettings.max_redundancy})",
-        )
-        join.add_argument(
-            "--frame-ms",
-            type=_choice_of(FRAME_MS_CHOICES, "ms"),
-            default=ClientSettings.frame_ms,
-            metavar="MS",
-            help="Opus frame duration we send: 10 (least delay), 20 or 40 (least CPU and "
-            f"packets; default {ClientSettings.frame_ms}); others may choose differently",
-        )
-        join.add_argument(
-            "--record",
-            metavar="FILE.opus",
-            help="record the call (what you hear and what you say) as an Ogg Opus file",
-        )
-        join.add_argument(
-            "--ptt",
-            action="store_true",
-            help="push-to-talk: send voice only after /talk on (a line on stdin) until /talk off",
-        )
-        join.add_argument(
-            "--relay-only",
-            action="store_true",
-            help="never talk to members directly: they do not learn your addresses, and all "
-            "voice goes through the server",
-        )
-        join.add_argument(
-            "--headless",
-            action="store_true",
-            help="no terminal UI (the default when stdout is not a terminal)",
-        )
-        join.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
 
+def _add_join(sub: Subcommands) -> None:
     join = sub.add_parser("join", help="join a room by invite code")
     join.add_argument("invite")
-    join_options(join)
-    join.add_argument("--profile", metavar="NAME", help=profile_help)
+    _join_options(join)
+    join.add_argument("--profile", metavar="NAME", help=PROFILE_HELP)
     join.set_defaults(func=cmd_join)
 
+
+def _add_host(sub: Subcommands) -> None:
     host = sub.add_parser(
         "host",
         help="host a room on this machine (embedded open server) and join it",
@@ -620,13 +643,17 @@ def build_parser() -> argparse.ArgumentParser:
         "you forward the port on your router)",
     )
     host.add_argument("--room", default="bangor", metavar="NAME", help="room name")
-    join_options(host)
+    _join_options(host)
     host.set_defaults(func=cmd_host)
 
+
+def _add_identity(sub: Subcommands) -> None:
     identity = sub.add_parser("identity", help="show this device's identity fingerprint")
     identity.add_argument("--json", action="store_true", help="fingerprint, public key and path")
     identity.set_defaults(func=cmd_identity)
 
+
+def _add_devices(sub: Subcommands) -> None:
     devices = sub.add_parser(
         "devices",
         help="list audio devices",
@@ -635,7 +662,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     devices.add_argument("--json", action="store_true", help="one JSON object per device")
     devices.set_defaults(func=cmd_devices)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -646,21 +672,21 @@ def main(argv: list[str] | None = None) -> int:
             args.func = lambda _args: run_tui(None, args.top_profile)
         else:
             parser.print_help()
-            return EXIT_USAGE
+            return ExitCode.USAGE
     try:
         code: int = args.func(args)
         return code
     except UsageError as exc:
         print(f"bangor: {escape(str(exc))}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except BangorError as exc:  # its message may quote the server or a member
         print(f"error: {escape(str(exc))}", file=sys.stderr)
-        return exit_code_for(exc)
+        return exc.exit_code
     except (KeyboardInterrupt, asyncio.CancelledError):
-        return 130
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:  # e.g. `bangor room create ... | true`
         _discard_output()
-        return EXIT_ERROR
+        return ExitCode.ERROR
 
 
 if __name__ == "__main__":

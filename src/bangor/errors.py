@@ -2,12 +2,27 @@
 
 Every error a user can meet derives from :class:`BangorError` and carries a
 message fit to print as it is (no traceback is ever shown to a user).
-Protocol errors carry a close code so a session can be ended with it in one place.
+Protocol errors carry a close code so a session can be ended with it in one place,
+and every error its exit code (``exit_code``), so the command and the terminal UI
+end the same way for the same error.
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import ClassVar
+
+
+class ExitCode(IntEnum):
+    """Exit codes of the `bangor` command: the command-line contract of DESIGN.md."""
+
+    OK = 0
+    ERROR = 1  # any other error
+    USAGE = 2
+    AUTH = 3  # authentication failed
+    INVITE = 4  # invite or room invalid, or a server key that does not match the invite
+    UNREACHABLE = 5  # the server could not be reached, or went away
+    INTERRUPTED = 130  # Ctrl-C outside a call (128 + SIGINT, as a shell reports it)
 
 
 class CloseCode(IntEnum):
@@ -31,6 +46,14 @@ class CloseCode(IntEnum):
 
 class BangorError(Exception):
     """Base of every error Bangor raises on purpose."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.ERROR
+
+
+class UsageError(BangorError):
+    """The command line asked for something impossible (a missing argument, a bad value)."""
+
+    exit_code = ExitCode.USAGE
 
 
 class ProtocolError(BangorError):
@@ -74,18 +97,26 @@ class PacketError(BangorError):
 class InviteError(BangorError):
     """An invite code is malformed, mistyped or tampered with."""
 
+    exit_code = ExitCode.INVITE
+
 
 class KeyPinError(BangorError):
     """The server's static key does not match the pinned fingerprint."""
+
+    exit_code = ExitCode.INVITE
 
 
 class BadNameError(BangorError):
     """A user name or nickname that may not be used: too long, or with characters a
     terminal would obey rather than show (see ``bangor.text``)."""
 
+    exit_code = ExitCode.USAGE
+
 
 class AuthError(BangorError):
     """Wrong user name or password."""
+
+    exit_code = ExitCode.AUTH
 
 
 class PasswordRequiredError(AuthError):
@@ -141,6 +172,8 @@ class CodecUnavailableError(AudioError):
 class ConnectError(BangorError):
     """The server could not be reached or went away."""
 
+    exit_code = ExitCode.UNREACHABLE
+
 
 class DroppedError(ConnectError):
     """The server closed or reset the connection before we were logged in.
@@ -156,3 +189,11 @@ class RefusedError(BangorError):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+    # A refused room is the invite's fault (exit 4), any other refusal is not. A property
+    # where the others have a class attribute; mypy will not let it override one.
+    @property
+    def exit_code(self) -> ExitCode:  # type: ignore[override]
+        if self.code in (CloseCode.ROOM_NOT_FOUND, CloseCode.ROOM_FULL):
+            return ExitCode.INVITE
+        return ExitCode.ERROR

@@ -289,11 +289,19 @@ def test_missing_libopus_names_the_package(
         OpusDecoder()
 
 
+@pytest.mark.parametrize(
+    ("module", "message"),
+    [
+        ("opuslib", "pip install opuslib"),
+        # opuslib is there but a part of it cannot be imported: as if libopus were missing.
+        ("opuslib.api.ctl", "libopus0"),
+    ],
+)
 def test_missing_opuslib_names_the_package(
-    no_opuslib: None, monkeypatch: pytest.MonkeyPatch
+    module: str, message: str, no_opuslib: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(sys.modules, "opuslib", None)
-    with pytest.raises(CodecUnavailableError, match="pip install opuslib"):
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(CodecUnavailableError, match=message):
         OpusDecoder()
 
 
@@ -301,3 +309,54 @@ def test_codec_loads_again_after_the_library_returns(no_opuslib: None) -> None:
     # With find_library restored, a fresh import works: nothing was cached on failure.
     out = OpusDecoder().decode(OpusEncoder().encode(tone(1000, 1)))
     assert out.shape == (FRAME_SAMPLES,)
+
+
+# --- the encoder's settings and failures, as libopus sees them -------------------------
+
+
+def encoder_setting(encoder: OpusEncoder, request: int) -> int:
+    """Read a setting back from libopus itself, not from the wrapper's copy."""
+    ctl = codec.load_opuslib().api
+    value: int = ctl.encoder.encoder_ctl(encoder._enc.encoder_state, request)
+    return value
+
+
+def test_configure_changes_only_what_changed() -> None:
+    ctl = codec.load_opuslib().api.ctl
+    encoder = OpusEncoder(bitrate=24_000, expected_loss=5)
+    encoder.configure(24_000, 12)
+    assert encoder_setting(encoder, ctl.get_bitrate) == 24_000
+    assert encoder_setting(encoder, ctl.get_packet_loss_perc) == 12
+    encoder.configure(16_000, 12)
+    assert encoder_setting(encoder, ctl.get_bitrate) == 16_000
+    assert encoder_setting(encoder, ctl.get_packet_loss_perc) == 12
+    assert (encoder.bitrate, encoder.expected_loss) == (16_000, 12)
+
+
+def test_lookahead_is_the_ogg_pre_skip_of_a_48khz_voip_encoder() -> None:
+    """2.5 ms of look-ahead plus 4 ms of delay compensation (RFC 7845's typical 312)."""
+    assert OpusEncoder().lookahead == 312
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        (-1, "invalid argument"),  # libopus' code, named by opus_strerror
+        (-99, "unknown error"),
+        # opuslib 3 raises with a text, not a code
+        ('Opus Encoder returned result="-3"', 'Opus Encoder returned result="-3"'),
+    ],
+)
+def test_a_failed_encode_says_why_in_words(
+    code: int | str, reason: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opuslib = codec.load_opuslib()
+
+    def failing(*args: object) -> bytes:
+        raise opuslib.OpusError(code)
+
+    encoder = OpusEncoder()
+    monkeypatch.setattr(opuslib.api.encoder, "encode", failing)
+    with pytest.raises(AudioError) as info:
+        encoder.encode(tone(1000, 1))
+    assert str(info.value) == f"Opus encoding failed: {reason}"

@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from bangor.audio.jitter import (
     IDLE_MS,
     REPLAY_HORIZON_S,
-    SEQ_MODULUS,
     Frame,
     JitterBuffer,
     JitterStats,
@@ -25,6 +24,7 @@ from bangor.audio.jitter import (
     seq_diff,
 )
 from bangor.settings import FRAME_MS
+from bangor.wire.voice import SEQ_MODULO
 
 Jitter = Callable[[float], float]
 FRAME_S = FRAME_MS / 1000
@@ -166,19 +166,19 @@ def test_late_arrival_dropped() -> None:
 
 def test_wrap_around() -> None:
     jb = JitterBuffer(target_frames=3)
-    seqs = [(SEQ_MODULUS - 3 + i) % SEQ_MODULUS for i in range(8)]
+    seqs = [(SEQ_MODULO - 3 + i) % SEQ_MODULO for i in range(8)]
     order = [seqs[1], seqs[0], seqs[2], seqs[4], seqs[3], seqs[5], seqs[7], seqs[6]]
     for seq in order:
         jb.push(seq, payload(seq))
     assert played(drain(jb, 8)) == seqs
     assert seqs[3] == 0
-    jb.push(SEQ_MODULUS - 1, payload(0))
+    jb.push(SEQ_MODULO - 1, payload(0))
     assert jb.stats().late == 1
 
 
 def test_seq_diff_is_serial() -> None:
-    assert seq_diff(0, SEQ_MODULUS - 1) == 1
-    assert seq_diff(SEQ_MODULUS - 1, 0) == -1
+    assert seq_diff(0, SEQ_MODULO - 1) == 1
+    assert seq_diff(SEQ_MODULO - 1, 0) == -1
     assert seq_diff(5, 5) == 0
     assert seq_diff(2**31 - 1, 0) == 2**31 - 1
 
@@ -242,25 +242,38 @@ def test_short_spurt_plays_without_waiting_for_target() -> None:
     assert drain(jb, 3) == [None, None, Frame(0, payload(0))]
 
 
-@pytest.mark.parametrize(("target", "maximum"), [(0, 5), (5, 4)])
-def test_bad_sizes_rejected(target: int, maximum: int) -> None:
-    with pytest.raises(ValueError):
-        JitterBuffer(target, maximum)
+@pytest.mark.parametrize(
+    ("target", "maximum", "minimum", "frame_ms", "error"),
+    [
+        (0, 5, 1, FRAME_MS, "target_frames must be >= 1"),
+        (5, 4, 1, FRAME_MS, "max_frames"),
+        (3, 5, 0, FRAME_MS, "min_frames must be >= 1"),
+        (3, 5, 1, 0, "frame_ms must be > 0"),
+    ],
+)
+def test_bad_sizes_rejected(
+    target: int, maximum: int, minimum: int, frame_ms: float, error: str
+) -> None:
+    with pytest.raises(ValueError, match=error):
+        JitterBuffer(target, maximum, minimum, frame_ms=frame_ms)
 
 
-def test_bad_seq_rejected() -> None:
-    with pytest.raises(ValueError):
-        JitterBuffer().push(SEQ_MODULUS, b"")
+@pytest.mark.parametrize("seq", [SEQ_MODULO, -1])
+def test_bad_seq_rejected(seq: int) -> None:
+    with pytest.raises(ValueError, match="out of uint32 range"):
+        JitterBuffer().push(seq, b"")
+    with pytest.raises(ValueError, match="out of uint32 range"):
+        JitterBuffer().push_redundant(seq, b"")
 
 
 @settings(max_examples=300, deadline=None)
 @given(
-    start=st.sampled_from([0, 1000, SEQ_MODULUS - 20]),
+    start=st.sampled_from([0, 1000, SEQ_MODULO - 20]),
     count=st.integers(1, 60),
     data=st.data(),
 )
 def test_no_frame_plays_twice(start: int, count: int, data: st.DataObject) -> None:
-    seqs = [(start + i) % SEQ_MODULUS for i in range(count)]
+    seqs = [(start + i) % SEQ_MODULO for i in range(count)]
     kept = data.draw(st.lists(st.sampled_from(seqs), max_size=count * 2), label="arrivals")
     arrivals = data.draw(st.permutations(kept), label="order")
     ticks_between = data.draw(
@@ -322,7 +335,7 @@ def sender(
         if lose(i):
             continue
         sent = i * frame_s / (1 + drift)
-        timed.append((sent + LATENCY + jitter(sent), (first + i) % SEQ_MODULUS))
+        timed.append((sent + LATENCY + jitter(sent), (first + i) % SEQ_MODULO))
     return sorted(timed)
 
 
@@ -546,14 +559,14 @@ def test_fixed_buffer_reports_its_target() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(
-    start=st.sampled_from([0, 1000, SEQ_MODULUS - 20]),
+    start=st.sampled_from([0, 1000, SEQ_MODULO - 20]),
     count=st.integers(1, 60),
     data=st.data(),
 )
 def test_no_frame_plays_twice_with_arrival_times(
     start: int, count: int, data: st.DataObject
 ) -> None:
-    seqs = [(start + i) % SEQ_MODULUS for i in range(count)]
+    seqs = [(start + i) % SEQ_MODULO for i in range(count)]
     kept = data.draw(st.lists(st.sampled_from(seqs), max_size=count * 2), label="arrivals")
     arrivals = data.draw(st.permutations(kept), label="order")
     gaps = data.draw(
@@ -621,6 +634,22 @@ def test_a_copy_that_comes_after_its_tick_is_ignored() -> None:
     assert check_accounting(jb).recovered == 0
 
 
+def test_a_copy_before_any_frame_is_ignored() -> None:
+    """Nothing to fill yet: a copy cannot start a stream (its packet's frame does)."""
+    jb = JitterBuffer(target_frames=1)
+    jb.push_redundant(4, payload(4))
+    assert drain(jb, 3) == [None, None, None]
+    assert check_accounting(jb).recovered == 0
+
+
+def test_a_copy_beyond_the_buffers_span_is_ignored() -> None:
+    jb = JitterBuffer(target_frames=1, max_frames=5)
+    jb.push(0, payload(0))
+    jb.push_redundant(5, payload(5))  # 5 frames ahead of the next to play: no room
+    assert check_accounting(jb).recovered == 0
+    assert played(drain(jb, 6)) == [0]
+
+
 def test_a_copy_before_the_first_frame_starts_the_spurt_there() -> None:
     jb = JitterBuffer(target_frames=2)
     jb.push(5, payload(5))
@@ -631,6 +660,8 @@ def test_a_copy_before_the_first_frame_starts_the_spurt_there() -> None:
 def test_extra_frames_raise_the_target_and_fall_back() -> None:
     jb = JitterBuffer(target_frames=2, max_frames=10)
     jb.set_extra_frames(2)
+    assert jb.stats().target == 4
+    jb.set_extra_frames(2)  # the same again changes nothing
     assert jb.stats().target == 4
     jb.set_extra_frames(0)
     assert jb.stats().target == 2

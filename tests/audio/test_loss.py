@@ -6,12 +6,13 @@ import random
 
 import pytest
 
-from bangor.audio.loss import PACKET_MODULUS, LossMeter, LossReport
+from bangor.audio.loss import LossMeter, LossReport
+from bangor.wire.voice import PACKET_MODULO
 
 
 def feed(meter: LossMeter, numbers: list[int]) -> None:
     for n in numbers:
-        meter.on_packet(n % PACKET_MODULUS, 100)
+        meter.on_packet(n % PACKET_MODULO, 100)
 
 
 def test_no_packets_no_loss() -> None:
@@ -45,7 +46,7 @@ def test_reordered_packets_are_not_loss() -> None:
 
 def test_counts_across_wrap_around() -> None:
     meter = LossMeter()
-    start = PACKET_MODULUS - 20
+    start = PACKET_MODULO - 20
     feed(meter, [n for n in range(start, start + 40) if n != start + 25])
     assert meter.total() == LossReport(40, 39)
 
@@ -69,6 +70,7 @@ def test_random_loss_is_measured(rate: float) -> None:
 
 def test_bitrate_of_the_primary_frames() -> None:
     meter = LossMeter()
+    assert meter.kbps == 0.0  # nothing heard yet
     for n in range(10):
         meter.on_packet(n, 100)  # 100 bytes per 20 ms = 40 kbit/s
     assert meter.kbps == pytest.approx(40.0)

@@ -384,3 +384,89 @@ def test_real_opus_decodes_sample_exact(tmp_path: Path) -> None:
     assert delay == 0
     snr = 10 * np.log10(np.sum((pcm / 32768) ** 2) / np.sum((pcm / 32768 - aligned) ** 2))
     assert snr > 15, snr
+
+
+# --- what the reader refuses -------------------------------------------------
+
+HEAD = OpusHead(1, PRE_SKIP, 48_000).to_bytes()
+
+
+@pytest.mark.parametrize(
+    ("packet", "error"),
+    [
+        (HEAD[:-1], "not an OpusHead packet"),
+        (b"OpusTags" + HEAD[8:], "not an OpusHead packet"),
+        (HEAD[:8] + b"\x10" + HEAD[9:], r"unsupported OpusHead \(version 16, mapping family 0\)"),
+        (HEAD[:-1] + b"\x01", r"unsupported OpusHead \(version 1, mapping family 1\)"),
+        (HEAD + b"\x00", "unsupported OpusHead"),  # family 0 has no mapping table after it
+    ],
+)
+def test_opus_head_refuses_what_it_cannot_play(packet: bytes, error: str) -> None:
+    with pytest.raises(AudioError, match=error):
+        OpusHead.from_bytes(packet)
+
+
+def test_opus_head_of_a_later_compatible_version_is_read() -> None:
+    """Versions 2..15 only add fields a version 1 reader may ignore (RFC 7845 5.1)."""
+    assert OpusHead.from_bytes(HEAD[:8] + b"\x0f" + HEAD[9:]) == OpusHead(1, PRE_SKIP, 48_000)
+
+
+@pytest.mark.parametrize(
+    ("packet", "error"),
+    [
+        (b"OpusHead" + bytes(16), "not an OpusTags packet"),
+        (b"OpusTags\x02\x00\x00\x00\xff\xfe\x00\x00\x00\x00", "malformed OpusTags packet"),
+        (b"OpusTags\x00\x00\x00\x00\x01\x00\x00\x00", "malformed OpusTags packet"),  # count 1, none
+        (b"OpusTags\x00\x00", "malformed OpusTags packet"),
+        (b"OpusTags\x00\x00\x00\x00\x01\x00\x00\x00\x05\x00\x00\x00A=b", "truncated OpusTags"),
+    ],
+)
+def test_opus_tags_refuses_malformed_packets(packet: bytes, error: str) -> None:
+    with pytest.raises(AudioError, match=error):
+        OpusTags.from_bytes(packet)
+
+
+def test_reader_refuses_what_is_not_an_ogg_page() -> None:
+    data = mux([fake_packet(100)])
+    with pytest.raises(AudioError, match="no Ogg page at byte 0"):
+        list(read_pages(b"RIFF" + data[4:]))
+    with pytest.raises(AudioError, match="no Ogg page at byte 0"):
+        list(read_pages(data[:4] + b"\x01" + data[5:]))  # stream structure version 1
+    with pytest.raises(AudioError, match=f"truncated Ogg page header at byte {len(data)}"):
+        list(read_pages(data + data[:26]))
+
+
+def test_reader_flags_follow_the_header_type() -> None:
+    small, big = fake_packet(50, 1), fake_packet(70_000, 2)
+    pages = list(read_pages(mux([small, big])))
+    assert [(p.bos, p.continued, p.eos) for p in pages] == [
+        (True, False, False),  # OpusHead
+        (False, False, False),  # OpusTags
+        (False, False, False),  # `small` and the start of `big`
+        (False, True, True),  # the rest of `big`
+    ]
+
+
+def test_muxer_counts_granules_and_knows_when_it_is_finished() -> None:
+    muxer = OggOpusMuxer(SERIAL, PRE_SKIP)
+    muxer.headers()
+    assert (muxer.granule, muxer.last_granule, muxer.finished) == (0, 0, False)
+    muxer.add_packet(fake_packet(10), FRAME_SAMPLES)
+    muxer.add_packet(fake_packet(10), 2 * FRAME_SAMPLES)
+    assert muxer.granule == 3 * FRAME_SAMPLES
+    assert muxer.last_granule == 0  # both still on the open page
+    muxer.finish()
+    assert (muxer.last_granule, muxer.finished) == (3 * FRAME_SAMPLES, True)
+
+
+@pytest.mark.parametrize(
+    ("sample_rate", "page_samples", "error"),
+    [
+        (-1, DEFAULT_PAGE_SAMPLES, "input sample rate must be a uint32"),
+        (2**32, DEFAULT_PAGE_SAMPLES, "input sample rate must be a uint32"),
+        (SAMPLE_RATE, 0, "page_samples must be > 0"),
+    ],
+)
+def test_muxer_refuses_impossible_settings(sample_rate: int, page_samples: int, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        OggOpusMuxer(SERIAL, PRE_SKIP, sample_rate=sample_rate, page_samples=page_samples)

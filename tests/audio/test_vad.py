@@ -166,6 +166,20 @@ def test_preroll_after_a_gap_shorter_than_it_holds_only_unsent_frames() -> None:
     assert [int(f[0]) for f in batches[-1]] == [HANGOVER + 1, HANGOVER + 2]
 
 
+def test_reset_closes_the_gate_and_forgets_the_preroll() -> None:
+    """The microphone went off: its hang-over and held frames are not sent later."""
+    script = [True, False, False, False, True]
+    gate = scripted(script)
+    frames = numbered(len(script))
+    assert [len(gate.process(f)) for f in frames[:3]] == [1, 1, 1]
+    assert gate.open
+    gate.reset()
+    assert not gate.open
+    assert gate.process(frames[3]) == []  # silent, and no hang-over left
+    gate.reset()
+    assert [int(f[0]) for f in gate.process(frames[4])] == [4]  # frame 3 was forgotten
+
+
 def test_no_hangover_and_no_preroll_sends_exactly_the_voiced_frames() -> None:
     script = [False, True, False, True, True, False]
     batches = run(scripted(script, hangover=0, preroll=0), numbered(len(script)))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bangor.cli import EXIT_USAGE, main
+from bangor.cli import main
+from bangor.errors import ExitCode
 from tests.integration.conftest import Client, ServerProcess, run_bangor
 
 pytestmark = pytest.mark.integration
@@ -42,7 +43,7 @@ def test_max_bitrate_out_of_range_is_a_usage_error(
 ) -> None:
     with pytest.raises(SystemExit) as info:
         main(["room", "create", "r", "--server", "127.0.0.1:1", "--max-bitrate", value])
-    assert info.value.code == EXIT_USAGE
+    assert info.value.code == ExitCode.USAGE
     err = capsys.readouterr().err
     assert "--max-bitrate" in err
     assert "6000..510000 bit/s" in err or "not a whole number" in err

@@ -54,6 +54,12 @@ def test_server_round_trip(message: msg.ServerMessage) -> None:
     assert msg.decode_server_message(msg.encode(message)) == message
 
 
+@pytest.mark.parametrize("message", CLIENT_MESSAGES + SERVER_MESSAGES)
+def test_tag_is_the_type_field_on_the_wire(message: msg.ClientMessage | msg.ServerMessage) -> None:
+    """What an Error's ``ref`` names: the ``t`` each message carries."""
+    assert msgspec.msgpack.decode(msg.encode(message))["t"] == msg.tag(type(message))
+
+
 @pytest.mark.parametrize("message", SERVER_MESSAGES)
 def test_server_message_from_client_rejected(message: msg.ServerMessage) -> None:
     with pytest.raises(DecodeError, match="malformed control message"):

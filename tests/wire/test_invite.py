@@ -154,6 +154,13 @@ def test_bad_port_with_valid_checksum() -> None:
         Invite.parse(_code(bytes(raw)))
 
 
+def test_non_ascii_host_with_valid_checksum() -> None:
+    raw = bytearray(SAMPLE.to_bytes()[:-4])
+    raw[2] = 0xE9  # "é" in Latin-1: hosts travel as ASCII (IDNA for other names)
+    with pytest.raises(InviteError, match=r"^invite code has a bad host$"):
+        Invite.parse(_code(bytes(raw)))
+
+
 def test_inconsistent_length_with_valid_checksum() -> None:
     raw = SAMPLE.to_bytes()[:-4] + b"extra"
     with pytest.raises(InviteError, match=r"^invite code is malformed$"):

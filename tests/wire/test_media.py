@@ -92,6 +92,9 @@ def test_derive_media_keys() -> None:
     assert keys == derive_media_keys(b"h" * 32)
     assert keys != derive_media_keys(b"i" * 32)
     assert "h" not in repr(keys) and keys.client_to_server.hex() not in repr(keys)
+    for size in (0, 31, 33):
+        with pytest.raises(LocalProtocolError, match="media secret must be 32 bytes"):
+            derive_media_keys(b"h" * size)
 
 
 @given(

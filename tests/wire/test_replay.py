@@ -19,6 +19,13 @@ def test_initial_state() -> None:
     assert w.size == REPLAY_WINDOW == 2048
 
 
+def test_a_window_holds_at_least_one_counter() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        ReplayWindow(0)
+    w = ReplayWindow(1)  # only the highest counter: anything older is refused
+    assert w.accept(5) and not w.accept(5) and not w.accept(4) and w.accept(6)
+
+
 def test_fixed_sequence() -> None:
     w = ReplayWindow(64)
     assert w.accept(0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 from aioice import stun as aioice_stun
 from hypothesis import given
@@ -82,6 +84,42 @@ def test_junk_never_raises_anything_but_packet_error(data: bytes) -> None:
     assert responder().datagram_received(data, ("192.0.2.1", 5), 0.0) is None or (
         stun.is_stun(data)
     )
+
+
+XOR_MAPPED, SOFTWARE = 0x0020, 0x8022  # attribute types (RFC 8489 18.3)
+
+
+def message(attributes: bytes = b"", cookie: int = 0x2112A442) -> bytes:
+    """A Binding success laid out by hand (RFC 8489 5), independent of our encoder."""
+    return struct.pack(">HHI", 0x0101, len(attributes), cookie) + TXID + attributes
+
+
+def attribute(attr_type: int, value: bytes, declared: int | None = None) -> bytes:
+    size = len(value) if declared is None else declared
+    return struct.pack(">HH", attr_type, size) + value + bytes(-len(value) % 4)
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (message(attribute(SOFTWARE, bytes(stun.MAX_MESSAGE))), "STUN message too long"),
+        (message(cookie=0x2112A443), "without the magic cookie"),
+        (message(attribute(SOFTWARE, bytes(4), declared=8)), "truncated STUN attribute"),
+        (message(attribute(SOFTWARE, b"someone")), "without XOR-MAPPED-ADDRESS"),
+        (message(attribute(XOR_MAPPED, b"\x00\x01")), "without XOR-MAPPED-ADDRESS"),
+        (message(attribute(XOR_MAPPED, b"\x00\x03\x00\x01" + bytes(4))), "bad XOR-MAPPED"),
+        (message(attribute(XOR_MAPPED, b"\x00\x01\x00\x01" + bytes(16))), "bad XOR-MAPPED"),
+    ],
+)
+def test_malformed_answers_are_refused(data: bytes, error: str) -> None:
+    with pytest.raises(PacketError, match=error):
+        stun.parse_binding_success(data, TXID)
+
+
+@pytest.mark.parametrize("size", [0, 11, 13])
+def test_a_transaction_id_is_12_bytes(size: int) -> None:
+    with pytest.raises(ValueError, match="12 bytes"):
+        stun.binding_request(bytes(size))
 
 
 def test_media_and_stun_are_told_apart_by_the_first_byte() -> None:

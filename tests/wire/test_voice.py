@@ -7,7 +7,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bangor.errors import PacketError
-from bangor.wire.voice import MAX_REDUNDANT, VoiceFrame, pack_relayed, unpack_relayed
+from bangor.wire.voice import (
+    MAX_EXCEPT,
+    MAX_REDUNDANT,
+    VoiceFrame,
+    pack_except,
+    pack_relayed,
+    unpack_except,
+    unpack_relayed,
+)
 
 
 @given(st.integers(0, 2**32 - 1), st.binary(min_size=1, max_size=1200))
@@ -113,3 +121,10 @@ def test_the_worked_example_of_protocol_md() -> None:
         "89a48416a7175dbd629a456a16dbb90a31c4d2021a2b16e4d1eb136400"
         "ae612ecda5af3bb5a080cc98bf486a00"
     )
+
+
+def test_a_voice_except_leaves_out_at_most_max_except_members() -> None:
+    skip = list(range(1, MAX_EXCEPT + 1))
+    assert unpack_except(pack_except(skip, b"voice")) == (frozenset(skip), b"voice")
+    with pytest.raises(ValueError, match=f"at most {MAX_EXCEPT} members"):
+        pack_except([*skip, MAX_EXCEPT + 1], b"voice")

@@ -44,9 +44,9 @@ from collections import deque
 from dataclasses import dataclass
 
 from bangor.settings import FRAME_MS
+from bangor.wire.voice import SEQ_MODULO
 
-SEQ_MODULUS = 2**32
-_HALF = 2**31
+_HALF = SEQ_MODULO // 2
 
 # Time with nothing buffered after which the stream counts as idle (the sender
 # stopped talking): 200 ms of concealment (10 ticks of 20 ms), then silence.
@@ -99,7 +99,7 @@ _ANCHOR_LIMIT = 2**30
 
 def seq_diff(a: int, b: int) -> int:
     """Signed distance a - b between two uint32 sequence numbers, in [-2**31, 2**31)."""
-    return (a - b + _HALF) % SEQ_MODULUS - _HALF
+    return (a - b + _HALF) % SEQ_MODULO - _HALF
 
 
 @dataclass(frozen=True)
@@ -237,7 +237,7 @@ class JitterBuffer:
         the buffer adapts its depth (pass it for every frame that came off the
         network, leave it out for frames released from elsewhere).
         """
-        if not 0 <= seq < SEQ_MODULUS:
+        if not 0 <= seq < SEQ_MODULO:
             raise ValueError(f"sequence number out of uint32 range: {seq}")
         self._received += 1
         if now is not None:
@@ -272,7 +272,7 @@ class JitterBuffer:
         self._size_mean += (len(payload) - self._size_mean) * self._smoothing
         self._frames[seq] = payload
         if offset >= self._max:
-            self._advance_to((seq - self._max + 1) % SEQ_MODULUS)
+            self._advance_to((seq - self._max + 1) % SEQ_MODULO)
         if len(self._frames) >= self._target:
             self._playing = True
 
@@ -283,7 +283,7 @@ class JitterBuffer:
         sender repeats every frame); a copy in time for its tick is counted as
         recovered. Copies say nothing about network timing.
         """
-        if not 0 <= seq < SEQ_MODULUS:
+        if not 0 <= seq < SEQ_MODULO:
             raise ValueError(f"sequence number out of uint32 range: {seq}")
         if self._next is None or seq in self._frames or self._already_played(seq):
             return
@@ -338,13 +338,13 @@ class JitterBuffer:
                 self._cancel_drop()
                 return Lost(seq, None)
             self._tail_lost += 1
-            self._next = (seq + 1) % SEQ_MODULUS
+            self._next = (seq + 1) % SEQ_MODULO
             return Lost(seq, None)
         self._empty_ticks = 0
         self._lost += self._tail_lost
         self._tail_lost = 0
         if self._adaptive:
-            following = (seq + 1) % SEQ_MODULUS
+            following = (seq + 1) % SEQ_MODULO
             if self._drop_pending and self._stall_run == 0 and following in self._frames:
                 self._drop_wait += 1
                 payload = self._frames.get(seq)
@@ -363,7 +363,7 @@ class JitterBuffer:
                     return Lost(seq, None)
                 self._skip_concealed()
         seq = self._next
-        self._next = (seq + 1) % SEQ_MODULUS
+        self._next = (seq + 1) % SEQ_MODULO
         payload = self._frames.pop(seq, None)
         self._copies.discard(seq)
         if payload is not None:
@@ -431,7 +431,7 @@ class JitterBuffer:
         while self._stall_run and self._next not in self._frames:
             self._lost += 1
             self._stall_run -= 1
-            self._next = (self._next + 1) % SEQ_MODULUS
+            self._next = (self._next + 1) % SEQ_MODULO
         self._stretched += self._stall_run
         self._stall_run = 0
 
@@ -443,7 +443,7 @@ class JitterBuffer:
             self._dropped += 1
         else:
             self._lost += 1  # missing anyway: skipping it saves a concealed tick
-        self._next = (self._next + 1) % SEQ_MODULUS
+        self._next = (self._next + 1) % SEQ_MODULO
         self._cancel_drop()
 
     def _note_margin(self, offset: int) -> None:

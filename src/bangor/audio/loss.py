@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bangor.settings import FRAME_MS
+from bangor.wire.voice import PACKET_MODULO
 
-PACKET_MODULUS = 2**16
-_HALF = PACKET_MODULUS // 2
+_HALF = PACKET_MODULO // 2
 # A jump this far ahead is a restarted counter, not loss (over 10 s of packets).
 RESTART_GAP = 500
 
@@ -65,7 +65,7 @@ class LossMeter:
             self._received = 1
             self._interval_received = 0
             return
-        delta = (packet - self._last_raw + _HALF) % PACKET_MODULUS - _HALF
+        delta = (packet - self._last_raw + _HALF) % PACKET_MODULO - _HALF
         if delta > RESTART_GAP or delta < -RESTART_GAP:
             delta = 1  # a restarted counter: carry on as if this came next
         if delta > 0:

@@ -28,7 +28,7 @@ from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
 from bangor.client import events as ev
 from bangor.client.app import MAX_VOLUME_PERCENT, Login, join_call
-from bangor.errors import BangorError
+from bangor.errors import BangorError, ExitCode
 from bangor.settings import MAX_CHAT_TEXT, ClientSettings
 from bangor.text import escape
 from bangor.tui.config import (
@@ -62,12 +62,6 @@ SILENT = "○"
 # cannot shut down cleanly (it hangs writing to it), so the default (die) is better: the
 # server sees the connection close and tells the others.
 QUIT_SIGNALS = (signal.SIGTERM,)
-
-
-def _exit_code(exc: BangorError) -> int:
-    from bangor.cli import exit_code_for  # the CLI owns the mapping; one place for it
-
-    return exit_code_for(exc)
 
 
 @dataclass
@@ -216,7 +210,7 @@ class CallScreen(Screen[None]):
     def call_ended(self) -> None:
         app = self.bangor
         if self.error is not None:
-            app.exit_code = _exit_code(self.error)
+            app.exit_code = self.error.exit_code
             message = str(self.error)
             if self.state.you is None:  # never got in: back to the form to fix it
                 app.pop_screen()
@@ -228,7 +222,7 @@ class CallScreen(Screen[None]):
             self.query_one("#status", Static).update(status)
             self.notify(escape(message), severity="error", timeout=10, markup=False)
             return
-        app.exit_code = 0
+        app.exit_code = ExitCode.OK
         if app.launch.auto_join:
             app.finish()
         else:
@@ -409,7 +403,7 @@ class BangorApp(App[int]):
         self.launch = launch or Launch()
         self.passwords = passwords or PasswordStore()
         self.settings = self.launch.settings
-        self.exit_code = 0
+        self.exit_code: int = ExitCode.OK
         self.profile = Profile()
         self.profile_problem = ""
         try:

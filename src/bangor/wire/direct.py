@@ -39,7 +39,7 @@ import struct
 from dataclasses import dataclass, field
 
 from bangor.errors import PacketError
-from bangor.wire.media import KEY_SIZE, HopOpener, HopSealer, PacketType, peek_session_id
+from bangor.wire.media import HOP_KEY_SIZE, HopOpener, HopSealer, PacketType, peek_session_id
 
 Address = tuple[str, int]
 HOST, SRFLX, PRFLX = "host", "srflx", "prflx"
@@ -137,7 +137,7 @@ class DirectPaths:
         """Our key for direct packets to this member (made on first use; send it to them)."""
         key = self._keys.get(session_id)
         if key is None:
-            key = self._keys[session_id] = secrets.token_bytes(KEY_SIZE)
+            key = self._keys[session_id] = secrets.token_bytes(HOP_KEY_SIZE)
             self._peer(session_id).sealer = HopSealer(key, self.session_id)
         return key
 
@@ -145,7 +145,7 @@ class DirectPaths:
         self, session_id: int, key: bytes, candidates: list[Candidate], now: float
     ) -> None:
         """A member's key and candidates (from its pair-channel message); starts checks."""
-        if len(key) != KEY_SIZE:
+        if len(key) != HOP_KEY_SIZE:
             raise PacketError("direct path key of the wrong size")
         peer = self._peer(session_id)
         if key != peer.their_key:

@@ -21,12 +21,12 @@ import struct
 from dataclasses import dataclass
 
 from bangor.errors import InviteError
+from bangor.wire.noise import FINGERPRINT_SIZE  # the server key's, which the invite pins
 
 INVITE_VERSION = 1
 INVITE_PREFIX = "bangor:"
 ROOM_ID_SIZE = 8
 SECRET_SIZE = 16
-FINGERPRINT_SIZE = 16
 CHECKSUM_SIZE = 4
 CHECKSUM_CONTEXT = b"bangor invite"
 MAX_HOST = 253  # longest DNS name

@@ -33,7 +33,7 @@ MEDIA_VERSION = 1
 MAGIC = 0xC0 | MEDIA_VERSION  # 0xC1
 HEADER_SIZE = 14
 TAG_SIZE = 16
-KEY_SIZE = 32
+HOP_KEY_SIZE = 32  # ChaCha20-Poly1305
 MAX_DATAGRAM = 1400  # stays under common path MTUs without fragmentation
 MAX_PAYLOAD = MAX_DATAGRAM - HEADER_SIZE - TAG_SIZE
 MAX_SESSION_ID = 2**32 - 1
@@ -119,9 +119,9 @@ class MediaKeys:
 
 
 def _hkdf(secret: bytes, info: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=MEDIA_KDF_SALT, info=info).derive(
-        secret
-    )
+    return HKDF(
+        algorithm=hashes.SHA256(), length=HOP_KEY_SIZE, salt=MEDIA_KDF_SALT, info=info
+    ).derive(secret)
 
 
 def derive_media_keys(media_secret: bytes) -> MediaKeys:
@@ -140,8 +140,8 @@ def derive_media_keys(media_secret: bytes) -> MediaKeys:
 
 
 def _aead(key: bytes) -> ChaCha20Poly1305:
-    if len(key) != KEY_SIZE:
-        raise LocalProtocolError(f"media key must be {KEY_SIZE} bytes")
+    if len(key) != HOP_KEY_SIZE:
+        raise LocalProtocolError(f"media key must be {HOP_KEY_SIZE} bytes")
     return ChaCha20Poly1305(key)
 
 

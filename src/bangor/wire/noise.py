@@ -27,8 +27,8 @@ from bangor.wire.framing import MAX_FRAME_SIZE, FrameDecoder, encode_frame
 
 PROTOCOL_NAME = b"Noise_XX_25519_ChaChaPoly_BLAKE2s"
 PROLOGUE = b"bangor/1 " + PROTOCOL_NAME
-KEY_SIZE = 32
-TAG_SIZE = 16
+KEY_SIZE = 32  # X25519 private and public keys (Noise's DHLEN)
+TAG_SIZE = 16  # ChaChaPoly's
 MAX_PLAINTEXT = MAX_FRAME_SIZE - TAG_SIZE
 FINGERPRINT_SIZE = 16
 FINGERPRINT_GROUP = 4  # hex digits per group in the printed form

@@ -59,7 +59,7 @@ import struct
 import warnings
 from dataclasses import dataclass
 from enum import Enum, IntEnum, auto
-from typing import Any
+from typing import Any, NoReturn
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -69,20 +69,21 @@ from noise.connection import Keypair, NoiseConnection
 
 from bangor import settings
 from bangor.errors import LocalProtocolError, PeerAuthError, PeerError
+from bangor.wire.noise import KEY_SIZE, TAG_SIZE
 from bangor.wire.replay import ReplayWindow
 
 PAIR_PROTOCOL_NAME = b"Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s"
 CHANNEL_SECRET_SIZE = 32
-KEY_SIZE = 32  # X25519 keys, the PSK and the DATA keys
-DH_SIZE = 32
-TAG_SIZE = 16
+# X25519 keys are noise.KEY_SIZE and ChaChaPoly tags noise.TAG_SIZE, as in the control channel.
+PSK_SIZE = 32  # Noise PSKs are always 32 bytes
+DATA_KEY_SIZE = 32  # the ChaCha20-Poly1305 keys of DATA messages
 KIND_SIZE = 1
 COUNTER_SIZE = 8
 DATA_HEADER_SIZE = KIND_SIZE + COUNTER_SIZE
 MAX_MESSAGE = settings.MAX_PEER_MESSAGE
 MAX_DATA_PAYLOAD = MAX_MESSAGE - DATA_HEADER_SIZE - TAG_SIZE
 # HS3 is the tightest fit for a hello: kind, encrypted s, channel secret, tag.
-MAX_HELLO = MAX_MESSAGE - KIND_SIZE - (DH_SIZE + TAG_SIZE) - CHANNEL_SECRET_SIZE - TAG_SIZE
+MAX_HELLO = MAX_MESSAGE - KIND_SIZE - (KEY_SIZE + TAG_SIZE) - CHANNEL_SECRET_SIZE - TAG_SIZE
 MAX_COUNTER = 2**64 - 1
 
 ROOM_PSK_INFO = b"bangor/1 room psk"
@@ -110,9 +111,9 @@ _KINDS: dict[int, MessageKind] = {k.value: k for k in MessageKind}
 # Shortest Noise message each handshake step can produce (empty payload). Shorter
 # ones are refused before they reach Noise, so they do not consume its state.
 _NOISE_MIN: dict[MessageKind, int] = {
-    MessageKind.HS1: DH_SIZE + TAG_SIZE,
-    MessageKind.HS2: DH_SIZE + (DH_SIZE + TAG_SIZE) + TAG_SIZE,
-    MessageKind.HS3: (DH_SIZE + TAG_SIZE) + TAG_SIZE,
+    MessageKind.HS1: KEY_SIZE + TAG_SIZE,
+    MessageKind.HS2: KEY_SIZE + (KEY_SIZE + TAG_SIZE) + TAG_SIZE,
+    MessageKind.HS3: (KEY_SIZE + TAG_SIZE) + TAG_SIZE,
 }
 
 
@@ -121,7 +122,7 @@ def derive_room_psk(secret: bytes, room_id: bytes) -> bytes:
     if not secret:
         raise LocalProtocolError("room secret is empty")
     return HKDF(
-        algorithm=hashes.SHA256(), length=KEY_SIZE, salt=room_id, info=ROOM_PSK_INFO
+        algorithm=hashes.SHA256(), length=PSK_SIZE, salt=room_id, info=ROOM_PSK_INFO
     ).derive(secret)
 
 
@@ -164,15 +165,15 @@ class _State(Enum):
 
 
 def _hkdf_key(channel_secret: bytes, handshake_hash: bytes, info: bytes) -> ChaCha20Poly1305:
-    key = HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=handshake_hash, info=info).derive(
-        channel_secret
-    )
+    key = HKDF(
+        algorithm=hashes.SHA256(), length=DATA_KEY_SIZE, salt=handshake_hash, info=info
+    ).derive(channel_secret)
     return ChaCha20Poly1305(key)
 
 
-def _check_key(name: str, value: bytes) -> None:
-    if len(value) != KEY_SIZE:
-        raise LocalProtocolError(f"{name} must be {KEY_SIZE} bytes")
+def _check_size(name: str, value: bytes, size: int) -> None:
+    if len(value) != size:
+        raise LocalProtocolError(f"{name} must be {size} bytes")
 
 
 class PairChannel:
@@ -189,8 +190,8 @@ class PairChannel:
         ephemeral_private: bytes | None = None,
         channel_secret: bytes | None = None,
     ) -> None:
-        _check_key("identity key", identity_private)
-        _check_key("room PSK", psk)
+        _check_size("identity key", identity_private, KEY_SIZE)
+        _check_size("room PSK", psk, PSK_SIZE)
         if len(hello) > MAX_HELLO:
             raise LocalProtocolError(f"hello of {len(hello)} bytes exceeds {MAX_HELLO}")
         if channel_secret is not None:
@@ -199,7 +200,7 @@ class PairChannel:
             if len(channel_secret) != CHANNEL_SECRET_SIZE:
                 raise LocalProtocolError(f"channel secret must be {CHANNEL_SECRET_SIZE} bytes")
         if ephemeral_private is not None:
-            _check_key("ephemeral key", ephemeral_private)
+            _check_size("ephemeral key", ephemeral_private, KEY_SIZE)
         self._initiator = initiator
         self._hello = bytes(hello)
         self._state = _State.IDLE if initiator else _State.AWAIT_HS1
@@ -306,7 +307,6 @@ class PairChannel:
             return self._receive_data(data)
         if kind is MessageKind.REJECT:
             self._receive_reject(body)
-            return []
         expected = {
             MessageKind.HS1: _State.AWAIT_HS1,
             MessageKind.HS2: _State.AWAIT_HS2,
@@ -412,7 +412,7 @@ class PairChannel:
         self._queue_data(self._hello)
         return PeerVerified(self._remote_static, self._peer_hello)
 
-    def _receive_reject(self, body: bytes) -> None:
+    def _receive_reject(self, body: bytes) -> NoReturn:
         if body:
             raise PeerError("malformed REJECT message")
         # Only a responder rejects, and only HS3; once verified the peer cannot mean it.

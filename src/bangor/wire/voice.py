@@ -16,6 +16,8 @@ from bangor.errors import PacketError
 _HEAD = struct.Struct("!IHB")  # seq, packet number, info
 _LEN = struct.Struct("!H")
 _SENDER = struct.Struct("!I")
+# The counters' fields wrap: seq (u32; the jitter buffer and the sender count modulo it too)
+# and the packet number (u16).
 SEQ_MODULO = 2**32
 PACKET_MODULO = 2**16
 # Frames of an earlier tick one packet may carry again (RFC 2198 style redundancy).
