@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 from pathlib import Path
 
 import pytest
 
-from bangor.client.app import Login, create_room, join_call
+from bangor.client.app import Login, create_room, join_call, pump_lines
 from bangor.client.events import Event
 from bangor.errors import RemoteProtocolError
 from bangor.server.app import Connection
@@ -35,3 +37,20 @@ async def test_a_server_that_renames_us_is_refused(
         assert events[-1].kind == "left"
     finally:
         await server.close()
+
+
+def test_stdin_lines_after_the_loop_closed_end_quietly() -> None:
+    """The call can end while a line (or the end of input) is on its way from the stdin
+    thread: handing it to a closed loop must not raise (a thread's traceback on stderr)."""
+    loop = asyncio.new_event_loop()
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+    loop.close()
+    pump_lines(io.StringIO("late line\n"), loop, queue)  # raised RuntimeError before
+    assert queue.empty()
+
+
+async def test_stdin_lines_reach_the_queue_then_none() -> None:
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    await asyncio.to_thread(pump_lines, io.StringIO("hello\r\n/mute\n"), loop, queue)
+    assert [await queue.get() for _ in range(3)] == ["hello", "/mute", None]

@@ -11,7 +11,7 @@ import random
 import secrets
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,13 +202,23 @@ async def create_room(
 def _stdin_lines(queue: asyncio.Queue[str | None]) -> None:
     """Feed stdin lines to the loop from a daemon thread (works for ttys, pipes, files)."""
     loop = asyncio.get_running_loop()
+    threading.Thread(
+        target=pump_lines, args=(sys.stdin, loop, queue), name="stdin", daemon=True
+    ).start()
 
-    def pump() -> None:
-        for line in sys.stdin:
+
+def pump_lines(
+    stream: Iterable[str], loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None]
+) -> None:
+    """Hand each line of ``stream`` to ``queue`` on ``loop``, then None; stop quietly once
+    the loop has closed (the call ended while a line or the end of input was on its way:
+    the thread must not print a traceback)."""
+    try:
+        for line in stream:
             loop.call_soon_threadsafe(queue.put_nowait, line.rstrip("\r\n"))
         loop.call_soon_threadsafe(queue.put_nowait, None)
-
-    threading.Thread(target=pump, name="stdin", daemon=True).start()
+    except RuntimeError:  # "Event loop is closed"
+        return
 
 
 async def join_call(
