@@ -109,7 +109,7 @@ def _server_key() -> bytes:
 
 
 def _noise_responder(data: bytes) -> None:
-    NoiseSession(initiator=False, static_private=_server_key()).receive_data(data)
+    NoiseSession(initiator=False, static_private=_server_key()).receive_data(data, NOW)
 
 
 def _client() -> NoiseSession:
@@ -122,7 +122,7 @@ def _client() -> NoiseSession:
 def _noise_initiator(data: bytes) -> None:
     session = _client()
     session.initiate()
-    session.receive_data(data)
+    session.receive_data(data, NOW)
 
 
 def _noise_seeds() -> list[bytes]:
@@ -132,7 +132,7 @@ def _noise_seeds() -> list[bytes]:
     server = NoiseSession(
         initiator=False, static_private=_server_key(), ephemeral_private=bytes(range(4, 36))
     )
-    server.receive_data(first)
+    server.receive_data(first, NOW)
     return [first, server.data_to_send()]
 
 
@@ -201,8 +201,10 @@ def _relay(data: bytes) -> None:
     relay.set_room(BOB, "room")
     # Bob's address is known, so a forged packet that passed would be forwarded to him.
     bob = HopSealer(derive_media_keys(bytes(32)).client_to_server, BOB)
-    relay.datagram_received(bob.seal(PacketType.KEEPALIVE, b""), ("192.0.2.8", 1))
-    sent = relay.datagram_received(data, ADDR)
+    relay.datagram_received(bob.seal(PacketType.KEEPALIVE, b""), ("192.0.2.8", 1), NOW)
+    relay.datagrams_to_send()
+    relay.datagram_received(data, ADDR, NOW)
+    sent = relay.datagrams_to_send()
     if sent:
         # Only a packet sealed with Alice's key may make the relay send anything.
         HopOpener(derive_media_keys(MEDIA_SECRET).client_to_server, ALICE).open(data)

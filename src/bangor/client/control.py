@@ -129,9 +129,9 @@ class ControlClient:
             data = await self.reader.read(READ_SIZE)
             if not data:
                 raise DroppedError("server closed the connection during the handshake")
-            events = self.noise.receive_data(data)
+            self.noise.receive_data(data, asyncio.get_running_loop().time())
             self.writer.write(self.noise.data_to_send())
-            for event in events:
+            while (event := self.noise.next_event()) is not None:
                 if isinstance(event, HandshakeComplete):
                     self.server_fingerprint = fingerprint(event.remote_static)
                     self.handshake_hash = event.handshake_hash
@@ -228,7 +228,8 @@ class ControlClient:
                     self._fail(self._lost("server closed the connection"))
                     return
                 self._last_heard = loop.time()
-                for event in self.noise.receive_data(data):
+                self.noise.receive_data(data, loop.time())
+                while (event := self.noise.next_event()) is not None:
                     if isinstance(event, MessageReceived):
                         self._dispatch(msg.decode_server_message(event.payload), loop.time())
         except ProtocolError as exc:

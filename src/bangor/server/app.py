@@ -89,12 +89,15 @@ class RelayProtocol(asyncio.DatagramProtocol):
         transport = self.transport
         if transport is None:
             return
+        now = time.monotonic()
         if data and data[0] < STUN_FIRST_BYTE_LIMIT:  # media starts 0xC1, STUN below 0x40
-            answer = self.stun.datagram_received(data, addr, time.monotonic())
+            answer = self.stun.datagram_received(data, addr, now)
             if answer is not None:
                 transport.sendto(answer, addr)
             return
-        for packet, dest in self.relay.datagram_received(data, addr):
+        relay = self.relay
+        relay.datagram_received(data, addr, now)
+        for packet, dest in relay.datagrams_to_send():
             transport.sendto(packet, dest)
 
     def error_received(self, exc: Exception) -> None:
@@ -184,14 +187,14 @@ class Connection:
                         break
                 if not data:
                     break
-                events = self.noise.receive_data(data)
+                self.noise.receive_data(data, loop.time())
                 if self.session_id == 0 and self.noise.handshake_messages_read:
                     admission.progressed(
                         self,
                         Stage.HANDSHAKEN if self.noise.handshake_complete else Stage.GREETED,
                         loop.time(),
                     )
-                for event in events:
+                while (event := self.noise.next_event()) is not None:
                     if isinstance(event, MessageReceived):
                         if self.session_id == 0:
                             admission.progressed(self, Stage.LOGGING_IN, loop.time())
