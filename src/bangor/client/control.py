@@ -239,13 +239,16 @@ class ControlClient:
     async def _read_loop(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            while self.closed is None:
+            while True:
                 data = await self.reader.read(READ_SIZE)
                 if data:
                     self.session.receive_data(data, loop.time())
                 else:
                     self.session.receive_eof(loop.time())
                 self._process()
+                # At EOF, reads return at once: stop, whether or not the session had ended.
+                if not data or self.closed is not None:
+                    return
         except ProtocolError as exc:
             self._fail(ConnectError(f"server sent garbage: {exc}"))
         except (ConnectionError, OSError) as exc:
