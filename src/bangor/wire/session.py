@@ -100,28 +100,6 @@ CLIENT_SENDS: Mapping[State, Mapping[type[msg.ClientMessage], Rule]] = MappingPr
         State.IN_ROOM: MappingProxyType({**_LOGGED_IN, msg.LeaveRoom: Rule.ANSWER}),
     }
 )
-_CLIENT_MESSAGES = (
-    msg.Hello,
-    msg.CreateRoom,
-    msg.JoinRoom,
-    msg.LeaveRoom,
-    msg.SendChat,
-    msg.PeerSend,
-    msg.Ping,
-    msg.Bye,
-)
-_SERVER_MESSAGES = (
-    msg.Welcome,
-    msg.RoomCreated,
-    msg.RoomJoined,
-    msg.RoomLeft,
-    msg.MemberJoined,
-    msg.MemberLeft,
-    msg.Chat,
-    msg.PeerReceived,
-    msg.Pong,
-    msg.Error,
-)
 _ANSWERS: frozenset[type[msg.ServerMessage]] = frozenset(
     {msg.RoomCreated, msg.RoomJoined, msg.Pong, msg.Error}
 )
@@ -267,7 +245,8 @@ class ControlSession:
         self._ping_interval = ping_interval
         self._dead_after = dead_after
         self._idle_timeout = idle_timeout
-        # Client: requests and pings awaiting their answer, oldest first, with the send time.
+        # Client: requests and pings awaiting their answer, oldest first (a ping with the
+        # time it went: its pong gives the RTT).
         self._pending: deque[tuple[Request, float]] = deque()
         self._ids = itertools.count()
         self._nonces = itertools.count()
@@ -446,7 +425,7 @@ class ControlSession:
         if self._state in ENDED:
             raise LocalProtocolError(f"cannot send {name}: the session is {self._state.value}")
         if type(message) not in CLIENT_SENDS.get(self._state, {}) or not isinstance(
-            message, _CLIENT_MESSAGES
+            message, msg.CLIENT_MESSAGE_TYPES
         ):
             raise LocalProtocolError(f"cannot send {name} in state {self._state.name}")
         if isinstance(message, msg.Ping):
@@ -460,7 +439,7 @@ class ControlSession:
         if msg.tag(type(message)) not in _TRACKED:
             return None
         request = Request(next(self._ids), message)
-        self._pending.append((request, 0.0))
+        self._pending.append((request, 0.0))  # a request's time is not needed
         return request
 
     def _client_received(self, payload: bytes, now: float) -> None:
@@ -584,7 +563,7 @@ class ControlSession:
             return
         name = type(message).__name__
         if type(message) not in SERVER_SENDS.get(self._state, frozenset()) or not isinstance(
-            message, _SERVER_MESSAGES
+            message, msg.SERVER_MESSAGE_TYPES
         ):
             raise LocalProtocolError(f"cannot send {name} in state {self._state.name}")
         if isinstance(message, msg.Pong):
