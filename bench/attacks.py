@@ -252,7 +252,7 @@ async def handshake_flood(spec: AttackSpec, counts: Counter[str], end: float) ->
                         counts["closed by server"] += 1
                         return
                     counts["tcp bytes received"] += len(data)
-                    noise.receive_data(data)
+                    noise.receive_data(data, time.monotonic())
                     writer.write(noise.data_to_send())
                 counts["handshakes completed"] += 1
             await until_closed(reader, end, counts)
@@ -281,7 +281,8 @@ async def raw_login(spec: AttackSpec, user: str, password: str) -> str:
             data = await asyncio.wait_for(reader.read(READ_SIZE), REQUEST_TIMEOUT)
             if not data:
                 return "closed by server" if sent_hello else "closed in handshake"
-            for event in noise.receive_data(data):
+            noise.receive_data(data, time.monotonic())
+            while (event := noise.next_event()) is not None:
                 if isinstance(event, MessageReceived):
                     reply = msg.decode_server_message(event.payload)
                     if isinstance(reply, msg.Welcome):

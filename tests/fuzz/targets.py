@@ -50,6 +50,7 @@ from bangor.wire.media import (
     peek_session_id,
 )
 from bangor.wire.noise import NoiseSession
+from bangor.wire.session import ControlSession, Role, State
 from bangor.wire.sframe import SFrameContext, SFrameHeader
 from bangor.wire.voice import VoiceFrame, pack_except, unpack_except, unpack_relayed
 
@@ -109,7 +110,7 @@ def _server_key() -> bytes:
 
 
 def _noise_responder(data: bytes) -> None:
-    NoiseSession(initiator=False, static_private=_server_key()).receive_data(data)
+    NoiseSession(initiator=False, static_private=_server_key()).receive_data(data, NOW)
 
 
 def _client() -> NoiseSession:
@@ -122,7 +123,7 @@ def _client() -> NoiseSession:
 def _noise_initiator(data: bytes) -> None:
     session = _client()
     session.initiate()
-    session.receive_data(data)
+    session.receive_data(data, NOW)
 
 
 def _noise_seeds() -> list[bytes]:
@@ -132,7 +133,7 @@ def _noise_seeds() -> list[bytes]:
     server = NoiseSession(
         initiator=False, static_private=_server_key(), ephemeral_private=bytes(range(4, 36))
     )
-    server.receive_data(first)
+    server.receive_data(first, NOW)
     return [first, server.data_to_send()]
 
 
@@ -175,6 +176,53 @@ def _server_seeds() -> list[bytes]:
     return [msg.encode(m) for m in messages]
 
 
+def _carry(sender: ControlSession, receiver: ControlSession) -> None:
+    data = sender.data_to_send()
+    if data:
+        receiver.receive_data(data, NOW)
+
+
+def _session_pair() -> tuple[ControlSession, ControlSession]:
+    """A client and a server session over memory, logged in and in a room."""
+    client = ControlSession(Role.CLIENT, bytes(range(2, 34)))
+    server = ControlSession(Role.SERVER, _server_key())
+    for sender, receiver in ((client, server), (server, client), (client, server)):
+        _carry(sender, receiver)
+    for request, reply in (
+        (lambda: client.hello("alice", "secret", "Alice"), msg.Welcome(5, "alice", "0", KEY)),
+        (
+            lambda: client.join_room("0123456789abcdef"),
+            msg.RoomJoined("0123456789abcdef", "r", msg.Member(5, "alice", "Alice"), []),
+        ),
+    ):
+        request()
+        _carry(client, server)
+        while server.next_event() is not None:
+            pass
+        server.send(reply)
+        _carry(server, client)
+        while client.next_event() is not None:
+            pass
+    assert client.state is server.state is State.IN_ROOM
+    return client, server
+
+
+def _session(data: bytes, role: Role) -> None:
+    """Any message from a hostile peer: a RemoteProtocolError that ends the session, or
+    nothing but events."""
+    client, server = _session_pair()
+    peer, ours = (client, server) if role is Role.SERVER else (server, client)
+    peer.noise.send(data)
+    ours.receive_data(peer.data_to_send(), NOW)
+    try:
+        while ours.next_event() is not None:
+            pass
+    except RemoteProtocolError:
+        # A server has a fatal error to write; a client just drops the connection.
+        assert ours.state is (State.CLOSING if role is Role.SERVER else State.CLOSED)
+        raise
+
+
 # --- media: hop packets, the relay, voice payloads, direct paths -----------------------
 
 
@@ -201,8 +249,10 @@ def _relay(data: bytes) -> None:
     relay.set_room(BOB, "room")
     # Bob's address is known, so a forged packet that passed would be forwarded to him.
     bob = HopSealer(derive_media_keys(bytes(32)).client_to_server, BOB)
-    relay.datagram_received(bob.seal(PacketType.KEEPALIVE, b""), ("192.0.2.8", 1))
-    sent = relay.datagram_received(data, ADDR)
+    relay.datagram_received(bob.seal(PacketType.KEEPALIVE, b""), ("192.0.2.8", 1), NOW)
+    relay.datagrams_to_send()
+    relay.datagram_received(data, ADDR, NOW)
+    sent = relay.datagrams_to_send()
     if sent:
         # Only a packet sealed with Alice's key may make the relay send anything.
         HopOpener(derive_media_keys(MEDIA_SECRET).client_to_server, ALICE).open(data)
@@ -380,6 +430,18 @@ TARGETS: dict[str, Target] = {
         Target("noise_initiator", _noise_initiator, (RemoteProtocolError,), _noise_seeds),
         Target("client_message", _client_message, (DecodeError,), _client_seeds),
         Target("server_message", _server_message, (DecodeError,), _server_seeds),
+        Target(
+            "server_session",
+            lambda data: _session(data, Role.SERVER),
+            (RemoteProtocolError,),
+            _client_seeds,
+        ),
+        Target(
+            "client_session",
+            lambda data: _session(data, Role.CLIENT),
+            (RemoteProtocolError,),
+            _server_seeds,
+        ),
         Target("hop_packet", _hop_open, (PacketError,), _hop_seeds),
         Target("relay", _relay, (PacketError,), _hop_seeds),
         Target("voice_frame", _voice, (PacketError,), _voice_seeds),

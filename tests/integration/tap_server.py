@@ -36,13 +36,13 @@ def wrap(cls: Any, name: str, before: Any = None, after: Any = None) -> None:
     setattr(cls, name, wrapper)
 
 
-def _received(events: list[Any]) -> None:
-    for event in events:
-        if isinstance(event, noise.MessageReceived):
-            record(b"C", event.payload)
+def _received(event: Any) -> None:
+    if isinstance(event, noise.MessageReceived):
+        record(b"C", event.payload)
 
 
-wrap(noise.NoiseSession, "receive_data", before=lambda data: record(b"T", data), after=_received)
+wrap(noise.NoiseSession, "receive_data", before=lambda data, now: record(b"T", data))
+wrap(noise.NoiseSession, "next_event", after=_received)
 wrap(noise.NoiseSession, "send", before=lambda payload: record(b"S", payload))
 wrap(media.HopOpener, "open", after=lambda result: record(b"U", result[1]))
 wrap(media.HopSealer, "seal", before=lambda ptype, payload: record(b"D", payload))

@@ -313,7 +313,8 @@ async def test_media_keys_do_not_come_from_the_public_handshake_hash(server: Ser
     addr = ("127.0.0.1", 9)
     for secret, answered in ((client.handshake_hash, False), (welcome.media_secret, True)):
         sealer = HopSealer(derive_media_keys(secret).client_to_server, welcome.session_id)
-        out = server.relay.datagram_received(sealer.seal(PacketType.KEEPALIVE, b"x" * 8), addr)
+        server.relay.datagram_received(sealer.seal(PacketType.KEEPALIVE, b"x" * 8), addr, 0.0)
+        out = server.relay.datagrams_to_send()
         assert bool(out) is answered
     assert server.relay.stats.dropped_auth == 1
     await client.leave()

@@ -8,11 +8,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bangor.server.relay import Relay
+from bangor.server.relay import Address, Relay
 from bangor.wire.media import HopOpener, HopSealer, MediaKeys, PacketType
 from bangor.wire.voice import pack_except, unpack_relayed
 
 A, B, C = ("10.0.0.1", 1000), ("10.0.0.2", 2000), ("10.0.0.3", 3000)
+NOW = 1000.0
+
+
+def exchange(relay: Relay, data: bytes, addr: Address) -> list[tuple[bytes, Address]]:
+    """Hand ``relay`` one datagram; what it sends back."""
+    relay.datagram_received(data, addr, NOW)
+    return relay.datagrams_to_send()
 
 
 class Peer:
@@ -38,13 +45,13 @@ def room() -> tuple[Relay, Peer, Peer, Peer]:
     a, b, c = Peer(relay, 1), Peer(relay, 2), Peer(relay, 3)
     for peer, addr in ((a, A), (b, B), (c, C)):
         relay.set_room(peer.session_id, "room")
-        assert relay.datagram_received(peer.keepalive(), addr)  # learn the address
+        assert exchange(relay, peer.keepalive(), addr)  # learn the address
     return relay, a, b, c
 
 
 def test_voice_is_forwarded_to_the_others_once(room: tuple[Relay, Peer, Peer, Peer]) -> None:
     relay, a, b, c = room
-    out = relay.datagram_received(a.voice(b"opaque frame"), A)
+    out = exchange(relay, a.voice(b"opaque frame"), A)
     assert sorted(dest for _, dest in out) == [B, C]
     for packet, dest in out:
         peer = b if dest == B else c
@@ -54,13 +61,23 @@ def test_voice_is_forwarded_to_the_others_once(room: tuple[Relay, Peer, Peer, Pe
     assert relay.stats.forwarded == 2
 
 
+def test_datagrams_wait_until_taken(room: tuple[Relay, Peer, Peer, Peer]) -> None:
+    relay, a, b, _ = room
+    relay.datagram_received(a.voice(b"one"), A, NOW)
+    relay.datagram_received(b.keepalive(), B, NOW)
+    out = relay.datagrams_to_send()
+    assert [dest for _, dest in out] == [B, C, B]  # in the order they were made
+    assert b.opener.open(out[2][0])[0].type is PacketType.KEEPALIVE_ACK
+    assert relay.datagrams_to_send() == []
+
+
 def test_other_rooms_do_not_hear(room: tuple[Relay, Peer, Peer, Peer]) -> None:
     relay, a, b, c = room
     relay.set_room(c.session_id, "elsewhere")
-    out = relay.datagram_received(a.voice(b"x"), A)
+    out = exchange(relay, a.voice(b"x"), A)
     assert [dest for _, dest in out] == [B]
     relay.remove_session(b.session_id)
-    assert relay.datagram_received(a.voice(b"y"), A) == []
+    assert exchange(relay, a.voice(b"y"), A) == []
 
 
 def test_a_member_between_rooms_hears_nobody_and_nobody_hears_it(
@@ -92,8 +109,8 @@ def test_room_changes_for_unknown_sessions_change_nothing(
 def test_replayed_packet_dropped(room: tuple[Relay, Peer, Peer, Peer]) -> None:
     relay, a, _, _ = room
     packet = a.voice(b"once")
-    assert len(relay.datagram_received(packet, A)) == 2
-    assert relay.datagram_received(packet, A) == []
+    assert len(exchange(relay, packet, A)) == 2
+    assert exchange(relay, packet, A) == []
     assert relay.stats.dropped_auth == 1
 
 
@@ -102,7 +119,7 @@ def test_forged_packet_changes_nothing(room: tuple[Relay, Peer, Peer, Peer]) -> 
     packet = bytearray(a.voice(b"real"))
     packet[-1] ^= 1
     evil = ("6.6.6.6", 666)
-    assert relay.datagram_received(bytes(packet), evil) == []
+    assert exchange(relay, bytes(packet), evil) == []
     assert relay.address_of(a.session_id) == A  # a forgery cannot steal the address
     assert relay.stats.dropped_auth == 1
 
@@ -110,15 +127,15 @@ def test_forged_packet_changes_nothing(room: tuple[Relay, Peer, Peer, Peer]) -> 
 def test_roaming_follows_authenticated_packets(room: tuple[Relay, Peer, Peer, Peer]) -> None:
     relay, a, b, _ = room
     new_b = ("10.9.9.9", 999)
-    relay.datagram_received(b.keepalive(), new_b)
-    out = relay.datagram_received(a.voice(b"x"), A)
+    exchange(relay, b.keepalive(), new_b)
+    out = exchange(relay, a.voice(b"x"), A)
     assert new_b in [dest for _, dest in out]
 
 
 def test_keepalive_answer_never_larger(room: tuple[Relay, Peer, Peer, Peer]) -> None:
     relay, a, _, _ = room
     request = a.keepalive()
-    [(answer, dest)] = relay.datagram_received(request, A)
+    [(answer, dest)] = exchange(relay, request, A)
     assert dest == A and len(answer) <= len(request)
     header, payload = a.opener.open(answer)
     assert header.type is PacketType.KEEPALIVE_ACK and payload == b"12345678"
@@ -126,20 +143,20 @@ def test_keepalive_answer_never_larger(room: tuple[Relay, Peer, Peer, Peer]) -> 
 
 def test_oversize_payload_dropped(room: tuple[Relay, Peer, Peer, Peer]) -> None:
     relay, a, _, _ = room
-    assert relay.datagram_received(a.voice(bytes(relay.max_payload + 1)), A) == []
+    assert exchange(relay, a.voice(bytes(relay.max_payload + 1)), A) == []
     assert relay.stats.dropped_oversize == 1
 
 
 def test_unknown_session_dropped() -> None:
     relay = Relay()
     stranger = HopSealer(bytes(32), 99).seal(PacketType.VOICE, b"hi")
-    assert relay.datagram_received(stranger, A) == []
+    assert exchange(relay, stranger, A) == []
     assert relay.stats.dropped_unknown == 1
 
 
 def test_server_only_types_from_client_dropped(room: tuple[Relay, Peer, Peer, Peer]) -> None:
     relay, a, _, _ = room
-    assert relay.datagram_received(a.sealer.seal(PacketType.KEEPALIVE_ACK, b"x"), A) == []
+    assert exchange(relay, a.sealer.seal(PacketType.KEEPALIVE_ACK, b"x"), A) == []
 
 
 @settings(max_examples=300)
@@ -147,7 +164,7 @@ def test_server_only_types_from_client_dropped(room: tuple[Relay, Peer, Peer, Pe
 def test_garbage_never_answered(data: bytes) -> None:
     relay = Relay()
     Peer(relay, 1)
-    assert relay.datagram_received(data, A) == []
+    assert exchange(relay, data, A) == []
 
 
 def test_voice_except_skips_members_served_directly(
@@ -155,7 +172,7 @@ def test_voice_except_skips_members_served_directly(
 ) -> None:
     relay, a, b, c = room
     packet = a.sealer.seal(PacketType.VOICE_EXCEPT, pack_except([b.session_id], b"frame"))
-    out = relay.datagram_received(packet, A)
+    out = exchange(relay, packet, A)
     assert [dest for _, dest in out] == [C]
     header, payload = c.opener.open(out[0][0])
     assert header.type is PacketType.VOICE  # listeners see ordinary relayed voice
@@ -163,7 +180,7 @@ def test_voice_except_skips_members_served_directly(
     everyone = a.sealer.seal(
         PacketType.VOICE_EXCEPT, pack_except([b.session_id, c.session_id], b"frame")
     )
-    assert relay.datagram_received(everyone, A) == []
+    assert exchange(relay, everyone, A) == []
 
 
 def test_malformed_voice_except_is_dropped(room: tuple[Relay, Peer, Peer, Peer]) -> None:
@@ -171,5 +188,5 @@ def test_malformed_voice_except_is_dropped(room: tuple[Relay, Peer, Peer, Peer])
     whole = pack_except([2, 3], b"frame")
     for size in range(len(whole) - len(b"frame") + 1):
         packet = a.sealer.seal(PacketType.VOICE_EXCEPT, whole[:size])
-        assert relay.datagram_received(packet, A) == []
+        assert exchange(relay, packet, A) == []
     assert relay.stats.dropped_malformed == len(whole) - len(b"frame") + 1

@@ -18,6 +18,7 @@ from bangor.wire.noise import (
     PROTOCOL_NAME,
     HandshakeComplete,
     MessageReceived,
+    NoiseEvent,
     NoiseSession,
     fingerprint,
     format_fingerprint,
@@ -79,13 +80,13 @@ def test_xx_vector_through_noise_session() -> None:
     init.initiate()
     m1 = init.data_to_send()
     assert unframe(m1) == msgs[0][1]
-    assert resp.receive_data(m1) == []
+    assert feed(resp, m1) == []
     m2 = resp.data_to_send()
     assert unframe(m2) == msgs[1][1]
-    (done_i,) = init.receive_data(m2)
+    (done_i,) = feed(init, m2)
     m3 = init.data_to_send()
     assert unframe(m3) == msgs[2][1]
-    (done_r,) = resp.receive_data(m3)
+    (done_r,) = feed(resp, m3)
     assert resp.received == [msgs[0][0], msgs[2][0]]
     assert init.received == [msgs[1][0]]
 
@@ -100,7 +101,7 @@ def test_xx_vector_through_noise_session() -> None:
         sender.send(payload)
         wire = sender.data_to_send()
         assert unframe(wire) == ciphertext
-        assert receiver.receive_data(wire) == [MessageReceived(payload)]
+        assert feed(receiver, wire) == [MessageReceived(payload)]
 
 
 def test_xxpsk3_vector_with_noiseprotocol() -> None:
@@ -132,11 +133,20 @@ def test_xxpsk3_vector_with_noiseprotocol() -> None:
     assert init.get_handshake_hash() == resp.get_handshake_hash() == h
 
 
+def feed(session: NoiseSession, data: bytes) -> list[NoiseEvent]:
+    """Feed ``data`` and take every event it completed."""
+    session.receive_data(data, 0.0)
+    events: list[NoiseEvent] = []
+    while (event := session.next_event()) is not None:
+        events.append(event)
+    return events
+
+
 def transfer(src: NoiseSession, dst: NoiseSession, chunk: int = 1) -> list[Any]:
     data = src.data_to_send()
     events: list[Any] = []
     for i in range(0, len(data), chunk):
-        events += dst.receive_data(data[i : i + chunk])
+        events += feed(dst, data[i : i + chunk])
     return events
 
 
@@ -180,7 +190,7 @@ def test_handshake_and_first_message_in_one_chunk() -> None:
     transfer(init, resp)
     transfer(resp, init)
     init.send(b"hello")
-    events = resp.receive_data(init.data_to_send())
+    events = feed(resp, init.data_to_send())
     assert isinstance(events[0], HandshakeComplete)
     assert events[1:] == [MessageReceived(b"hello")]
 
@@ -200,7 +210,7 @@ def test_tampered_message_1_fails_at_initiator() -> None:
     init.initiate()
     data = bytearray(init.data_to_send())
     data[LENGTH_PREFIX] ^= 0x01
-    resp.receive_data(bytes(data))
+    feed(resp, bytes(data))
     with pytest.raises(HandshakeError):
         transfer(resp, init)
 
@@ -219,9 +229,9 @@ def test_every_byte_of_handshake_message_is_protected(message: int) -> None:
     clean_init, clean_resp = fresh()
     clean_init.initiate()
     wire = [clean_init.data_to_send()]
-    clean_resp.receive_data(wire[0])
+    feed(clean_resp, wire[0])
     wire.append(clean_resp.data_to_send())
-    clean_init.receive_data(wire[1])
+    feed(clean_init, wire[1])
     wire.append(clean_init.data_to_send())
     target = wire[message - 1]
     for pos in range(LENGTH_PREFIX, len(target)):
@@ -230,16 +240,16 @@ def test_every_byte_of_handshake_message_is_protected(message: int) -> None:
         init.data_to_send()
         receiver = init if message == 2 else resp
         if message == 3:
-            resp.receive_data(wire[0])
+            feed(resp, wire[0])
             resp.data_to_send()
         damaged = bytearray(target)
         damaged[pos] ^= 0x01
         with pytest.raises(HandshakeError) as info:
-            receiver.receive_data(bytes(damaged))
+            feed(receiver, bytes(damaged))
         assert str(info.value) == "noise handshake failed (bad message or wrong key)"
         assert not receiver.handshake_complete
         with pytest.raises(LocalProtocolError):
-            receiver.receive_data(b"\0")
+            feed(receiver, b"\0")
 
 
 def test_truncated_handshake_message() -> None:
@@ -247,7 +257,7 @@ def test_truncated_handshake_message() -> None:
     init.initiate()
     data = init.data_to_send()
     with pytest.raises(HandshakeError):
-        resp.receive_data(encode_frame(unframe(data)[:-1]))
+        feed(resp, encode_frame(unframe(data)[:-1]))
 
 
 def test_tampered_transport_message() -> None:
@@ -257,7 +267,7 @@ def test_tampered_transport_message() -> None:
     data = bytearray(init.data_to_send())
     data[5] ^= 0x80
     with pytest.raises(RemoteProtocolError, match="failed authentication") as info:
-        resp.receive_data(bytes(data))
+        feed(resp, bytes(data))
     assert not isinstance(info.value, HandshakeError)
 
 
@@ -266,9 +276,9 @@ def test_replayed_transport_message() -> None:
     handshake(init, resp)
     init.send(b"once")
     data = init.data_to_send()
-    assert resp.receive_data(data) == [MessageReceived(b"once")]
+    assert feed(resp, data) == [MessageReceived(b"once")]
     with pytest.raises(RemoteProtocolError):
-        resp.receive_data(data)
+        feed(resp, data)
 
 
 def test_misuse_is_local_error() -> None:
@@ -278,7 +288,7 @@ def test_misuse_is_local_error() -> None:
     with pytest.raises(LocalProtocolError):
         resp.initiate()
     with pytest.raises(LocalProtocolError):
-        init.receive_data(b"\0\1x")
+        feed(init, b"\0\1x")
     init.initiate()
     with pytest.raises(LocalProtocolError):
         init.initiate()
@@ -318,3 +328,14 @@ def test_keys_and_fingerprints() -> None:
 
 def test_prologue_binds_name() -> None:
     assert PROLOGUE == b"bangor/1 Noise_XX_25519_ChaChaPoly_BLAKE2s"
+
+
+def test_events_before_a_bad_frame_stay_queued() -> None:
+    init, resp, _, _ = make_pair()
+    handshake(init, resp)
+    init.send(b"good")
+    good = init.data_to_send()
+    with pytest.raises(RemoteProtocolError, match="failed authentication"):
+        resp.receive_data(good + encode_frame(b"\x00" * 40), 0.0)
+    assert resp.next_event() == MessageReceived(b"good")
+    assert resp.next_event() is None

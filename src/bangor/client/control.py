@@ -1,17 +1,17 @@
-"""The client's control session: TCP + Noise, requests and pushed events.
+"""The client's control session: an asyncio shell over ``wire.session.ControlSession``.
 
-Requests (hello, create, join, leave) are answered in order by the server, so each
-waits on a FIFO of futures; everything the server pushes (members, chat, errors not
-tied to a request) lands in ``events``. A ping every ``ping_interval`` doubles as the
-dead-server detector: no answer for ``dead_after`` seconds ends the session.
+The session (client role) does the protocol: the handshake, which message may go when,
+matching each answer to its request, pings every ``ping_interval`` and the dead-server
+check (no byte for ``dead_after`` seconds). This shell feeds it what the socket reads,
+writes what it has to send, arms its timer, and turns its events into results: each
+request's future is resolved from its RequestDone or RequestFailed, and everything the
+server pushes (members, chat, refusals not tied to a request) lands in ``events``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-from collections import deque
 from dataclasses import dataclass, field
 
 from bangor.errors import (
@@ -23,6 +23,7 @@ from bangor.errors import (
     ConnectError,
     DroppedError,
     KeyPinError,
+    LocalProtocolError,
     PasswordRequiredError,
     ProtocolError,
     RefusedError,
@@ -30,17 +31,22 @@ from bangor.errors import (
 )
 from bangor.settings import PROTOCOL_VERSION, ClientSettings
 from bangor.wire import control as msg
-from bangor.wire.noise import (
-    HandshakeComplete,
-    MessageReceived,
-    NoiseSession,
-    fingerprint,
-    format_fingerprint,
-    generate_static_key,
+from bangor.wire.noise import NoiseSession, fingerprint, format_fingerprint, generate_static_key
+from bangor.wire.session import (
+    ControlSession,
+    EndReason,
+    HandshakeDone,
+    Pushed,
+    Refused,
+    Request,
+    RequestDone,
+    RequestFailed,
+    Role,
+    SessionEnded,
+    SessionEvent,
 )
 
 READ_SIZE = 65536
-_REPLIES = (msg.Welcome, msg.RoomCreated, msg.RoomJoined, msg.RoomLeft)
 _HELLO = msg.tag(msg.Hello)
 
 
@@ -70,22 +76,18 @@ def refusal(error: msg.Error) -> BangorError:
 class ControlClient:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
-    noise: NoiseSession
+    session: ControlSession
     settings: ClientSettings
     server_fingerprint: bytes = b""
     handshake_hash: bytes = b""
     events: asyncio.Queue[msg.ServerMessage | BangorError] = field(default_factory=asyncio.Queue)
-    # Requests awaiting their answer, oldest first, with the tag each was sent as.
-    _pending: deque[tuple[str, asyncio.Future[msg.ServerMessage]]] = field(default_factory=deque)
-    _reader_task: asyncio.Task[None] | None = None
-    _ping_task: asyncio.Task[None] | None = None
-    _last_heard: float = 0.0
-    _nonce: itertools.count[int] = field(default_factory=itertools.count)
     closed: BangorError | None = None
-    logged_in: bool = False
     welcome: msg.Welcome | None = None  # session id and media secret, once logged in
-    rtt: float | None = None
-    _ping_sent: dict[int, float] = field(default_factory=dict)
+    # The futures of requests awaited through request(), by the session's handle.
+    _futures: dict[Request, asyncio.Future[msg.ServerMessage | None]] = field(default_factory=dict)
+    _reader_task: asyncio.Task[None] | None = None
+    _timer: asyncio.TimerHandle | None = None
+    _timer_when: float | None = None
 
     @classmethod
     async def connect(
@@ -107,8 +109,13 @@ class ControlClient:
             raise ConnectError(f"cannot reach server {host}:{port}: {reason.lower()}") from None
         # A throwaway static key: the server needs none from us (passwords log us in),
         # and the device identity key is kept for members, never shown to the server.
-        noise = NoiseSession(initiator=True, static_private=generate_static_key())
-        client = cls(reader, writer, noise, settings)
+        session = ControlSession(
+            Role.CLIENT,
+            generate_static_key(),
+            ping_interval=settings.ping_interval,
+            dead_after=settings.dead_after,
+        )
+        client = cls(reader, writer, session, settings)
         try:
             await asyncio.wait_for(client._handshake(), settings.connect_timeout)
         except TimeoutError:
@@ -122,20 +129,35 @@ class ControlClient:
             raise DroppedError(f"handshake with {host}:{port} failed: {exc}") from None
         return client
 
+    @property
+    def noise(self) -> NoiseSession:
+        """The Noise layer under the session (tests send through it what the session
+        would refuse to)."""
+        return self.session.noise
+
+    @property
+    def logged_in(self) -> bool:
+        return self.welcome is not None
+
+    @property
+    def rtt(self) -> float | None:
+        """The control channel's round-trip time, from the latest pong."""
+        return self.session.rtt
+
     async def _handshake(self) -> None:
-        self.noise.initiate()
-        self.writer.write(self.noise.data_to_send())
+        loop = asyncio.get_running_loop()
+        self.writer.write(self.session.data_to_send())
         while True:
             data = await self.reader.read(READ_SIZE)
             if not data:
                 raise DroppedError("server closed the connection during the handshake")
-            events = self.noise.receive_data(data)
-            self.writer.write(self.noise.data_to_send())
-            for event in events:
-                if isinstance(event, HandshakeComplete):
-                    self.server_fingerprint = fingerprint(event.remote_static)
-                    self.handshake_hash = event.handshake_hash
-                    return
+            self.session.receive_data(data, loop.time())
+            self.writer.write(self.session.data_to_send())
+            event = self.session.next_event()
+            if isinstance(event, HandshakeDone):
+                self.server_fingerprint = fingerprint(event.remote_static)
+                self.handshake_hash = event.handshake_hash
+                return
 
     def verify_fingerprint(self, expected: bytes) -> None:
         if self.server_fingerprint != expected:
@@ -148,29 +170,31 @@ class ControlClient:
             )
 
     def start(self) -> None:
-        """Start reading and pinging (after the fingerprint was checked)."""
-        loop = asyncio.get_running_loop()
-        self._last_heard = loop.time()
-        self._reader_task = loop.create_task(self._read_loop())
+        """Start reading (after the fingerprint was checked)."""
+        self._reader_task = asyncio.get_running_loop().create_task(self._read_loop())
 
-    def _send(self, message: msg.ClientMessage) -> None:
+    def _send(self, message: msg.ClientMessage) -> Request | None:
         if self.closed is not None:
             raise self.closed
-        self.noise.send(msg.encode(message))
-        self.writer.write(self.noise.data_to_send())
+        request = self.session.send(message)
+        self._flush()
+        return request
 
-    async def request(self, message: msg.ClientMessage) -> msg.ServerMessage:
-        future: asyncio.Future[msg.ServerMessage] = asyncio.get_running_loop().create_future()
-        self._pending.append((msg.tag(type(message)), future))
-        self._send(message)
+    async def request(self, message: msg.ClientMessage) -> msg.ServerMessage | None:
+        """Send ``message`` and wait for its answer (None: a ``leave`` outside a room)."""
+        future: asyncio.Future[msg.ServerMessage | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        request = self._send(message)
+        if request is None:
+            raise LocalProtocolError(f"{msg.tag(type(message))} gets no answer to wait for")
+        self._futures[request] = future
         return await future
 
     async def login(self, user: str, password: str, nick: str) -> msg.Welcome:
         reply = await self.request(msg.Hello(PROTOCOL_VERSION, user, password, nick))
         assert isinstance(reply, msg.Welcome)
         self.welcome = reply
-        self.logged_in = True
-        self._ping_task = asyncio.get_running_loop().create_task(self._ping_loop())
         return reply
 
     async def create_room(self, name: str, max_bitrate: int = 0) -> msg.RoomCreated:
@@ -200,81 +224,107 @@ class ControlClient:
         await self.close()
 
     async def close(self) -> None:
-        for task in (self._ping_task, self._reader_task):
-            if task is not None and task is not asyncio.current_task():
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+        self._disarm()
+        task = self._reader_task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
         self.writer.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.writer.wait_closed(), 1.0)
 
-    def _fail(self, error: BangorError) -> None:
-        if self.closed is not None:
-            return
-        self.closed = error
-        while self._pending:
-            _, future = self._pending.popleft()
-            if not future.done():
-                future.set_exception(error)
-        self.events.put_nowait(error)
+    # --- driving the session --------------------------------------------------------
 
     async def _read_loop(self) -> None:
         loop = asyncio.get_running_loop()
         try:
             while True:
                 data = await self.reader.read(READ_SIZE)
-                if not data:
-                    self._fail(self._lost("server closed the connection"))
+                if data:
+                    self.session.receive_data(data, loop.time())
+                else:
+                    self.session.receive_eof(loop.time())
+                self._process()
+                # At EOF, reads return at once: stop, whether or not the session had ended.
+                if not data or self.closed is not None:
                     return
-                self._last_heard = loop.time()
-                for event in self.noise.receive_data(data):
-                    if isinstance(event, MessageReceived):
-                        self._dispatch(msg.decode_server_message(event.payload), loop.time())
         except ProtocolError as exc:
             self._fail(ConnectError(f"server sent garbage: {exc}"))
         except (ConnectionError, OSError) as exc:
             self._fail(self._lost(f"lost the connection to the server: {exc}"))
 
+    def _process(self) -> None:
+        """Act on the session's events, write what it queued, arm its timer."""
+        while (event := self.session.next_event()) is not None:
+            self._on_event(event)
+        self._flush()
+        self._arm()
+
+    def _flush(self) -> None:
+        data = self.session.data_to_send()
+        if data:
+            self.writer.write(data)
+
+    def _arm(self) -> None:
+        when = None if self.closed is not None else self.session.get_timer()
+        if when == self._timer_when:
+            return
+        self._disarm()
+        if when is not None:
+            self._timer_when = when
+            self._timer = asyncio.get_running_loop().call_at(when, self._on_timer)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._timer_when = None
+
+    def _on_timer(self) -> None:
+        # The loop may run a timer a clock tick early; it is due all the same.
+        now = max(asyncio.get_running_loop().time(), self._timer_when or 0.0)
+        self._timer = self._timer_when = None
+        self.session.handle_timer(now)
+        with contextlib.suppress(ConnectionError, OSError):
+            self._process()
+
+    def _on_event(self, event: SessionEvent) -> None:
+        if isinstance(event, RequestDone):
+            future = self._futures.pop(event.request, None)
+            if future is not None and not future.done():
+                future.set_result(event.reply)
+        elif isinstance(event, RequestFailed):
+            future = self._futures.pop(event.request, None)
+            if future is None:
+                self.events.put_nowait(refusal(event.error))  # sent without waiting for it
+            elif not future.done():
+                future.set_exception(refusal(event.error))
+        elif isinstance(event, Refused):
+            self.events.put_nowait(refusal(event.error))  # e.g. a refused chat line
+        elif isinstance(event, Pushed):
+            self.events.put_nowait(event.message)
+        elif isinstance(event, SessionEnded):
+            if event.reason is EndReason.ERROR and event.error is not None:
+                self._fail(refusal(event.error))
+            elif event.reason is EndReason.TIMEOUT:
+                self._fail(ConnectError("the server stopped answering"))
+                self.writer.close()
+            else:
+                self._fail(self._lost("server closed the connection"))
+
     def _lost(self, message: str) -> ConnectError:
         # Before welcome the server may have shed us under load: worth another try.
         return ConnectError(message) if self.logged_in else DroppedError(message)
 
-    def _dispatch(self, message: msg.ServerMessage, now: float) -> None:
-        if isinstance(message, msg.Pong):
-            sent = self._ping_sent.pop(message.nonce, None)
-            if sent is not None:
-                self.rtt = now - sent
+    def _fail(self, error: BangorError) -> None:
+        """The session is over: every request waiting fails with ``error``, and so does
+        the next read of ``events``."""
+        if self.closed is not None:
             return
-        if isinstance(message, msg.Error):
-            error = refusal(message)
-            if message.fatal:
-                self._fail(error)
-            elif self._pending and self._pending[0][0] == message.ref:
-                _, future = self._pending.popleft()
-                if not future.done():
-                    future.set_exception(error)
-            else:
-                self.events.put_nowait(error)  # e.g. a refused chat line
-            return
-        if isinstance(message, _REPLIES) and self._pending:
-            _, future = self._pending.popleft()
+        self.closed = error
+        self._disarm()
+        for future in self._futures.values():
             if not future.done():
-                future.set_result(message)
-            return
-        self.events.put_nowait(message)
-
-    async def _ping_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self.closed is None:
-            await asyncio.sleep(self.settings.ping_interval)
-            if loop.time() - self._last_heard > self.settings.dead_after:
-                self._fail(ConnectError("the server stopped answering"))
-                self.writer.close()
-                return
-            nonce = next(self._nonce)
-            self._ping_sent = {nonce: loop.time()}  # only the latest matters
-            try:
-                self._send(msg.Ping(nonce))
-            except (BangorError, ConnectionError, OSError):
-                return
+                future.set_exception(error)
+        self._futures.clear()
+        self.events.put_nowait(error)

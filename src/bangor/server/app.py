@@ -1,8 +1,9 @@
 """The server's asyncio shell: Noise control sessions over TCP and the UDP relay.
 
-Protocol logic lives in sans-I/O pieces (``wire.noise``, ``wire.control``,
-``server.relay``, ``server.rooms``); this module only moves bytes between them and
-the sockets, and turns every failure into an ``Error`` message and a close.
+Protocol logic lives in sans-I/O pieces (``wire.session`` over ``wire.noise`` and
+``wire.control``, ``server.relay``, ``server.rooms``); this module moves bytes between
+them and the sockets, does the work behind each request (login, store, rooms), and turns
+every failure into an ``Error`` message and a close.
 """
 
 from __future__ import annotations
@@ -26,10 +27,8 @@ from bangor.errors import (
     BusyError,
     CloseCode,
     LimitError,
-    LocalProtocolError,
     NotFoundError,
     PasswordRequiredError,
-    ProtocolError,
     RemoteProtocolError,
     StoreError,
     ThrottledError,
@@ -43,17 +42,12 @@ from bangor.server.relay import Address, Relay
 from bangor.server.rooms import RoomRegistry
 from bangor.server.sqlite import secure_data_dir
 from bangor.server.store import Store, check_user_name
-from bangor.settings import MAX_NAME, PROTOCOL_VERSION, ServerSettings
+from bangor.settings import MAX_NAME, ServerSettings
 from bangor.text import check_name
 from bangor.wire import control as msg
 from bangor.wire.media import MEDIA_SECRET_SIZE, MediaKeys, derive_media_keys
-from bangor.wire.noise import (
-    MessageReceived,
-    NoiseSession,
-    fingerprint,
-    format_fingerprint,
-    public_key,
-)
+from bangor.wire.noise import fingerprint, format_fingerprint, public_key
+from bangor.wire.session import ENDED, ControlSession, RequestReceived, Role, State
 from bangor.wire.stun import BindingResponder
 
 log = logging.getLogger("bangor.server")
@@ -89,12 +83,15 @@ class RelayProtocol(asyncio.DatagramProtocol):
         transport = self.transport
         if transport is None:
             return
+        now = time.monotonic()
         if data and data[0] < STUN_FIRST_BYTE_LIMIT:  # media starts 0xC1, STUN below 0x40
-            answer = self.stun.datagram_received(data, addr, time.monotonic())
+            answer = self.stun.datagram_received(data, addr, now)
             if answer is not None:
                 transport.sendto(answer, addr)
             return
-        for packet, dest in self.relay.datagram_received(data, addr):
+        relay = self.relay
+        relay.datagram_received(data, addr, now)
+        for packet, dest in relay.datagrams_to_send():
             transport.sendto(packet, dest)
 
     def error_received(self, exc: Exception) -> None:
@@ -104,12 +101,18 @@ class RelayProtocol(asyncio.DatagramProtocol):
 
 @dataclass(eq=False)
 class Connection:
-    """One client's control session."""
+    """One client's control session: the shell over its :class:`ControlSession`.
+
+    The session says what may happen (states, which message when, ping, idle timeout);
+    this shell does the work a request needs (login, store, rooms, relay) and answers
+    through the session. ``session_id``, ``user`` and ``room_id`` are the registry's view
+    of the connection, not protocol state.
+    """
 
     server: Server
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
-    noise: NoiseSession
+    session: ControlSession
     peer: str  # address:port, for the log
     source: str  # the address alone: the unit of per-source limits
     session_id: int = 0
@@ -117,42 +120,40 @@ class Connection:
     user: str = ""
     nick: str = ""
     room_id: str | None = None
-    closing: bool = False
     media_secret: bytes = b""
     limits: SessionLimits | None = None  # made at the first metered request
+
+    @property
+    def closing(self) -> bool:
+        return self.session.state in ENDED
 
     # --- sending --------------------------------------------------------------
 
     def send(self, message: msg.ServerMessage) -> None:
-        if self.closing or self.writer.is_closing():
-            return
-        self.noise.send(msg.encode(message))
+        """A reply, or a push from another member's session (dropped once we are closing)."""
+        self.session.send(message)
         self.flush()
 
     def flush(self) -> None:
-        data = self.noise.data_to_send()
+        data = self.session.data_to_send()
         if not data or self.writer.is_closing():
             return
         self.writer.write(data)
         # A client that stops reading must not make the server buffer without bound.
         if self.writer.transport.get_write_buffer_size() > self.server.settings.max_control_backlog:
             log.info("session %08x: dropped, not reading its control channel", self.session_id)
-            self.closing = True
+            self.session.close()
             self.writer.transport.abort()
 
     def fail(self, code: CloseCode, message: str, ref: str = "", retry_after: float = 0.0) -> None:
-        """Queue a fatal Error (if the session can still carry one) and mark it closing."""
-        if self.noise.handshake_complete and not self.closing:
-            # A session whose Noise state broke (bad tag) cannot send any more.
-            with contextlib.suppress(LocalProtocolError):
-                self.send(
-                    msg.Error(int(code), message, fatal=True, ref=ref, retry_after=retry_after)
-                )
-        self.closing = True
+        """End the session with a fatal Error (if it can still carry one)."""
+        self.session.fail(code, message, ref, retry_after)
+        self.flush()
 
     def refuse(self, code: CloseCode, message: str, ref: str) -> None:
         """A non-fatal refusal of one request; ``ref`` names the request's tag."""
-        self.send(msg.Error(int(code), message, ref=ref))
+        self.session.refuse(code, message, ref)
+        self.flush()
 
     def shut(self, closing: Closing[Connection]) -> None:
         """Admission closes us before login: a deadline passed, or a newer connection
@@ -161,7 +162,7 @@ class Connection:
             self.fail(CloseCode.TIMEOUT, "session timed out")  # sent only after the handshake
             self.writer.close()
         else:
-            self.closing = True
+            self.session.close()
             self.writer.transport.abort()
 
     # --- the loop -------------------------------------------------------------
@@ -169,41 +170,41 @@ class Connection:
     async def run(self) -> None:
         admission = self.server.admission
         loop = asyncio.get_running_loop()
+        session = self.session
         try:
             while not self.closing:
-                if self.session_id == 0:
-                    # Admission's deadlines (Server._admission_timer) end this wait.
-                    data = await self.reader.read(READ_SIZE)
+                # Before login the timer is None: admission's deadlines end this wait.
+                when = session.get_timer()
+                try:
+                    async with asyncio.timeout_at(when):
+                        data = await self.reader.read(READ_SIZE)
+                except TimeoutError:
+                    assert when is not None
+                    # The loop may end a wait a clock tick early; the timer is due all the same.
+                    session.handle_timer(max(loop.time(), when))
                 else:
-                    try:
-                        data = await asyncio.wait_for(
-                            self.reader.read(READ_SIZE), self.server.settings.idle_timeout
-                        )
-                    except TimeoutError:
-                        self.fail(CloseCode.TIMEOUT, "session timed out")
-                        break
-                if not data:
-                    break
-                events = self.noise.receive_data(data)
-                if self.session_id == 0 and self.noise.handshake_messages_read:
+                    if data:
+                        session.receive_data(data, loop.time())
+                    else:
+                        session.receive_eof(loop.time())
+                if self.session_id == 0 and session.handshake_messages_read:
                     admission.progressed(
                         self,
-                        Stage.HANDSHAKEN if self.noise.handshake_complete else Stage.GREETED,
+                        Stage.GREETED if session.state is State.HANDSHAKE else Stage.HANDSHAKEN,
                         loop.time(),
                     )
-                for event in events:
-                    if isinstance(event, MessageReceived):
-                        if self.session_id == 0:
-                            admission.progressed(self, Stage.LOGGING_IN, loop.time())
-                        await self.handle(msg.decode_client_message(event.payload))
-                        if self.session_id != 0:
-                            admission.done(self)  # logged in: no longer counts
+                while (event := session.next_event()) is not None:
+                    if isinstance(event, RequestReceived):
+                        await self.handle(event.message)
+                    if self.session_id != 0:
+                        admission.done(self)  # logged in: no longer counts
                     if self.closing:
                         break
                 self.flush()
         except SessionClosed:
             pass
-        except ProtocolError as exc:
+        except RemoteProtocolError as exc:
+            # The session has queued the fatal error (when the channel can carry one).
             if self.session_id == 0:
                 # A flood of garbage must not flood the log: admission's summary counts it.
                 self.server.handshake_failed(self)
@@ -214,7 +215,6 @@ class Connection:
                 self.peer,
                 str(exc),
             )
-            self.fail(exc.code, str(exc))
         except (ConnectionError, OSError):
             pass
         except Exception as exc:  # the server keeps serving everyone else
@@ -231,13 +231,12 @@ class Connection:
     # --- messages -------------------------------------------------------------
 
     async def handle(self, message: msg.ClientMessage) -> None:
+        """Do what a request delivered by the session needs; the session has checked that
+        it may come now (ping, bye and a leave outside a room never get here)."""
         if isinstance(message, msg.Hello):
+            now = asyncio.get_running_loop().time()
+            self.server.admission.progressed(self, Stage.LOGGING_IN, now)
             await self.on_hello(message)
-            return
-        if self.session_id == 0:
-            raise RemoteProtocolError(f"expected hello, got {type(message).__name__}")
-        if isinstance(message, msg.Ping):
-            self.send(msg.Pong(message.nonce))
         elif isinstance(message, msg.PeerSend):
             self.on_peer(message)
         elif isinstance(message, msg.SendChat):
@@ -245,55 +244,40 @@ class Connection:
         elif isinstance(message, msg.JoinRoom):
             await self.on_join(message)
         elif isinstance(message, msg.LeaveRoom):
-            if self.room_id is not None:
-                room_id = self.room_id
-                self.server.leave_room(self)
-                self.send(msg.RoomLeft(room_id))
+            self.on_leave()
         elif isinstance(message, msg.CreateRoom):
             await self.on_create(message)
-        elif isinstance(message, msg.Bye):
-            self.closing = True
-            raise SessionClosed
 
     async def on_hello(self, hello: msg.Hello) -> None:
-        if self.session_id != 0:
-            raise RemoteProtocolError("hello sent twice")
-        if hello.version != PROTOCOL_VERSION:
-            self.fail(
-                CloseCode.UNSUPPORTED_VERSION,
-                f"protocol version {hello.version} is not supported (server speaks "
-                f"{PROTOCOL_VERSION})",
-                ref=HELLO,
-            )
-            raise SessionClosed
+        # The session refused an unsupported version already.
         try:  # before the login: a name shown to others must not drive their terminals
             check_name(hello.nick, "nickname", MAX_NAME)
         except BadNameError as exc:
             log.info("session from %s: nickname refused", self.peer)
             self.fail(CloseCode.NOT_ALLOWED, str(exc), ref=HELLO)
-            raise SessionClosed from None
+            return
         try:
             await self.login(hello)
         except PasswordRequiredError as exc:
             self.fail(CloseCode.PASSWORD_REQUIRED, str(exc), ref=HELLO)
-            raise SessionClosed from None
+            return
         except ThrottledError as exc:
             log.info("login throttled for %s from %s", shown_name(hello.user), self.peer)
             self.fail(CloseCode.THROTTLED, str(exc), ref=HELLO, retry_after=exc.retry_after)
-            raise SessionClosed from None
+            return
         except BusyError as exc:
             log.debug("login from %s: %s", self.peer, exc)
             self.fail(CloseCode.BUSY, str(exc), ref=HELLO, retry_after=exc.retry_after)
-            raise SessionClosed from None
+            return
         except AuthError as exc:
             # The store logs failures for names it knows; a name may be a mistyped password.
             log.debug("login refused for %s from %s", shown_name(hello.user), self.peer)
             self.fail(CloseCode.AUTH_FAILED, str(exc), ref=HELLO)
-            raise SessionClosed from None
+            return
         except LimitError as exc:
             log.info("login for %s from %s refused: %s", shown_name(hello.user), self.peer, exc)
             self.fail(CloseCode.LIMIT, str(exc), ref=HELLO)
-            raise SessionClosed from None
+            return
         log.info("session %08x: %s logged in from %s", self.session_id, self.user, self.peer)
         self.send(msg.Welcome(self.session_id, self.user, __version__, self.media_secret))
 
@@ -420,6 +404,13 @@ class Connection:
         members = self.server.join_room(self, room.id, room.name)
         self.send(msg.RoomJoined(room.id, room.name, self.member(), members, room.max_bitrate or 0))
 
+    def on_leave(self) -> None:
+        """Leave the room (the session delivers a leave only when we are in one)."""
+        room_id = self.room_id
+        assert room_id is not None
+        self.server.leave_room(self)
+        self.send(msg.RoomLeft(room_id))
+
     def on_chat(self, chat: msg.SendChat) -> None:
         if not self.admit(Kind.CHAT):
             self.refuse(
@@ -543,7 +534,7 @@ class Server:
             self,
             reader,
             writer,
-            NoiseSession(initiator=False, static_private=self.static_key),
+            ControlSession(Role.SERVER, self.static_key, idle_timeout=self.settings.idle_timeout),
             peer,
             address,
         )

@@ -1,4 +1,5 @@
-"""The UDP voice relay, sans-I/O: datagrams and addresses in, datagrams out.
+"""The UDP voice relay, sans-I/O: :meth:`Relay.datagram_received` takes a datagram and
+its source address, :meth:`Relay.datagrams_to_send` gives what to send, to whom.
 
 Each session has a hop key pair from the media secret sent in its ``welcome``. An
 incoming datagram is dropped without reply unless its session is known, its tag
@@ -52,6 +53,7 @@ class Relay:
     _sessions: dict[int, RelaySession] = field(default_factory=dict)
     # Room -> its members' sessions; a list because the hot path only iterates it.
     _rooms: dict[Hashable, list[RelaySession]] = field(default_factory=dict)
+    _outgoing: list[tuple[bytes, Address]] = field(default_factory=list)
 
     def add_session(self, session_id: int, keys: MediaKeys) -> None:
         self._sessions[session_id] = RelaySession(
@@ -82,23 +84,25 @@ class Relay:
         session = self._sessions.get(session_id)
         return session.addr if session else None
 
-    def datagram_received(self, data: bytes, addr: Address) -> list[tuple[bytes, Address]]:
-        """Handle one datagram; returns what to send, to whom (often nothing)."""
+    def datagram_received(self, data: bytes, addr: Address, now: float) -> None:
+        """Handle one datagram; what to send, to whom, comes from :meth:`datagrams_to_send`
+        (often nothing). ``now`` is unused (the relay has no timers); every sans-I/O core
+        takes it, so their inputs read alike."""
         stats = self.stats
         stats.received += 1
         try:
             session = self._sessions.get(peek_session_id(data))
         except PacketError:
             stats.dropped_malformed += 1
-            return []
+            return
         if session is None:
             stats.dropped_unknown += 1
-            return []
+            return
         try:
             header, payload = session.opener.open(data)
         except PacketError:
             stats.dropped_auth += 1
-            return []
+            return
         # Authenticated and fresh: only now may the source address be trusted.
         session.addr = addr
         if header.type is PacketType.VOICE or header.type is PacketType.VOICE_EXCEPT:
@@ -109,24 +113,31 @@ class Relay:
                     skip, payload = unpack_except(payload)
                 except PacketError:
                     stats.dropped_malformed += 1
-                    return []
+                    return
             if len(payload) > self.max_payload:
                 stats.dropped_oversize += 1
-                return []
+                return
             if session.room is None:
-                return []
+                return
             relayed = pack_relayed(session.session_id, payload)
-            out = []
+            out = self._outgoing
+            before = len(out)
             for member in self._rooms[session.room]:
                 if member is not session and member.addr is not None:
                     if skip and member.session_id in skip:
                         continue
                     out.append((member.sealer.seal(PacketType.VOICE, relayed), member.addr))
-            stats.forwarded += len(out)
-            return out
+            stats.forwarded += len(out) - before
+            return
         if header.type is PacketType.KEEPALIVE:
             stats.keepalives += 1
             # Same payload back, so the answer is never larger than the request.
-            return [(session.sealer.seal(PacketType.KEEPALIVE_ACK, payload), addr)]
+            self._outgoing.append((session.sealer.seal(PacketType.KEEPALIVE_ACK, payload), addr))
+            return
         stats.dropped_malformed += 1  # a type only the server sends
-        return []
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        """Datagrams queued since the last call, with their destinations; clears the queue."""
+        out = self._outgoing
+        self._outgoing = []
+        return out

@@ -9,7 +9,7 @@ unions below, so a client cannot send a server message and vice versa.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, get_args
 
 import msgspec
 
@@ -171,6 +171,10 @@ ServerMessage = (
     | Pong
     | Error
 )
+
+# The same unions as tuples of types, for isinstance.
+CLIENT_MESSAGE_TYPES: tuple[type[ClientMessage], ...] = get_args(ClientMessage)
+SERVER_MESSAGE_TYPES: tuple[type[ServerMessage], ...] = get_args(ServerMessage)
 
 NESTED_TOO_DEEPLY = "malformed control message: nested too deeply"
 

@@ -1,9 +1,9 @@
 """Noise XX control session over ``noiseprotocol`` (sans-I/O).
 
-Bytes in (:meth:`NoiseSession.receive_data`), events out, framed bytes to send
-(:meth:`NoiseSession.data_to_send`). The handshake runs by itself: the responder
-answers message 1, the initiator answers message 2. Handshake payloads are empty;
-the prologue binds the protocol name and Bangor's version so a mismatch fails
+Bytes in (:meth:`NoiseSession.receive_data`), events out (:meth:`NoiseSession.next_event`),
+framed bytes to send (:meth:`NoiseSession.data_to_send`). The handshake runs by itself:
+the responder answers message 1, the initiator answers message 2. Handshake payloads
+are empty; the prologue binds the protocol name and Bangor's version so a mismatch fails
 the handshake instead of confusing the session later.
 
 ``noiseprotocol`` drops its HandshakeState (and with it the remote static key)
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections import deque
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -58,7 +59,12 @@ def format_fingerprint(fp: bytes) -> str:
 
 
 @dataclass(frozen=True)
-class HandshakeComplete:
+class NoiseEvent:
+    """Base of what a :class:`NoiseSession` reports."""
+
+
+@dataclass(frozen=True)
+class HandshakeComplete(NoiseEvent):
     """The handshake finished; the peer proved ownership of ``remote_static``."""
 
     remote_static: bytes
@@ -66,13 +72,10 @@ class HandshakeComplete:
 
 
 @dataclass(frozen=True)
-class MessageReceived:
+class MessageReceived(NoiseEvent):
     """A decrypted transport message."""
 
     payload: bytes
-
-
-NoiseEvent = HandshakeComplete | MessageReceived
 
 
 class NoiseSession:
@@ -91,6 +94,7 @@ class NoiseSession:
         self._initiator = initiator
         self._decoder = FrameDecoder()
         self._outgoing = bytearray()
+        self._events: deque[NoiseEvent] = deque()
         self._initiated = False
         self._failed = False
         self._remote_static: bytes | None = None
@@ -163,13 +167,18 @@ class NoiseSession:
         self._initiated = True
         self._write_handshake()
 
-    def receive_data(self, data: bytes) -> list[HandshakeComplete | MessageReceived]:
-        """Feed bytes from the stream; return the events they complete."""
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Feed bytes from the stream; what they complete comes from :meth:`next_event`.
+
+        Raises HandshakeError, FramingError or RemoteProtocolError on bad input; events
+        of the frames before the bad one stay queued. ``now`` is unused (Noise has no
+        timers); every sans-I/O core takes it, so their inputs read alike.
+        """
         if self._failed:
             raise LocalProtocolError("noise session failed earlier; close it")
         if self._initiator and not self._initiated:
             raise LocalProtocolError("call initiate() before receiving data")
-        events: list[HandshakeComplete | MessageReceived] = []
+        events = self._events
         try:
             for frame in self._decoder.feed(data):
                 if self.handshake_complete:
@@ -181,7 +190,10 @@ class NoiseSession:
         except Exception:
             self._failed = True
             raise
-        return events
+
+    def next_event(self) -> NoiseEvent | None:
+        """The oldest event not yet taken, or None."""
+        return self._events.popleft() if self._events else None
 
     def send(self, payload: bytes) -> None:
         """Encrypt ``payload`` as one transport message and queue it."""
