@@ -85,14 +85,14 @@ def test_a_member_between_rooms_hears_nobody_and_nobody_hears_it(
 ) -> None:
     relay, a, b, c = room
     relay.set_room(a.session_id, None)
-    assert relay.datagram_received(a.voice(b"x"), A) == []
-    assert [dest for _, dest in relay.datagram_received(b.voice(b"y"), B)] == [C]
+    assert exchange(relay, a.voice(b"x"), A) == []
+    assert [dest for _, dest in exchange(relay, b.voice(b"y"), B)] == [C]
     relay.set_room(b.session_id, None)
     relay.set_room(c.session_id, None)  # the room is empty now
     relay.set_room(c.session_id, "room")  # and c starts it afresh, alone
-    assert relay.datagram_received(c.voice(b"z"), C) == []
+    assert exchange(relay, c.voice(b"z"), C) == []
     relay.set_room(a.session_id, "room")
-    assert [dest for _, dest in relay.datagram_received(c.voice(b"w"), C)] == [A]
+    assert [dest for _, dest in exchange(relay, c.voice(b"w"), C)] == [A]
 
 
 def test_room_changes_for_unknown_sessions_change_nothing(
@@ -103,7 +103,7 @@ def test_room_changes_for_unknown_sessions_change_nothing(
     relay.set_room(99, "room")
     relay.remove_session(99)
     assert relay.address_of(99) is None
-    assert sorted(dest for _, dest in relay.datagram_received(a.voice(b"x"), A)) == [B, C]
+    assert sorted(dest for _, dest in exchange(relay, a.voice(b"x"), A)) == [B, C]
 
 
 def test_replayed_packet_dropped(room: tuple[Relay, Peer, Peer, Peer]) -> None:
