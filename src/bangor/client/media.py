@@ -19,7 +19,6 @@ the schedule is reset rather than bursting to catch up.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import math
 import socket
@@ -186,7 +185,11 @@ class MediaEngine(asyncio.DatagramProtocol):
                 _at_least_one(self.settings.vad_preroll_ms, self.frame_ms),
                 self.frame_samples,
             )
-        self._tasks: list[asyncio.Task[None]] = []
+        # Ticks and keepalives run as loop timers, not as tasks around asyncio.sleep (a
+        # future, a timer and a task step per tick); a failed tick surfaces at stop().
+        self._timers: list[asyncio.TimerHandle] = []
+        self._next_tick = 0.0
+        self._failure: Exception | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.direct = DirectPaths(self.session_id, DirectSettings())
         self._stun_txid = stun.new_transaction_id()
@@ -214,9 +217,10 @@ class MediaEngine(asyncio.DatagramProtocol):
         assert self.transport is not None
         self.local_addr = self.transport.get_extra_info("sockname")[:2]
         self.send_keepalive()
-        self._tasks = [
-            loop.create_task(self._tick_loop()),
-            loop.create_task(self._keepalive_loop()),
+        self._next_tick = loop.time()
+        self._timers = [
+            loop.call_at(self._next_tick, self._on_tick_timer),
+            loop.call_later(self.settings.keepalive_interval, self._on_keepalive_timer),
         ]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -227,13 +231,12 @@ class MediaEngine(asyncio.DatagramProtocol):
         pass  # ICMP errors while the server restarts; the control channel reports outages
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for timer in self._timers:
+            timer.cancel()
         if self.transport is not None:
             self.transport.close()
+        if self._failure is not None:
+            raise self._failure
 
     def _send(self, ptype: PacketType, payload: bytes) -> None:
         if self.transport is not None:
@@ -247,23 +250,26 @@ class MediaEngine(asyncio.DatagramProtocol):
     def send_keepalive(self) -> None:
         self._send(PacketType.KEEPALIVE, _STAMP.pack(time.monotonic_ns()))
 
-    async def _keepalive_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.keepalive_interval)
-            self.send_keepalive()
+    def _on_keepalive_timer(self) -> None:
+        assert self._loop is not None
+        self.send_keepalive()
+        self._timers[1] = self._loop.call_later(
+            self.settings.keepalive_interval, self._on_keepalive_timer
+        )
 
-    async def _tick_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        tick = self.frame_ms / 1000
-        next_tick = loop.time()
-        while True:
+    def _on_tick_timer(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        try:
             self.tick()
-            next_tick += tick
-            delay = next_tick - loop.time()
-            if delay < -MAX_STALL_S:
-                next_tick = loop.time()
-                delay = 0
-            await asyncio.sleep(max(delay, 0))
+        except Exception as exc:  # ends the ticks, as it ended the task it replaces
+            self._failure = exc
+            return
+        self._next_tick += self.frame_ms / 1000
+        now = loop.time()
+        if self._next_tick < now - MAX_STALL_S:
+            self._next_tick = now  # a long stall: start afresh rather than burst
+        self._timers[0] = loop.call_at(self._next_tick, self._on_tick_timer)
 
     # --- receive ----------------------------------------------------------------
 
