@@ -256,6 +256,15 @@ def main() -> None:
     if opts.verbose:
         print("clicks (s into the measurement: ms):")
         print("  " + ", ".join(f"{t:.1f}: {ms:.1f}" for t, ms in timeline))
+        print("listener's buffer (s into the measurement: received, dropped, delay ms):")
+        print(
+            "  "
+            + ", ".join(
+                f"{e['stats'] - start:.1f}: {e['received']:g}, {e['dropped']:g}, {e['delay_ms']:g}"
+                for e in events["listener"]
+                if "stats" in e and e["stats"] < start + 5
+            )
+        )
     # The listener's jitter buffer at the end: loss or concealment would show here.
     stats = [e for e in events["listener"] if "stats" in e]
     if stats:

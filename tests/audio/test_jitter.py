@@ -840,3 +840,12 @@ def test_an_unlucky_tick_phase_keeps_the_phase_frame() -> None:
     out = run(jb, timed, 21)
     assert missed(jb) == 0
     assert max(out.delay(since=5.0)) <= 2 * FRAME_S
+
+
+def test_ten_ms_frames_of_steady_silence_settle_within_a_second_and_a_half() -> None:
+    # 60 ms of start-up guess in 10 ms frames; packets all one size (digital silence).
+    jb = JitterBuffer(6, 50, frame_ms=10)
+    out = run(jb, sender(600, jitter=uniform(0.0005, seed=1), frame_s=0.01), 6)
+    s = jb.stats()
+    assert (s.target, s.dropped, missed(jb)) == (2, 5, 0)
+    assert max(out.delay(since=1.5)) <= 0.010

@@ -245,7 +245,7 @@ class JitterBuffer:
         self._drop_pending = 0  # frames to drop, one a tick (more than one only settling)
         self._drop_wait = 0  # ticks the pending drop has waited for a quiet frame
         self._size_mean = 0.0
-        # The smallest packet lately: drops to each smaller one, rises toward the mean.
+        # The smallest packet lately: drops to each smaller one, creeps up to bigger ones.
         self._size_floor = math.inf
         # The constructor's target still stands in for a measured one: shrink fast.
         self._settling = True
@@ -297,9 +297,7 @@ class JitterBuffer:
         size = len(payload)
         self._size_mean += (size - self._size_mean) * self._smoothing
         floor = self._size_floor
-        self._size_floor = (
-            size if size < floor else floor + (self._size_mean - floor) * self._smoothing
-        )
+        self._size_floor = size if size <= floor else floor + (size - floor) * self._smoothing
         self._frames[seq] = payload
         if offset >= self._max:
             self._advance_to((seq - self._max + 1) % SEQ_MODULO)
