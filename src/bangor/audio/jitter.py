@@ -95,12 +95,15 @@ FAST_SHRINK_S = 0.5
 # 40 kbit/s for 20 ms), where a missing frame is not heard. After DROP_PATIENCE_S any
 # frame goes, so the delay stays bounded for a sender that never pauses.
 QUIET_FRACTION = 0.6
+# A stream whose smallest packet lately is this close to the mean has no pauses to find
+# (steady silence, or noise): its smallest packets count as quiet.
+STEADY_FRACTION = 0.9
 DROP_PATIENCE_S = 2.0
 # Settling from the constructor's guess: a window this long shows the spare frames,
 # then all of them go, on quiet frames (any after SETTLE_PATIENCE_S): the start of a
 # stream is no time to wait long for a pause with 40 ms too much delay.
 SETTLE_WINDOW_S = 0.25
-SETTLE_PATIENCE_S = 1.0
+SETTLE_PATIENCE_S = 2.0
 # Time constant of the running means of the packet size and of the buffer level
 # behind delay_ms: each frame weighs frame_ms / SMOOTHING_MS (0.02 for 20 ms).
 SMOOTHING_MS = 1000
@@ -295,7 +298,10 @@ class JitterBuffer:
         self._observe(seq, now, overdue=offset == 0 and self._stall_run > 0)
         self._note_margin(offset)
         size = len(payload)
-        self._size_mean += (size - self._size_mean) * self._smoothing
+        if self._size_mean:
+            self._size_mean += (size - self._size_mean) * self._smoothing
+        else:
+            self._size_mean = size  # not a ramp up from 0: early frames would all be loud
         floor = self._size_floor
         self._size_floor = size if size <= floor else floor + (size - floor) * self._smoothing
         self._frames[seq] = payload
@@ -379,7 +385,7 @@ class JitterBuffer:
                 # A gap, a quiet frame, or waited long enough: skip it.
                 if (
                     payload is None
-                    or len(payload) <= max(QUIET_FRACTION * self._size_mean, self._size_floor)
+                    or len(payload) <= self._quiet_size()
                     or self._drop_wait >= self._patience()
                 ):
                     self._drop_due()
@@ -515,6 +521,12 @@ class JitterBuffer:
             elif estimated:
                 self._settling = False  # nothing spare: what is left was measured
             self._new_window()
+
+    def _quiet_size(self) -> float:
+        # Packets up to this size are quiet: well under the mean (a pause in speech), or
+        # in a steady stream (all about one size: silence or noise) the smallest ones.
+        steady = self._size_floor >= STEADY_FRACTION * self._size_mean
+        return max(QUIET_FRACTION * self._size_mean, self._size_floor if steady else 0.0)
 
     def _patience(self) -> int:
         # While settling, the spare frames are the prebuffer's guess: wait less for quiet.
