@@ -43,9 +43,6 @@ GATES = (
     # After the merge of the media session (src/bangor/media/):
     # Gate("bangor.media", ("tests/media",)),
 )
-# Sound cards and files, moving to bangor/io/ with their tests: not pure, not gated.
-OMIT = ("*/bangor/audio/devices.py", "*/bangor/audio/recording.py")
-IGNORE = ("tests/audio/test_devices.py", "tests/audio/test_recording.py")
 
 
 @dataclass(frozen=True)
@@ -99,7 +96,6 @@ def measure(gates: tuple[Gate, ...] = GATES) -> Report:
             "run",
             "--branch",
             f"--source={','.join(g.module for g in gates)}",
-            f"--omit={','.join(OMIT)}",
             "-m",
             "pytest",
             "-q",
@@ -107,7 +103,6 @@ def measure(gates: tuple[Gate, ...] = GATES) -> Report:
             "no:cacheprovider",
             "--hypothesis-seed=0",  # the same examples every run: a gate must not flicker
             *tests,
-            *(f"--ignore={path}" for path in IGNORE),
         )
         if run.returncode != 0:
             return Report(run.returncode, run.stdout[-5000:] + run.stderr[-2000:], ())

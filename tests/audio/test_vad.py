@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bangor.audio.devices import ArraySource, open_sink, read_wav
 from bangor.audio.vad import VoiceGate
 from bangor.client.media import MediaEngine
 from bangor.errors import AudioError
+from bangor.io.devices import ArraySource, open_sink, read_wav
 from bangor.settings import FRAME_SAMPLES, SAMPLE_RATE, ClientSettings
 from bangor.wire.media import PacketType, derive_media_keys
 from bangor.wire.voice import VoiceFrame

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from bangor.audio.codec import OpusEncoder
-from bangor.audio.devices import open_sink, open_source
 from bangor.client.media import MediaEngine
 from bangor.errors import AudioError, PacketError
+from bangor.io.devices import open_sink, open_source
 from bangor.settings import FRAME_SAMPLES, MAX_VOICE_FRAME, SAMPLE_RATE, ClientSettings
 from bangor.wire.media import HopSealer, PacketType, derive_media_keys
 from bangor.wire.voice import VoiceFrame, pack_relayed

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bangor.audio.devices import NullSink, SilenceSource, Sink, Source, open_sink, open_source
-from bangor.audio.recording import OpusFileSink
 from bangor.client import events as ev
 from bangor.client.control import ControlClient
 from bangor.client.identity import KnownMembers, Trust, load_identity
@@ -34,6 +32,8 @@ from bangor.errors import (
     RefusedError,
     RemoteProtocolError,
 )
+from bangor.io.devices import NullSink, SilenceSource, Sink, Source, open_sink, open_source
+from bangor.io.recording import OpusFileSink
 from bangor.settings import MAX_CHAT_TEXT, ClientSettings
 from bangor.wire import control as msg
 from bangor.wire.direct import Candidate, PathChanged

@@ -35,12 +35,12 @@ import numpy as np
 
 from bangor.audio.adaptation import SendAdapter, SendPlan
 from bangor.audio.codec import OpusDecoder, OpusEncoder, packet_samples
-from bangor.audio.devices import NullSink, Sink, Source
 from bangor.audio.jitter import Frame, JitterBuffer, Lost
 from bangor.audio.loss import LossMeter
 from bangor.audio.mixer import Mixer
 from bangor.audio.vad import VoiceGate
 from bangor.errors import AudioError, ConnectError, PacketError
+from bangor.io.devices import NullSink, Sink, Source
 from bangor.settings import FRAME_SAMPLES, MAX_VOICE_FRAME, SAMPLE_RATE, ClientSettings
 from bangor.wire import stun
 from bangor.wire.direct import DirectPaths, DirectSettings, PathChanged

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bangor.audio.devices import (
+from bangor.errors import AudioError
+from bangor.io.devices import (
     CAPTURE_QUEUE_FRAMES,
     DEVICE_STALL_TIMEOUT,
     NO_DEVICES,
@@ -37,7 +38,6 @@ from bangor.audio.devices import (
     open_sink,
     open_source,
 )
-from bangor.errors import AudioError
 from bangor.settings import FRAME_SAMPLES, SAMPLE_RATE
 from tests.audiocheck import align, envelope_correlation, make_speech_wav
 
@@ -747,7 +747,7 @@ ctypes.util.find_library = lambda name: None if "portaudio" in name else _find_l
 
 OPEN_DEFAULTS = """
 import json
-from bangor.audio.devices import list_devices, open_sink, open_source
+from bangor.io.devices import list_devices, open_sink, open_source
 from bangor.errors import AudioError
 out = {}
 for name, call in (
@@ -874,7 +874,7 @@ def test_real_playback_device(file_devices: tuple[Path, Path, Path]) -> None:
     conf, out, _ = file_devices
     code = """
 import json
-from bangor.audio.devices import open_sink, open_source
+from bangor.io.devices import open_sink, open_source
 sink = open_sink("BANGOR_OUT")
 tone = open_source("tone:700")
 drained = []
@@ -909,7 +909,7 @@ def test_real_capture_device(file_devices: tuple[Path, Path, Path], tmp_path: Pa
     code = f"""
 import json
 import numpy as np
-from bangor.audio.devices import list_devices, open_source
+from bangor.io.devices import list_devices, open_source
 index = next(d.index for d in list_devices() if d.name == "bangor_in")
 source = open_source(str(index))
 frames = []
