@@ -53,6 +53,7 @@ from bangor.wire.noise import NoiseSession
 from bangor.wire.session import ControlSession, Role, State
 from bangor.wire.sframe import SFrameContext, SFrameHeader
 from bangor.wire.voice import VoiceFrame, pack_except, unpack_except, unpack_relayed
+from tests.sansio import drain
 
 ADDR = ("192.0.2.7", 40000)
 NOW = 1000.0
@@ -374,7 +375,7 @@ def _peer_message(data: bytes) -> None:
     bob.open_chat(ALICE, data, NOW)
     with contextlib.suppress(PacketError):
         bob.open_voice(ALICE, data, NOW)
-    bob.events()
+    drain(bob)
 
 
 def _peer_seeds() -> list[bytes]:
@@ -391,7 +392,7 @@ def _member_payload_raw(data: bytes) -> None:
     channel.send(data)
     for sealed in channel.messages_to_send():
         bob.peer_received(ALICE, sealed, NOW)
-    for event in bob.events():
+    for event in drain(bob):
         assert event.session_id == ALICE
 
 

@@ -386,7 +386,7 @@ class _Call:
         stopped = loop.create_task(stop.wait())
         try:
             while True:
-                wake = min(next_stats, next_report, self.crypto.next_timer() or next_stats)
+                wake = min(next_stats, next_report, self.crypto.get_timer() or next_stats)
                 waiting: set[asyncio.Future[Any]] = {get_event, get_line, stopped}
                 await asyncio.wait(
                     waiting, timeout=max(wake - loop.time(), 0), return_when=asyncio.FIRST_COMPLETED
@@ -412,7 +412,7 @@ class _Call:
                     )
                     if line is not None:
                         self.on_line(line)
-                timer = self.crypto.next_timer()
+                timer = self.crypto.get_timer()
                 if timer is not None and loop.time() >= timer:
                     self.crypto.handle_timer(loop.time())
                     self.flush()
@@ -537,7 +537,7 @@ class _Call:
         for to, data in self.crypto.messages_to_send():
             self.client.send_peer(to, data)
         released: dict[int, list[bytes]] = {}
-        for event in self.crypto.events():
+        while (event := self.crypto.next_event()) is not None:
             if isinstance(event, VoiceReleased):
                 released.setdefault(event.session_id, []).append(event.payload)
             else:
@@ -576,7 +576,7 @@ class _Call:
     def report_held_problems(self) -> None:
         """The call is over: the counts of problems not shown one by one come now."""
         self.crypto.report_held_problems(self.engine.clock())
-        for event in self.crypto.events():
+        while (event := self.crypto.next_event()) is not None:
             if isinstance(event, PeerProblem):
                 self.on_crypto_event(event)
 

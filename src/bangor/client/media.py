@@ -330,8 +330,9 @@ class MediaEngine(asyncio.DatagramProtocol):
 
     def _flush_direct(self) -> None:
         self._send_to(self.direct.datagrams_to_send())
-        for change in self.direct.events():
-            self.on_peer_path(change)
+        while (change := self.direct.next_event()) is not None:
+            if isinstance(change, PathChanged):
+                self.on_peer_path(change)
 
     def candidates(self) -> list[tuple[str, str, int]]:
         """Where members may reach us: (kind, ip, port) for host and server-reflexive."""
