@@ -461,6 +461,9 @@ class DeviceSource(_DeviceStream):
     _stream_class = "RawInputStream"
 
     def _prepare(self) -> None:
+        # Called on PortAudio's thread once per frame captured (after it is queued), for
+        # callers that pace on the sound card's clock; it must be quick and never raise.
+        self.on_frame: Callable[[], None] | None = None
         self._frames: deque[bytes] = deque()
         self._partial = bytearray()  # bytes of a frame still being captured
         self._frame_bytes = self.frame_samples * 2  # int16 mono
@@ -476,14 +479,20 @@ class DeviceSource(_DeviceStream):
                     self.stats.xruns += 1
                 self._partial += captured
                 size = self._frame_bytes
+                captured_frames = 0
                 while len(self._partial) >= size:
                     if len(self._frames) >= self._max_frames:
                         self._frames.popleft()
                         self.stats.dropped += 1
                     self._frames.append(bytes(self._partial[:size]))
                     del self._partial[:size]
+                    captured_frames += 1
                 if self._frames:
                     self._lock.notify_all()
+            on_frame = self.on_frame
+            if on_frame is not None:
+                for _ in range(captured_frames):
+                    on_frame()
         except Exception as exc:
             self._fail(f"failed in its callback ({exc!r})")
 
