@@ -40,8 +40,7 @@ GATES = (
     Gate("bangor.wire", ("tests/wire", "tests/fuzz")),
     Gate("bangor.audio", ("tests/audio",)),
     Gate("bangor.server.relay", ("tests/server/test_relay.py", "tests/fuzz")),
-    # After the merge of the media session (src/bangor/media/):
-    # Gate("bangor.media", ("tests/media",)),
+    Gate("bangor.media", ("tests/media",)),
 )
 
 

@@ -15,7 +15,7 @@ from bangor.server.relay import Relay
 from bangor.settings import ClientSettings
 from bangor.wire import stun
 from bangor.wire.e2ee import RoomCrypto
-from bangor.wire.media import derive_media_keys
+from bangor.wire.media import HopOpener, PacketType, derive_media_keys
 from bangor.wire.noise import generate_static_key
 from tests.sansio import drain
 
@@ -56,7 +56,8 @@ class Net:
         self.wire: list[tuple[bytes, Address, Address]] = []  # (data, from, to)
         self.drop: Callable[[Address, Address], bool] = lambda src, dst: False
         self.direct = True  # members reach each other's LAN addresses
-        self.server_dropped = 0
+        self.hold_peer = False  # the control channel holds pair messages back
+        self.held: list[tuple[int, int, bytes]] = []  # (from, to, data)
 
     def join(
         self,
@@ -79,9 +80,7 @@ class Net:
             identity_private=generate_static_key(),
             settings=settings,
         )
-        session = MediaSession(
-            sid, keys, settings, crypto, SERVER, [lan(sid)] if host else []
-        )
+        session = MediaSession(sid, keys, settings, crypto, SERVER, [lan(sid)] if host else [])
         pcm = open_source(source, settings.frame_samples)
         others = [(other, f"user{other}") for other in self.members]
         self.members[sid] = Member(session, pcm.read)
@@ -90,6 +89,15 @@ class Net:
         session.start(others, self.now)
         self.settle()
         return session
+
+    def release_peer(self) -> None:
+        """The control channel delivers what it held, and holds nothing more."""
+        self.hold_peer = False
+        held, self.held = self.held, []
+        for sid, to, data in held:
+            if to in self.members:
+                self.members[to].session.receive_peer(sid, data, self.now)
+        self.settle()
 
     def leave(self, sid: int) -> None:
         del self.members[sid]
@@ -112,7 +120,9 @@ class Net:
                 for data, dst in session.datagrams_to_send():
                     self.wire.append((data, nat(sid), dst))
                 for to, data in session.peer_messages_to_send():
-                    if to in self.members:
+                    if self.hold_peer:
+                        self.held.append((sid, to, data))
+                    elif to in self.members:
                         self.members[to].session.receive_peer(sid, data, self.now)
                         moved = True
                 member.events += drain(session)
@@ -165,3 +175,27 @@ class Net:
 
     def events(self, sid: int, kind: type[me.MediaEvent]) -> list[me.MediaEvent]:
         return [e for e in self.members[sid].events if isinstance(e, kind)]
+
+
+KEYS = derive_media_keys(bytes(32))
+
+
+def lone_session(settings: ClientSettings | None = None, sid: int = 7) -> MediaSession:
+    """A session alone in its room, not started."""
+    settings = settings or ClientSettings(vad=False)
+    crypto = RoomCrypto(
+        room_id=ROOM_ID,
+        secret=SECRET,
+        session_id=sid,
+        user="solo",
+        nick="solo",
+        identity_private=generate_static_key(),
+        settings=settings,
+    )
+    return MediaSession(sid, KEYS, settings, crypto, SERVER, [lan(sid)])
+
+
+def open_header(data: bytes, sid: int = 7) -> PacketType:
+    """The type of a lone session's datagram to the server (hop-opened)."""
+    header, _ = HopOpener(KEYS.client_to_server, sid).open(data)
+    return header.type
