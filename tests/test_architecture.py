@@ -1,8 +1,7 @@
 """The import contracts of pyproject.toml (`lint-imports`): CI runs only pytest, so here.
 
-wire/ and audio/ (and media/, once it lands) import no event loop, socket, clock, thread,
-io/, client or server, directly or through another module; cli -> tui -> client -> server
-is one way.
+wire/, audio/ and media/ import no event loop, socket, clock, thread, io/, client or
+server, directly or through another module; cli -> tui -> client -> server is one way.
 """
 
 from __future__ import annotations
@@ -55,6 +54,12 @@ def test_the_import_contracts_are_kept() -> None:
             "audio/vad.py",
             "import bangor.server.relay",
             "bangor.audio is not allowed to import bangor.server",
+        ),
+        ("media/session.py", "import time", "bangor.media is not allowed to import time"),
+        (
+            "media/streams.py",
+            "import bangor.io.devices",
+            "bangor.media is not allowed to import bangor.io",
         ),
         # Indirectly: the cores import settings, so settings may not read the clock either.
         ("settings.py", "import time", "bangor.wire is not allowed to import time"),

@@ -132,3 +132,31 @@ async def test_an_unreachable_server_is_a_connect_error() -> None:
 
 def test_host_addresses_are_not_loopback() -> None:
     assert "127.0.0.1" not in host_addresses() and "::1" not in host_addresses(ipv6=True)
+
+
+async def test_ticks_follow_the_capture_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each frame the card captures is one tick, at once, on the loop."""
+    from tests.io.test_devices import FAKE_DEVICES, FakeSounddevice, numbered, use_fake
+
+    fake = use_fake(monkeypatch, FakeSounddevice(FAKE_DEVICES, default=(4, 4)))
+    source = open_source("default")
+    sink = ListSink()
+    shell = MediaShell(source, sink, 20)
+    session = lone_session(ClientSettings(vad=False, relay_only=True))
+    ticked: asyncio.Queue[int] = asyncio.Queue()
+    shell.on_output = lambda: ticked.put_nowait(len(sink.frames))
+    loop = asyncio.get_running_loop()
+    shell.start(session, [])
+    try:
+        before = session.sender.sent
+        # The card's thread delivers three frames; the loop ticks three times for them.
+        await loop.run_in_executor(
+            None, lambda: [fake.stream.capture(numbered(k).tobytes()) for k in range(3)]
+        )
+        while session.sender.sent < before + 3:
+            await asyncio.wait_for(ticked.get(), 5)
+    finally:
+        shell.stop()
+        source.close()
+    assert source.stats.underruns == 0  # no tick came before its frame
+    assert source.on_frame is None  # stop() let go of the card's thread

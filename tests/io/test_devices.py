@@ -988,3 +988,15 @@ def test_devices_take_frames_of_the_chosen_duration(fake_sd: FakeSounddevice, ms
     assert sink.queued() == SAMPLE_RATE // 10  # 100 ms, the oldest dropped
     with pytest.raises(AudioError):
         sink.write(np.zeros(FRAME_SAMPLES, np.int16))
+
+
+def test_the_capture_callback_tells_of_each_whole_frame(fake_sd: FakeSounddevice) -> None:
+    source = open_source("default")
+    assert isinstance(source, DeviceSource)
+    told: list[int] = []
+    source.on_frame = lambda: told.append(1)
+    fake_sd.stream.capture(numbered(1).tobytes()[:FRAME_SAMPLES])  # half a frame
+    assert told == []
+    fake_sd.stream.capture(numbered(1).tobytes()[FRAME_SAMPLES:] + numbered(2).tobytes())
+    assert len(told) == 2
+    source.close()

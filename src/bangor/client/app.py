@@ -389,20 +389,19 @@ class _Call:
             await stop.wait()
             inputs.put_nowait(("stop", None))
 
-        every = self.session.settings.stats_interval
-        # The stats timer's handle and due time, re-armed against absolute times.
-        stats: list[Any] = [None, loop.time() + every]
+        async def stats_due() -> None:
+            every = self.session.settings.stats_interval
+            due = loop.time() + every
+            while True:  # against absolute times, so the count does not drift
+                await asyncio.sleep(max(due - loop.time(), 0))
+                inputs.put_nowait(("stats", None))
+                due = max(due + every, loop.time())
 
-        def stats_due() -> None:
-            inputs.put_nowait(("stats", None))
-            stats[1] = max(stats[1] + every, loop.time())
-            stats[0] = loop.call_at(stats[1], stats_due)
-
-        stats[0] = loop.call_at(stats[1], stats_due)
         tasks = [
             loop.create_task(control()),
             loop.create_task(typed(lines)),
             loop.create_task(stopped()),
+            loop.create_task(stats_due()),
         ]
         try:
             while True:
@@ -423,7 +422,6 @@ class _Call:
                 else:
                     self.emit(self.stats())
         finally:
-            stats[0].cancel()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

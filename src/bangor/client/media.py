@@ -110,9 +110,11 @@ class MediaShell(asyncio.DatagramProtocol):
         self.session = session
         session.start(members, loop.time())
         self.flush()
+        self._next_tick = loop.time()
         if isinstance(self.source, DeviceSource):
             self.source.on_frame = self._captured
-        self._next_tick = loop.time()
+            # The card sets the pace from its first frame; the loop only if it is silent.
+            self._next_tick += self._tick_s + MAX_STALL_S
         self._arm_tick(self._next_tick)
 
     def flush(self) -> None:
