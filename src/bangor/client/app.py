@@ -303,7 +303,6 @@ async def _call(
         raise RemoteProtocolError(
             f"the server calls us {joined.you.user!r}, not {login.user!r}; not joining"
         )
-    loop = asyncio.get_running_loop()
     shell = MediaShell(
         source,
         sink,
@@ -330,7 +329,7 @@ async def _call(
         shell.server_addr,
         shell.host_candidates(),
     )
-    session.set_max_bitrate(joined.max_bitrate or None, loop.time())
+    session.set_max_bitrate(joined.max_bitrate or None, shell.clock())
     call = _Call(
         client,
         session,
@@ -416,7 +415,7 @@ class _Call:
                             self.emit(ev.ErrorEvent(item.code, str(item)))
                             continue
                         raise self.client.closed or item
-                    self.on_message(item, loop.time())
+                    self.on_message(item, self.shell.clock())
                 elif kind == "line":
                     self.on_line(item)
                 else:
@@ -565,7 +564,7 @@ class _Call:
     def finish(self) -> None:
         """The call is over: the counts of problems not shown one by one come now, then
         the final count, for scripts."""
-        self.session.finish(asyncio.get_running_loop().time())
+        self.session.finish(self.shell.clock())
         while (event := self.session.next_event()) is not None:
             if isinstance(event, me.PeerProblem):
                 self.on_media_event(event)
@@ -587,7 +586,7 @@ class _Call:
         self.emit(ev.MemberVerified(member, number, fp, trust))
 
     def stats(self) -> ev.Stats:
-        m = self.session.stats(asyncio.get_running_loop().time())
+        m = self.session.stats(self.shell.clock())
         senders = {}
         for sender in m.senders:
             s = sender.jitter

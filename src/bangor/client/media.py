@@ -3,7 +3,7 @@ and the sound card (or file) at each end.
 
 Everything the call decides is in :class:`bangor.media.session.MediaSession`; this
 shell only feeds it datagrams and captured frames with ``loop.time()``, sends what it
-queues after every input, re-arms one ``loop.call_at`` timer from its ``get_timer()``,
+queues after every input, re-arms one loop timer from its ``get_timer()``,
 writes what it plays to the sink (and recorder), and calls ``on_output`` so the
 application can take the session's events and pair messages.
 
@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
+import time
 from collections.abc import Callable
 from typing import cast
 
@@ -54,6 +55,9 @@ class MediaShell(asyncio.DatagramProtocol):
         self.on_problem = on_problem  # a device failed: the call goes on
         self.on_output = on_output  # the session may have events and pair messages
         self.session: MediaSession | None = None
+        # The session's clock: monotonic like the loop's, but finer than uvloop's
+        # milliseconds, so that round trips on a LAN do not measure 0.
+        self.clock: Callable[[], float] = time.monotonic
         self.transport: asyncio.DatagramTransport | None = None
         self.server_addr: Address = ("", 0)
         self.local_addr: Address = ("", 0)
@@ -100,7 +104,7 @@ class MediaShell(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if self.session is not None and self._loop is not None:
-            self.session.receive_datagram(data, _plain(addr), self._loop.time())
+            self.session.receive_datagram(data, _plain(addr), self.clock())
             self.flush()
 
     # --- running the session ---------------------------------------------------------------
@@ -108,7 +112,7 @@ class MediaShell(asyncio.DatagramProtocol):
     def start(self, session: MediaSession, members: list[tuple[int, str]]) -> None:
         loop = self._loop = self._loop or asyncio.get_running_loop()
         self.session = session
-        session.start(members, loop.time())
+        session.start(members, self.clock())
         self.flush()
         self._next_tick = loop.time()
         if isinstance(self.source, DeviceSource):
@@ -132,14 +136,15 @@ class MediaShell(asyncio.DatagramProtocol):
             self._timer.cancel()
             self._timer = None
         if when is not None and self._timer is None:
-            # Our own record of when: uvloop's handles do not say.
-            self._timer, self._timer_when = loop.call_at(when, self._on_timer), when
+            # Our own record of when (uvloop's handles do not say), on our clock.
+            delay = max(when - self.clock(), 0.0)
+            self._timer, self._timer_when = loop.call_later(delay, self._on_timer), when
         self.on_output()
 
     def _on_timer(self) -> None:
         self._timer = None
         if self.session is not None and self._loop is not None:
-            self.session.handle_timer(self._loop.time())
+            self.session.handle_timer(self.clock())
             self.flush()
 
     def _captured(self) -> None:
@@ -187,7 +192,7 @@ class MediaShell(asyncio.DatagramProtocol):
                 self.on_problem(f"{exc}; you are silent from now on, the call goes on")
             if pcm is None:
                 self.source_done = True
-        out = session.tick(pcm, loop.time())
+        out = session.tick(pcm, self.clock())
         try:
             self.sink.write(out)
         except AudioError as exc:
