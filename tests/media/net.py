@@ -44,9 +44,9 @@ class Member:
 
 
 class Net:
-    """Members in one room. Every datagram is delivered at the next step (no delay);
-    ``drop(src, dst)`` decides, per datagram, whether the link loses it. Direct links
-    go from a member's NAT address to another's LAN address when ``direct`` is on."""
+    """Members in one room. Datagrams arrive at once (no delay) unless ``drop(src, dst)``
+    says the link loses this one. A member sends from its NAT address, which reaches it
+    from anywhere (a full-cone NAT); its LAN address reaches it too while ``direct``."""
 
     def __init__(self, now: float = 100.0) -> None:
         self.now = now
@@ -105,9 +105,6 @@ class Net:
         for member in self.members.values():
             member.session.member_left(sid, self.now)
         self.settle()
-
-    def _address_of(self, sid: int) -> Address:
-        return nat(sid)
 
     def collect(self) -> None:
         """Take what every session wants to send: datagrams onto the wire, pair

@@ -81,6 +81,24 @@ def test_a_direct_path_that_dies_falls_back_to_the_relay_without_a_gap() -> None
     assert alice.stats(net.now).paths == (me.PathStats(2, False, None),)
 
 
+def test_loss_on_a_direct_link_raises_redundancy_on_that_path() -> None:
+    net = Net()
+    settings = ClientSettings(vad=False, loss_hold=3.0)
+    alice = net.join(1, "tone:450", settings)
+    net.join(2, "silence", settings)
+    net.run(1.0)
+    assert alice.direct.direct()
+    rng = np.random.default_rng(2)
+    net.drop = lambda src, dst: (
+        SERVER not in (src, dst) and dst[0].endswith(".2") and (rng.random() < 0.15)
+    )
+    net.run(3.0)
+    assert alice.direct.direct()  # a lossy path is still a path
+    assert alice.sender.plan.depth == 2
+    stream = net.members[2].session.streams.streams[1]
+    assert stream.jitter.stats().recovered > 0 and 0.05 < stream.meter.total().loss < 0.2
+
+
 def test_three_members_one_direct_one_by_relay() -> None:
     net = Net()
     alice = net.join(1, "tone:450")
