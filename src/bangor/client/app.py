@@ -234,35 +234,95 @@ async def join_call(
     identity = load_identity()
     known_members = KnownMembers.default()
     samples = settings.frame_samples  # every source and sink works in our ticks
+
+    def pin(client: ControlClient) -> None:
+        client.verify_fingerprint(invite.fingerprint)
+        KnownServers.default().remember(invite.host, invite.port, invite.fingerprint)
+
     async with contextlib.AsyncExitStack() as stack:
-        # No sound card (or no PortAudio): the call still works, silent on that side.
-        source: Source
+        with contextlib.ExitStack() as opening:  # one that fails closes the others
+            # No sound card (or no PortAudio): the call still works, silent on that side.
+            source: Source
+            try:
+                source = open_source(source_spec, samples)
+            except DeviceError as exc:
+                emit(ev.ErrorEvent(0, f"{exc}; joining without a microphone"))
+                source = SilenceSource(samples)
+            opening.callback(source.close)
+            sink: Sink
+            try:
+                sink = open_sink(sink_spec, samples)
+            except DeviceError as exc:
+                emit(ev.ErrorEvent(0, f"{exc}; joining without sound output"))
+                sink = NullSink(samples)
+            opening.callback(sink.close)
+            recorder = None
+            if record_path is not None:
+                recorder = OpusFileSink(record_path, frame_ms=settings.frame_ms)
+                opening.callback(_close_recorder, recorder, emit)
+            devices = opening.pop_all()
+        reason = "left the room"
+        stack.callback(lambda: emit(ev.Left(reason)))  # the reason as it is by then, last
+        stack.enter_context(devices)
         try:
-            source = open_source(source_spec, samples)
-        except DeviceError as exc:
-            emit(ev.ErrorEvent(0, f"{exc}; joining without a microphone"))
-            source = SilenceSource(samples)
-        stack.callback(source.close)
-        sink: Sink
-        try:
-            sink = open_sink(sink_spec, samples)
-        except DeviceError as exc:
-            emit(ev.ErrorEvent(0, f"{exc}; joining without sound output"))
-            sink = NullSink(samples)
-        stack.callback(sink.close)
-        recorder = None
-        if record_path is not None:
-            recorder = OpusFileSink(record_path, frame_ms=settings.frame_ms)
-            stack.callback(_close_recorder, recorder, emit)
-        reason = ["left the room"]
-        stack.callback(lambda: emit(ev.Left(reason[0])))
-        try:
-            await _call(
-                stack, invite, login, emit, identity, known_members, source, sink, recorder,
-                settings, stop, duration, read_stdin, lines, reason,
-            )  # fmt: skip
+            client, welcome = await connect_and_login(
+                invite.host, invite.port, login, settings, check=pin
+            )
+            stack.push_async_callback(client.leave)
+            joined = await client.join_room(invite.room_id.hex())
+            if joined.you.user != login.user:
+                # Members check each other's names against the server's word; a server
+                # that renamed us consistently would pass that check, so we check too.
+                raise RemoteProtocolError(
+                    f"the server calls us {joined.you.user!r}, not {login.user!r}; not joining"
+                )
+            shell = MediaShell(
+                source,
+                sink,
+                settings.frame_ms,
+                recorder=recorder,
+                on_problem=lambda message: emit(ev.ErrorEvent(0, message)),
+            )
+            stack.callback(shell.stop)
+            await shell.connect(invite.host, invite.port)
+            crypto = RoomCrypto(
+                room_id=invite.room_id,
+                secret=invite.secret,
+                session_id=welcome.session_id,
+                user=login.user,
+                nick=joined.you.nick,
+                identity_private=identity,
+                settings=settings,
+            )
+            session = MediaSession(
+                welcome.session_id,
+                derive_media_keys(welcome.media_secret),
+                settings,
+                crypto,
+                shell.server_addr,
+                shell.host_candidates(),
+            )
+            session.set_max_bitrate(joined.max_bitrate or None, shell.clock())
+            call = _Call(
+                client,
+                session,
+                shell,
+                emit,
+                known_members,
+                KnownServers.key(invite.host, invite.port),
+                {m.session_id: _info(m) for m in joined.members},
+            )
+            shell.on_output = call.drain
+            stack.callback(call.finish)  # before the shell stops and the client leaves
+            shell.start(session, [(m.session_id, m.user) for m in joined.members])
+            emit(
+                ev.Joined(
+                    joined.room_id, joined.name, _info(joined.you), tuple(call.members.values())
+                )
+            )
+            reason = await call.run(stop, duration, read_stdin, lines)
         except BangorError as exc:
-            reason[0] = str(exc)
+            reason = str(exc)
             raise
 
 
@@ -271,79 +331,6 @@ def _close_recorder(recorder: Sink, emit: Emit) -> None:
         recorder.close()
     except BangorError as exc:
         emit(ev.ErrorEvent(0, str(exc)))
-
-
-async def _call(
-    stack: contextlib.AsyncExitStack,
-    invite: Invite,
-    login: Login,
-    emit: Emit,
-    identity: bytes,
-    known_members: KnownMembers,
-    source: Source,
-    sink: Sink,
-    recorder: Sink | None,
-    settings: ClientSettings,
-    stop: asyncio.Event,
-    duration: float | None,
-    read_stdin: bool,
-    lines: asyncio.Queue[str | None] | None,
-    reason: list[str],
-) -> None:
-    def pin(client: ControlClient) -> None:
-        client.verify_fingerprint(invite.fingerprint)
-        KnownServers.default().remember(invite.host, invite.port, invite.fingerprint)
-
-    client, welcome = await connect_and_login(invite.host, invite.port, login, settings, check=pin)
-    stack.push_async_callback(client.leave)
-    joined = await client.join_room(invite.room_id.hex())
-    if joined.you.user != login.user:
-        # Members check each other's names against the server's word; a server
-        # that renamed us consistently would pass that check, so we check too.
-        raise RemoteProtocolError(
-            f"the server calls us {joined.you.user!r}, not {login.user!r}; not joining"
-        )
-    shell = MediaShell(
-        source,
-        sink,
-        settings.frame_ms,
-        recorder=recorder,
-        on_problem=lambda message: emit(ev.ErrorEvent(0, message)),
-    )
-    stack.callback(shell.stop)
-    await shell.connect(invite.host, invite.port)
-    crypto = RoomCrypto(
-        room_id=invite.room_id,
-        secret=invite.secret,
-        session_id=welcome.session_id,
-        user=login.user,
-        nick=joined.you.nick,
-        identity_private=identity,
-        settings=settings,
-    )
-    session = MediaSession(
-        welcome.session_id,
-        derive_media_keys(welcome.media_secret),
-        settings,
-        crypto,
-        shell.server_addr,
-        shell.host_candidates(),
-    )
-    session.set_max_bitrate(joined.max_bitrate or None, shell.clock())
-    call = _Call(
-        client,
-        session,
-        shell,
-        emit,
-        known_members,
-        KnownServers.key(invite.host, invite.port),
-        {m.session_id: _info(m) for m in joined.members},
-    )
-    shell.on_output = call.drain
-    stack.callback(call.finish)  # before the shell stops and the client leaves
-    shell.start(session, [(m.session_id, m.user) for m in joined.members])
-    emit(ev.Joined(joined.room_id, joined.name, _info(joined.you), tuple(call.members.values())))
-    reason[0] = await call.run(stop, duration, read_stdin, lines)
 
 
 @dataclass
