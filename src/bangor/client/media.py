@@ -2,7 +2,8 @@
 and the sound card (or file) at each end.
 
 Everything the call decides is in :class:`bangor.media.session.MediaSession`; this
-shell only feeds it datagrams and captured frames with ``loop.time()``, sends what it
+shell only feeds it datagrams and captured frames with ``now`` (``time.monotonic()``:
+uvloop's ``loop.time()`` moves in whole milliseconds), sends what it
 queues after every input, re-arms one loop timer from its ``get_timer()``,
 writes what it plays to the sink (and recorder), and calls ``on_output`` so the
 application can take the session's events and pair messages.
