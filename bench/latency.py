@@ -59,8 +59,8 @@ BANGOR = str(Path(sys.executable).parent / "bangor")
 
 
 def child(role: str, invite_text: str, user: str, frame_ms: int) -> None:
-    from bangor.audio.devices import NullSink, SilenceSource
     from bangor.client import app
+    from bangor.io.devices import NullSink, SilenceSource
     from bangor.settings import ClientSettings
     from bangor.wire.invite import Invite
 

@@ -28,7 +28,7 @@ import soxr
 from pesq import pesq
 
 from bangor.audio.codec import OpusDecoder, OpusEncoder
-from bangor.audio.devices import read_wav
+from bangor.io.devices import read_wav
 from bangor.settings import FRAME_SAMPLES, SAMPLE_RATE
 
 TEXT = (

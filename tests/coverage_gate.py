@@ -40,12 +40,8 @@ GATES = (
     Gate("bangor.wire", ("tests/wire", "tests/fuzz")),
     Gate("bangor.audio", ("tests/audio",)),
     Gate("bangor.server.relay", ("tests/server/test_relay.py", "tests/fuzz")),
-    # After the merge of the media session (src/bangor/media/):
-    # Gate("bangor.media", ("tests/media",)),
+    Gate("bangor.media", ("tests/media",)),
 )
-# Sound cards and files, moving to bangor/io/ with their tests: not pure, not gated.
-OMIT = ("*/bangor/audio/devices.py", "*/bangor/audio/recording.py")
-IGNORE = ("tests/audio/test_devices.py", "tests/audio/test_recording.py")
 
 
 @dataclass(frozen=True)
@@ -99,7 +95,6 @@ def measure(gates: tuple[Gate, ...] = GATES) -> Report:
             "run",
             "--branch",
             f"--source={','.join(g.module for g in gates)}",
-            f"--omit={','.join(OMIT)}",
             "-m",
             "pytest",
             "-q",
@@ -107,7 +102,6 @@ def measure(gates: tuple[Gate, ...] = GATES) -> Report:
             "no:cacheprovider",
             "--hypothesis-seed=0",  # the same examples every run: a gate must not flicker
             *tests,
-            *(f"--ignore={path}" for path in IGNORE),
         )
         if run.returncode != 0:
             return Report(run.returncode, run.stdout[-5000:] + run.stderr[-2000:], ())

@@ -1,7 +1,7 @@
 """The import contracts of pyproject.toml (`lint-imports`): CI runs only pytest, so here.
 
-wire/ and audio/ import no event loop, socket, clock, thread, client or server, directly
-or through another module; cli -> tui -> client -> server is one way.
+wire/, audio/ and media/ import no event loop, socket, clock, thread, io/, client or
+server, directly or through another module; cli -> tui -> client -> server is one way.
 """
 
 from __future__ import annotations
@@ -55,8 +55,19 @@ def test_the_import_contracts_are_kept() -> None:
             "import bangor.server.relay",
             "bangor.audio is not allowed to import bangor.server",
         ),
+        ("media/session.py", "import time", "bangor.media is not allowed to import time"),
+        (
+            "media/streams.py",
+            "import bangor.io.devices",
+            "bangor.media is not allowed to import bangor.io",
+        ),
         # Indirectly: the cores import settings, so settings may not read the clock either.
         ("settings.py", "import time", "bangor.wire is not allowed to import time"),
+        (
+            "audio/codec.py",
+            "import bangor.io.devices",
+            "bangor.audio is not allowed to import bangor.io",
+        ),
         ("tui/state.py", "import bangor.cli", "bangor.tui is not allowed to import bangor.cli"),
         (
             "server/relay.py",

@@ -385,7 +385,7 @@ def cmd_identity(args: argparse.Namespace) -> int:
 def cmd_devices(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from bangor.audio.devices import NO_DEVICES, list_devices
+    from bangor.io.devices import NO_DEVICES, list_devices
 
     devices = list_devices()
     if not devices:

@@ -5,21 +5,21 @@ from __future__ import annotations
 import struct
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bangor.audio.devices import ArraySource, open_sink, read_wav
 from bangor.audio.vad import VoiceGate
-from bangor.client.media import MediaEngine
 from bangor.errors import AudioError
+from bangor.io.devices import read_wav
+from bangor.media.sender import Sender
 from bangor.settings import FRAME_SAMPLES, SAMPLE_RATE, ClientSettings
-from bangor.wire.media import PacketType, derive_media_keys
+from bangor.wire.media import PacketType
 from bangor.wire.voice import VoiceFrame
 from tests.audiocheck import make_speech_wav
+from tests.media.net import lone_session, open_header
 
 SPEECH = "Please call Stella. Ask her to bring these things with her from the store."
 HANGOVER = 15
@@ -244,14 +244,6 @@ def test_a_wrong_frame_is_refused() -> None:
 # --- the client's send path ------------------------------------------------------------
 
 
-class FakeCrypto:
-    def seal_voice(self, payload: bytes) -> bytes:
-        return payload
-
-    def open_voice(self, sender: int, frame: bytes, now: float) -> bytes | None:
-        return frame
-
-
 class IndexEncoder:
     """Encodes a frame as its position in the source, to check the sequence numbers."""
 
@@ -263,54 +255,36 @@ class IndexEncoder:
 
 
 @pytest.mark.parametrize("vad", [True, False])
-def test_the_engine_numbers_every_tick_and_sends_only_what_the_gate_passes(
-    speech: np.ndarray, vad: bool, tmp_path: Path
+def test_the_sender_numbers_every_tick_and_sends_only_what_the_gate_passes(
+    speech: np.ndarray, vad: bool
 ) -> None:
     quiet = noise(100, 3.0, seed=1)  # distinct frames, far below any VAD threshold
     pcm = np.concatenate([quiet, speech, quiet, speech, quiet])
     frames = frames_of(pcm)
-    engine = MediaEngine(
-        7,
-        derive_media_keys(bytes(32)),
-        ArraySource(pcm),
-        open_sink("null"),
-        ClientSettings(vad=vad),
-        FakeCrypto(),
-    )
-    engine.encoder = IndexEncoder(frames)  # type: ignore[assignment]
-    packets: list[VoiceFrame] = []
-    engine._send = lambda ptype, payload: packets.append(VoiceFrame.parse(payload))  # type: ignore[method-assign]
-    for _ in range(len(frames) + 5):
-        engine.tick()
-    assert engine.source_done
+    sender = Sender(ClientSettings(vad=vad))
+    sender.encoder = IndexEncoder(frames)  # type: ignore[assignment]
+    packets = [VoiceFrame.parse(p) for frame in frames for p in sender.frames(frame, True)]
     seqs = [p.seq for p in packets]
     assert seqs == sorted(set(seqs))
     assert all(struct.unpack("!I", p.opus)[0] == p.seq for p in packets)
-    stats = engine.stats
-    assert stats.sent == len(packets) and stats.sent + stats.suppressed == len(frames)
+    assert sender.sent == len(packets) and sender.sent + sender.suppressed == len(frames)
     if vad:
-        assert stats.suppressed > 250  # most of the three 2 s pauses
+        assert sender.suppressed > 250  # most of the three 2 s pauses
         assert not [s for s in seqs if s < 90 or len(frames) - 90 <= s]
     else:
-        assert seqs == list(range(len(frames))) and stats.suppressed == 0
+        assert seqs == list(range(len(frames))) and sender.suppressed == 0
 
 
-def test_engine_sends_keepalives_but_no_voice_while_silent() -> None:
-    engine = MediaEngine(
-        7,
-        derive_media_keys(bytes(32)),
-        ArraySource(np.zeros(50 * FRAME_SAMPLES, dtype=np.int16)),
-        open_sink("null"),
-        ClientSettings(),
-        FakeCrypto(),
-    )
-    sent: list[PacketType] = []
-    engine._send = lambda ptype, payload: sent.append(ptype)  # type: ignore[method-assign]
-    for _ in range(50):
-        engine.tick()
-    engine.send_keepalive()
+def test_the_session_sends_keepalives_but_no_voice_while_silent() -> None:
+    session = lone_session(ClientSettings(relay_only=True))
+    session.start([], 0.0)
+    sent = [open_header(data) for data, _ in session.datagrams_to_send()]
+    for i in range(50):
+        session.tick(np.zeros(FRAME_SAMPLES, dtype=np.int16), 0.02 * (i + 1))
+    sent += [open_header(data) for data, _ in session.datagrams_to_send()]
     assert sent == [PacketType.KEEPALIVE]
-    assert engine.stats.sent == 0 and engine.stats.suppressed == 50
+    stats = session.stats(1.0)
+    assert stats.sent == 0 and stats.suppressed == 50
 
 
 @pytest.mark.parametrize("ms", [10, 40])

@@ -33,6 +33,7 @@ from bangor.errors import (
     PeerError,
     RemoteProtocolError,
 )
+from bangor.media.session import MediaSession
 from bangor.server.relay import Relay
 from bangor.settings import ClientSettings
 from bangor.wire import control as msg
@@ -52,7 +53,8 @@ from bangor.wire.media import (
 from bangor.wire.noise import NoiseSession
 from bangor.wire.session import ControlSession, Role, State
 from bangor.wire.sframe import SFrameContext, SFrameHeader
-from bangor.wire.voice import VoiceFrame, pack_except, unpack_except, unpack_relayed
+from bangor.wire.voice import VoiceFrame, pack_except, pack_relayed, unpack_except, unpack_relayed
+from tests.sansio import drain
 
 ADDR = ("192.0.2.7", 40000)
 NOW = 1000.0
@@ -303,6 +305,40 @@ def _direct_seeds() -> list[bytes]:
     ]
 
 
+# --- the client's media session: whatever reaches its socket ----------------------------
+
+_MEDIA_KEYS = derive_media_keys(MEDIA_SECRET)
+_SERVER = ("192.0.2.1", 7600)
+
+
+def _media_session(data: bytes) -> None:
+    """A datagram from the server's address and the same from a stranger: never raises."""
+    crypto = RoomCrypto(
+        room_id=ROOM_ID,
+        secret=ROOM_SECRET,
+        session_id=ALICE,
+        user="alice",
+        nick="alice",
+        identity_private=_server_key(),
+    )
+    session = MediaSession(ALICE, _MEDIA_KEYS, ClientSettings(), crypto, _SERVER)
+    session.start([(BOB, "bob")], NOW)
+    session.receive_datagram(data, _SERVER, NOW)
+    session.receive_datagram(data, ADDR, NOW)
+    session.tick(None, NOW)
+    for _, addr in session.datagrams_to_send():
+        assert addr == _SERVER, "the media session answered a stranger"
+
+
+def _media_session_seeds() -> list[bytes]:
+    relay = HopSealer(_MEDIA_KEYS.server_to_client, ALICE)
+    return [
+        relay.seal(PacketType.VOICE, pack_relayed(BOB, b"sframe frame")),
+        relay.seal(PacketType.KEEPALIVE_ACK, bytes(8)),
+        stun.binding_success(bytes(12), ADDR),
+    ]
+
+
 # --- STUN ------------------------------------------------------------------------------
 
 
@@ -374,7 +410,7 @@ def _peer_message(data: bytes) -> None:
     bob.open_chat(ALICE, data, NOW)
     with contextlib.suppress(PacketError):
         bob.open_voice(ALICE, data, NOW)
-    bob.events()
+    drain(bob)
 
 
 def _peer_seeds() -> list[bytes]:
@@ -391,7 +427,7 @@ def _member_payload_raw(data: bytes) -> None:
     channel.send(data)
     for sealed in channel.messages_to_send():
         bob.peer_received(ALICE, sealed, NOW)
-    for event in bob.events():
+    for event in drain(bob):
         assert event.session_id == ALICE
 
 
@@ -448,6 +484,7 @@ TARGETS: dict[str, Target] = {
         Target("opus_toc", _opus_toc, (AudioError,), lambda: [b"\xf8\xff", b"\x03\x05"]),
         Target("direct_packet", _direct, (PacketError,), _direct_seeds),
         Target("stun", _stun, (PacketError,), _stun_seeds),
+        Target("media_session", _media_session, (), _media_session_seeds),
         Target("sframe", _sframe, (PacketError,), _sframe_seeds),
         Target("peer_message", _peer_message, (), _peer_seeds),
         Target("member_payload", _member_payload_raw, (), _member_payload_seeds),

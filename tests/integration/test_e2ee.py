@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bangor.audio.codec import OpusEncoder
-from bangor.audio.devices import open_source
+from bangor.io.devices import open_source
 from bangor.settings import ClientSettings
 from bangor.wire.invite import SECRET_SIZE, Invite
 from tests.audiocheck import make_speech_wav, read_wav_48k

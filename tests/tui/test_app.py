@@ -9,9 +9,9 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Checkbox, Input, OptionList, Static
 
-from bangor.audio.devices import DeviceInfo, list_devices
 from bangor.client import events as ev
 from bangor.errors import BangorError
+from bangor.io.devices import DeviceInfo, list_devices
 from bangor.settings import ClientSettings
 from bangor.tui import BangorApp, Launch
 from bangor.tui.app import SILENT, SPEAKING

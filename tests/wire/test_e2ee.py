@@ -25,6 +25,7 @@ from bangor.wire.e2ee import (
 )
 from bangor.wire.noise import generate_static_key, public_key
 from bangor.wire.pairwise import MessageKind, PairChannel, derive_room_psk, pair_prologue
+from tests.sansio import drain
 
 ROOM = bytes.fromhex("0123456789abcdef")
 SECRET = b"s" * 16
@@ -82,7 +83,7 @@ class Room:
 
     def collect(self) -> None:
         for sid, crypto in self.members.items():
-            self.events[sid] += crypto.events()
+            self.events[sid] += drain(crypto)
 
     def pump(self, limit: int = 1000) -> None:
         """Relay until nobody has anything left to say."""
@@ -256,7 +257,7 @@ def test_removed_member_cannot_open_anything_said_after_it_left() -> None:
         assert gone.open_voice(1, frame, room.now) is None
     gone.open_chat(1, chat, room.now)
     gone.handle_timer(room.now + SETTINGS.pending_timeout + 1)
-    released = [e for e in gone.events() if isinstance(e, VoiceReleased | ChatOpened)]
+    released = [e for e in drain(gone) if isinstance(e, VoiceReleased | ChatOpened)]
     assert released == []
 
 
@@ -308,7 +309,7 @@ def test_member_without_the_secret_is_reported_and_gets_nothing() -> None:
     with pytest.raises(PacketError):  # she hears nobody
         m.open_voice(1, a.seal_voice(b"private"), room.now)
     room.advance(SETTINGS.pending_timeout + 1)
-    assert not [e for e in m.events() if isinstance(e, VoiceReleased)]
+    assert not [e for e in drain(m) if isinstance(e, VoiceReleased)]
     assert b.open_voice(1, a.seal_voice(b"still fine"), room.now) == b"still fine"
 
 
@@ -437,7 +438,7 @@ def test_reordered_rekeys_keep_the_newest_key() -> None:
     assert len(held) == 2
     for data in reversed(held):  # generation 2 first, then generation 1
         b.peer_received(1, data, room.now)
-    b_problems = [e.message for e in b.events() if isinstance(e, PeerProblem)]
+    b_problems = [e.message for e in drain(b) if isinstance(e, PeerProblem)]
     assert any("stale" in m for m in b_problems)
     assert b.open_voice(1, a.seal_voice(b"newest"), room.now) == b"newest"
 
@@ -470,7 +471,7 @@ def test_garbage_from_a_member_is_only_ever_reported(data: bytes) -> None:
     a, b = room.join(1, "alice"), room.join(2, "bob")
     a.peer_received(2, data, room.now)
     a.open_chat(2, data, room.now)
-    a.events()
+    drain(a)
     with pytest.raises(PacketError):
         a.open_voice(99, data, room.now)
     # Nothing unauthenticated (a forged REJECT, a new HS1) undoes a verified member.
@@ -533,7 +534,7 @@ def test_a_member_that_never_verified_costs_no_rekey(secret: bytes | None) -> No
         room.leave(6)
     assert (a.sender_key, b.sender_key) == before  # no ratchet, no rotation
     assert key_messages_from(room, 1, sent) == [] and key_messages_from(room, 2, sent) == []
-    assert not a.rotation_pending and a.next_timer() is None
+    assert not a.rotation_pending and a.get_timer() is None
     assert b.open_voice(1, a.seal_voice(b"as before"), room.now) == b"as before"
 
 
@@ -569,10 +570,10 @@ def test_rotations_come_at_most_once_per_interval() -> None:
         room.advance(interval / 10)
     # Five leaves in half an interval: one rotation at once, one owed.
     assert a.sender_key.generation == start + 1
-    assert a.rotation_pending and a.next_timer() == pytest.approx(interval)
+    assert a.rotation_pending and a.get_timer() == pytest.approx(interval)
     first_window = a.seal_voice(b"between the first rotation and the owed one")
     assert b.open_voice(1, first_window, room.now) is not None
-    room.advance(a.next_timer() - room.now)  # type: ignore[operator]
+    room.advance(a.get_timer() - room.now)  # type: ignore[operator]
     assert a.sender_key.generation == start + 2 and not a.rotation_pending
     after = a.seal_voice(b"after the owed rotation")
     assert b.open_voice(1, after, room.now) == b"after the owed rotation"
@@ -637,9 +638,9 @@ def test_problem_reports_from_a_flooding_member_are_few() -> None:
     shown = 0
     for _ in range(100):
         a.peer_received(9, junk, room.now)
-        shown += len([e for e in a.events() if isinstance(e, PeerProblem)])
+        shown += len([e for e in drain(a) if isinstance(e, PeerProblem)])
     assert shown == 1  # the one report the interval refilled
     # Leaving the call: whatever was held back is reported at once, never lost.
     a.report_held_problems(room.now)
-    [final] = [e for e in a.events() if isinstance(e, PeerProblem)]
+    [final] = [e for e in drain(a) if isinstance(e, PeerProblem)]
     assert final.user == "eve" and final.message.startswith("99 more problem(s) not shown")

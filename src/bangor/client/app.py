@@ -16,12 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bangor.audio.devices import NullSink, SilenceSource, Sink, Source, open_sink, open_source
-from bangor.audio.recording import OpusFileSink
 from bangor.client import events as ev
 from bangor.client.control import ControlClient
 from bangor.client.identity import KnownMembers, Trust, load_identity
-from bangor.client.media import MediaEngine
+from bangor.client.media import MediaShell
 from bangor.client.pinning import KnownServers
 from bangor.errors import (
     BangorError,
@@ -29,26 +27,17 @@ from bangor.errors import (
     ConnectError,
     DeviceError,
     DroppedError,
-    PacketError,
     PasswordRequiredError,
     RefusedError,
     RemoteProtocolError,
 )
+from bangor.io.devices import NullSink, SilenceSource, Sink, Source, open_sink, open_source
+from bangor.io.recording import OpusFileSink
+from bangor.media import events as me
+from bangor.media.session import MediaSession
 from bangor.settings import MAX_CHAT_TEXT, ClientSettings
 from bangor.wire import control as msg
-from bangor.wire.direct import Candidate, PathChanged
-from bangor.wire.e2ee import (
-    CandidatesReceived,
-    ChatGap,
-    ChatOpened,
-    E2EEEvent,
-    MemberRejected,
-    MemberVerified,
-    PeerProblem,
-    ReportReceived,
-    RoomCrypto,
-    VoiceReleased,
-)
+from bangor.wire.e2ee import RoomCrypto
 from bangor.wire.identity import identity_fingerprint, safety_number
 from bangor.wire.invite import SECRET_SIZE, Invite
 from bangor.wire.media import derive_media_keys
@@ -244,120 +233,113 @@ async def join_call(
     stop = stop or asyncio.Event()
     identity = load_identity()
     known_members = KnownMembers.default()
-    source: Source
-    sink: Sink
-    # No sound card (or no PortAudio): the call still works, silent on that side.
     samples = settings.frame_samples  # every source and sink works in our ticks
-    try:
-        source = open_source(source_spec, samples)
-    except DeviceError as exc:
-        emit(ev.ErrorEvent(0, f"{exc}; joining without a microphone"))
-        source = SilenceSource(samples)
-    try:
-        sink = open_sink(sink_spec, samples)
-    except DeviceError as exc:
-        emit(ev.ErrorEvent(0, f"{exc}; joining without sound output"))
-        sink = NullSink(samples)
-    except BaseException:
-        source.close()
-        raise
-    try:
-        recorder = (
-            OpusFileSink(record_path, frame_ms=settings.frame_ms)
-            if record_path is not None
-            else None
-        )
-    except BaseException:
-        source.close()
-        sink.close()
-        raise
-    client: ControlClient | None = None
-    call: _Call | None = None
-    reason = "left the room"
-    try:
 
-        def pin(client: ControlClient) -> None:
-            client.verify_fingerprint(invite.fingerprint)
-            KnownServers.default().remember(invite.host, invite.port, invite.fingerprint)
+    def pin(client: ControlClient) -> None:
+        client.verify_fingerprint(invite.fingerprint)
+        KnownServers.default().remember(invite.host, invite.port, invite.fingerprint)
 
-        client, welcome = await connect_and_login(
-            invite.host, invite.port, login, settings, check=pin
-        )
-        joined = await client.join_room(invite.room_id.hex())
-        if joined.you.user != login.user:
-            # Members check each other's names against the server's word; a server
-            # that renamed us consistently would pass that check, so we check too.
-            raise RemoteProtocolError(
-                f"the server calls us {joined.you.user!r}, not {login.user!r}; not joining"
-            )
-        loop = asyncio.get_running_loop()
-        crypto = RoomCrypto(
-            room_id=invite.room_id,
-            secret=invite.secret,
-            session_id=welcome.session_id,
-            user=login.user,
-            nick=joined.you.nick,
-            identity_private=identity,
-            settings=settings,
-        )
-        engine = MediaEngine(
-            welcome.session_id,
-            derive_media_keys(welcome.media_secret),
-            source,
-            sink,
-            settings,
-            crypto,
-            on_path=lambda path: emit(ev.PathChanged(path)),
-            on_problem=lambda message: emit(ev.ErrorEvent(0, message)),
-        )
-        engine.members.update(m.session_id for m in joined.members)
-        engine.set_max_bitrate(joined.max_bitrate or None)
-        engine.recorder = recorder
-        call = _Call(
-            client,
-            engine,
-            crypto,
-            emit,
-            known_members,
-            KnownServers.key(invite.host, invite.port),
-            {m.session_id: _info(m) for m in joined.members},
-        )
-        engine.on_peer_path = call.on_peer_path
-        engine.on_candidates = call.offer_candidates
-        crypto.start(((m.session_id, m.user) for m in joined.members), loop.time())
-        call.flush()
-        await engine.start(invite.host, invite.port)
-        emit(
-            ev.Joined(joined.room_id, joined.name, _info(joined.you), tuple(call.members.values()))
-        )
-        reason = await call.run(stop, duration, read_stdin, lines)
-    except BangorError as exc:
-        reason = str(exc)
-        raise
-    finally:
-        if call is not None:
-            call.report_held_problems()
-            emit(call.stats())  # the final count, for scripts
-            await call.engine.stop()
-        if client is not None:
-            await client.leave()
-        source.close()
-        sink.close()
-        if recorder is not None:
+    async with contextlib.AsyncExitStack() as stack:
+        with contextlib.ExitStack() as opening:  # one that fails closes the others
+            # No sound card (or no PortAudio): the call still works, silent on that side.
+            source: Source
             try:
-                recorder.close()
-            except BangorError as exc:
-                emit(ev.ErrorEvent(0, str(exc)))
-        emit(ev.Left(reason))
+                source = open_source(source_spec, samples)
+            except DeviceError as exc:
+                emit(ev.ErrorEvent(0, f"{exc}; joining without a microphone"))
+                source = SilenceSource(samples)
+            opening.callback(source.close)
+            sink: Sink
+            try:
+                sink = open_sink(sink_spec, samples)
+            except DeviceError as exc:
+                emit(ev.ErrorEvent(0, f"{exc}; joining without sound output"))
+                sink = NullSink(samples)
+            opening.callback(sink.close)
+            recorder = None
+            if record_path is not None:
+                recorder = OpusFileSink(record_path, frame_ms=settings.frame_ms)
+                opening.callback(_close_recorder, recorder, emit)
+            devices = opening.pop_all()
+        reason = "left the room"
+        stack.callback(lambda: emit(ev.Left(reason)))  # the reason as it is by then, last
+        stack.enter_context(devices)
+        try:
+            client, welcome = await connect_and_login(
+                invite.host, invite.port, login, settings, check=pin
+            )
+            stack.push_async_callback(client.leave)
+            joined = await client.join_room(invite.room_id.hex())
+            if joined.you.user != login.user:
+                # Members check each other's names against the server's word; a server
+                # that renamed us consistently would pass that check, so we check too.
+                raise RemoteProtocolError(
+                    f"the server calls us {joined.you.user!r}, not {login.user!r}; not joining"
+                )
+            shell = MediaShell(
+                source,
+                sink,
+                settings.frame_ms,
+                recorder=recorder,
+                on_problem=lambda message: emit(ev.ErrorEvent(0, message)),
+            )
+            stack.callback(shell.stop)
+            await shell.connect(invite.host, invite.port)
+            crypto = RoomCrypto(
+                room_id=invite.room_id,
+                secret=invite.secret,
+                session_id=welcome.session_id,
+                user=login.user,
+                nick=joined.you.nick,
+                identity_private=identity,
+                settings=settings,
+            )
+            session = MediaSession(
+                welcome.session_id,
+                derive_media_keys(welcome.media_secret),
+                settings,
+                crypto,
+                shell.server_addr,
+                shell.host_candidates(),
+            )
+            session.set_max_bitrate(joined.max_bitrate or None, shell.clock())
+            call = _Call(
+                client,
+                session,
+                shell,
+                emit,
+                known_members,
+                KnownServers.key(invite.host, invite.port),
+                {m.session_id: _info(m) for m in joined.members},
+            )
+            shell.on_output = call.drain
+            stack.callback(call.finish)  # before the shell stops and the client leaves
+            shell.start(session, [(m.session_id, m.user) for m in joined.members])
+            emit(
+                ev.Joined(
+                    joined.room_id, joined.name, _info(joined.you), tuple(call.members.values())
+                )
+            )
+            reason = await call.run(stop, duration, read_stdin, lines)
+        except BangorError as exc:
+            reason = str(exc)
+            raise
+
+
+def _close_recorder(recorder: Sink, emit: Emit) -> None:
+    try:
+        recorder.close()
+    except BangorError as exc:
+        emit(ev.ErrorEvent(0, str(exc)))
 
 
 @dataclass
 class _Call:
-    """A joined call: routes server messages, stdin lines and timers to the pieces."""
+    """A joined call: routes server messages, lines and the session's events."""
 
     client: ControlClient
-    engine: MediaEngine
-    crypto: RoomCrypto
+    session: MediaSession
+    shell: MediaShell
     emit: Emit
     known_members: KnownMembers
     server_key: str
@@ -370,6 +352,7 @@ class _Call:
         read_stdin: bool,
         lines: asyncio.Queue[str | None] | None = None,
     ) -> str:
+        """Until ``stop`` (or ``duration``): one task per input feeds one queue."""
         loop = asyncio.get_running_loop()
         if lines is None:
             lines = asyncio.Queue()
@@ -377,25 +360,41 @@ class _Call:
                 _stdin_lines(lines)
         if duration is not None:
             loop.call_later(duration, stop.set)
-        stats_every = self.engine.settings.stats_interval
-        next_stats = loop.time() + stats_every
-        report_every = self.engine.settings.report_interval
-        next_report = loop.time() + report_every
-        get_event = loop.create_task(self.client.events.get())
-        get_line: asyncio.Future[str | None] = loop.create_task(lines.get())
-        stopped = loop.create_task(stop.wait())
+        inputs: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+        async def control() -> None:
+            while True:
+                inputs.put_nowait(("control", await self.client.events.get()))
+
+        async def typed(source: asyncio.Queue[str | None]) -> None:
+            # Once the lines end, the call goes on.
+            while (line := await source.get()) is not None:
+                inputs.put_nowait(("line", line))
+
+        async def stopped() -> None:
+            await stop.wait()
+            inputs.put_nowait(("stop", None))
+
+        async def stats_due() -> None:
+            every = self.session.settings.stats_interval
+            due = loop.time() + every
+            while True:  # against absolute times, so the count does not drift
+                await asyncio.sleep(max(due - loop.time(), 0))
+                inputs.put_nowait(("stats", None))
+                due = max(due + every, loop.time())
+
+        tasks = [
+            loop.create_task(control()),
+            loop.create_task(typed(lines)),
+            loop.create_task(stopped()),
+            loop.create_task(stats_due()),
+        ]
         try:
             while True:
-                wake = min(next_stats, next_report, self.crypto.next_timer() or next_stats)
-                waiting: set[asyncio.Future[Any]] = {get_event, get_line, stopped}
-                await asyncio.wait(
-                    waiting, timeout=max(wake - loop.time(), 0), return_when=asyncio.FIRST_COMPLETED
-                )
-                if stopped.done():
+                kind, item = await inputs.get()
+                if kind == "stop":
                     return "left the room"
-                if get_event.done():
-                    item = get_event.result()
-                    get_event = loop.create_task(self.client.events.get())
+                if kind == "control":
                     if isinstance(item, BangorError):
                         # A refused request: the call goes on. Otherwise the session
                         # ended (a fatal error, or the connection): so does the call.
@@ -403,36 +402,15 @@ class _Call:
                             self.emit(ev.ErrorEvent(item.code, str(item)))
                             continue
                         raise self.client.closed or item
-                    self.on_message(item, loop.time())
-                if get_line.done():
-                    line = get_line.result()
-                    # Once stdin closes, wait on a future that never completes: the call goes on.
-                    get_line = (
-                        loop.create_task(lines.get()) if line is not None else loop.create_future()
-                    )
-                    if line is not None:
-                        self.on_line(line)
-                timer = self.crypto.next_timer()
-                if timer is not None and loop.time() >= timer:
-                    self.crypto.handle_timer(loop.time())
-                    self.flush()
-                if loop.time() >= next_report:
-                    next_report = max(next_report + report_every, loop.time())
-                    self.send_reports()
-                if loop.time() >= next_stats:
-                    next_stats = max(next_stats + stats_every, loop.time())
+                    self.on_message(item, self.shell.clock())
+                elif kind == "line":
+                    self.on_line(item)
+                else:
                     self.emit(self.stats())
         finally:
-            for task in (get_event, get_line, stopped):
+            for task in tasks:
                 task.cancel()
-            with contextlib.suppress(BaseException):
-                await asyncio.gather(get_event, get_line, stopped, return_exceptions=True)
-
-    def send_reports(self) -> None:
-        """Tell each speaker how its voice reaches us, so it can adapt (sealed, E2EE)."""
-        for sender, loss in self.engine.reception_reports():
-            self.crypto.send_report(sender, loss)
-        self.flush()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def on_line(self, line: str) -> None:
         """A line of stdin: a /command, or chat ("//" sends a line starting with "/")."""
@@ -444,15 +422,15 @@ class _Call:
             self.say(line)
 
     def command(self, words: list[str]) -> None:
-        engine = self.engine
+        session = self.session
         name, args = (words[0].lower(), words[1:]) if words else ("help", [])
         if name in ("mute", "unmute") and not args:
-            engine.muted = name == "mute"
+            session.muted = name == "mute"
         elif name in ("deafen", "undeafen") and not args:
-            engine.deafened = name == "deafen"
+            session.deafened = name == "deafen"
         elif name == "talk" and len(args) <= 1 and set(args) <= {"on", "off"}:
-            engine.talking = not engine.talking if not args else args[0] == "on"
-            if not engine.settings.push_to_talk:
+            session.talking = not session.talking if not args else args[0] == "on"
+            if not session.settings.push_to_talk:
                 self.emit(ev.Notice("push-to-talk is off (join with --ptt): /talk changes nothing"))
         elif name == "volume" and len(args) == 2:
             self.set_volume(args[0], args[1])
@@ -475,7 +453,7 @@ class _Call:
         elif not 0 <= percent <= MAX_VOLUME_PERCENT:
             self.emit(ev.ErrorEvent(0, f"volume must be 0..{MAX_VOLUME_PERCENT} %"))
         else:
-            self.engine.volumes[member.session_id] = percent / 100
+            self.session.volumes[member.session_id] = percent / 100
             self.emit(self.audio_state())
 
     def find_member(self, who: str) -> ev.MemberInfo | None:
@@ -492,17 +470,17 @@ class _Call:
         return None
 
     def audio_state(self) -> ev.AudioState:
-        engine = self.engine
+        session = self.session
         volumes = {
             self._member(sid).nick: round(gain * 100)
-            for sid, gain in engine.volumes.items()
+            for sid, gain in session.volumes.items()
             if round(gain * 100) != 100
         }
         return ev.AudioState(
-            engine.muted,
-            engine.deafened,
-            engine.settings.push_to_talk,
-            engine.talking,
+            session.muted,
+            session.deafened,
+            session.settings.push_to_talk,
+            session.talking,
             volumes,
         )
 
@@ -510,53 +488,45 @@ class _Call:
         if len(line) > MAX_CHAT_TEXT:
             self.emit(ev.ErrorEvent(0, f"chat line too long (over {MAX_CHAT_TEXT} characters)"))
         elif line.strip():
-            self.client.send_chat(self.crypto.seal_chat(line))
+            self.client.send_chat(self.session.seal_chat(line))
 
     def on_message(self, message: msg.ServerMessage, now: float) -> None:
-        crypto = self.crypto
+        session = self.session
         if isinstance(message, msg.MemberJoined):
             member = message.member
             info = self.members[member.session_id] = _info(member)
-            self.engine.members.add(member.session_id)
-            crypto.member_joined(member.session_id, member.user, now)
+            session.member_joined(member.session_id, member.user, now)
             self.emit(ev.MemberJoined(info))
         elif isinstance(message, msg.MemberLeft):
             gone = self.members.pop(message.session_id, None)
-            crypto.member_left(message.session_id, now)
-            self.engine.forget(message.session_id)
+            session.member_left(message.session_id, now)
             if gone is not None:
                 self.emit(ev.MemberLeft(gone))
         elif isinstance(message, msg.PeerReceived):
-            crypto.peer_received(message.sender, message.data, now)
+            session.receive_peer(message.sender, message.data, now)
         elif isinstance(message, msg.Chat):
-            crypto.open_chat(message.sender, message.data, now)
-        self.flush()
+            session.receive_chat(message.sender, message.data, now)
+        self.shell.flush()  # its datagrams and timer; then drain() below
 
-    def flush(self) -> None:
-        """Send what the E2EE state queued and report what it found."""
-        for to, data in self.crypto.messages_to_send():
+    def drain(self) -> None:
+        """Send the session's pair messages and show what it found."""
+        for to, data in self.session.peer_messages_to_send():
             self.client.send_peer(to, data)
-        released: dict[int, list[bytes]] = {}
-        for event in self.crypto.events():
-            if isinstance(event, VoiceReleased):
-                released.setdefault(event.session_id, []).append(event.payload)
-            else:
-                self.on_crypto_event(event)
-        for sender, payloads in released.items():
-            self.engine.push_released(sender, payloads)
+        while (event := self.session.next_event()) is not None:
+            self.on_media_event(event)
 
     def _member(self, session_id: int, user: str = "?") -> ev.MemberInfo:
         return self.members.get(session_id) or ev.MemberInfo(session_id, user, user)
 
-    def on_crypto_event(self, event: E2EEEvent) -> None:
-        if isinstance(event, ChatOpened):
+    def on_media_event(self, event: me.MediaEvent) -> None:
+        if isinstance(event, me.ChatReceived):
             member = self._member(event.session_id)
             self.emit(ev.ChatReceived(event.session_id, member.nick, event.text, member.user))
-        elif isinstance(event, MemberVerified):
+        elif isinstance(event, me.MemberVerified):
             self.on_verified(event)
-        elif isinstance(event, MemberRejected):
+        elif isinstance(event, me.MemberRejected):
             self.emit(ev.MemberRejected(self._member(event.session_id, event.user), event.reason))
-        elif isinstance(event, ChatGap):
+        elif isinstance(event, me.ChatGap):
             member = self._member(event.session_id)
             self.emit(
                 ev.ErrorEvent(
@@ -565,54 +535,31 @@ class _Call:
                     "(withheld by the server?)",
                 )
             )
-        elif isinstance(event, ReportReceived):
-            self.engine.on_report(event.session_id, event.loss)
-        elif isinstance(event, CandidatesReceived):
-            self.on_candidates(event)
-        elif isinstance(event, PeerProblem):
+        elif isinstance(event, me.PeerProblem):
             member = self._member(event.session_id, event.user or "?")  # it may have left
             self.emit(ev.ErrorEvent(0, f"end-to-end problem with {member.nick}: {event.message}"))
-
-    def report_held_problems(self) -> None:
-        """The call is over: the counts of problems not shown one by one come now."""
-        self.crypto.report_held_problems(self.engine.clock())
-        for event in self.crypto.events():
-            if isinstance(event, PeerProblem):
-                self.on_crypto_event(event)
-
-    def offer_candidates(self, session_id: int | None = None) -> None:
-        """Send our direct-path key and candidates to one verified member, or to all."""
-        engine = self.engine
-        if engine.settings.relay_only:
-            return
-        candidates = engine.candidates()
-        targets = [session_id] if session_id is not None else list(self.members)
-        for member in targets:
-            if self.crypto.verified(member):
-                key = engine.direct.local_key(member)
-                self.crypto.send_candidates(member, key, candidates)
-        self.flush()
-
-    def on_candidates(self, event: CandidatesReceived) -> None:
-        if self.engine.settings.relay_only or event.session_id not in self.members:
-            return
-        candidates = [Candidate(kind, ip, port) for kind, ip, port in event.candidates]
-        try:
-            self.engine.direct.set_remote(
-                event.session_id, event.key, candidates, self.engine.clock()
-            )
-        except PacketError as exc:
+        elif isinstance(event, me.DirectPathRefused):
             member = self._member(event.session_id)
-            self.emit(ev.ErrorEvent(0, f"direct path to {member.nick}: {exc}"))
+            self.emit(ev.ErrorEvent(0, f"direct path to {member.nick}: {event.message}"))
+        elif isinstance(event, me.RelayPathUp):
+            self.emit(ev.PathChanged("relay"))
+        elif isinstance(event, me.PeerPathChanged):
+            rtt = None if event.rtt is None else round(event.rtt * 1000, 2)
+            nick = self._member(event.session_id).nick
+            self.emit(ev.PathChanged(event.path, event.session_id, rtt, nick))
 
-    def on_peer_path(self, change: PathChanged) -> None:
-        rtt = None if change.rtt is None else round(change.rtt * 1000, 2)
-        nick = self._member(change.session_id).nick
-        self.emit(ev.PathChanged(change.path, change.session_id, rtt, nick))
+    def finish(self) -> None:
+        """The call is over: the counts of problems not shown one by one come now, then
+        the final count, for scripts."""
+        self.session.finish(self.shell.clock())
+        while (event := self.session.next_event()) is not None:
+            if isinstance(event, me.PeerProblem):
+                self.on_media_event(event)
+        self.emit(self.stats())
 
-    def on_verified(self, event: MemberVerified) -> None:
+    def on_verified(self, event: me.MemberVerified) -> None:
         member = self._member(event.session_id, event.user)
-        number = safety_number(self.crypto.identity_public, event.identity)
+        number = safety_number(self.session.crypto.identity_public, event.identity)
         fp = identity_fingerprint(event.identity)
         try:
             result = self.known_members.check(self.server_key, event.user, event.identity)
@@ -624,56 +571,51 @@ class _Call:
             if result.trust is Trust.CHANGED:
                 self.emit(ev.KeyChanged(member, number, fp))
         self.emit(ev.MemberVerified(member, number, fp, trust))
-        self.offer_candidates(event.session_id)
 
     def stats(self) -> ev.Stats:
-        engine = self.engine
-        now = engine.clock()
+        m = self.session.stats(self.shell.clock())
         senders = {}
-        for sender, stream in engine.streams.items():
-            s = stream.jitter.stats()
-            reception = stream.meter.total()
-            senders[f"{sender:08x}"] = {
+        for sender in m.senders:
+            s = sender.jitter
+            senders[f"{sender.session_id:08x}"] = {
                 "received": s.received,
                 "played": s.played,
                 "lost": s.lost,  # frames concealed in the end (after copies and FEC)
                 "late": s.late,
                 "dropped": s.dropped,  # played-out delay cut back (adaptive buffer)
                 "recovered": s.recovered,  # lost packets rebuilt from later packets' copies
-                "loss": round(reception.loss, 4),  # packets the network lost, 0..1
-                "frame_ms": stream.frame_ms,  # the duration this sender chose
+                "loss": round(sender.loss, 4),  # packets the network lost, 0..1
+                "frame_ms": sender.frame_ms,  # the duration this sender chose
                 "target_frames": s.target,  # in the sender's frames
                 "delay_ms": s.delay_ms,
                 "jitter_ms": s.jitter_ms,
-                "kbps": round(stream.meter.kbps, 1),
-                "speaking": engine.speaking(sender),  # a real frame played in the last 200 ms
+                "kbps": round(sender.kbps, 1),
+                "speaking": sender.speaking,  # a real frame played in the last 200 ms
             }
-        direct = engine.direct.direct()
         paths: dict[str, dict[str, Any]] = {}
-        for sid in self.members:
-            peer_rtt = engine.direct.rtt(sid)
-            paths[f"{sid:08x}"] = {
-                "path": "direct" if sid in direct else "relay",
-                "rtt_ms": None if peer_rtt is None else round(peer_rtt * 1000, 2),
+        for path in m.paths:
+            paths[f"{path.session_id:08x}"] = {
+                "path": "direct" if path.direct else "relay",
+                "rtt_ms": None if path.rtt is None else round(path.rtt * 1000, 2),
             }
-        rtt = engine.stats.rtt if engine.stats.rtt is not None else self.client.rtt
+        rtt = m.rtt if m.rtt is not None else self.client.rtt
         return ev.Stats(
             rtt_ms=None if rtt is None else round(rtt * 1000, 2),
-            sent=engine.stats.sent,
-            received=engine.stats.received,
-            dropped=engine.stats.dropped,
-            undecryptable=engine.stats.undecryptable,
+            sent=m.sent,
+            received=m.received,
+            dropped=m.dropped,
+            undecryptable=m.undecryptable,
             senders=senders,
-            suppressed=engine.stats.suppressed,
+            suppressed=m.suppressed,
             sending={
-                "bitrate": engine.plan.bitrate,
-                "redundancy": engine.plan.depth,
-                "fec_loss_pct": engine.plan.expected_loss,
-                "reported_loss": round(engine.adapter.worst_loss(now), 4),
+                "bitrate": m.bitrate,
+                "redundancy": m.redundancy,
+                "fec_loss_pct": m.fec_loss_pct,
+                "reported_loss": round(m.reported_loss, 4),
             },
             paths=paths,
-            direct_sent=engine.stats.direct_sent,
-            direct_received=engine.stats.direct_received,
+            direct_sent=m.direct_sent,
+            direct_received=m.direct_received,
         )
 
 

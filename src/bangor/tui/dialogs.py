@@ -13,8 +13,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from bangor.audio.devices import NO_DEVICES, DeviceInfo, list_devices
 from bangor.errors import BangorError
+from bangor.io.devices import NO_DEVICES, DeviceInfo, list_devices
 from bangor.tui.state import MemberView
 
 # Key, what it does: the help overlay and the README list the same.

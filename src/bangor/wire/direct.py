@@ -27,8 +27,8 @@ direct while B's to A is relayed. Packets use the media header and hop AEAD of
 ``wire.media`` with the sender's session id, so the two share one socket with the
 relay's traffic and one parser, and a replay window per peer.
 
-Inputs are datagrams, addresses and ``now``; outputs are datagrams to send, events
-and the time of the next check.
+Inputs are datagrams, addresses and ``now``; outputs are ``datagrams_to_send()``,
+``next_event()`` and ``get_timer()`` (the next check, for ``handle_timer(now)``).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import struct
+from collections import deque
 from dataclasses import dataclass, field
 
 from bangor.errors import PacketError
@@ -79,7 +80,12 @@ class DirectSettings:
 
 
 @dataclass(frozen=True)
-class PathChanged:
+class DirectEvent:
+    """What DirectPaths tells its user (one base for the layer)."""
+
+
+@dataclass(frozen=True)
+class PathChanged(DirectEvent):
     """Voice to ``session_id`` now goes ``path`` ("direct" to ``address``, or "relay")."""
 
     session_id: int
@@ -129,7 +135,7 @@ class DirectPaths:
         self._peers: dict[int, _Peer] = {}
         self._keys: dict[int, bytes] = {}
         self._out: list[tuple[bytes, Address]] = []
-        self._events: list[PathChanged] = []
+        self._events: deque[DirectEvent] = deque()
 
     # --- what the application tells us ---------------------------------------------------
 
@@ -175,11 +181,10 @@ class DirectPaths:
         out, self._out = self._out, []
         return out
 
-    def events(self) -> list[PathChanged]:
-        events, self._events = self._events, []
-        return events
+    def next_event(self) -> DirectEvent | None:
+        return self._events.popleft() if self._events else None
 
-    def next_timer(self) -> float | None:
+    def get_timer(self) -> float | None:
         times = [p.next_check for p in self._peers.values() if self._can_check(p)]
         return min(times, default=None)
 

@@ -26,8 +26,8 @@ Who starts a pair handshake: the newcomer, towards every member listed in its
 session id keeps the initiator role.
 
 Inputs are server messages and ``now``; outputs are pair messages to relay
-(:meth:`RoomCrypto.messages_to_send`), events (:meth:`RoomCrypto.events`) and the
-next timer (:meth:`RoomCrypto.next_timer`).
+(:meth:`RoomCrypto.messages_to_send`), events (:meth:`RoomCrypto.next_event`) and the
+next timer (:meth:`RoomCrypto.get_timer`, then :meth:`RoomCrypto.handle_timer`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import secrets
 import struct
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
@@ -152,7 +152,12 @@ def _decode(decoder: msgspec.msgpack.Decoder[T], data: bytes, what: str) -> T:
 
 
 @dataclass(frozen=True)
-class MemberVerified:
+class E2EEEvent:
+    """What RoomCrypto tells its user (one base for the layer)."""
+
+
+@dataclass(frozen=True)
+class MemberVerified(E2EEEvent):
     """The member proved the room secret; ``identity`` is its device's public key."""
 
     session_id: int
@@ -161,7 +166,7 @@ class MemberVerified:
 
 
 @dataclass(frozen=True)
-class MemberRejected:
+class MemberRejected(E2EEEvent):
     """The member could not prove the room secret (or broke the handshake): no keys."""
 
     session_id: int
@@ -170,7 +175,7 @@ class MemberRejected:
 
 
 @dataclass(frozen=True)
-class PeerProblem:
+class PeerProblem(E2EEEvent):
     """A bad end-to-end message from a member; it was dropped and the call goes on.
 
     ``user``: the member's account as the server announced it ("" if not in the room),
@@ -183,7 +188,7 @@ class PeerProblem:
 
 
 @dataclass(frozen=True)
-class VoiceReleased:
+class VoiceReleased(E2EEEvent):
     """A held voice frame that opened once its key arrived."""
 
     session_id: int
@@ -191,13 +196,13 @@ class VoiceReleased:
 
 
 @dataclass(frozen=True)
-class ChatOpened:
+class ChatOpened(E2EEEvent):
     session_id: int
     text: str
 
 
 @dataclass(frozen=True)
-class ChatGap:
+class ChatGap(E2EEEvent):
     """The server withheld chat messages from this member (sequence numbers skipped)."""
 
     session_id: int
@@ -205,7 +210,7 @@ class ChatGap:
 
 
 @dataclass(frozen=True)
-class ReportReceived:
+class ReportReceived(E2EEEvent):
     """A verified member's reception report on our voice."""
 
     session_id: int
@@ -213,24 +218,12 @@ class ReportReceived:
 
 
 @dataclass(frozen=True)
-class CandidatesReceived:
+class CandidatesReceived(E2EEEvent):
     """A verified member's direct-path key and candidates: (kind, ip, port) each."""
 
     session_id: int
     key: bytes
     candidates: tuple[tuple[str, str, int], ...]
-
-
-E2EEEvent = (
-    MemberVerified
-    | MemberRejected
-    | PeerProblem
-    | VoiceReleased
-    | ChatOpened
-    | ChatGap
-    | ReportReceived
-    | CandidatesReceived
-)
 
 
 # --- per-member state -------------------------------------------------------------
@@ -300,7 +293,7 @@ class RoomCrypto:
         self._chat_seq = 0
         self._members: dict[int, _Member] = {}
         self._outgoing: list[tuple[int, bytes]] = []
-        self._events: list[E2EEEvent] = []
+        self._events: deque[E2EEEvent] = deque()
         self._last_rotation = -math.inf
         self._rotate_at: float | None = None  # a rotation is owed, and due then
         # Per account name ("" for ids not in the room), so rejoining starts nothing afresh.
@@ -325,16 +318,15 @@ class RoomCrypto:
         out, self._outgoing = self._outgoing, []
         return out
 
-    def events(self) -> list[E2EEEvent]:
-        out, self._events = self._events, []
-        return out
+    def next_event(self) -> E2EEEvent | None:
+        return self._events.popleft() if self._events else None
 
     @property
     def rotation_pending(self) -> bool:
         """A member who had our key left and the rotation waits for its interval."""
         return self._rotate_at is not None
 
-    def next_timer(self) -> float | None:
+    def get_timer(self) -> float | None:
         members = self._members.values()
         times = [m.deadline for m in members if m.deadline is not None]
         times += [t for m in members if (t := m.inbound.next_timer()) is not None]

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bangor.audio.devices import ToneSource
 from bangor.audio.ogg import packets_of, read_pages
-from bangor.audio.recording import DEFAULT_RECORD_BITRATE, OpusFileSink
 from bangor.errors import AudioError
+from bangor.io.devices import ToneSource
+from bangor.io.recording import DEFAULT_RECORD_BITRATE, OpusFileSink
 from bangor.settings import FRAME_SAMPLES, SAMPLE_RATE
 from tests.audiocheck import (
     align,

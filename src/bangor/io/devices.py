@@ -362,8 +362,15 @@ class _DeviceStream:
     _kind: Kind
     _stream_class: str
 
-    def __init__(self, spec: str, clock: Callable[[], float], frame_samples: int) -> None:
+    def __init__(
+        self,
+        spec: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        frame_samples: int = FRAME_SAMPLES,
+    ) -> None:
         self.frame_samples = _check_samples(frame_samples)
+        self._prepare()  # the subclass's buffers exist before the first callback can run
         sd = _sounddevice()
         self.device = select_device(_query(sd), spec, self._kind)
         self.label = f"{self._kind} device {self.device.index} {self.device.name!r}"
@@ -395,6 +402,9 @@ class _DeviceStream:
             with contextlib.suppress(Exception):
                 self._stream.close()
             raise DeviceError(f"cannot start {self.label}: {exc}") from exc
+
+    def _prepare(self) -> None:
+        raise NotImplementedError
 
     def _callback(self, data: Any, frames: int, when: Any, status: Any) -> None:
         raise NotImplementedError
@@ -450,19 +460,15 @@ class DeviceSource(_DeviceStream):
     _kind = "input"
     _stream_class = "RawInputStream"
 
-    def __init__(
-        self,
-        spec: str,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        frame_samples: int = FRAME_SAMPLES,
-    ) -> None:
+    def _prepare(self) -> None:
+        # Called on PortAudio's thread once per frame captured (after it is queued), for
+        # callers that pace on the sound card's clock; it must be quick and never raise.
+        self.on_frame: Callable[[], None] | None = None
         self._frames: deque[bytes] = deque()
         self._partial = bytearray()  # bytes of a frame still being captured
-        self._frame_bytes = frame_samples * 2  # int16 mono
-        frame_ms = frame_samples * 1000 // SAMPLE_RATE
+        self._frame_bytes = self.frame_samples * 2  # int16 mono
+        frame_ms = self.frame_samples * 1000 // SAMPLE_RATE
         self._max_frames = max(round(CAPTURE_QUEUE_MS / frame_ms), 2)
-        super().__init__(spec, clock, frame_samples)
 
     def _callback(self, data: Any, frames: int, when: Any, status: Any) -> None:
         try:
@@ -473,14 +479,20 @@ class DeviceSource(_DeviceStream):
                     self.stats.xruns += 1
                 self._partial += captured
                 size = self._frame_bytes
+                captured_frames = 0
                 while len(self._partial) >= size:
                     if len(self._frames) >= self._max_frames:
                         self._frames.popleft()
                         self.stats.dropped += 1
                     self._frames.append(bytes(self._partial[:size]))
                     del self._partial[:size]
+                    captured_frames += 1
                 if self._frames:
                     self._lock.notify_all()
+            on_frame = self.on_frame
+            if on_frame is not None:
+                for _ in range(captured_frames):
+                    on_frame()
         except Exception as exc:
             self._fail(f"failed in its callback ({exc!r})")
 
@@ -517,15 +529,8 @@ class DeviceSink(_DeviceStream):
     _kind = "output"
     _stream_class = "RawOutputStream"
 
-    def __init__(
-        self,
-        spec: str,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        frame_samples: int = FRAME_SAMPLES,
-    ) -> None:
+    def _prepare(self) -> None:
         self._queue = bytearray()
-        super().__init__(spec, clock, frame_samples)
 
     def _callback(self, data: Any, frames: int, when: Any, status: Any) -> None:
         try:

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bangor.audio.devices import (
+from bangor.errors import AudioError
+from bangor.io.devices import (
     CAPTURE_QUEUE_FRAMES,
     DEVICE_STALL_TIMEOUT,
     NO_DEVICES,
@@ -37,7 +38,6 @@ from bangor.audio.devices import (
     open_sink,
     open_source,
 )
-from bangor.errors import AudioError
 from bangor.settings import FRAME_SAMPLES, SAMPLE_RATE
 from tests.audiocheck import align, envelope_correlation, make_speech_wav
 
@@ -747,7 +747,7 @@ ctypes.util.find_library = lambda name: None if "portaudio" in name else _find_l
 
 OPEN_DEFAULTS = """
 import json
-from bangor.audio.devices import list_devices, open_sink, open_source
+from bangor.io.devices import list_devices, open_sink, open_source
 from bangor.errors import AudioError
 out = {}
 for name, call in (
@@ -874,7 +874,7 @@ def test_real_playback_device(file_devices: tuple[Path, Path, Path]) -> None:
     conf, out, _ = file_devices
     code = """
 import json
-from bangor.audio.devices import open_sink, open_source
+from bangor.io.devices import open_sink, open_source
 sink = open_sink("BANGOR_OUT")
 tone = open_source("tone:700")
 drained = []
@@ -909,7 +909,7 @@ def test_real_capture_device(file_devices: tuple[Path, Path, Path], tmp_path: Pa
     code = f"""
 import json
 import numpy as np
-from bangor.audio.devices import list_devices, open_source
+from bangor.io.devices import list_devices, open_source
 index = next(d.index for d in list_devices() if d.name == "bangor_in")
 source = open_source(str(index))
 frames = []
@@ -988,3 +988,15 @@ def test_devices_take_frames_of_the_chosen_duration(fake_sd: FakeSounddevice, ms
     assert sink.queued() == SAMPLE_RATE // 10  # 100 ms, the oldest dropped
     with pytest.raises(AudioError):
         sink.write(np.zeros(FRAME_SAMPLES, np.int16))
+
+
+def test_the_capture_callback_tells_of_each_whole_frame(fake_sd: FakeSounddevice) -> None:
+    source = open_source("default")
+    assert isinstance(source, DeviceSource)
+    told: list[int] = []
+    source.on_frame = lambda: told.append(1)
+    fake_sd.stream.capture(numbered(1).tobytes()[:FRAME_SAMPLES])  # half a frame
+    assert told == []
+    fake_sd.stream.capture(numbered(1).tobytes()[FRAME_SAMPLES:] + numbered(2).tobytes())
+    assert len(told) == 2
+    source.close()

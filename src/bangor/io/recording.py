@@ -1,6 +1,6 @@
 """Recording a call to an Ogg Opus file.
 
-:class:`OpusFileSink` is a :class:`~bangor.audio.devices.Sink`: it encodes each
+:class:`OpusFileSink` is a :class:`~bangor.io.devices.Sink`: it encodes each
 frame (10, 20 or 40 ms: the call's ticks) with our Opus encoder and writes the Ogg pages from
 :class:`~bangor.audio.ogg.OggOpusMuxer` to the file as they are completed
 (about one page per second of audio), so a crash loses at most about a second.

@@ -1,0 +1,1 @@
+"""The only code that touches sound cards and files: devices, sources and sinks, recordings."""

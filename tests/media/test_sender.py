@@ -1,0 +1,49 @@
+"""Our voice on its way out: plan, copies, the gate, without a network."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bangor.io.devices import open_source
+from bangor.media.sender import Sender
+from bangor.settings import FRAME_SAMPLES, MAX_VOICE_FRAME, ClientSettings
+from bangor.wire.voice import VoiceFrame
+
+
+def test_copies_are_left_out_rather_than_exceed_the_frame_limit() -> None:
+    sender = Sender(ClientSettings(vad=False, bitrate=510_000, max_redundancy=3))
+    sender.report(2, 0.15, 0.0)
+    assert sender.plan.depth == 3
+    noise = np.random.default_rng(0)
+    frames = [
+        VoiceFrame.parse(p)
+        for _ in range(50)
+        for p in sender.frames(noise.integers(-20000, 20000, FRAME_SAMPLES).astype(np.int16), True)
+    ]
+    assert all(len(f.serialize()) <= MAX_VOICE_FRAME for f in frames)
+    assert any(len(f.redundant) < 3 for f in frames[10:])
+
+
+def test_a_clean_report_turns_the_startup_copies_off_and_forget_drops_the_listener() -> None:
+    sender = Sender(ClientSettings(vad=False))
+    tone = open_source("tone:450")
+    first = [VoiceFrame.parse(p) for p in sender.frames(tone.read(), True)]  # type: ignore[arg-type]
+    assert first[0].depth == 2  # protected until someone reports
+    sender.report(2, 0.0, 0.1)
+    assert sender.plan.depth == 0
+    sender.report(3, 0.2, 0.2)
+    assert sender.plan.depth > 0
+    sender.forget(3)
+    sender.update_plan(0.3)
+    assert sender.plan.depth == 0
+
+
+def test_muting_resets_the_gate_so_nothing_from_before_goes_out_later() -> None:
+    sender = Sender(ClientSettings(vad=True))
+    tone = open_source("tone:450")
+    for _ in range(5):
+        sender.frames(tone.read(), False)  # type: ignore[arg-type]
+    assert sender.sent == 0 and sender.suppressed == 5
+    out = sender.frames(tone.read(), True)  # type: ignore[arg-type]
+    # A tone is not speech, but whatever passes is this tick's, never older ones.
+    assert len(out) <= 1
