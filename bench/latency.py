@@ -15,6 +15,11 @@ what sound cards add (their period and buffer, typically 5-20 ms each way). Voic
 activity detection is off (a click is not speech); everything else is as the client
 ships it, on a clean network (no redundancy, so the jitter buffer is at its lowest).
 
+Clicks count from two seconds after the listener verified the speaker (until then a
+jitter buffer runs on its start-up guess, ``jitter_target_ms``, and settles); ``-v``
+prints every click's latency and when it was sent, and the end shows the listener's
+buffer counters (lost, late and dropped frames stay near zero on loopback).
+
 With ``--frame-ms`` both clients send and tick in frames of that duration. The
 source hands over a whole frame at once, so the capture side's framing (a sound card's
 frame is complete only ``frame_ms`` after its first sample) is not in the figure: add
@@ -37,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +110,9 @@ def child(role: str, invite_text: str, user: str, frame_ms: int) -> None:
         kind = getattr(event, "kind", "")
         if kind in ("joined", "member_verified", "left", "error"):
             note(**{kind: time.monotonic()})
+        elif kind == "stats" and role == "listener":
+            for counts in getattr(event, "senders", {}).values():
+                note(stats=time.monotonic(), **{k: float(v) for k, v in counts.items()})
 
     asyncio.run(
         app.join_call(
@@ -111,7 +120,7 @@ def child(role: str, invite_text: str, user: str, frame_ms: int) -> None:
             app.Login(user, PASSWORD),
             emit,
             read_stdin=False,
-            settings=settings,
+            settings=replace(settings, stats_interval=1.0),
             duration=None,
         )
     )
@@ -154,6 +163,7 @@ def main() -> None:
     parser.add_argument("--invite")
     parser.add_argument("--user")
     parser.add_argument("--frame-ms", type=int, choices=[10, 20, 40], default=20)
+    parser.add_argument("-v", "--verbose", action="store_true", help="print every click")
     opts = parser.parse_args()
     if opts.child:
         child(opts.child, opts.invite, opts.user, opts.frame_ms)
@@ -220,12 +230,17 @@ def main() -> None:
                 proc.wait(10)
     sent = [e["sent"] for e in events["speaker"] if "sent" in e]
     heard = [e["heard"] for e in events["listener"] if "heard" in e]
-    start = events["listener"][0].get("joined", 0) + 2.0
+    # Two seconds after the listener verified the speaker (the speaker's voice flows from
+    # about then; the listener joined earlier): the buffer's start-up is not measured.
+    verified = [e["member_verified"] for e in events["listener"] if "member_verified" in e]
+    start = verified[0] + 2.0
     latencies = []
+    timeline = []  # (seconds since the start of the measurement, latency ms)
     for h in heard:
         before = [s for s in sent if s <= h]
         if before and before[-1] >= start:
             latencies.append((h - before[-1]) * 1000)
+            timeline.append((before[-1] - start, latencies[-1]))
     if len(latencies) < 10:
         raise SystemExit(f"too few clicks came through: {len(latencies)} of {len(sent)}")
     latencies.sort()
@@ -238,6 +253,24 @@ def main() -> None:
         f"p50 {statistics.median(latencies):.1f} ms, p95 {p95:.1f} ms, "
         f"min {latencies[0]:.1f} ms, max {latencies[-1]:.1f} ms"
     )
+    if opts.verbose:
+        print("clicks (s into the measurement: ms):")
+        print("  " + ", ".join(f"{t:.1f}: {ms:.1f}" for t, ms in timeline))
+        print("listener's buffer (s into the measurement: received, dropped, delay ms):")
+        print(
+            "  "
+            + ", ".join(
+                f"{e['stats'] - start:.1f}: {e['received']:g}, {e['dropped']:g}, {e['delay_ms']:g}"
+                for e in events["listener"]
+                if "stats" in e and e["stats"] < start + 5
+            )
+        )
+    # The listener's jitter buffer at the end: loss or concealment would show here.
+    stats = [e for e in events["listener"] if "stats" in e]
+    if stats:
+        last = stats[-1]
+        keys = ("received", "played", "lost", "late", "dropped", "target_frames", "delay_ms")
+        print("listener's buffer at the end: " + ", ".join(f"{k} {last[k]:g}" for k in keys))
 
 
 if __name__ == "__main__":

@@ -454,7 +454,7 @@ def test_bursty_loss_conceals_each_missing_frame_once() -> None:
 
 def test_bursty_loss_with_depth_rebuilds_the_last_frame_from_fec() -> None:
     jb = JitterBuffer()
-    timed = sender(600, jitter=uniform(0.015, seed=5), lose=lambda i: 300 <= i < 304)
+    timed = sender(600, jitter=uniform(0.020, seed=5), lose=lambda i: 300 <= i < 304)
     out = run(jb, timed, 12.5)
     assert jb.stats().target == 2
     assert Lost(303, payload(304)) in out.results
@@ -819,3 +819,33 @@ def test_no_frame_of_any_duration_plays_twice(ms: int, count: int, data: st.Data
     assert len(out) == len(set(out))
     assert out == sorted(out)
     assert check_accounting(jb).played == len(out)
+
+
+# --- settling: the constructor's guess goes fast, the tick phase's frame when spare ---
+
+
+def test_calm_network_settles_to_one_frame_of_delay_within_seconds() -> None:
+    # Arrivals 16.6 ms before the tick: the frame the target holds for the phase is spare.
+    jb = JitterBuffer()  # 3 deep until it has measured
+    out = run(jb, sender(500, jitter=uniform(0.0005, seed=1)), 10.5)
+    s = jb.stats()
+    assert s.target == 2 and missed(jb) == 0
+    assert max(out.delay(since=5.0)) <= FRAME_S  # before: 3 frames until 6 s, 2 until 12 s
+
+
+def test_an_unlucky_tick_phase_keeps_the_phase_frame() -> None:
+    # Arrivals straddle the tick (7.1 ms): one frame less would make some late.
+    timed = [(when - 0.0128, seq) for when, seq in sender(1000, jitter=uniform(0.0005, seed=2))]
+    jb = JitterBuffer()
+    out = run(jb, timed, 21)
+    assert missed(jb) == 0
+    assert max(out.delay(since=5.0)) <= 2 * FRAME_S
+
+
+def test_ten_ms_frames_of_steady_silence_settle_within_a_second_and_a_half() -> None:
+    # 60 ms of start-up guess in 10 ms frames; packets all one size (digital silence).
+    jb = JitterBuffer(6, 50, frame_ms=10)
+    out = run(jb, sender(600, jitter=uniform(0.0005, seed=1), frame_s=0.01), 6)
+    s = jb.stats()
+    assert (s.target, s.dropped, missed(jb)) == (2, 5, 0)
+    assert max(out.delay(since=1.5)) <= 0.010

@@ -30,6 +30,20 @@ def test_single_frame_unchanged() -> None:
     assert out is not a
 
 
+@pytest.mark.parametrize("peak", [31999, 32000, 32001, 32767, -32768])
+def test_one_speaker_at_full_volume_mixes_as_the_general_path(peak: int) -> None:
+    # The shortcut for one speaker must give what summing does, at the limit too.
+    a = tone(440, 0.3)
+    a[100] = peak
+    quick, general = Mixer(), Mixer()
+    for frame in (a, tone(440, 0.3), tone(440, 0.3)):
+        silence = np.zeros_like(frame)  # a second speaker takes the general path
+        assert np.array_equal(
+            quick.mix([(frame, 1.0)]), general.mix([(frame, 1.0), (silence, 1.0)])
+        )
+    assert quick.limited_frames == general.limited_frames == (abs(peak) > LIMIT)
+
+
 def test_opposite_tones_cancel() -> None:
     a = tone(300, 0.8)
     assert not np.any(Mixer().mix([(a, 1.0), (-a, 1.0)]))

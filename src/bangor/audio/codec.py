@@ -13,6 +13,7 @@ message naming the package to install, not with an import-time traceback.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 from types import ModuleType
 from typing import Any
@@ -201,25 +202,20 @@ class OpusDecoder:
         # Call opus_decode straight into a numpy buffer: opuslib's wrapper copies
         # through a Python list and triples the decode time.
         self._opus_decode: Any = opuslib.api.decoder.libopus_decode
-        self._int16_p: Any = opuslib.api.c_int16_pointer
         self._strerror: Any = opuslib.api.info.strerror
+        # One output buffer for every call, and its pointer made once: building a
+        # ctypes pointer to a fresh numpy array per frame cost as much as decoding.
+        self._buffer: Any = (ctypes.c_int16 * MAX_PACKET_SAMPLES)()
+        self._state: Any = self._dec.decoder_state
 
     def _run(self, packet: bytes, fec: bool, samples: int) -> np.ndarray:
         # For a packet, `samples` is room enough; for PLC and FEC libopus makes
         # exactly that much (the duration of the frame that is missing).
-        pcm = np.empty(samples, dtype=np.int16)
-        n = self._opus_decode(
-            self._dec.decoder_state,
-            packet,
-            len(packet),
-            pcm.ctypes.data_as(self._int16_p),
-            samples,
-            int(fec),
-        )
+        n = self._opus_decode(self._state, packet, len(packet), self._buffer, samples, int(fec))
         if n < 0:
             reason = self._strerror(n).decode("utf-8", "replace")
             raise AudioError(f"corrupt Opus packet ({len(packet)} bytes): {reason}")
-        return pcm[:n]
+        return np.frombuffer(self._buffer, dtype=np.int16, count=n).copy()
 
     def decode(self, packet: bytes) -> np.ndarray:
         """Decode one packet into int16 samples (as many as it holds); AudioError if corrupt."""

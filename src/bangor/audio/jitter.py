@@ -21,7 +21,10 @@ Without arrival times the buffer keeps a fixed prebuffer depth
   (NetEQ's relative delay, which a constant path delay and a slow clock drift
   do not disturb). The target depth is ``ceil(p95 spread / frame_ms) + 1`` frames,
   clamped to ``[min_frames, max_frames]``; the + 1 covers the unknown phase
-  between arrivals and play-out ticks;
+  between arrivals and play-out ticks. The shrink window below measures that
+  phase: on a calm network (p95 spread under a quarter of a frame, which still
+  rounds up to a whole frame) and when every arrival of a window came a whole tick
+  early, the buffer may settle one frame below target, until a frame is ever late;
 * grow fast: a frame that missed its tick raises the target at once. When the
   buffer runs dry the play-out waits (a :class:`Lost` that does not advance, so
   the decoder conceals one tick) and the late frame plays when it comes: the
@@ -32,6 +35,9 @@ Without arrival times the buffer keeps a fixed prebuffer depth
   (there is no time-stretching), preferably a quiet one (a small Opus packet).
   This also bounds the delay when the sender's clock runs fast; a slow sender's
   clock drains the buffer and costs one concealed tick each time it runs dry.
+  The constructor's target is a guess, not a measurement: once the estimate is in,
+  every spare frame a short window shows goes at once (on quiet ticks in a row),
+  until the buffer first has none spare; from then on it shrinks slowly.
 
 So a :class:`Lost` for ``seq`` may be followed by the :class:`Frame` for the same
 ``seq``; a frame is still never played twice.
@@ -89,10 +95,21 @@ FAST_SHRINK_S = 0.5
 # 40 kbit/s for 20 ms), where a missing frame is not heard. After DROP_PATIENCE_S any
 # frame goes, so the delay stays bounded for a sender that never pauses.
 QUIET_FRACTION = 0.6
+# A stream whose smallest packet lately is this close to the mean has no pauses to find
+# (steady silence, or noise): its smallest packets count as quiet.
+STEADY_FRACTION = 0.9
 DROP_PATIENCE_S = 2.0
+# Settling from the constructor's guess: a window this long shows the spare frames,
+# then all of them go, on quiet frames (any after SETTLE_PATIENCE_S): the start of a
+# stream is no time to wait long for a pause with 40 ms too much delay.
+SETTLE_WINDOW_S = 0.25
+SETTLE_PATIENCE_S = 2.0
 # Time constant of the running means of the packet size and of the buffer level
 # behind delay_ms: each frame weighs frame_ms / SMOOTHING_MS (0.02 for 20 ms).
 SMOOTHING_MS = 1000
+# A p95 spread up to this fraction of a frame is a calm network: the frame the target
+# holds for the tick phase may be given back when the arrivals show it is spare.
+CALM_SPREAD = 0.25
 # Re-anchor the relative delays before seq distances get anywhere near 2**31.
 _ANCHOR_LIMIT = 2**30
 
@@ -183,6 +200,8 @@ class JitterBuffer:
         self._fast_excess = max(math.ceil(FAST_SHRINK_EXCESS_MS / frame_ms), 2)
         self._fast_shrink_ticks = _ticks(FAST_SHRINK_S, frame_ms)
         self._drop_patience = _ticks(DROP_PATIENCE_S, frame_ms)
+        self._settle_patience = _ticks(SETTLE_PATIENCE_S, frame_ms)
+        self._settle_ticks = _ticks(SETTLE_WINDOW_S, frame_ms)
         self._smoothing = min(frame_ms / SMOOTHING_MS, 1.0)
         self._target = target_frames
         self._initial_target = target_frames
@@ -226,9 +245,18 @@ class JitterBuffer:
         self._win_ticks = 0
         self._win_min = max_frames
         self._win_max = -1
-        self._drop_pending = False
+        self._drop_pending = 0  # frames to drop, one a tick (more than one only settling)
         self._drop_wait = 0  # ticks the pending drop has waited for a quiet frame
         self._size_mean = 0.0
+        # The smallest packet lately: drops to each smaller one, creeps up to bigger ones.
+        self._size_floor = math.inf
+        # The constructor's target still stands in for a measured one: shrink fast.
+        self._settling = True
+        # The target holds a frame for the unknown tick phase; the shrink window may
+        # give it back, until a frame comes late (the phase or jitter needs it after all).
+        self._phase_frame_spare = True
+        self._peak_holds = False  # the target is raised by a late frame (PEAK_HOLD)
+        self._wide = 0  # spreads in the history above CALM_SPREAD of a frame
 
     def push(self, seq: int, payload: bytes, *, now: float | None = None) -> None:
         """Queue one received frame; drops (and counts) duplicates, late and overflow.
@@ -269,7 +297,13 @@ class JitterBuffer:
         # The play-out is waiting for exactly this frame: it came after its tick.
         self._observe(seq, now, overdue=offset == 0 and self._stall_run > 0)
         self._note_margin(offset)
-        self._size_mean += (len(payload) - self._size_mean) * self._smoothing
+        size = len(payload)
+        if self._size_mean:
+            self._size_mean += (size - self._size_mean) * self._smoothing
+        else:
+            self._size_mean = size  # not a ramp up from 0: early frames would all be loud
+        floor = self._size_floor
+        self._size_floor = size if size <= floor else floor + (size - floor) * self._smoothing
         self._frames[seq] = payload
         if offset >= self._max:
             self._advance_to((seq - self._max + 1) % SEQ_MODULO)
@@ -351,8 +385,8 @@ class JitterBuffer:
                 # A gap, a quiet frame, or waited long enough: skip it.
                 if (
                     payload is None
-                    or len(payload) <= QUIET_FRACTION * self._size_mean
-                    or self._drop_wait >= self._drop_patience
+                    or len(payload) <= self._quiet_size()
+                    or self._drop_wait >= self._patience()
                 ):
                     self._drop_due()
             elif seq not in self._frames:
@@ -444,7 +478,8 @@ class JitterBuffer:
         else:
             self._lost += 1  # missing anyway: skipping it saves a concealed tick
         self._next = (self._next + 1) % SEQ_MODULO
-        self._cancel_drop()
+        self._drop_pending -= 1
+        self._drop_wait = 0
 
     def _note_margin(self, offset: int) -> None:
         # A frame arrived `offset` ticks before its play-out tick (< 0: late).
@@ -463,16 +498,42 @@ class JitterBuffer:
         # Spare frames: every arrival in the window came this many ticks early or more
         # (one frame less would have kept them all on time), and the depth the earliest
         # implies is this much above target. Lost frames do not count against it.
-        excess = min(self._win_min, self._win_max + 1 - self._target)
+        count = len(self._spreads)
+        estimated = count >= self._min_samples
+        floor = self._target
+        calm = self._wide <= (1 - TARGET_PERCENTILE) * count
+        spare = self._phase_frame_spare and not self._extra and not self._peak_holds
+        if estimated and calm and spare:
+            floor = max(floor - 1, self._min)
+        excess = min(self._win_min, self._win_max + 1 - floor)
+        settling = self._settling and estimated
         fast = excess >= self._fast_excess
-        wait = self._fast_shrink_ticks if fast else self._shrink_ticks // max(excess, 1)
+        if settling:
+            wait = self._settle_ticks
+        elif fast:
+            wait = self._fast_shrink_ticks
+        else:
+            wait = self._shrink_ticks // max(excess, 1)
         if self._win_ticks >= wait:
             if excess >= 1:
-                self._drop_pending = True
+                # Settling, every spare frame goes (on quiet ticks in a row); else one.
+                self._drop_pending = excess if settling else 1
+            elif estimated:
+                self._settling = False  # nothing spare: what is left was measured
             self._new_window()
 
+    def _quiet_size(self) -> float:
+        # Packets up to this size are quiet: well under the mean (a pause in speech), or
+        # in a steady stream (all about one size: silence or noise) the smallest ones.
+        steady = self._size_floor >= STEADY_FRACTION * self._size_mean
+        return max(QUIET_FRACTION * self._size_mean, self._size_floor if steady else 0.0)
+
+    def _patience(self) -> int:
+        # While settling, the spare frames are the prebuffer's guess: wait less for quiet.
+        return self._settle_patience if self._settling else self._drop_patience
+
     def _cancel_drop(self) -> None:
-        self._drop_pending = False
+        self._drop_pending = 0
         self._drop_wait = 0
 
     def _new_window(self) -> None:
@@ -522,9 +583,12 @@ class JitterBuffer:
         if len(self._spreads) == self._history:
             old = self._spreads.popleft()
             self._buckets[math.ceil(old / frame_s - 1e-6)] -= 1
+            self._wide -= old > CALM_SPREAD * frame_s
         self._spreads.append(spread)
         self._buckets[frames] += 1
+        self._wide += spread > CALM_SPREAD * frame_s
         if overdue:
+            self._phase_frame_spare = False
             if now >= self._peak_until:
                 self._peak = 0
             # At least 2: whatever its spread, one frame of depth was not enough.
@@ -543,8 +607,9 @@ class JitterBuffer:
                 if seen >= rank:
                     target = frames + 1  # the + 1: arrivals and ticks are out of phase
                     break
-        if now < self._peak_until:
-            target = max(target, self._peak)
+        self._peak_holds = now < self._peak_until and self._peak > target
+        if self._peak_holds:
+            target = self._peak
         self._set_target(target)
 
     def _jitter(self) -> float:
