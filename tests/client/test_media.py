@@ -85,6 +85,48 @@ async def test_ticks_keepalives_and_voice_reach_the_server_socket() -> None:
     assert shell.session is session and session.stats(loop.time()).sent >= 10
 
 
+async def test_the_sessions_timers_are_served_by_the_ticks() -> None:
+    """No wakeup of their own: each timer runs in the tick after it is due, with that
+    tick's ``now`` (keepalives every 50 ms here, so several in half a second)."""
+    loop = asyncio.get_running_loop()
+    server = Server()
+    transport, _ = await loop.create_datagram_endpoint(lambda: server, local_addr=("127.0.0.1", 0))
+    shell = MediaShell(open_source("silence"), open_sink("null"), 20)
+    settings = ClientSettings(vad=False, relay_only=True, keepalive_interval=0.05)
+    ticks: list[float] = []
+    timers: list[float] = []
+    enough = asyncio.Event()
+    try:
+        await shell.connect("127.0.0.1", transport.get_extra_info("sockname")[1])
+        session = session_for(shell, settings)
+        tick, handle_timer = session.tick, session.handle_timer
+
+        def on_tick(pcm: np.ndarray | None, now: float) -> np.ndarray:
+            ticks.append(now)
+            return tick(pcm, now)
+
+        def on_timer(now: float) -> None:
+            timers.append(now)
+            handle_timer(now)
+            if len(timers) >= 6:
+                enough.set()
+
+        session.tick = on_tick  # type: ignore[method-assign]
+        session.handle_timer = on_timer  # type: ignore[method-assign]
+        shell.start(session, [])
+        await asyncio.wait_for(enough.wait(), 5)
+    finally:
+        shell.stop()
+        transport.close()
+    assert set(timers) <= set(ticks)
+    keepalives = 0
+    opener = HopOpener(KEYS.client_to_server, 7)
+    while not server.received.empty():
+        header, _ = opener.open(server.received.get_nowait())
+        keepalives += header.type is PacketType.KEEPALIVE
+    assert keepalives >= 5
+
+
 async def test_a_vanished_output_device_is_reported_once_and_the_call_goes_on() -> None:
     problems: list[str] = []
     enough = asyncio.Event()
