@@ -1,6 +1,6 @@
 """Audio sources and sinks: generators, WAV files and sound cards.
 
-The only audio module that does I/O. Everything else in ``bangor.audio``
+Here, not in ``bangor.audio``, because it does I/O. Everything in ``bangor.audio``
 works on int16 mono frames at SAMPLE_RATE of the client's frame duration (10,
 20 or 40 ms; FRAME_SAMPLES by default); a source delivers frames of the length
 it was opened for, and a sink accepts exactly those.
