@@ -46,10 +46,10 @@ def test_reports_beyond_the_burst_are_counted_and_summed_up_once_due() -> None:
     limiter = ReportLimiter(3, 10.0, now=0.0)
     shown = [limiter.allow(f"bad {i % 2}", 0.0) for i in range(1000)]
     assert shown.count(True) == 3 and shown[:3] == [True] * 3
-    assert limiter.next_timer() == 10.0
+    assert limiter.get_timer() == 10.0
     assert limiter.take_due(9.9) == {}  # not due yet
     assert limiter.take_due(10.0) == {"bad 0": 498, "bad 1": 499}
-    assert limiter.next_timer() is None and limiter.take_due(20.0) == {}
+    assert limiter.get_timer() is None and limiter.take_due(20.0) == {}
     # The bucket refills at one report per interval: one more is shown later.
     assert limiter.allow("later", 10.0)
     assert not limiter.allow("later again", 10.0)

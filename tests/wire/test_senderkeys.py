@@ -272,7 +272,7 @@ def test_forged_ahead_kid_changes_nothing() -> None:
         with pytest.raises(PacketError, match="unknown SFrame key id"):
             open_(inb, forge(make_kid(0, 0, ahead)))
     assert inb.current == start
-    assert inb.next_timer() is None  # no key was retired
+    assert inb.get_timer() is None  # no key was retired
     assert open_(inb, seal(out)) == PAYLOAD
     # The sender really ratchets to a step a forgery tried: the genuine frame opens.
     for _ in range(5):
@@ -308,9 +308,9 @@ def test_skipped_steps_keep_late_frames_within_grace() -> None:
     assert open_(inb, step1, 1.5) == PAYLOAD  # the skipped step got the grace period
     assert inb.current == out.key  # the late step-1 frame did not move us back
     assert open_(inb, seal(out), 1.5) == PAYLOAD
-    assert inb.next_timer() == 1.0 + GRACE
+    assert inb.get_timer() == 1.0 + GRACE
     inb.expire(1.0 + GRACE)
-    assert inb.next_timer() is None
+    assert inb.get_timer() is None
 
 
 def test_derived_steps_in_a_row() -> None:
@@ -336,7 +336,7 @@ def test_removed_member_never_opens_after_rotate() -> None:
     assert results == [None] * 61  # held: it cannot tell a rekey from a lost key message
     assert removed.dropped == 60 - SETTINGS.max_pending_frames  # bounded
     assert removed.expire(0.6 + TIMEOUT) == SETTINGS.max_pending_frames + 1
-    assert removed.next_timer() is None
+    assert removed.get_timer() is None
     # Nor later: the new generation's frames only ever wait, and time out again.
     assert open_(removed, seal(out), 7.0) is None
     assert removed.expire(7.0 + TIMEOUT) == 1
@@ -355,7 +355,7 @@ def test_remaining_member_holds_then_releases_in_order() -> None:
     ]
     for i, (purpose, frame) in enumerate(frames):
         assert open_(inb, frame, 0.1 + 0.02 * i, purpose) is None
-    assert inb.next_timer() == pytest.approx(0.1 + TIMEOUT)
+    assert inb.get_timer() == pytest.approx(0.1 + TIMEOUT)
     released = inb.install(out.key, metadata_for, 0.3)
     assert released == [
         Released(PURPOSE_VOICE, b"v0"),
@@ -377,12 +377,12 @@ def test_old_key_grace_then_gone() -> None:
     late = [seal(out, bytes([i])) for i in range(3)]
     out.rotate(tokens(2))
     inb.install(out.key, metadata_for, 10.0)
-    assert inb.next_timer() == 10.0 + GRACE
+    assert inb.get_timer() == 10.0 + GRACE
     assert open_(inb, late[0], 10.0 + GRACE - 0.01) == b"\x00"
     assert inb.expire(10.0 + GRACE - 0.01) == 0
     assert open_(inb, late[1], 10.0 + GRACE - 0.01) == b"\x01"
     assert inb.expire(10.0 + GRACE) == 0
-    assert inb.next_timer() is None
+    assert inb.get_timer() is None
     with pytest.raises(PacketError, match="unknown SFrame key id"):
         open_(inb, late[2], 10.0 + GRACE)
     # Removed from the SFrame context, not merely past a deadline: even a caller whose
@@ -510,7 +510,7 @@ def test_install_duplicate_is_a_no_op() -> None:
     assert open_(inb, frame) == PAYLOAD
     assert inb.install(out.key, metadata_for, 1.0) == []
     assert inb.install(SenderKey(0, 0, out.key.base_key), metadata_for, 1.0) == []
-    assert inb.next_timer() is None  # nothing retired
+    assert inb.get_timer() is None  # nothing retired
     with pytest.raises(PacketError, match="replayed"):  # replay window kept
         open_(inb, frame)
 
@@ -523,7 +523,7 @@ def test_install_conflicting() -> None:
     with pytest.raises(PeerError, match="conflicting key"):
         inb.install(SenderKey(0, 2, bytes(32)), metadata_for, 1.0)
     assert inb.current == out.key
-    assert inb.next_timer() is None
+    assert inb.get_timer() is None
     assert open_(inb, seal(out)) == PAYLOAD
     ahead = out.key.ratcheted().ratcheted()
     assert inb.install(ahead, metadata_for, 1.0) == []
@@ -539,7 +539,7 @@ def test_install_stale_leaves_state_unchanged() -> None:
     with pytest.raises(PeerError, match="stale key: generation 0 step 0, have 1 0"):
         inb.install(old, metadata_for, GRACE)
     assert inb.current == out.key
-    assert inb.next_timer() is None
+    assert inb.get_timer() is None
     assert open_(inb, seal(out), GRACE) == PAYLOAD
     # Stale against a derived key too.
     out.ratchet()
@@ -619,27 +619,27 @@ def test_pending_zero_holds_nothing() -> None:
     out.rotate(tokens(18))
     assert open_(inb, seal(out)) is None
     assert inb.dropped == 1
-    assert inb.next_timer() is None
+    assert inb.get_timer() is None
     assert inb.install(out.key, metadata_for, 0.1) == []
 
 
 def test_pending_expiry() -> None:
     out, inb = setup()
     out.rotate(tokens(19))
-    assert inb.next_timer() is None
+    assert inb.get_timer() is None
     assert open_(inb, seal(out, b"a"), 0.0) is None
     assert open_(inb, seal(out, b"b", PURPOSE_CHAT), 1.0, PURPOSE_CHAT) is None
     assert open_(inb, seal(out, b"c"), 2.0) is None
-    assert inb.next_timer() == TIMEOUT
+    assert inb.get_timer() == TIMEOUT
     assert inb.expire(TIMEOUT - 0.01) == 0
     assert inb.expire(TIMEOUT) == 1
-    assert inb.next_timer() == 1.0 + TIMEOUT
+    assert inb.get_timer() == 1.0 + TIMEOUT
     assert inb.expire(1.0 + TIMEOUT) == 1
     assert inb.dropped == 2
     # Past the timeout at install time: dropped, not released.
     assert inb.install(out.key, metadata_for, 2.0 + TIMEOUT) == []
     assert inb.dropped == 3
-    assert inb.next_timer() == 2.0 + TIMEOUT + GRACE  # only the old key remains
+    assert inb.get_timer() == 2.0 + TIMEOUT + GRACE  # only the old key remains
 
 
 def test_held_garbage_is_dropped_at_install() -> None:

@@ -329,8 +329,8 @@ class RoomCrypto:
     def get_timer(self) -> float | None:
         members = self._members.values()
         times = [m.deadline for m in members if m.deadline is not None]
-        times += [t for m in members if (t := m.inbound.next_timer()) is not None]
-        times += [t for r in self._reports.values() if (t := r.limiter.next_timer()) is not None]
+        times += [t for m in members if (t := m.inbound.get_timer()) is not None]
+        times += [t for r in self._reports.values() if (t := r.limiter.get_timer()) is not None]
         if self._rotate_at is not None:
             times.append(self._rotate_at)
         return min(times, default=None)

@@ -76,7 +76,7 @@ class ReportLimiter:
             self._due = now + self._interval
         return False
 
-    def next_timer(self) -> float | None:
+    def get_timer(self) -> float | None:
         """When counts are due (None: nothing held back)."""
         return self._due
 

@@ -480,7 +480,7 @@ class Inbound:
         self._dropped += dropped
         return dropped
 
-    def next_timer(self) -> float | None:
+    def get_timer(self) -> float | None:
         """Earliest time :meth:`expire` has work, or None."""
         times = [h[0].arrived + self._pending_timeout for h in self._held.values() if h]
         if self._old:
