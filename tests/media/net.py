@@ -40,7 +40,7 @@ class Member:
     session: MediaSession
     source: Callable[[], np.ndarray | None]
     played: list[np.ndarray] = field(default_factory=list)
-    events: list[me.MediaEvent] = field(default_factory=list)
+    events: list[me.CallEvent] = field(default_factory=list)
 
 
 class Net:
@@ -170,7 +170,7 @@ class Net:
                 member.played.append(member.session.tick(member.source(), self.now))
             self.settle()
 
-    def events(self, sid: int, kind: type[me.MediaEvent]) -> list[me.MediaEvent]:
+    def events(self, sid: int, kind: type[me.CallEvent]) -> list[me.CallEvent]:
         return [e for e in self.members[sid].events if isinstance(e, kind)]
 
 

@@ -11,7 +11,8 @@ import pytest
 from bangor.media import events as me
 from bangor.media.session import MediaSession
 from bangor.settings import FRAME_SAMPLES, ClientSettings
-from bangor.wire import stun
+from bangor.wire import e2ee, stun
+from bangor.wire.direct import PathChanged
 from bangor.wire.e2ee import CandidatesReceived, E2EEEvent, RoomCrypto
 from bangor.wire.media import HopOpener, HopSealer, PacketType
 from bangor.wire.noise import generate_static_key
@@ -43,9 +44,9 @@ def test_voice_flows_through_the_relay() -> None:
     assert [s.session_id for s in b.senders] == [1] and b.senders[0].speaking
     assert b.paths == (me.PathStats(1, False, None),)
     assert net.events(2, me.RelayPathUp) == [me.RelayPathUp()]
-    [verified] = net.events(2, me.MemberVerified)
-    assert verified == me.MemberVerified(1, "user1", alice.crypto.identity_public)
-    assert not net.events(2, me.PeerPathChanged)  # relay only: no candidates, no probes
+    [verified] = net.events(2, e2ee.MemberVerified)
+    assert verified == e2ee.MemberVerified(1, "user1", alice.crypto.identity_public)
+    assert not net.events(2, PathChanged)  # relay only: no candidates, no probes
 
 
 def test_stun_then_candidates_then_probes_then_direct_voice() -> None:
@@ -56,7 +57,7 @@ def test_stun_then_candidates_then_probes_then_direct_voice() -> None:
     assert bob.srflx == nat(2)
     assert bob.candidates() == [("host", *lan(2)), ("srflx", *nat(2))]
     net.run(1.0)
-    [up] = net.events(2, me.PeerPathChanged)
+    [up] = net.events(2, PathChanged)
     assert up.session_id == 1 and up.path == "direct" and up.address is not None
     before = relayed_voice(net)
     net.run(1.0)
@@ -74,8 +75,8 @@ def test_a_direct_path_that_dies_falls_back_to_the_relay_without_a_gap() -> None
     assert alice.direct.direct()
     net.drop = lambda src, dst: SERVER not in (src, dst)  # members lose each other
     net.run(2.0)
-    down = [e for e in net.events(1, me.PeerPathChanged) if e.path == "relay"]  # type: ignore[attr-defined]
-    assert down == [me.PeerPathChanged(2, "relay", None, None)]
+    down = [e for e in net.events(1, PathChanged) if e.path == "relay"]  # type: ignore[attr-defined]
+    assert down == [PathChanged(2, "relay", None, None)]
     assert not alice.direct.direct()
     assert rms(net.members[2].played[-20:]) > 5000  # the relay carries alice's voice now
     assert alice.stats(net.now).paths == (me.PathStats(2, False, None),)
@@ -276,12 +277,12 @@ def test_chat_and_its_gaps() -> None:
     alice.seal_chat("withheld by the server")
     bob.receive_chat(1, alice.seal_chat("again"), net.now)
     net.settle()
-    chats = net.events(2, me.ChatReceived)
-    assert chats == [me.ChatReceived(1, "hello"), me.ChatReceived(1, "again")]
-    assert net.events(2, me.ChatGap) == [me.ChatGap(1, 1)]
+    chats = net.events(2, e2ee.ChatOpened)
+    assert chats == [e2ee.ChatOpened(1, "hello"), e2ee.ChatOpened(1, "again")]
+    assert net.events(2, e2ee.ChatGap) == [e2ee.ChatGap(1, 1)]
     bob.receive_chat(1, b"garbage", net.now)
     net.settle()
-    [problem] = net.events(2, me.PeerProblem)
+    [problem] = net.events(2, e2ee.PeerProblem)
     assert problem.session_id == 1  # type: ignore[attr-defined]
     bob.finish(net.now)  # nothing held back: nothing more
     assert bob.next_event() is None
@@ -311,7 +312,7 @@ def test_a_member_without_the_room_secret_is_rejected() -> None:
     for _, data in mallory.messages_to_send():
         bob.receive_peer(9, data, net.now)
     net.step(ClientSettings().peer_verify_timeout + 1)
-    assert [e.user for e in net.events(2, me.MemberRejected)] == ["mallory"]  # type: ignore[attr-defined]
+    assert [e.user for e in net.events(2, e2ee.MemberRejected)] == ["mallory"]  # type: ignore[attr-defined]
 
 
 class InjectingCrypto(RoomCrypto):

@@ -37,6 +37,8 @@ from bangor.media import events as me
 from bangor.media.session import MediaSession
 from bangor.settings import MAX_CHAT_TEXT, ClientSettings
 from bangor.wire import control as msg
+from bangor.wire import e2ee
+from bangor.wire.direct import PathChanged
 from bangor.wire.e2ee import RoomCrypto
 from bangor.wire.identity import identity_fingerprint, safety_number
 from bangor.wire.invite import SECRET_SIZE, Invite
@@ -518,15 +520,15 @@ class _Call:
     def _member(self, session_id: int, user: str = "?") -> ev.MemberInfo:
         return self.members.get(session_id) or ev.MemberInfo(session_id, user, user)
 
-    def on_media_event(self, event: me.MediaEvent) -> None:
-        if isinstance(event, me.ChatReceived):
+    def on_media_event(self, event: me.CallEvent) -> None:
+        if isinstance(event, e2ee.ChatOpened):
             member = self._member(event.session_id)
             self.emit(ev.ChatReceived(event.session_id, member.nick, event.text, member.user))
-        elif isinstance(event, me.MemberVerified):
+        elif isinstance(event, e2ee.MemberVerified):
             self.on_verified(event)
-        elif isinstance(event, me.MemberRejected):
+        elif isinstance(event, e2ee.MemberRejected):
             self.emit(ev.MemberRejected(self._member(event.session_id, event.user), event.reason))
-        elif isinstance(event, me.ChatGap):
+        elif isinstance(event, e2ee.ChatGap):
             member = self._member(event.session_id)
             self.emit(
                 ev.ErrorEvent(
@@ -535,7 +537,7 @@ class _Call:
                     "(withheld by the server?)",
                 )
             )
-        elif isinstance(event, me.PeerProblem):
+        elif isinstance(event, e2ee.PeerProblem):
             member = self._member(event.session_id, event.user or "?")  # it may have left
             self.emit(ev.ErrorEvent(0, f"end-to-end problem with {member.nick}: {event.message}"))
         elif isinstance(event, me.DirectPathRefused):
@@ -543,7 +545,7 @@ class _Call:
             self.emit(ev.ErrorEvent(0, f"direct path to {member.nick}: {event.message}"))
         elif isinstance(event, me.RelayPathUp):
             self.emit(ev.PathChanged("relay"))
-        elif isinstance(event, me.PeerPathChanged):
+        elif isinstance(event, PathChanged):
             rtt = None if event.rtt is None else round(event.rtt * 1000, 2)
             nick = self._member(event.session_id).nick
             self.emit(ev.PathChanged(event.path, event.session_id, rtt, nick))
@@ -553,11 +555,11 @@ class _Call:
         the final count, for scripts."""
         self.session.finish(self.shell.clock())
         while (event := self.session.next_event()) is not None:
-            if isinstance(event, me.PeerProblem):
+            if isinstance(event, e2ee.PeerProblem):
                 self.on_media_event(event)
         self.emit(self.stats())
 
-    def on_verified(self, event: me.MemberVerified) -> None:
+    def on_verified(self, event: e2ee.MemberVerified) -> None:
         member = self._member(event.session_id, event.user)
         number = safety_number(self.session.crypto.identity_public, event.identity)
         fp = identity_fingerprint(event.identity)

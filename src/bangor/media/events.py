@@ -1,4 +1,5 @@
-"""What a MediaSession tells the application: frozen events under one base, and the
+"""What a MediaSession tells the application: its own frozen events under one base,
+the events of the layers under it passed on as they are (:data:`CallEvent`), and the
 snapshot of its counters."""
 
 from __future__ import annotations
@@ -6,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bangor.audio.jitter import JitterStats
-
-Address = tuple[str, int]
+from bangor.wire.direct import DirectEvent
+from bangor.wire.e2ee import E2EEEvent
 
 
 @dataclass(frozen=True)
@@ -21,63 +22,17 @@ class RelayPathUp(MediaEvent):
 
 
 @dataclass(frozen=True)
-class PeerPathChanged(MediaEvent):
-    """Voice to ``session_id`` now goes ``path`` ("direct" to ``address``, or "relay")."""
-
-    session_id: int
-    path: str
-    address: Address | None
-    rtt: float | None  # seconds
-
-
-@dataclass(frozen=True)
-class ChatReceived(MediaEvent):
-    session_id: int
-    text: str
-
-
-@dataclass(frozen=True)
-class MemberVerified(MediaEvent):
-    """The member proved the room secret; ``identity`` is its device's public key.
-
-    Our direct-path candidates are on their way to it already.
-    """
-
-    session_id: int
-    user: str
-    identity: bytes
-
-
-@dataclass(frozen=True)
-class MemberRejected(MediaEvent):
-    session_id: int
-    user: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class ChatGap(MediaEvent):
-    """The server withheld chat messages from this member (sequence numbers skipped)."""
-
-    session_id: int
-    missing: int
-
-
-@dataclass(frozen=True)
-class PeerProblem(MediaEvent):
-    """A bad end-to-end message from a member (``user``: "" once it left); dropped."""
-
-    session_id: int
-    message: str
-    user: str = ""
-
-
-@dataclass(frozen=True)
 class DirectPathRefused(MediaEvent):
     """A member's direct-path offer could not be used (e.g. a key of the wrong size)."""
 
     session_id: int
     message: str
+
+
+# What MediaSession.next_event() gives: its own events, and those of RoomCrypto and
+# DirectPaths that the application shows (chat, verification, rejection, gaps, problems;
+# a member's path changing), unchanged. The rest of theirs the session acts on itself.
+CallEvent = MediaEvent | E2EEEvent | DirectEvent
 
 
 # --- the snapshot ----------------------------------------------------------------------

@@ -34,7 +34,7 @@ from bangor.media.sender import Sender
 from bangor.media.streams import Streams
 from bangor.settings import ClientSettings
 from bangor.wire import e2ee, stun
-from bangor.wire.direct import Candidate, DirectPaths, DirectSettings, PathChanged
+from bangor.wire.direct import Candidate, DirectPaths, DirectSettings
 from bangor.wire.media import HopOpener, HopSealer, MediaKeys, PacketType, peek_session_id
 from bangor.wire.voice import pack_except, unpack_relayed
 
@@ -82,7 +82,7 @@ class MediaSession:
         self._record_mixer = Mixer(settings.frame_samples)
         self._heard: list[tuple[np.ndarray, float]] = []  # the last tick's, for a recording
         self._out: list[tuple[bytes, Address]] = []
-        self._events: deque[me.MediaEvent] = deque()
+        self._events: deque[me.CallEvent] = deque()
         self._rtt: float | None = None
         self._relay_up = False
         self._received = 0
@@ -164,7 +164,7 @@ class MediaSession:
         """(member session id, pair message) for the control channel to relay."""
         return self.crypto.messages_to_send()
 
-    def next_event(self) -> me.MediaEvent | None:
+    def next_event(self) -> me.CallEvent | None:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
@@ -387,25 +387,16 @@ class MediaSession:
                 self.sender.report(event.session_id, event.loss, now)
             elif isinstance(event, e2ee.CandidatesReceived):
                 self._on_candidates(event, now)
-            elif isinstance(event, e2ee.MemberVerified):
-                self._events.append(me.MemberVerified(event.session_id, event.user, event.identity))
-                self._offer_candidates([event.session_id])
-            elif isinstance(event, e2ee.ChatOpened):
-                self._events.append(me.ChatReceived(event.session_id, event.text))
-            elif isinstance(event, e2ee.MemberRejected):
-                self._events.append(me.MemberRejected(event.session_id, event.user, event.reason))
-            elif isinstance(event, e2ee.ChatGap):
-                self._events.append(me.ChatGap(event.session_id, event.missing))
-            elif isinstance(event, e2ee.PeerProblem):
-                self._events.append(me.PeerProblem(event.session_id, event.message, event.user))
+            else:
+                # Chat, verification, rejection, gaps and problems: the app shows them.
+                self._events.append(event)
+                if isinstance(event, e2ee.MemberVerified):
+                    self._offer_candidates([event.session_id])
         for sender, payloads in released.items():
             self._undecryptable += self.streams.push_released(sender, payloads, now)
         self._out += self.direct.datagrams_to_send()
         while (change := self.direct.next_event()) is not None:
-            if isinstance(change, PathChanged):
-                self._events.append(
-                    me.PeerPathChanged(change.session_id, change.path, change.address, change.rtt)
-                )
+            self._events.append(change)
 
 
 def _ns(now: float) -> int:
