@@ -1,0 +1,551 @@
+// The glue of one call: the WebTransport shell, the control session, the media session
+// (RoomCrypto inside), the audio engine and the codecs, driven by the capture worklet's
+// 20 ms ticks; what happens goes to the UI. The cores do the protocol; nothing here
+// parses or seals anything.
+
+import { toHex } from "../wire/bytes.ts";
+import { AuthError, BangorError, CloseCode, ConnectError, KeyPinError } from "../wire/errors.ts";
+import { AudioEngine, level } from "./audio.ts";
+import { OpusDecoder, OpusEncoder, codecsAvailable } from "./codec.ts";
+import type { PageConfig } from "./config.ts";
+import {
+  loadCores,
+  type ControlCore,
+  type ControlEvent,
+  type Cores,
+  type InviteInfo,
+  type Joined,
+  type MediaCore,
+  type MemberInfo,
+  type ServerError,
+  type Welcome,
+} from "./cores.ts";
+import { checkMember, loadIdentity, type Trust } from "./identity.ts";
+import { Transport } from "./transport.ts";
+import { MAX_VOLUME_PERCENT, type JoinRequest, type Ui } from "./ui.ts";
+
+export const MAX_CHAT_TEXT = 2000; // settings.MAX_CHAT_TEXT
+export const MAX_USER_NAME = 32; // server default max_user_name
+export const JOIN_TIMEOUT_MS = 10_000;
+/** No captured frame for this long: tick from a timer instead (a silent or lost mic). */
+export const TICK_STALL_MS = 200;
+export const TICK_MS = 20;
+export const SPEAKING_LEVEL = 0.01; // RMS of our own frame that lights our speaking mark
+export const MAX_CHAT_KEPT = 200; // lines state() reports (tests read it)
+export const MAX_ERRORS_KEPT = 50;
+
+export interface CallState {
+  joined: boolean;
+  members: string[];
+  sent_frames: number;
+  received_frames: number;
+  state: string;
+  room: string;
+  you: { id: string; user: string; nick: string } | null;
+  /** nick -> verified; nick -> safety number (as the CLI prints it). */
+  verified: Record<string, boolean>;
+  safety_numbers: Record<string, string>;
+  chat: { from: string; text: string }[];
+  errors: string[];
+  [more: string]: unknown;
+}
+
+export interface CallHooks {
+  onState: (text: string, kind: "ok" | "busy" | "error") => void;
+  ui: Ui;
+}
+
+interface Member extends MemberInfo {
+  verified: boolean;
+  safetyNumber: string | null;
+  fingerprint: string | null;
+  trust: Trust;
+  rejected: string | null;
+  volume: number;
+  decoder: OpusDecoder | null;
+}
+
+const now = (): number => performance.now() / 1000;
+
+/** The account name a nick makes on a server without accounts (letters, digits, _.-). */
+export function userFromName(name: string): string {
+  const slug = name.normalize("NFKD").replace(/[^A-Za-z0-9_.-]+/g, "_").replace(/^_+|_+$/g, "");
+  return (slug || "web").slice(0, MAX_USER_NAME);
+}
+
+export function describeServerError(error: ServerError): string {
+  switch (error.code) {
+    case CloseCode.AUTH_FAILED:
+      return `login refused: ${error.message}`;
+    case CloseCode.PASSWORD_REQUIRED:
+      return "this server has accounts: enter your account name and password";
+    case CloseCode.ROOM_NOT_FOUND:
+      return `the invite's room does not exist (any more): ${error.message}`;
+    default:
+      return error.message || `the server refused (code ${error.code})`;
+  }
+}
+
+export class Call {
+  private readonly members = new Map<number, Member>();
+  private readonly chatLog: { from: string; text: string }[] = [];
+  private readonly errors: string[] = [];
+  private media: MediaCore | null = null;
+  private encoder: OpusEncoder | null = null;
+  private you: MemberInfo | null = null;
+  private room = "";
+  private status = "connecting";
+  private muted = false;
+  private ended = false;
+  private serial: Promise<void> = Promise.resolve();
+  private controlTimer: ReturnType<typeof setTimeout> | null = null;
+  private controlTimerAt: number | null = null;
+  private stallTimer: ReturnType<typeof setTimeout> | null = null;
+  private waiters: ((event: ControlEvent) => boolean)[] = [];
+  private speakingSelf = false;
+  private sentFrames = 0;
+  private receivedFrames = 0;
+  private playedFrames = 0;
+  private ticks = 0;
+  onEnded: (reason: string) => void = () => {};
+
+  private constructor(
+    private readonly cores: Cores,
+    private readonly control: ControlCore,
+    private readonly transport: Transport,
+    private readonly audio: AudioEngine,
+    private readonly invite: InviteInfo,
+    private readonly hooks: CallHooks,
+  ) {}
+
+  /** Connect, log in, join: resolves once in the call, or throws a BangorError to show. */
+  static async join(request: JoinRequest, config: PageConfig, hostname: string, hooks: CallHooks): Promise<Call> {
+    const cores = loadCores();
+    const invite = cores.parseInvite(request.invite);
+    if (!codecsAvailable()) throw new BangorError("this browser has no WebCodecs Opus (use a current Chrome or Edge)");
+    if (request.name.length > 64) throw new BangorError("the name is too long (64 characters at most)");
+    hooks.onState("Asking for the microphone…", "busy");
+    let audio: AudioEngine;
+    try {
+      // A real microphone gets the browser's echo cancellation, noise suppression and gain.
+      audio = await AudioEngine.open({ processing: true });
+    } catch (error) {
+      throw new BangorError(`no microphone: ${error instanceof Error ? error.message : String(error)}`);
+    }
+    let transport: Transport | null = null;
+    try {
+      hooks.onState("Connecting…", "busy");
+      transport = await Transport.connect(config, hostname);
+      const call = new Call(cores, cores.newControl(), transport, audio, invite, hooks);
+      await call.start(request, config.accounts);
+      return call;
+    } catch (error) {
+      transport?.close();
+      audio.close();
+      throw error;
+    }
+  }
+
+  private async start(request: JoinRequest, accounts: boolean): Promise<void> {
+    const { transport, control } = this;
+    transport.onClose = (reason) => this.end(reason);
+    transport.onControl = (data) => {
+      try {
+        if (data) control.receiveData(data, now());
+        else control.receiveEof(now());
+      } catch (error) {
+        this.end(`the server sent garbage: ${error instanceof Error ? error.message : String(error)}`);
+        return;
+      }
+      this.pumpControl();
+    };
+    transport.onDatagram = (data) => this.queue(() => this.media?.receiveDatagram(data, now()));
+    this.pumpControl();
+
+    const handshake = await this.waitFor("handshake");
+    const got = this.cores.fingerprint(handshake.remoteStatic);
+    if (toHex(got) !== toHex(this.invite.fingerprint)) {
+      throw new KeyPinError(
+        "the server's key does not match the invite code (expected " +
+          `${this.cores.formatFingerprint(this.invite.fingerprint)}, got ${this.cores.formatFingerprint(got)}). ` +
+          "Someone may be intercepting the connection; not joining.",
+      );
+    }
+    const user = accounts ? request.user : request.user || userFromName(request.name);
+    this.hooks.onState("Logging in…", "busy");
+    control.hello(user, accounts ? request.password : "", request.name);
+    this.pumpControl();
+    const welcome: Welcome = (await this.waitFor("welcome")).welcome;
+    control.joinRoom(toHex(this.invite.roomId));
+    this.pumpControl();
+    const joined: Joined = (await this.waitFor("joined")).joined;
+    if (joined.you.user !== welcome.user) {
+      throw new BangorError(`the server calls us ${joined.you.user}, not ${welcome.user}; not joining`);
+    }
+    this.you = joined.you;
+    this.room = joined.name;
+    const media = (this.media = this.cores.newMedia({
+      welcome,
+      joined,
+      invite: this.invite,
+      identityPrivate: loadIdentity(),
+    }));
+    for (const m of joined.members) this.addMember(m);
+    this.encoder = new OpusEncoder();
+    this.encoder.onPacket = (opus) => this.queue(() => this.sendVoice(opus));
+    this.encoder.onError = (error) => this.problem(`the Opus encoder failed: ${error.message}`);
+    await media.start(joined.members, now());
+    this.flush();
+    this.audio.onFrame = (pcm) => this.onCaptured(pcm);
+    this.armStall();
+    this.status = "joined";
+    this.hooks.ui.showCall(joined.name);
+    this.hooks.onState(`In ${joined.name || "the room"} — end-to-end encrypted`, "ok");
+    this.hooks.ui.notice(
+      `Joined. Members show "verified" once they proved the room secret; compare safety numbers to be sure.`,
+    );
+    this.drawMembers();
+  }
+
+  // --- the control channel ---------------------------------------------------------
+
+  private waitFor<T extends ControlEvent["type"]>(type: T): Promise<Extract<ControlEvent, { type: T }>> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        remove();
+        reject(new ConnectError(`the server did not answer in time (waiting for ${type})`));
+      }, JOIN_TIMEOUT_MS);
+      const remove = (): void => {
+        clearTimeout(timer);
+        this.waiters = this.waiters.filter((w) => w !== waiter);
+      };
+      const waiter = (event: ControlEvent): boolean => {
+        if (event.type === type) {
+          remove();
+          resolve(event as Extract<ControlEvent, { type: T }>);
+          return true;
+        }
+        if (event.type === "failed" || event.type === "ended") {
+          remove();
+          const error = event.error;
+          const message = error ? describeServerError(error) : event.type === "ended" ? event.reason : "refused";
+          reject(error?.code === CloseCode.AUTH_FAILED ? new AuthError(message) : new ConnectError(message));
+          return true;
+        }
+        return false;
+      };
+      this.waiters.push(waiter);
+    });
+  }
+
+  private pumpControl(): void {
+    const { control } = this;
+    for (let event = control.nextEvent(); event; event = control.nextEvent()) {
+      const waiter = this.waiters[0];
+      if (waiter && waiter(event)) continue;
+      this.onControlEvent(event);
+    }
+    this.transport.sendControl(control.dataToSend());
+    this.armControlTimer();
+  }
+
+  private armControlTimer(): void {
+    const when = this.ended ? null : this.control.getTimer();
+    if (when === this.controlTimerAt) return;
+    if (this.controlTimer) clearTimeout(this.controlTimer);
+    this.controlTimer = null;
+    this.controlTimerAt = when;
+    if (when === null) return;
+    this.controlTimer = setTimeout(
+      () => {
+        this.controlTimer = null;
+        this.controlTimerAt = null;
+        this.control.handleTimer(Math.max(now(), when));
+        this.pumpControl();
+      },
+      Math.max((when - now()) * 1000, 0),
+    );
+  }
+
+  private onControlEvent(event: ControlEvent): void {
+    if (event.type === "ended") {
+      this.end(event.error ? describeServerError(event.error) : event.reason);
+    } else if (event.type === "failed") {
+      this.problem(describeServerError(event.error));
+    } else if (event.type === "push") {
+      const push = event.push;
+      const t = now();
+      if (push.type === "member_joined") {
+        this.addMember(push.member);
+        this.queue(() => this.media?.memberJoined(push.member, t));
+      } else if (push.type === "member_left") {
+        this.removeMember(push.id);
+        this.queue(() => this.media?.memberLeft(push.id, t));
+      } else if (push.type === "peer_from") {
+        this.queue(() => this.media?.receivePeer(push.sender, push.data, t));
+      } else if (push.type === "chat") {
+        this.queue(() => this.media?.receiveChat(push.sender, push.data, t));
+      }
+    }
+  }
+
+  // --- the media session -------------------------------------------------------------
+
+  /** Run core inputs one at a time (WebCrypto makes them async), each then flushed. */
+  private queue(step: () => Promise<void> | void | undefined): void {
+    this.serial = this.serial
+      .then(step)
+      .catch((error: unknown) => this.problem(`internal error: ${error instanceof Error ? error.message : String(error)}`))
+      .then(() => this.flush());
+  }
+
+  private flush(): void {
+    const media = this.media;
+    if (!media || this.ended) return;
+    for (const data of media.datagramsToSend()) this.transport.sendDatagram(data);
+    for (const [to, data] of media.peerMessagesToSend()) this.control.sendPeer(to, data);
+    for (let event = media.nextEvent(); event; event = media.nextEvent()) {
+      if (event.type === "chat") {
+        const m = this.members.get(event.sender);
+        this.addChat(m?.nick ?? `member ${event.sender.toString(16)}`, event.text);
+      } else if (event.type === "verified") {
+        this.onVerified(event.sender, event.user, event.identity);
+      } else if (event.type === "rejected") {
+        const m = this.members.get(event.sender);
+        if (m) {
+          m.rejected = event.reason;
+          this.drawMember(m);
+        }
+        this.problem(`${m?.nick ?? event.user} was not verified: ${event.reason}`);
+      } else if (event.type === "problem") {
+        const m = this.members.get(event.sender);
+        this.problem(`end-to-end problem with ${m?.nick ?? "a member"}: ${event.message}`);
+      }
+    }
+    this.pumpControl();
+  }
+
+  private onVerified(id: number, user: string, identity: Uint8Array): void {
+    const m = this.members.get(id);
+    if (!m || !this.media) return;
+    m.verified = true;
+    m.rejected = null;
+    m.safetyNumber = this.cores.safetyNumber(this.media.identityPublic(), identity);
+    m.fingerprint = this.cores.identityFingerprint(identity);
+    m.trust = checkMember(`${this.invite.host}:${this.invite.port}`, user, identity);
+    if (m.trust === "changed") {
+      this.problem(`${m.nick}'s identity key changed since last time: compare the safety number ${m.safetyNumber}`);
+    }
+    this.drawMember(m);
+  }
+
+  private onCaptured(pcm: Float32Array<ArrayBuffer>): void {
+    if (this.ended || !this.media) return;
+    this.armStall();
+    this.speakingSelf = !this.muted && level(pcm) > SPEAKING_LEVEL;
+    if (this.muted) this.queue(() => this.sendVoice(null));
+    else this.encoder?.encode(pcm);
+    this.tick();
+  }
+
+  /** The capture worklet went quiet (or never started): tick from a timer until it
+   * delivers again, so keepalives, reports and playout go on. */
+  private armStall(delay = TICK_STALL_MS): void {
+    if (this.stallTimer) clearTimeout(this.stallTimer);
+    this.stallTimer = setTimeout(() => {
+      this.stallTimer = null;
+      if (this.ended) return;
+      this.queue(() => this.sendVoice(null));
+      this.tick();
+      this.armStall(TICK_MS);
+    }, delay);
+  }
+
+  private async sendVoice(opus: Uint8Array | null): Promise<void> {
+    const media = this.media;
+    if (!media) return;
+    await media.sendVoice(opus, now());
+    if (opus) this.sentFrames += 1;
+    const hint = media.encoderHint();
+    this.encoder?.setPlan({ bitrate: hint.bitrate, lossPercent: hint.packetlossperc });
+  }
+
+  private tick(): void {
+    this.ticks += 1;
+    this.queue(async () => {
+      const media = this.media;
+      if (!media) return;
+      const t = now();
+      const due = media.getTimer();
+      if (due !== null && t >= due) await media.handleTimer(t);
+      for (const { sender, opus } of media.playout(t)) {
+        const m = this.members.get(sender);
+        if (!m) continue;
+        const decoder = m.decoder ?? (m.decoder = this.newDecoder(sender));
+        if (opus) {
+          this.receivedFrames += 1;
+          decoder.decode(opus);
+        } else {
+          decoder.conceal();
+        }
+      }
+      if (this.ticks % 10 === 0) this.drawSpeaking();
+    });
+  }
+
+  private newDecoder(sender: number): OpusDecoder {
+    const decoder = new OpusDecoder();
+    decoder.onFrame = (pcm) => {
+      this.playedFrames += 1;
+      this.audio.play(sender, pcm);
+    };
+    return decoder;
+  }
+
+  // --- members, chat, controls -------------------------------------------------------
+
+  private addMember(info: MemberInfo): void {
+    if (this.members.has(info.id)) return;
+    const m: Member = {
+      ...info,
+      verified: false,
+      safetyNumber: null,
+      fingerprint: null,
+      trust: "unknown",
+      rejected: null,
+      volume: 100,
+      decoder: null,
+    };
+    this.members.set(info.id, m);
+    if (this.status === "joined") {
+      this.hooks.ui.notice(`${info.nick} joined`);
+      this.drawMember(m);
+    }
+  }
+
+  private removeMember(id: number): void {
+    const m = this.members.get(id);
+    if (!m) return;
+    m.decoder?.close();
+    this.members.delete(id);
+    this.audio.forget(id);
+    this.hooks.ui.removeMember(id);
+    this.hooks.ui.notice(`${m.nick} left`);
+  }
+
+  private drawMembers(): void {
+    if (this.you) {
+      this.hooks.ui.member({
+        ...this.you,
+        self: true,
+        verified: true,
+        safetyNumber: null,
+        trust: "known",
+        rejected: null,
+        speaking: this.speakingSelf,
+        volume: 100,
+      });
+    }
+    for (const m of this.members.values()) this.drawMember(m);
+  }
+
+  private drawMember(m: Member): void {
+    if (this.status !== "joined") return;
+    const speaking = this.media?.stats(now()).speaking.includes(m.id) ?? false;
+    this.hooks.ui.member({ ...m, self: false, speaking });
+  }
+
+  private drawSpeaking(): void {
+    this.drawMembers();
+  }
+
+  private addChat(from: string, text: string, self = false): void {
+    this.chatLog.push({ from, text });
+    if (this.chatLog.length > MAX_CHAT_KEPT) this.chatLog.shift();
+    this.hooks.ui.chat(from, text, self);
+  }
+
+  private problem(message: string): void {
+    this.errors.push(message);
+    if (this.errors.length > MAX_ERRORS_KEPT) this.errors.shift();
+    if (this.status === "joined") this.hooks.ui.notice(message);
+  }
+
+  say(text: string): void {
+    const media = this.media;
+    if (!media || this.ended) return;
+    if (text.length > MAX_CHAT_TEXT) {
+      this.problem(`chat line too long (over ${MAX_CHAT_TEXT} characters)`);
+      return;
+    }
+    this.queue(async () => {
+      this.control.sendChat(await media.sealChat(text));
+      this.addChat(this.you?.nick ?? "me", text, true);
+    });
+  }
+
+  setMuted(muted: boolean): void {
+    this.muted = muted;
+  }
+
+  setVolume(id: number, percent: number): void {
+    const m = this.members.get(id);
+    if (!m || !(percent >= 0 && percent <= MAX_VOLUME_PERCENT)) return;
+    m.volume = percent;
+    this.audio.setGain(id, percent / 100);
+    this.drawMember(m);
+  }
+
+  leave(): void {
+    if (this.ended) return;
+    this.control.leave();
+    this.transport.sendControl(this.control.dataToSend());
+    this.end("left the room");
+  }
+
+  private end(reason: string): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.status = "left";
+    if (this.controlTimer) clearTimeout(this.controlTimer);
+    if (this.stallTimer) clearTimeout(this.stallTimer);
+    for (const waiter of [...this.waiters]) waiter({ type: "ended", reason, error: null });
+    this.encoder?.close();
+    for (const m of this.members.values()) m.decoder?.close();
+    // Let the goodbye go out before the session closes.
+    setTimeout(() => this.transport.close(), 100);
+    this.audio.close();
+    this.onEnded(reason);
+  }
+
+  state(): CallState {
+    const verified: Record<string, boolean> = {};
+    const numbers: Record<string, string> = {};
+    for (const m of this.members.values()) {
+      verified[m.nick] = m.verified;
+      if (m.safetyNumber) numbers[m.nick] = m.safetyNumber;
+    }
+    const stats = this.media?.stats(now());
+    return {
+      joined: this.status === "joined",
+      members: [...this.members.values()].map((m) => m.nick),
+      sent_frames: this.sentFrames,
+      received_frames: this.receivedFrames,
+      played_frames: this.playedFrames,
+      captured_frames: this.audio.captured,
+      state: this.status,
+      room: this.room,
+      you: this.you ? { id: this.you.id.toString(16).padStart(8, "0"), user: this.you.user, nick: this.you.nick } : null,
+      verified,
+      safety_numbers: numbers,
+      fingerprints: Object.fromEntries([...this.members.values()].map((m) => [m.nick, m.fingerprint])),
+      chat: [...this.chatLog],
+      errors: [...this.errors],
+      rtt_ms: stats?.rttMs ?? null,
+      datagrams_sent: this.transport.datagramsSent,
+      datagrams_received: this.transport.datagramsReceived,
+      oversize: this.transport.oversize,
+      max_datagram_size: this.transport.maxDatagramSize,
+    };
+  }
+}
