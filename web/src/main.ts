@@ -12,6 +12,9 @@ export interface PageParams {
   name: string;
   user: string;
   autojoin: boolean;
+  /** &processing=off: no echo cancellation, noise suppression or gain control (a file
+   * as the microphone, as the CLI's defaults for files); on otherwise. */
+  processing: boolean;
   selftest: string;
 }
 
@@ -28,6 +31,7 @@ export function pageParams(location: { search: string; hash: string }): PagePara
     name: query.get("name") ?? "",
     user: query.get("user") ?? "",
     autojoin: query.get("autojoin") === "1",
+    processing: query.get("processing") !== "off",
     selftest: query.get("selftest") ?? "",
   };
 }
@@ -83,6 +87,7 @@ async function main(): Promise<void> {
     ui.setBusy(true);
     try {
       call = await Call.join(request, config, window.location.hostname, {
+        processing: params.processing,
         onState: (text, kind) => ui.setState(text, kind),
         ui,
       });

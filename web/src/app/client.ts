@@ -51,6 +51,7 @@ export interface CallState {
 }
 
 export interface CallHooks {
+  processing: boolean;
   onState: (text: string, kind: "ok" | "busy" | "error") => void;
   ui: Ui;
 }
@@ -107,6 +108,9 @@ export class Call {
   private receivedFrames = 0;
   private playedFrames = 0;
   private ticks = 0;
+  /** Wall-clock time (ms since the epoch) of the first captured frame's end: with the
+   * capture count, when each frame was spoken (tests measure mouth-to-ear with it). */
+  private firstCaptureMs: number | null = null;
   onEnded: (reason: string) => void = () => {};
 
   private constructor(
@@ -128,7 +132,7 @@ export class Call {
     let audio: AudioEngine;
     try {
       // A real microphone gets the browser's echo cancellation, noise suppression and gain.
-      audio = await AudioEngine.open({ processing: true });
+      audio = await AudioEngine.open({ processing: hooks.processing });
     } catch (error) {
       throw new BangorError(`no microphone: ${error instanceof Error ? error.message : String(error)}`);
     }
@@ -341,6 +345,7 @@ export class Call {
 
   private onCaptured(pcm: Float32Array<ArrayBuffer>): void {
     if (this.ended || !this.media) return;
+    this.firstCaptureMs ??= performance.timeOrigin + performance.now() - (this.audio.captured - 1) * TICK_MS;
     this.armStall();
     this.speakingSelf = !this.muted && level(pcm) > SPEAKING_LEVEL;
     if (this.muted) this.queue(() => this.sendVoice(null));
@@ -533,6 +538,7 @@ export class Call {
       received_frames: this.receivedFrames,
       played_frames: this.playedFrames,
       captured_frames: this.audio.captured,
+      first_capture_ms: this.firstCaptureMs,
       state: this.status,
       room: this.room,
       you: this.you ? { id: this.you.id.toString(16).padStart(8, "0"), user: this.you.user, nick: this.you.nick } : null,

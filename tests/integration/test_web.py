@@ -1,0 +1,314 @@
+"""A real Chromium joins from the page (served by ``bangor serve --web``) and talks,
+listens, verifies and chats with CLI members, end to end encrypted.
+
+Playwright drives Debian's /usr/bin/chromium (full Chromium in new headless mode: the
+headless shell refuses getUserMedia); it never downloads a browser. The fake microphone
+plays a WAV file, so what the CLI records can be compared with what the browser "said".
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+import urllib.request
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.audiocheck import (
+    align,
+    envelope_correlation,
+    make_speech_wav,
+    pesq_wb,
+    read_wav_48k,
+)
+from tests.integration.conftest import (
+    BANGOR,
+    PASSWORD,
+    START_TIMEOUT,
+    Client,
+    LineReader,
+    ServerProcess,
+    free_port,
+    stop_server,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = Path("/usr/bin/chromium")
+SR = 48_000
+SPEECH = (
+    "The quick brown fox jumps over the lazy dog. A friend joins from the browser, "
+    "and the server never hears a word."
+)
+LEAD_S = 2.5  # silence before the speech: the browser verifies the room meanwhile
+TONE_HZ = 440
+TONE_FRAMES = 100  # of the CLI member's 20 ms frames the browser must receive
+EVIL_CHAT = "<img src=x onerror=\"document.title='owned'\"> & <b>bold</b>"
+
+
+def chromium_args(capture: Path) -> list[str]:
+    return [
+        "--headless=new",
+        "--no-sandbox",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        # %noloop: the file plays once, then the fake microphone is silent.
+        f"--use-file-for-fake-audio-capture={capture}%noloop",
+        "--autoplay-policy=no-user-gesture-required",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ]
+
+
+@pytest.fixture
+def web_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, int]]:
+    """``bangor serve`` with ``--web``: (the server, the page's port)."""
+    port = free_port()
+    web = free_port()
+    while web == port:
+        web = free_port()
+    data_dir = tmp_path / "server"
+    proc = subprocess.Popen(
+        [
+            *(BANGOR, "serve", "--host", "127.0.0.1", "--port", str(port)),
+            *("--data-dir", str(data_dir), "--web", f"127.0.0.1:{web}"),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    server = ServerProcess(
+        "127.0.0.1", port, data_dir, proc, LineReader(proc.stderr), tmp_path / "homes"
+    )
+    try:
+        server.stderr.wait_for(lambda line: "web client at" in line)
+        yield server, web
+    finally:
+        stop_server(server)
+    assert not any("Traceback" in line for line in server.stderr.rest(timeout=5))
+
+
+@pytest.fixture
+def launch(tmp_path: Path) -> Iterator[Any]:
+    """launch(capture_wav) -> a fresh browser context (new profile each time)."""
+    if not CHROMIUM.exists():
+        pytest.skip("needs Debian's chromium (apt-get install chromium)")
+    contexts: list[Any] = []
+    with sync_api.sync_playwright() as playwright:
+
+        def start(capture: Path) -> Any:
+            context = playwright.chromium.launch_persistent_context(
+                str(tmp_path / f"profile{len(contexts)}"),
+                executable_path=str(CHROMIUM),
+                headless=False,  # --headless=new below: full Chromium, not the shell
+                args=chromium_args(capture),
+            )
+            contexts.append(context)
+            return context
+
+        yield start
+        for context in contexts:
+            context.close()
+
+
+def write_wav(path: Path, pcm: np.ndarray) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SR)
+        w.writeframes((np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes())
+
+
+def event_where(client: Client, kind: str, **fields: str) -> dict[str, Any]:
+    """The first ``kind`` event whose fields (or its member's) have these values."""
+
+    def matches(line: str) -> bool:
+        if not line.startswith("{"):
+            return False
+        event = json.loads(line)
+        where = {**event, **(event.get("member") or {})}
+        return bool(event["event"] == kind and all(where.get(k) == v for k, v in fields.items()))
+
+    result: dict[str, Any] = json.loads(client.stdout.wait_for(matches))
+    return result
+
+
+def state(page: Any) -> dict[str, Any]:
+    result: dict[str, Any] = page.evaluate("window.bangor.state()")
+    return result
+
+
+def wait_state(page: Any, condition: str, timeout: float = START_TIMEOUT) -> dict[str, Any]:
+    """Wait until ``condition`` (JS over ``s``, the page's state) holds; then the state."""
+    try:
+        page.wait_for_function(
+            f"(() => {{ const s = window.bangor.state(); return {condition}; }})()",
+            timeout=timeout * 1000,
+            polling=50,
+        )
+    except sync_api.TimeoutError:
+        raise AssertionError(f"timed out waiting for {condition}; state: {state(page)}") from None
+    return state(page)
+
+
+def test_page_loads_and_the_form_is_keyboard_usable(
+    web_server: tuple[ServerProcess, int], launch: Any, tmp_path: Path
+) -> None:
+    _, web = web_server
+    silence = tmp_path / "silence.wav"
+    write_wav(silence, np.zeros(SR))
+    page = launch(silence).new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    config = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{web}/config.json").read())
+    assert config["accounts"] is True and config["webtransport"]["port"] == web
+
+    page.goto(f"http://127.0.0.1:{web}/?name=Caf%C3%A9%20Ana&user=ana#bangor:abc")
+    page.wait_for_selector("#join:not([hidden])")
+    assert page.input_value("#name") == "Café Ana"
+    assert page.input_value("#user") == "ana"
+    assert page.input_value("#invite") == "bangor:abc"
+    assert page.is_visible("#password")  # the server has accounts
+    # Focus starts on the first empty field; Tab goes on to the button; Enter submits.
+    assert page.evaluate("document.activeElement.id") == "password"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "join-button"
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.type("pw")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#join-error:not([hidden])")
+    assert "invite" in (page.text_content("#join-error") or "").lower()
+    assert page.get_attribute("#join-error", "role") == "alert"
+    assert page.get_attribute("#state", "aria-live") == "polite"
+    # Every input has a label a screen reader reads.
+    unlabelled = page.evaluate(
+        "[...document.querySelectorAll('input')]"
+        ".filter(i => !i.labels || !i.labels.length).map(i => i.id)"
+    )
+    assert unlabelled == []
+    # Phone width: nothing wider than the screen.
+    page.set_viewport_size({"width": 360, "height": 740})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+
+    # The audio path alone: capture worklet -> Opus -> decode (and conceal) -> playback.
+    page.goto(f"http://127.0.0.1:{web}/?selftest=audio")
+    result = page.evaluate("window.bangor.selftest(50, false)")
+    assert result["captured"] >= 50 and result["encoded"] >= 50
+    assert result["decoded"] == 50 and result["concealed"] >= 4
+    assert errors == []
+
+
+def speech_file(path: Path) -> tuple[np.ndarray, Path]:
+    """The browser's microphone: LEAD_S of silence, then espeak speech; (speech, file)."""
+    raw = path.with_name("espeak.wav")
+    make_speech_wav(raw, SPEECH)
+    speech = read_wav_48k(raw)
+    write_wav(path, np.concatenate([np.zeros(int(LEAD_S * SR)), speech, np.zeros(SR // 2)]))
+    return read_wav_48k(path)[int(LEAD_S * SR) : int(LEAD_S * SR) + len(speech)], path
+
+
+def test_browser_talks_listens_verifies_and_chats(
+    web_server: tuple[ServerProcess, int], launch: Any, tmp_path: Path
+) -> None:
+    server, web = web_server
+    for user in ("alice", "bob", "web"):
+        server.add_user(user)
+    invite = server.create_room("alice")
+    reference, capture = speech_file(tmp_path / "mic.wav")
+    recording = tmp_path / "bob.wav"
+
+    bob = server.join(invite, "bob", "--input", "silence", "--output", str(recording), stdin="")
+    bob.event("joined")
+    bob_joined_at = time.time()  # about when bob's recording starts (its first tick)
+
+    page = launch(capture).new_page()
+    page_errors: list[str] = []
+    page.on("pageerror", lambda e: page_errors.append(str(e)))
+    page.goto(f"http://127.0.0.1:{web}/?name=Webby&user=web&processing=off#{invite}")
+    page.wait_for_selector("#join:not([hidden])")
+    page.focus("#password")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    s = wait_state(page, "s.joined && s.verified.bob === true")
+    assert s["members"] == ["bob"] and s["you"]["user"] == "web"
+
+    # Verified both ways, with the same safety number on both screens.
+    seen = event_where(bob, "member_verified", nick="Webby")
+    assert seen["safety_number"] == s["safety_numbers"]["bob"]
+
+    # The speech goes out while the browser's fake microphone plays it.
+    speech_frames = int((LEAD_S + len(reference) / SR) / 0.02) + 25
+    s = wait_state(page, f"s.captured_frames >= {speech_frames}", timeout=30)
+    assert s["sent_frames"] >= speech_frames - 100  # from joining on, every frame went out
+    first_capture_ms = s["first_capture_ms"]
+
+    # alice joins with a tone and a chat line with markup in it.
+    alice = server.join(
+        invite,
+        "alice",
+        *("--input", f"tone:{TONE_HZ}", "--output", "null", "--duration", "4"),
+        stdin=f"hello from alice\n{EVIL_CHAT}\n",
+    )
+    s = wait_state(
+        page,
+        f"s.verified.alice === true && s.received_frames >= {TONE_FRAMES}"
+        " && s.chat.filter(c => c.from === 'alice').length >= 2",
+        timeout=15,
+    )
+    alice_verified = event_where(alice, "member_verified", nick="Webby")
+    assert alice_verified["safety_number"] == s["safety_numbers"]["alice"]
+    assert [c["text"] for c in s["chat"] if c["from"] == "alice"] == [
+        "hello from alice",
+        EVIL_CHAT,
+    ]
+    # Remote text is text: the markup shows as typed and nothing ran.
+    assert EVIL_CHAT in (page.text_content("#chat-log") or "")
+    assert page.locator("#chat-log img, #chat-log b").count() == 0
+    assert page.title() == "Bangor"
+
+    # The browser's chat line, typed in the page, reaches both CLI members.
+    page.focus("#chat-input")
+    page.keyboard.type("hello from the browser")
+    page.keyboard.press("Enter")
+    for member in (bob, alice):
+        chat = event_where(member, "chat", text="hello from the browser")
+        assert (chat["nick"], chat["user"]) == ("Webby", "web")
+    assert alice.wait() == 0
+
+    # The browser leaves; bob sees it go, then hangs up and keeps his recording.
+    page.click("#leave")
+    left = bob.event("member_left")
+    assert left["member"]["user"] == "web"  # type: ignore[index]
+    bob.proc.send_signal(signal.SIGINT)
+    assert bob.wait() == 0
+    recorded = read_wav_48k(recording)
+
+    delay, aligned = align(reference, recorded)
+    corr = envelope_correlation(reference, aligned, max_shift_ms=40)
+    score = pesq_wb(reference, aligned)
+    # Mouth to ear: when the speech started in the browser's microphone against when it
+    # is in bob's recording (which starts at his first tick, about when he joined).
+    spoken = first_capture_ms / 1000 - 0.02 + LEAD_S
+    latency_ms = (bob_joined_at + delay / SR - spoken) * 1000
+    print(
+        f"browser -> CLI: PESQ-WB {score:.2f}, envelope correlation {corr:.3f}, "
+        f"mouth-to-ear ~{latency_ms:.0f} ms; CLI -> browser: {s['received_frames']} frames"
+    )
+    assert corr > 0.9, f"envelope correlation {corr:.3f}"
+    assert score >= 3.0, f"PESQ-WB {score:.2f}"
+    assert page_errors == []
+    final = state(page)
+    assert final["joined"] is False and final["errors"] == [], final["errors"]
