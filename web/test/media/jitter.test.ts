@@ -1,21 +1,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { JitterBuffer, seqDiff, type Decision } from "../../src/media/jitter.ts";
+import { rng } from "./helpers.ts";
 
 const FRAME = 0.02;
 const pkt = (seq: number) => new Uint8Array([0xf8, seq & 0xff, (seq >>> 8) & 0xff]);
 const buffer = () => new JitterBuffer({ targetFrames: 2, maxFrames: 25, minFrames: 1, frameMs: 20 });
-
-/** A small seeded PRNG (mulberry32), so each run sees the same network. */
-export function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = seed;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * Frames first..first+count-1 sent every 20 ms from t=0, each delayed by delay(i) (null:
