@@ -57,7 +57,7 @@ export class SendAdapter {
     this.reported = true;
     let list = this.reports.get(listener);
     if (list === undefined) this.reports.set(listener, (list = []));
-    list.push({ at: now, loss: Number.isFinite(loss) ? Math.min(Math.max(loss, 0), 1) : 1 });
+    list.push({ at: now, loss: Number.isNaN(loss) ? 0 : Math.min(Math.max(loss, 0), 1) });
     if (list.length > MAX_REPORTS) list.shift();
   }
 

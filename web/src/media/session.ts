@@ -118,6 +118,7 @@ export class MediaSession {
   private nextKeepalive: number | null = null;
   private nextReport: number | null = null;
   private nextPlan: number | null = null;
+  private sending: Promise<void> = Promise.resolve(); // the last sendFrame's, for order
 
   constructor(options: MediaSessionOptions) {
     this.sessionId = options.sessionId;
@@ -162,14 +163,21 @@ export class MediaSession {
 
   /**
    * This tick's Opus packet, or null when not sending this tick (voice gate, mute): the
-   * tick still counts. Call once per tick, in order; seq is taken before the await.
+   * tick still counts. Call once per tick; seq is taken at the call, and the datagrams
+   * go out in call order even if the sealing promises settle out of order.
    */
   async sendFrame(opus: Uint8Array | null, now: number): Promise<void> {
     this.start(now);
     const frame = this.sender.frame(opus);
     if (frame === null) return;
-    const sealed = await this.crypto.sealVoice(frame, now);
-    this.send(PacketType.VOICE, sealed);
+    const sealing = this.crypto.sealVoice(frame, now);
+    const before = this.sending;
+    const done = (async () => {
+      await before;
+      this.send(PacketType.VOICE, await sealing);
+    })();
+    this.sending = done.catch(() => undefined); // one failed seal does not block the next
+    await done;
   }
 
   // --- receiving -----------------------------------------------------------------------
@@ -215,6 +223,7 @@ export class MediaSession {
 
   /** A member's reception report on our voice (RoomCrypto's rr): adapts redundancy and FEC. */
   receiveReport(from: number, loss: number, now: number): void {
+    if (!Number.isFinite(loss)) return; // RoomCrypto checks rr; never let NaN decide
     this.sender.adapter.report(from, loss, now);
     this.updatePlan(now);
   }

@@ -52,7 +52,6 @@ export class ReceiveStream {
   speaking = false;
   /** We saw this sender's packets lost recently, until then: wait for its copies. */
   lossUntil = -1;
-  frames = 0; // VoiceFrames taken in
 
   constructor(
     jitter: JitterBuffer,
@@ -94,7 +93,6 @@ export class Streams {
       stream.jitter = this.jitterBuffer(ms);
       stream.frameMs = ms;
     }
-    stream.frames += 1;
     stream.meter.onPacket(frame.packet);
     const jitter = stream.jitter;
     // While the sender repeats frames and we lose some, wait long enough for the copies;

@@ -318,3 +318,22 @@ test("senders of 40 ms and 10 ms frames play in our 20 ms ticks", async () => {
   assert.ok(per[10]!.includes("frame+1"), per[10]!.join());
 });
 
+
+test("datagrams go out in tick order even when sealing settles out of order", async () => {
+  // A crypto whose first seal is slow: the second one finishes first.
+  const delays = [30, 1, 1];
+  const crypto: VoiceCrypto = {
+    sealVoice: (plain) => new Promise((ok) => setTimeout(() => ok(concat(new Uint8Array([0x5f]), plain)), delays.shift() ?? 0)),
+    openVoice: async () => null,
+  };
+  const a = new MediaSession({ sessionId: 0xa, hop, crypto, frameMs: 20 });
+  a.start(0);
+  a.datagramsToSend();
+  await Promise.all([0, 1, 2].map((k) => a.sendFrame(opusOf(k), k * TICK)));
+  const seqs = a.datagramsToSend().map((d) => parseVoiceFrame(hop.open(d).payload.subarray(1)).seq);
+  assert.deepEqual(seqs, [0, 1, 2]);
+  // A report that is not a number changes nothing.
+  a.receiveReport(0xb, Number.NaN, 1);
+  a.handleTimer(1);
+  assert.equal(a.stats(1).redundancy, 2); // still the startup plan: no report counted
+});
