@@ -145,6 +145,7 @@ export class MediaSession {
 
   /** A member left: forget its stream and its reports on our voice. */
   memberLeft(sessionId: number, now: number): void {
+    if (this.streams.streams.get(sessionId)?.speaking) this.emit({ type: "speaking_stopped", sessionId });
     this.streams.forget(sessionId);
     this.sender.forget(sessionId);
     this.updatePlan(now);

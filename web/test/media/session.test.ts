@@ -128,6 +128,12 @@ test("clean call: every frame plays in order, depth drops to 0 after the first r
   await c.run(1);
   assert.ok(c.eventsB.some((e) => e.type === "speaking_stopped" && e.sessionId === 0xa));
   assert.equal(c.played.at(-1)?.d.kind, "silence");
+  // A member who leaves while speaking stops speaking.
+  c.sending = () => true;
+  await c.run(0.5);
+  c.b.memberLeft(0xa, c.t);
+  assert.deepEqual(c.b.nextEvent(), { type: "speaking_stopped", sessionId: 0xa });
+  assert.equal(c.b.playout(c.t).size, 0);
 });
 
 test("bursty 10 % loss: reports raise depth and the receiver plays frames from the copies", async () => {

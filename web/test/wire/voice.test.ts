@@ -27,6 +27,7 @@ function py(request: object): any {
     env: { ...process.env, PYTHONPATH: resolve(web, "..", "src") },
     encoding: "utf8",
   });
+  assert.ifError(run.error); // no Python at that path: set BANGOR_PYTHON
   assert.equal(run.status, 0, run.stderr);
   return JSON.parse(run.stdout);
 }
