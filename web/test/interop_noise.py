@@ -35,7 +35,9 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if req.get("ephemeral"):
-                conn.set_keypair_from_private_bytes(Keypair.EPHEMERAL, bytes.fromhex(req["ephemeral"]))
+                conn.set_keypair_from_private_bytes(
+                    Keypair.EPHEMERAL, bytes.fromhex(req["ephemeral"])
+                )
             conn.start_handshake()
         conns[cid] = conn
         states[cid] = conn.noise_protocol.handshake_state
