@@ -24,6 +24,9 @@ export class PythonPeer {
     });
     this.#proc.stderr.on("data", (d: Buffer) => (this.#stderr += d.toString()));
     createInterface({ input: this.#proc.stdout }).on("line", (line) => this.#waiting.shift()?.(line));
+    this.#proc.on("error", (err) => {
+      for (const w of this.#waiting.splice(0)) w(JSON.stringify({ error: `cannot run ${python}: ${err.message}` }));
+    });
     this.#proc.on("exit", (code) => {
       for (const w of this.#waiting.splice(0)) w(JSON.stringify({ error: `python exited ${code}: ${this.#stderr}` }));
     });

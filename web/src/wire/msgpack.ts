@@ -197,32 +197,28 @@ export class MpWriter {
     return this;
   }
 
+  /** A type byte followed by a big-endian number of `size` bytes. */
+  #head(op: number, value: number | bigint, size: 1 | 2 | 4 | 8): void {
+    this.#chunks.push(op);
+    this.#be(value, size);
+  }
+
   int(value: number | bigint): this {
     if (typeof value === "number" && !Number.isSafeInteger(value)) {
       throw new LocalProtocolError(`cannot encode ${value} as an int`);
     }
     const v = BigInt(value);
     if (v < -(2n ** 63n) || v >= 2n ** 64n) throw new LocalProtocolError(`int ${v} does not fit msgpack`);
-    if (v >= 0n) {
-      if (v <= 0x7fn) this.#chunks.push(Number(v));
-      else if (v <= 0xffn) (this.#chunks.push(0xcc), this.#be(v, 1));
-      else if (v <= 0xffffn) (this.#chunks.push(0xcd), this.#be(v, 2));
-      else if (v <= 0xffffffffn) (this.#chunks.push(0xce), this.#be(v, 4));
-      else (this.#chunks.push(0xcf), this.#be(v, 8));
-    } else if (v >= -32n) {
-      this.#chunks.push(Number(v) + 0x100);
-    } else if (v >= -128n) {
-      this.#chunks.push(0xd0, Number(v) & 0xff);
-    } else if (v >= -32768n) {
-      this.#chunks.push(0xd1);
-      this.#be(Number(v) & 0xffff, 2);
-    } else if (v >= -(2n ** 31n)) {
-      this.#chunks.push(0xd2);
-      this.#be(Number(v) >>> 0, 4);
-    } else {
-      this.#chunks.push(0xd3);
-      this.#be(v, 8);
-    }
+    if (v >= 0n && v <= 0x7fn) this.#chunks.push(Number(v));
+    else if (v >= 0n && v <= 0xffn) this.#head(0xcc, v, 1);
+    else if (v >= 0n && v <= 0xffffn) this.#head(0xcd, v, 2);
+    else if (v >= 0n && v <= 0xffffffffn) this.#head(0xce, v, 4);
+    else if (v >= 0n) this.#head(0xcf, v, 8);
+    else if (v >= -32n) this.#chunks.push(Number(v) + 0x100);
+    else if (v >= -128n) this.#head(0xd0, Number(v) & 0xff, 1);
+    else if (v >= -32768n) this.#head(0xd1, Number(v) & 0xffff, 2);
+    else if (v >= -(2n ** 31n)) this.#head(0xd2, Number(v) >>> 0, 4);
+    else this.#head(0xd3, v, 8);
     return this;
   }
 
@@ -234,37 +230,34 @@ export class MpWriter {
     return this;
   }
 
+  /** A length header: the fix form when `n` fits `fixMax`, else the 8/16/32-bit forms. */
+  #length(n: number, fix: number, fixMax: number, ops: [number | null, number, number]): void {
+    if (n <= fixMax) this.#chunks.push(fix | n);
+    else if (ops[0] !== null && n <= 0xff) this.#head(ops[0], n, 1);
+    else if (n <= 0xffff) this.#head(ops[1], n, 2);
+    else this.#head(ops[2], n, 4);
+  }
+
   str(value: string): this {
     const b = utf8.encode(value);
-    const n = b.length;
-    if (n <= 31) this.#chunks.push(0xa0 | n);
-    else if (n <= 0xff) this.#chunks.push(0xd9, n);
-    else if (n <= 0xffff) (this.#chunks.push(0xda), this.#be(n, 2));
-    else (this.#chunks.push(0xdb), this.#be(n, 4));
+    this.#length(b.length, 0xa0, 31, [0xd9, 0xda, 0xdb]);
     this.#raw(b);
     return this;
   }
 
   bin(value: Uint8Array): this {
-    const n = value.length;
-    if (n <= 0xff) this.#chunks.push(0xc4, n);
-    else if (n <= 0xffff) (this.#chunks.push(0xc5), this.#be(n, 2));
-    else (this.#chunks.push(0xc6), this.#be(n, 4));
+    this.#length(value.length, 0xc4, -1, [0xc4, 0xc5, 0xc6]);
     this.#raw(Uint8Array.from(value));
     return this;
   }
 
   arrayHeader(n: number): this {
-    if (n <= 15) this.#chunks.push(0x90 | n);
-    else if (n <= 0xffff) (this.#chunks.push(0xdc), this.#be(n, 2));
-    else (this.#chunks.push(0xdd), this.#be(n, 4));
+    this.#length(n, 0x90, 15, [null, 0xdc, 0xdd]);
     return this;
   }
 
   mapHeader(n: number): this {
-    if (n <= 15) this.#chunks.push(0x80 | n);
-    else if (n <= 0xffff) (this.#chunks.push(0xde), this.#be(n, 2));
-    else (this.#chunks.push(0xdf), this.#be(n, 4));
+    this.#length(n, 0x80, 15, [null, 0xde, 0xdf]);
     return this;
   }
 

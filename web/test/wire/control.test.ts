@@ -213,3 +213,19 @@ test("every message type: encoded by JS, decoded by Python, and back", async () 
     assert.equal(theirs.data, toHex(encode(m)), `${m.t}: the same bytes`);
   }
 });
+
+test("every msgpack int, str and bin form is written as msgspec writes it", async () => {
+  const ints = [0, 127, 128, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, 2 ** 53 - 1, -1, -32, -33, -128, -129, -32768, -32769, -(2 ** 31), -(2 ** 31) - 1, -(2 ** 53) + 1];
+  const strs = ["", "x".repeat(31), "x".repeat(32), "x".repeat(255), "x".repeat(256), "x".repeat(65536), "é😀"];
+  const messages: ServerMessage[] = [
+    ...ints.map((code) => msg.error(code, "m")),
+    ...strs.map((message) => msg.error(1, message)),
+    ...[1, 255, 256, 4096].map((n): ServerMessage => ({ t: "peer_from", sender: 1, data: new Uint8Array(n) })),
+    { t: "joined", roomId: "0123456789abcdef", name: "n", you: member(1, "u"), members: Array.from({ length: 16 }, (_, i) => member(i, "u")), maxBitrate: 0 },
+  ];
+  for (const m of messages) {
+    const theirs = await py.call({ op: "control_encode", message: toPy(m) });
+    assert.equal(theirs.data, toHex(encode(m)), JSON.stringify(toPy(m)).slice(0, 80));
+    assert.deepEqual(decodeServerMessage(fromHex(theirs.data as string)), m);
+  }
+});
