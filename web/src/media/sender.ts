@@ -1,0 +1,109 @@
+// Our voice on its way out (media/sender.py without the codec and the voice gate, which
+// live in the browser shell): one call of frame() per 20 ms tick takes that tick's Opus
+// packet (null when the gate or mute holds it back) and gives the VoiceFrame to seal and
+// send. seq counts every tick, sent or not, so a listener sees a pause as a gap, never
+// as frames out of order; packet counts the packets sent, so it can tell loss from silence.
+
+import { MAX_REDUNDANT, PACKET_MODULO, SEQ_MODULO, serializeVoiceFrame, voiceFrame } from "../wire/voice.ts";
+import { SendAdapter, type SendPlan } from "./adaptation.ts";
+import { MAX_VOICE_FRAME, type MediaSettings } from "./settings.ts";
+
+/** What the shell gives WebCodecs' AudioEncoder (`opus: {...}` and `bitrate`). */
+export interface EncoderHint {
+  readonly bitrate: number;
+  /** Opus in-band FEC: on when the settings allow it; it only costs bits when packetlossperc > 0. */
+  readonly useinbandfec: boolean;
+  /** The loss the encoder sizes its FEC to, percent (0 while redundancy is on). */
+  readonly packetlossperc: number;
+}
+
+export class Sender {
+  readonly adapter: SendAdapter;
+  plan: SendPlan;
+  /** Voice frames sent. */
+  sent = 0;
+  /** Ticks with no frame (gate, mute): sent + suppressed = ticks. */
+  suppressed = 0;
+  seq = 0;
+  private packet = 0;
+  // (seq, opus) of the frames just sent, for copies in the next packets.
+  private history: { seq: number; opus: Uint8Array }[] = [];
+
+  constructor(private readonly settings: MediaSettings) {
+    this.adapter = new SendAdapter(settings.bitrate, {
+      fec: settings.fec,
+      maxDepth: settings.maxRedundancy,
+      thresholds: settings.redundancyThresholds,
+      hold: settings.lossHold,
+      startup: settings.redundancyStartup,
+    });
+    this.plan = this.adapter.initial();
+  }
+
+  /** A listener's loss report on our voice; true if the plan changed. */
+  report(listener: number, loss: number, now: number): boolean {
+    this.adapter.report(listener, loss, now);
+    return this.updatePlan(now);
+  }
+
+  forget(listener: number): void {
+    this.adapter.forget(listener);
+  }
+
+  setMaxBitrate(maxBitrate: number | null, now: number): boolean {
+    this.adapter.setMaxBitrate(maxBitrate);
+    return this.updatePlan(now);
+  }
+
+  /** Look at the plan again (old reports expire, startup ends); true if it changed. */
+  updatePlan(now: number): boolean {
+    const plan = this.adapter.plan(now);
+    const p = this.plan;
+    if (plan.depth === p.depth && plan.expectedLoss === p.expectedLoss && plan.bitrate === p.bitrate) {
+      return false;
+    }
+    this.plan = plan;
+    return true;
+  }
+
+  encoderHint(): EncoderHint {
+    return Object.freeze({
+      bitrate: this.plan.bitrate,
+      useinbandfec: this.settings.fec,
+      packetlossperc: this.plan.expectedLoss,
+    });
+  }
+
+  /**
+   * This tick's VoiceFrame bytes, or null if `opus` is null (not sending this tick).
+   * While listeners report loss each packet also carries the Opus packets of the
+   * `plan.depth` ticks before it, as far as they were sent and fit MAX_VOICE_FRAME.
+   */
+  frame(opus: Uint8Array | null): Uint8Array | null {
+    const seq = this.seq;
+    this.seq = (seq + 1) % SEQ_MODULO;
+    if (opus === null) {
+      this.suppressed += 1;
+      return null;
+    }
+    if (opus.length === 0) throw new RangeError("an Opus packet has at least one byte");
+    const history = this.history;
+    const last = history[history.length - 1];
+    if (last !== undefined && last.seq !== (seq - 1 + SEQ_MODULO) % SEQ_MODULO) {
+      history.length = 0; // a pause: the frames before it are not the ones just before
+    }
+    const depth = this.plan.depth;
+    const copies = depth ? history.slice(-depth).map((h) => h.opus) : [];
+    let out = serializeVoiceFrame(voiceFrame(seq, opus, this.packet, copies, depth));
+    while (out.length > MAX_VOICE_FRAME && copies.length) {
+      copies.shift(); // a high bit rate: repeat fewer frames than planned
+      out = serializeVoiceFrame(voiceFrame(seq, opus, this.packet, copies, depth));
+    }
+    if (out.length > MAX_VOICE_FRAME) throw new RangeError(`Opus packet too long (${opus.length} bytes)`);
+    this.packet = (this.packet + 1) % PACKET_MODULO;
+    history.push({ seq, opus });
+    if (history.length > MAX_REDUNDANT) history.shift();
+    this.sent += 1;
+    return out;
+  }
+}

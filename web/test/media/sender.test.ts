@@ -1,0 +1,96 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { parseVoiceFrame } from "../../src/wire/voice.ts";
+import { Sender } from "../../src/media/sender.ts";
+import { SendAdapter } from "../../src/media/adaptation.ts";
+import { LossMeter } from "../../src/media/loss.ts";
+import { DEFAULT_SETTINGS, MAX_VOICE_FRAME } from "../../src/media/settings.ts";
+
+const opus = (n: number, size = 3) => new Uint8Array(size).fill(n & 0xff);
+
+test("depth: full until the first report, then from the worst loss, held 10 s", () => {
+  const a = new SendAdapter(40_000, { fec: true, maxDepth: 2, thresholds: [0.01, 0.03, 0.1], hold: 10, startup: 10 });
+  assert.equal(a.initial().depth, 2);
+  assert.equal(a.plan(0).depth, 2); // no report yet: assume the worst
+  assert.equal(a.plan(9.9).depth, 2);
+  assert.deepEqual(a.plan(10), { depth: 0, expectedLoss: 0, bitrate: 40_000 }); // startup over
+  a.report(1, 0.02, 11);
+  assert.deepEqual(a.plan(11), { depth: 1, expectedLoss: 0, bitrate: 40_000 });
+  a.report(2, 0.5, 12); // the worst listener decides, capped at maxDepth
+  assert.equal(a.plan(12).depth, 2);
+  a.report(2, 0, 13);
+  assert.equal(a.plan(21.9).depth, 2); // held
+  assert.equal(a.plan(22.1).depth, 0); // 0.5 and 0.02 expired; 0 from 13 is left
+  a.report(1, 0.005, 23); // below 1 %: no copies, FEC sized to the loss instead
+  assert.deepEqual(a.plan(23), { depth: 0, expectedLoss: 1, bitrate: 40_000 });
+  a.setMaxBitrate(24_000);
+  assert.equal(a.plan(23).bitrate, 24_000);
+  const three = new SendAdapter(40_000, { fec: true, maxDepth: 3, thresholds: [0.01, 0.03, 0.1], hold: 10, startup: 10 });
+  three.report(1, 0.1, 0);
+  assert.equal(three.plan(0).depth, 3);
+  three.report(1, 0, 0); // a clean report ends startup but the 10 % one is held
+  assert.equal(three.plan(5).depth, 3);
+  assert.throws(() => new SendAdapter(1, { fec: true, maxDepth: 4, thresholds: [], hold: 1, startup: 1 }));
+  assert.throws(() => new SendAdapter(1, { fec: true, maxDepth: 2, thresholds: [0.1, 0.01], hold: 1, startup: 1 }));
+});
+
+test("seq advances every tick, packet per frame sent, copies of the ticks just before", () => {
+  const s = new Sender(DEFAULT_SETTINGS);
+  s.updatePlan(0); // startup: depth 2
+  const f0 = parseVoiceFrame(s.frame(opus(0))!);
+  const f1 = parseVoiceFrame(s.frame(opus(1))!);
+  const f2 = parseVoiceFrame(s.frame(opus(2))!);
+  assert.deepEqual([f0.seq, f0.packet, f0.redundant.length, f0.depth], [0, 0, 0, 2]);
+  assert.deepEqual([f1.seq, f1.packet, f1.redundant.map((r) => r[0])], [1, 1, [0]]);
+  assert.deepEqual([f2.seq, f2.packet, f2.redundant.map((r) => r[0])], [2, 2, [0, 1]]);
+  assert.equal(s.frame(null), null); // tick 3 not sent
+  const f4 = parseVoiceFrame(s.frame(opus(4))!);
+  assert.deepEqual([f4.seq, f4.packet, f4.redundant.length], [4, 3, 0]); // a pause: no copies
+  const f5 = parseVoiceFrame(s.frame(opus(5))!);
+  assert.deepEqual(f5.redundant.map((r) => r[0]), [4]);
+  assert.equal(s.sent, 5);
+  assert.equal(s.suppressed, 1);
+  // A clean report turns redundancy off and FEC stays at 0 %.
+  assert.equal(s.report(7, 0, 1), true);
+  assert.deepEqual(s.encoderHint(), { bitrate: 40_000, useinbandfec: true, packetlossperc: 0 });
+  assert.equal(parseVoiceFrame(s.frame(opus(6))!).redundant.length, 0);
+  s.report(7, 0.005, 2); // FEC hint follows loss while depth is 0
+  assert.equal(s.encoderHint().packetlossperc, 1);
+  s.report(7, 0.04, 3);
+  assert.deepEqual([s.plan.depth, s.encoderHint().packetlossperc], [2, 0]);
+});
+
+test("copies that would pass MAX_VOICE_FRAME are left out, oldest first", () => {
+  const s = new Sender(DEFAULT_SETTINGS);
+  s.updatePlan(0);
+  s.frame(opus(1, 500));
+  s.frame(opus(2, 400));
+  const f = s.frame(opus(3, 300))!;
+  assert.ok(f.length <= MAX_VOICE_FRAME);
+  assert.deepEqual(parseVoiceFrame(f).redundant.map((r) => r[0]), [2]);
+});
+
+test("seq and packet wrap", () => {
+  const s = new Sender(DEFAULT_SETTINGS);
+  s.seq = 2 ** 32 - 1;
+  (s as unknown as { packet: number }).packet = 0xffff;
+  s.updatePlan(0);
+  const a = parseVoiceFrame(s.frame(opus(1))!);
+  const b = parseVoiceFrame(s.frame(opus(2))!);
+  assert.deepEqual([a.seq, a.packet, b.seq, b.packet], [2 ** 32 - 1, 0xffff, 0, 0]);
+  assert.deepEqual(b.redundant.map((r) => r[0]), [1]); // the copy crosses the wrap
+});
+
+test("loss meter: from packet numbers, per interval, across wrap", () => {
+  const m = new LossMeter();
+  for (const p of [65530, 65531, 65533, 65535, 0, 1]) m.onPacket(p); // 65532 and 65534 lost
+  assert.deepEqual(m.interval(), { expected: 8, received: 6, lost: 2, loss: 0.25 });
+  m.onPacket(1); // a duplicate arrival of the highest: not expected more
+  m.onPacket(5);
+  const r = m.interval();
+  assert.deepEqual([r.expected, r.received], [4, 2]);
+  assert.deepEqual(m.interval(), { expected: 0, received: 0, lost: 0, loss: 0 });
+  m.onPacket(30000); // a restarted counter, not 29995 lost
+  assert.equal(m.interval().expected, 1);
+  assert.equal(m.total().expected, 13);
+});
