@@ -3,19 +3,17 @@
 // 20 ms ticks; what happens goes to the UI. The cores do the protocol; nothing here
 // parses or seals anything.
 
-import { toHex } from "../wire/bytes.ts";
 import { AuthError, BangorError, CloseCode, ConnectError, KeyPinError } from "../wire/errors.ts";
 import { AudioEngine, level } from "./audio.ts";
 import { OpusDecoder, OpusEncoder, codecsAvailable } from "./codec.ts";
 import type { PageConfig } from "./config.ts";
 import {
-  loadCores,
-  type ControlCore,
+  Control,
+  Media,
+  parseInvite,
   type ControlEvent,
-  type Cores,
-  type InviteInfo,
+  type Invite,
   type Joined,
-  type MediaCore,
   type MemberInfo,
   type ServerError,
   type Welcome,
@@ -91,7 +89,8 @@ export class Call {
   private readonly members = new Map<number, Member>();
   private readonly chatLog: { from: string; text: string }[] = [];
   private readonly errors: string[] = [];
-  private media: MediaCore | null = null;
+  private media: Media | null = null;
+  private readonly speaking = new Set<number>();
   private encoder: OpusEncoder | null = null;
   private you: MemberInfo | null = null;
   private room = "";
@@ -104,8 +103,7 @@ export class Call {
   private stallTimer: ReturnType<typeof setTimeout> | null = null;
   private waiters: ((event: ControlEvent) => boolean)[] = [];
   private speakingSelf = false;
-  private sentFrames = 0;
-  private receivedFrames = 0;
+  private decodedFrames = 0;
   private playedFrames = 0;
   private ticks = 0;
   /** Wall-clock time (ms since the epoch) of the first captured frame's end: with the
@@ -114,18 +112,16 @@ export class Call {
   onEnded: (reason: string) => void = () => {};
 
   private constructor(
-    private readonly cores: Cores,
-    private readonly control: ControlCore,
+    private readonly control: Control,
     private readonly transport: Transport,
     private readonly audio: AudioEngine,
-    private readonly invite: InviteInfo,
+    private readonly invite: Invite,
     private readonly hooks: CallHooks,
   ) {}
 
   /** Connect, log in, join: resolves once in the call, or throws a BangorError to show. */
   static async join(request: JoinRequest, config: PageConfig, hostname: string, hooks: CallHooks): Promise<Call> {
-    const cores = loadCores();
-    const invite = cores.parseInvite(request.invite);
+    const invite = parseInvite(request.invite);
     if (!codecsAvailable()) throw new BangorError("this browser has no WebCodecs Opus (use a current Chrome or Edge)");
     if (request.name.length > 64) throw new BangorError("the name is too long (64 characters at most)");
     hooks.onState("Asking for the microphone…", "busy");
@@ -140,7 +136,7 @@ export class Call {
     try {
       hooks.onState("Connecting…", "busy");
       transport = await Transport.connect(config, hostname);
-      const call = new Call(cores, cores.newControl(), transport, audio, invite, hooks);
+      const call = new Call(new Control(invite), transport, audio, invite, hooks);
       await call.start(request, config.accounts);
       return call;
     } catch (error) {
@@ -158,7 +154,9 @@ export class Call {
         if (data) control.receiveData(data, now());
         else control.receiveEof(now());
       } catch (error) {
-        this.end(`the server sent garbage: ${error instanceof Error ? error.message : String(error)}`);
+        // A server key that does not match the invite, or bytes that are not the protocol.
+        const message = error instanceof Error ? error.message : String(error);
+        this.end(error instanceof KeyPinError ? message : `the server sent garbage: ${message}`);
         return;
       }
       this.pumpControl();
@@ -166,21 +164,14 @@ export class Call {
     transport.onDatagram = (data) => this.queue(() => this.media?.receiveDatagram(data, now()));
     this.pumpControl();
 
-    const handshake = await this.waitFor("handshake");
-    const got = this.cores.fingerprint(handshake.remoteStatic);
-    if (toHex(got) !== toHex(this.invite.fingerprint)) {
-      throw new KeyPinError(
-        "the server's key does not match the invite code (expected " +
-          `${this.cores.formatFingerprint(this.invite.fingerprint)}, got ${this.cores.formatFingerprint(got)}). ` +
-          "Someone may be intercepting the connection; not joining.",
-      );
-    }
+    // The control session checked the server's key against the invite before this.
+    await this.waitFor("handshake");
     const user = accounts ? request.user : request.user || userFromName(request.name);
     this.hooks.onState("Logging in…", "busy");
     control.hello(user, accounts ? request.password : "", request.name);
     this.pumpControl();
     const welcome: Welcome = (await this.waitFor("welcome")).welcome;
-    control.joinRoom(toHex(this.invite.roomId));
+    control.joinRoom(this.invite.roomIdHex);
     this.pumpControl();
     const joined: Joined = (await this.waitFor("joined")).joined;
     if (joined.you.user !== welcome.user) {
@@ -188,7 +179,7 @@ export class Call {
     }
     this.you = joined.you;
     this.room = joined.name;
-    const media = (this.media = this.cores.newMedia({
+    const media = (this.media = new Media({
       welcome,
       joined,
       invite: this.invite,
@@ -198,7 +189,7 @@ export class Call {
     this.encoder = new OpusEncoder();
     this.encoder.onPacket = (opus) => this.queue(() => this.sendVoice(opus));
     this.encoder.onError = (error) => this.problem(`the Opus encoder failed: ${error.message}`);
-    await media.start(joined.members, now());
+    media.start(joined.members, now(), joined.maxBitrate);
     this.flush();
     this.audio.onFrame = (pcm) => this.onCaptured(pcm);
     this.armStall();
@@ -313,7 +304,10 @@ export class Call {
         const m = this.members.get(event.sender);
         this.addChat(m?.nick ?? `member ${event.sender.toString(16)}`, event.text);
       } else if (event.type === "verified") {
-        this.onVerified(event.sender, event.user, event.identity);
+        this.onVerified(event.sender, event.user, event.identity, event.safetyNumber, event.fingerprint);
+      } else if (event.type === "speaking") {
+        if (event.speaking) this.speaking.add(event.sender);
+        else this.speaking.delete(event.sender);
       } else if (event.type === "rejected") {
         const m = this.members.get(event.sender);
         if (m) {
@@ -329,13 +323,13 @@ export class Call {
     this.pumpControl();
   }
 
-  private onVerified(id: number, user: string, identity: Uint8Array): void {
+  private onVerified(id: number, user: string, identity: Uint8Array, safetyNumber: string, fingerprint: string): void {
     const m = this.members.get(id);
-    if (!m || !this.media) return;
+    if (!m) return;
     m.verified = true;
     m.rejected = null;
-    m.safetyNumber = this.cores.safetyNumber(this.media.identityPublic(), identity);
-    m.fingerprint = this.cores.identityFingerprint(identity);
+    m.safetyNumber = safetyNumber;
+    m.fingerprint = fingerprint;
     m.trust = checkMember(`${this.invite.host}:${this.invite.port}`, user, identity);
     if (m.trust === "changed") {
       this.problem(`${m.nick}'s identity key changed since last time: compare the safety number ${m.safetyNumber}`);
@@ -370,7 +364,6 @@ export class Call {
     const media = this.media;
     if (!media) return;
     await media.sendVoice(opus, now());
-    if (opus) this.sentFrames += 1;
     const hint = media.encoderHint();
     this.encoder?.setPlan({ bitrate: hint.bitrate, lossPercent: hint.packetlossperc });
   }
@@ -382,13 +375,13 @@ export class Call {
       if (!media) return;
       const t = now();
       const due = media.getTimer();
-      if (due !== null && t >= due) await media.handleTimer(t);
+      if (due !== null && t >= due) media.handleTimer(t);
       for (const { sender, opus } of media.playout(t)) {
         const m = this.members.get(sender);
         if (!m) continue;
         const decoder = m.decoder ?? (m.decoder = this.newDecoder(sender));
         if (opus) {
-          this.receivedFrames += 1;
+          this.decodedFrames += 1;
           decoder.decode(opus);
         } else {
           decoder.conceal();
@@ -456,8 +449,7 @@ export class Call {
 
   private drawMember(m: Member): void {
     if (this.status !== "joined") return;
-    const speaking = this.media?.stats(now()).speaking.includes(m.id) ?? false;
-    this.hooks.ui.member({ ...m, self: false, speaking });
+    this.hooks.ui.member({ ...m, self: false, speaking: this.speaking.has(m.id) });
   }
 
   private drawSpeaking(): void {
@@ -530,12 +522,13 @@ export class Call {
       verified[m.nick] = m.verified;
       if (m.safetyNumber) numbers[m.nick] = m.safetyNumber;
     }
-    const stats = this.media?.stats(now());
+    const stats = this.media?.session.stats(now());
     return {
       joined: this.status === "joined",
       members: [...this.members.values()].map((m) => m.nick),
-      sent_frames: this.sentFrames,
-      received_frames: this.receivedFrames,
+      sent_frames: stats?.sentFrames ?? 0,
+      received_frames: stats?.receivedFrames ?? 0,
+      decoded_frames: this.decodedFrames,
       played_frames: this.playedFrames,
       captured_frames: this.audio.captured,
       first_capture_ms: this.firstCaptureMs,
@@ -547,7 +540,10 @@ export class Call {
       fingerprints: Object.fromEntries([...this.members.values()].map((m) => [m.nick, m.fingerprint])),
       chat: [...this.chatLog],
       errors: [...this.errors],
-      rtt_ms: stats?.rttMs ?? null,
+      rtt_ms: stats?.rtt == null ? null : Math.round(stats.rtt * 100_000) / 100,
+      undecryptable: stats?.undecryptable ?? 0,
+      dropped: stats?.dropped ?? 0,
+      redundancy: stats?.redundancy ?? 0,
       datagrams_sent: this.transport.datagramsSent,
       datagrams_received: this.transport.datagramsReceived,
       oversize: this.transport.oversize,
