@@ -4,37 +4,9 @@
 import { fetchConfig, type PageConfig } from "./app/config.ts";
 import { Call, type CallState } from "./app/client.ts";
 import { audioSelfTest } from "./app/selftest.ts";
+import { pageParams } from "./app/params.ts";
 import { Ui, type JoinRequest } from "./app/ui.ts";
 import { BangorError } from "./wire/errors.ts";
-
-export interface PageParams {
-  invite: string;
-  name: string;
-  user: string;
-  autojoin: boolean;
-  /** &processing=off: no echo cancellation, noise suppression or gain control (a file
-   * as the microphone, as the CLI's defaults for files); on otherwise. */
-  processing: boolean;
-  selftest: string;
-}
-
-export function pageParams(location: { search: string; hash: string }): PageParams {
-  const query = new URLSearchParams(location.search);
-  let invite = location.hash.replace(/^#/, "");
-  try {
-    invite = decodeURIComponent(invite);
-  } catch {
-    // not percent-encoded: taken as it is (the invite parser judges it)
-  }
-  return {
-    invite: invite.trim(),
-    name: query.get("name") ?? "",
-    user: query.get("user") ?? "",
-    autojoin: query.get("autojoin") === "1",
-    processing: query.get("processing") !== "off",
-    selftest: query.get("selftest") ?? "",
-  };
-}
 
 const idle: CallState = {
   joined: false,
