@@ -312,9 +312,12 @@ def test_browser_talks_listens_verifies_and_chats(
     # is in bob's recording (which starts at his first tick, about when he joined).
     spoken = first_capture_ms / 1000 - 0.02 + LEAD_S
     latency_ms = (bob_joined_at + delay / SR - spoken) * 1000
+    web_id = s["you"]["id"]
+    heard = [e["senders"][web_id] for e in bob.events() if web_id in e.get("senders", {})]
     print(
         f"browser -> CLI: PESQ-WB {score:.2f}, envelope correlation {corr:.3f}, "
-        f"mouth-to-ear ~{latency_ms:.0f} ms; CLI -> browser: {s['received_frames']} frames"
+        f"mouth-to-ear ~{latency_ms:.0f} ms, as bob heard it {heard[-1] if heard else None}; "
+        f"CLI -> browser: {s['received_frames']} frames"
     )
     assert corr > 0.9, f"envelope correlation {corr:.3f}"
     assert score >= 3.0, f"PESQ-WB {score:.2f}"
