@@ -26,6 +26,7 @@ class Room {
   readonly members = new Map<number, RoomCrypto>();
   readonly events = new Map<number, E2EEEvent[]>();
   readonly wire: [number, number, Uint8Array][] = [];
+  tamper: ((src: number, to: number, data: Uint8Array) => Uint8Array[]) | null = null;
 
   async join(sessionId: number, user: string, opts: { secret?: Uint8Array; announcedAs?: string; pump?: boolean } = {}): Promise<RoomCrypto> {
     const crypto = new RoomCrypto({
@@ -65,7 +66,9 @@ class Room {
       if (!batch.length) return;
       for (const [sid, to, data] of batch) {
         this.wire.push([sid, to, data]);
-        await this.members.get(to)?.peerReceived(sid, data, this.now);
+        for (const out of this.tamper ? this.tamper(sid, to, data) : [data]) {
+          await this.members.get(to)?.peerReceived(sid, out, this.now);
+        }
       }
     }
     throw new Error("members never stopped talking");
@@ -277,4 +280,67 @@ test("rotations come at most once per interval; a newcomer verified meanwhile ge
   assert.equal(a.senderKey.generation, 2);
   assert.ok(!a.rotationPending);
   assert.equal(utf8.decode((await d.openVoice(1, await a.sealVoice(bytes("fresh")), room.now)) as Uint8Array), "fresh");
+});
+
+const flipLast = (data: Uint8Array): Uint8Array => {
+  const out = Uint8Array.from(data);
+  out[out.length - 1] = (out[out.length - 1] as number) ^ 1;
+  return out;
+};
+
+test("both sides starting the handshake still verifies (the lower id keeps the initiator role)", async () => {
+  const room = new Room();
+  const a = await room.join(1, "alice");
+  const b = await room.join(2, "bob", { pump: false });
+  a.start([[2, "bob"]], room.now); // a misbehaving server made alice think she is new
+  await room.pump();
+  assert.ok(a.verified(2) && b.verified(1));
+  assert.equal(utf8.decode((await b.openVoice(1, await a.sealVoice(bytes("x")), room.now)) as Uint8Array), "x");
+});
+
+test("forged copies and replays of every pair message do not break the handshake", async () => {
+  const room = new Room();
+  const a = await room.join(1, "alice");
+  room.tamper = (_src, _to, data) => [data, flipLast(data), data];
+  const b = await room.join(2, "bob");
+  assert.ok(a.verified(2) && b.verified(1));
+  assert.equal(room.of(1, "MemberRejected").length + room.of(2, "MemberRejected").length, 0);
+  assert.ok(room.of(1, "PeerProblem").length && room.of(2, "PeerProblem").length);
+  assert.equal(utf8.decode((await b.openVoice(1, await a.sealVoice(bytes("fine")), room.now)) as Uint8Array), "fine");
+});
+
+test("a replayed old key message and reordered rekeys change nothing", async () => {
+  const room = new Room();
+  const a = await room.join(1, "alice");
+  const b = await room.join(2, "bob");
+  await room.join(3, "carol");
+  await room.join(4, "dave");
+  const firstKey = room.wire.filter(([src, to]) => src === 1 && to === 2).at(-1)?.[2] as Uint8Array;
+  const held: Uint8Array[] = [];
+  room.tamper = (src, to, data) => (src === 1 && to === 2 ? (held.push(data), []) : [data]);
+  await room.leave(3);
+  await room.advance(1);
+  await room.leave(4);
+  room.tamper = null;
+  assert.equal(held.length, 2);
+  for (const data of held.reverse()) await b.peerReceived(1, data, room.now); // generation 2 first
+  await b.peerReceived(1, firstKey, room.now);
+  const problems = room.of(2, "PeerProblem").map((e) => e.message);
+  assert.ok(problems.some((m) => /stale key/.test(m)));
+  assert.ok(problems.some((m) => /replayed DATA message/.test(m)));
+  assert.equal(utf8.decode((await b.openVoice(1, await a.sealVoice(bytes("newest")), room.now)) as Uint8Array), "newest");
+});
+
+test("a member that never verified costs no rekey", async () => {
+  const room = new Room();
+  const a = await room.join(1, "alice");
+  const b = await room.join(2, "bob");
+  const before = [a.senderKey, b.senderKey];
+  for (let i = 0; i < 5; i++) {
+    await room.join(6, "mallory", { secret: new Uint8Array(16) });
+    await room.leave(6);
+  }
+  assert.deepEqual([a.senderKey, b.senderKey], before);
+  assert.ok(!a.rotationPending);
+  assert.equal(a.getTimer(), null);
 });
