@@ -7,10 +7,10 @@
 // comes from one side's public key alone, so both ends compute the same sorted string.
 
 import { x25519 } from "@noble/curves/ed25519.js";
-import { blake2s } from "@noble/hashes/blake2.js";
 import { sha512 } from "@noble/hashes/sha2.js";
-import { concat, toHex } from "./bytes.ts";
+import { concat } from "./bytes.ts";
 import { LocalProtocolError } from "./errors.ts";
+import { fingerprint, formatFingerprint } from "./fingerprint.ts";
 
 export const KEY_SIZE = 32; // X25519 private and public keys
 // Bumped if the derivation changes, so old and new numbers never look comparable.
@@ -21,8 +21,6 @@ export const GROUP_BYTES = 5; // 40 bits reduced mod 10**5
 export const GROUP_DIGITS = 5;
 const GROUP_MODULUS = 10n ** BigInt(GROUP_DIGITS);
 export const HALF_GROUPS = 4; // per side: 20 digits, ~66 bits
-export const FINGERPRINT_SIZE = 16;
-const FINGERPRINT_GROUP = 4; // hex digits per group in the printed form
 
 export interface IdentityKeyPair {
   readonly privateKey: Uint8Array;
@@ -76,8 +74,5 @@ export function safetyNumber(localPublic: Uint8Array, remotePublic: Uint8Array):
 /** A member's key fingerprint, printed like server fingerprints: BLAKE2s(key)[0:16], `xxxx:…`. */
 export function identityFingerprint(publicKey: Uint8Array): string {
   checkPublic(publicKey);
-  const hex = toHex(blake2s(publicKey).subarray(0, FINGERPRINT_SIZE));
-  const groups: string[] = [];
-  for (let i = 0; i < hex.length; i += FINGERPRINT_GROUP) groups.push(hex.slice(i, i + FINGERPRINT_GROUP));
-  return groups.join(":");
+  return formatFingerprint(fingerprint(publicKey));
 }

@@ -27,7 +27,7 @@ import { sha256 } from "@noble/hashes/sha2.js";
 import { concat, readU64, u32, u64, utf8 } from "./bytes.ts";
 import { LocalProtocolError, PeerAuthError, PeerError } from "./errors.ts";
 import { HandshakeState, KEY_SIZE, TAG_SIZE } from "./noise.ts";
-import { ReplayWindow } from "./sframe.ts";
+import { ReplayWindow } from "./replay.ts";
 
 export const PAIR_PROTOCOL_NAME = "Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s";
 export const CHANNEL_SECRET_SIZE = 32;

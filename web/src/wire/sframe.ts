@@ -18,6 +18,7 @@ import { expand } from "@noble/hashes/hkdf.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { concat, equal, utf8 } from "./bytes.ts";
 import { LocalProtocolError, PacketError } from "./errors.ts";
+import { REPLAY_WINDOW, ReplayWindow } from "./replay.ts";
 
 // --- wire limits (RFC 9605 section 4.3) ---
 export const VALUE_LIMIT = 1n << 64n; // KID and CTR are uint64
@@ -226,67 +227,6 @@ export function splitKid(kid: bigint): [bigint, number, number] {
     Number((kid >> GENERATION_SHIFT) & BigInt((1 << GENERATION_BITS) - 1)),
     Number(kid & BigInt((1 << RATCHET_STEP_BITS) - 1)),
   ];
-}
-
-// --- replay window ---
-
-export const REPLAY_WINDOW = 2048; // as replay.py: 40 s of reordering at 50 frames/s
-
-/**
- * Remembers which of the last `size` counters were seen (RFC 6479 style, a ring of bits
- * indexed by counter mod size). Call accept() only after the tag verified.
- * Kept here (not wire/replay.ts) because SFrame CTRs are bigints.
- */
-export class ReplayWindow {
-  private readonly bits: Uint32Array;
-  private readonly sizeBig: bigint;
-  private highestSeen = -1n;
-
-  constructor(readonly size: number = REPLAY_WINDOW) {
-    if (!Number.isInteger(size) || size < 1) throw new RangeError("replay window size must be at least 1");
-    this.bits = new Uint32Array(Math.ceil(size / 32));
-    this.sizeBig = BigInt(size);
-  }
-
-  get highest(): bigint {
-    return this.highestSeen;
-  }
-
-  private index(counter: bigint): number {
-    return Number(counter % this.sizeBig);
-  }
-
-  private test(i: number): boolean {
-    return ((this.bits[i >> 5] as number) & (1 << (i & 31))) !== 0;
-  }
-
-  private set(i: number, on: boolean): void {
-    const w = i >> 5;
-    const m = 1 << (i & 31);
-    this.bits[w] = on ? (this.bits[w] as number) | m : (this.bits[w] as number) & ~m;
-  }
-
-  /** Record `counter`; false (and no change) if replayed, too old or out of range. */
-  accept(counter: bigint): boolean {
-    if (counter < 0n || counter >= VALUE_LIMIT) return false;
-    const highest = this.highestSeen;
-    if (counter > highest) {
-      const shift = counter - highest;
-      if (shift >= this.sizeBig) {
-        this.bits.fill(0);
-      } else {
-        for (let c = highest + 1n; c < counter; c++) this.set(this.index(c), false);
-      }
-      this.set(this.index(counter), true);
-      this.highestSeen = counter;
-      return true;
-    }
-    if (highest - counter >= this.sizeBig) return false;
-    const i = this.index(counter);
-    if (this.test(i)) return false;
-    this.set(i, true);
-    return true;
-  }
 }
 
 // --- per-key state ---
