@@ -13,6 +13,7 @@ import json
 import sys
 from typing import Any
 
+from bangor.errors import PeerError
 from bangor.wire import e2ee
 from bangor.wire.identity import identity_fingerprint, safety_number
 from bangor.wire.noise import public_key
@@ -67,6 +68,17 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
         return {"public": public.hex(), "fingerprint": identity_fingerprint(public)}
     if op == "safety":
         return {"number": safety_number(h(req["local"]), h(req["remote"]))}
+    if op == "decode":
+        decoder = {
+            "hello": e2ee._hello_decoder,
+            "payload": e2ee._payload_decoder,
+            "chat": e2ee._chat_decoder,
+        }[req["what"]]
+        try:
+            e2ee._decode(decoder, h(req["data"]), req["what"])  # type: ignore[arg-type]
+        except PeerError as exc:
+            return {"ok": False, "reason": str(exc)}
+        return {"ok": True}
     if op == "psk":
         return {"psk": derive_room_psk(h(req["secret"]), h(req["room_id"])).hex()}
     if op == "pair_new":

@@ -22,7 +22,7 @@
 // the calls that open frames (peerReceived, openVoice, openChat) return promises and run
 // one after the other in call order, which keeps chat order and key installs as in Python.
 
-import { Decoder, encode } from "@msgpack/msgpack";
+import { encode } from "@msgpack/msgpack";
 import { concat, u32, utf8 } from "./bytes.ts";
 import { LocalProtocolError, PacketError, PeerAuthError, PeerError } from "./errors.ts";
 import { identityFingerprint, identityPublicKey, safetyHalf } from "./identity.ts";
@@ -123,38 +123,152 @@ export function encodeChat(seq: number, text: string): Uint8Array {
   return encode({ seq, text });
 }
 
-// int64/uint64 become bigints, so values past 2**53 are exact (seq is u63).
-const decoder = new Decoder({ useBigInt64: true });
-
 class Malformed extends Error {}
 
 function fail(message: string): never {
   throw new Malformed(message);
 }
 
-function decodeMap(data: Uint8Array): Record<string, unknown> {
-  let value: unknown;
-  try {
-    value = decoder.decode(data);
-  } catch (e) {
-    fail(`MessagePack data is malformed: ${e instanceof Error ? e.message : String(e)}`);
+// A strict MessagePack reader for member messages, so they are judged as msgspec judges
+// them in Python: an int is not a float (1.0 is no step), str is not bin, str must be
+// valid UTF-8, nothing may follow the value. Ints come out as bigints (u63 and u64 are
+// exact), floats as Float, maps as Map (keys must be str, as for a msgspec Struct).
+export class Float {
+  constructor(readonly value: number) {}
+}
+type Value = null | boolean | bigint | Float | string | Uint8Array | Value[] | Map<string, Value> | Ext;
+class Ext {
+  readonly ext = true; // an extension value: only ever skipped
+}
+const MAX_DEPTH = 1000; // msgspec nests until Python's recursion limit, ~1000
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+class Reader {
+  private at = 0;
+  private readonly view: DataView;
+  constructor(private readonly data: Uint8Array) {
+    this.view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   }
-  if (typeof value !== "object" || value === null || Array.isArray(value) || value instanceof Uint8Array) {
-    fail(`Expected \`object\`, got \`${Array.isArray(value) ? "array" : typeof value}\``);
+
+  get done(): boolean {
+    return this.at === this.data.length;
   }
-  return value as Record<string, unknown>;
+
+  private need(n: number): number {
+    if (this.at + n > this.data.length) fail("MessagePack data is malformed: input data was truncated");
+    const at = this.at;
+    this.at += n;
+    return at;
+  }
+
+  private bytes(n: number): Uint8Array {
+    const at = this.need(n);
+    return this.data.subarray(at, at + n);
+  }
+
+  private u8 = (): number => this.view.getUint8(this.need(1));
+  private u16 = (): number => this.view.getUint16(this.need(2));
+  private u32 = (): number => this.view.getUint32(this.need(4));
+
+  private str(n: number): string {
+    try {
+      return strictUtf8.decode(this.bytes(n));
+    } catch (e) {
+      if (e instanceof Malformed) throw e;
+      fail("MessagePack data is malformed: invalid UTF-8");
+    }
+  }
+
+  private array(n: number, depth: number): Value[] {
+    const out: Value[] = [];
+    for (let i = 0; i < n; i++) out.push(this.value(depth + 1));
+    return out;
+  }
+
+  private map(n: number, depth: number): Map<string, Value> {
+    const out = new Map<string, Value>();
+    for (let i = 0; i < n; i++) {
+      const key = this.value(depth + 1);
+      if (typeof key !== "string") fail("Expected `str` as an object key");
+      out.set(key, this.value(depth + 1));
+    }
+    return out;
+  }
+
+  value(depth = 0): Value {
+    if (depth > MAX_DEPTH) fail("nested too deeply");
+    const b = this.u8();
+    if (b <= 0x7f) return BigInt(b);
+    if (b >= 0xe0) return BigInt(b - 0x100);
+    if ((b & 0xf0) === 0x80) return this.map(b & 0x0f, depth);
+    if ((b & 0xf0) === 0x90) return this.array(b & 0x0f, depth);
+    if ((b & 0xe0) === 0xa0) return this.str(b & 0x1f);
+    switch (b) {
+      case 0xc0: return null;
+      case 0xc2: return false;
+      case 0xc3: return true;
+      case 0xc4: return Uint8Array.from(this.bytes(this.u8()));
+      case 0xc5: return Uint8Array.from(this.bytes(this.u16()));
+      case 0xc6: return Uint8Array.from(this.bytes(this.u32()));
+      case 0xc7: this.bytes(this.u8() + 1); return new Ext();
+      case 0xc8: this.bytes(this.u16() + 1); return new Ext();
+      case 0xc9: this.bytes(this.u32() + 1); return new Ext();
+      case 0xca: return new Float(this.view.getFloat32(this.need(4)));
+      case 0xcb: return new Float(this.view.getFloat64(this.need(8)));
+      case 0xcc: return BigInt(this.u8());
+      case 0xcd: return BigInt(this.u16());
+      case 0xce: return BigInt(this.u32());
+      case 0xcf: return this.view.getBigUint64(this.need(8));
+      case 0xd0: return BigInt(this.view.getInt8(this.need(1)));
+      case 0xd1: return BigInt(this.view.getInt16(this.need(2)));
+      case 0xd2: return BigInt(this.view.getInt32(this.need(4)));
+      case 0xd3: return this.view.getBigInt64(this.need(8));
+      case 0xd4: this.bytes(2); return new Ext();
+      case 0xd5: this.bytes(3); return new Ext();
+      case 0xd6: this.bytes(5); return new Ext();
+      case 0xd7: this.bytes(9); return new Ext();
+      case 0xd8: this.bytes(17); return new Ext();
+      case 0xd9: return this.str(this.u8());
+      case 0xda: return this.str(this.u16());
+      case 0xdb: return this.str(this.u32());
+      case 0xdc: return this.array(this.u16(), depth);
+      case 0xdd: return this.array(this.u32(), depth);
+      case 0xde: return this.map(this.u16(), depth);
+      case 0xdf: return this.map(this.u32(), depth);
+      default: fail(`MessagePack data is malformed: invalid opcode '\\x${b.toString(16)}'`);
+    }
+  }
 }
 
-function field(map: Record<string, unknown>, name: string): unknown {
-  if (!Object.prototype.hasOwnProperty.call(map, name)) fail(`Object missing required field \`${name}\``);
-  return map[name];
+function typeName(v: Value): string {
+  if (v === null) return "null";
+  if (typeof v === "boolean") return "bool";
+  if (typeof v === "bigint") return "int";
+  if (typeof v === "string") return "str";
+  if (v instanceof Float) return "float";
+  if (v instanceof Uint8Array) return "bytes";
+  if (Array.isArray(v)) return "array";
+  if (v instanceof Map) return "object";
+  return "ext";
 }
 
-function checkInt(value: unknown, name: string, min: bigint, max: bigint): bigint {
-  let v: bigint;
-  if (typeof value === "bigint") v = value;
-  else if (typeof value === "number" && Number.isInteger(value)) v = BigInt(value);
-  else fail(`Expected \`int\`, got \`${typeof value}\` - at \`$.${name}\``);
+function decodeMap(data: Uint8Array): Map<string, Value> {
+  const reader = new Reader(data);
+  const value = reader.value();
+  if (!reader.done) fail("MessagePack data is malformed: trailing characters");
+  if (!(value instanceof Map)) fail(`Expected \`object\`, got \`${typeName(value)}\``);
+  return value;
+}
+
+function field(map: Map<string, Value>, name: string): Value {
+  const value = map.get(name);
+  if (value === undefined) fail(`Object missing required field \`${name}\``);
+  return value;
+}
+
+function checkInt(value: Value, name: string, min: bigint, max: bigint): bigint {
+  if (typeof value !== "bigint") fail(`Expected \`int\`, got \`${typeName(value)}\` - at \`$.${name}\``);
+  const v = value;
   if (v < min) fail(`Expected \`int\` >= ${min} - at \`$.${name}\``);
   if (v > max) fail(`Expected \`int\` <= ${max} - at \`$.${name}\``);
   return v;
@@ -167,16 +281,16 @@ function codePoints(s: string): number {
   return n;
 }
 
-function checkStr(value: unknown, name: string, min: number, max: number): string {
-  if (typeof value !== "string") fail(`Expected \`str\`, got \`${typeof value}\` - at \`$.${name}\``);
+function checkStr(value: Value, name: string, min: number, max: number): string {
+  if (typeof value !== "string") fail(`Expected \`str\`, got \`${typeName(value)}\` - at \`$.${name}\``);
   const n = codePoints(value);
   if (n < min) fail(`Expected \`str\` of length >= ${min} - at \`$.${name}\``);
   if (n > max) fail(`Expected \`str\` of length <= ${max} - at \`$.${name}\``);
   return value;
 }
 
-function checkBytes(value: unknown, name: string, size: number): Uint8Array {
-  if (!(value instanceof Uint8Array)) fail(`Expected \`bytes\`, got \`${typeof value}\` - at \`$.${name}\``);
+function checkBytes(value: Value, name: string, size: number): Uint8Array {
+  if (!(value instanceof Uint8Array)) fail(`Expected \`bytes\`, got \`${typeName(value)}\` - at \`$.${name}\``);
   if (value.length !== size) fail(`Expected \`bytes\` of length ${size} - at \`$.${name}\``);
   return Uint8Array.from(value);
 }
@@ -220,12 +334,12 @@ export function decodePayload(data: Uint8Array): PeerPayload {
       const list = field(m, "candidates");
       if (!Array.isArray(list)) fail("Expected `array` - at `$.candidates`");
       if (list.length > MAX_CANDIDATES) fail(`Expected \`array\` of length <= ${MAX_CANDIDATES} - at \`$.candidates\``);
-      const candidates = list.map((c: unknown, i) => {
+      const candidates = list.map((c: Value, i) => {
         if (!Array.isArray(c) || c.length !== 3) fail(`Expected \`array\` of length 3 - at \`$.candidates[${i}]\``);
         return Object.freeze([
-          checkStr(c[0], `candidates[${i}][0]`, 0, MAX_NAME),
-          checkStr(c[1], `candidates[${i}][1]`, 0, MAX_NAME),
-          Number(checkInt(c[2], `candidates[${i}][2]`, 1n, 65535n)),
+          checkStr(c[0] as Value, `candidates[${i}][0]`, 0, MAX_NAME),
+          checkStr(c[1] as Value, `candidates[${i}][1]`, 0, MAX_NAME),
+          Number(checkInt(c[2] as Value, `candidates[${i}][2]`, 1n, 65535n)),
         ] as const);
       });
       return Object.freeze({ t, key, candidates: Object.freeze(candidates) });

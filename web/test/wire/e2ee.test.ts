@@ -219,7 +219,8 @@ test("garbage and truncations from members are only ever reported, and limited",
   const frame = await b.sealVoice(bytes("still fine"));
   assert.equal(utf8.decode((await a.openVoice(2, frame, room.now)) as Uint8Array), "still fine");
   await room.advance(10);
-  const summaries = room.of(1, "PeerProblem").slice(10);
+  // (Random frames that look like a next generation are held, and their expiry may add a line.)
+  const summaries = room.of(1, "PeerProblem").slice(10).filter((e) => /more problem\(s\) not shown/.test(e.message));
   assert.equal(summaries.length, 2);
   assert.ok(summaries.some((s) => s.user === "" && /^195 more problem\(s\) not shown: end-to-end message from someone not in the room \(x195\)$/.test(s.message)));
   assert.ok(summaries.some((s) => s.user === "bob"));

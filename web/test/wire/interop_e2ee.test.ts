@@ -247,3 +247,59 @@ test("RoomCrypto: a browser member with another room secret is rejected by Pytho
   await js.peerReceived(2, extra, 0); // ignored silently: rejected
   assert.equal(js.nextEvent(), null);
 });
+
+test("member message decoding accepts and refuses exactly what Python's msgspec does", async () => {
+  const { decodeChat, decodeHello, decodePayload, encodeChat, encodeHello, encodeKeyMessage, encodeReport } = await import("../../src/wire/e2ee.ts");
+  const { SenderKey } = await import("../../src/wire/senderkeys.ts");
+  const decoders = { hello: decodeHello, payload: decodePayload, chat: decodeChat } as const;
+  const valid: [keyof typeof decoders, Uint8Array][] = [
+    ["hello", encodeHello({ user: "bob", nick: "Bob" })],
+    ["payload", encodeKeyMessage(new SenderKey(300, 7, rand(32)))],
+    ["payload", encodeReport(153)],
+    ["chat", encodeChat(3, "hi")],
+  ];
+  const h = (s: string): Uint8Array => fromHex(s.replace(/ /g, ""));
+  const crafted: [keyof typeof decoders, Uint8Array][] = [
+    ["payload", h("82 a1 74 a2 72 72 ad 6c6f73735f7065726d696c6c65 cb 3ff0000000000000")], // loss 1.0 (a float)
+    ["payload", h("82 a1 74 a2 72 72 ad 6c6f73735f7065726d696c6c65 cf 0000000000000001")], // 1 as a uint64
+    ["payload", h("82 a1 74 a2 72 72 ad 6c6f73735f7065726d696c6c65 d0 ff")], // -1
+    ["payload", h("83 a1 74 a2 72 72 ad 6c6f73735f7065726d696c6c65 01 a1 78 d4 01 00")], // ext in an unknown field
+    ["payload", h("83 a1 74 a2 72 72 ad 6c6f73735f7065726d696c6c65 01 01 01")], // an int key
+    ["payload", h("82 a1 74 a2 72 72 ad 6c6f73735f7065726d696c6c65 01 00")], // trailing byte
+    ["payload", h("82 a1 74 a2 72 72 ad 6c6f73735f7065726d696c6c65")], // truncated
+    ["chat", h("82 a3 736571 03 a4 74657874 a2 ff fe")], // invalid UTF-8
+    ["chat", h("82 a3 736571 03 a4 74657874 c4 02 6869")], // bin, not str
+    ["hello", h("82 a4 75736572 a3 626f62 a4 6e69636b c0")], // nick nil
+    ["hello", h("83 a4 75736572 a3 626f62 a4 6e69636b a0 a1 7a " + "91".repeat(200) + "c0")], // nested unknown field
+    ["hello", h("81 a4 75736572 a3 626f62")],
+    ["payload", h("c1")],
+    ["payload", h("")],
+    ["payload", h("90")],
+  ];
+  const cases = [...valid, ...crafted];
+  // Every truncation and single-byte change of the valid ones too.
+  for (const [what, data] of valid) {
+    for (let n = 0; n < data.length; n++) cases.push([what, data.subarray(0, n)]);
+    for (let i = 0; i < data.length; i++) {
+      for (const x of [0x01, 0x80, 0xff]) {
+        const d = Uint8Array.from(data);
+        d[i] = (d[i] as number) ^ x;
+        cases.push([what, d]);
+      }
+    }
+  }
+  let accepted = 0;
+  for (const [what, data] of cases) {
+    const want = await py.call({ op: "decode", what, data: toHex(data) });
+    let ok = true;
+    try {
+      decoders[what](data);
+    } catch (e) {
+      ok = false;
+      assert.ok(e instanceof Error && e.name === "PeerError", `${what} ${toHex(data)}: ${String(e)}`);
+    }
+    assert.equal(ok, want.ok, `${what} ${toHex(data)}: python says ${JSON.stringify(want)}`);
+    if (ok) accepted++;
+  }
+  assert.ok(accepted > valid.length); // some mutations are valid messages, and both agree
+});
