@@ -133,7 +133,7 @@ function fail(message: string): never {
 // them in Python: an int is not a float (1.0 is no step), str is not bin, str must be
 // valid UTF-8, nothing may follow the value. Ints come out as bigints (u63 and u64 are
 // exact), floats as Float, maps as Map (keys must be str, as for a msgspec Struct).
-export class Float {
+class Float {
   constructor(readonly value: number) {}
 }
 type Value = null | boolean | bigint | Float | string | Uint8Array | Value[] | Map<string, Value> | Ext;
@@ -603,7 +603,8 @@ export class RoomCrypto {
   /** We joined (`joined.members`): greet every member already in the room (we initiate). */
   start(members: Iterable<readonly [number, string]>, now: number): void {
     for (const [sessionId, user] of members) {
-      if (sessionId === this.sessionId || this.members.has(sessionId)) continue;
+      // As e2ee.py: a member listed again is recorded afresh (a server that says we are
+      // new when we are not makes both sides start; the lower session id wins, below).
       const member = this.addMember(sessionId, user, now);
       this.openChannel(member);
     }
