@@ -10,7 +10,7 @@ import { clientHop } from "../wire/media.ts";
 import { ControlSession, type SessionEvent } from "../wire/session.ts";
 import { MediaSession } from "../media/session.ts";
 import type { EncoderHint } from "../media/sender.ts";
-import { RoomCrypto } from "./roomcrypto.ts";
+import { RoomCrypto } from "../wire/e2ee.ts";
 
 export { fingerprint, formatFingerprint };
 
