@@ -288,6 +288,10 @@ def test_browser_talks_listens_verifies_and_chats(
     assert EVIL_CHAT in (page.text_content("#chat-log") or "")
     assert page.locator("#chat-log img, #chat-log b").count() == 0
     assert page.title() == "Bangor"
+    # The call fits a phone: members, safety numbers, sliders and chat, no sideways scroll.
+    page.set_viewport_size({"width": 360, "height": 740})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    assert page.locator("#members .speaking").count() == 1  # alice's tone; bob is silent
 
     # The browser's chat line, typed in the page, reaches both CLI members.
     page.focus("#chat-input")
