@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 import wave
@@ -29,7 +30,6 @@ from tests.audiocheck import (
     read_wav_48k,
 )
 from tests.integration.conftest import (
-    BANGOR,
     PASSWORD,
     START_TIMEOUT,
     Client,
@@ -38,6 +38,7 @@ from tests.integration.conftest import (
     free_port,
     stop_server,
 )
+from tests.integration.test_e2ee import TAP_SERVER, read_tap
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -76,17 +77,19 @@ def chromium_args(capture: Path) -> list[str]:
 
 
 @pytest.fixture
-def web_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, int]]:
-    """``bangor serve`` with ``--web``: (the server, the page's port)."""
+def web_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, int, Path]]:
+    """``bangor serve --web`` with every byte it handles recorded (tests/integration/
+    tap_server.py): (the server, the page's port, the tap file)."""
     port = free_port()
     web = free_port()
     while web == port:
         web = free_port()
     data_dir = tmp_path / "server"
+    tap = tmp_path / "server.tap"
     proc = subprocess.Popen(
         [
-            *(BANGOR, "serve", "--host", "127.0.0.1", "--port", str(port)),
-            *("--data-dir", str(data_dir), "--web", f"127.0.0.1:{web}"),
+            *(sys.executable, TAP_SERVER, str(tap), "serve", "--host", "127.0.0.1"),
+            *("--port", str(port), "--data-dir", str(data_dir), "--web", f"127.0.0.1:{web}"),
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -98,7 +101,7 @@ def web_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, int]]:
     )
     try:
         server.stderr.wait_for(lambda line: "web client at" in line)
-        yield server, web
+        yield server, web, tap
     finally:
         stop_server(server)
     assert not any("Traceback" in line for line in server.stderr.rest(timeout=5))
@@ -170,9 +173,9 @@ def wait_state(
 
 
 def test_page_loads_and_the_form_is_keyboard_usable(
-    web_server: tuple[ServerProcess, int], launch: Any, tmp_path: Path
+    web_server: tuple[ServerProcess, int, Path], launch: Any, tmp_path: Path
 ) -> None:
-    _, web = web_server
+    _, web, _ = web_server
     silence = tmp_path / "silence.wav"
     write_wav(silence, np.zeros(SR))
     page = launch(silence).new_page()
@@ -227,9 +230,9 @@ def speech_file(path: Path) -> tuple[np.ndarray, Path]:
 
 
 def test_browser_talks_listens_verifies_and_chats(
-    web_server: tuple[ServerProcess, int], launch: Any, tmp_path: Path
+    web_server: tuple[ServerProcess, int, Path], launch: Any, tmp_path: Path
 ) -> None:
-    server, web = web_server
+    server, web, tap = web_server
     for user in ("alice", "bob", "web"):
         server.add_user(user)
     invite = server.create_room("alice")
@@ -302,6 +305,9 @@ def test_browser_talks_listens_verifies_and_chats(
         assert (chat["nick"], chat["user"]) == ("Webby", "web")
     assert alice.wait() == 0
 
+    sent_opus = [bytes.fromhex(h) for h in page.evaluate("window.bangor.sentOpus()")]
+    identity = bytes.fromhex(s["identity"])
+
     # The browser leaves; bob sees it go, then hangs up and keeps his recording.
     page.click("#leave")
     event_where(bob, "member_left", user="web")
@@ -326,5 +332,21 @@ def test_browser_talks_listens_verifies_and_chats(
     assert corr > 0.9, f"envelope correlation {corr:.3f}"
     assert score >= 3.0, f"PESQ-WB {score:.2f}"
     assert page_errors == []
+
+    # The server saw none of it: no chat text, no Opus the browser made, not even its
+    # identity key, in anything it handled (control messages after Noise, media after
+    # the hop layer, in both directions).
+    stop_server(server)
+    records = read_tap(tap)
+    everything = b"".join(b"".join(r) for r in records.values())
+    assert any(b"web" in m for m in records[b"C"])  # the tap saw the browser's login
+    assert len(records[b"U"]) > speech_frames  # and its voice, among the others'
+    for text in ("hello from the browser", "hello from alice", "onerror"):
+        assert text.encode() not in everything
+    # 12-byte pieces of each packet (not its padding: a run of zeros is found anywhere).
+    pieces = [x for p in sent_opus for x in (p[4:16], p[-12:]) if len(set(x)) >= 6]
+    assert len(pieces) > 200
+    assert not [x for x in pieces if x in everything]
+    assert identity not in everything
     final = state(page)
     assert final["joined"] is False and final["errors"] == [], final["errors"]

@@ -32,6 +32,7 @@ async function main(): Promise<void> {
     state: (): CallState => (call ? call.state() : last),
     selftest: audioSelfTest,
     say: (text: string): void => call?.say(text),
+    sentOpus: (): string[] => call?.sentOpus() ?? [],
   };
   (window as unknown as { bangor: typeof api }).bangor = api;
   if (params.selftest) {

@@ -3,6 +3,7 @@
 // 20 ms ticks; what happens goes to the UI. The cores do the protocol; nothing here
 // parses or seals anything.
 
+import { toHex } from "../wire/bytes.ts";
 import { AuthError, BangorError, CloseCode, ConnectError, KeyPinError } from "../wire/errors.ts";
 import { AudioEngine, level } from "./audio.ts";
 import { OpusDecoder, OpusEncoder, codecsAvailable } from "./codec.ts";
@@ -31,6 +32,10 @@ export const TICK_MS = 20;
 export const SPEAKING_LEVEL = 0.01; // RMS of our own frame that lights our speaking mark
 export const MAX_CHAT_KEPT = 200; // lines state() reports (tests read it)
 export const MAX_ERRORS_KEPT = 50;
+/** Our first Opus packets of at least OPUS_SAMPLE_BYTES (speech, not silence), kept for
+ * tests that look for them where they must not be (the server-blind tap test); ~20 kB. */
+export const OPUS_SAMPLE = 200;
+export const OPUS_SAMPLE_BYTES = 24;
 
 export interface CallState {
   joined: boolean;
@@ -91,6 +96,7 @@ export class Call {
   private readonly errors: string[] = [];
   private media: Media | null = null;
   private readonly speaking = new Set<number>();
+  private readonly opusSample: string[] = [];
   private encoder: OpusEncoder | null = null;
   private you: MemberInfo | null = null;
   private room = "";
@@ -363,6 +369,9 @@ export class Call {
   private async sendVoice(opus: Uint8Array | null): Promise<void> {
     const media = this.media;
     if (!media) return;
+    if (opus && opus.length >= OPUS_SAMPLE_BYTES && this.opusSample.length < OPUS_SAMPLE) {
+      this.opusSample.push(toHex(opus));
+    }
     await media.sendVoice(opus, now());
     const hint = media.encoderHint();
     this.encoder?.setPlan({ bitrate: hint.bitrate, lossPercent: hint.packetlossperc });
@@ -515,6 +524,11 @@ export class Call {
     this.onEnded(reason);
   }
 
+  /** Our first Opus packets (hex), as the encoder made them. */
+  sentOpus(): string[] {
+    return [...this.opusSample];
+  }
+
   state(): CallState {
     const verified: Record<string, boolean> = {};
     const numbers: Record<string, string> = {};
@@ -534,6 +548,7 @@ export class Call {
       first_capture_ms: this.firstCaptureMs,
       state: this.status,
       room: this.room,
+      identity: this.media ? toHex(this.media.crypto.identityPublic) : null,
       you: this.you ? { id: this.you.id.toString(16).padStart(8, "0"), user: this.you.user, nick: this.you.nick } : null,
       verified,
       safety_numbers: numbers,
