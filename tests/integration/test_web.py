@@ -8,6 +8,8 @@ plays a WAV file, so what the CLI records can be compared with what the browser 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import signal
 import subprocess
@@ -19,8 +21,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import cryptography.x509
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.audiocheck import (
     align,
@@ -39,6 +43,7 @@ from tests.integration.conftest import (
     stop_server,
 )
 from tests.integration.test_e2ee import TAP_SERVER, read_tap
+from tests.server.test_webcert import write_pem
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -60,8 +65,9 @@ POLL_MS = 50
 EVIL_CHAT = "<img src=x onerror=\"document.title='owned'\"> & <b>bold</b>"
 
 
-def chromium_args(capture: Path) -> list[str]:
+def chromium_args(capture: Path, *more: str) -> list[str]:
     return [
+        *more,
         "--headless=new",
         "--no-sandbox",
         "--use-fake-ui-for-media-stream",
@@ -76,10 +82,9 @@ def chromium_args(capture: Path) -> list[str]:
     ]
 
 
-@pytest.fixture
-def web_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, int, Path]]:
+def start_web_server(tmp_path: Path, *args: str) -> tuple[ServerProcess, int, Path]:
     """``bangor serve --web`` with every byte it handles recorded (tests/integration/
-    tap_server.py): (the server, the page's port, the tap file)."""
+    tap_server.py): (the server, the page's port, the tap file). ``args``: more options."""
     port = free_port()
     web = free_port()
     while web == port:
@@ -90,6 +95,7 @@ def web_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, int, Path]]:
         [
             *(sys.executable, TAP_SERVER, str(tap), "serve", "--host", "127.0.0.1"),
             *("--port", str(port), "--data-dir", str(data_dir), "--web", f"127.0.0.1:{web}"),
+            *args,
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -101,26 +107,34 @@ def web_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, int, Path]]:
     )
     try:
         server.stderr.wait_for(lambda line: "web client at" in line)
-        yield server, web, tap
-    finally:
+    except BaseException:
         stop_server(server)
+        raise
+    return server, web, tap
+
+
+@pytest.fixture
+def web_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, int, Path]]:
+    server, web, tap = start_web_server(tmp_path)
+    yield server, web, tap
+    stop_server(server)
     assert not any("Traceback" in line for line in server.stderr.rest(timeout=5))
 
 
 @pytest.fixture
 def launch(tmp_path: Path) -> Iterator[Any]:
-    """launch(capture_wav) -> a fresh browser context (new profile each time)."""
+    """launch(capture_wav, *more_flags) -> a fresh browser context (new profile each time)."""
     if not CHROMIUM.exists():
         pytest.skip("needs Debian's chromium (apt-get install chromium)")
     contexts: list[Any] = []
     with sync_api.sync_playwright() as playwright:
 
-        def start(capture: Path) -> Any:
+        def start(capture: Path, *args: str) -> Any:
             context = playwright.chromium.launch_persistent_context(
                 str(tmp_path / f"profile{len(contexts)}"),
                 executable_path=str(CHROMIUM),
                 headless=False,  # --headless=new below: full Chromium, not the shell
-                args=chromium_args(capture),
+                args=chromium_args(capture, *args),
             )
             contexts.append(context)
             return context
@@ -350,3 +364,39 @@ def test_browser_talks_listens_verifies_and_chats(
     assert identity not in everything
     final = state(page)
     assert final["joined"] is False and final["errors"] == [], final["errors"]
+
+
+def test_https_page_with_an_operator_certificate_and_autojoin(launch: Any, tmp_path: Path) -> None:
+    """The page over HTTPS with the operator's certificate (no certificate hashes: the
+    browser checks it the normal way), on an open server, joining from the link alone."""
+    cert_file, key_file = write_pem(tmp_path)
+    spki = cryptography.x509.load_pem_x509_certificate(cert_file.read_bytes()).public_key()
+    der = spki.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    # The test certificate is trusted by its key's hash, for this browser only; QUIC in
+    # Chromium also wants a publicly trusted root, which developer mode lets go.
+    trust = "--ignore-certificate-errors-spki-list=" + base64.b64encode(
+        hashlib.sha256(der).digest()
+    ).decode("ascii")
+    server, web, _ = start_web_server(
+        tmp_path, "--open", "--tls-cert", str(cert_file), "--tls-key", str(key_file)
+    )
+    try:
+        invite = server.create_room("carol")
+        carol = server.join(invite, "carol", "--input", "silence", "--output", "null", stdin="")
+        carol.event("joined")
+        silence = tmp_path / "silence.wav"
+        write_wav(silence, np.zeros(SR))
+        page = launch(silence, trust, "--webtransport-developer-mode").new_page()
+        page.goto(f"https://127.0.0.1:{web}/?name=Ana%20Web&autojoin=1#{invite}")
+        s = wait_state(page, lambda s: s["joined"] and s["verified"].get("carol") is True)
+        assert s["you"]["nick"] == "Ana Web" and s["you"]["user"] == "Ana_Web"
+        assert page.is_hidden("#account")  # no accounts: no user or password fields
+        seen = event_where(carol, "member_verified", nick="Ana Web")
+        assert seen["safety_number"] == s["safety_numbers"]["carol"]
+        page.close()  # closing the tab leaves the room
+        event_where(carol, "member_left", nick="Ana Web")
+        carol.proc.send_signal(signal.SIGINT)
+        assert carol.wait() == 0
+    finally:
+        stop_server(server)
+    assert not any("Traceback" in line for line in server.stderr.rest(timeout=5))
