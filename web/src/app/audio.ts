@@ -11,6 +11,8 @@ export const FRAME_SAMPLES = 960; // 20 ms
 /** Decoded audio a member may have queued in the playback worklet before the oldest is
  * dropped: bounds the delay if the tab stalls (the jitter buffer upstream adapts). */
 export const MAX_QUEUED_SAMPLES = FRAME_SAMPLES * 6;
+/** How long opening waits for the browser to start sound (it does at once after a click). */
+export const RESUME_WAIT_MS = 300;
 
 const CAPTURE_WORKLET = `
 class BangorCapture extends AudioWorkletProcessor {
@@ -111,7 +113,11 @@ export class AudioEngine {
     this.context = context;
   }
 
-  /** Must run from a user gesture (or with autoplay allowed) so the context may start. */
+  /** Why there is no microphone (denied, none, busy); null when there is one. */
+  micError: string | null = null;
+
+  /** Best from a user gesture, so the context may start at once; otherwise it waits
+   * (see `running` and `resume`). Without a microphone the engine still plays. */
   static async open(options: AudioOptions): Promise<AudioEngine> {
     const context = new AudioContext({ sampleRate: SAMPLE_RATE, latencyHint: "interactive" });
     const engine = new AudioEngine(context);
@@ -123,6 +129,11 @@ export class AudioEngine {
         processorOptions: { maxQueued: MAX_QUEUED_SAMPLES },
       });
       engine.playback.connect(context.destination);
+    } catch (error) {
+      engine.close();
+      throw error;
+    }
+    try {
       engine.stream = await navigator.mediaDevices.getUserMedia({
         audio: {
           channelCount: 1,
@@ -147,12 +158,21 @@ export class AudioEngine {
         engine.onFrame(e.data);
       };
       source.connect(engine.capture);
-      await context.resume();
     } catch (error) {
-      engine.close();
-      throw error;
+      engine.micError = error instanceof Error ? error.message || error.name : String(error);
     }
+    // Waited for a moment only: without a user gesture the browser keeps the context
+    // suspended until one comes (resume() then), and joining must not wait for that.
+    await Promise.race([context.resume().catch(() => {}), new Promise((r) => setTimeout(r, RESUME_WAIT_MS))]);
     return engine;
+  }
+
+  get running(): boolean {
+    return this.context.state === "running";
+  }
+
+  resume(): Promise<void> {
+    return this.context.resume();
   }
 
   private async loadWorklets(): Promise<void> {

@@ -136,7 +136,7 @@ export class Call {
       // A real microphone gets the browser's echo cancellation, noise suppression and gain.
       audio = await AudioEngine.open({ processing: hooks.processing });
     } catch (error) {
-      throw new BangorError(`no microphone: ${error instanceof Error ? error.message : String(error)}`);
+      throw new BangorError(`no sound in this browser: ${error instanceof Error ? error.message : String(error)}`);
     }
     let transport: Transport | null = null;
     try {
@@ -205,7 +205,28 @@ export class Call {
     this.hooks.ui.notice(
       `Joined. Members show "verified" once they proved the room secret; compare safety numbers to be sure.`,
     );
+    if (this.audio.micError) {
+      this.problem(`no microphone (${this.audio.micError}): you can listen and chat, nobody hears you`);
+    }
+    if (!this.audio.running) this.waitForGesture();
     this.drawMembers();
+  }
+
+  /** The browser holds sound back until the user touches the page (autojoin from a
+   * link): say so, and start it on the first click or key. */
+  private waitForGesture(): void {
+    this.hooks.ui.notice("Sound is paused by the browser: click or press a key on the page to start it.");
+    const start = (): void => {
+      void this.audio.resume().then(() => {
+        if (this.audio.running) {
+          document.removeEventListener("pointerdown", start);
+          document.removeEventListener("keydown", start);
+          this.hooks.ui.notice("Sound on.");
+        }
+      });
+    };
+    document.addEventListener("pointerdown", start);
+    document.addEventListener("keydown", start);
   }
 
   // --- the control channel ---------------------------------------------------------

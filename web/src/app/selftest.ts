@@ -18,6 +18,10 @@ export interface SelfTestResult {
 
 export async function audioSelfTest(frames: number, processing: boolean): Promise<SelfTestResult> {
   const engine = await AudioEngine.open({ processing });
+  if (engine.micError) {
+    engine.close();
+    throw new Error(`no microphone: ${engine.micError}`);
+  }
   const encoder = new OpusEncoder();
   const decoder = new OpusDecoder();
   const result: SelfTestResult = { captured: 0, encoded: 0, decoded: 0, concealed: 0, bytes: 0, peakLevel: 0 };
