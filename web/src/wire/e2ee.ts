@@ -662,6 +662,8 @@ export class RoomCrypto {
     }
     for (const item of await released) {
       if (item.purpose === PURPOSE_VOICE) {
+        // It left while the frames opened: its voice has no stream to go to any more.
+        if (this.members.get(member.sessionId) !== member) continue;
         this.events.push(Object.freeze({ type: "VoiceReleased", sessionId: member.sessionId, payload: item.plaintext }));
       } else {
         this.chatPlaintext(member, item.plaintext, now);

@@ -262,6 +262,31 @@ test("member messages: encodings as PROTOCOL 8.3 / 8.7, hostile decodes", () => 
   assert.equal(decodeChat(encode({ seq: 2n ** 63n - 1n, text: "a" }, { useBigInt64: true })).seq, 2n ** 63n - 1n);
 });
 
+test("review: voice released after its sender left is dropped (the key install awaited WebCrypto meanwhile)", async () => {
+  const room = new Room();
+  const a = await room.join(1, "alice");
+  const b = await room.join(2, "bob");
+  await room.join(3, "carol");
+  room.members.delete(3);
+  b.memberLeft(3, room.now);
+  const keyMessages = b.peerMessagesToSend();
+  assert.equal(await a.openVoice(2, await b.sealVoice(bytes("new gen")), room.now), null);
+  await a.openChat(2, await b.sealChat("said before leaving"), room.now);
+  // member_left for bob is handled while alice's install of bob's key opens the held
+  // frames: a VoiceReleased then would make the app a stream for a member who is gone.
+  const inbound = (a as unknown as { members: Map<number, { inbound: { install: (...x: never[]) => unknown } }> }).members.get(2)?.inbound;
+  assert.ok(inbound);
+  const install = inbound.install.bind(inbound);
+  inbound.install = (...args: never[]) => {
+    const released = install(...args);
+    a.memberLeft(2, room.now);
+    return released;
+  };
+  for (const [to, data] of keyMessages) await room.members.get(to)?.peerReceived(2, data, room.now);
+  assert.equal(room.of(1, "VoiceReleased").length, 0);
+  assert.deepEqual(room.of(1, "ChatOpened").map((e) => e.text), ["said before leaving"]); // it was said in the room
+});
+
 test("review: values of unknown fields are skipped as msgspec skips them; member messages are msgspec's bytes", () => {
   const h = (x: string): Uint8Array => fromHex(x.replace(/ /g, ""));
   // {"user": "bob", "nick": "", "z": {1: 2}}: msgspec skips "z" (an int key deep inside is
