@@ -113,11 +113,13 @@ def _log_to_stderr(level: int) -> None:
     handler.setFormatter(_EscapingFormatter("%(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("quic").setLevel(logging.WARNING)  # aioquic: a line per connection event
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from bangor.server.app import serve
 
+    web = _web_options(args)
     _log_to_stderr(logging.INFO)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     url = _store_url(args)
@@ -127,7 +129,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "open mode: no accounts; anyone who reaches this port can create rooms, and an "
             "invite code is enough to join one"
         )
-    web = _web_options(args)
     with contextlib.suppress(asyncio.CancelledError):
         _run(lambda: serve(args.host, args.port, data_dir, url, settings, web))
     print("bangor.server: stopped", file=sys.stderr)

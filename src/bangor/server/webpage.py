@@ -99,6 +99,7 @@ class PageServer:
     per_address: dict[str, int] = field(default_factory=dict)
     connections: int = 0
     served: int = 0
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self, host: str, port: int) -> asyncio.Server:
         self.tcp = await asyncio.start_server(
@@ -115,6 +116,8 @@ class PageServer:
     def close(self) -> None:
         if self.tcp is not None:
             self.tcp.close()
+        for task in self.tasks:
+            task.cancel()
 
     def config(self) -> bytes:
         return json.dumps(
@@ -173,11 +176,19 @@ class PageServer:
             return
         self.connections += 1
         self.per_address[address] = self.per_address.get(address, 0) + 1
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
         try:
             await self._serve(reader, writer)
         except (ConnectionError, OSError, ssl.SSLError):
             pass
+        except asyncio.CancelledError:
+            # close() cancels us. Ending cancelled would make Python 3.11's streams
+            # callback log a CancelledError traceback (as in app.py).
+            pass
         finally:
+            self.tasks.discard(task)
             self.connections -= 1
             left = self.per_address[address] - 1
             if left:
@@ -202,11 +213,8 @@ class PageServer:
             match = _REQUEST_LINE.match(lines[0])
             host = self._host(lines[1:])
             if match is None:
-                status, body, method = (
-                    (405 if lines[0][:4] not in (b"GET ", b"HEAD") else 400),
-                    b"",
-                    b"GET",
-                )
+                known = lines[0].split(b" ", 1)[0] in (b"GET", b"HEAD")
+                status, body, method = (400 if known else 405), b"", b"GET"
                 headers: list[tuple[str, str]] = []
             else:
                 method = match.group(1)
