@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from aioquic.buffer import encode_uint_var
+from aioquic.h3.connection import H3Connection
 from cryptography.hazmat.primitives import serialization
 
 from bangor.client.control import ControlClient
@@ -331,3 +333,20 @@ async def test_connections_over_the_per_address_cap_are_refused(tmp_path: Path) 
             assert web.endpoint.stats.refused_connections == 1
     finally:
         await server.close()
+
+
+def test_the_worked_bytes_of_protocol_section_11() -> None:
+    class Quic:
+        def send_datagram_frame(self, data: bytes) -> None:
+            self.sent = data
+
+    packet = bytes.fromhex("c101b2175c3200000000000000 05".replace(" ", ""))
+    h3 = H3Connection.__new__(H3Connection)  # only send_datagram, no connection
+    h3._quic = Quic()  # type: ignore[assignment]
+    h3.send_datagram(0, packet)
+    assert h3._quic.sent == b"\x00" + packet  # type: ignore[attr-defined]
+    h3.send_datagram(8, packet)
+    assert h3._quic.sent == b"\x02" + packet  # type: ignore[attr-defined]
+    # The control stream's first bytes: the WT_STREAM signal and the session id as varints.
+    assert encode_uint_var(0x41) + encode_uint_var(0) == bytes.fromhex("404100")
+    assert encode_uint_var(SETTING_ENABLE_WEBTRANSPORT) == bytes.fromhex("ab603742")
