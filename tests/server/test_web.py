@@ -350,3 +350,18 @@ def test_the_worked_bytes_of_protocol_section_11() -> None:
     # The control stream's first bytes: the WT_STREAM signal and the session id as varints.
     assert encode_uint_var(0x41) + encode_uint_var(0) == bytes.fromhex("404100")
     assert encode_uint_var(SETTING_ENABLE_WEBTRANSPORT) == bytes.fromhex("ab603742")
+
+
+async def test_a_control_stream_overrun_closes_the_session(tmp_path: Path) -> None:
+    server = await make_server(tmp_path, web_max_receive_buffer=100)
+    try:
+        web = await start_web(server, WebOptions("127.0.0.1", 0))
+        async with web_client("127.0.0.1", web.port) as browser:
+            assert await browser.connect_session(f"127.0.0.1:{web.port}") == 200
+            _reader, writer = browser.open_stream()
+            writer.write(b"\x03\xe8" + bytes(1000))  # more than the session may hold unread
+            await asyncio.wait_for(browser.closed.wait(), 10)
+        assert web.endpoint.stats.closed_overrun == 1
+        await until(lambda: server.unauthenticated == 0)
+    finally:
+        await server.close()

@@ -80,6 +80,7 @@ class WebStats:
     dropped_datagrams: int = 0  # for no live session of the connection
     dropped_queue_full: int = 0  # media to a session whose QUIC send queue is full
     closed_bad_stream: int = 0  # sessions closed for a stream other than the control one
+    closed_overrun: int = 0  # sessions closed for sending far more than was read
 
 
 class H3WebConnection(H3Connection):
@@ -291,13 +292,15 @@ class WebProtocol(QuicConnectionProtocol):
         if session.control is None and event.stream_id % 4 == 0:  # client bidirectional
             session.control = event.stream_id
         if event.stream_id != session.control:
-            log.info("web session from %s: closed, a second stream", self.peer_text)
+            # DEBUG, as for TCP before login: a flood must not flood the log (stats count it).
+            log.debug("web session from %s: closed, a second stream", self.peer_text)
             self.endpoint.stats.closed_bad_stream += 1
             session.end()
             session.close()
             return
         if event.data and not session.reader.feed(event.data):
-            log.info("web session from %s: closed, control stream overrun", self.peer_text)
+            log.debug("web session from %s: closed, control stream overrun", self.peer_text)
+            self.endpoint.stats.closed_overrun += 1
             session.end()
             session.abort()
             return

@@ -147,7 +147,9 @@ class PageServer:
             ("X-Content-Type-Options", "nosniff"),
             ("Referrer-Policy", "no-referrer"),
             ("Content-Security-Policy", csp),
+            # Cross-origin isolated: the page may use SharedArrayBuffer (audio worklets).
             ("Cross-Origin-Opener-Policy", "same-origin"),
+            ("Cross-Origin-Embedder-Policy", "require-corp"),
         ]
 
     def respond(
