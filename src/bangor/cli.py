@@ -137,9 +137,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _web_options(args: argparse.Namespace) -> WebOptions | None:
     """--web [HOST:]PORT and --tls-cert/--tls-key, checked before anything starts."""
-    from bangor.server.web import WebOptions
-    from bangor.server.webpage import check_web_host
-
     tls_cert = Path(args.tls_cert) if args.tls_cert else None
     tls_key = Path(args.tls_key) if args.tls_key else None
     if args.web is None:
@@ -148,6 +145,8 @@ def _web_options(args: argparse.Namespace) -> WebOptions | None:
         return None
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
+    from bangor.server.web import WebOptions  # aioquic only when asked for
+    from bangor.server.webpage import check_web_host
     host, sep, port_text = args.web.rpartition(":")
     if not sep:
         host = args.host
