@@ -147,6 +147,7 @@ def _web_options(args: argparse.Namespace) -> WebOptions | None:
         raise UsageError("--tls-cert and --tls-key go together")
     from bangor.server.web import WebOptions  # aioquic only when asked for
     from bangor.server.webpage import check_web_host
+
     host, sep, port_text = args.web.rpartition(":")
     if not sep:
         host = args.host

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -365,3 +366,19 @@ async def test_a_control_stream_overrun_closes_the_session(tmp_path: Path) -> No
         await until(lambda: server.unauthenticated == 0)
     finally:
         await server.close()
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1"])
+async def test_localhost_listens_on_both_loopback_addresses(server: Server, address: str) -> None:
+    # Chromium resolves localhost to ::1 and 127.0.0.1 itself and tries WebTransport on
+    # ::1 alone.
+    if address == "::1":
+        try:
+            with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+                probe.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback here")
+    web = await start_web(server, WebOptions("localhost", 0))
+    assert web.url == f"http://localhost:{web.port}/"
+    async with web_client(address, web.port, server_name="localhost") as browser:
+        assert await browser.connect_session(f"localhost:{web.port}") == 200

@@ -382,7 +382,7 @@ class WebEndpoint:
     certificates: SelfCertificates | None  # None: the operator's certificate
     stats: WebStats = field(default_factory=WebStats)
     wall_clock: Callable[[], float] = time.time
-    quic_server: QuicServer | None = None
+    quic_servers: list[QuicServer] = field(default_factory=list)
     protocols: set[WebProtocol] = field(default_factory=set)
     per_address: dict[str, int] = field(default_factory=dict)
     sessions: dict[WebAddress, WebSession] = field(default_factory=dict)
@@ -414,12 +414,25 @@ class WebEndpoint:
         return cls(server, configuration, certificates)
 
     async def start(self, host: str, port: int) -> None:
-        self.quic_server = await serve(
-            host,
-            port,
-            configuration=self.configuration,
-            create_protocol=lambda quic, **kw: WebProtocol(quic, self, **kw),
-        )
+        """Listen on UDP ``host``:``port`` (OSError if it cannot). For ``localhost`` on
+        127.0.0.1 and, if it exists, ::1: Chromium resolves the name to both by itself
+        and tries WebTransport on ::1 only, with no fallback."""
+        hosts = [host] if host != "localhost" else ["127.0.0.1", "::1"]
+        for i, address in enumerate(hosts):
+            try:
+                quic_server = await serve(
+                    address,
+                    port,
+                    configuration=self.configuration,
+                    create_protocol=lambda quic, **kw: WebProtocol(quic, self, **kw),
+                )
+            except OSError:
+                if i == 0:
+                    self.close()
+                    raise
+                log.debug("no WebTransport on %s: cannot listen there", address)
+                continue
+            self.quic_servers.append(quic_server)
         self.server.set_web(self)
         self._arm_renewal()
 
@@ -539,8 +552,9 @@ class WebEndpoint:
         self.server.set_web(None)
         for session in list(self.sessions.values()):
             session.close()
-        if self.quic_server is not None:
-            self.quic_server.close()
+        for quic_server in self.quic_servers:
+            quic_server.close()
+        self.quic_servers = []
 
 
 @dataclass
