@@ -148,7 +148,7 @@ class RelayProtocol(asyncio.DatagramProtocol):
         web = self.web
         if web is None:
             for packet, dest in relay.datagrams_to_send():
-                transport.sendto(packet, dest)  # type: ignore[arg-type]  # UDP only
+                transport.sendto(packet, dest)  # type: ignore[arg-type]  # no WebAddress without --web
         else:
             send_media(relay.datagrams_to_send(), transport, web)
 
