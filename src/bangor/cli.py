@@ -36,6 +36,7 @@ from bangor.wire.voice import MAX_REDUNDANT
 
 if TYPE_CHECKING:
     from bangor.client.app import Login
+    from bangor.server.web import WebOptions
 
     # Not subscriptable at run time; annotations only.
     Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -112,11 +113,13 @@ def _log_to_stderr(level: int) -> None:
     handler.setFormatter(_EscapingFormatter("%(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("quic").setLevel(logging.WARNING)  # aioquic: a line per connection event
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from bangor.server.app import serve
 
+    web = _web_options(args)
     _log_to_stderr(logging.INFO)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     url = _store_url(args)
@@ -127,9 +130,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "invite code is enough to join one"
         )
     with contextlib.suppress(asyncio.CancelledError):
-        _run(lambda: serve(args.host, args.port, data_dir, url, settings))
+        _run(lambda: serve(args.host, args.port, data_dir, url, settings, web))
     print("bangor.server: stopped", file=sys.stderr)
     return ExitCode.OK
+
+
+def _web_options(args: argparse.Namespace) -> WebOptions | None:
+    """--web [HOST:]PORT and --tls-cert/--tls-key, checked before anything starts."""
+    tls_cert = Path(args.tls_cert) if args.tls_cert else None
+    tls_key = Path(args.tls_key) if args.tls_key else None
+    if args.web is None:
+        if tls_cert or tls_key:
+            raise UsageError("--tls-cert and --tls-key need --web")
+        return None
+    if (tls_cert is None) != (tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together")
+    from bangor.server.web import WebOptions  # aioquic only when asked for
+    from bangor.server.webpage import check_web_host
+
+    host, sep, port_text = args.web.rpartition(":")
+    if not sep:
+        host = args.host
+    host = host.strip("[]") or args.host
+    try:
+        port = int(port_text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--web {args.web}: expected [HOST:]PORT")
+    check_web_host(host, tls_cert is not None)
+    if tls_cert is not None and tls_key is not None:
+        from bangor.server.webcert import check_operator_files
+
+        check_operator_files(tls_cert, tls_key)
+    return WebOptions(host, port, tls_cert, tls_key)
 
 
 def cmd_user(args: argparse.Namespace) -> int:
@@ -591,6 +625,14 @@ def _add_serve(sub: Subcommands) -> None:
     serve.add_argument(
         "--open", action="store_true", help="no accounts: an invite code is enough to join"
     )
+    serve.add_argument(
+        "--web",
+        metavar="[HOST:]PORT",
+        help="serve the browser client: the page on TCP PORT, WebTransport on UDP PORT "
+        "(HOST defaults to --host; plain HTTP only on loopback, else give --tls-cert/--tls-key)",
+    )
+    serve.add_argument("--tls-cert", metavar="FILE", help="PEM certificate (chain) for --web")
+    serve.add_argument("--tls-key", metavar="FILE", help="PEM private key for --tls-cert")
     serve.set_defaults(func=cmd_serve)
 
 

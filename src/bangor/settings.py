@@ -109,6 +109,29 @@ class ServerSettings:
     max_limited_users: int = 4096  # accounts whose rate state is kept after their sessions end
     # Accounts-free mode (``serve --open``): any name logs in, an invite is enough.
     open: bool = False
+    # Browser clients (``serve --web``): WebTransport over QUIC (server/web.py). Each QUIC
+    # connection carries one session, which counts against the limits above like a TCP
+    # connection; these bound the connections themselves.
+    max_web_connections: int = 128
+    max_web_connections_per_address: int = 16
+    web_connect_timeout: float = 5.0  # seconds from the QUIC handshake to the CONNECT
+    web_close_grace: float = 2.0  # seconds a closed session's connection stays for its last bytes
+    web_idle_timeout: float = 30.0  # QUIC idle timeout; the control channel pings every 2 s
+    web_packet_size: int = 1250  # bytes of a UDP packet QUIC sends (what Chromium uses)
+    # Largest media packet sent to a browser (Chromium's maxDatagramSize is 1211): the
+    # relay drops bigger ones for that member and counts them (dropped_too_big).
+    web_max_datagram: int = 1200
+    web_max_queued_datagrams: int = 64  # per connection, waiting for congestion control
+    web_max_receive_buffer: int = 256 * 1024  # control bytes a session may send unread
+    # The self-made certificate (no --tls-cert): browsers take a hash-pinned one only if
+    # it is valid for less than 14 days; renewed when this little of it is left.
+    web_cert_lifetime: float = 13 * 86400.0
+    web_cert_renew_before: float = 3 * 86400.0
+    # The page (HTTP/1.1 on TCP, server/webpage.py).
+    max_page_connections: int = 64
+    max_page_connections_per_address: int = 16
+    page_request_timeout: float = 10.0  # seconds for a whole request head
+    max_page_request: int = 8192  # bytes of a request head
 
 
 @dataclass(frozen=True)

@@ -642,6 +642,23 @@ def test_pending_expiry() -> None:
     assert inb.get_timer() == 2.0 + TIMEOUT + GRACE  # only the old key remains
 
 
+def test_a_held_frame_is_dropped_at_the_time_get_timer_gives() -> None:
+    # arrived + timeout rounds so that (arrived + timeout) - arrived < timeout: a check
+    # written as `now - arrived >= timeout` did nothing at the timer's own time, and the
+    # timer stayed due for ever (found by the TypeScript port's review).
+    arrived, timeout = 48312.06397341265, 0.1
+    assert (arrived + timeout) - arrived < timeout
+    out, inb = setup(pending_timeout=timeout)
+    out.rotate(tokens(23))
+    assert open_(inb, seal(out, b"a"), arrived) is None
+    when = inb.get_timer()
+    assert when == arrived + timeout
+    assert inb.expire(when) == 1
+    assert inb.get_timer() != when
+    assert open_(inb, seal(out, b"b"), arrived) is None
+    assert inb.install(out.key, metadata_for, arrived + timeout) == []  # due: dropped
+
+
 def test_held_garbage_is_dropped_at_install() -> None:
     out, inb = setup()
     out.rotate(tokens(20))

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from bangor import __version__
 from bangor.errors import (
@@ -38,7 +38,7 @@ from bangor.server.admission import Admission, Closing, Stage
 from bangor.server.hashing import return_hash_memory
 from bangor.server.limits import Kind, SessionLimits, UserBuckets, Verdict, user_rates
 from bangor.server.lockout import shown_name
-from bangor.server.relay import Address, Relay
+from bangor.server.relay import Address, Relay, UdpAddress, WebAddress
 from bangor.server.rooms import RoomRegistry
 from bangor.server.sqlite import secure_data_dir
 from bangor.server.store import Store, check_user_name
@@ -49,6 +49,9 @@ from bangor.wire.media import MEDIA_SECRET_SIZE, MediaKeys, derive_media_keys
 from bangor.wire.noise import fingerprint, format_fingerprint, public_key
 from bangor.wire.session import ENDED, ControlSession, RequestReceived, Role, State
 from bangor.wire.stun import BindingResponder
+
+if TYPE_CHECKING:
+    from bangor.server.web import WebOptions
 
 log = logging.getLogger("bangor.server")
 
@@ -67,19 +70,70 @@ class SessionClosed(Exception):
     """Raised inside a connection to end it after a fatal Error was queued."""
 
 
+class ControlReader(Protocol):
+    """What a :class:`Connection` reads its client's bytes from: a TCP stream, or the
+    control stream of a WebTransport session (server/web.py)."""
+
+    async def read(self, n: int = -1) -> bytes: ...
+
+
+class ControlTransport(Protocol):
+    def get_write_buffer_size(self) -> int: ...
+
+    def abort(self) -> None: ...
+
+
+class ControlWriter(Protocol):
+    """What a :class:`Connection` writes to (asyncio.StreamWriter for TCP)."""
+
+    @property
+    def transport(self) -> ControlTransport: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class WebSink(Protocol):
+    """Where media for a :class:`WebAddress` goes: the WebTransport shell."""
+
+    def send_datagram(self, packet: bytes, dest: WebAddress) -> None: ...
+
+    def flush(self) -> None:
+        """Send what :meth:`send_datagram` queued."""
+
+
+def send_media(
+    out: list[tuple[bytes, Address]], udp: asyncio.DatagramTransport | None, web: WebSink | None
+) -> None:
+    """Send the relay's output: UDP addresses through the socket, WebTransport sessions
+    through their QUIC connections."""
+    for packet, dest in out:
+        if isinstance(dest, WebAddress):
+            if web is not None:
+                web.send_datagram(packet, dest)
+        elif udp is not None:
+            udp.sendto(packet, dest)
+    if web is not None:
+        web.flush()
+
+
 class RelayProtocol(asyncio.DatagramProtocol):
     """Thin glue from the UDP socket to the sans-I/O relay and STUN responder."""
 
-    def __init__(self, relay: Relay, stun: BindingResponder) -> None:
+    def __init__(self, relay: Relay, stun: BindingResponder, web: WebSink | None = None) -> None:
         self.relay = relay
         self.stun = stun
         self.transport: asyncio.DatagramTransport | None = None
+        self.web = web  # set when the server also speaks WebTransport
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's UDP transport does not subclass asyncio.DatagramTransport.
         self.transport = cast(asyncio.DatagramTransport, transport)
 
-    def datagram_received(self, data: bytes, addr: Address) -> None:
+    def datagram_received(self, data: bytes, addr: UdpAddress) -> None:
         transport = self.transport
         if transport is None:
             return
@@ -91,8 +145,12 @@ class RelayProtocol(asyncio.DatagramProtocol):
             return
         relay = self.relay
         relay.datagram_received(data, addr, now)
-        for packet, dest in relay.datagrams_to_send():
-            transport.sendto(packet, dest)
+        web = self.web
+        if web is None:
+            for packet, dest in relay.datagrams_to_send():
+                transport.sendto(packet, dest)  # type: ignore[arg-type]  # no WebAddress without --web
+        else:
+            send_media(relay.datagrams_to_send(), transport, web)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP unreachable from a client that went away; nothing to do.
@@ -110,8 +168,8 @@ class Connection:
     """
 
     server: Server
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
+    reader: ControlReader
+    writer: ControlWriter
     session: ControlSession
     peer: str  # address:port, for the log
     source: str  # the address alone: the unit of per-source limits
@@ -477,6 +535,11 @@ class Server:
         self.tasks: set[asyncio.Task[None]] = set()
         self.tcp: asyncio.Server | None = None
         self.udp: asyncio.DatagramTransport | None = None
+        self.udp_protocol: RelayProtocol | None = None
+        self.web: WebSink | None = None  # the WebTransport shell, with --web
+        # What --web adds: stopped with the listeners, and after the sessions ended.
+        self.closers: list[Callable[[], None]] = []
+        self.after_close: list[Callable[[], None]] = []
         self.address: tuple[str, int] = ("", 0)
 
     @property
@@ -495,8 +558,8 @@ class Server:
             tcp = await asyncio.start_server(self._on_connect, host, port, reuse_address=True)
             bound = tcp.sockets[0].getsockname()[1]
             try:
-                transport, _ = await loop.create_datagram_endpoint(
-                    lambda: RelayProtocol(self.relay, self.stun),
+                transport, protocol = await loop.create_datagram_endpoint(
+                    lambda: RelayProtocol(self.relay, self.stun, self.web),
                     local_addr=(host, bound),
                     family=socket.AF_INET6 if ":" in host else socket.AF_INET,
                 )
@@ -506,6 +569,7 @@ class Server:
                     raise
                 continue
             self.tcp, self.udp = tcp, transport
+            self.udp_protocol = protocol
             self.address = (host, bound)
             return
         raise OSError("could not bind TCP and UDP on one port number")
@@ -513,6 +577,8 @@ class Server:
     async def close(self) -> None:
         if self.tcp is not None:
             self.tcp.close()
+        for closer in self.closers:
+            closer()
         if self._admission_timer is not None:
             self._admission_timer.cancel()
         for conn in list(self.connections.values()):
@@ -524,12 +590,31 @@ class Server:
             await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.udp is not None:
             self.udp.close()
+        for closer in self.after_close:
+            closer()
         await self.store.close()
+
+    def set_web(self, web: WebSink | None) -> None:
+        """Route media for WebTransport sessions through ``web`` (None: no longer)."""
+        self.web = web
+        if self.udp_protocol is not None:
+            self.udp_protocol.web = web
+
+    def send_media(self, out: list[tuple[bytes, Address]]) -> None:
+        send_media(out, self.udp, self.web)
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peername = writer.get_extra_info("peername")
         address = str(peername[0]) if peername else "?"
         peer = f"{address}:{peername[1]}" if peername else "?"
+        await self.run_connection(reader, writer, peer, address)
+
+    async def run_connection(
+        self, reader: ControlReader, writer: ControlWriter, peer: str, address: str
+    ) -> None:
+        """Admit one client's control channel and serve it until it ends: a TCP
+        connection, or a WebTransport session's control stream (server/web.py).
+        ``address`` is the source per-source limits count by."""
         conn = Connection(
             self,
             reader,
@@ -648,17 +733,32 @@ async def open_server(
 
 
 async def serve(
-    host: str, port: int, data_dir: Path, db_url: str, settings: ServerSettings | None = None
+    host: str,
+    port: int,
+    data_dir: Path,
+    db_url: str,
+    settings: ServerSettings | None = None,
+    web: WebOptions | None = None,
 ) -> None:
-    """Run until cancelled; logs the ready line the command-line contract promises."""
+    """Run until cancelled; logs the ready lines the command-line contract promises."""
     server = await open_server(data_dir, db_url, settings)
     try:
         await server.start(host, port)
     except OSError as exc:
         await server.store.close()
         raise BangorError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    if web is not None:
+        from bangor.server.web import start_web  # aioquic only when asked for
+
+        try:
+            url = (await start_web(server, web)).url
+        except BaseException:
+            await server.close()
+            raise
     log.warning("server key fingerprint %s", server.fingerprint)
     log.warning("listening on %s:%d", *server.address)
+    if web is not None:
+        log.warning("web client at %s", url)
     try:
         await asyncio.Event().wait()
     finally:

@@ -18,10 +18,35 @@ from dataclasses import dataclass, field
 
 from bangor.errors import PacketError
 from bangor.settings import ServerSettings
-from bangor.wire.media import HopOpener, HopSealer, MediaKeys, PacketType, peek_session_id
+from bangor.wire.media import (
+    HEADER_SIZE,
+    TAG_SIZE,
+    HopOpener,
+    HopSealer,
+    MediaKeys,
+    PacketType,
+    peek_session_id,
+)
 from bangor.wire.voice import pack_relayed, unpack_except
 
-Address = tuple[str, int]
+
+@dataclass(frozen=True, slots=True)
+class WebAddress:
+    """Where a WebTransport session's media goes: the session, not a UDP address.
+
+    The relay treats it like any address (learned from authenticated datagrams only);
+    the shell that owns the session sends what goes to it as HTTP/3 datagrams.
+    """
+
+    connection: int  # the QUIC connection's number, unique while the server runs
+    stream_id: int  # the session's CONNECT stream
+    max_datagram: int  # the largest media packet the session carries
+
+
+UdpAddress = tuple[str, int]
+Address = UdpAddress | WebAddress
+NO_LIMIT = 1 << 16  # a UDP address takes any packet the relay makes
+_OVERHEAD = HEADER_SIZE + TAG_SIZE
 
 
 @dataclass
@@ -35,6 +60,9 @@ class RelayStats:
     dropped_unknown: int = 0  # no such session
     dropped_auth: int = 0  # tag did not verify or replayed
     dropped_oversize: int = 0
+    # Forwarded packets (or keepalive answers) larger than the recipient's datagram limit:
+    # a WebTransport session carries at most its max_datagram (Chromium: 1211 bytes).
+    dropped_too_big: int = 0
 
 
 @dataclass(eq=False)
@@ -44,6 +72,7 @@ class RelaySession:
     sealer: HopSealer
     addr: Address | None = None
     room: Hashable | None = None
+    max_datagram: int = NO_LIMIT  # of the learned address
 
 
 @dataclass
@@ -105,6 +134,7 @@ class Relay:
             return
         # Authenticated and fresh: only now may the source address be trusted.
         session.addr = addr
+        session.max_datagram = addr.max_datagram if type(addr) is WebAddress else NO_LIMIT
         if header.type is PacketType.VOICE or header.type is PacketType.VOICE_EXCEPT:
             skip: frozenset[int] = frozenset()
             if header.type is PacketType.VOICE_EXCEPT:
@@ -120,17 +150,24 @@ class Relay:
             if session.room is None:
                 return
             relayed = pack_relayed(session.session_id, payload)
+            size = len(relayed) + _OVERHEAD
             out = self._outgoing
             before = len(out)
             for member in self._rooms[session.room]:
                 if member is not session and member.addr is not None:
                     if skip and member.session_id in skip:
                         continue
+                    if size > member.max_datagram:
+                        stats.dropped_too_big += 1
+                        continue
                     out.append((member.sealer.seal(PacketType.VOICE, relayed), member.addr))
             stats.forwarded += len(out) - before
             return
         if header.type is PacketType.KEEPALIVE:
             stats.keepalives += 1
+            if len(payload) + _OVERHEAD > session.max_datagram:
+                stats.dropped_too_big += 1
+                return
             # Same payload back, so the answer is never larger than the request.
             self._outgoing.append((session.sealer.seal(PacketType.KEEPALIVE_ACK, payload), addr))
             return

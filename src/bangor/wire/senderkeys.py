@@ -447,7 +447,7 @@ class Inbound:
             held.clear()
         released: list[Released] = []
         for entry in entries:
-            if now - entry.arrived >= self._pending_timeout:
+            if now >= entry.arrived + self._pending_timeout:  # the sum get_timer gives
                 self._dropped += 1
                 continue
             try:
@@ -474,7 +474,7 @@ class Inbound:
             self._expire_keys(now)
         dropped = 0
         for held in self._held.values():
-            while held and now - held[0].arrived >= self._pending_timeout:
+            while held and now >= held[0].arrived + self._pending_timeout:
                 held.popleft()
                 dropped += 1
         self._dropped += dropped

@@ -119,6 +119,7 @@ export class MediaSession {
   private nextReport: number | null = null;
   private nextPlan: number | null = null;
   private sending: Promise<void> = Promise.resolve(); // the last sendFrame's, for order
+  private leaves = 0; // memberLeft calls so far: tells an open that spanned one
 
   constructor(options: MediaSessionOptions) {
     this.sessionId = options.sessionId;
@@ -146,6 +147,7 @@ export class MediaSession {
   /** A member left: forget its stream and its reports on our voice. */
   memberLeft(sessionId: number, now: number): void {
     if (this.streams.streams.get(sessionId)?.speaking) this.emit({ type: "speaking_stopped", sessionId });
+    this.leaves += 1;
     this.streams.forget(sessionId);
     this.sender.forget(sessionId);
     this.updatePlan(now);
@@ -202,6 +204,7 @@ export class MediaSession {
       return;
     }
     this.received += 1;
+    const leaves = this.leaves;
     let plain: Uint8Array | null;
     try {
       plain = await this.crypto.openVoice(sender, inner, now);
@@ -211,6 +214,9 @@ export class MediaSession {
       return;
     }
     if (plain === null) return; // held until the sender's key arrives
+    // Someone left while this opened: if its stream is gone, the sender may be the one
+    // who left, and a new stream would outlive it (at worst a newcomer's first frame goes).
+    if (this.leaves !== leaves && !this.streams.streams.has(sender)) return;
     if (this.streams.push(sender, plain, now, now)) this.receivedFrames += 1;
     else this.undecryptable += 1;
   }

@@ -22,9 +22,9 @@
 // the calls that open frames (peerReceived, openVoice, openChat) return promises and run
 // one after the other in call order, which keeps chat order and key installs as in Python.
 
-import { encode } from "@msgpack/msgpack";
 import { concat, u32, utf8 } from "./bytes.ts";
-import { LocalProtocolError, PacketError, PeerAuthError, PeerError } from "./errors.ts";
+import { DecodeError, LocalProtocolError, PacketError, PeerAuthError, PeerError } from "./errors.ts";
+import { MpMap, MpWriter, typeName, unpack, type MpValue } from "./msgpack.ts";
 import { identityFingerprint, identityPublicKey, safetyHalf } from "./identity.ts";
 import { MessageKind, PairChannel, PeerMessage, PeerVerified, deriveRoomPsk, pairPrologue } from "./pairwise.ts";
 import {
@@ -109,18 +109,20 @@ export interface ChatBody {
   readonly text: string;
 }
 
-// Field order as msgspec writes it, so our bytes equal Python's (PROTOCOL 8.3.2/8.3.3/8.7).
+// Field order as msgspec writes it, so our bytes equal Python's (PROTOCOL 8.3.2/8.3.3/8.7);
+// msgpack.ts's writer picks msgspec's forms, as for the control messages.
 export function encodeHello(hello: PeerHello): Uint8Array {
-  return encode({ user: hello.user, nick: hello.nick });
+  return new MpWriter().mapHeader(2).str("user").str(hello.user).str("nick").str(hello.nick).bytes();
 }
 export function encodeKeyMessage(key: SenderKey): Uint8Array {
-  return encode({ t: "key", generation: key.generation, step: key.step, base_key: key.baseKey });
+  const w = new MpWriter().mapHeader(4).str("t").str("key");
+  return w.str("generation").int(key.generation).str("step").int(key.step).str("base_key").bin(key.baseKey).bytes();
 }
 export function encodeReport(lossPermille: number): Uint8Array {
-  return encode({ t: "rr", loss_permille: lossPermille });
+  return new MpWriter().mapHeader(2).str("t").str("rr").str("loss_permille").int(lossPermille).bytes();
 }
 export function encodeChat(seq: number, text: string): Uint8Array {
-  return encode({ seq, text });
+  return new MpWriter().mapHeader(2).str("seq").int(seq).str("text").str(text).bytes();
 }
 
 class Malformed extends Error {}
@@ -129,144 +131,39 @@ function fail(message: string): never {
   throw new Malformed(message);
 }
 
-// A strict MessagePack reader for member messages, so they are judged as msgspec judges
-// them in Python: an int is not a float (1.0 is no step), str is not bin, str must be
-// valid UTF-8, nothing may follow the value. Ints come out as bigints (u63 and u64 are
-// exact), floats as Float, maps as Map (keys must be str, as for a msgspec Struct).
-class Float {
-  constructor(readonly value: number) {}
-}
-type Value = null | boolean | bigint | Float | string | Uint8Array | Value[] | Map<string, Value> | Ext;
-class Ext {
-  readonly ext = true; // an extension value: only ever skipped
-}
-const MAX_DEPTH = 1000; // msgspec nests until Python's recursion limit, ~1000
-const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+// Member messages are read with msgpack.ts's strict reader, so they are judged as msgspec
+// judges them in Python: an int (bigint) is not a float (number), str is not bin, str must
+// be valid UTF-8, nothing may follow the value. Only the top-level map's keys must be str
+// (a msgspec Struct's); values of unknown fields are skipped whatever their keys, as msgspec
+// skips them. msgspec nests until Python's recursion limit (~1000; e2ee.py turns the
+// RecursionError into "nested too deeply"), deeper than control messages allow.
+const MAX_DEPTH = 1000;
 
-class Reader {
-  private at = 0;
-  private readonly view: DataView;
-  constructor(private readonly data: Uint8Array) {
-    this.view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+function decodeMap(data: Uint8Array): Map<string, MpValue> {
+  let value: MpValue;
+  try {
+    value = unpack(data, MAX_DEPTH);
+  } catch (e) {
+    if (e instanceof DecodeError) fail(e.message);
+    throw e;
   }
-
-  get done(): boolean {
-    return this.at === this.data.length;
+  if (!(value instanceof MpMap)) fail(`Expected \`object\`, got \`${typeName(value)}\``);
+  const out = new Map<string, MpValue>();
+  for (const [key, v] of value.entries) {
+    if (typeof key !== "string") fail(`Expected \`str\`, got \`${typeName(key)}\` - at \`key\` in \`$\``);
+    out.set(key, v);
   }
-
-  private need(n: number): number {
-    if (this.at + n > this.data.length) fail("MessagePack data is malformed: input data was truncated");
-    const at = this.at;
-    this.at += n;
-    return at;
-  }
-
-  private bytes(n: number): Uint8Array {
-    const at = this.need(n);
-    return this.data.subarray(at, at + n);
-  }
-
-  private u8 = (): number => this.view.getUint8(this.need(1));
-  private u16 = (): number => this.view.getUint16(this.need(2));
-  private u32 = (): number => this.view.getUint32(this.need(4));
-
-  private str(n: number): string {
-    try {
-      return strictUtf8.decode(this.bytes(n));
-    } catch (e) {
-      if (e instanceof Malformed) throw e;
-      fail("MessagePack data is malformed: invalid UTF-8");
-    }
-  }
-
-  private array(n: number, depth: number): Value[] {
-    const out: Value[] = [];
-    for (let i = 0; i < n; i++) out.push(this.value(depth + 1));
-    return out;
-  }
-
-  private map(n: number, depth: number): Map<string, Value> {
-    const out = new Map<string, Value>();
-    for (let i = 0; i < n; i++) {
-      const key = this.value(depth + 1);
-      if (typeof key !== "string") fail("Expected `str` as an object key");
-      out.set(key, this.value(depth + 1));
-    }
-    return out;
-  }
-
-  value(depth = 0): Value {
-    if (depth > MAX_DEPTH) fail("nested too deeply");
-    const b = this.u8();
-    if (b <= 0x7f) return BigInt(b);
-    if (b >= 0xe0) return BigInt(b - 0x100);
-    if ((b & 0xf0) === 0x80) return this.map(b & 0x0f, depth);
-    if ((b & 0xf0) === 0x90) return this.array(b & 0x0f, depth);
-    if ((b & 0xe0) === 0xa0) return this.str(b & 0x1f);
-    switch (b) {
-      case 0xc0: return null;
-      case 0xc2: return false;
-      case 0xc3: return true;
-      case 0xc4: return Uint8Array.from(this.bytes(this.u8()));
-      case 0xc5: return Uint8Array.from(this.bytes(this.u16()));
-      case 0xc6: return Uint8Array.from(this.bytes(this.u32()));
-      case 0xc7: this.bytes(this.u8() + 1); return new Ext();
-      case 0xc8: this.bytes(this.u16() + 1); return new Ext();
-      case 0xc9: this.bytes(this.u32() + 1); return new Ext();
-      case 0xca: return new Float(this.view.getFloat32(this.need(4)));
-      case 0xcb: return new Float(this.view.getFloat64(this.need(8)));
-      case 0xcc: return BigInt(this.u8());
-      case 0xcd: return BigInt(this.u16());
-      case 0xce: return BigInt(this.u32());
-      case 0xcf: return this.view.getBigUint64(this.need(8));
-      case 0xd0: return BigInt(this.view.getInt8(this.need(1)));
-      case 0xd1: return BigInt(this.view.getInt16(this.need(2)));
-      case 0xd2: return BigInt(this.view.getInt32(this.need(4)));
-      case 0xd3: return this.view.getBigInt64(this.need(8));
-      case 0xd4: this.bytes(2); return new Ext();
-      case 0xd5: this.bytes(3); return new Ext();
-      case 0xd6: this.bytes(5); return new Ext();
-      case 0xd7: this.bytes(9); return new Ext();
-      case 0xd8: this.bytes(17); return new Ext();
-      case 0xd9: return this.str(this.u8());
-      case 0xda: return this.str(this.u16());
-      case 0xdb: return this.str(this.u32());
-      case 0xdc: return this.array(this.u16(), depth);
-      case 0xdd: return this.array(this.u32(), depth);
-      case 0xde: return this.map(this.u16(), depth);
-      case 0xdf: return this.map(this.u32(), depth);
-      default: fail(`MessagePack data is malformed: invalid opcode '\\x${b.toString(16)}'`);
-    }
-  }
+  return out;
 }
 
-function typeName(v: Value): string {
-  if (v === null) return "null";
-  if (typeof v === "boolean") return "bool";
-  if (typeof v === "bigint") return "int";
-  if (typeof v === "string") return "str";
-  if (v instanceof Float) return "float";
-  if (v instanceof Uint8Array) return "bytes";
-  if (Array.isArray(v)) return "array";
-  if (v instanceof Map) return "object";
-  return "ext";
-}
 
-function decodeMap(data: Uint8Array): Map<string, Value> {
-  const reader = new Reader(data);
-  const value = reader.value();
-  if (!reader.done) fail("MessagePack data is malformed: trailing characters");
-  if (!(value instanceof Map)) fail(`Expected \`object\`, got \`${typeName(value)}\``);
-  return value;
-}
-
-function field(map: Map<string, Value>, name: string): Value {
+function field(map: Map<string, MpValue>, name: string): MpValue {
   const value = map.get(name);
   if (value === undefined) fail(`Object missing required field \`${name}\``);
   return value;
 }
 
-function checkInt(value: Value, name: string, min: bigint, max: bigint): bigint {
+function checkInt(value: MpValue, name: string, min: bigint, max: bigint): bigint {
   if (typeof value !== "bigint") fail(`Expected \`int\`, got \`${typeName(value)}\` - at \`$.${name}\``);
   const v = value;
   if (v < min) fail(`Expected \`int\` >= ${min} - at \`$.${name}\``);
@@ -281,7 +178,7 @@ function codePoints(s: string): number {
   return n;
 }
 
-function checkStr(value: Value, name: string, min: number, max: number): string {
+function checkStr(value: MpValue, name: string, min: number, max: number): string {
   if (typeof value !== "string") fail(`Expected \`str\`, got \`${typeName(value)}\` - at \`$.${name}\``);
   const n = codePoints(value);
   if (n < min) fail(`Expected \`str\` of length >= ${min} - at \`$.${name}\``);
@@ -289,7 +186,7 @@ function checkStr(value: Value, name: string, min: number, max: number): string 
   return value;
 }
 
-function checkBytes(value: Value, name: string, size: number): Uint8Array {
+function checkBytes(value: MpValue, name: string, size: number): Uint8Array {
   if (!(value instanceof Uint8Array)) fail(`Expected \`bytes\`, got \`${typeName(value)}\` - at \`$.${name}\``);
   if (value.length !== size) fail(`Expected \`bytes\` of length ${size} - at \`$.${name}\``);
   return Uint8Array.from(value);
@@ -334,12 +231,12 @@ export function decodePayload(data: Uint8Array): PeerPayload {
       const list = field(m, "candidates");
       if (!Array.isArray(list)) fail("Expected `array` - at `$.candidates`");
       if (list.length > MAX_CANDIDATES) fail(`Expected \`array\` of length <= ${MAX_CANDIDATES} - at \`$.candidates\``);
-      const candidates = list.map((c: Value, i) => {
+      const candidates = list.map((c: MpValue, i) => {
         if (!Array.isArray(c) || c.length !== 3) fail(`Expected \`array\` of length 3 - at \`$.candidates[${i}]\``);
         return Object.freeze([
-          checkStr(c[0] as Value, `candidates[${i}][0]`, 0, MAX_NAME),
-          checkStr(c[1] as Value, `candidates[${i}][1]`, 0, MAX_NAME),
-          Number(checkInt(c[2] as Value, `candidates[${i}][2]`, 1n, 65535n)),
+          checkStr(c[0] as MpValue, `candidates[${i}][0]`, 0, MAX_NAME),
+          checkStr(c[1] as MpValue, `candidates[${i}][1]`, 0, MAX_NAME),
+          Number(checkInt(c[2] as MpValue, `candidates[${i}][2]`, 1n, 65535n)),
         ] as const);
       });
       return Object.freeze({ t, key, candidates: Object.freeze(candidates) });
@@ -765,6 +662,8 @@ export class RoomCrypto {
     }
     for (const item of await released) {
       if (item.purpose === PURPOSE_VOICE) {
+        // It left while the frames opened: its voice has no stream to go to any more.
+        if (this.members.get(member.sessionId) !== member) continue;
         this.events.push(Object.freeze({ type: "VoiceReleased", sessionId: member.sessionId, payload: item.plaintext }));
       } else {
         this.chatPlaintext(member, item.plaintext, now);

@@ -164,18 +164,22 @@ function b32encode(data: Uint8Array): string {
 
 /** The bytes, and whether the text was canonical (zero padding bits, no spare character). */
 function b32decode(text: string): [Uint8Array, boolean] {
-  let value = 0n;
-  for (const ch of text) value = (value << 5n) | BigInt(DECODE.get(ch) as number);
-  const bits = text.length * 5;
-  const extra = bits % 8;
-  const n = Math.floor(bits / 8);
-  let rest = value >> BigInt(extra);
-  const data = new Uint8Array(n);
-  for (let i = n - 1; i >= 0; i--) {
-    data[i] = Number(rest & 0xffn);
-    rest >>= 8n;
+  // A small bit accumulator, not one BigInt for the whole text: that was quadratic, and a
+  // pasted or linked code can be any length.
+  const data = new Uint8Array(Math.floor((text.length * 5) / 8));
+  let acc = 0;
+  let have = 0; // bits in acc not yet written
+  let at = 0;
+  for (const ch of text) {
+    acc = ((acc << 5) | (DECODE.get(ch) as number)) & 0xfff; // have <= 7 before: 12 bits suffice
+    have += 5;
+    if (have >= 8) {
+      have -= 8;
+      data[at++] = (acc >> have) & 0xff;
+    }
   }
-  return [data, extra < 5 && (value & ((1n << BigInt(extra)) - 1n)) === 0n];
+  // `have` is bits % 8: the padding, canonical when under 5 bits and all zero.
+  return [data, have < 5 && (acc & ((1 << have) - 1)) === 0];
 }
 
 function clean(text: string): string {

@@ -39,8 +39,11 @@ export function typeName(v: MpValue): string {
   return "ext";
 }
 
-/** Decodes exactly one value filling all of `data`; DecodeError (without prefix) otherwise. */
-export function unpack(data: Uint8Array): MpValue {
+/**
+ * Decodes exactly one value filling all of `data`; DecodeError (without prefix) otherwise.
+ * `maxDepth`: nesting refused beyond it (member messages allow more than control ones).
+ */
+export function unpack(data: Uint8Array, maxDepth: number = MAX_DEPTH): MpValue {
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   let pos = 0;
   const need = (n: number): number => {
@@ -62,7 +65,7 @@ export function unpack(data: Uint8Array): MpValue {
   const u16 = () => view.getUint16(need(2));
   const u32 = () => view.getUint32(need(4));
   const read = (depth: number): MpValue => {
-    if (depth > MAX_DEPTH) throw new DecodeError(NESTED_TOO_DEEPLY);
+    if (depth > maxDepth) throw new DecodeError(NESTED_TOO_DEEPLY);
     const start = pos;
     const op = u8();
     if (op <= 0x7f) return BigInt(op);

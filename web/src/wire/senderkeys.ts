@@ -424,7 +424,7 @@ export class Inbound {
     this.held.chat = [];
     const released: Released[] = [];
     for (const entry of entries) {
-      if (now - entry.arrived >= this.pendingTimeout) {
+      if (now >= entry.arrived + this.pendingTimeout) {
         this.droppedCount += 1;
         continue;
       }
@@ -455,7 +455,9 @@ export class Inbound {
     let dropped = 0;
     for (const p of PURPOSES) {
       const held = this.held[p];
-      while (held.length && now - (held[0] as Held).arrived >= this.pendingTimeout) {
+      // The same sum getTimer() gives: `now - arrived >= timeout` can be false at that
+      // time (rounding), and the timer would come back due without anything to do.
+      while (held.length && now >= (held[0] as Held).arrived + this.pendingTimeout) {
         held.shift();
         dropped += 1;
       }

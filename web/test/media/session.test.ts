@@ -343,3 +343,26 @@ test("datagrams go out in tick order even when sealing settles out of order", as
   a.handleTimer(1);
   assert.equal(a.stats(1).redundancy, 2); // still the startup plan: no report counted
 });
+
+test("review: a voice frame still opening when its sender leaves does not bring its stream back", async () => {
+  // openVoice is async: a frame that was being opened when member_left came used to land
+  // after forget() and make a new stream for a member no longer there (it then played,
+  // counted as speaking and held a jitter buffer for the rest of the call).
+  let release: (v: Uint8Array | null) => void = () => undefined;
+  const crypto: VoiceCrypto = {
+    sealVoice: async (p) => p,
+    openVoice: () => new Promise((resolve) => (release = resolve)),
+  };
+  const s = new MediaSession({ sessionId: 1, hop, crypto, frameMs: 20 });
+  const frame = serializeVoiceFrame(voiceFrame(0, opusOf(0)));
+  const pending = s.receiveDatagram(hop.seal(PacketType.VOICE, packRelayed(7, new Uint8Array([0x5f]))), 0);
+  s.memberLeft(7, 0.001);
+  release(frame);
+  await pending;
+  assert.equal(s.streams.streams.has(7), false);
+  // A sender that did not leave still gets its stream.
+  const next = s.receiveDatagram(hop.seal(PacketType.VOICE, packRelayed(8, new Uint8Array([0x5f]))), 0.002);
+  release(frame);
+  await next;
+  assert.equal(s.streams.streams.has(8), true);
+});

@@ -271,6 +271,8 @@ test("member message decoding accepts and refuses exactly what Python's msgspec 
     ["chat", h("82 a3 736571 03 a4 74657874 c4 02 6869")], // bin, not str
     ["hello", h("82 a4 75736572 a3 626f62 a4 6e69636b c0")], // nick nil
     ["hello", h("83 a4 75736572 a3 626f62 a4 6e69636b a0 a1 7a " + "91".repeat(200) + "c0")], // nested unknown field
+    ["hello", h("83 a4 75736572 a3 626f62 a4 6e69636b a0 a1 7a 81 01 02")], // an int key in a skipped value
+    ["hello", h("83 a4 75736572 a3 626f62 a4 6e69636b a0 a1 7a " + "91".repeat(600) + "c0")], // deeper than control allows
     ["hello", h("81 a4 75736572 a3 626f62")],
     ["payload", h("c1")],
     ["payload", h("")],

@@ -173,3 +173,11 @@ test("Python and JS refuse the same broken codes with the same words", async () 
     assert.throws(() => Invite.parse(text), (e) => e instanceof InviteError && e.message === reply.error, text);
   }
 });
+
+test("review: a huge pasted code is refused in linear time", () => {
+  // The base32 decoder used to shift one BigInt per character: quadratic, 200 000
+  // characters took seconds and a million froze the tab (an invite can come from a link).
+  const start = performance.now();
+  assert.throws(() => Invite.parse("bangor:" + "z".repeat(1_000_000)), InviteError);
+  assert.ok(performance.now() - start < 2000, `took ${performance.now() - start} ms`);
+});

@@ -181,3 +181,18 @@ test("step limit rotates; settings are checked", () => {
   assert.throws(() => new Inbound({ ...SETTINGS, maxGenerationsAhead: 128 }), LocalProtocolError);
   assert.throws(() => new Inbound({ ...SETTINGS, grace: Number.NaN }), LocalProtocolError);
 });
+
+test("review: a held frame is dropped when getTimer() says, not one rounding error later", async () => {
+  // 48312.06397341265 + 0.1 rounds up, so `now - arrived` at that time is below 0.1: a
+  // test of the form "now - arrived >= timeout" left the frame, and getTimer() kept
+  // returning a time already past (a timer that fires again and again at the same now).
+  const inb = new Inbound({ ...SETTINGS, pendingTimeout: 0.1 });
+  const arrived = 48312.06397341265;
+  const frame = concat(new SFrameKey(makeKid(0n, 0, 0), KEY).header(0n), new Uint8Array(40));
+  assert.equal(await open(inb, frame, arrived), null);
+  const due = inb.getTimer() as number;
+  assert.equal(due, arrived + 0.1);
+  assert.equal(inb.expire(due), 1);
+  assert.equal(inb.getTimer(), null);
+  assert.equal(inb.dropped, 1);
+});

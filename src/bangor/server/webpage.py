@@ -1,0 +1,251 @@
+"""The page server for browser clients: a small, strict HTTP/1.1 GET server on TCP.
+
+It serves the built client (package data ``bangor/web/static``) and ``/config.json``,
+one request per connection, with limits on the request size, its time and the number of
+connections. HTTPS when the operator gives a certificate (``--tls-cert``/``--tls-key``);
+plain HTTP only on loopback (checked by :func:`check_web_host`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import re
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+
+from bangor.errors import UsageError
+from bangor.settings import PROTOCOL_VERSION, ServerSettings
+
+log = logging.getLogger("bangor.server.web")
+
+WEBTRANSPORT_PATH = "/bangor/1"
+FILES = {
+    "/": "index.html",
+    "/index.html": "index.html",
+    "/app.js": "app.js",
+    "/style.css": "style.css",
+}
+TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+}
+PLACEHOLDER = (
+    b'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+    b"<title>Bangor</title></head><body><h1>Bangor</h1>"
+    b"<p>The browser client is not built in this installation "
+    b"(src/bangor/web/static is empty): build it with <code>npm run build</code> "
+    b"in web/.</p></body></html>\n"
+)
+_REQUEST_LINE = re.compile(rb"^(GET|HEAD) (/[!-~]*) HTTP/1\.[01]$")
+_HOST = re.compile(r"^[A-Za-z0-9.-]+$|^\[[0-9A-Fa-f:.]+\]$")
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    431: "Request Header Fields Too Large",
+}
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_web_host(host: str, tls: bool) -> None:
+    """Browsers give the microphone and WebTransport only to a secure context: plain
+    HTTP works on loopback alone."""
+    if not tls and not is_loopback(host):
+        raise UsageError(
+            f"--web {host}: a page on a non-loopback address needs HTTPS "
+            "(give --tls-cert FILE --tls-key FILE), or serve it on 127.0.0.1"
+        )
+
+
+def load_static() -> dict[str, bytes]:
+    """The built client's files by name; a placeholder page when it is not built."""
+    files: dict[str, bytes] = {}
+    static = resources.files("bangor").joinpath("web").joinpath("static")
+    for name in set(FILES.values()):
+        item = static.joinpath(name)
+        with contextlib.suppress(OSError):
+            if item.is_file():
+                files[name] = item.read_bytes()
+    files.setdefault("index.html", PLACEHOLDER)
+    return files
+
+
+@dataclass
+class PageServer:
+    settings: ServerSettings
+    web_port: int
+    certificate_hashes: Callable[[], list[str]]
+    ssl_context: ssl.SSLContext | None = None
+    files: dict[str, bytes] = field(default_factory=load_static)
+    tcp: asyncio.Server | None = None
+    per_address: dict[str, int] = field(default_factory=dict)
+    connections: int = 0
+    served: int = 0
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def start(self, host: str, port: int) -> asyncio.Server:
+        self.tcp = await asyncio.start_server(
+            self._on_connect,
+            host,
+            port,
+            reuse_address=True,
+            limit=self.settings.max_page_request,
+            ssl=self.ssl_context,
+            ssl_handshake_timeout=self.settings.page_request_timeout if self.ssl_context else None,
+        )
+        return self.tcp
+
+    def close(self) -> None:
+        if self.tcp is not None:
+            self.tcp.close()
+        for task in self.tasks:
+            task.cancel()
+
+    def config(self) -> bytes:
+        return json.dumps(
+            {
+                "protocol": PROTOCOL_VERSION,
+                "webtransport": {"port": self.web_port, "path": WEBTRANSPORT_PATH},
+                "certificate_hashes": self.certificate_hashes(),
+                "accounts": not self.settings.open,
+            }
+        ).encode()
+
+    def headers(self, content_type: str, host: str | None) -> list[tuple[str, str]]:
+        # The page talks to the WebTransport endpoint on the same port; 'self' covers
+        # https on it from an http page too, the named origin says it plainly.
+        connect = "'self'"
+        if host is not None:
+            connect += f" https://{host}:{self.web_port}"
+        csp = (
+            "default-src 'self'; script-src 'self'; worker-src 'self' blob:; "
+            f"connect-src {connect}; media-src 'self' blob:; style-src 'self'; "
+            "img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+            "form-action 'self'; frame-ancestors 'none'"
+        )
+        return [
+            ("Content-Type", content_type),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"),
+            ("Content-Security-Policy", csp),
+            # Cross-origin isolated: the page may use SharedArrayBuffer (audio worklets).
+            ("Cross-Origin-Opener-Policy", "same-origin"),
+            ("Cross-Origin-Embedder-Policy", "require-corp"),
+        ]
+
+    def respond(
+        self, method: bytes, target: bytes, host: str | None
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        path = target.split(b"?", 1)[0].decode("ascii")
+        if path == "/config.json":
+            body = self.config()
+            content_type = TYPES[".json"]
+        elif (name := FILES.get(path)) is not None and name in self.files:
+            body = self.files[name]
+            content_type = TYPES["." + name.rsplit(".", 1)[1]]
+        else:
+            return 404, [("Content-Type", "text/plain; charset=utf-8")], b"not found\n"
+        return 200, self.headers(content_type, host), body
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        address = str(peer[0]) if peer else "?"
+        settings = self.settings
+        if (
+            self.connections >= settings.max_page_connections
+            or self.per_address.get(address, 0) >= settings.max_page_connections_per_address
+        ):
+            writer.transport.abort()
+            return
+        self.connections += 1
+        self.per_address[address] = self.per_address.get(address, 0) + 1
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, OSError, ssl.SSLError):
+            pass
+        except asyncio.CancelledError:
+            # close() cancels us. Ending cancelled would make Python 3.11's streams
+            # callback log a CancelledError traceback (as in app.py).
+            pass
+        finally:
+            self.tasks.discard(task)
+            self.connections -= 1
+            left = self.per_address[address] - 1
+            if left:
+                self.per_address[address] = left
+            else:
+                del self.per_address[address]
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        status: int
+        try:
+            async with asyncio.timeout(self.settings.page_request_timeout):
+                head = await reader.readuntil(b"\r\n\r\n")
+        except TimeoutError:
+            status, body, method = 408, b"", b"GET"
+        except asyncio.LimitOverrunError:
+            status, body, method = 431, b"", b"GET"
+        except asyncio.IncompleteReadError:
+            return  # the client went away
+        else:
+            lines = head[:-4].split(b"\r\n")
+            match = _REQUEST_LINE.match(lines[0])
+            host = self._host(lines[1:])
+            if match is None:
+                known = lines[0].split(b" ", 1)[0] in (b"GET", b"HEAD")
+                status, body, method = (400 if known else 405), b"", b"GET"
+                headers: list[tuple[str, str]] = []
+            else:
+                method = match.group(1)
+                status, headers, body = self.respond(method, match.group(2), host)
+            self.served += 1
+            self._write(writer, status, headers, body, method == b"HEAD")
+            return
+        self._write(writer, status, [], body, False)
+
+    @staticmethod
+    def _host(lines: list[bytes]) -> str | None:
+        """The Host header when it is a plain host[:port] (it goes into the CSP)."""
+        for line in lines:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"host":
+                text = value.strip().decode("ascii", "replace")
+                host = text.rsplit(":", 1)[0] if not text.endswith("]") else text
+                return host if _HOST.match(host) else None
+        return None
+
+    @staticmethod
+    def _write(
+        writer: asyncio.StreamWriter,
+        status: int,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        head_only: bool,
+    ) -> None:
+        lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}"]
+        lines += [f"{name}: {value}" for name, value in headers]
+        lines += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
+        writer.write("\r\n".join(lines).encode("ascii") + (b"" if head_only else body))
