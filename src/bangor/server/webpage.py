@@ -135,8 +135,11 @@ class PageServer:
         connect = "'self'"
         if host is not None:
             connect += f" https://{host}:{self.web_port}"
+        # blob: in script-src: AudioWorklet modules load under script-src, and the page
+        # makes its two (capture, playback) as Blob URLs from its own bundle; only script
+        # already running in the page can make one.
         csp = (
-            "default-src 'self'; script-src 'self'; worker-src 'self' blob:; "
+            "default-src 'self'; script-src 'self' blob:; worker-src 'self' blob:; "
             f"connect-src {connect}; media-src 'self' blob:; style-src 'self'; "
             "img-src 'self' data:; object-src 'none'; base-uri 'none'; "
             "form-action 'self'; frame-ancestors 'none'"
