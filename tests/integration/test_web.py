@@ -298,6 +298,8 @@ def test_browser_talks_listens_verifies_and_chats(
         ),
         timeout=15,
     )
+    # Every packet fitted a WebTransport datagram, and every one that came opened.
+    assert s["oversize"] == 0 and s["dropped"] == 0 and s["max_datagram_size"] >= 1200
     alice_verified = event_where(alice, "member_verified", nick="Webby")
     assert alice_verified["safety_number"] == s["safety_numbers"]["alice"]
     assert [c["text"] for c in s["chat"] if c["from"] == "alice"] == [
