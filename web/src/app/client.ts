@@ -112,9 +112,6 @@ export class Call {
   private decodedFrames = 0;
   private playedFrames = 0;
   private ticks = 0;
-  /** Wall-clock time (ms since the epoch) of the first captured frame's end: with the
-   * capture count, when each frame was spoken (tests measure mouth-to-ear with it). */
-  private firstCaptureMs: number | null = null;
   onEnded: (reason: string) => void = () => {};
 
   private constructor(
@@ -366,7 +363,6 @@ export class Call {
 
   private onCaptured(pcm: Float32Array<ArrayBuffer>): void {
     if (this.ended || !this.media) return;
-    this.firstCaptureMs ??= performance.timeOrigin + performance.now() - (this.audio.captured - 1) * TICK_MS;
     this.armStall();
     this.speakingSelf = !this.muted && level(pcm) > SPEAKING_LEVEL;
     if (this.muted) this.queue(() => this.sendVoice(null));
@@ -566,7 +562,6 @@ export class Call {
       decoded_frames: this.decodedFrames,
       played_frames: this.playedFrames,
       captured_frames: this.audio.captured,
-      first_capture_ms: this.firstCaptureMs,
       state: this.status,
       room: this.room,
       identity: this.media ? toHex(this.media.crypto.identityPublic) : null,
