@@ -17,7 +17,7 @@ import pytest
 
 from tests.integration.conftest import BANGOR, LineReader, free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
 CHROMIUM = "/usr/bin/chromium"
 
 SESSION = """async (cfg) => {
