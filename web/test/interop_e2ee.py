@@ -9,9 +9,9 @@ and RoomCrypto members (``rc_*``), each named by an ``id``. A failure replies
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Any
+
+from interop_loop import serve
 
 from bangor.errors import PeerError
 from bangor.wire import e2ee
@@ -163,15 +163,7 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        try:
-            reply = handle(json.loads(line))
-        except Exception as exc:  # every failure goes back to the test as data
-            reply = {"error": f"{type(exc).__name__}: {exc}"}
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
+    serve(handle)
 
 
 if __name__ == "__main__":

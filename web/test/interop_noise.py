@@ -7,11 +7,10 @@ A failure replies ``{"error": "..."}`` and the script goes on.
 
 from __future__ import annotations
 
-import json
-import sys
 import warnings
 from typing import Any
 
+from interop_loop import serve
 from noise.connection import Keypair, NoiseConnection
 
 conns: dict[str, Any] = {}
@@ -64,15 +63,7 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        try:
-            reply = handle(json.loads(line))
-        except Exception as exc:  # every failure goes back to the test as data
-            reply = {"error": f"{type(exc).__name__}: {exc}"}
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
+    serve(handle)
 
 
 if __name__ == "__main__":

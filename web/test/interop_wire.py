@@ -9,11 +9,10 @@ test answers for (the script is no server: it sends what it is told).
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Any
 
 import msgspec
+from interop_loop import serve
 
 from bangor.errors import CloseCode
 from bangor.wire import control
@@ -183,15 +182,7 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        try:
-            reply = handle(json.loads(line))
-        except Exception as exc:  # every failure goes back to the test as data
-            reply = {"error": str(exc), "type": type(exc).__name__}
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
+    serve(handle, lambda exc: {"error": str(exc), "type": type(exc).__name__})
 
 
 if __name__ == "__main__":
