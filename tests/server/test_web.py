@@ -16,8 +16,7 @@ from cryptography.hazmat.primitives import serialization
 
 from bangor.client.control import ControlClient
 from bangor.errors import ConnectError
-from bangor.server.app import Server, open_server
-from bangor.server.store import database_url
+from bangor.server.app import Server
 from bangor.server.web import (
     SETTING_ENABLE_WEBTRANSPORT,
     SETTING_WT_MAX_SESSIONS,
@@ -25,23 +24,11 @@ from bangor.server.web import (
     WebService,
     start_web,
 )
-from bangor.settings import ServerSettings
 from bangor.wire import control as msg
 from bangor.wire.media import HopOpener, HopSealer, PacketType, derive_media_keys
 from bangor.wire.voice import unpack_relayed
+from tests.server.test_app import PASSWORD, make_server
 from tests.webclient import WebClient, control_client, web_client
-
-PASSWORD = "pw-for-tests"
-
-
-async def make_server(tmp_path: Path, **limits: float | bool) -> Server:
-    server = await open_server(
-        tmp_path / "data", database_url(tmp_path / "data", None), ServerSettings(**limits)
-    )
-    for name in ("alice", "bob", "carol"):
-        await server.store.add_user(name, PASSWORD)
-    await server.start("127.0.0.1", 0)
-    return server
 
 
 @pytest.fixture
