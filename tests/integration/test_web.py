@@ -60,6 +60,7 @@ SPEECH = (
 # a listener hears as spoken).
 LEAD_S = 4.0
 TONE_HZ = 440
+HANGOVER_FRAMES = 15  # the page's voice gate: 300 ms (web/src/media/gate.ts)
 TONE_FRAMES = 100  # of the CLI member's 20 ms frames the browser must receive
 POLL_MS = 50
 AUTOPLAY = "--autoplay-policy=no-user-gesture-required"
@@ -278,7 +279,23 @@ def test_browser_talks_listens_verifies_and_chats(
     # The speech goes out while the browser's fake microphone plays it.
     speech_frames = int((LEAD_S + len(reference) / SR) / 0.02) + 25
     s = wait_state(page, lambda s: s["captured_frames"] >= speech_frames, timeout=30)
-    assert s["sent_frames"] >= speech_frames - 100  # from joining on, every frame went out
+    # The page's voice gate sent the speech whole (every frame within 40 dB of the
+    # loudest, and its hang-over), and nothing of the silence before and after it.
+    size = SR // 50
+    levels = [
+        float(np.sqrt(np.mean(np.square(reference[i : i + size])))) + 1e-9
+        for i in range(0, len(reference) - size + 1, size)
+    ]
+    audible = sum(20 * np.log10(x / max(levels)) > -40 for x in levels)
+    print(
+        f"voice gate: sent {s['sent_frames']} of {s['captured_frames']} captured frames "
+        f"({s['suppressed_frames']} ticks held back); the speech is {len(levels)} frames, "
+        f"{audible} of them audible"
+    )
+    assert s["vad"] is True
+    assert s["sent_frames"] >= audible
+    assert s["sent_frames"] <= len(levels) + HANGOVER_FRAMES + 5
+    assert s["sent_frames"] < s["captured_frames"] - (LEAD_S - 1) / 0.02
 
     # alice joins with a tone and a chat line with markup in it.
     alice = server.join(
@@ -353,7 +370,7 @@ def test_browser_talks_listens_verifies_and_chats(
     records = read_tap(tap)
     everything = b"".join(b"".join(r) for r in records.values())
     assert any(b"web" in m for m in records[b"C"])  # the tap saw the browser's login
-    assert len(records[b"U"]) > speech_frames  # and its voice, among the others'
+    assert len(records[b"U"]) > s["sent_frames"]  # and its voice, among the others'
     for text in ("hello from the browser", "hello from alice", "onerror"):
         assert text.encode() not in everything
     # 12-byte pieces of each packet (not its padding: a run of zeros is found anywhere).

@@ -61,6 +61,7 @@ async function main(): Promise<void> {
     try {
       call = await Call.join(request, config, window.location.hostname, {
         processing: params.processing,
+        vad: params.vad,
         onState: (text, kind) => ui.setState(text, kind),
         ui,
       });

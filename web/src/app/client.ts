@@ -3,6 +3,7 @@
 // 20 ms ticks; what happens goes to the UI. The cores do the protocol; nothing here
 // parses or seals anything.
 
+import { VoiceGate } from "../media/gate.ts";
 import { toHex } from "../wire/bytes.ts";
 import { AuthError, BangorError, CloseCode, ConnectError, KeyPinError } from "../wire/errors.ts";
 import { AudioEngine, level } from "./audio.ts";
@@ -29,7 +30,10 @@ export const JOIN_TIMEOUT_MS = 10_000;
 /** No captured frame for this long: tick from a timer instead (a silent or lost mic). */
 export const TICK_STALL_MS = 200;
 export const TICK_MS = 20;
-export const SPEAKING_LEVEL = 0.01; // RMS of our own frame that lights our speaking mark
+export const SPEAKING_LEVEL = 0.01; // with &vad=off: RMS of our own frame that lights our speaking mark
+/** Ticks whose frames are at the encoder at once: beyond, the oldest goes out empty (an
+ * encoder that stopped answering must not hold the ticks, and their seq, forever). */
+export const MAX_ENCODING_TICKS = 25;
 export const MAX_CHAT_KEPT = 200; // lines state() reports (tests read it)
 export const MAX_ERRORS_KEPT = 50;
 /** Our first Opus packets of at least OPUS_SAMPLE_BYTES (speech, not silence), kept for
@@ -55,6 +59,8 @@ export interface CallState {
 
 export interface CallHooks {
   processing: boolean;
+  /** &vad=off: no voice gate, every frame goes out while not muted. */
+  vad: boolean;
   onState: (text: string, kind: "ok" | "busy" | "error") => void;
   ui: Ui;
 }
@@ -98,6 +104,11 @@ export class Call {
   private readonly speaking = new Set<number>();
   private readonly opusSample: string[] = [];
   private encoder: OpusEncoder | null = null;
+  private gate: VoiceGate | null = null;
+  // Ticks in capture order, each with the frames it sends (the gate's pre-roll, then its
+  // own) as the encoder returns them: a tick goes to the media session, which numbers
+  // its frames, once all of them are back, and only after the ticks before it.
+  private encoding: { want: number; got: Uint8Array[] }[] = [];
   private you: MemberInfo | null = null;
   private room = "";
   private status = "connecting";
@@ -189,9 +200,15 @@ export class Call {
       identityPrivate: loadIdentity(),
     }));
     for (const m of joined.members) this.addMember(m);
+    this.gate = this.hooks.vad ? new VoiceGate() : null;
     this.encoder = new OpusEncoder();
-    this.encoder.onPacket = (opus) => this.queue(() => this.sendVoice(opus));
-    this.encoder.onError = (error) => this.problem(`the Opus encoder failed: ${error.message}`);
+    this.encoder.onPacket = (opus) => this.encoded(opus);
+    this.encoder.onError = (error) => {
+      // The frames at the encoder are gone: their ticks go out empty.
+      for (const tick of this.encoding) tick.want = tick.got.length = 0;
+      this.drainEncoding();
+      this.problem(`the Opus encoder failed: ${error.message}`);
+    };
     media.start(joined.members, now(), joined.maxBitrate);
     this.flush();
     this.audio.onFrame = (pcm) => this.onCaptured(pcm);
@@ -364,10 +381,50 @@ export class Call {
   private onCaptured(pcm: Float32Array<ArrayBuffer>): void {
     if (this.ended || !this.media) return;
     this.armStall();
-    this.speakingSelf = !this.muted && level(pcm) > SPEAKING_LEVEL;
-    if (this.muted) this.queue(() => this.sendVoice(null));
-    else this.encoder?.encode(pcm);
+    const gate = this.gate;
+    let frames: Float32Array<ArrayBuffer>[];
+    if (this.muted) {
+      gate?.reset(); // nothing from before muting goes out after it
+      frames = [];
+    } else {
+      frames = gate ? gate.process(pcm) : [pcm];
+    }
+    this.speakingSelf = gate ? frames.length > 0 : !this.muted && level(pcm) > SPEAKING_LEVEL;
+    this.sendTick(frames);
     this.tick();
+  }
+
+  /** One tick's frames to the encoder; the tick is sent once they are all encoded.
+   * Only what the gate passes is encoded (as the CLI does): Opus predicts each frame
+   * from the ones before, so the listener's decoder, which only sees what is sent, stays
+   * in step with the encoder, and the first packets of a spurt decode clean (a spurt
+   * starts on the pre-roll, after the quiet end of the last one's hang-over). Encoding
+   * every frame and sending some would leave the decoder a gap the encoder never had. */
+  private sendTick(frames: Float32Array<ArrayBuffer>[]): void {
+    const encoder = this.encoder;
+    const want = encoder ? frames.length : 0;
+    this.encoding.push({ want, got: [] });
+    for (let i = 0; i < want; i++) encoder!.encode(frames[i]!);
+    this.drainEncoding();
+  }
+
+  private encoded(opus: Uint8Array): void {
+    const tick = this.encoding.find((t) => t.got.length < t.want);
+    if (!tick) return; // from before an encoder error: its tick already went out empty
+    tick.got.push(opus);
+    this.drainEncoding();
+  }
+
+  private drainEncoding(): void {
+    const encoding = this.encoding;
+    while (encoding.length > MAX_ENCODING_TICKS) {
+      encoding.shift();
+      this.queue(() => this.sendVoice([]));
+    }
+    while (encoding.length && encoding[0]!.got.length >= encoding[0]!.want) {
+      const { got } = encoding.shift()!;
+      this.queue(() => this.sendVoice(got));
+    }
   }
 
   /** The capture worklet went quiet (or never started): tick from a timer until it
@@ -377,19 +434,22 @@ export class Call {
     this.stallTimer = setTimeout(() => {
       this.stallTimer = null;
       if (this.ended) return;
-      this.queue(() => this.sendVoice(null));
+      this.sendTick([]);
       this.tick();
       this.armStall(TICK_MS);
     }, delay);
   }
 
-  private async sendVoice(opus: Uint8Array | null): Promise<void> {
+  /** One tick's Opus packets, oldest first, ending with this tick's; none: not sent. */
+  private async sendVoice(opus: Uint8Array[]): Promise<void> {
     const media = this.media;
     if (!media) return;
-    if (opus && opus.length >= OPUS_SAMPLE_BYTES && this.opusSample.length < OPUS_SAMPLE) {
-      this.opusSample.push(toHex(opus));
+    for (const packet of opus) {
+      if (packet.length >= OPUS_SAMPLE_BYTES && this.opusSample.length < OPUS_SAMPLE) {
+        this.opusSample.push(toHex(packet));
+      }
     }
-    await media.sendVoice(opus, now());
+    await media.sendVoiceFrames(opus, now());
     const hint = media.encoderHint();
     this.encoder?.setPlan({ bitrate: hint.bitrate, lossPercent: hint.packetlossperc });
   }
@@ -558,6 +618,9 @@ export class Call {
       joined: this.status === "joined",
       members: [...this.members.values()].map((m) => m.nick),
       sent_frames: stats?.sentFrames ?? 0,
+      /** Ticks with no frame sent (the voice gate held it back, or mute). */
+      suppressed_frames: stats?.suppressed ?? 0,
+      vad: this.gate !== null,
       received_frames: stats?.receivedFrames ?? 0,
       decoded_frames: this.decodedFrames,
       played_frames: this.playedFrames,

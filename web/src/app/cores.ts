@@ -262,6 +262,11 @@ export class Media {
     return this.session.sendFrame(opus, now);
   }
 
+  /** This tick's Opus packets with the voice gate's pre-roll first (MediaSession.sendFrames). */
+  sendVoiceFrames(opus: readonly Uint8Array[], now: number): Promise<void> {
+    return this.session.sendFrames(opus, now);
+  }
+
   /** The frames to decode (or conceal) this tick, per sender. */
   playout(now: number): Playout[] {
     const out: Playout[] = [];

@@ -1,7 +1,7 @@
 // Our voice on its way out (media/sender.py without the codec and the voice gate, which
-// live in the browser shell): one call of frame() per 20 ms tick takes that tick's Opus
-// packet (null when the gate or mute holds it back) and gives the VoiceFrame to seal and
-// send. seq counts every tick, sent or not, so a listener sees a pause as a gap, never
+// the browser shell runs): one call of frame() or frames() per 20 ms tick takes that
+// tick's Opus packet (none when the gate or mute holds it back; the gate's pre-roll
+// with the first voiced one) and gives the VoiceFrames to seal and send. seq counts every tick, sent or not, so a listener sees a pause as a gap, never
 // as frames out of order; packet counts the packets sent, so it can tell loss from silence.
 
 import { MAX_REDUNDANT, PACKET_MODULO, SEQ_MODULO, serializeVoiceFrame, voiceFrame } from "../wire/voice.ts";
@@ -9,6 +9,10 @@ import { SendAdapter, type SendPlan } from "./adaptation.ts";
 import { MAX_VOICE_FRAME, type MediaSettings } from "./settings.ts";
 
 /** What the shell gives WebCodecs' AudioEncoder (`opus: {...}` and `bitrate`). */
+/** Most earlier ticks one call of frames() may fill in (the voice gate's pre-roll): a
+ * bound, so a caller's bug cannot renumber frames far back. */
+export const MAX_PREROLL_FRAMES = 50;
+
 export interface EncoderHint {
   readonly bitrate: number;
   /** Opus in-band FEC: on when the settings allow it; it only costs bits when packetlossperc > 0. */
@@ -80,13 +84,29 @@ export class Sender {
    * `plan.depth` ticks before it, as far as they were sent and fit MAX_VOICE_FRAME.
    */
   frame(opus: Uint8Array | null): Uint8Array | null {
-    const seq = this.seq;
-    this.seq = (seq + 1) % SEQ_MODULO;
-    if (opus === null) {
-      this.suppressed += 1;
-      return null;
-    }
-    if (opus.length === 0) throw new RangeError("an Opus packet has at least one byte");
+    return this.frames(opus === null ? [] : [opus])[0] ?? null;
+  }
+
+  /**
+   * This tick's VoiceFrames: `opus` holds the Opus packets of consecutive ticks ending
+   * with this one, oldest first (the voice gate releases its pre-roll with the first
+   * voiced frame), or nothing. Each goes out with the seq of the tick it was captured
+   * at: those ticks passed with no frame, and seq counted them (sender.py's frames()).
+   */
+  frames(opus: readonly Uint8Array[]): Uint8Array[] {
+    if (opus.length > MAX_PREROLL_FRAMES + 1) throw new RangeError(`${opus.length} frames in one tick`);
+    for (const o of opus) if (o.length === 0) throw new RangeError("an Opus packet has at least one byte");
+    const first = (this.seq - opus.length + 1 + SEQ_MODULO) % SEQ_MODULO;
+    this.seq = (this.seq + 1) % SEQ_MODULO;
+    const out: Uint8Array[] = [];
+    opus.forEach((o, i) => out.push(this.one((first + i) % SEQ_MODULO, o)));
+    this.sent += out.length;
+    // A frame held back (pre-roll) counted as suppressed at its tick until it went out.
+    this.suppressed += 1 - out.length;
+    return out;
+  }
+
+  private one(seq: number, opus: Uint8Array): Uint8Array {
     const history = this.history;
     const last = history[history.length - 1];
     if (last !== undefined && last.seq !== (seq - 1 + SEQ_MODULO) % SEQ_MODULO) {
@@ -103,7 +123,6 @@ export class Sender {
     this.packet = (this.packet + 1) % PACKET_MODULO;
     history.push({ seq, opus });
     if (history.length > MAX_REDUNDANT) history.shift();
-    this.sent += 1;
     return out;
   }
 }

@@ -166,18 +166,35 @@ export class MediaSession {
 
   /**
    * This tick's Opus packet, or null when not sending this tick (voice gate, mute): the
-   * tick still counts. Call once per tick; seq is taken at the call, and the datagrams
-   * go out in call order even if the sealing promises settle out of order.
+   * tick still counts. Call once per tick (this or sendFrames); seq is taken at the call,
+   * and the datagrams go out in call order even if the sealing promises settle out of order.
    */
-  async sendFrame(opus: Uint8Array | null, now: number): Promise<void> {
+  sendFrame(opus: Uint8Array | null, now: number): Promise<void> {
+    return this.sendFrames(opus === null ? [] : [opus], now);
+  }
+
+  /**
+   * This tick's Opus packets: consecutive ticks ending with this one, oldest first (the
+   * voice gate's pre-roll, then the voiced frame), each numbered with its own tick's seq;
+   * empty when not sending this tick.
+   */
+  async sendFrames(opus: readonly Uint8Array[], now: number): Promise<void> {
     this.start(now);
-    const frame = this.sender.frame(opus);
-    if (frame === null) return;
-    const sealing = this.crypto.sealVoice(frame, now);
+    const frames = this.sender.frames(opus);
+    if (!frames.length) return;
+    const sealing = frames.map((frame) => this.crypto.sealVoice(frame, now));
     const before = this.sending;
     const done = (async () => {
       await before;
-      this.send(PacketType.VOICE, await sealing);
+      let failed: unknown = null;
+      for (const sealed of sealing) {
+        try {
+          this.send(PacketType.VOICE, await sealed);
+        } catch (e) {
+          failed ??= e; // the others still go out, and none is left unhandled
+        }
+      }
+      if (failed !== null) throw failed;
     })();
     this.sending = done.catch(() => undefined); // one failed seal does not block the next
     await done;

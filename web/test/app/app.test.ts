@@ -10,13 +10,22 @@ import { CloseCode, ConnectError } from "../../src/wire/errors.ts";
 const HASH = "ab".repeat(32);
 const good = { protocol: 1, webtransport: { port: 7601, path: "/bangor/1" }, certificate_hashes: [HASH], accounts: true };
 
-test("the link: invite from the fragment, name, user, autojoin, processing", () => {
-  const p = pageParams({ search: "?name=Caf%C3%A9&user=ana&autojoin=1&processing=off", hash: "#bangor:0abcd-efgh" });
-  assert.deepEqual(p, { invite: "bangor:0abcd-efgh", name: "Café", user: "ana", autojoin: true, processing: false, selftest: "" });
+test("the link: invite from the fragment, name, user, autojoin, processing, vad", () => {
+  const p = pageParams({ search: "?name=Caf%C3%A9&user=ana&autojoin=1&processing=off&vad=off", hash: "#bangor:0abcd-efgh" });
+  assert.deepEqual(p, {
+    invite: "bangor:0abcd-efgh",
+    name: "Café",
+    user: "ana",
+    autojoin: true,
+    processing: false,
+    vad: false,
+    selftest: "",
+  });
   const q = pageParams({ search: "", hash: "#bangor%3A0ab%20" });
   assert.equal(q.invite, "bangor:0ab");
   assert.equal(q.autojoin, false);
   assert.equal(q.processing, true);
+  assert.equal(q.vad, true);
   // A fragment that is not valid percent-encoding is taken as typed (the parser judges it).
   assert.equal(pageParams({ search: "", hash: "#%E0%A4%A" }).invite, "%E0%A4%A");
 });

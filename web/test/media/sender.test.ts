@@ -60,6 +60,36 @@ test("seq advances every tick, packet per frame sent, copies of the ticks just b
   assert.deepEqual([s.plan.depth, s.encoderHint().packetlossperc], [2, 0]);
 });
 
+test("frames(): the gate's pre-roll goes out with the seqs of the ticks it was captured at", () => {
+  const s = new Sender(DEFAULT_SETTINGS);
+  s.updatePlan(0); // startup: depth 2
+  assert.equal(s.frames([opus(0)]).length, 1); // tick 0 sent (the end of a hang-over)
+  assert.deepEqual(s.frames([]), []); // ticks 1..4 held back
+  assert.deepEqual(s.frames([]), []);
+  assert.deepEqual(s.frames([]), []);
+  assert.deepEqual(s.frames([]), []);
+  assert.equal(s.suppressed, 4);
+  // Tick 5 is voiced: the pre-roll (ticks 3 and 4) goes out before it.
+  const out = s.frames([opus(3), opus(4), opus(5)]).map(parseVoiceFrame);
+  assert.deepEqual(
+    out.map((f) => [f.seq, f.packet, f.opus[0], f.redundant.map((r) => r[0])]),
+    [
+      [3, 1, 3, []], // after the pause: no copies of tick 0
+      [4, 2, 4, [3]],
+      [5, 3, 5, [3, 4]],
+    ],
+  );
+  assert.equal(s.seq, 6);
+  assert.deepEqual([s.sent, s.suppressed], [4, 2]); // sent + suppressed = ticks
+  // Right after a sent tick, a pre-roll cannot be (the gate never does it); copies
+  // then carry on across the ticks.
+  const next = parseVoiceFrame(s.frame(opus(6))!);
+  assert.deepEqual([next.seq, next.redundant.map((r) => r[0])], [6, [4, 5]]);
+  assert.throws(() => s.frames([opus(1), new Uint8Array(0)]), RangeError);
+  assert.throws(() => s.frames(Array.from({ length: 60 }, (_, i) => opus(i))), RangeError);
+  assert.equal(s.seq, 7); // a refused call took no tick
+});
+
 test("copies that would pass MAX_VOICE_FRAME are left out, oldest first", () => {
   const s = new Sender(DEFAULT_SETTINGS);
   s.updatePlan(0);

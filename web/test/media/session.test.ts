@@ -136,6 +136,31 @@ test("clean call: every frame plays in order, depth drops to 0 after the first r
   assert.equal(c.b.playout(c.t).size, 0);
 });
 
+test("sendFrames: a pre-roll released late plays at its own ticks, in order, none lost", async () => {
+  const c = new Call();
+  const a = c.a;
+  // A voice gate's pattern: a spurt, a pause, then two held frames released with the
+  // first voiced one (the sendFrames call numbers them with their capture ticks).
+  const spurt = (from: number, n: number) => Array.from({ length: n }, (_, i) => from + i);
+  const plan = new Map<number, number[]>([[10, [8, 9, 10]], [60, [58, 59, 60]]]);
+  const send = new Set([...spurt(8, 25), ...spurt(58, 30)]);
+  const isHeld = (t: number) => [...plan.values()].some((f) => f.includes(t) && f.at(-1) !== t);
+  const original = a.sendFrame.bind(a);
+  a.sendFrame = (_opus, now) => {
+    const t = c.tick;
+    const frames = plan.get(t) ?? (send.has(t) && !isHeld(t) ? [t] : []);
+    return a.sendFrames(frames.map(opusOf), now);
+  };
+  await c.run(2);
+  a.sendFrame = original;
+  const played = framesPlayed(c, 0, 2);
+  assert.deepEqual(played, [...spurt(8, 25), ...spurt(58, 30)]);
+  assert.equal(c.b.stats(c.t).loss, 0);
+  const s = a.stats(c.t);
+  assert.equal(s.sentFrames, 55);
+  assert.equal(s.sentFrames + s.suppressed, c.tick); // every tick counted once
+});
+
 test("bursty 10 % loss: reports raise depth and the receiver plays frames from the copies", async () => {
   let lossy = false;
   const lose = bursty(7);
