@@ -65,6 +65,8 @@ TONE_FRAMES = 100  # of the CLI member's 20 ms frames the browser must receive
 POLL_MS = 50
 AUTOPLAY = "--autoplay-policy=no-user-gesture-required"
 EVIL_CHAT = "<img src=x onerror=\"document.title='owned'\"> & <b>bold</b>"
+# A right-to-left override would draw the rest of the line backwards ("alice: ...").
+BIDI_CHAT = "pay \u202eeve\u202c now"
 
 
 def chromium_args(capture: Path, *more: str) -> list[str]:
@@ -302,14 +304,14 @@ def test_browser_talks_listens_verifies_and_chats(
         invite,
         "alice",
         *("--input", f"tone:{TONE_HZ}", "--output", "null", "--duration", "4"),
-        stdin=f"hello from alice\n{EVIL_CHAT}\n",
+        stdin=f"hello from alice\n{EVIL_CHAT}\n{BIDI_CHAT}\n",
     )
     s = wait_state(
         page,
         lambda s: (
             s["verified"].get("alice") is True
             and s["received_frames"] >= TONE_FRAMES
-            and len([c for c in s["chat"] if c["from"] == "alice"]) >= 2
+            and len([c for c in s["chat"] if c["from"] == "alice"]) >= 3
         ),
         timeout=15,
     )
@@ -320,9 +322,13 @@ def test_browser_talks_listens_verifies_and_chats(
     assert [c["text"] for c in s["chat"] if c["from"] == "alice"] == [
         "hello from alice",
         EVIL_CHAT,
+        BIDI_CHAT,
     ]
-    # Remote text is text: the markup shows as typed and nothing ran.
-    assert EVIL_CHAT in (page.text_content("#chat-log") or "")
+    # Remote text is text: the markup shows as typed and nothing ran; a bidi control
+    # shows as an escape (as on a terminal), not as a reordering.
+    shown = page.text_content("#chat-log") or ""
+    assert EVIL_CHAT in shown
+    assert "pay \\u202eeve\\u202c now" in shown and "\u202e" not in shown
     assert page.locator("#chat-log img, #chat-log b").count() == 0
     assert page.title() == "Bangor"
     # The call fits a phone: members, safety numbers, sliders and chat, no sideways scroll.

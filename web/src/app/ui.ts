@@ -1,5 +1,8 @@
 // The page's DOM: the join form, then the call (members, chat, mute, volumes). Remote
-// text (names, chat) only ever goes in through textContent, never as markup.
+// text (names, chat) only ever goes in through textContent, never as markup, and with the
+// characters that could hide or reorder it escaped (text.ts).
+
+import { escapeRemote } from "./text.ts";
 
 export const MAX_CHAT_LINES = 500; // the log keeps this many lines
 export const MAX_VOLUME_PERCENT = 400; // as the CLI's /volume
@@ -33,7 +36,7 @@ function byId<T extends HTMLElement>(id: string): T {
 function el<K extends keyof HTMLElementTagNameMap>(tag: K, className = "", text = ""): HTMLElementTagNameMap[K] {
   const node = document.createElement(tag);
   if (className) node.className = className;
-  if (text) node.textContent = text;
+  if (text) node.textContent = escapeRemote(text);
   return node;
 }
 
@@ -90,7 +93,7 @@ export class Ui {
   }
 
   setState(text: string, kind: "ok" | "busy" | "error" = "busy"): void {
-    this.state.textContent = text;
+    this.state.textContent = escapeRemote(text);
     this.state.dataset.kind = kind;
   }
 
@@ -114,12 +117,12 @@ export class Ui {
   }
 
   showJoinError(message: string): void {
-    this.joinError.textContent = message;
+    this.joinError.textContent = escapeRemote(message);
     this.joinError.hidden = !message;
   }
 
   showCall(room: string): void {
-    this.roomTitle.textContent = room ? `Room ${room}` : "Room";
+    this.roomTitle.textContent = escapeRemote(room ? `Room ${room}` : "Room");
     this.form.hidden = true;
     this.call.hidden = false;
     this.chatLog.replaceChildren();
@@ -162,24 +165,26 @@ export class Ui {
       this.rows.set(view.id, row);
     }
     const shown = view.user && view.user !== view.nick ? `${view.nick} (${view.user})` : view.nick;
-    row.querySelector(".member-name")!.textContent = view.self ? `${shown} — you` : shown;
+    row.querySelector(".member-name")!.textContent = escapeRemote(view.self ? `${shown} — you` : shown);
     row.classList.toggle("speaking", view.speaking);
     const trust = row.querySelector<HTMLElement>(".member-trust")!;
     trust.dataset.verified = String(view.verified);
     trust.dataset.changed = String(view.trust === "changed");
-    trust.textContent = view.self
-      ? ""
-      : view.rejected
-        ? `not verified: ${view.rejected}`
-        : !view.verified
-          ? "verifying…"
-          : view.trust === "changed"
-            ? "verified — key changed since last time: compare the safety number"
-            : "verified";
+    trust.textContent = escapeRemote(
+      view.self
+        ? ""
+        : view.rejected
+          ? `not verified: ${view.rejected}`
+          : !view.verified
+            ? "verifying…"
+            : view.trust === "changed"
+              ? "verified — key changed since last time: compare the safety number"
+              : "verified",
+    );
     const safety = row.querySelector<HTMLElement>(".safety")!;
     safety.textContent = view.safetyNumber ? `Safety number: ${view.safetyNumber}` : "";
     const label = row.querySelector("label");
-    if (label) label.textContent = `Volume for ${view.nick}: ${view.volume} %`;
+    if (label) label.textContent = escapeRemote(`Volume for ${view.nick}: ${view.volume} %`);
     const slider = row.querySelector<HTMLInputElement>("input[type=range]");
     if (slider && document.activeElement !== slider) slider.value = String(view.volume);
   }
@@ -191,7 +196,7 @@ export class Ui {
 
   chat(from: string, text: string, self = false): void {
     const line = el("li", self ? "mine" : "");
-    line.append(el("span", "from", `${from}: `), document.createTextNode(text));
+    line.append(el("span", "from", `${from}: `), document.createTextNode(escapeRemote(text)));
     this.appendLine(line);
   }
 
