@@ -140,7 +140,11 @@ def main() -> None:
                 )
                 page = context.new_page()
                 page.add_init_script(WATCH_CAPTURE)
-                page.goto(f"http://{HOST}:{web}/?name=speaker&user=speaker&processing=off#{invite}")
+                # No voice gate, as latency.py's speaker: every click spurt would stand
+                # alone, and the gaps between them are a listener effect (bench/README.md).
+                page.goto(
+                    f"http://{HOST}:{web}/?name=speaker&user=speaker&processing=off&vad=off#{invite}"
+                )
                 page.fill("#password", PASSWORD)
                 page.press("#password", "Enter")
                 wait_for(listener_events, "member_verified")
