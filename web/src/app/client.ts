@@ -401,10 +401,11 @@ export class Call {
    * starts on the pre-roll, after the quiet end of the last one's hang-over). Encoding
    * every frame and sending some would leave the decoder a gap the encoder never had. */
   private sendTick(frames: Float32Array<ArrayBuffer>[]): void {
-    const encoder = this.encoder;
-    const want = encoder ? frames.length : 0;
-    this.encoding.push({ want, got: [] });
-    for (let i = 0; i < want; i++) encoder!.encode(frames[i]!);
+    // Only frames the encoder took are waited for: one that failed takes none, and its
+    // ticks go out empty (seq goes on) instead of waiting for packets that never come.
+    const tick = { want: 0, got: [] as Uint8Array[] };
+    this.encoding.push(tick);
+    for (const frame of frames) if (this.encoder?.encode(frame)) tick.want += 1;
     this.drainEncoding();
   }
 
