@@ -42,6 +42,9 @@ export const MAX_PENDING_DATAGRAMS = 256;
 /** Core inputs of any kind waiting beyond this: the server sends more than the page can
  * take (control pushes cannot be dropped, they are in order), so the call ends. */
 export const MAX_PENDING_STEPS = 4096;
+/** Members the page keeps (rows, decoders, pair sessions); the server's room limit is
+ * far lower (settings.max_members_per_room), so only a hostile server reaches it. */
+export const MAX_MEMBERS = 256;
 /** Our first Opus packets of at least OPUS_SAMPLE_BYTES (speech, not silence), kept for
  * tests that look for them where they must not be (the server-blind tap test); ~20 kB. */
 export const OPUS_SAMPLE = 200;
@@ -376,6 +379,13 @@ export class Call {
       const push = event.push;
       const t = now();
       if (push.type === "member_joined") {
+        // Ourselves as another member would share our row and our pair sessions; more
+        // members than any room holds would grow the page without bound.
+        if (push.member.id === this.you?.id || this.members.has(push.member.id)) return;
+        if (this.members.size >= MAX_MEMBERS) {
+          this.problem(`the server announced more than ${MAX_MEMBERS} members: ${push.member.nick} ignored`);
+          return;
+        }
         this.addMember(push.member);
         this.queue(() => this.media?.memberJoined(push.member, t));
       } else if (push.type === "member_left") {

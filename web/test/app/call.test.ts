@@ -3,7 +3,7 @@
 // are asked. What a hostile server can do to the page's state, timers and queues.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Call, MAX_PENDING_DATAGRAMS, MAX_PENDING_STEPS } from "../../src/app/client.ts";
+import { Call, MAX_MEMBERS, MAX_PENDING_DATAGRAMS, MAX_PENDING_STEPS } from "../../src/app/client.ts";
 import type { ControlEvent } from "../../src/app/cores.ts";
 import { Invite } from "../../src/wire/invite.ts";
 import { AuthError, CloseCode, ConnectError } from "../../src/wire/errors.ts";
@@ -249,4 +249,29 @@ test("a call that ended before the page took it still tells the page", () => {
   let reason = "";
   call.onEnded = (r) => (reason = r);
   assert.equal(reason, "left the room");
+});
+
+test("member_joined for ourselves, twice, or beyond any room's size is not taken", () => {
+  const { call, inner } = makeCall();
+  const joinedCalls: number[] = [];
+  Object.assign(inner, { you: { id: 0x11, user: "Ana", nick: "Ana" }, status: "joined" });
+  inner.media = {
+    memberJoined: (m: { id: number }) => joinedCalls.push(m.id),
+    datagramsToSend: () => [],
+    peerMessagesToSend: () => [],
+    nextEvent: () => null,
+    session: { stats: () => ({}) },
+    crypto: { identityPublic: new Uint8Array(32) },
+  };
+  const onEvent = (inner as unknown as { onControlEvent(e: ControlEvent): void }).onControlEvent.bind(inner);
+  const joinedPush = (id: number): ControlEvent => ({
+    type: "push",
+    push: { type: "member_joined", member: { id, user: `u${id}`, nick: `n${id}` } },
+  });
+  onEvent(joinedPush(0x11)); // ourselves
+  assert.equal(call.state().members.length, 0);
+  for (let id = 1; id <= MAX_MEMBERS + 100; id++) onEvent(joinedPush(0x1000 + id));
+  onEvent(joinedPush(0x1001)); // again
+  assert.equal(call.state().members.length, MAX_MEMBERS);
+  call.leave();
 });
