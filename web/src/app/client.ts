@@ -251,7 +251,10 @@ export class Call {
       invite: this.invite,
       identityPrivate: loadIdentity(),
     }));
-    for (const m of joined.members) this.addMember(m);
+    // As for member_joined: not ourselves, each once, no more than MAX_MEMBERS.
+    const ids = new Set([joined.you.id]);
+    const members = joined.members.filter((m) => !ids.has(m.id) && ids.add(m.id)).slice(0, MAX_MEMBERS);
+    for (const m of members) this.addMember(m);
     this.gate = this.hooks.vad ? new VoiceGate() : null;
     this.encoder = new OpusEncoder();
     this.encoder.onPacket = (opus) => this.encoded(opus);
@@ -261,7 +264,7 @@ export class Call {
       this.drainEncoding();
       this.problem(`the Opus encoder failed: ${error.message}`);
     };
-    media.start(joined.members, now(), joined.maxBitrate);
+    media.start(members, now(), joined.maxBitrate);
     this.flush();
     this.audio.onFrame = (pcm) => this.onCaptured(pcm);
     this.armStall();

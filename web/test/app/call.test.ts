@@ -275,3 +275,29 @@ test("member_joined for ourselves, twice, or beyond any room's size is not taken
   assert.equal(call.state().members.length, MAX_MEMBERS);
   call.leave();
 });
+
+test("the joined list is taken without ourselves and each member once", async (t) => {
+  const g = globalThis as Record<string, unknown>;
+  g.AudioEncoder = class {
+    state = "configured";
+    configure(): void {}
+    close(): void {
+      this.state = "closed";
+    }
+  };
+  t.after(() => delete g.AudioEncoder);
+  const { call, inner, control, transport } = makeCall();
+  const joining = inner.start(request, false);
+  transport.write(control, handshake);
+  await later();
+  transport.write(control, welcome);
+  await later();
+  const bo = { id: 0x22, user: "bo", nick: "Bo" };
+  const you = { id: 0x11, user: "Ana", nick: "Ana" };
+  transport.write(control, { type: "joined", joined: { ...(joined as { joined: object }).joined, members: [you, bo, bo] } } as ControlEvent);
+  await joining;
+  assert.deepEqual(call.state().members, ["Bo"]);
+  assert.equal(call.state().joined, true);
+  call.leave();
+  assert.equal(inner.stallTimer, null);
+});
