@@ -22,6 +22,10 @@ export const MAX_PENDING_DECODES = 16;
  * AudioEncoder has no Opus fails every new encoder at once, and restarting each time
  * would loop forever. */
 export const MAX_ENCODER_RESTARTS = 3;
+/** The same for a member's decoder: errors in a row (no frame between) before it is
+ * given up and that member's frames are concealed (silence). Higher than the
+ * encoder's, since a member's garbage packets fail it too, and only for that member. */
+export const MAX_DECODER_RESTARTS = 8;
 
 export function codecsAvailable(): boolean {
   return typeof AudioEncoder !== "undefined" && typeof AudioDecoder !== "undefined";
@@ -143,6 +147,9 @@ export class OpusDecoder {
   onFrame: (pcm: Float32Array) => void = () => {};
   decoded = 0;
   errors = 0;
+  private restarts = 0;
+  /** Given up (MAX_DECODER_RESTARTS): every frame is concealed. */
+  failed = false;
 
   constructor() {
     this.decoder = this.make();
@@ -155,6 +162,7 @@ export class OpusDecoder {
         audio.copyTo(pcm, { planeIndex: 0, format: "f32-planar" });
         audio.close();
         this.decoded += 1;
+        this.restarts = 0;
         this.pending.shift();
         this.emit(pcm);
         this.drainConceals();
@@ -163,10 +171,14 @@ export class OpusDecoder {
         // A packet the decoder would not take (a member may send anything inside a
         // valid SFrame): count it, conceal what was waiting, go on with a new decoder.
         this.errors += 1;
+        this.restarts += 1;
         const waiting = this.pending.length;
         this.pending = [];
         for (let i = 0; i < waiting; i++) this.concealNow();
-        this.decoder = this.make();
+        // One that fails at once every time (no Opus decoding here) must not be
+        // restarted from its own error callback forever.
+        if (this.restarts > MAX_DECODER_RESTARTS) this.failed = true;
+        else this.decoder = this.make();
       },
     });
     decoder.configure({ codec: OPUS_CODEC, sampleRate: SAMPLE_RATE, numberOfChannels: 1 });
@@ -174,6 +186,10 @@ export class OpusDecoder {
   }
 
   decode(opus: Uint8Array): void {
+    if (this.failed) {
+      this.conceal();
+      return;
+    }
     if (this.pending.length >= MAX_PENDING_DECODES) {
       this.decoder.close();
       this.pending = [];

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { MAX_ENCODER_RESTARTS, OpusEncoder } from "../../src/app/codec.ts";
+import { MAX_DECODER_RESTARTS, MAX_ENCODER_RESTARTS, OpusDecoder, OpusEncoder } from "../../src/app/codec.ts";
 
 // A browser whose AudioEncoder has no Opus: configure() is accepted, then every encoder
 // fails at once through its error callback (as Chromium reports NotSupportedError).
@@ -47,5 +47,44 @@ test("an encoder that fails every time is given up, not restarted forever", asyn
   } finally {
     delete g.AudioEncoder;
     delete g.AudioData;
+  }
+});
+
+test("a decoder that fails every time is given up: frames are concealed, no loop", async () => {
+  class FailingDecoder {
+    static made = 0;
+    state = "unconfigured";
+    constructor(private readonly init: { error: (e: Error) => void }) {
+      FailingDecoder.made += 1;
+    }
+    configure(): void {
+      this.state = "configured";
+      queueMicrotask(() => {
+        this.state = "closed";
+        this.init.error(new Error("Unsupported codec"));
+      });
+    }
+    decode(): void {
+      if (this.state !== "configured") throw new Error("InvalidStateError");
+    }
+    close(): void {
+      this.state = "closed";
+    }
+  }
+  const g = globalThis as Record<string, unknown>;
+  g.AudioDecoder = FailingDecoder;
+  g.EncodedAudioChunk = class {};
+  try {
+    const decoder = new OpusDecoder();
+    const frames: Float32Array[] = [];
+    decoder.onFrame = (pcm) => frames.push(pcm);
+    for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+    assert.equal(FailingDecoder.made, MAX_DECODER_RESTARTS + 1);
+    assert.equal(decoder.failed, true);
+    decoder.decode(new Uint8Array([0xf8, 1, 2]));
+    assert.equal(frames.length, 1); // concealed, in order, without a throw
+  } finally {
+    delete g.AudioDecoder;
+    delete g.EncodedAudioChunk;
   }
 });
