@@ -605,6 +605,7 @@ export class Call {
     if (!m) return;
     m.decoder?.close();
     this.members.delete(id);
+    this.speaking.delete(id); // one who left mid-word: no mark (or entry) left behind
     this.audio.forget(id);
     this.hooks.ui.removeMember(id);
     this.hooks.ui.notice(`${m.nick} left`);

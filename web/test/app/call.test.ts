@@ -301,3 +301,25 @@ test("the joined list is taken without ourselves and each member once", async (t
   call.leave();
   assert.equal(inner.stallTimer, null);
 });
+
+test("a member who leaves while speaking leaves nothing behind", () => {
+  const { call, inner } = makeCall();
+  Object.assign(inner, { you: { id: 0x11, user: "Ana", nick: "Ana" }, status: "joined" });
+  inner.media = {
+    memberJoined: () => {},
+    memberLeft: () => {},
+    datagramsToSend: () => [],
+    peerMessagesToSend: () => [],
+    nextEvent: () => null,
+  };
+  const onEvent = (inner as unknown as { onControlEvent(e: ControlEvent): void }).onControlEvent.bind(inner);
+  const speaking = (inner as unknown as { speaking: Set<number> }).speaking;
+  for (let id = 0x100; id < 0x100 + 1000; id++) {
+    onEvent({ type: "push", push: { type: "member_joined", member: { id, user: `u${id}`, nick: `n${id}` } } });
+    speaking.add(id); // speaking_started from the media core
+    onEvent({ type: "push", push: { type: "member_left", id } });
+  }
+  assert.equal(speaking.size, 0);
+  assert.equal(call.state().members.length, 0);
+  call.leave();
+});
