@@ -311,6 +311,8 @@ test("a member who leaves while speaking leaves nothing behind", () => {
     datagramsToSend: () => [],
     peerMessagesToSend: () => [],
     nextEvent: () => null,
+    session: { stats: () => ({}) },
+    crypto: { identityPublic: new Uint8Array(32) },
   };
   const onEvent = (inner as unknown as { onControlEvent(e: ControlEvent): void }).onControlEvent.bind(inner);
   const speaking = (inner as unknown as { speaking: Set<number> }).speaking;
