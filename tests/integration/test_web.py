@@ -408,7 +408,8 @@ def test_https_page_with_an_operator_certificate_and_autojoin(launch: Any, tmp_p
         carol.event("joined")
         silence = tmp_path / "silence.wav"
         write_wav(silence, np.zeros(SR))
-        page = launch(silence, trust, "--webtransport-developer-mode", autoplay=False).new_page()
+        context = launch(silence, trust, "--webtransport-developer-mode", autoplay=False)
+        page = context.new_page()
         page.goto(f"https://127.0.0.1:{web}/?name=Ana%20Web&autojoin=1#{invite}")
         s = wait_state(page, lambda s: s["joined"] and s["verified"].get("carol") is True)
         # No click, and yet sound runs: Chromium lets a page that captures the microphone
@@ -418,10 +419,36 @@ def test_https_page_with_an_operator_certificate_and_autojoin(launch: Any, tmp_p
         assert page.is_hidden("#account")  # no accounts: no user or password fields
         seen = event_where(carol, "member_verified", nick="Ana Web")
         assert seen["safety_number"] == s["safety_numbers"]["carol"]
+        page_errors: list[str] = []
+        page.on("pageerror", lambda e: page_errors.append(str(e)))
+        # Leave, then join again from the same page: a new session, verified afresh.
+        page.click("#leave")
+        event_where(carol, "member_left", nick="Ana Web")
+        page.wait_for_selector("#join:not([hidden])")
+        page.click("#join-button")
+        again = wait_state(page, lambda s: s["joined"] and s["verified"].get("carol") is True)
+        assert again["you"]["id"] != s["you"]["id"]
+        assert again["identity"] == s["identity"]  # the device's key, from localStorage
+        # A click after the call is over resumes nothing of the old one.
+        page.click("body")
         page.close()  # closing the tab leaves the room
         event_where(carol, "member_left", nick="Ana Web")
         carol.proc.send_signal(signal.SIGINT)
         assert carol.wait() == 0
+        # The server going away mid-call: the page says so and gives the form back.
+        page = context.new_page()
+        page.on("pageerror", lambda e: page_errors.append(str(e)))
+        page.goto(f"https://127.0.0.1:{web}/?name=Ana%20Web&autojoin=1#{invite}")
+        wait_state(page, lambda s: s["joined"])
+        stop_server(server)
+        wait_state(page, lambda s: s["state"] == "left")
+        page.wait_for_selector("#join:not([hidden])")
+        assert page.get_attribute("#state", "data-kind") == "error"
+        # Its reason, not "the server closed the connection" (the control stream breaks
+        # before the session's close arrives with the server's reason).
+        assert "shutting down" in page.inner_text("#state"), page.inner_text("#state")
+        assert page.inner_text("#join-button") == "Join"
+        assert page_errors == []
     finally:
         stop_server(server)
     assert not any("Traceback" in line for line in server.stderr.rest(timeout=5))

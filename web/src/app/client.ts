@@ -36,6 +36,15 @@ export const SPEAKING_LEVEL = 0.01; // with &vad=off: RMS of our own frame that 
 export const MAX_ENCODING_TICKS = 25;
 export const MAX_CHAT_KEPT = 200; // lines state() reports (tests read it)
 export const MAX_ERRORS_KEPT = 50;
+/** Datagrams waiting for the (async) media core beyond this are dropped, as a full
+ * socket buffer would: a flood must not queue work, and memory, without bound. */
+export const MAX_PENDING_DATAGRAMS = 256;
+/** Core inputs of any kind waiting beyond this: the server sends more than the page can
+ * take (control pushes cannot be dropped, they are in order), so the call ends. */
+export const MAX_PENDING_STEPS = 4096;
+/** Members the page keeps (rows, decoders, pair sessions); the server's room limit is
+ * far lower (settings.max_members_per_room), so only a hostile server reaches it. */
+export const MAX_MEMBERS = 256;
 /** Our first Opus packets of at least OPUS_SAMPLE_BYTES (speech, not silence), kept for
  * tests that look for them where they must not be (the server-blind tap test); ~20 kB. */
 export const OPUS_SAMPLE = 200;
@@ -115,6 +124,12 @@ export class Call {
   private muted = false;
   private ended = false;
   private serial: Promise<void> = Promise.resolve();
+  private pendingSteps = 0;
+  private pendingDatagrams = 0;
+  /** Datagrams dropped because MAX_PENDING_DATAGRAMS were waiting. */
+  droppedDatagrams = 0;
+  private endReason = "";
+  private stopWaitingForGesture: (() => void) | null = null;
   private controlTimer: ReturnType<typeof setTimeout> | null = null;
   private controlTimerAt: number | null = null;
   private stallTimer: ReturnType<typeof setTimeout> | null = null;
@@ -123,7 +138,14 @@ export class Call {
   private decodedFrames = 0;
   private playedFrames = 0;
   private ticks = 0;
-  onEnded: (reason: string) => void = () => {};
+  private endedHandler: (reason: string) => void = () => {};
+
+  /** Called once when the call ends; at once if it ended before this was set (the
+   * session may close between the join resolving and the page taking the call). */
+  set onEnded(handler: (reason: string) => void) {
+    this.endedHandler = handler;
+    if (this.ended) handler(this.endReason);
+  }
 
   private constructor(
     private readonly control: Control,
@@ -160,7 +182,24 @@ export class Call {
     }
   }
 
+  /** Log in and join; on any failure the call is ended (timers, encoder, sound, session
+   * released) before the error goes to the form. */
   private async start(request: JoinRequest, accounts: boolean): Promise<void> {
+    try {
+      await this.enter(request, accounts);
+    } catch (error) {
+      this.end(error instanceof Error ? error.message : String(error));
+      throw error;
+    }
+  }
+
+  /** The session ended while we waited (a server may send "joined" and "bye" in one
+   * write: the waiter takes the first, the second ends the call before we resume). */
+  private checkEnded(): void {
+    if (this.ended) throw new ConnectError(this.endReason);
+  }
+
+  private async enter(request: JoinRequest, accounts: boolean): Promise<void> {
     const { transport, control } = this;
     transport.onClose = (reason) => this.end(reason);
     transport.onControl = (data) => {
@@ -175,19 +214,32 @@ export class Call {
       }
       this.pumpControl();
     };
-    transport.onDatagram = (data) => this.queue(() => this.media?.receiveDatagram(data, now()));
+    transport.onDatagram = (data) => {
+      if (this.pendingDatagrams >= MAX_PENDING_DATAGRAMS) {
+        this.droppedDatagrams += 1;
+        return;
+      }
+      this.pendingDatagrams += 1;
+      this.queue(() => {
+        this.pendingDatagrams -= 1;
+        return this.media?.receiveDatagram(data, now());
+      });
+    };
     this.pumpControl();
 
     // The control session checked the server's key against the invite before this.
     await this.waitFor("handshake");
+    this.checkEnded();
     const user = accounts ? request.user : request.user || userFromName(request.name);
     this.hooks.onState("Logging in…", "busy");
     control.hello(user, accounts ? request.password : "", request.name);
     this.pumpControl();
     const welcome: Welcome = (await this.waitFor("welcome")).welcome;
+    this.checkEnded();
     control.joinRoom(this.invite.roomIdHex);
     this.pumpControl();
     const joined: Joined = (await this.waitFor("joined")).joined;
+    this.checkEnded();
     if (joined.you.user !== welcome.user) {
       throw new BangorError(`the server calls us ${joined.you.user}, not ${welcome.user}; not joining`);
     }
@@ -199,7 +251,10 @@ export class Call {
       invite: this.invite,
       identityPrivate: loadIdentity(),
     }));
-    for (const m of joined.members) this.addMember(m);
+    // As for member_joined: not ourselves, each once, no more than MAX_MEMBERS.
+    const ids = new Set([joined.you.id]);
+    const members = joined.members.filter((m) => !ids.has(m.id) && ids.add(m.id)).slice(0, MAX_MEMBERS);
+    for (const m of members) this.addMember(m);
     this.gate = this.hooks.vad ? new VoiceGate() : null;
     this.encoder = new OpusEncoder();
     this.encoder.onPacket = (opus) => this.encoded(opus);
@@ -209,10 +264,11 @@ export class Call {
       this.drainEncoding();
       this.problem(`the Opus encoder failed: ${error.message}`);
     };
-    media.start(joined.members, now(), joined.maxBitrate);
+    media.start(members, now(), joined.maxBitrate);
     this.flush();
     this.audio.onFrame = (pcm) => this.onCaptured(pcm);
     this.armStall();
+    this.checkEnded(); // flushing may have read the session's end
     this.status = "joined";
     this.hooks.ui.showCall(joined.name);
     this.hooks.onState(`In ${joined.name || "the room"} — end-to-end encrypted`, "ok");
@@ -230,15 +286,25 @@ export class Call {
    * link): say so, and start it on the first click or key. */
   private waitForGesture(): void {
     this.hooks.ui.notice("Sound is paused by the browser: click or press a key on the page to start it.");
-    const start = (): void => {
-      void this.audio.resume().then(() => {
-        if (this.audio.running) {
-          document.removeEventListener("pointerdown", start);
-          document.removeEventListener("keydown", start);
-          this.hooks.ui.notice("Sound on.");
-        }
-      });
+    // Removed once sound runs or the call ends (a later call has its own context; this
+    // one's is closed, and resuming it would reject).
+    const stop = (): void => {
+      document.removeEventListener("pointerdown", start);
+      document.removeEventListener("keydown", start);
+      this.stopWaitingForGesture = null;
     };
+    const start = (): void => {
+      this.audio.resume().then(
+        () => {
+          if (this.audio.running && !this.ended) {
+            stop();
+            this.hooks.ui.notice("Sound on.");
+          }
+        },
+        () => {}, // still held back, or closed: the next gesture tries again
+      );
+    };
+    this.stopWaitingForGesture = stop;
     document.addEventListener("pointerdown", start);
     document.addEventListener("keydown", start);
   }
@@ -247,6 +313,10 @@ export class Call {
 
   private waitFor<T extends ControlEvent["type"]>(type: T): Promise<Extract<ControlEvent, { type: T }>> {
     return new Promise((resolve, reject) => {
+      if (this.ended) {
+        reject(new ConnectError(this.endReason)); // already over: no event will come
+        return;
+      }
       const timer = setTimeout(() => {
         remove();
         reject(new ConnectError(`the server did not answer in time (waiting for ${type})`));
@@ -312,6 +382,13 @@ export class Call {
       const push = event.push;
       const t = now();
       if (push.type === "member_joined") {
+        // Ourselves as another member would share our row and our pair sessions; more
+        // members than any room holds would grow the page without bound.
+        if (push.member.id === this.you?.id || this.members.has(push.member.id)) return;
+        if (this.members.size >= MAX_MEMBERS) {
+          this.problem(`the server announced more than ${MAX_MEMBERS} members: ${push.member.nick} ignored`);
+          return;
+        }
         this.addMember(push.member);
         this.queue(() => this.media?.memberJoined(push.member, t));
       } else if (push.type === "member_left") {
@@ -329,10 +406,24 @@ export class Call {
 
   /** Run core inputs one at a time (WebCrypto makes them async), each then flushed. */
   private queue(step: () => Promise<void> | void | undefined): void {
+    if (this.ended) return;
+    if (this.pendingSteps >= MAX_PENDING_STEPS) {
+      this.end("the server sends more than this page can take");
+      return;
+    }
+    this.pendingSteps += 1;
+    const report = (error: unknown): void =>
+      this.problem(`internal error: ${error instanceof Error ? error.message : String(error)}`);
+    // flush() is caught too: a throw there would leave the chain rejected, so the next
+    // step would be skipped (and the last one's rejection unhandled).
     this.serial = this.serial
       .then(step)
-      .catch((error: unknown) => this.problem(`internal error: ${error instanceof Error ? error.message : String(error)}`))
-      .then(() => this.flush());
+      .catch(report)
+      .then(() => this.flush())
+      .catch(report)
+      .finally(() => {
+        this.pendingSteps -= 1;
+      });
   }
 
   private flush(): void {
@@ -401,10 +492,11 @@ export class Call {
    * starts on the pre-roll, after the quiet end of the last one's hang-over). Encoding
    * every frame and sending some would leave the decoder a gap the encoder never had. */
   private sendTick(frames: Float32Array<ArrayBuffer>[]): void {
-    const encoder = this.encoder;
-    const want = encoder ? frames.length : 0;
-    this.encoding.push({ want, got: [] });
-    for (let i = 0; i < want; i++) encoder!.encode(frames[i]!);
+    // Only frames the encoder took are waited for: one that failed takes none, and its
+    // ticks go out empty (seq goes on) instead of waiting for packets that never come.
+    const tick = { want: 0, got: [] as Uint8Array[] };
+    this.encoding.push(tick);
+    for (const frame of frames) if (this.encoder?.encode(frame)) tick.want += 1;
     this.drainEncoding();
   }
 
@@ -431,6 +523,7 @@ export class Call {
    * delivers again, so keepalives, reports and playout go on. */
   private armStall(delay = TICK_STALL_MS): void {
     if (this.stallTimer) clearTimeout(this.stallTimer);
+    if (this.ended) return;
     this.stallTimer = setTimeout(() => {
       this.stallTimer = null;
       if (this.ended) return;
@@ -512,6 +605,7 @@ export class Call {
     if (!m) return;
     m.decoder?.close();
     this.members.delete(id);
+    this.speaking.delete(id); // one who left mid-word: no mark (or entry) left behind
     this.audio.forget(id);
     this.hooks.ui.removeMember(id);
     this.hooks.ui.notice(`${m.nick} left`);
@@ -589,16 +683,19 @@ export class Call {
   private end(reason: string): void {
     if (this.ended) return;
     this.ended = true;
+    this.endReason = reason;
     this.status = "left";
+    this.stopWaitingForGesture?.();
     if (this.controlTimer) clearTimeout(this.controlTimer);
     if (this.stallTimer) clearTimeout(this.stallTimer);
+    this.controlTimer = this.stallTimer = null;
     for (const waiter of [...this.waiters]) waiter({ type: "ended", reason, error: null });
     this.encoder?.close();
     for (const m of this.members.values()) m.decoder?.close();
     // Let the goodbye go out before the session closes.
     setTimeout(() => this.transport.close(), 100);
     this.audio.close();
-    this.onEnded(reason);
+    this.endedHandler(reason);
   }
 
   /** Our first Opus packets (hex), as the encoder made them. */
@@ -641,6 +738,7 @@ export class Call {
       datagrams_sent: this.transport.datagramsSent,
       datagrams_received: this.transport.datagramsReceived,
       oversize: this.transport.oversize,
+      dropped_datagrams: this.droppedDatagrams,
       max_datagram_size: this.transport.maxDatagramSize,
     };
   }

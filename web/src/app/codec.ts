@@ -18,6 +18,14 @@ export const CONCEAL_FADE = 0.5;
 export const CONCEAL_FRAMES = 4;
 /** Decodes waiting for output beyond this: the decoder is stuck; start a new one. */
 export const MAX_PENDING_DECODES = 16;
+/** Encoder errors in a row (no packet between) before it is given up: a browser whose
+ * AudioEncoder has no Opus fails every new encoder at once, and restarting each time
+ * would loop forever. */
+export const MAX_ENCODER_RESTARTS = 3;
+/** The same for a member's decoder: errors in a row (no frame between) before it is
+ * given up and that member's frames are concealed (silence). Higher than the
+ * encoder's, since a member's garbage packets fail it too, and only for that member. */
+export const MAX_DECODER_RESTARTS = 8;
 
 export function codecsAvailable(): boolean {
   return typeof AudioEncoder !== "undefined" && typeof AudioDecoder !== "undefined";
@@ -38,6 +46,10 @@ export class OpusEncoder {
   onPacket: (opus: Uint8Array) => void = () => {};
   onError: (error: Error) => void = () => {};
   encoded = 0;
+  /** Errors since the last packet. */
+  private restarts = 0;
+  /** Given up (MAX_ENCODER_RESTARTS): encode() takes nothing; we only listen. */
+  failed = false;
 
   constructor() {
     this.encoder = this.make();
@@ -49,11 +61,23 @@ export class OpusEncoder {
         const data = new Uint8Array(chunk.byteLength);
         chunk.copyTo(data);
         this.encoded += 1;
+        this.restarts = 0;
         this.onPacket(data);
       },
       error: (error) => {
+        this.restarts += 1;
+        if (this.restarts > MAX_ENCODER_RESTARTS) {
+          this.failed = true;
+          this.onError(new Error(`${error.message} (gave up after ${MAX_ENCODER_RESTARTS} restarts)`));
+          return;
+        }
         this.onError(error);
-        this.encoder = this.make(); // a closed encoder stays closed: start again
+        try {
+          this.encoder = this.make(); // a closed encoder stays closed: start again
+        } catch (again) {
+          this.failed = true;
+          this.onError(again instanceof Error ? again : new Error(String(again)));
+        }
       },
     });
     encoder.configure(this.config());
@@ -83,7 +107,9 @@ export class OpusEncoder {
     if (this.encoder.state === "configured") this.encoder.configure(this.config());
   }
 
-  encode(pcm: Float32Array<ArrayBuffer>): void {
+  /** One frame to encode; false: not taken (the encoder failed), no packet will come. */
+  encode(pcm: Float32Array<ArrayBuffer>): boolean {
+    if (this.failed || this.encoder.state !== "configured") return false;
     const data = new AudioData({
       format: "f32-planar",
       sampleRate: SAMPLE_RATE,
@@ -95,6 +121,9 @@ export class OpusEncoder {
     this.timestamp += (pcm.length * 1_000_000) / SAMPLE_RATE;
     try {
       this.encoder.encode(data);
+      return true;
+    } catch {
+      return false; // closed under us: its error callback reports why
     } finally {
       data.close();
     }
@@ -118,6 +147,9 @@ export class OpusDecoder {
   onFrame: (pcm: Float32Array) => void = () => {};
   decoded = 0;
   errors = 0;
+  private restarts = 0;
+  /** Given up (MAX_DECODER_RESTARTS): every frame is concealed. */
+  failed = false;
 
   constructor() {
     this.decoder = this.make();
@@ -130,6 +162,7 @@ export class OpusDecoder {
         audio.copyTo(pcm, { planeIndex: 0, format: "f32-planar" });
         audio.close();
         this.decoded += 1;
+        this.restarts = 0;
         this.pending.shift();
         this.emit(pcm);
         this.drainConceals();
@@ -138,10 +171,14 @@ export class OpusDecoder {
         // A packet the decoder would not take (a member may send anything inside a
         // valid SFrame): count it, conceal what was waiting, go on with a new decoder.
         this.errors += 1;
+        this.restarts += 1;
         const waiting = this.pending.length;
         this.pending = [];
         for (let i = 0; i < waiting; i++) this.concealNow();
-        this.decoder = this.make();
+        // One that fails at once every time (no Opus decoding here) must not be
+        // restarted from its own error callback forever.
+        if (this.restarts > MAX_DECODER_RESTARTS) this.failed = true;
+        else this.decoder = this.make();
       },
     });
     decoder.configure({ codec: OPUS_CODEC, sampleRate: SAMPLE_RATE, numberOfChannels: 1 });
@@ -149,6 +186,10 @@ export class OpusDecoder {
   }
 
   decode(opus: Uint8Array): void {
+    if (this.failed) {
+      this.conceal();
+      return;
+    }
     if (this.pending.length >= MAX_PENDING_DECODES) {
       this.decoder.close();
       this.pending = [];

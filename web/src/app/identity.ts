@@ -27,7 +27,11 @@ export function loadIdentity(): Uint8Array {
   const saved = store?.getItem(IDENTITY_ITEM);
   if (saved && /^[0-9a-f]{64}$/.test(saved)) return fromHex(saved);
   const key = crypto.getRandomValues(new Uint8Array(KEY_SIZE));
-  store?.setItem(IDENTITY_ITEM, toHex(key));
+  try {
+    store?.setItem(IDENTITY_ITEM, toHex(key));
+  } catch {
+    // storage full or read-only: the key lasts for this visit (joining must not fail on it)
+  }
   return key;
 }
 
@@ -48,13 +52,25 @@ export function checkMember(server: string, user: string, identity: Uint8Array):
   const store = storage();
   if (!store) return "unknown";
   const known = loadKnown(store);
-  const users = (known[server] ??= {});
-  const keys = Array.isArray(users[user]) ? users[user]!.filter((k) => typeof k === "string") : [];
+  // Any entry may be corrupt (edited, or from another version): one that is not an
+  // object of users is dropped, not written into (a string or number would throw).
+  const entry: unknown = known[server];
+  const users = (known[server] =
+    typeof entry === "object" && entry !== null && !Array.isArray(entry) ? (entry as Record<string, string[]>) : {});
+  // Own properties only, and defined, not assigned: an account named "__proto__" would
+  // otherwise read Object.prototype and set the prototype, and its key would never be kept.
+  const saved: unknown = Object.hasOwn(users, user) ? users[user] : undefined;
+  const keys = Array.isArray(saved) ? saved.filter((k): k is string => typeof k === "string") : [];
   const hex = toHex(identity);
   if (keys.includes(hex)) return "known";
   const trust: Trust = keys.length ? "changed" : "new";
   keys.push(hex);
-  users[user] = keys.slice(-MAX_KEYS_PER_USER);
+  Object.defineProperty(users, user, {
+    value: keys.slice(-MAX_KEYS_PER_USER),
+    enumerable: true,
+    writable: true,
+    configurable: true,
+  });
   try {
     store.setItem(KNOWN_ITEM, JSON.stringify(known));
   } catch {

@@ -7,6 +7,8 @@ import { ConnectError } from "../wire/errors.ts";
 import type { PageConfig } from "./config.ts";
 
 export const CONNECT_TIMEOUT_MS = 5000; // ClientSettings.connect_timeout
+/** A control stream that broke waits this long for the session's close to say why. */
+export const CLOSE_REASON_WAIT_MS = 1000;
 
 export function endpointUrl(config: PageConfig, hostname: string): string {
   const host = hostname.includes(":") ? `[${hostname}]` : hostname; // an IPv6 literal
@@ -56,6 +58,9 @@ export class Transport {
     } catch (error) {
       throw new ConnectError(`cannot open WebTransport to ${url}: ${String(error)}`);
     }
+    // A session that fails to open rejects `closed` too: handled here, or each failed
+    // join leaves an unhandled rejection (the reasons are read below).
+    wt.closed.catch(() => {});
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new ConnectError(`cannot reach ${url}: timed out`)), CONNECT_TIMEOUT_MS);
@@ -96,8 +101,12 @@ export class Transport {
         if (done) break;
         if (value.length) this.onControl(value);
       }
-    } catch {
-      // the session ended: closed() says why
+    } catch (error) {
+      // The stream broke with the session (or was reset): the session's close says why
+      // (the server's reason, a timeout), not "the server closed the connection".
+      await Promise.race([this.wt.closed.catch(() => {}), new Promise((r) => setTimeout(r, CLOSE_REASON_WAIT_MS))]);
+      this.closed(`lost the control stream: ${describe(error)}`);
+      return;
     }
     if (!this.closedFlag) this.onControl(null);
   }

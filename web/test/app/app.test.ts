@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { describeServerError, userFromName } from "../../src/app/client.ts";
 import { parseConfig } from "../../src/app/config.ts";
-import { checkMember, loadIdentity, IDENTITY_ITEM } from "../../src/app/identity.ts";
+import { checkMember, loadIdentity, IDENTITY_ITEM, KNOWN_ITEM } from "../../src/app/identity.ts";
 import { pageParams } from "../../src/app/params.ts";
 import { endpointUrl } from "../../src/app/transport.ts";
 import { CloseCode, ConnectError } from "../../src/wire/errors.ts";
@@ -108,4 +108,43 @@ test("the identity key lasts across visits; a member's changed key is noticed", 
     delete (globalThis as { localStorage?: unknown }).localStorage;
   }
   assert.equal(checkMember("h:1", "ana", new Uint8Array(32)), "unknown"); // no storage
+});
+
+test("corrupt or full storage never stops a join or a verification", () => {
+  const items = new Map<string, string>();
+  let full = false;
+  const storage = {
+    getItem: (k: string) => items.get(k) ?? null,
+    setItem: (k: string, v: string) => {
+      if (full) throw new Error("QuotaExceededError");
+      items.set(k, v);
+    },
+  };
+  Object.defineProperty(globalThis, "localStorage", { value: storage, configurable: true });
+  try {
+    const a = new Uint8Array(32).fill(1);
+    const b = new Uint8Array(32).fill(2);
+    // A server's entry that is not an object of users is dropped, not written into.
+    for (const entry of ["x", 5, true, ["a"], null]) {
+      items.set(KNOWN_ITEM, JSON.stringify({ "h:1": entry }));
+      assert.equal(checkMember("h:1", "ana", a), "new", JSON.stringify(entry));
+      assert.equal(checkMember("h:1", "ana", a), "known");
+    }
+    items.set(KNOWN_ITEM, JSON.stringify({ "h:1": { ana: "not a list", bo: [1, null] } }));
+    assert.equal(checkMember("h:1", "ana", a), "new");
+    assert.equal(checkMember("h:1", "bo", a), "new");
+    // An account named __proto__ is remembered like any other: its changed key is noticed.
+    items.delete(KNOWN_ITEM);
+    assert.equal(checkMember("h:1", "__proto__", a), "new");
+    assert.equal(checkMember("h:1", "__proto__", a), "known");
+    assert.equal(checkMember("h:1", "__proto__", b), "changed");
+    assert.equal(checkMember("h:1", "constructor", a), "new");
+    // Storage that will not take the key: the key lasts for this visit, no exception.
+    items.delete(IDENTITY_ITEM);
+    full = true;
+    assert.equal(loadIdentity().length, 32);
+    assert.equal(checkMember("h:1", "cy", a), "unknown");
+  } finally {
+    delete (globalThis as { localStorage?: unknown }).localStorage;
+  }
 });
