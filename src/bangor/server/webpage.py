@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 from bangor.errors import UsageError
+from bangor.server.admission import source_of
 from bangor.settings import PROTOCOL_VERSION, ServerSettings
 
 log = logging.getLogger("bangor.server.web")
@@ -108,8 +109,8 @@ class PageServer:
             port,
             reuse_address=True,
             limit=self.settings.max_page_request,
-            ssl=self.ssl_context,
-            ssl_handshake_timeout=self.settings.page_request_timeout if self.ssl_context else None,
+            # No ssl= here: TLS starts in _on_connect once the connection is counted, so
+            # handshakes that never finish cannot pile up outside the caps.
         )
         return self.tcp
 
@@ -169,9 +170,13 @@ class PageServer:
             return 404, [("Content-Type", "text/plain; charset=utf-8")], b"not found\n"
         return 200, self.headers(content_type, host), body
 
+    def source(self, address: str) -> str:
+        """What the per-address cap counts by: the IPv4 address, or the IPv6 /64."""
+        return source_of(address, 32, self.settings.network_prefix_v6)[1]
+
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        address = str(peer[0]) if peer else "?"
+        address = self.source(str(peer[0])) if peer else "?"
         settings = self.settings
         if (
             self.connections >= settings.max_page_connections
@@ -185,8 +190,12 @@ class PageServer:
         assert task is not None
         self.tasks.add(task)
         try:
+            if self.ssl_context is not None:
+                await writer.start_tls(
+                    self.ssl_context, ssl_handshake_timeout=settings.page_request_timeout
+                )
             await self._serve(reader, writer)
-        except (ConnectionError, OSError, ssl.SSLError):
+        except (ConnectionError, OSError, ssl.SSLError, TimeoutError):
             pass
         except asyncio.CancelledError:
             # close() cancels us. Ending cancelled would make Python 3.11's streams
