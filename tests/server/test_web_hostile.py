@@ -191,3 +191,31 @@ async def test_the_page_caps_an_ipv6_64_as_one_source(tmp_path: Path) -> None:
         assert web.page.source("192.0.2.1") != web.page.source("192.0.2.2")
     finally:
         await server.close()
+
+
+async def test_a_client_that_never_reads_its_answer_does_not_keep_the_socket(
+    tmp_path: Path,
+) -> None:
+    server = await make_server(tmp_path, page_send_timeout=0.3)
+    try:
+        web = await start_web(server, WebOptions("127.0.0.1", 0))
+        big = bytes(8 << 20)  # more than the kernel buffers: the rest waits in the server
+        web.page.files["app.js"] = big
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a closed window
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", web.port))
+            await loop.sock_sendall(sock, get("/app.js", web.port))
+            await until(lambda: web.page.served == 1)
+            await asyncio.sleep(1.0)  # not reading, well past page_send_timeout
+            received = 0
+            with contextlib.suppress(ConnectionResetError):
+                while data := await asyncio.wait_for(loop.sock_recv(sock, 1 << 16), 5):
+                    received += len(data)
+        # The server gave up on it (reset) instead of holding the socket and the rest of
+        # the body for as long as the client likes.
+        assert received < len(big)
+        assert web.page.connections == 0
+    finally:
+        await server.close()

@@ -189,12 +189,20 @@ class PageServer:
         task = asyncio.current_task()
         assert task is not None
         self.tasks.add(task)
+        closed = False
         try:
             if self.ssl_context is not None:
                 await writer.start_tls(
                     self.ssl_context, ssl_handshake_timeout=settings.page_request_timeout
                 )
             await self._serve(reader, writer)
+            # Until the client has taken the whole answer the connection counts, and no
+            # longer than this: the body would otherwise wait in our buffer (and the
+            # socket stay open) for as long as the client keeps its window closed.
+            async with asyncio.timeout(settings.page_send_timeout):
+                writer.close()
+                await writer.wait_closed()
+            closed = True
         except (ConnectionError, OSError, ssl.SSLError, TimeoutError):
             pass
         except asyncio.CancelledError:
@@ -209,7 +217,8 @@ class PageServer:
                 self.per_address[address] = left
             else:
                 del self.per_address[address]
-            writer.close()
+            if not closed:
+                writer.transport.abort()  # the answer not taken in time, or cancelled
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         status: int
