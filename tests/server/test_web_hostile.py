@@ -219,3 +219,16 @@ async def test_a_client_that_never_reads_its_answer_does_not_keep_the_socket(
         assert web.page.connections == 0
     finally:
         await server.close()
+
+
+async def test_quic_flow_control_gives_no_more_credit_than_the_control_buffer(
+    server: Server, web: WebService
+) -> None:
+    # aioquic buffers what a client sends out of order up to the credit it was given: the
+    # server's memory per connection is about this, not aioquic's default 1 MiB.
+    limit = server.settings.web_max_receive_buffer
+    async with web_client("127.0.0.1", web.port) as browser:
+        assert await browser.connect_session(f"127.0.0.1:{web.port}") == 200
+        assert browser._quic._remote_max_data <= limit
+        assert browser._quic._remote_max_stream_data_bidi_remote <= limit
+        assert browser._quic._remote_max_stream_data_uni <= limit

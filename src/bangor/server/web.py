@@ -423,6 +423,10 @@ class WebEndpoint:
             max_datagram_frame_size=MAX_DATAGRAM_FRAME_SIZE,
             max_datagram_size=settings.web_packet_size,
             idle_timeout=settings.web_idle_timeout,
+            # Credit a client may use before we read: aioquic holds up to this much of
+            # what arrives out of order (its default is 1 MiB per connection).
+            max_data=settings.web_max_receive_buffer,
+            max_stream_data=settings.web_max_receive_buffer,
         )
         if certificates is None:
             assert options.tls_cert is not None and options.tls_key is not None
