@@ -232,3 +232,25 @@ async def test_quic_flow_control_gives_no_more_credit_than_the_control_buffer(
         assert browser._quic._remote_max_data <= limit
         assert browser._quic._remote_max_stream_data_bidi_remote <= limit
         assert browser._quic._remote_max_stream_data_uni <= limit
+
+
+async def test_idle_page_connections_make_room_for_a_newcomer(tmp_path: Path) -> None:
+    server = await make_server(tmp_path, max_page_connections=2)
+    try:
+        web = await start_web(server, WebOptions("127.0.0.1", 0))
+        idlers = []
+        for count in (1, 2):  # slowloris: every place taken by a request never finished
+            reader, writer = await asyncio.open_connection("127.0.0.1", web.port)
+            writer.write(b"GET / HTTP/1.1\r\n")
+            idlers.append((reader, writer))
+            await until(lambda count=count: web.page.connections == count)  # type: ignore[misc]
+        # A newcomer takes the place of the one waiting longest, and gets the page.
+        status, _, _ = await fetch(web.port, get("/", web.port))
+        assert status == 200
+        oldest, _ = idlers[0]
+        with contextlib.suppress(ConnectionResetError):
+            assert await asyncio.wait_for(oldest.read(), 5) == b""
+        for _, writer in idlers:
+            writer.close()
+    finally:
+        await server.close()

@@ -18,6 +18,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import cast
 
 from bangor.errors import UsageError
 from bangor.server.admission import source_of
@@ -101,6 +102,8 @@ class PageServer:
     connections: int = 0
     served: int = 0
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # Connections still in their TLS handshake or request head, oldest first.
+    reading: dict[asyncio.Task[None], None] = field(default_factory=dict)
 
     async def start(self, host: str, port: int) -> asyncio.Server:
         self.tcp = await asyncio.start_server(
@@ -178,10 +181,16 @@ class PageServer:
         peer = writer.get_extra_info("peername")
         address = self.source(str(peer[0])) if peer else "?"
         settings = self.settings
-        if (
-            self.connections >= settings.max_page_connections
-            or self.per_address.get(address, 0) >= settings.max_page_connections_per_address
-        ):
+        if self.per_address.get(address, 0) >= settings.max_page_connections_per_address:
+            writer.transport.abort()
+            return
+        if self.connections >= settings.max_page_connections and self.reading:
+            # Full: the connection waiting longest for its request makes room (a real
+            # request takes a round trip, so idlers cannot keep everyone out).
+            oldest = next(iter(self.reading))
+            del self.reading[oldest]
+            oldest.cancel()
+        elif self.connections >= settings.max_page_connections:
             writer.transport.abort()
             return
         self.connections += 1
@@ -189,6 +198,7 @@ class PageServer:
         task = asyncio.current_task()
         assert task is not None
         self.tasks.add(task)
+        self.reading[task] = None
         closed = False
         try:
             if self.ssl_context is not None:
@@ -211,6 +221,7 @@ class PageServer:
             pass
         finally:
             self.tasks.discard(task)
+            self.reading.pop(task, None)
             self.connections -= 1
             left = self.per_address[address] - 1
             if left:
@@ -225,6 +236,7 @@ class PageServer:
         try:
             async with asyncio.timeout(self.settings.page_request_timeout):
                 head = await reader.readuntil(b"\r\n\r\n")
+            self.reading.pop(cast("asyncio.Task[None]", asyncio.current_task()), None)
         except TimeoutError:
             status, body, method = 408, b"", b"GET"
         except asyncio.LimitOverrunError:
