@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from bangor.server.web import WebOptions, WebService, start_web
 from bangor.server.webcert import SelfCertificates
 from tests.server.test_app import make_server
 from tests.server.test_web import tcp_login, until, web_login
-from tests.server.test_webcert import write_pem
 from tests.server.test_webpage import fetch, get
 from tests.webclient import client_configuration, web_client
 
@@ -156,30 +154,6 @@ async def test_config_lists_a_valid_certificate_right_after_a_clock_jump(web: We
     assert hashes == [certs.current.sha256]
     assert certs.current.not_after > jumped
     assert endpoint.configuration.certificate is certs.current.certificate
-
-
-async def test_tls_handshakes_count_against_the_page_connection_cap(tmp_path: Path) -> None:
-    cert_file, key_file = write_pem(tmp_path)
-    server = await make_server(tmp_path, max_page_connections_per_address=1)
-    try:
-        web = await start_web(server, WebOptions("127.0.0.1", 0, cert_file, key_file))
-        # A connection that never says ClientHello holds its place (until the timeout)...
-        _, idle = await asyncio.open_connection("127.0.0.1", web.port)
-        await until(lambda: web.page.connections == 1)
-        # ...so one more from the same source is closed at once, not kept open in a
-        # handshake of its own (file descriptors and memory a flood would use up).
-        reader, writer = await asyncio.open_connection("127.0.0.1", web.port)
-        with contextlib.suppress(ConnectionResetError):
-            assert await asyncio.wait_for(reader.read(), 2) == b""
-        writer.close()
-        idle.close()
-        # And a real client still gets the page over HTTPS once the idler is gone.
-        await until(lambda: web.page.connections == 0)
-        context = ssl.create_default_context(cafile=str(cert_file))
-        status, _, _ = await fetch(web.port, get("/", web.port), context, "127.0.0.1")
-        assert status == 200
-    finally:
-        await server.close()
 
 
 async def test_the_page_caps_an_ipv6_64_as_one_source(tmp_path: Path) -> None:
