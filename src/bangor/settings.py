@@ -131,6 +131,7 @@ class ServerSettings:
     max_page_connections: int = 64
     max_page_connections_per_address: int = 16
     page_request_timeout: float = 10.0  # seconds for a whole request head
+    page_send_timeout: float = 30.0  # seconds for the client to take a whole answer
     max_page_request: int = 8192  # bytes of a request head
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer, serve
 from aioquic.buffer import size_uint_var
-from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.connection import H3_ALPN, ErrorCode, H3Connection, ProtocolError
 from aioquic.h3.events import (
     DatagramReceived,
     DataReceived,
@@ -40,11 +40,13 @@ from aioquic.quic.events import (
     HandshakeCompleted,
     ProtocolNegotiated,
     QuicEvent,
+    StopSendingReceived,
     StreamReset,
 )
 from aioquic.quic.packet import QuicErrorCode
 
 from bangor.errors import BangorError, UsageError
+from bangor.server.admission import source_of
 from bangor.server.relay import WebAddress
 from bangor.server.webcert import SelfCertificates, check_operator_files
 from bangor.server.webpage import PageServer, check_web_host
@@ -66,6 +68,8 @@ MAX_DATAGRAM_FRAME_SIZE = 65536
 # and length (2), the quarter stream id (up to 4 here).
 QUIC_DATAGRAM_OVERHEAD = 1 + 20 + 4 + 16 + 1 + 2 + 4
 H3_REQUEST_CANCELLED = 0x10C
+# What aioquic raises for a send on a stream the client has finished or stopped.
+STREAM_GONE = (ProtocolError, RuntimeError, ValueError)
 _connection_numbers = itertools.count(1)
 
 
@@ -152,7 +156,13 @@ class WebSession:
     def write(self, data: bytes) -> None:
         if self.closed or self.control is None or self.protocol.terminated:
             return  # the server never speaks first: nothing to say before the stream
-        self.protocol.quic.send_stream_data(self.control, data)
+        try:
+            self.protocol.quic.send_stream_data(self.control, data)
+        except STREAM_GONE:
+            # The client stopped the stream (STOP_SENDING): nobody hears this session any
+            # more. Another member's request may be what pushed to it, so never raise.
+            self.end()
+            return
         self.protocol.transmit()
 
     def is_closing(self) -> bool:
@@ -251,13 +261,17 @@ class WebProtocol(QuicConnectionProtocol):
                 self.session.end()
             self.endpoint.connection_closed(self)
             return
-        elif isinstance(event, StreamReset):
+        elif isinstance(event, StreamReset | StopSendingReceived):
             session = self.session
             if session is not None and event.stream_id in (session.stream_id, session.control):
                 session.end()
         if self.h3 is not None:
-            for h3_event in self.h3.handle_event(event):
-                self.h3_event_received(h3_event)
+            try:
+                for h3_event in self.h3.handle_event(event):
+                    self.h3_event_received(h3_event)
+            except Exception as exc:  # the client's bytes must never put a traceback on the loop
+                log.debug("web connection from %s: closed, %s", self.peer_text, type(exc).__name__)
+                self.close(error_code=ErrorCode.H3_INTERNAL_ERROR, reason_phrase="internal error")
 
     def h3_event_received(self, event: H3Event) -> None:
         session = self.session
@@ -323,15 +337,20 @@ class WebProtocol(QuicConnectionProtocol):
         else:
             self.endpoint.stats.not_found += 1
             status = b"404"
-        self.h3.send_headers(event.stream_id, [(b":status", status)], end_stream=True)
+        # Trailers on a request already answered, or a stream the client stopped: no answer.
+        with contextlib.suppress(*STREAM_GONE):
+            self.h3.send_headers(event.stream_id, [(b":status", status)], end_stream=True)
         self.transmit()
 
     def accept(self, stream_id: int) -> None:
         assert self.h3 is not None
         self.had_session = True
-        self.h3.send_headers(
-            stream_id, [(b":status", b"200"), (b"sec-webtransport-http3-draft", b"draft02")]
-        )
+        try:
+            self.h3.send_headers(
+                stream_id, [(b":status", b"200"), (b"sec-webtransport-http3-draft", b"draft02")]
+            )
+        except STREAM_GONE:
+            return  # the client stopped the CONNECT stream already: no session
         self.transmit()
         session = WebSession(self, stream_id, self.max_datagram(stream_id))
         self.session = session
@@ -404,6 +423,10 @@ class WebEndpoint:
             max_datagram_frame_size=MAX_DATAGRAM_FRAME_SIZE,
             max_datagram_size=settings.web_packet_size,
             idle_timeout=settings.web_idle_timeout,
+            # Credit a client may use before we read: aioquic holds up to this much of
+            # what arrives out of order (its default is 1 MiB per connection).
+            max_data=settings.web_max_receive_buffer,
+            max_stream_data=settings.web_max_receive_buffer,
         )
         if certificates is None:
             assert options.tls_cert is not None and options.tls_key is not None
@@ -425,6 +448,10 @@ class WebEndpoint:
                     port,
                     configuration=self.configuration,
                     create_protocol=lambda quic, **kw: WebProtocol(quic, self, **kw),
+                    # Retry: no connection state (nor a handshake's crypto and up to 3x
+                    # its bytes sent) for a source until it shows it receives our packets,
+                    # so spoofed Initials cannot fill max_web_connections.
+                    retry=True,
                 )
             except OSError:
                 if i == 0:
@@ -439,6 +466,9 @@ class WebEndpoint:
     def certificate_hashes(self) -> list[str]:
         if self.certificates is None:
             return []
+        # The renewal timer looks hourly; after a wall-clock jump (a suspend) the page
+        # would list no valid certificate until it fires, so a page load renews if due.
+        self.renew()
         return self.certificates.hashes(self.wall_clock())
 
     # --- certificate renewal ----------------------------------------------------------
@@ -470,8 +500,7 @@ class WebEndpoint:
 
     def connection_opened(self, protocol: WebProtocol) -> bool:
         """Count a new connection in; False if it is one too many (the caller closes it)."""
-        assert protocol.peer is not None
-        address = protocol.peer[0]
+        address = self.source(protocol)
         settings = self.settings
         if (
             len(self.protocols) >= settings.max_web_connections
@@ -487,13 +516,18 @@ class WebEndpoint:
         protocol.arm_deadline(settings.web_connect_timeout + settings.handshake_timeout)
         return True
 
+    def source(self, protocol: WebProtocol) -> str:
+        """What the per-address cap counts by: the IPv4 address, or the IPv6 /64
+        (network_prefix_v6) since one host commonly has a whole /64 to pick from."""
+        assert protocol.peer is not None
+        return source_of(protocol.peer[0], 32, self.settings.network_prefix_v6)[1]
+
     def connection_closed(self, protocol: WebProtocol) -> None:
         self._dirty.discard(protocol)
         if protocol not in self.protocols:
             return
         self.protocols.discard(protocol)
-        assert protocol.peer is not None
-        address = protocol.peer[0]
+        address = self.source(protocol)
         left = self.per_address.get(address, 1) - 1
         if left > 0:
             self.per_address[address] = left

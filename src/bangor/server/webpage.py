@@ -18,8 +18,10 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import cast
 
 from bangor.errors import UsageError
+from bangor.server.admission import source_of
 from bangor.settings import PROTOCOL_VERSION, ServerSettings
 
 log = logging.getLogger("bangor.server.web")
@@ -100,6 +102,8 @@ class PageServer:
     connections: int = 0
     served: int = 0
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # Connections still in their TLS handshake or request head, oldest first.
+    reading: dict[asyncio.Task[None], None] = field(default_factory=dict)
 
     async def start(self, host: str, port: int) -> asyncio.Server:
         self.tcp = await asyncio.start_server(
@@ -169,14 +173,24 @@ class PageServer:
             return 404, [("Content-Type", "text/plain; charset=utf-8")], b"not found\n"
         return 200, self.headers(content_type, host), body
 
+    def source(self, address: str) -> str:
+        """What the per-address cap counts by: the IPv4 address, or the IPv6 /64."""
+        return source_of(address, 32, self.settings.network_prefix_v6)[1]
+
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        address = str(peer[0]) if peer else "?"
+        address = self.source(str(peer[0])) if peer else "?"
         settings = self.settings
-        if (
-            self.connections >= settings.max_page_connections
-            or self.per_address.get(address, 0) >= settings.max_page_connections_per_address
-        ):
+        if self.per_address.get(address, 0) >= settings.max_page_connections_per_address:
+            writer.transport.abort()
+            return
+        if self.connections >= settings.max_page_connections and self.reading:
+            # Full: the connection waiting longest for its request makes room (a real
+            # request takes a round trip, so idlers cannot keep everyone out).
+            oldest = next(iter(self.reading))
+            del self.reading[oldest]
+            oldest.cancel()
+        elif self.connections >= settings.max_page_connections:
             writer.transport.abort()
             return
         self.connections += 1
@@ -184,9 +198,18 @@ class PageServer:
         task = asyncio.current_task()
         assert task is not None
         self.tasks.add(task)
+        self.reading[task] = None
+        closed = False
         try:
             await self._serve(reader, writer)
-        except (ConnectionError, OSError, ssl.SSLError):
+            # Until the client has taken the whole answer the connection counts, and no
+            # longer than this: the body would otherwise wait in our buffer (and the
+            # socket stay open) for as long as the client keeps its window closed.
+            async with asyncio.timeout(settings.page_send_timeout):
+                writer.close()
+                await writer.wait_closed()
+            closed = True
+        except (ConnectionError, OSError, ssl.SSLError, TimeoutError):
             pass
         except asyncio.CancelledError:
             # close() cancels us. Ending cancelled would make Python 3.11's streams
@@ -194,19 +217,22 @@ class PageServer:
             pass
         finally:
             self.tasks.discard(task)
+            self.reading.pop(task, None)
             self.connections -= 1
             left = self.per_address[address] - 1
             if left:
                 self.per_address[address] = left
             else:
                 del self.per_address[address]
-            writer.close()
+            if not closed:
+                writer.transport.abort()  # the answer not taken in time, or cancelled
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         status: int
         try:
             async with asyncio.timeout(self.settings.page_request_timeout):
                 head = await reader.readuntil(b"\r\n\r\n")
+            self.reading.pop(cast("asyncio.Task[None]", asyncio.current_task()), None)
         except TimeoutError:
             status, body, method = 408, b"", b"GET"
         except asyncio.LimitOverrunError:
