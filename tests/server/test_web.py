@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,18 +29,6 @@ from bangor.wire.media import HopOpener, HopSealer, PacketType, derive_media_key
 from bangor.wire.voice import unpack_relayed
 from tests.server.test_app import PASSWORD, make_server
 from tests.webclient import WebClient, control_client, web_client
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    srv = await make_server(tmp_path)
-    yield srv
-    await srv.close()
-
-
-@pytest.fixture
-async def web(server: Server) -> WebService:
-    return await start_web(server, WebOptions("127.0.0.1", 0))
 
 
 async def until(condition: Callable[[], bool]) -> None:

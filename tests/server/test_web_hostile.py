@@ -25,18 +25,6 @@ from tests.webclient import client_configuration, web_client
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    srv = await make_server(tmp_path)
-    yield srv
-    await srv.close()
-
-
-@pytest.fixture
-async def web(server: Server) -> WebService:
-    return await start_web(server, WebOptions("127.0.0.1", 0))
-
-
-@pytest.fixture
 async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
     """What reaches the event loop's exception handler (a traceback in the log)."""
     errors: list[dict[str, Any]] = []

@@ -25,7 +25,7 @@ from bangor.server.webcert import (
     make_certificate,
 )
 from bangor.settings import ServerSettings
-from tests.server.test_web import make_server
+from tests.server.test_app import make_server
 from tests.webclient import web_client
 
 NOW = 1_800_000_000.0

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import ssl
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,21 +14,10 @@ from bangor.cli import main
 from bangor.errors import UsageError
 from bangor.server.app import Server
 from bangor.server.web import WebOptions, WebService, start_web
-from tests.server.test_web import make_server, web_login
+from tests.server.test_app import make_server
+from tests.server.test_web import web_login
 from tests.server.test_webcert import write_pem
 from tests.webclient import web_client
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    srv = await make_server(tmp_path)
-    yield srv
-    await srv.close()
-
-
-@pytest.fixture
-async def web(server: Server) -> WebService:
-    return await start_web(server, WebOptions("127.0.0.1", 0))
 
 
 async def fetch(
