@@ -85,16 +85,22 @@ async def web_login(client: WebClient, web: WebService, user: str) -> ControlCli
     return control
 
 
+async def bob_joins_over_tcp(server: Server, alice: ControlClient, room_name: str) -> ControlClient:
+    """``alice`` (logged in) creates a room and joins it; bob logs in over TCP and joins too."""
+    room = await alice.create_room(room_name)
+    await alice.join_room(room.room_id)
+    bob = await tcp_login(server, "bob")
+    await bob.join_room(room.room_id)
+    return bob
+
+
 async def test_a_web_member_and_a_udp_member_talk_both_ways(
     server: Server, web: WebService
 ) -> None:
     async with web_client("127.0.0.1", web.port) as browser:
         alice = await web_login(browser, web, "alice")
         assert len(server.connections) == 1
-        room = await alice.create_room("mixed")
-        await alice.join_room(room.room_id)
-        bob = await tcp_login(server, "bob")
-        await bob.join_room(room.room_id)
+        bob = await bob_joins_over_tcp(server, alice, "mixed")
         assert alice.welcome is not None and bob.welcome is not None
         alice_hop, bob_hop = Hop(alice.welcome), Hop(bob.welcome)
 
@@ -178,10 +184,7 @@ async def test_closing_the_session_drops_the_server_session(
 ) -> None:
     async with web_client("127.0.0.1", web.port) as browser:
         alice = await web_login(browser, web, "alice")
-        room = await alice.create_room("r")
-        await alice.join_room(room.room_id)
-        bob = await tcp_login(server, "bob")
-        await bob.join_room(room.room_id)
+        bob = await bob_joins_over_tcp(server, alice, "r")
         browser.end_session()
         left = await asyncio.wait_for(bob.events.get(), 5)
         assert isinstance(left, msg.MemberLeft) and alice.welcome is not None
@@ -246,10 +249,7 @@ async def test_a_packet_too_big_for_the_web_member_is_dropped_and_counted(
 ) -> None:
     async with web_client("127.0.0.1", web.port) as browser:
         alice = await web_login(browser, web, "alice")
-        room = await alice.create_room("r")
-        await alice.join_room(room.room_id)
-        bob = await tcp_login(server, "bob")
-        await bob.join_room(room.room_id)
+        bob = await bob_joins_over_tcp(server, alice, "r")
         assert alice.welcome is not None and bob.welcome is not None
         alice_hop, bob_hop = Hop(alice.welcome), Hop(bob.welcome)
         browser.send_datagram(alice_hop.keepalive())
