@@ -1,7 +1,7 @@
 // The call's glue (app/client.ts) with the browser parts faked: a control session that
 // yields scripted events, a transport, an audio engine and a UI that record what they
 // are asked. What a hostile server can do to the page's state, timers and queues.
-import { test } from "node:test";
+import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { Call, MAX_MEMBERS, MAX_PENDING_DATAGRAMS, MAX_PENDING_STEPS } from "../../src/app/client.ts";
 import type { ControlEvent } from "../../src/app/cores.ts";
@@ -95,6 +95,19 @@ interface Internals {
   waitForGesture(): void;
 }
 
+/** A WebCodecs AudioEncoder that takes its configuration and encodes nothing, for this test. */
+function fakeAudioEncoder(t: TestContext): void {
+  const g = globalThis as Record<string, unknown>;
+  g.AudioEncoder = class {
+    state = "configured";
+    configure(): void {}
+    close(): void {
+      this.state = "closed";
+    }
+  };
+  t.after(() => delete g.AudioEncoder);
+}
+
 function makeCall() {
   const control = new FakeControl();
   const transport = new FakeTransport();
@@ -143,15 +156,7 @@ test("a login the server refuses ends the call: no timer keeps running, sound an
 });
 
 test("joined and bye in one write: the join fails with the reason, the page never shows a dead call", async (t) => {
-  const g = globalThis as Record<string, unknown>;
-  g.AudioEncoder = class {
-    state = "configured";
-    configure(): void {}
-    close(): void {
-      this.state = "closed";
-    }
-  };
-  t.after(() => delete g.AudioEncoder);
+  fakeAudioEncoder(t);
   const { call, inner, control, transport, states } = makeCall();
   const joining = inner.start(request, false);
   transport.write(control, handshake);
@@ -277,15 +282,7 @@ test("member_joined for ourselves, twice, or beyond any room's size is not taken
 });
 
 test("the joined list is taken without ourselves and each member once", async (t) => {
-  const g = globalThis as Record<string, unknown>;
-  g.AudioEncoder = class {
-    state = "configured";
-    configure(): void {}
-    close(): void {
-      this.state = "closed";
-    }
-  };
-  t.after(() => delete g.AudioEncoder);
+  fakeAudioEncoder(t);
   const { call, inner, control, transport } = makeCall();
   const joining = inner.start(request, false);
   transport.write(control, handshake);
