@@ -148,9 +148,10 @@ async def test_the_page_caps_an_ipv6_64_as_one_source(tmp_path: Path) -> None:
     server = await make_server(tmp_path, max_page_connections_per_address=1)
     try:
         web = await start_web(server, WebOptions("127.0.0.1", 0))
-        assert web.page.source("2001:db8:1:2::1") == web.page.source("2001:db8:1:2:ffff::9")
-        assert web.page.source("2001:db8:1:2::1") != web.page.source("2001:db8:1:3::1")
-        assert web.page.source("192.0.2.1") != web.page.source("192.0.2.2")
+        source = web.page.per_address.source
+        assert source("2001:db8:1:2::1") == source("2001:db8:1:2:ffff::9")
+        assert source("2001:db8:1:2::1") != source("2001:db8:1:3::1")
+        assert source("192.0.2.1") != source("192.0.2.2")
     finally:
         await server.close()
 

@@ -46,10 +46,10 @@ from aioquic.quic.events import (
 from aioquic.quic.packet import QuicErrorCode
 
 from bangor.errors import BangorError, UsageError
-from bangor.server.admission import source_of
 from bangor.server.relay import WebAddress
 from bangor.server.webcert import SelfCertificates, check_operator_files
-from bangor.server.webpage import PageServer, check_web_host
+from bangor.server.webpage import WEBTRANSPORT_PATH as PATH
+from bangor.server.webpage import PageServer, PerSource, check_web_host
 from bangor.settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -57,7 +57,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bangor.server.web")
 
-PATH = "/bangor/1"
 # SETTINGS_WT_MAX_SESSIONS (draft-ietf-webtrans-http3-13/14); Safari wants it, Chromium
 # (which speaks draft-02, ENABLE_WEBTRANSPORT 0x2b603742) ignores it. aioquic PR #652.
 SETTING_WT_MAX_SESSIONS = 0x14E9CD29
@@ -403,10 +402,13 @@ class WebEndpoint:
     wall_clock: Callable[[], float] = time.time
     quic_servers: list[QuicServer] = field(default_factory=list)
     protocols: set[WebProtocol] = field(default_factory=set)
-    per_address: dict[str, int] = field(default_factory=dict)
+    per_address: PerSource = field(init=False)
     sessions: dict[WebAddress, WebSession] = field(default_factory=dict)
     _dirty: set[WebProtocol] = field(default_factory=set)
     _renew_timer: asyncio.TimerHandle | None = None
+
+    def __post_init__(self) -> None:
+        self.per_address = PerSource(self.settings.network_prefix_v6)
 
     @property
     def settings(self) -> ServerSettings:
@@ -502,37 +504,29 @@ class WebEndpoint:
         """Count a new connection in; False if it is one too many (the caller closes it)."""
         address = self.source(protocol)
         settings = self.settings
-        if (
-            len(self.protocols) >= settings.max_web_connections
-            or self.per_address.get(address, 0) >= settings.max_web_connections_per_address
+        if len(self.protocols) >= settings.max_web_connections or self.per_address.at_limit(
+            address, settings.max_web_connections_per_address
         ):
             self.stats.refused_connections += 1
             log.debug("web connection from %s refused: too many", protocol.peer_text)
             return False
         self.stats.connections += 1
         self.protocols.add(protocol)
-        self.per_address[address] = self.per_address.get(address, 0) + 1
+        self.per_address.add(address)
         # Until the handshake completes QUIC's own timeouts apply; then the CONNECT's.
         protocol.arm_deadline(settings.web_connect_timeout + settings.handshake_timeout)
         return True
 
     def source(self, protocol: WebProtocol) -> str:
-        """What the per-address cap counts by: the IPv4 address, or the IPv6 /64
-        (network_prefix_v6) since one host commonly has a whole /64 to pick from."""
         assert protocol.peer is not None
-        return source_of(protocol.peer[0], 32, self.settings.network_prefix_v6)[1]
+        return self.per_address.source(protocol.peer[0])
 
     def connection_closed(self, protocol: WebProtocol) -> None:
         self._dirty.discard(protocol)
         if protocol not in self.protocols:
             return
         self.protocols.discard(protocol)
-        address = self.source(protocol)
-        left = self.per_address.get(address, 1) - 1
-        if left > 0:
-            self.per_address[address] = left
-        else:
-            self.per_address.pop(address, None)
+        self.per_address.remove(self.source(protocol))
 
     def session_started(self, session: WebSession) -> None:
         self.stats.sessions += 1

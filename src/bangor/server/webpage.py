@@ -91,6 +91,36 @@ def load_static() -> dict[str, bytes]:
 
 
 @dataclass
+class PerSource:
+    """Open connections per source, for the --web caps (page and WebTransport alike).
+
+    A source is the IPv4 address, or the IPv6 /64 (``network_prefix_v6``): one host
+    commonly has a whole /64 to pick from."""
+
+    prefix_v6: int
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def source(self, address: str) -> str:
+        return source_of(address, 32, self.prefix_v6)[1]
+
+    def at_limit(self, source: str, limit: int) -> bool:
+        return self.counts.get(source, 0) >= limit
+
+    def add(self, source: str) -> None:
+        self.counts[source] = self.counts.get(source, 0) + 1
+
+    def remove(self, source: str) -> None:
+        left = self.counts.get(source, 1) - 1
+        if left > 0:
+            self.counts[source] = left
+        else:
+            self.counts.pop(source, None)
+
+    def __bool__(self) -> bool:
+        return bool(self.counts)
+
+
+@dataclass
 class PageServer:
     settings: ServerSettings
     web_port: int
@@ -98,12 +128,15 @@ class PageServer:
     ssl_context: ssl.SSLContext | None = None
     files: dict[str, bytes] = field(default_factory=load_static)
     tcp: asyncio.Server | None = None
-    per_address: dict[str, int] = field(default_factory=dict)
+    per_address: PerSource = field(init=False)
     connections: int = 0
     served: int = 0
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     # Connections still in their TLS handshake or request head, oldest first.
     reading: dict[asyncio.Task[None], None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.per_address = PerSource(self.settings.network_prefix_v6)
 
     async def start(self, host: str, port: int) -> asyncio.Server:
         self.tcp = await asyncio.start_server(
@@ -173,15 +206,11 @@ class PageServer:
             return 404, [("Content-Type", "text/plain; charset=utf-8")], b"not found\n"
         return 200, self.headers(content_type, host), body
 
-    def source(self, address: str) -> str:
-        """What the per-address cap counts by: the IPv4 address, or the IPv6 /64."""
-        return source_of(address, 32, self.settings.network_prefix_v6)[1]
-
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        address = self.source(str(peer[0])) if peer else "?"
+        address = self.per_address.source(str(peer[0])) if peer else "?"
         settings = self.settings
-        if self.per_address.get(address, 0) >= settings.max_page_connections_per_address:
+        if self.per_address.at_limit(address, settings.max_page_connections_per_address):
             writer.transport.abort()
             return
         if self.connections >= settings.max_page_connections and self.reading:
@@ -194,7 +223,7 @@ class PageServer:
             writer.transport.abort()
             return
         self.connections += 1
-        self.per_address[address] = self.per_address.get(address, 0) + 1
+        self.per_address.add(address)
         task = asyncio.current_task()
         assert task is not None
         self.tasks.add(task)
@@ -219,11 +248,7 @@ class PageServer:
             self.tasks.discard(task)
             self.reading.pop(task, None)
             self.connections -= 1
-            left = self.per_address[address] - 1
-            if left:
-                self.per_address[address] = left
-            else:
-                del self.per_address[address]
+            self.per_address.remove(address)
             if not closed:
                 writer.transport.abort()  # the answer not taken in time, or cancelled
 
