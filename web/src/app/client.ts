@@ -6,6 +6,7 @@
 import { VoiceGate } from "../media/gate.ts";
 import { toHex } from "../wire/bytes.ts";
 import { AuthError, BangorError, CloseCode, ConnectError, KeyPinError } from "../wire/errors.ts";
+import { MAX_CHAT_TEXT } from "../wire/control.ts";
 import { AudioEngine, level } from "./audio.ts";
 import { OpusDecoder, OpusEncoder, codecsAvailable } from "./codec.ts";
 import type { PageConfig } from "./config.ts";
@@ -24,7 +25,6 @@ import { checkMember, loadIdentity, type Trust } from "./identity.ts";
 import { Transport } from "./transport.ts";
 import { MAX_VOLUME_PERCENT, type JoinRequest, type Ui } from "./ui.ts";
 
-export const MAX_CHAT_TEXT = 2000; // settings.MAX_CHAT_TEXT
 export const MAX_USER_NAME = 32; // server default max_user_name
 export const JOIN_TIMEOUT_MS = 10_000;
 /** No captured frame for this long: tick from a timer instead (a silent or lost mic). */

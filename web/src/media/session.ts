@@ -10,14 +10,14 @@
 
 import { PacketError } from "../wire/errors.ts";
 import { readU64, u64 } from "../wire/bytes.ts";
+import { PacketType } from "../wire/media.ts";
 import { unpackRelayed } from "../wire/voice.ts";
 import type { Decision, JitterStats } from "./jitter.ts";
 import { Sender, type EncoderHint } from "./sender.ts";
 import { DEFAULT_SETTINGS, type MediaSettings } from "./settings.ts";
 import { Streams, type TickDecision } from "./streams.ts";
 
-/** Media packet types (PROTOCOL.md 5.2) a relay-only member sends or reads. */
-export const PacketType = { VOICE: 1, KEEPALIVE: 2, KEEPALIVE_ACK: 3 } as const;
+export { PacketType };
 
 /** Look at the send plan again this often even without reports (old ones expire). */
 export const PLAN_INTERVAL = 1.0;

@@ -24,6 +24,7 @@
 
 import { concat, u32, utf8 } from "./bytes.ts";
 import { DecodeError, LocalProtocolError, PacketError, PeerAuthError, PeerError } from "./errors.ts";
+import { MAX_CHAT_TEXT } from "./control.ts";
 import { MpMap, MpWriter, typeName, unpack, type MpValue } from "./msgpack.ts";
 import { identityFingerprint, identityPublicKey, safetyHalf } from "./identity.ts";
 import { MessageKind, PairChannel, PeerMessage, PeerVerified, deriveRoomPsk, pairPrologue } from "./pairwise.ts";
@@ -43,8 +44,6 @@ import {
 
 export const VOICE_LABEL = utf8.encode("bangor/1 voice ");
 export const CHAT_LABEL = utf8.encode("bangor/1 chat ");
-/** settings.MAX_CHAT_TEXT: characters (code points) in one chat line. */
-export const MAX_CHAT_TEXT = 2000;
 export const MAX_NAME = 64; // ShortText in e2ee.py
 export const MAX_CHAT_SEQ = (1n << 63n) - 1n;
 export const MAX_CANDIDATES = 16;

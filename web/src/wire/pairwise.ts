@@ -27,6 +27,7 @@ import { sha256 } from "@noble/hashes/sha2.js";
 import { concat, readU64, u32, u64, utf8 } from "./bytes.ts";
 import { LocalProtocolError, PeerAuthError, PeerError } from "./errors.ts";
 import { HandshakeState, KEY_SIZE, TAG_SIZE } from "./noise.ts";
+import { MAX_PEER_MESSAGE } from "./control.ts";
 import { ReplayWindow } from "./replay.ts";
 
 export const PAIR_PROTOCOL_NAME = "Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s";
@@ -37,7 +38,6 @@ export const KIND_SIZE = 1;
 export const COUNTER_SIZE = 8;
 export const DATA_HEADER_SIZE = KIND_SIZE + COUNTER_SIZE;
 /** settings.MAX_PEER_MESSAGE: the limit of peer.data. */
-export const MAX_PEER_MESSAGE = 4096;
 export const MAX_MESSAGE = MAX_PEER_MESSAGE;
 export const MAX_DATA_PAYLOAD = MAX_MESSAGE - DATA_HEADER_SIZE - TAG_SIZE;
 // HS3 is the tightest fit for a hello: kind, encrypted s, channel secret, tag.
