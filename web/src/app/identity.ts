@@ -4,10 +4,10 @@
 // Kept in localStorage: per origin, so per server, which is the scope that matters.
 
 import { fromHex, toHex } from "../wire/bytes.ts";
+import { generateIdentityKey } from "../wire/identity.ts";
 
 export const IDENTITY_ITEM = "bangor.identity.v1";
 export const KNOWN_ITEM = "bangor.known_members.v1";
-export const KEY_SIZE = 32;
 /** Keys remembered per user before the oldest are forgotten (a bound on storage). */
 export const MAX_KEYS_PER_USER = 8;
 
@@ -26,7 +26,7 @@ export function loadIdentity(): Uint8Array {
   const store = storage();
   const saved = store?.getItem(IDENTITY_ITEM);
   if (saved && /^[0-9a-f]{64}$/.test(saved)) return fromHex(saved);
-  const key = crypto.getRandomValues(new Uint8Array(KEY_SIZE));
+  const key = generateIdentityKey().privateKey;
   try {
     store?.setItem(IDENTITY_ITEM, toHex(key));
   } catch {

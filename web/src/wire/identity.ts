@@ -11,6 +11,7 @@ import { sha512 } from "@noble/hashes/sha2.js";
 import { concat } from "./bytes.ts";
 import { LocalProtocolError } from "./errors.ts";
 import { fingerprint, formatFingerprint } from "./fingerprint.ts";
+import { generatePrivateKey } from "./noise.ts";
 
 export const KEY_SIZE = 32; // X25519 private and public keys
 // Bumped if the derivation changes, so old and new numbers never look comparable.
@@ -43,7 +44,7 @@ export function identityPublicKey(privateKey: Uint8Array): Uint8Array {
 
 /** A fresh identity key pair from the platform's CSPRNG. */
 export function generateIdentityKey(): IdentityKeyPair {
-  const privateKey = crypto.getRandomValues(new Uint8Array(KEY_SIZE));
+  const privateKey = generatePrivateKey();
   return Object.freeze({ privateKey, publicKey: identityPublicKey(privateKey) });
 }
 

@@ -18,6 +18,7 @@
 // state changes happen synchronously, and a derived key is committed after its trial
 // open only if nothing changed meanwhile (else the frame is classified again).
 
+import { randomBytes } from "@noble/hashes/utils.js";
 import { concat, equal, utf8 } from "./bytes.ts";
 import { LocalProtocolError, PacketError, PeerError } from "./errors.ts";
 import {
@@ -52,9 +53,7 @@ export const MAX_OLD_KEYS = 8;
 const UNKNOWN = -1;
 const HOLD = 0; // > 0: derive that many ratchet steps forward
 
-export function randomBytes(n: number): Uint8Array {
-  return crypto.getRandomValues(new Uint8Array(n));
-}
+export { randomBytes };
 
 function checkPurpose(purpose: string): asserts purpose is Purpose {
   if (purpose !== PURPOSE_VOICE && purpose !== PURPOSE_CHAT) {
