@@ -204,14 +204,33 @@ async def test_closing_the_quic_connection_drops_the_server_session(
     await until(lambda: not server.connections and not web.endpoint.protocols)
 
 
-async def test_server_shutdown_closes_web_sessions(tmp_path: Path) -> None:
+async def test_server_shutdown_says_why_before_the_connection_closes(tmp_path: Path) -> None:
+    """The goodbye on the control stream reaches the client before any QUIC close (which
+    would overtake it: the page then showed "Connection lost"); the client, like the
+    page, closes once it has read it, and the server's close waits for that."""
     server = await make_server(tmp_path)
     web = await start_web(server, WebOptions("127.0.0.1", 0))
     async with web_client("127.0.0.1", web.port) as browser:
         alice = await web_login(browser, web, "alice")
-        await server.close()
+        closing = asyncio.create_task(server.close())
         closed = await asyncio.wait_for(alice.events.get(), 5)
         assert isinstance(closed, ConnectError) and "shutting down" in str(closed)
+        assert not browser.terminated  # the server has not closed the connection under us
+        assert not closing.done()
+        browser.close()
+        await asyncio.wait_for(closing, 5)
+        assert not web.endpoint.protocols
+
+
+async def test_server_shutdown_waits_for_a_silent_client_only_the_grace(tmp_path: Path) -> None:
+    server = await make_server(tmp_path, web_close_grace=0.2)
+    web = await start_web(server, WebOptions("127.0.0.1", 0))
+    async with web_client("127.0.0.1", web.port) as browser:
+        await web_login(browser, web, "alice")
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await asyncio.wait_for(server.close(), 5)
+        assert loop.time() - start >= 0.2  # it waited for the client, then not for ever
         await asyncio.wait_for(browser.closed.wait(), 10)
 
 

@@ -14,7 +14,7 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
@@ -540,6 +540,9 @@ class Server:
         # What --web adds: stopped with the listeners, and after the sessions ended.
         self.closers: list[Callable[[], None]] = []
         self.after_close: list[Callable[[], None]] = []
+        # Awaited after the goodbyes are written: transports that need a moment to
+        # deliver them (a WebTransport session's last bytes race its QUIC close).
+        self.drains: list[Callable[[], Awaitable[None]]] = []
         self.address: tuple[str, int] = ("", 0)
 
     @property
@@ -584,6 +587,8 @@ class Server:
         for conn in list(self.connections.values()):
             conn.fail(CloseCode.SHUTDOWN, "server is shutting down")
             conn.writer.close()
+        for drain in self.drains:
+            await drain()
         for task in list(self.tasks):
             task.cancel()
         if self.tasks:

@@ -176,7 +176,9 @@ class WebSession:
         return 0 if stream is None else len(stream.sender._buffer)
 
     def close(self) -> None:
-        """End the session cleanly: FIN on the control and CONNECT streams."""
+        """End the session cleanly: FIN on the control stream; the client ends the
+        session once it has read that far (or the close grace does). Ending the session
+        here too would let Chromium drop the stream's unread last bytes, the goodbye."""
         if self.closed:
             return
         self.closed = True
@@ -184,9 +186,8 @@ class WebSession:
         if not protocol.terminated:
             quic = protocol.quic
             with contextlib.suppress(Exception):  # a stream the client reset already
-                if self.control is not None:
-                    quic.send_stream_data(self.control, b"", end_stream=True)
-                quic.send_stream_data(self.stream_id, b"", end_stream=True)
+                stream = self.stream_id if self.control is None else self.control
+                quic.send_stream_data(stream, b"", end_stream=True)
             protocol.transmit()
         protocol.session_closed(self)
 
@@ -406,6 +407,8 @@ class WebEndpoint:
     sessions: dict[WebAddress, WebSession] = field(default_factory=dict)
     _dirty: set[WebProtocol] = field(default_factory=set)
     _renew_timer: asyncio.TimerHandle | None = None
+    _draining: set[WebProtocol] = field(default_factory=set)
+    _drained: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.per_address = PerSource(self.settings.network_prefix_v6)
@@ -523,6 +526,9 @@ class WebEndpoint:
 
     def connection_closed(self, protocol: WebProtocol) -> None:
         self._dirty.discard(protocol)
+        self._draining.discard(protocol)
+        if not self._draining:
+            self._drained.set()
         if protocol not in self.protocols:
             return
         self.protocols.discard(protocol)
@@ -573,6 +579,17 @@ class WebEndpoint:
             self._dirty = set()
             for protocol in dirty:
                 protocol.transmit()
+
+    async def drain(self) -> None:
+        """Wait (up to ``web_close_grace``) for the connections of sessions the server
+        has just closed to end: the client ends them once it has read the server's
+        goodbye, which closing the connection at once could overtake."""
+        self._draining = {p for p in self.protocols if p.had_session and not p.terminated}
+        if not self._draining:
+            return
+        self._drained.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drained.wait(), self.settings.web_close_grace)
 
     def close(self) -> None:
         if self._renew_timer is not None:
@@ -646,5 +663,6 @@ async def start_web(server: Server, options: WebOptions) -> WebService:
         raise BangorError(f"could not bind TCP and UDP on one port number for {where}")
     page.web_port = bound
     server.closers.append(page.close)
+    server.drains.append(endpoint.drain)
     server.after_close.append(endpoint.close)
     return WebService(endpoint, page, options.host, bound)

@@ -20,6 +20,7 @@ export class Transport {
   private readonly control: WritableStreamDefaultWriter<Uint8Array>;
   private readonly datagrams: WritableStreamDefaultWriter<Uint8Array>;
   private closedFlag = false;
+  private sessionEnded = false;
   /** Control-channel bytes as they arrive (null: the stream ended). */
   onControl: (data: Uint8Array | null) => void = () => {};
   onDatagram: (data: Uint8Array) => void = () => {};
@@ -69,11 +70,15 @@ export class Transport {
       await Promise.race([wt.ready, timeout]);
       const stream = await Promise.race([wt.createBidirectionalStream(), timeout]);
       const transport = new Transport(wt, stream.writable.getWriter(), wt.datagrams.writable.getWriter());
-      transport.readControl(stream.readable);
+      const reading = transport.readControl(stream.readable);
       transport.readDatagrams(wt.datagrams.readable);
       wt.closed.then(
-        (info) => transport.closed(info.reason ? `server closed the session: ${info.reason}` : "server closed the session"),
-        (error: unknown) => transport.closed(`lost the connection to the server: ${describe(error)}`),
+        (info) =>
+          transport.sessionClosed(
+            reading,
+            info.reason ? `server closed the session: ${info.reason}` : "server closed the session",
+          ),
+        (error: unknown) => transport.sessionClosed(reading, `lost the connection to the server: ${describe(error)}`),
       );
       return transport;
     } catch (error) {
@@ -104,11 +109,19 @@ export class Transport {
     } catch (error) {
       // The stream broke with the session (or was reset): the session's close says why
       // (the server's reason, a timeout), not "the server closed the connection".
-      await Promise.race([this.wt.closed.catch(() => {}), new Promise((r) => setTimeout(r, CLOSE_REASON_WAIT_MS))]);
-      this.closed(`lost the control stream: ${describe(error)}`);
+      await Promise.race([this.wt.closed.catch(() => {}), delay(CLOSE_REASON_WAIT_MS)]);
+      if (!this.sessionEnded) this.closed(`lost the control stream: ${describe(error)}`);
       return;
     }
     if (!this.closedFlag) this.onControl(null);
+  }
+
+  /** The session ended. The control bytes before its end (the server's goodbye says
+   * why) may still be on their way to us: read them first, for a moment at most. */
+  private async sessionClosed(reading: Promise<void>, reason: string): Promise<void> {
+    this.sessionEnded = true;
+    await Promise.race([reading, delay(CLOSE_REASON_WAIT_MS)]);
+    this.closed(reason);
   }
 
   private async readDatagrams(readable: ReadableStream<Uint8Array>): Promise<void> {
@@ -157,6 +170,10 @@ export class Transport {
       // already closed
     }
   }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function describe(error: unknown): string {

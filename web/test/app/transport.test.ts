@@ -14,6 +14,8 @@ interface Fake {
   failReady(error: Error): void;
   close(info: { closeCode: number; reason: string }): void;
   breakStream(error: Error): void;
+  controlBytes(data: Uint8Array): void;
+  endStream(): void;
 }
 
 function install(): { made: Fake[] } {
@@ -44,6 +46,12 @@ function install(): { made: Fake[] } {
     }
     breakStream(error: Error): void {
       this.stream.error(error);
+    }
+    controlBytes(data: Uint8Array): void {
+      this.stream.enqueue(data);
+    }
+    endStream(): void {
+      this.stream.close();
     }
     async createBidirectionalStream() {
       return {
@@ -86,4 +94,21 @@ test("the session closing in a call says the server's reason, not a broken strea
   await new Promise((r) => setTimeout(r, 20));
   assert.equal(eof, false, "a broken stream is not a clean end of the server's bytes");
   assert.deepEqual(told, ["server closed the session: the server is shutting down"]);
+});
+
+test("the session's end waits for the control bytes before it, which say why", async (t) => {
+  t.after(() => delete (globalThis as Record<string, unknown>).WebTransport);
+  const { made } = install();
+  const transport = await Transport.connect(config, "example.org");
+  const seen: string[] = [];
+  transport.onControl = (data) => void seen.push(data === null ? "eof" : `bytes ${data.length}`);
+  transport.onClose = (reason) => seen.push(reason);
+  // The server ended the control stream and the session together; the browser told the
+  // page of the session's end before it had read the stream's last bytes (the goodbye).
+  made[0]!.close({ closeCode: 0, reason: "" });
+  await new Promise((r) => setTimeout(r, 5));
+  made[0]!.controlBytes(new Uint8Array(40));
+  made[0]!.endStream();
+  await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(seen, ["bytes 40", "eof", "server closed the session"]);
 });
