@@ -186,6 +186,11 @@ class ClientSettings:
     # about one per interval, with a count of those not shown.
     problem_report_burst: int = 5
     problem_report_interval: float = 10.0
+    # The capture chain (audio/capture.py), between the microphone and the voice gate.
+    # The CLI turns each on for a sound card and off for files, tones and silence.
+    noise_suppression: bool = False
+    echo_cancellation: bool = False  # the far end is what we play, fed as the reference
+    agc: bool = False  # automatic gain: quiet and loud speakers come out at one level
     # Voice activity detection: send voice only while speaking (keepalives go on regardless).
     vad: bool = True
     vad_aggressiveness: int = 2  # WebRTC VAD mode: 0 lets most through .. 3 strictest

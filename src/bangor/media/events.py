@@ -60,6 +60,15 @@ class PathStats:
 
 
 @dataclass(frozen=True)
+class Processing:
+    """Which stages of the capture chain run now."""
+
+    noise_suppression: bool
+    echo_cancellation: bool
+    agc: bool
+
+
+@dataclass(frozen=True)
 class MediaStats:
     sent: int  # voice frames
     suppressed: int  # frames the voice gate (or mute) kept back
@@ -76,3 +85,7 @@ class MediaStats:
     reported_loss: float  # the worst loss listeners report on our voice now, 0..1
     senders: tuple[SenderStats, ...]
     paths: tuple[PathStats, ...]
+    processing: Processing
+    # The microphone's level after the capture chain, dBFS (-100 for digital silence):
+    # the louder of the last tick's RMS and a peak-hold that falls 20 dB a second.
+    input_level: float

@@ -67,6 +67,10 @@ class MediaSession:
         self.srflx: Address | None = None  # our address as the server sees it (STUN)
         self.direct = DirectPaths(session_id, DirectSettings())
         self.sender = Sender(settings)
+        self._processing = me.Processing(
+            settings.noise_suppression, settings.echo_cancellation, settings.agc
+        )
+        self._input_level = -100.0
         self.streams = Streams(settings)
         # What the user controls: our microphone, what we hear, each speaker's volume.
         self.muted = False
@@ -138,6 +142,27 @@ class MediaSession:
     def seal_chat(self, text: str) -> bytes:
         """A chat line sealed for the room, for the control channel."""
         return self.crypto.seal_chat(text)
+
+    @property
+    def processing(self) -> me.Processing:
+        return self._processing
+
+    def set_processing(
+        self,
+        *,
+        noise_suppression: bool | None = None,
+        echo_cancellation: bool | None = None,
+        agc: bool | None = None,
+    ) -> me.Processing:
+        """Turn stages of the capture chain on or off in a call (None: as it is);
+        the chain as it runs now."""
+        now_on = self._processing
+        self._processing = me.Processing(
+            now_on.noise_suppression if noise_suppression is None else noise_suppression,
+            now_on.echo_cancellation if echo_cancellation is None else echo_cancellation,
+            now_on.agc if agc is None else agc,
+        )
+        return self._processing
 
     def set_max_bitrate(self, max_bitrate: int | None, now: float) -> None:
         self.sender.set_max_bitrate(max_bitrate, now)
@@ -236,6 +261,8 @@ class MediaSession:
             reported_loss=self.sender.adapter.worst_loss(now),
             senders=senders,
             paths=paths,
+            processing=self._processing,
+            input_level=self._input_level,
         )
 
     # --- one tick (one of our frames) ----------------------------------------------------
