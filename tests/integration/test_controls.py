@@ -91,6 +91,10 @@ def test_commands_on_stdin_change_the_audio_controls(server: ServerProcess, tmp_
         "/mute",
         "/deafen",
         "/talk",
+        "/ns on",
+        "/agc",
+        "/aec off",
+        "/ns maybe",
         "/frobnicate",
         "//not a command",
     ]
@@ -107,15 +111,22 @@ def test_commands_on_stdin_change_the_audio_controls(server: ServerProcess, tmp_
         stdin="\n".join(commands) + "\n",
     )
     bob.event("joined")
-    states = bob.events_of("audio", 4)
+    states = bob.events_of("audio", 7)
     assert states[0]["volumes"] == {"Alice": 50}
     assert states[1]["muted"] is True and states[1]["deafened"] is False
     assert states[2]["deafened"] is True
     assert states[3]["talking"] is True and states[3]["push_to_talk"] is True
+    # A tone as input: the capture chain starts off, and each stage switches alone.
+    assert not states[3]["noise_suppression"] and not states[3]["agc"]
+    assert states[4]["noise_suppression"] is True and states[4]["agc"] is False
+    assert states[5]["agc"] is True  # no word: the other way round
+    assert states[6]["echo_cancellation"] is False
+    assert states[6]["noise_suppression"] is True and states[6]["agc"] is True
     errors = [e["message"] for e in bob.events() if e["event"] == "error"]
     assert any("no member called 'nobody'" in m for m in errors)
     assert any("0..400" in m for m in errors)
-    assert "/help" in bob.event("notice")["message"]
+    notices = [e["message"] for e in bob.events_of("notice", 2)]
+    assert all("/ns, /aec, /agc" in str(m) for m in notices)
     chat = alice.event("chat")
     assert chat["text"] == "/not a command"
     bob.proc.terminate()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from bangor.client import events as ev
 from bangor.tui.state import CallState
 
@@ -65,3 +67,15 @@ def test_the_status_bar_says_which_members_are_reached_directly() -> None:
     assert state.path_summary() == "direct 1/2"
     state.apply(ev.MemberLeft(carol))
     assert state.path_summary() == "relay"
+
+
+def test_the_microphone_meter_shows_the_level_and_the_capture_chain() -> None:
+    state = CallState()
+    assert state.meter() == "mic ░░░░░░░░   ? dB"  # no stats yet
+    levels = {-100.0: "░░░░░░░░ -∞  dB", -30.0: "████░░░░ -30 dB", -3.0: "███████░  -3 dB"}
+    for level, shown in levels.items():
+        state.apply(dataclasses.replace(stats(1, False), input_level=level))
+        assert state.meter() == f"mic {shown}"
+    state.apply(ev.AudioState(False, False, False, False, {}, True, False, True))
+    assert state.meter() == "mic ███████░  -3 dB NS AGC"
+    assert len("mic ████████ -99 dB NS AEC AGC") <= 31  # the members pane's inner width

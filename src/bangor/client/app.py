@@ -22,6 +22,7 @@ from bangor.client.identity import KnownMembers, Trust, load_identity
 from bangor.client.media import MediaShell
 from bangor.client.pinning import KnownServers
 from bangor.errors import (
+    AudioError,
     BangorError,
     BusyError,
     ConnectError,
@@ -47,12 +48,15 @@ from bangor.wire.media import derive_media_keys
 Emit = Callable[[ev.Event], None]
 
 MAX_VOLUME_PERCENT = 400
+# In-call commands that switch a stage of the capture chain: the stage's keyword.
+PROCESSING_COMMANDS = {"ns": "noise_suppression", "aec": "echo_cancellation", "agc": "agc"}
 MIN_LOGIN_RETRY = 0.25  # seconds: even a server that says "now" is not asked again at once
 # A connection the server closed before welcome: try again after this, doubling up to the max.
 DROPPED_RETRY = 0.25
 MAX_DROPPED_RETRY = 2.0
 COMMAND_HELP = (
     "commands: /mute, /unmute, /deafen, /undeafen, /talk [on|off] (push-to-talk), "
+    "/ns, /aec, /agc [on|off] (noise suppression, echo cancellation, gain control), "
     "/volume NAME PERCENT (0..400), /audio (show state), /help; "
     "other lines are chat (start with // to send a line beginning with /)"
 )
@@ -434,6 +438,14 @@ class _Call:
             session.talking = not session.talking if not args else args[0] == "on"
             if not session.settings.push_to_talk:
                 self.emit(ev.Notice("push-to-talk is off (join with --ptt): /talk changes nothing"))
+        elif name in PROCESSING_COMMANDS and len(args) <= 1 and set(args) <= {"on", "off"}:
+            stage = PROCESSING_COMMANDS[name]
+            on = not getattr(session.processing, stage) if not args else args[0] == "on"
+            try:
+                session.set_processing(**{stage: on})
+            except AudioError as exc:  # its library is missing: the call goes on without
+                self.emit(ev.ErrorEvent(0, str(exc)))
+                return
         elif name == "volume" and len(args) == 2:
             self.set_volume(args[0], args[1])
             return
@@ -484,6 +496,9 @@ class _Call:
             session.settings.push_to_talk,
             session.talking,
             volumes,
+            session.processing.noise_suppression,
+            session.processing.echo_cancellation,
+            session.processing.agc,
         )
 
     def say(self, line: str) -> None:
@@ -618,6 +633,7 @@ class _Call:
             paths=paths,
             direct_sent=m.direct_sent,
             direct_received=m.direct_received,
+            input_level=round(m.input_level, 1),
         )
 
 

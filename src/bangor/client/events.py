@@ -126,6 +126,8 @@ class Stats(Event):
     paths: dict[str, dict[str, Any]] | None = None
     direct_sent: int = 0  # voice packets sent straight to members
     direct_received: int = 0
+    # The microphone after the capture chain, dBFS (-100: silence), for a level meter.
+    input_level: float | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,10 @@ class AudioState(Event):
     push_to_talk: bool
     talking: bool
     volumes: dict[str, int]  # nick -> percent, only for speakers not at 100 %
+    # The capture chain's stages (/ns, /aec, /agc).
+    noise_suppression: bool = False
+    echo_cancellation: bool = False
+    agc: bool = False
 
 
 @dataclass(frozen=True)
@@ -216,6 +222,16 @@ def _describe(event: Event) -> str:
         if event.push_to_talk:
             parts.append("talking" if event.talking else "push-to-talk released")
         parts += [f"{nick} at {pct} %" for nick, pct in event.volumes.items()]
+        stages = [
+            name
+            for name, on in (
+                ("noise suppression", event.noise_suppression),
+                ("echo cancellation", event.echo_cancellation),
+                ("gain control", event.agc),
+            )
+            if on
+        ]
+        parts.append(" + ".join(stages) if stages else "no processing")
         return "audio: " + ", ".join(parts)
     if isinstance(event, Notice):
         return event.message

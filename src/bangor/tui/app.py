@@ -125,6 +125,7 @@ class CallScreen(Screen[None]):
         with Horizontal(id="call-body"):
             with Vertical(id="members-pane"):
                 yield DataTable(id="members", cursor_type="row", zebra_stripes=False)
+                yield Static(self.state.meter(), id="meter", markup=False)
             with Vertical(id="chat-pane"):
                 yield RichLog(
                     id="chat", wrap=True, min_width=CHAT_MIN_WIDTH, max_lines=CHAT_HISTORY_LINES
@@ -253,6 +254,7 @@ class CallScreen(Screen[None]):
         elif not isinstance(event, ev.Stats | ev.AudioState | ev.PathChanged | ev.Left):
             self.log_line(ev.describe(event), "dim")
         self.refresh_members()
+        self.query_one("#meter", Static).update(self.state.meter())
         self.query_one("#status", Static).update(self.state.status_line())
 
     # --- drawing -------------------------------------------------------------------

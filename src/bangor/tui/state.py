@@ -10,6 +10,9 @@ from bangor.client import events as ev
 from bangor.text import escape
 
 DEFAULT_VOLUME = 100
+# The microphone meter: a bar of METER_CELLS over METER_FLOOR..0 dBFS (quieter is empty).
+METER_CELLS = 8
+METER_FLOOR = -60.0
 
 
 def literal(text: str, style: str = "") -> Text:
@@ -49,6 +52,7 @@ class CallState:
     audio: ev.AudioState | None = None
     left: str | None = None
     sending_voice: bool = False  # our voice frames went out since the stats before
+    input_level: float | None = None  # dBFS, the microphone after the capture chain
     _sent: int = 0
 
     def apply(self, event: ev.Event) -> None:
@@ -88,6 +92,7 @@ class CallState:
         # Frames sent only count voice (the voice gate and push-to-talk hold back the rest).
         self.sending_voice, self._sent = event.sent > self._sent, event.sent
         self.rtt_ms = event.rtt_ms
+        self.input_level = event.input_level
         if event.sending is not None:
             self.bitrate = event.sending.get("bitrate")
         losses = []
@@ -128,6 +133,35 @@ class CallState:
         return {"DEAFENED": "DEAF", "MUTED": "MUTE", "TALKING": "TALK", "push-to-talk": "ptt"}.get(
             state := self.mic_state(), state.removeprefix("mic ")
         )
+
+    def meter(self) -> str:
+        """The microphone's level and the capture chain's stages, one line: what the
+        others would hear (after noise suppression and gain), so a user sees the
+        keyboard or fan vanish, or a microphone that is too quiet."""
+        level = self.input_level
+        if level is None:
+            bar, number = "░" * METER_CELLS, "  ?"
+        else:
+            filled = int(
+                (min(max(level, METER_FLOOR), 0.0) - METER_FLOOR) / -METER_FLOOR * METER_CELLS
+            )
+            bar = "█" * filled + "░" * (METER_CELLS - filled)
+            number = f"{max(level, -99):3.0f}" if level > METER_FLOOR else "-∞ "
+        audio = self.audio
+        stages = (
+            [
+                name
+                for name, on in (
+                    ("NS", audio.noise_suppression),
+                    ("AEC", audio.echo_cancellation),
+                    ("AGC", audio.agc),
+                )
+                if on
+            ]
+            if audio is not None
+            else []
+        )
+        return f"mic {bar} {number} dB {' '.join(stages)}".rstrip()
 
     def mic_state(self) -> str:
         audio = self.audio
