@@ -178,7 +178,9 @@ class WebSession:
     def close(self) -> None:
         """End the session cleanly: FIN on the control stream; the client ends the
         session once it has read that far (or the close grace does). Ending the session
-        here too would let Chromium drop the stream's unread last bytes, the goodbye."""
+        here too would let Chromium drop the stream's unread last bytes, the goodbye.
+        A session the client ended or broke, or one without a control stream, has no
+        goodbye to wait for: FIN on the CONNECT stream ends it at once."""
         if self.closed:
             return
         self.closed = True
@@ -186,8 +188,10 @@ class WebSession:
         if not protocol.terminated:
             quic = protocol.quic
             with contextlib.suppress(Exception):  # a stream the client reset already
-                stream = self.stream_id if self.control is None else self.control
-                quic.send_stream_data(stream, b"", end_stream=True)
+                if self.control is not None:
+                    quic.send_stream_data(self.control, b"", end_stream=True)
+                if self.ended or self.control is None:
+                    quic.send_stream_data(self.stream_id, b"", end_stream=True)
             protocol.transmit()
         protocol.session_closed(self)
 
