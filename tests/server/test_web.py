@@ -330,6 +330,34 @@ async def test_connections_over_the_per_address_cap_are_refused(tmp_path: Path) 
         await server.close()
 
 
+async def test_when_full_the_oldest_connection_without_a_session_makes_room(
+    tmp_path: Path,
+) -> None:
+    server = await make_server(tmp_path, max_web_connections=2)
+    try:
+        web = await start_web(server, WebOptions("127.0.0.1", 0))
+        async with web_client("127.0.0.1", web.port) as member:
+            assert await member.connect_session(f"127.0.0.1:{web.port}") == 200
+            # Full with the idler (no session). A newcomer gets in: the idler makes
+            # room, the member with a session stays.
+            async with (
+                web_client("127.0.0.1", web.port) as idler,
+                web_client("127.0.0.1", web.port) as newcomer,
+            ):
+                await asyncio.wait_for(idler.closed.wait(), 5)
+                assert not member.terminated and not newcomer.terminated
+                assert web.endpoint.stats.evicted_connections == 1
+                assert len(web.endpoint.protocols) == 2
+                assert await newcomer.connect_session(f"127.0.0.1:{web.port}") == 200
+                # Only sessions now: nobody makes room, the next is refused.
+                with pytest.raises(ConnectionError):
+                    async with web_client("127.0.0.1", web.port):
+                        pass
+                assert web.endpoint.stats.refused_connections == 1
+    finally:
+        await server.close()
+
+
 def test_the_worked_bytes_of_protocol_section_11() -> None:
     class Quic:
         def send_datagram_frame(self, data: bytes) -> None:

@@ -78,6 +78,7 @@ class WebStats:
 
     connections: int = 0  # QUIC connections accepted
     refused_connections: int = 0  # over max_web_connections(_per_address)
+    evicted_connections: int = 0  # without a session, closed to make room for a newcomer
     sessions: int = 0  # WebTransport sessions accepted
     not_found: int = 0  # requests for anything but CONNECT /bangor/1
     dropped_datagrams: int = 0  # for no live session of the connection
@@ -406,7 +407,8 @@ class WebEndpoint:
     stats: WebStats = field(default_factory=WebStats)
     wall_clock: Callable[[], float] = time.time
     quic_servers: list[QuicServer] = field(default_factory=list)
-    protocols: set[WebProtocol] = field(default_factory=set)
+    # Open QUIC connections, oldest first (the oldest without a session makes room).
+    protocols: dict[WebProtocol, None] = field(default_factory=dict)
     per_address: PerSource = field(init=False)
     sessions: dict[WebAddress, WebSession] = field(default_factory=dict)
     _dirty: set[WebProtocol] = field(default_factory=set)
@@ -511,14 +513,26 @@ class WebEndpoint:
         """Count a new connection in; False if it is one too many (the caller closes it)."""
         address = self.source(protocol)
         settings = self.settings
-        if len(self.protocols) >= settings.max_web_connections or self.per_address.at_limit(
+        full = len(self.protocols) >= settings.max_web_connections
+        if full and not self.per_address.at_limit(
             address, settings.max_web_connections_per_address
         ):
+            # Full: the oldest connection still without a session makes room (it had
+            # its chance; holding places without a session must not keep everyone out).
+            idle = next((p for p in self.protocols if p.session is None), None)
+            if idle is not None:
+                self.stats.evicted_connections += 1
+                log.debug("web connection from %s closed: room for another", idle.peer_text)
+                idle.refused = True  # nothing it sends is handled any more
+                self.connection_closed(idle)
+                idle.close(error_code=QuicErrorCode.CONNECTION_REFUSED, reason_phrase="busy")
+                full = False
+        if full or self.per_address.at_limit(address, settings.max_web_connections_per_address):
             self.stats.refused_connections += 1
             log.debug("web connection from %s refused: too many", protocol.peer_text)
             return False
         self.stats.connections += 1
-        self.protocols.add(protocol)
+        self.protocols[protocol] = None
         self.per_address.add(address)
         # Until the handshake completes QUIC's own timeouts apply; then the CONNECT's.
         protocol.arm_deadline(settings.web_connect_timeout + settings.handshake_timeout)
@@ -535,7 +549,7 @@ class WebEndpoint:
             self._drained.set()
         if protocol not in self.protocols:
             return
-        self.protocols.discard(protocol)
+        del self.protocols[protocol]
         self.per_address.remove(self.source(protocol))
 
     def session_started(self, session: WebSession) -> None:
