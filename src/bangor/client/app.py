@@ -121,7 +121,7 @@ async def connect_and_login(
                 await asyncio.sleep(wait)
                 continue
             raise ConnectError(
-                f"server {host}:{port} is too busy to check our login; gave up after "
+                f"server {host}:{port} could not check our login; gave up after "
                 f"{settings.login_retry_budget:g} s (last answer: {exc})"
             ) from None
         except DroppedError:
