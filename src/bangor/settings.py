@@ -43,9 +43,11 @@ class ServerSettings:
     """Limits the server enforces; defaults suit a Raspberry Pi serving friends."""
 
     max_members_per_room: int = 16
-    # A restarting server (SIGUSR1) asks its clients to come back spread over this many
-    # seconds, so a big room does not stampede the new process.
+    # A restarting server (SIGUSR1) asks its clients to come back spread over a window
+    # that lets the new process take about restart_logins_per_second logins (a password
+    # hash each), at least 0.25 s and at most restart_spread seconds.
     restart_spread: float = 2.0
+    restart_logins_per_second: float = 50.0
     # A login or join the database could not answer: clients try again after this.
     store_retry_after: float = 1.0
     max_rooms_per_user: int = 20

@@ -8,7 +8,12 @@ import random
 import pytest
 
 from bangor.client import events as ev
-from bangor.client.reconnect import reconnect, reconnect_delay, worth_reconnecting
+from bangor.client.reconnect import (
+    RESTART_FAST_TRIES,
+    reconnect,
+    reconnect_delay,
+    worth_reconnecting,
+)
 from bangor.errors import (
     AuthError,
     BusyError,
@@ -39,8 +44,11 @@ def test_a_restarting_server_spreads_the_first_try_over_its_window() -> None:
     # Spread evenly: each half second of the window gets about a quarter of the room.
     quarters = [sum(1 for d in firsts if q / 2 <= d < (q + 1) / 2) for q in range(4)]
     assert all(400 < n < 600 for n in quarters), quarters
-    # Then the usual back-off from its start.
-    assert 0.125 <= reconnect_delay(2, SETTINGS, 2.0, rng) <= 0.25
+    # Then tries every reconnect_delay while it is down (refused connections cost it
+    # nothing), and the usual doubling after that.
+    for attempt in range(2, RESTART_FAST_TRIES + 3):
+        assert 0.125 <= reconnect_delay(attempt, SETTINGS, 2.0, rng) <= 0.25
+    assert 0.25 <= reconnect_delay(RESTART_FAST_TRIES + 3, SETTINGS, 2.0, rng) <= 0.5
 
 
 def test_which_errors_are_worth_another_try() -> None:

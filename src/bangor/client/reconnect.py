@@ -17,6 +17,10 @@ from bangor.errors import BangorError, BusyError, ConnectError, ServerGoneError
 from bangor.settings import ClientSettings
 
 T = TypeVar("T")
+# After a restarting server's goodbye, this many more tries come every reconnect_delay
+# (jittered) before the delay starts to double: a refused connection costs the server
+# nothing while it is down, and the call is back the moment it listens again.
+RESTART_FAST_TRIES = 20
 
 
 def worth_reconnecting(error: BangorError, settings: ClientSettings) -> bool:
@@ -34,14 +38,15 @@ def reconnect_delay(
     """Seconds before try ``attempt`` (1, 2, ...).
 
     A restarting server asked us back within ``restart_in`` seconds: the first try comes
-    at a random moment in that window, so a big room does not stampede it. Otherwise (and
-    after that) the delay doubles from ``reconnect_delay`` up to ``reconnect_max_delay``,
-    each a random point in its upper half ("equal jitter")."""
+    at a random moment in that window, so a big room does not stampede it, and the next
+    ``RESTART_FAST_TRIES`` every ``reconnect_delay``. Otherwise (and after that) the delay
+    doubles from ``reconnect_delay`` up to ``reconnect_max_delay``; each is a random point
+    in the upper half of its value ("equal jitter")."""
     rng = rng or random.Random()
     if restart_in is not None and restart_in > 0:
         if attempt == 1:
             return rng.uniform(0, restart_in)
-        attempt -= 1
+        attempt = max(attempt - 1 - RESTART_FAST_TRIES, 1)
     base = min(settings.reconnect_delay * 2 ** (attempt - 1), settings.reconnect_max_delay)
     return rng.uniform(base / 2, base)
 

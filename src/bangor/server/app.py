@@ -72,6 +72,7 @@ RESUME_LABEL = b"bangor resume ticket v1"
 EPOCH_SIZE = 8
 RESUME_MAC_SIZE = msg.RESUME_TICKET_SIZE - 4 - EPOCH_SIZE
 ACCOUNTS_UNAVAILABLE = "accounts unavailable, try again"
+MIN_RESTART_WINDOW = 0.25  # seconds: even two clients need not come back in the same instant
 
 
 class SessionClosed(Exception):
@@ -628,6 +629,12 @@ class Server:
             return None
         return session_id
 
+    def restart_window(self) -> float:
+        """Seconds over which clients of a restarting server should spread their return."""
+        settings = self.settings
+        wanted = len(self.connections) / settings.restart_logins_per_second
+        return min(max(wanted, MIN_RESTART_WINDOW), settings.restart_spread)
+
     async def close(self) -> None:
         if self.tcp is not None:
             self.tcp.close()
@@ -635,9 +642,10 @@ class Server:
             closer()
         if self._admission_timer is not None:
             self._admission_timer.cancel()
-        # Restarting: clients come back at once, spread over restart_spread seconds.
+        # Restarting: clients come back at once, spread over a window the new process
+        # can take their logins in.
         goodbye, spread = (
-            ("server is restarting", self.settings.restart_spread)
+            ("server is restarting", self.restart_window())
             if self.restarting
             else ("server is shutting down", 0.0)
         )
