@@ -17,7 +17,7 @@ from bangor.server.app import Connection
 from bangor.settings import ClientSettings
 from bangor.wire import control as msg
 from bangor.wire.invite import Invite
-from tests.server.test_app import PASSWORD, make_server
+from tests.server.test_app import PASSWORD, make_server, reopen
 
 
 async def test_a_server_that_renames_us_is_refused(
@@ -147,4 +147,58 @@ async def test_a_dropped_control_channel_rejoins_with_fresh_keys(
         await asyncio.gather(*calls)
     finally:
         stop.set()
+        await server.close()
+
+
+async def test_after_a_restart_a_member_not_back_within_the_grace_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """alice gets her session back from the restarted server; bob never returns (his
+    client ended during the outage): once rejoin_grace has passed he counts as gone."""
+    monkeypatch.setenv("BANGOR_HOME", str(tmp_path / "home"))
+    server = await make_server(tmp_path)
+    settings = ClientSettings(vad=False, stats_interval=0.2, rejoin_grace=0.5)
+    stop_alice, stop_bob = asyncio.Event(), asyncio.Event()
+    alice, bob = Recorder(), Recorder()
+    host, port = server.address
+    try:
+        invite = Invite.parse(
+            await create_room(host, port, Login("alice", PASSWORD), "r", lambda _: None)
+        )
+        calls = [
+            asyncio.create_task(
+                join_call(
+                    invite,
+                    Login(user, PASSWORD),
+                    record,
+                    read_stdin=False,
+                    stop=stop,
+                    settings=settings,
+                )
+            )
+            for user, record, stop in (("alice", alice, stop_alice), ("bob", bob, stop_bob))
+        ]
+        joined = await alice.wait(lambda e: isinstance(e, ev.Joined))
+        assert isinstance(joined, ev.Joined)
+        await alice.wait(lambda e: isinstance(e, ev.MemberVerified))
+        server.restarting = True
+        await server.close()
+        await alice.wait(lambda e: isinstance(e, ev.Reconnecting))
+        await bob.wait(lambda e: isinstance(e, ev.Reconnecting))
+        stop_bob.set()  # bob gives up on the call while the server is away
+        await calls[1]
+        server = await reopen(tmp_path, port)
+        back = await alice.wait(lambda e: isinstance(e, ev.Reconnected))
+        assert isinstance(back, ev.Reconnected) and back.resumed
+        kinds = [e.kind for e in alice.events]
+        assert "member_left" not in kinds  # bob is kept for the grace
+        left = await alice.wait(lambda e: isinstance(e, ev.MemberLeft))
+        assert isinstance(left, ev.MemberLeft) and left.member.user == "bob"
+        server_alice = server.connections[joined.you.session_id]
+        assert server_alice.user == "alice"  # the same id on the new server
+        stop_alice.set()
+        await calls[0]
+    finally:
+        stop_alice.set()
+        stop_bob.set()
         await server.close()

@@ -503,10 +503,10 @@ async def test_chat_over_the_rate_is_refused_and_the_call_goes_on(tmp_path: Path
             await client.leave()
 
 
-async def reopen(tmp_path: Path) -> Server:
+async def reopen(tmp_path: Path, port: int = 0) -> Server:
     """The same server run again: same data directory, so the same key and accounts."""
     server = await open_server(tmp_path / "data", database_url(tmp_path / "data", None))
-    await server.start("127.0.0.1", 0)
+    await server.start("127.0.0.1", port)
     return server
 
 

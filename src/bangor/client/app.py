@@ -468,7 +468,7 @@ class _Call:
                     return "left the room"
                 if kind == "control":
                     client, item = item
-                    if client is not self.client:
+                    if client is not self.client or self.reconnecting:
                         continue  # the session we had before a reconnect
                     if isinstance(item, BangorError):
                         # A refused request: the call goes on. Otherwise the session
@@ -711,8 +711,9 @@ class _Call:
                 client.send_peer(to, data)
         else:
             assert self.new_session is not None
-            for sid in list(self.members):
-                self.drop_member(sid, now)
+            # The old session is dropped as it is (its members' state goes with it).
+            for gone in self.members.values():
+                self.emit(ev.MemberLeft(gone))
             self.held.clear()
             self.missing.clear()
             new = self.new_session(welcome, joined)
