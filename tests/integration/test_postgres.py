@@ -62,12 +62,12 @@ def postgres_stopped() -> Iterator[Callable[[], None]]:
 def test_database_outage_is_waited_out(pg_server: ServerProcess, tmp_path: Path) -> None:
     """A login while PostgreSQL is down gets a retryable answer ("accounts unavailable,
     try again"), which the client waits out; the server logs the database as unreachable."""
-    pg_server.add_user("alice")
-    pg_server.create_room("alice", "before")
+    pg_server.add_user("dana")  # the module shares its database: a name of its own
+    pg_server.create_room("dana", "before")
     with postgres_stopped() as start_postgres:
         creating = start_bangor(
-            ["room", "create", "during", "--server", pg_server.address, "--user", "alice"],
-            tmp_path / "homes" / "alice",
+            ["room", "create", "during", "--server", pg_server.address, "--user", "dana"],
+            tmp_path / "homes" / "dana",
             password=PASSWORD,
         )
         # The server saw the database gone and said so; then the database comes back.
