@@ -315,6 +315,17 @@ class _Output:
             self.on_gone()
 
 
+def _seconds(text: str) -> float:
+    """A number of seconds, 0 or more (argparse shows the message as a usage error)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError("must be 0..86400 seconds")
+    return value
+
+
 def _client_settings(args: argparse.Namespace) -> ClientSettings:
     return ClientSettings(
         vad=args.vad == "on",
@@ -324,6 +335,7 @@ def _client_settings(args: argparse.Namespace) -> ClientSettings:
         max_redundancy=args.redundancy,
         push_to_talk=args.ptt,
         relay_only=args.relay_only,
+        reconnect_for=args.reconnect_for,
         frame_ms=args.frame_ms,
     )
 
@@ -602,6 +614,14 @@ def _call_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="never talk to members directly: they do not learn your addresses, and all "
         "voice goes through the server",
+    )
+    p.add_argument(
+        "--reconnect-for",
+        type=_seconds,
+        default=ClientSettings.reconnect_for,
+        metavar="SECONDS",
+        help="if the server or the connection goes away, keep the call and reconnect for "
+        "up to this long (default %(default)g; 0: end the call at once, exit 5)",
     )
     p.add_argument(
         "--headless",

@@ -145,6 +145,10 @@ class StoreError(BangorError):
     """The account/room store failed or was asked something impossible."""
 
 
+class StoreUnavailableError(StoreError):
+    """The database cannot be reached (stopped, restarting, network): worth a retry."""
+
+
 class NotFoundError(StoreError):
     """No such user or room."""
 
@@ -173,6 +177,15 @@ class ConnectError(BangorError):
     """The server could not be reached or went away."""
 
     exit_code = ExitCode.UNREACHABLE
+
+
+class ServerGoneError(ConnectError):
+    """The server said goodbye (SHUTDOWN). ``restart_in``: seconds over which a restarting
+    server asks its clients to spread their return; None when it is going away."""
+
+    def __init__(self, message: str, restart_in: float | None = None) -> None:
+        super().__init__(message)
+        self.restart_in = restart_in
 
 
 class DroppedError(ConnectError):

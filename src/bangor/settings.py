@@ -43,6 +43,13 @@ class ServerSettings:
     """Limits the server enforces; defaults suit a Raspberry Pi serving friends."""
 
     max_members_per_room: int = 16
+    # A restarting server (SIGUSR1) asks its clients to come back spread over a window
+    # that lets the new process take about restart_logins_per_second logins (a password
+    # hash each), at least 0.25 s and at most restart_spread seconds.
+    restart_spread: float = 2.0
+    restart_logins_per_second: float = 50.0
+    # A login or join the database could not answer: clients try again after this.
+    store_retry_after: float = 1.0
     max_rooms_per_user: int = 20
     max_room_name: int = 64
     max_user_name: int = 32
@@ -146,6 +153,16 @@ class ClientSettings:
     # A login answered BUSY is tried again after the server's hint plus jitter, until this
     # many seconds have passed since the first try.
     login_retry_budget: float = 15.0
+    # A call whose control channel or server went away reconnects on its own: the first
+    # try after reconnect_delay (0..restart_in of a restarting server), then doubling up to
+    # reconnect_max_delay, each with jitter; it gives up (exit 5) after reconnect_for
+    # seconds (0: never reconnect). Members not back within rejoin_grace of our return
+    # are taken as gone (fresh keys).
+    reconnect_for: float = 120.0
+    reconnect_delay: float = 0.25
+    reconnect_max_delay: float = 8.0
+    rejoin_grace: float = 30.0
+    max_queued_peer_messages: int = 256  # pair messages kept while reconnecting
     # Opus frame duration we send and tick at (FRAME_MS_CHOICES): 10 ms cuts capture
     # and play-out delay, 40 ms halves the packets and the CPU per second.
     frame_ms: int = FRAME_MS

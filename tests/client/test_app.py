@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from bangor.client import events as ev
 from bangor.client.app import Login, create_room, join_call, pump_lines
 from bangor.client.events import Event
 from bangor.errors import RemoteProtocolError
 from bangor.server.app import Connection
+from bangor.settings import ClientSettings
 from bangor.wire import control as msg
 from bangor.wire.invite import Invite
-from tests.server.test_app import PASSWORD, make_server
+from tests.server.test_app import PASSWORD, make_server, reopen
 
 
 async def test_a_server_that_renames_us_is_refused(
@@ -54,3 +57,148 @@ async def test_stdin_lines_reach_the_queue_then_none() -> None:
     loop = asyncio.get_running_loop()
     await asyncio.to_thread(pump_lines, io.StringIO("hello\r\n/mute\n"), loop, queue)
     assert [await queue.get() for _ in range(3)] == ["hello", "/mute", None]
+
+
+class Recorder:
+    """A call's events, and a way to wait for one."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._changed = asyncio.Condition()
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait(self, predicate: Callable[[Event], bool], after: int = 0) -> Event:
+        """The first event (from index ``after``) that satisfies ``predicate``."""
+        async with asyncio.timeout(20), self._changed:
+            while True:
+                found = [e for e in self.events[after:] if predicate(e)]
+                if found:
+                    return found[0]
+                await self._changed.wait()
+
+
+async def test_a_dropped_control_channel_rejoins_with_fresh_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server stays up but alice's control channel drops (a Wi-Fi change): the room
+    saw her leave, so she comes back as a new member, with new channels and keys, and is
+    heard again."""
+    monkeypatch.setenv("BANGOR_HOME", str(tmp_path / "home"))
+    server = await make_server(tmp_path)
+    settings = ClientSettings(vad=False, stats_interval=0.2, reconnect_delay=0.05)
+    stop = asyncio.Event()
+    alice, bob = Recorder(), Recorder()
+    try:
+        host, port = server.address
+        invite = Invite.parse(
+            await create_room(host, port, Login("alice", PASSWORD), "r", lambda _: None)
+        )
+        calls = [
+            asyncio.create_task(
+                join_call(
+                    invite,
+                    Login(user, PASSWORD),
+                    record,
+                    source_spec=source,
+                    read_stdin=False,
+                    stop=stop,
+                    settings=settings,
+                )
+            )
+            for user, record, source in (("bob", bob, "silence"), ("alice", alice, "tone"))
+        ]
+        first = await alice.wait(lambda e: isinstance(e, ev.Joined))
+        assert isinstance(first, ev.Joined)
+        await bob.wait(lambda e: isinstance(e, ev.MemberVerified))
+        conn = next(c for c in server.connections.values() if c.user == "alice")
+        conn.writer.transport.abort()
+
+        back = await alice.wait(lambda e: isinstance(e, ev.Reconnected))
+        assert isinstance(back, ev.Reconnected) and back.resumed is False
+        kinds = [e.kind for e in alice.events]
+        assert kinds.index("reconnecting") < kinds.index("reconnected")
+        # bob saw the old alice leave and a new one join, and verified her again.
+        left = await bob.wait(lambda e: isinstance(e, ev.MemberLeft))
+        assert isinstance(left, ev.MemberLeft) and left.member.session_id == first.you.session_id
+        new = await bob.wait(lambda e: isinstance(e, ev.MemberJoined), bob.events.index(left))
+        assert isinstance(new, ev.MemberJoined) and new.member.user == "alice"
+        new_id = new.member.session_id
+        assert new_id != first.you.session_id
+        mark = len(bob.events)
+        await bob.wait(lambda e: isinstance(e, ev.MemberVerified) and e.member.session_id == new_id)
+        await alice.wait(lambda e: isinstance(e, ev.MemberVerified), kinds.index("reconnected"))
+
+        # And bob hears the new alice.
+        def hears(e: Event) -> bool:
+            return (
+                isinstance(e, ev.Stats) and e.senders.get(f"{new_id:08x}", {}).get("played", 0) > 10
+            )
+
+        await bob.wait(hears, mark)
+        assert not any(isinstance(e, ev.ErrorEvent) for e in alice.events + bob.events)
+        stop.set()
+        await asyncio.gather(*calls)
+    finally:
+        stop.set()
+        await server.close()
+
+
+async def test_after_a_restart_a_member_not_back_within_the_grace_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """alice gets her session back from the restarted server; bob never returns (his
+    client ended during the outage): once rejoin_grace has passed he counts as gone."""
+    monkeypatch.setenv("BANGOR_HOME", str(tmp_path / "home"))
+    server = await make_server(tmp_path)
+    settings = ClientSettings(vad=False, stats_interval=0.2, rejoin_grace=0.5)
+    stop_alice, stop_bob = asyncio.Event(), asyncio.Event()
+    alice, bob = Recorder(), Recorder()
+    host, port = server.address
+    try:
+        invite = Invite.parse(
+            await create_room(host, port, Login("alice", PASSWORD), "r", lambda _: None)
+        )
+        calls = [
+            asyncio.create_task(
+                join_call(
+                    invite,
+                    Login(user, PASSWORD),
+                    record,
+                    read_stdin=False,
+                    stop=stop,
+                    settings=settings,
+                )
+            )
+            for user, record, stop in (("alice", alice, stop_alice), ("bob", bob, stop_bob))
+        ]
+        joined = await alice.wait(lambda e: isinstance(e, ev.Joined))
+        assert isinstance(joined, ev.Joined)
+        await alice.wait(lambda e: isinstance(e, ev.MemberVerified))
+        server.restarting = True
+        await server.close()
+        await alice.wait(lambda e: isinstance(e, ev.Reconnecting))
+        await bob.wait(lambda e: isinstance(e, ev.Reconnecting))
+        stop_bob.set()  # bob gives up on the call while the server is away
+        await calls[1]
+        server = await reopen(tmp_path, port)
+        back = await alice.wait(lambda e: isinstance(e, ev.Reconnected))
+        assert isinstance(back, ev.Reconnected) and back.resumed
+        kinds = [e.kind for e in alice.events]
+        assert "member_left" not in kinds  # bob is kept for the grace
+        left = await alice.wait(lambda e: isinstance(e, ev.MemberLeft))
+        assert isinstance(left, ev.MemberLeft) and left.member.user == "bob"
+        server_alice = server.connections[joined.you.session_id]
+        assert server_alice.user == "alice"  # the same id on the new server
+        stop_alice.set()
+        await calls[0]
+    finally:
+        stop_alice.set()
+        stop_bob.set()
+        await server.close()

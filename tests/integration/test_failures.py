@@ -119,7 +119,9 @@ def test_room_create_wrong_password_exit_3(server: ServerProcess) -> None:
 
 
 def test_killed_server_noticed(server: ServerProcess, invite: str) -> None:
-    alice = server.join(invite, "alice", "--input", "silence", "--output", "null")
+    alice = server.join(
+        invite, "alice", "--input", "silence", "--output", "null", "--reconnect-for", "0"
+    )
     alice.event("joined")
     server.proc.kill()
     started = time.monotonic()
@@ -131,7 +133,9 @@ def test_killed_server_noticed(server: ServerProcess, invite: str) -> None:
 
 
 def test_frozen_server_noticed_within_seconds(server: ServerProcess, invite: str) -> None:
-    alice = server.join(invite, "alice", "--input", "silence", "--output", "null")
+    alice = server.join(
+        invite, "alice", "--input", "silence", "--output", "null", "--reconnect-for", "0"
+    )
     alice.event("joined")
     server.proc.send_signal(signal.SIGSTOP)
     started = time.monotonic()

@@ -24,10 +24,13 @@ pytestmark = pytest.mark.integration
 
 SHUTDOWN_NOTICED = 4.0  # seconds from the server's signal to each client's exit
 QUIET = ("--input", "silence", "--output", "null")
+# These calls end with the server (tests/integration/test_reconnect.py has the ones that
+# outlive it).
+NO_RECONNECT = ("--reconnect-for", "0")
 
 
 def quiet_join(server: ServerProcess, invite: str, user: str) -> Client:
-    client = server.join(invite, user, *QUIET)
+    client = server.join(invite, user, *QUIET, *NO_RECONNECT)
     client.event("joined")
     return client
 
@@ -72,7 +75,7 @@ def test_stopping_a_host_ends_its_guests_calls_with_exit_5(tmp_path: Path) -> No
     assert isinstance(code, str)
     hoster.event("joined")
     guest = start_bangor(
-        ["join", code, "--user", "guest", "--json", *QUIET],
+        ["join", code, "--user", "guest", "--json", *QUIET, *NO_RECONNECT],
         tmp_path / "guest",
     )
     guest.event("joined")

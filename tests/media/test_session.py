@@ -10,11 +10,12 @@ import pytest
 
 from bangor.media import events as me
 from bangor.media.session import MediaSession
+from bangor.server.relay import Relay
 from bangor.settings import FRAME_SAMPLES, ClientSettings
 from bangor.wire import e2ee, stun
 from bangor.wire.direct import PathChanged
 from bangor.wire.e2ee import CandidatesReceived, E2EEEvent, RoomCrypto
-from bangor.wire.media import HopOpener, HopSealer, PacketType
+from bangor.wire.media import HopOpener, HopSealer, PacketType, derive_media_keys
 from bangor.wire.noise import generate_static_key
 from bangor.wire.voice import VoiceFrame, pack_relayed
 from tests.media.net import KEYS, SERVER, Net, lan, lone_session, nat, open_header
@@ -404,3 +405,47 @@ def test_voice_frames_are_well_formed_plaintext_under_the_seal() -> None:
     stream = bob.streams.streams[1]
     assert stream.jitter.stats().received == 10
     assert VoiceFrame(0, b"x").seq == 0
+
+
+def test_a_restarted_relay_with_new_hop_keys_carries_voice_again() -> None:
+    """The server restarted and gave both their session ids back with new media secrets:
+    new hop keys, and the end-to-end state (keys, channels) goes on untouched."""
+    net = Net()
+    alice = net.join(1, "tone:450", RELAYED)
+    bob = net.join(2, "silence", RELAYED)
+    net.run(1.0)
+    sender_key = alice.crypto.sender_key
+    net.relay = Relay()  # the new process knows nobody
+    net.run(0.5)
+    heard = bob.stats(net.now).received
+    net.run(0.5)
+    assert bob.stats(net.now).received == heard  # nothing through a relay that lost us
+    for sid, session in ((1, alice), (2, bob)):
+        keys = derive_media_keys(bytes([sid + 100]) * 32)
+        net.relay.add_session(sid, keys)
+        net.relay.set_room(sid, "room")
+        session.rekey_hop(keys, net.now)
+    net.settle()
+    net.run(1.0)
+    assert bob.stats(net.now).received >= heard + 45
+    assert bob.stats(net.now).undecryptable == 0
+    assert alice.crypto.sender_key is sender_key  # no rekey end to end
+    assert len(net.events(1, me.RelayPathUp)) == 2  # the relay came up again
+    assert rms(net.members[2].played[-20:]) > 5000
+
+
+def test_greeting_a_member_met_after_a_restart_verifies_both() -> None:
+    """Back in a restarted server's room, a member we did not know saw us join: we open
+    the pair channel to it, as a joiner does."""
+    net = Net()
+    alice = net.join(1, "silence", RELAYED)
+    away = net.members.pop(1)
+    carol = net.join(3, "silence", RELAYED)  # carol knows nobody
+    net.members[1] = away
+    carol.member_joined(1, "user1", net.now)  # the server told carol we joined
+    alice.greet([(3, "user3")], net.now)
+    net.settle()
+    net.run(0.2)
+    assert alice.members == {3: "user3"}
+    assert [e.session_id for e in net.events(1, e2ee.MemberVerified)] == [3]  # type: ignore[attr-defined]
+    assert [e.session_id for e in net.events(3, e2ee.MemberVerified)] == [1]  # type: ignore[attr-defined]

@@ -12,7 +12,16 @@ import msgspec
 import pytest
 
 from bangor.client.control import ControlClient
-from bangor.errors import AuthError, BadNameError, CloseCode, ConnectError, RefusedError
+from bangor.errors import (
+    AuthError,
+    BadNameError,
+    BusyError,
+    CloseCode,
+    ConnectError,
+    RefusedError,
+    ServerGoneError,
+    StoreUnavailableError,
+)
 from bangor.server.app import Connection, Server, open_server
 from bangor.server.limits import Kind
 from bangor.server.store import database_url
@@ -492,3 +501,82 @@ async def test_chat_over_the_rate_is_refused_and_the_call_goes_on(tmp_path: Path
         assert bob.closed is None and alice.events.empty()
         for client in (alice, bob):
             await client.leave()
+
+
+async def reopen(tmp_path: Path, port: int = 0) -> Server:
+    """The same server run again: same data directory, so the same key and accounts."""
+    server = await open_server(tmp_path / "data", database_url(tmp_path / "data", None))
+    await server.start("127.0.0.1", port)
+    return server
+
+
+async def resume_login(server: Server, user: str, ticket: bytes) -> msg.Welcome:
+    client = await ControlClient.connect(*server.address)
+    client.start()
+    welcome = await client.login(user, PASSWORD, user, ticket)
+    await client.leave()
+    return welcome
+
+
+async def test_a_restarted_server_gives_a_session_its_id_back(tmp_path: Path) -> None:
+    first = await make_server(tmp_path)
+    alice = await login(first, "alice")
+    assert alice.welcome is not None
+    sid, ticket = alice.welcome.session_id, alice.welcome.resume
+    assert len(ticket) == msg.RESUME_TICKET_SIZE
+    await alice.leave()
+    await until(lambda: sid not in first.connections)
+    # The same run saw the session leave (and so did its room): the id is not given back.
+    assert (await resume_login(first, "alice", ticket)).session_id != sid
+    bob = await login(first, "bob")
+    first.restarting = True
+    await first.close()
+    goodbye = await next_message(bob)
+    assert isinstance(goodbye, ServerGoneError) and str(goodbye) == "the server is restarting"
+    assert goodbye.restart_in == 0.25  # one client: the shortest window
+    second = await reopen(tmp_path)
+    try:
+        forged = bytearray(ticket)
+        forged[-1] ^= 1
+        assert (await resume_login(second, "alice", bytes(forged))).session_id != sid
+        assert (await resume_login(second, "bob", ticket)).session_id != sid  # alice's, not bob's
+        back = await login(second, "alice")  # without the ticket: any id
+        await back.leave()
+        client = await ControlClient.connect(*second.address)
+        client.start()
+        welcome = await client.login("alice", PASSWORD, "alice", ticket)
+        assert welcome.session_id == sid and welcome.resume != ticket  # this run's ticket
+        # Held: a second claim to it gets another id.
+        assert (await resume_login(second, "alice", ticket)).session_id != sid
+        await client.leave()
+    finally:
+        await second.close()
+
+
+async def test_a_going_away_server_says_so(server: Server) -> None:
+    alice = await login(server, "alice")
+    await server.close()
+    goodbye = await next_message(alice)
+    assert isinstance(goodbye, ServerGoneError) and goodbye.restart_in is None
+
+
+async def test_a_login_the_database_cannot_answer_is_busy_and_logged_as_such(
+    server: Server, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def away(*args: object) -> int:
+        raise StoreUnavailableError("database unreachable: connection refused")
+
+    monkeypatch.setattr(server.store, "authenticate", away)
+    client = await ControlClient.connect(*server.address)
+    client.start()
+    with pytest.raises(BusyError) as refused:
+        await client.login("alice", PASSWORD, "alice")
+    assert str(refused.value) == "accounts unavailable, try again"
+    assert refused.value.retry_after == ServerSettings().store_retry_after
+    await client.close()
+    logged = [r.getMessage() for r in caplog.records]
+    assert any(
+        "accounts database unreachable (database unreachable: connection refused)" in m
+        for m in logged
+    ), logged
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -356,13 +356,22 @@ async def test_server_dying_mid_call_shows_in_the_ui_and_sets_exit_5(
 ) -> None:
     server.add_user("alice")
     code = server.create_room("alice")
-    app = quiet_app(invite=code, user="alice", password=PASSWORD, auto_join=True)
+    app = quiet_app(
+        invite=code,
+        user="alice",
+        password=PASSWORD,
+        auto_join=True,
+        settings=ClientSettings(reconnect_for=1.5),
+    )
     async with app.run_test(size=(80, 24)) as pilot:
         call = call_screen(app)
         await wait_until(pilot, lambda: call.state.you is not None, "joining")
         server.proc.kill()
         server.proc.wait()
         status = call.query_one("#status", Static)
+        await wait_until(pilot, lambda: "reconnecting" in plain(status.render()), "reconnecting")
+        assert "reconnecting (try 1" in chat_text(app)
+        # Then it gives up (after reconnect_for), as `bangor join` does.
         await wait_until(pilot, lambda: "disconnected" in plain(status.render()), "the news")
         assert "disconnected" in chat_text(app) and app.screen is call
         await pilot.press("f10")

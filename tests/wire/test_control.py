@@ -203,3 +203,75 @@ def test_retry_after_out_of_range_is_garbage(retry_after: object) -> None:
     )
     with pytest.raises(DecodeError):
         msg.decode_server_message(raw)
+
+
+# docs/PROTOCOL.md 3.13: the example ticket (id 7, epoch 00..07, MAC a0..af).
+TICKET = bytes.fromhex("00000007") + bytes(range(8)) + bytes(range(0xA0, 0xB0))
+RESTARTING = bytes.fromhex("""
+86 a1 74 a5 65 72 72 6f 72 a4 63 6f 64 65 0a a7 6d 65 73 73 61 67 65 b4
+73 65 72 76 65 72 20 69 73 20 72 65 73 74 61 72 74 69 6e 67 a5 66 61 74
+61 6c c3 a3 72 65 66 a0 ab 72 65 74 72 79 5f 61 66 74 65 72 cb 40 00 00
+00 00 00 00 00
+""")
+WELCOME_WITH_TICKET = bytes.fromhex("""
+86 a1 74 a7 77 65 6c 63 6f 6d 65 aa 73 65 73 73 69 6f 6e 5f 69 64 07 a4
+75 73 65 72 a5 61 6c 69 63 65 ae 73 65 72 76 65 72 5f 76 65 72 73 69 6f
+6e a5 30 2e 31 2e 30 ac 6d 65 64 69 61 5f 73 65 63 72 65 74 c4 20 00 01
+02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f 10 11 12 13 14 15 16 17 18 19
+1a 1b 1c 1d 1e 1f a6 72 65 73 75 6d 65 c4 1c 00 00 00 07 00 01 02 03 04
+05 06 07 a0 a1 a2 a3 a4 a5 a6 a7 a8 a9 aa ab ac ad ae af
+""")
+HELLO_WITH_TICKET = bytes.fromhex("""
+86 a1 74 a5 68 65 6c 6c 6f a7 76 65 72 73 69 6f 6e 01 a4 75 73 65 72 a5
+61 6c 69 63 65 a8 70 61 73 73 77 6f 72 64 a2 70 77 a4 6e 69 63 6b a2 41
+6c a6 72 65 73 75 6d 65 c4 1c 00 00 00 07 00 01 02 03 04 05 06 07 a0 a1
+a2 a3 a4 a5 a6 a7 a8 a9 aa ab ac ad ae af
+""")
+
+
+def test_resume_and_restart_worked_bytes() -> None:
+    assert msg.encode(msg.Error(10, "server is restarting", fatal=True, retry_after=2.0)) == (
+        RESTARTING
+    )
+    welcome = msg.Welcome(7, "alice", "0.1.0", bytes(range(32)), TICKET)
+    assert msg.encode(welcome) == WELCOME_WITH_TICKET
+    assert msg.decode_server_message(WELCOME_WITH_TICKET) == welcome
+    hello = msg.Hello(1, "alice", "pw", "Al", TICKET)
+    assert msg.encode(hello) == HELLO_WITH_TICKET
+    assert msg.decode_client_message(HELLO_WITH_TICKET) == hello
+    assert (len(RESTARTING), len(WELCOME_WITH_TICKET), len(HELLO_WITH_TICKET)) == (77, 139, 86)
+
+
+def test_resume_fields_are_optional_both_ways() -> None:
+    # From an older peer: no resume key; an empty ticket.
+    old_welcome = msgspec.msgpack.encode(
+        {
+            "t": "welcome",
+            "session_id": 7,
+            "user": "a",
+            "server_version": "0",
+            "media_secret": bytes(32),
+        }
+    )
+    decoded = msg.decode_server_message(old_welcome)
+    assert isinstance(decoded, msg.Welcome) and decoded.resume == b""
+    old_hello = msgspec.msgpack.encode({"t": "hello", "version": 1, "user": "a", "password": ""})
+    decoded_hello = msg.decode_client_message(old_hello)
+    assert isinstance(decoded_hello, msg.Hello) and decoded_hello.resume == b""
+
+    # To an older peer: a decoder without the field skips it.
+    class OldWelcome(msgspec.Struct, tag="welcome", tag_field="t"):
+        session_id: int
+        user: str
+        server_version: str
+        media_secret: bytes
+
+    assert msgspec.msgpack.decode(WELCOME_WITH_TICKET, type=OldWelcome).session_id == 7
+
+
+def test_a_ticket_longer_than_28_bytes_is_garbage() -> None:
+    raw = msgspec.msgpack.encode(
+        {"t": "hello", "version": 1, "user": "a", "password": "", "resume": bytes(29)}
+    )
+    with pytest.raises(DecodeError):
+        msg.decode_client_message(raw)

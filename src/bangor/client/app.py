@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import secrets
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from bangor.client.control import ControlClient
 from bangor.client.identity import KnownMembers, Trust, load_identity
 from bangor.client.media import MediaShell
 from bangor.client.pinning import KnownServers
+from bangor.client.reconnect import reconnect, worth_reconnecting
 from bangor.errors import (
     AudioError,
     BangorError,
@@ -46,6 +48,7 @@ from bangor.wire.invite import SECRET_SIZE, Invite
 from bangor.wire.media import derive_media_keys
 
 Emit = Callable[[ev.Event], None]
+Entered = tuple[ControlClient, msg.Welcome, msg.RoomJoined]  # logged in and in the room
 
 MAX_VOLUME_PERCENT = 400
 # In-call commands that switch a stage of the capture chain: the stage's keyword.
@@ -79,6 +82,7 @@ async def connect_and_login(
     login: Login,
     settings: ClientSettings | None = None,
     check: Callable[[ControlClient], None] = lambda client: None,
+    resume: bytes = b"",
 ) -> tuple[ControlClient, msg.Welcome]:
     """A logged-in control session; ``check`` vets the server before any password goes out.
 
@@ -101,7 +105,7 @@ async def connect_and_login(
             client = await ControlClient.connect(host, port, settings)
             check(client)
             client.start()
-            welcome = await client.login(login.user, password or "", login.nick)
+            welcome = await client.login(login.user, password or "", login.nick, resume)
         except PasswordRequiredError:
             assert client is not None
             await client.leave()
@@ -117,7 +121,7 @@ async def connect_and_login(
                 await asyncio.sleep(wait)
                 continue
             raise ConnectError(
-                f"server {host}:{port} is too busy to check our login; gave up after "
+                f"server {host}:{port} could not check our login; gave up after "
                 f"{settings.login_retry_budget:g} s (last answer: {exc})"
             ) from None
         except DroppedError:
@@ -245,6 +249,29 @@ async def join_call(
         client.verify_fingerprint(invite.fingerprint)
         KnownServers.default().remember(invite.host, invite.port, invite.fingerprint)
 
+    if login.ask_password is not None:  # asked once: a reconnect logs in with the same
+        login = dataclasses.replace(login, ask_password=_asked_once(login.ask_password))
+
+    async def enter(resume: bytes = b"") -> Entered:
+        """Log in and join the room: at the start and on each reconnect."""
+        client, welcome = await connect_and_login(
+            invite.host, invite.port, login, settings, check=pin, resume=resume
+        )
+        try:
+            joined = await client.join_room(invite.room_id.hex())
+            if joined.you.user != login.user:
+                # Members check each other's names against the server's word; a server
+                # that renamed us consistently would pass that check, so we check too.
+                raise RemoteProtocolError(
+                    f"the server calls us {joined.you.user!r}, not {login.user!r}; not joining"
+                )
+        except BaseException:
+            await client.leave()
+            raise
+        return client, welcome, joined
+
+    call: _Call | None = None
+
     async with contextlib.AsyncExitStack() as stack:
         with contextlib.ExitStack() as opening:  # one that fails closes the others
             # No sound card (or no PortAudio): the call still works, silent on that side.
@@ -271,17 +298,12 @@ async def join_call(
         stack.callback(lambda: emit(ev.Left(reason)))  # the reason as it is by then, last
         stack.enter_context(devices)
         try:
-            client, welcome = await connect_and_login(
-                invite.host, invite.port, login, settings, check=pin
-            )
-            stack.push_async_callback(client.leave)
-            joined = await client.join_room(invite.room_id.hex())
-            if joined.you.user != login.user:
-                # Members check each other's names against the server's word; a server
-                # that renamed us consistently would pass that check, so we check too.
-                raise RemoteProtocolError(
-                    f"the server calls us {joined.you.user!r}, not {login.user!r}; not joining"
-                )
+            client, welcome, joined = await enter()
+
+            async def leave() -> None:  # whichever control session is the call's by then
+                await (call.client if call is not None else client).leave()
+
+            stack.push_async_callback(leave)
             shell = MediaShell(
                 source,
                 sink,
@@ -291,24 +313,29 @@ async def join_call(
             )
             stack.callback(shell.stop)
             await shell.connect(invite.host, invite.port)
-            crypto = RoomCrypto(
-                room_id=invite.room_id,
-                secret=invite.secret,
-                session_id=welcome.session_id,
-                user=login.user,
-                nick=joined.you.nick,
-                identity_private=identity,
-                settings=settings,
-            )
-            session = MediaSession(
-                welcome.session_id,
-                derive_media_keys(welcome.media_secret),
-                settings,
-                crypto,
-                shell.server_addr,
-                shell.host_candidates(),
-            )
-            session.set_max_bitrate(joined.max_bitrate or None, shell.clock())
+
+            def new_session(welcome: msg.Welcome, joined: msg.RoomJoined) -> MediaSession:
+                crypto = RoomCrypto(
+                    room_id=invite.room_id,
+                    secret=invite.secret,
+                    session_id=welcome.session_id,
+                    user=login.user,
+                    nick=joined.you.nick,
+                    identity_private=identity,
+                    settings=settings,
+                )
+                session = MediaSession(
+                    welcome.session_id,
+                    derive_media_keys(welcome.media_secret),
+                    settings,
+                    crypto,
+                    shell.server_addr,
+                    shell.host_candidates(),
+                )
+                session.set_max_bitrate(joined.max_bitrate or None, shell.clock())
+                return session
+
+            session = new_session(welcome, joined)
             call = _Call(
                 client,
                 session,
@@ -317,6 +344,9 @@ async def join_call(
                 known_members,
                 KnownServers.key(invite.host, invite.port),
                 {m.session_id: _info(m) for m in joined.members},
+                welcome.resume,
+                enter,
+                new_session,
             )
             shell.on_output = call.drain
             stack.callback(call.finish)  # before the shell stops and the client leaves
@@ -330,6 +360,18 @@ async def join_call(
         except BangorError as exc:
             reason = str(exc)
             raise
+
+
+def _asked_once(ask: Callable[[], str]) -> Callable[[], str]:
+    """``ask``, remembering its answer: a reconnect must not prompt again mid-call."""
+    answers: list[str] = []
+
+    def once() -> str:
+        if not answers:
+            answers.append(ask())
+        return answers[0]
+
+    return once
 
 
 def _close_recorder(recorder: Sink, emit: Emit) -> None:
@@ -350,6 +392,16 @@ class _Call:
     known_members: KnownMembers
     server_key: str
     members: dict[int, ev.MemberInfo]
+    resume: bytes = b""  # the server's ticket to get our session id back after a restart
+    # Log in and join again (with a resume ticket); a media session for a new login.
+    enter: Callable[[bytes], Awaitable[Entered]] | None = None
+    new_session: Callable[[msg.Welcome, msg.RoomJoined], MediaSession] | None = None
+    # While reconnecting: pair messages kept for a resumed session; members we had
+    # before and not seen back yet (gone once rejoin_grace passes).
+    reconnecting: bool = False
+    held: list[tuple[int, bytes]] = dataclasses.field(default_factory=list)
+    missing: set[int] = dataclasses.field(default_factory=set)
+    grace: asyncio.TimerHandle | None = None
 
     async def run(
         self,
@@ -368,9 +420,23 @@ class _Call:
             loop.call_later(duration, stop.set)
         inputs: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
-        async def control() -> None:
+        async def control(client: ControlClient) -> None:
             while True:
-                inputs.put_nowait(("control", await self.client.events.get()))
+                inputs.put_nowait(("control", (client, await client.events.get())))
+
+        async def back(error: BangorError) -> None:
+            """Reconnect; what comes of it is the next input."""
+            assert self.enter is not None
+            enter = self.enter
+            started = loop.time()
+            try:
+                entered, attempt = await reconnect(
+                    error, self.session.settings, lambda: enter(self.resume), self.emit, loop.time
+                )
+            except BangorError as exc:
+                inputs.put_nowait(("gave_up", exc))
+            else:
+                inputs.put_nowait(("back", (entered, attempt, loop.time() - started)))
 
         async def typed(source: asyncio.Queue[str | None]) -> None:
             # Once the lines end, the call goes on.
@@ -390,7 +456,7 @@ class _Call:
                 due = max(due + every, loop.time())
 
         tasks = [
-            loop.create_task(control()),
+            loop.create_task(control(self.client)),
             loop.create_task(typed(lines)),
             loop.create_task(stopped()),
             loop.create_task(stats_due()),
@@ -401,14 +467,31 @@ class _Call:
                 if kind == "stop":
                     return "left the room"
                 if kind == "control":
+                    client, item = item
+                    if client is not self.client or self.reconnecting:
+                        continue  # the session we had before a reconnect
                     if isinstance(item, BangorError):
                         # A refused request: the call goes on. Otherwise the session
-                        # ended (a fatal error, or the connection): so does the call.
-                        if isinstance(item, RefusedError) and self.client.closed is None:
+                        # ended (a fatal error, or the connection): we reconnect, or the
+                        # call ends.
+                        if isinstance(item, RefusedError) and client.closed is None:
                             self.emit(ev.ErrorEvent(item.code, str(item)))
                             continue
-                        raise self.client.closed or item
+                        error = client.closed or item
+                        if self.enter is None or not worth_reconnecting(
+                            error, self.session.settings
+                        ):
+                            raise error
+                        self.reconnecting = True
+                        tasks.append(loop.create_task(back(error)))
+                        continue
                     self.on_message(item, self.shell.clock())
+                elif kind == "back":
+                    (client, welcome, joined), attempt, outage = item
+                    self.adopt(client, welcome, joined, attempt, outage)
+                    tasks.append(loop.create_task(control(client)))
+                elif kind == "gave_up":
+                    raise item
                 elif kind == "line":
                     self.on_line(item)
                 else:
@@ -504,6 +587,8 @@ class _Call:
     def say(self, line: str) -> None:
         if len(line) > MAX_CHAT_TEXT:
             self.emit(ev.ErrorEvent(0, f"chat line too long (over {MAX_CHAT_TEXT} characters)"))
+        elif self.reconnecting:
+            self.emit(ev.ErrorEvent(0, "not sent: reconnecting to the server"))
         elif line.strip():
             self.client.send_chat(self.session.seal_chat(line))
 
@@ -511,24 +596,41 @@ class _Call:
         session = self.session
         if isinstance(message, msg.MemberJoined):
             member = message.member
+            known = session.members.get(member.session_id)
+            if known is not None and known != member.user:
+                self.drop_member(member.session_id, now)  # another account has the id now
             info = self.members[member.session_id] = _info(member)
-            session.member_joined(member.session_id, member.user, now)
-            self.emit(ev.MemberJoined(info))
+            if member.session_id in self.missing and known == member.user:
+                # Back after the server restarted, with its keys and paths: as if never gone.
+                self.missing.discard(member.session_id)
+            else:
+                session.member_joined(member.session_id, member.user, now)
+                self.emit(ev.MemberJoined(info))
         elif isinstance(message, msg.MemberLeft):
-            gone = self.members.pop(message.session_id, None)
-            session.member_left(message.session_id, now)
-            if gone is not None:
-                self.emit(ev.MemberLeft(gone))
+            self.drop_member(message.session_id, now)
         elif isinstance(message, msg.PeerReceived):
             session.receive_peer(message.sender, message.data, now)
         elif isinstance(message, msg.Chat):
             session.receive_chat(message.sender, message.data, now)
         self.shell.flush()  # its datagrams and timer; then drain() below
 
+    def drop_member(self, session_id: int, now: float) -> None:
+        gone = self.members.pop(session_id, None)
+        self.missing.discard(session_id)
+        self.session.member_left(session_id, now)
+        if gone is not None:
+            self.emit(ev.MemberLeft(gone))
+
     def drain(self) -> None:
         """Send the session's pair messages and show what it found."""
         for to, data in self.session.peer_messages_to_send():
-            self.client.send_peer(to, data)
+            if self.reconnecting:
+                # Kept for a resumed session (the members' channels go on); the oldest go
+                # first if the outage is long (the pair protocol copes with a lost message).
+                self.held.append((to, data))
+                del self.held[: -self.session.settings.max_queued_peer_messages]
+            else:
+                self.client.send_peer(to, data)
         while (event := self.session.next_event()) is not None:
             self.on_media_event(event)
 
@@ -565,9 +667,93 @@ class _Call:
             nick = self._member(event.session_id).nick
             self.emit(ev.PathChanged(event.path, event.session_id, rtt, nick))
 
+    def adopt(
+        self,
+        client: ControlClient,
+        welcome: msg.Welcome,
+        joined: msg.RoomJoined,
+        attempt: int,
+        outage: float,
+    ) -> None:
+        """Back in the room on ``client``.
+
+        Our own session id back (the server restarted; nobody saw anybody leave): new hop
+        keys for the relay, and everything end to end goes on — members' channels, keys and
+        direct paths. Members not back yet keep theirs for ``rejoin_grace``. Any other id:
+        the others saw us leave, so this is a rejoin — a new media session whose channels
+        and keys start afresh (direct paths are found again)."""
+        now = self.shell.clock()
+        self.client = client
+        self.resume = welcome.resume
+        self.reconnecting = False
+        session = self.session
+        resumed = welcome.session_id == session.session_id
+        present = {m.session_id: m for m in joined.members}
+        if resumed:
+            session.rekey_hop(derive_media_keys(welcome.media_secret), now)
+            fresh = []
+            for sid, member in present.items():
+                known = session.members.get(sid)
+                if known == member.user:
+                    self.members[sid] = _info(member)
+                    continue
+                if known is not None:
+                    self.drop_member(sid, now)
+                fresh.append(member)
+            for member in fresh:
+                self.members[member.session_id] = _info(member)
+            session.greet([(m.session_id, m.user) for m in fresh], now)
+            for member in fresh:
+                self.emit(ev.MemberJoined(_info(member)))
+            self.missing = set(session.members) - set(present)
+            held, self.held = self.held, []
+            for to, data in held:
+                client.send_peer(to, data)
+        else:
+            assert self.new_session is not None
+            # The old session is dropped as it is (its members' state goes with it).
+            for gone in self.members.values():
+                self.emit(ev.MemberLeft(gone))
+            self.held.clear()
+            self.missing.clear()
+            new = self.new_session(welcome, joined)
+            new.muted, new.deafened, new.talking = session.muted, session.deafened, session.talking
+            new.set_processing(**dataclasses.asdict(session.processing))
+            by_user = {session.members.get(sid): gain for sid, gain in session.volumes.items()}
+            for member in joined.members:
+                if member.user in by_user:
+                    new.volumes[member.session_id] = by_user[member.user]
+            self.session = new
+            self.members = {m.session_id: _info(m) for m in joined.members}
+            self.shell.start(new, [(m.session_id, m.user) for m in joined.members])
+            for info in self.members.values():
+                self.emit(ev.MemberJoined(info))
+        self.session.set_max_bitrate(joined.max_bitrate or None, now)
+        self.emit(ev.Reconnected(attempt, round(outage, 3), resumed))
+        if self.grace is not None:
+            self.grace.cancel()
+        if self.missing:
+            self.grace = asyncio.get_running_loop().call_later(
+                session.settings.rejoin_grace, self._grace_over, client
+            )
+        self.shell.flush()
+
+    def _grace_over(self, client: ControlClient) -> None:
+        if client is self.client and not self.reconnecting:
+            self.forget_missing()
+            self.shell.flush()
+
+    def forget_missing(self) -> None:
+        """Members that did not come back after the server restarted: gone (fresh keys)."""
+        now = self.shell.clock()
+        for sid in list(self.missing):
+            self.drop_member(sid, now)
+
     def finish(self) -> None:
         """The call is over: the counts of problems not shown one by one come now, then
         the final count, for scripts."""
+        if self.grace is not None:
+            self.grace.cancel()
         self.session.finish(self.shell.clock())
         while (event := self.session.next_event()) is not None:
             if isinstance(event, e2ee.PeerProblem):

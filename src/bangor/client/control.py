@@ -27,6 +27,7 @@ from bangor.errors import (
     PasswordRequiredError,
     ProtocolError,
     RefusedError,
+    ServerGoneError,
     ThrottledError,
 )
 from bangor.settings import PROTOCOL_VERSION, ClientSettings
@@ -66,7 +67,9 @@ def refusal(error: msg.Error) -> BangorError:
         return BadNameError(f"the server refused the name: {error.message}")
     # The server is going away or gave up on us: like losing the connection (exit 5).
     if error.code == CloseCode.SHUTDOWN:
-        return ConnectError("the server is shutting down")
+        if error.retry_after > 0:
+            return ServerGoneError("the server is restarting", error.retry_after)
+        return ServerGoneError("the server is shutting down")
     if error.code == CloseCode.TIMEOUT:
         return ConnectError("the server closed the session: timed out")
     return RefusedError(error.code, error.message)
@@ -191,8 +194,9 @@ class ControlClient:
         self._futures[request] = future
         return await future
 
-    async def login(self, user: str, password: str, nick: str) -> msg.Welcome:
-        reply = await self.request(msg.Hello(PROTOCOL_VERSION, user, password, nick))
+    async def login(self, user: str, password: str, nick: str, resume: bytes = b"") -> msg.Welcome:
+        """``resume``: the ticket of our session before the server restarted."""
+        reply = await self.request(msg.Hello(PROTOCOL_VERSION, user, password, nick, resume))
         assert isinstance(reply, msg.Welcome)
         self.welcome = reply
         return reply

@@ -162,6 +162,29 @@ class ErrorEvent(Event):
 
 
 @dataclass(frozen=True)
+class Reconnecting(Event):
+    """The control channel or the server went away; the call goes on (direct paths keep
+    carrying voice) and we try again after ``delay`` seconds: try number ``attempt``."""
+
+    kind = "reconnecting"
+    attempt: int
+    delay: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Reconnected(Event):
+    """Back in the room after ``outage`` seconds. ``resumed``: the server gave us our
+    session back (it restarted), so members' keys and direct paths went on; otherwise
+    every member's channel and our keys started afresh, as on a rejoin."""
+
+    kind = "reconnected"
+    attempt: int
+    outage: float
+    resumed: bool
+
+
+@dataclass(frozen=True)
 class Left(Event):
     kind = "left"
     reason: str
@@ -237,6 +260,10 @@ def _describe(event: Event) -> str:
         return event.message
     if isinstance(event, ErrorEvent):
         return f"error: {event.message}"
+    if isinstance(event, Reconnecting):
+        return f"reconnecting (try {event.attempt} in {event.delay:.1f} s): {event.reason}"
+    if isinstance(event, Reconnected):
+        return f"reconnected after {event.outage:.1f} s"
     if isinstance(event, Left):
         return f"left: {event.reason}"
     return repr(event)

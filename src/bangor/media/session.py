@@ -164,6 +164,23 @@ class MediaSession:
         )
         return self._processing
 
+    def rekey_hop(self, keys: MediaKeys, now: float) -> None:
+        """The server restarted and gave us our session id back, with new hop keys: the
+        relay is reached with them from now on. End-to-end keys and direct paths go on."""
+        self._sealer = HopSealer(keys.client_to_server, self.session_id)
+        self._opener = HopOpener(keys.server_to_client, self.session_id)
+        self._relay_up = False  # until the new server echoes a keepalive
+        self._keepalive(now)
+        self._pump(now)
+
+    def greet(self, members: Iterable[tuple[int, str]], now: float) -> None:
+        """Members we did not know in a room we came back to: we greet them (as a joiner
+        does), since they saw us join."""
+        members = list(members)
+        self.members.update(members)
+        self.crypto.start(members, now)
+        self._pump(now)
+
     def set_max_bitrate(self, max_bitrate: int | None, now: float) -> None:
         self.sender.set_max_bitrate(max_bitrate, now)
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import secrets
+import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -31,6 +34,7 @@ from bangor.errors import (
     PasswordRequiredError,
     RemoteProtocolError,
     StoreError,
+    StoreUnavailableError,
     ThrottledError,
 )
 from bangor.keyfile import load_or_create_key
@@ -64,6 +68,11 @@ _TOO_MANY = {
     Kind.CHAT: "too many chat messages",
 }
 STUN_FIRST_BYTE_LIMIT = 0x40
+RESUME_LABEL = b"bangor resume ticket v1"
+EPOCH_SIZE = 8
+RESUME_MAC_SIZE = msg.RESUME_TICKET_SIZE - 4 - EPOCH_SIZE
+ACCOUNTS_UNAVAILABLE = "accounts unavailable, try again"
+MIN_RESTART_WINDOW = 0.25  # seconds: even two clients need not come back in the same instant
 
 
 class SessionClosed(Exception):
@@ -327,6 +336,12 @@ class Connection:
             log.debug("login from %s: %s", self.peer, exc)
             self.fail(CloseCode.BUSY, str(exc), ref=HELLO, retry_after=exc.retry_after)
             return
+        except StoreUnavailableError as exc:
+            # Retryable: clients wait it out as they do a busy server.
+            log.warning("login from %s: accounts database unreachable (%s)", self.peer, exc)
+            retry = self.server.settings.store_retry_after
+            self.fail(CloseCode.BUSY, ACCOUNTS_UNAVAILABLE, ref=HELLO, retry_after=retry)
+            return
         except AuthError as exc:
             # The store logs failures for names it knows; a name may be a mistyped password.
             log.debug("login refused for %s from %s", shown_name(hello.user), self.peer)
@@ -337,7 +352,8 @@ class Connection:
             self.fail(CloseCode.LIMIT, str(exc), ref=HELLO)
             return
         log.info("session %08x: %s logged in from %s", self.session_id, self.user, self.peer)
-        self.send(msg.Welcome(self.session_id, self.user, __version__, self.media_secret))
+        ticket = self.server.resume_ticket(self.session_id, self.user)
+        self.send(msg.Welcome(self.session_id, self.user, __version__, self.media_secret, ticket))
 
     def check_capacity(self, user: str) -> None:
         """Refuse (LimitError) a login the server has no room for; costs no hash."""
@@ -375,7 +391,8 @@ class Connection:
             self.user = hello.user
             self.nick = hello.nick or hello.user
             self.media_secret = secrets.token_bytes(MEDIA_SECRET_SIZE)
-            self.session_id = server.register(self, derive_media_keys(self.media_secret))
+            wanted = server.resumed_id(hello.resume, hello.user)
+            self.session_id = server.register(self, derive_media_keys(self.media_secret), wanted)
         finally:
             server.logins_in_flight.discard(hello.user)
 
@@ -408,6 +425,10 @@ class Connection:
             )
         except LimitError as exc:
             self.refuse(CloseCode.LIMIT, str(exc), ref)
+            return
+        except StoreUnavailableError as exc:
+            log.warning("session %08x: database unreachable (%s)", self.session_id, exc)
+            self.refuse(CloseCode.BUSY, "rooms unavailable, try again", ref)
             return
         except StoreError as exc:  # duplicate, bad name or cap: the store says which rule broke
             self.refuse(CloseCode.NOT_ALLOWED, str(exc), ref)
@@ -450,6 +471,10 @@ class Connection:
             room = await self.server.store.get_room(join.room_id)
         except NotFoundError:
             self.refuse(CloseCode.ROOM_NOT_FOUND, "no such room", ref)
+            return
+        except StoreUnavailableError as exc:
+            log.warning("session %08x: database unreachable (%s)", self.session_id, exc)
+            self.refuse(CloseCode.BUSY, "rooms unavailable, try again", ref)
             return
         if self.closing:
             return
@@ -544,6 +569,11 @@ class Server:
         # deliver them (a WebTransport session's last bytes race its QUIC close).
         self.drains: list[Callable[[], Awaitable[None]]] = []
         self.address: tuple[str, int] = ("", 0)
+        # Resume tickets: a session of an earlier run of this server (same key, another
+        # epoch) may have its id back, so its members' end-to-end state goes on.
+        self.epoch = secrets.token_bytes(EPOCH_SIZE)
+        self._resume_key = hmac.digest(static_key, RESUME_LABEL, "sha256")
+        self.restarting = False  # set before close(): the goodbye says we come back
 
     @property
     def unauthenticated(self) -> int:
@@ -577,6 +607,34 @@ class Server:
             return
         raise OSError("could not bind TCP and UDP on one port number")
 
+    def resume_ticket(self, session_id: int, user: str) -> bytes:
+        """Id, epoch and a MAC over both and the account: only this server's key makes one."""
+        body = session_id.to_bytes(4, "big") + self.epoch
+        return body + self._resume_mac(body, user)
+
+    def _resume_mac(self, body: bytes, user: str) -> bytes:
+        mac = hmac.digest(self._resume_key, body + user.encode(), hashlib.sha256)
+        return mac[:RESUME_MAC_SIZE]
+
+    def resumed_id(self, ticket: bytes, user: str) -> int | None:
+        """The id ``ticket`` claims back, if it is genuine, for ``user``, from an earlier
+        run (in this one the others saw the session leave: it starts afresh) and free."""
+        if len(ticket) != msg.RESUME_TICKET_SIZE:
+            return None
+        body, mac = ticket[: 4 + EPOCH_SIZE], ticket[4 + EPOCH_SIZE :]
+        if not hmac.compare_digest(mac, self._resume_mac(body, user)):
+            return None
+        session_id = int.from_bytes(body[:4], "big")
+        if body[4:] == self.epoch or session_id == 0 or session_id in self.connections:
+            return None
+        return session_id
+
+    def restart_window(self) -> float:
+        """Seconds over which clients of a restarting server should spread their return."""
+        settings = self.settings
+        wanted = len(self.connections) / settings.restart_logins_per_second
+        return min(max(wanted, MIN_RESTART_WINDOW), settings.restart_spread)
+
     async def close(self) -> None:
         if self.tcp is not None:
             self.tcp.close()
@@ -584,8 +642,15 @@ class Server:
             closer()
         if self._admission_timer is not None:
             self._admission_timer.cancel()
+        # Restarting: clients come back at once, spread over a window the new process
+        # can take their logins in.
+        goodbye, spread = (
+            ("server is restarting", self.restart_window())
+            if self.restarting
+            else ("server is shutting down", 0.0)
+        )
         for conn in list(self.connections.values()):
-            conn.fail(CloseCode.SHUTDOWN, "server is shutting down")
+            conn.fail(CloseCode.SHUTDOWN, goodbye, retry_after=spread)
             conn.writer.close()
         for drain in self.drains:
             await drain()
@@ -674,9 +739,11 @@ class Server:
             closing.key.shut(closing)
         self._admission_changed(now)
 
-    def register(self, conn: Connection, keys: MediaKeys) -> int:
+    def register(self, conn: Connection, keys: MediaKeys, wanted: int | None = None) -> int:
+        """A session id for ``conn``: ``wanted`` (checked free by resumed_id) or a new one."""
         while True:
-            session_id = secrets.randbits(32)
+            session_id = wanted if wanted is not None else secrets.randbits(32)
+            wanted = None
             if session_id and session_id not in self.connections:
                 break
         self.connections[session_id] = conn
@@ -764,7 +831,21 @@ async def serve(
     log.warning("listening on %s:%d", *server.address)
     if web is not None:
         log.warning("web client at %s", url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def restart() -> None:
+        log.warning("restarting: telling clients to come back")
+        server.restarting = True
+        stop.set()
+
+    # SIGUSR1: a restart (a supervisor starts us again): clients reconnect at once.
+    # SIGTERM/SIGINT cancel us: going away.
+    with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+        loop.add_signal_handler(signal.SIGUSR1, restart)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+            loop.remove_signal_handler(signal.SIGUSR1)
         await server.close()

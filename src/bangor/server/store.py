@@ -29,7 +29,13 @@ from alembic.config import Config
 from alembic.util.exc import CommandError
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError, StatementError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    SQLAlchemyError,
+    StatementError,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from bangor.errors import (
@@ -40,6 +46,7 @@ from bangor.errors import (
     LimitError,
     NotFoundError,
     StoreError,
+    StoreUnavailableError,
 )
 from bangor.server import passwords, sqlite
 from bangor.server.hashing import HashPool
@@ -174,7 +181,36 @@ async def _db_errors() -> AsyncIterator[None]:
         raise
     except (SQLAlchemyError, OSError) as exc:
         log.debug("database error", exc_info=True)
+        if unreachable(exc):
+            raise StoreUnavailableError(f"database unreachable: {short_reason(exc)}") from None
         raise StoreError(f"database error: {short_reason(exc)}") from None
+
+
+# SQLSTATE classes of a database that is not there: 08 connection exception, 57P
+# operator intervention (admin shutdown, crash shutdown, cannot connect now).
+_UNREACHABLE_STATES = ("08", "57P")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached (rather than that a statement
+    failed): a refused or lost connection, a server shutting down or starting up."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError | DisconnectionError):
+            return True
+        if isinstance(cause, DBAPIError) and cause.connection_invalidated:
+            return True
+        state = getattr(cause, "sqlstate", None)
+        if isinstance(state, str) and state.startswith(_UNREACHABLE_STATES):
+            return True
+        if type(cause).__name__ in ("ConnectionDoesNotExistError", "InterfaceError") and (
+            type(cause).__module__.startswith("asyncpg")
+        ):
+            return True
+        cause = getattr(cause, "orig", None) or cause.__cause__ or cause.__context__
+    return False
 
 
 def _alembic_config(connection: Connection) -> Config:

@@ -247,6 +247,8 @@ class CallScreen(Screen[None]):
             self.notify(escape(event.message), severity="error", timeout=6, markup=False)
         elif isinstance(event, ev.MemberRejected | ev.KeyChanged):
             self.log_line(ev.describe(event), "bold red")
+        elif isinstance(event, ev.Reconnecting):
+            self.log_line(ev.describe(event), "yellow")
         elif isinstance(event, ev.ChatReceived):
             # The account name beside a nickname: nicknames are chosen freely, names are not.
             who = event.nick if event.user in ("", event.nick) else f"{event.nick} ({event.user})"

@@ -53,6 +53,7 @@ class CallState:
     left: str | None = None
     sending_voice: bool = False  # our voice frames went out since the stats before
     input_level: float | None = None  # dBFS, the microphone after the capture chain
+    reconnecting: ev.Reconnecting | None = None  # the server is away; the call goes on
     _sent: int = 0
 
     def apply(self, event: ev.Event) -> None:
@@ -85,8 +86,13 @@ class CallState:
             self.audio = event
             for view in self.members.values():
                 view.volume = event.volumes.get(view.info.nick, DEFAULT_VOLUME)
+        elif isinstance(event, ev.Reconnecting):
+            self.reconnecting = event
+        elif isinstance(event, ev.Reconnected):
+            self.reconnecting = None
         elif isinstance(event, ev.Left):
             self.left = event.reason
+            self.reconnecting = None
 
     def _stats(self, event: ev.Stats) -> None:
         # Frames sent only count voice (the voice gate and push-to-talk hold back the rest).
@@ -110,6 +116,8 @@ class CallState:
     def status_line(self) -> str:
         """Path, ping, loss, bitrate and the microphone, for the status bar."""
         parts = [f"path {self.path_summary()}"]
+        if self.reconnecting is not None:
+            parts.insert(0, f"reconnecting (try {self.reconnecting.attempt})")
         parts.append(f"ping {self.rtt_ms:.0f} ms" if self.rtt_ms is not None else "ping ?")
         parts.append(f"loss {self.loss * 100:.1f} %" if self.loss is not None else "loss -")
         if self.bitrate is not None:

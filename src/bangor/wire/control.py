@@ -26,6 +26,10 @@ PeerData = Annotated[bytes, msgspec.Meta(min_length=1, max_length=MAX_PEER_MESSA
 MediaSecret = Annotated[
     bytes, msgspec.Meta(min_length=MEDIA_SECRET_SIZE, max_length=MEDIA_SECRET_SIZE)
 ]
+# A session's claim to its id after a server restart (see Welcome.resume); the server
+# alone reads it.
+RESUME_TICKET_SIZE = 28
+ResumeTicket = Annotated[bytes, msgspec.Meta(max_length=RESUME_TICKET_SIZE)]
 U32 = Annotated[int, msgspec.Meta(ge=0, lt=2**32)]
 U63 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # msgspec bounds must fit int64
 # Seconds a refused client should wait before trying again (0: no hint); an hour at most,
@@ -56,6 +60,9 @@ class Hello(msgspec.Struct, frozen=True, tag="hello", tag_field="t"):
     user: Annotated[str, msgspec.Meta(max_length=MAX_NAME)]
     password: Password
     nick: Nick = ""
+    # Added after version 1: the ``resume`` ticket of a session this client had before
+    # the server restarted ("" none). Older servers skip unknown fields.
+    resume: ResumeTicket = b""
 
 
 class CreateRoom(msgspec.Struct, frozen=True, tag="create", tag_field="t"):
@@ -102,6 +109,9 @@ class Welcome(msgspec.Struct, frozen=True, tag="welcome", tag_field="t"):
     user: str
     server_version: str
     media_secret: MediaSecret  # hop keys for UDP; random per session
+    # Added after version 1 (older clients skip it): a ticket to show in a later Hello
+    # should this server restart, to get ``session_id`` back ("" none).
+    resume: ResumeTicket = b""
 
 
 class RoomCreated(msgspec.Struct, frozen=True, tag="created", tag_field="t"):
@@ -156,6 +166,8 @@ class Error(msgspec.Struct, frozen=True, tag="error", tag_field="t"):
     ref: str = ""  # tag of the request this refuses ("" if none)
     # Added after version 1 was first written down; a default keeps older peers decoding.
     retry_after: RetryAfter = 0.0  # BUSY and THROTTLED: seconds to wait before trying again
+    # SHUTDOWN: > 0, the server is restarting (come back within about that many seconds,
+    # at a random moment); 0, it is going away.
 
 
 ClientMessage = Hello | CreateRoom | JoinRoom | LeaveRoom | SendChat | PeerSend | Ping | Bye

@@ -39,6 +39,8 @@ export interface Hello {
   readonly user: string;
   readonly password: string;
   readonly nick: string;
+  /** The ticket of a session before the server restarted (PROTOCOL.md 3.13); empty: none. */
+  readonly resume: Uint8Array;
 }
 export interface CreateRoom {
   readonly t: "create";
@@ -80,6 +82,8 @@ export interface Welcome {
   readonly serverVersion: string;
   /** The hop keys' secret (media.deriveMediaKeys); random per session. */
   readonly mediaSecret: Uint8Array;
+  /** A ticket to get sessionId back after a server restart (3.13); the page does not reconnect. */
+  readonly resume: Uint8Array;
 }
 export interface RoomCreated {
   readonly t: "created";
@@ -194,6 +198,8 @@ const U63: Kind = { k: "int", min: 0n, max: 2n ** 63n - 1n };
 const INT: Kind = { k: "int" };
 const STR: Kind = { k: "str" };
 const ROOM_ID: Kind = { k: "str", pattern: ROOM_ID_PATTERN };
+export const RESUME_TICKET_SIZE = 28;
+const RESUME: Kind = { k: "bytes", min: 0, max: RESUME_TICKET_SIZE };
 const BITRATE: Kind = { k: "int", min: 0n, max: BigInt(MAX_BITRATE) };
 const f = (wire: string, kind: Kind, extra: { key?: string; default?: unknown } = {}): Field => ({
   wire,
@@ -210,6 +216,7 @@ const CLIENT_SCHEMAS: Readonly<Record<ClientTag, readonly Field[]>> = {
     f("user", { k: "str", max: MAX_NAME }),
     f("password", { k: "str", max: MAX_PASSWORD }),
     f("nick", { k: "str", max: MAX_NAME }, { default: "" }),
+    f("resume", RESUME, { default: new Uint8Array(0) }),
   ],
   create: [f("name", { k: "str", min: 1, max: MAX_ROOM_NAME }), f("max_bitrate", BITRATE, { default: 0 })],
   join: [f("room_id", ROOM_ID)],
@@ -225,6 +232,7 @@ const SERVER_SCHEMAS: Readonly<Record<ServerTag, readonly Field[]>> = {
     f("user", STR),
     f("server_version", STR),
     f("media_secret", { k: "bytes", min: MEDIA_SECRET_SIZE, max: MEDIA_SECRET_SIZE }),
+    f("resume", RESUME, { default: new Uint8Array(0) }),
   ],
   created: [f("room_id", ROOM_ID), f("name", STR)],
   joined: [
@@ -455,7 +463,14 @@ export function encode(message: Message): Uint8Array {
 // -- constructors with the defaults filled in -------------------------------------------
 
 export const msg = {
-  hello: (user: string, password: string, nick = ""): Hello => ({ t: "hello", version: PROTOCOL_VERSION, user, password, nick }),
+  hello: (user: string, password: string, nick = ""): Hello => ({
+    t: "hello",
+    version: PROTOCOL_VERSION,
+    user,
+    password,
+    nick,
+    resume: new Uint8Array(0),
+  }),
   create: (name: string, maxBitrate = 0): CreateRoom => ({ t: "create", name, maxBitrate }),
   join: (roomId: string): JoinRoom => ({ t: "join", roomId }),
   leave: (): LeaveRoom => ({ t: "leave" }),

@@ -18,7 +18,7 @@ const member = (sessionId: number, user: string, nick = user) => ({ sessionId, u
 const CLIENT: ClientMessage[] = [
   msg.hello("alice", "pw", "Ali"),
   msg.hello("", "", ""),
-  { t: "hello", version: 2 ** 40, user: "é".repeat(64), password: "p".repeat(1024), nick: "😀".repeat(64) },
+  { t: "hello", version: 2 ** 40, user: "é".repeat(64), password: "p".repeat(1024), nick: "😀".repeat(64), resume: new Uint8Array(28).fill(9) },
   msg.create("Lounge"),
   msg.create("x".repeat(64), 510000),
   msg.join("0123456789abcdef"),
@@ -32,7 +32,8 @@ const CLIENT: ClientMessage[] = [
   msg.bye(),
 ];
 const SERVER: ServerMessage[] = [
-  { t: "welcome", sessionId: 0xb2175c32, user: "alice", serverVersion: "0.1.0", mediaSecret: new Uint8Array(32).fill(3) },
+  { t: "welcome", sessionId: 7, user: "a", serverVersion: "0", mediaSecret: new Uint8Array(32), resume: new Uint8Array(28).fill(0xa0) },
+  { t: "welcome", sessionId: 0xb2175c32, user: "alice", serverVersion: "0.1.0", mediaSecret: new Uint8Array(32).fill(3), resume: new Uint8Array(0) },
   { t: "created", roomId: "0123456789abcdef", name: "Lounge" },
   { t: "joined", roomId: "0123456789abcdef", name: "L", you: member(1, "bob"), members: [], maxBitrate: 0 },
   {

@@ -72,7 +72,7 @@ function loggedIn(now = 0) {
   const { server, client } = connected();
   const hello = client.hello("alice", "pw");
   server.feed(client.dataToSend());
-  client.receiveData(server.send({ t: "welcome", sessionId: 7, user: "alice", serverVersion: "0.1.0", mediaSecret: new Uint8Array(32) }), now);
+  client.receiveData(server.send({ t: "welcome", sessionId: 7, user: "alice", serverVersion: "0.1.0", mediaSecret: new Uint8Array(32), resume: new Uint8Array(0) }), now);
   assert.deepEqual(drain(client).map((e) => e.type), ["request_done"]);
   assert.equal(client.state, State.LOGGED_IN);
   return { server, client, hello };
@@ -95,7 +95,7 @@ test("handshake, hello, welcome; states and the sending table", () => {
   assert.throws(() => client.hello("a", "b"), /hello was sent already/);
   server.feed(client.dataToSend());
   assert.deepEqual(server.received.map(toHex), [toHex(encode(msg.hello("alice", "pw", "Ali")))]);
-  const welcome: ServerMessage = { t: "welcome", sessionId: 7, user: "alice", serverVersion: "0.1.0", mediaSecret: new Uint8Array(32) };
+  const welcome: ServerMessage = { t: "welcome", sessionId: 7, user: "alice", serverVersion: "0.1.0", mediaSecret: new Uint8Array(32), resume: new Uint8Array(0) };
   client.receiveData(server.send(welcome), 10);
   const [done] = drain(client);
   assert.ok(done?.type === "request_done" && done.request === hello);
@@ -173,7 +173,7 @@ test("a pong for no ping, a reply for nothing, a message out of state: garbage",
     [{ t: "pong", nonce: 5 }, /unexpected Pong in state LOGGED_IN: it answers no pending request/],
     [{ t: "created", roomId: "0123456789abcdef", name: "x" }, /unexpected RoomCreated in state LOGGED_IN: it answers no pending request/],
     [{ t: "chat", sender: 1, data: new Uint8Array(1) }, /unexpected Chat in state LOGGED_IN/],
-    [{ t: "welcome", sessionId: 1, user: "u", serverVersion: "v", mediaSecret: new Uint8Array(32) }, /unexpected Welcome in state LOGGED_IN/],
+    [{ t: "welcome", sessionId: 1, user: "u", serverVersion: "v", mediaSecret: new Uint8Array(32), resume: new Uint8Array(0) }, /unexpected Welcome in state LOGGED_IN/],
   ];
   for (const [m, re] of cases) {
     const { server, client } = loggedIn();
@@ -281,7 +281,7 @@ test("JS client and Python server: handshake, login, rooms, chat, pings, bye", a
 
   const hello = client.hello("alice", "secret", "Ali");
   feed = await toServer();
-  assert.deepEqual(feed.events, [{ event: "RequestReceived", message: { t: "hello", version: 1, user: "alice", password: "secret", nick: "Ali" } }]);
+  assert.deepEqual(feed.events, [{ event: "RequestReceived", message: { t: "hello", version: 1, user: "alice", password: "secret", nick: "Ali", resume: { $bytes: "" } } }]);
   events = await send({ t: "welcome", session_id: 7, user: "alice", server_version: "0.1.0", media_secret: { $bytes: "00".repeat(32) } });
   assert.ok(events[0]?.type === "request_done" && events[0].request === hello);
   assert.equal(client.state, State.LOGGED_IN);
