@@ -91,6 +91,17 @@ def test_noise_suppression_through_real_processes(server: ServerProcess, tmp_pat
         heard = read_wav_48k(tmp_path / f"heard{i}.wav")
         assert np.sqrt(np.mean(np.square(heard))) > 1e-3, f"{name} {ns}: nothing heard"
         scores[name, ns] = pesq_wb(reference, align(reference, heard)[1])
+        # How evenly the speaker's frames came (a starved client sends in bursts).
+        jitter = max(
+            float(sender["jitter_ms"])  # type: ignore[index]
+            for e in listeners[i].events()
+            if e["event"] == "stats"
+            for sender in e["senders"].values()  # type: ignore[union-attr]
+        )
+        print(
+            f"NS through processes, {name} {ns}: PESQ-WB {scores[name, ns]:.2f}, "
+            f"listener's jitter up to {jitter:.0f} ms"
+        )
     for name, gain in (("fan", 0.25), ("clicks", 0.3)):
         off, on = scores[name, "off"], scores[name, "on"]
         print(f"NS through processes, {name}: PESQ-WB {off:.2f} -> {on:.2f} (+{on - off:.2f})")

@@ -1,10 +1,11 @@
 """The capture chain: what the microphone hears, made fit to send, sans-I/O.
 
-In order, as WebRTC and Mumble do it: high-pass (hum and rumble out), echo
-cancellation (what we play, fed as the reference by :meth:`CaptureChain.far_end`,
-taken out of what we capture), noise suppression (fans, keys, hiss), automatic gain
-(quiet and loud speakers at one level). The voice gate after it uses the suppressor's
-voice probability while suppression runs (:attr:`CaptureChain.voice_probability`).
+In order, as WebRTC and Mumble do it: high-pass (hum and rumble out; in the echo
+canceller's module, so only with it), echo cancellation (what we play, fed as the
+reference by :meth:`CaptureChain.far_end`, taken out of what we capture), noise
+suppression (fans, keys, hiss), automatic gain (quiet and loud speakers at one level).
+The voice gate after it uses the suppressor's voice probability while suppression
+runs (:attr:`CaptureChain.voice_probability`).
 
 Libraries, chosen by measurement (the report of issue 15, bench/capture.py):
 WebRTC's audio processing module through ``livekit`` for high-pass and AEC3
@@ -96,14 +97,14 @@ class CaptureChain:
         front, ns_state, gain_stage = self._front, self._ns, self._gain
         if ns and ns_state is None:
             ns_state = DeepFilter()
-        if not (ns or aec or gain):
+        if not aec:
+            # The high-pass runs in the echo canceller's module only: alone it is not
+            # worth livekit's runtime thread in the path (every call is handed to it; on
+            # a loaded machine clients with it stalled more), and the suppressor takes
+            # hum out too.
             front = None
-        elif aec:
-            if front is None or not front.echo_cancellation:
-                front = WebRtcApm(high_pass=True, echo_cancellation=True)
-        elif front is None or front.echo_cancellation:
-            # The high-pass alone is a nicety: without livekit the other stages still run.
-            front = WebRtcApm(high_pass=True) if webrtc_apm.available() else None
+        elif front is None:
+            front = WebRtcApm(high_pass=True, echo_cancellation=True)
         if not gain:
             gain_stage = None
         elif gain_stage is None:
