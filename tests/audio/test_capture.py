@@ -279,6 +279,9 @@ def test_the_level_meter_holds_peaks_and_falls_20_db_a_second() -> None:
     for _ in range(50):  # one second of silence
         chain.process(np.zeros(FRAME, dtype=np.int16))
     assert chain.level == pytest.approx(-29.0, abs=0.1)
+    for _ in range(25):  # half a second with nothing captured (the source ended)
+        chain.idle()
+    assert chain.level == pytest.approx(-39.0, abs=0.1)
     assert level_dbfs(np.zeros(0, dtype=np.int16)) == -100.0
 
 

@@ -154,8 +154,12 @@ class CaptureChain:
             )
         return pcm
 
-    def _meter(self, pcm: np.ndarray) -> None:
-        now = level_dbfs(pcm)
+    def idle(self) -> None:
+        """A tick with nothing captured: the level meter falls as for silence."""
+        self._meter(None)
+
+    def _meter(self, pcm: np.ndarray | None) -> None:
+        now = SILENCE_DBFS if pcm is None else level_dbfs(pcm)
         fallen = self._hold - PEAK_FALL_DB_PER_S * self._samples / SAMPLE_RATE
         self._hold = max(now, fallen, SILENCE_DBFS)
         self.level = self._hold

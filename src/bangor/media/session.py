@@ -275,7 +275,9 @@ class MediaSession:
         """Send this tick's captured frame (None: nothing captured) and give the frame
         to play: one tick of each speaker, mixed with its volume (silence if deafened)."""
         sent = False
-        if pcm_in is not None:
+        if pcm_in is None:
+            self.chain.idle()
+        else:
             pcm_in = self.chain.process(pcm_in)
             voice = self.chain.voice_probability
             for frame in self.sender.frames(pcm_in, self.transmitting, voice):
