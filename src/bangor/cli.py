@@ -320,9 +320,19 @@ _PLAIN_SOURCES = ("silence", "tone")
 
 
 def _from_sound_card(source: str | None) -> bool:
+    """Whether we capture from a sound card that is there (without one the call goes
+    on silent on our side: nothing to clean up)."""
+    from bangor.errors import DeviceError
+    from bangor.io.devices import list_devices, select_device
+
     spec = source or "default"
-    plain = spec in _PLAIN_SOURCES or spec.startswith("tone:")
-    return not plain and not spec.lower().endswith(".wav")
+    if spec in _PLAIN_SOURCES or spec.startswith("tone:") or spec.lower().endswith(".wav"):
+        return False
+    try:
+        select_device(list_devices(), spec, "input")
+    except DeviceError:
+        return False
+    return True
 
 
 def _processing(args: argparse.Namespace) -> tuple[bool, bool, bool]:
