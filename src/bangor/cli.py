@@ -326,8 +326,53 @@ def _seconds(text: str) -> float:
     return value
 
 
+# Inputs that are not a sound card: sent as they are, the capture chain off by default.
+_PLAIN_SOURCES = ("silence", "tone")
+
+
+def _from_sound_card(source: str | None) -> bool:
+    """Whether we capture from a sound card that is there (without one the call goes
+    on silent on our side: nothing to clean up)."""
+    from bangor.errors import DeviceError
+    from bangor.io.devices import list_devices, select_device
+
+    spec = source or "default"
+    if spec in _PLAIN_SOURCES or spec.startswith("tone:") or spec.lower().endswith(".wav"):
+        return False
+    try:
+        select_device(list_devices(), spec, "input")
+    except DeviceError:
+        return False
+    return True
+
+
+def _processing(args: argparse.Namespace) -> tuple[bool, bool, bool]:
+    """--noise-suppression, --echo-cancellation, --agc: as given, else on for a sound
+    card whose library is installed (the ``capture`` extra), off for the rest. Asked
+    for without its library: AudioError naming the package, before we connect."""
+    from bangor.audio import deepfilter, webrtc_apm
+    from bangor.errors import AudioError
+
+    card = _from_sound_card(args.input)
+    chosen: list[bool] = []
+    for name, available, missing in (
+        ("noise_suppression", deepfilter.available, deepfilter.DEEPFILTER_MISSING),
+        ("echo_cancellation", webrtc_apm.available, webrtc_apm.LIVEKIT_MISSING),
+        ("agc", lambda: True, ""),  # our own (audio/gain.py)
+    ):
+        given = getattr(args, name, None)
+        if given == "on" and not available():
+            raise AudioError(missing)
+        chosen.append(given == "on" if given is not None else card and available())
+    return chosen[0], chosen[1], chosen[2]
+
+
 def _client_settings(args: argparse.Namespace) -> ClientSettings:
+    noise_suppression, echo_cancellation, agc = _processing(args)
     return ClientSettings(
+        noise_suppression=noise_suppression,
+        echo_cancellation=echo_cancellation,
+        agc=agc,
         vad=args.vad == "on",
         bitrate=args.bitrate,
         complexity=args.complexity,
@@ -553,6 +598,17 @@ def _device_options(p: argparse.ArgumentParser) -> None:
 
 def _voice_options(p: argparse.ArgumentParser) -> None:
     """What we send: when, at what bitrate and effort, with what protection."""
+    for flag, what in (
+        ("--noise-suppression", "noise suppression (fans, keys, hiss)"),
+        ("--echo-cancellation", "echo cancellation (what we play, out of the microphone)"),
+        ("--agc", "automatic gain (one level for quiet and loud voices)"),
+    ):
+        p.add_argument(
+            flag,
+            choices=["on", "off"],
+            default=None,
+            help=f"{what} (default: on for a sound card, off for files, tones, silence)",
+        )
     p.add_argument(
         "--vad",
         choices=["on", "off"],

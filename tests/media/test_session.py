@@ -449,3 +449,35 @@ def test_greeting_a_member_met_after_a_restart_verifies_both() -> None:
     assert alice.members == {3: "user3"}
     assert [e.session_id for e in net.events(1, e2ee.MemberVerified)] == [3]  # type: ignore[attr-defined]
     assert [e.session_id for e in net.events(3, e2ee.MemberVerified)] == [1]  # type: ignore[attr-defined]
+
+
+def test_the_capture_chain_runs_between_microphone_and_gate() -> None:
+    net = Net()
+    alice = net.join(1, "tone:450", RELAYED)
+    bob = net.join(2, "tone:900", RELAYED)
+    assert alice.processing == me.Processing(False, False, False)
+    assert alice.stats(net.now).input_level == -100.0  # nothing captured yet
+    played: list[np.ndarray] = []
+    original = alice.chain.far_end
+
+    def far_end(pcm: np.ndarray) -> None:
+        played.append(pcm.copy())
+        original(pcm)
+
+    alice.chain.far_end = far_end  # type: ignore[method-assign]
+    net.run(1.0)
+    stats = alice.stats(net.now)
+    assert stats.input_level == pytest.approx(-13.5, abs=0.5)  # the tone, 0.3 full scale
+    assert rms(played[-10:]) > 5000  # what alice plays (bob's tone) is the reference
+    on = alice.set_processing(echo_cancellation=True, agc=True)
+    assert on == me.Processing(False, True, True) == alice.stats(net.now).processing
+    assert alice.set_processing(noise_suppression=True).noise_suppression
+    net.run(0.5)
+    assert alice.chain.voice_probability is not None
+    alice.deafened = True
+    net.run(0.2)
+    assert rms(played[-5:]) == 0.0  # deafened: we play silence, so the reference is silence
+    assert alice.set_processing(
+        noise_suppression=False, echo_cancellation=False, agc=False
+    ) == me.Processing(False, False, False)
+    assert bob.stats(net.now).processing == me.Processing(False, False, False)

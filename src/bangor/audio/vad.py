@@ -18,6 +18,11 @@ The frames returned by one call are always consecutive and end with the frame
 just passed in, so a caller that numbers frames by capture tick numbers the
 returned frame ``i`` as ``tick - (len(frames) - 1 - i)``. No frame is returned
 twice and none out of order.
+
+While the capture chain suppresses noise, its model's voice probability decides
+instead (``voice_probability`` to :meth:`VoiceGate.process`): WebRTC's VAD judges
+energy in speech bands, so fans and key clicks open it even after suppression, while
+the suppressor's model tells them from speech (the report of issue 15).
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ import numpy as np
 
 from bangor.errors import AudioError
 from bangor.settings import FRAME_SAMPLES, SAMPLE_RATE
+
+# A frame with at least this voice probability (from the capture chain) is speech.
+VOICE_PROBABILITY_THRESHOLD = 0.5
 
 # The longest piece WebRTC's VAD judges at once (it takes 10, 20 or 30 ms): a 40 ms
 # frame is judged as two 20 ms pieces, and is speech if either one is.
@@ -105,9 +113,16 @@ class VoiceGate:
         ]
         return any(votes)
 
-    def process(self, pcm: np.ndarray) -> list[np.ndarray]:
-        """The frames to encode and send now, oldest first; empty while silent."""
-        if self._is_speech(pcm):
+    def process(self, pcm: np.ndarray, voice_probability: float | None = None) -> list[np.ndarray]:
+        """The frames to encode and send now, oldest first; empty while silent.
+
+        ``voice_probability`` (0..1, from the capture chain's noise suppressor) decides
+        when given; WebRTC's VAD still sees the frame, so its noise model stays current.
+        """
+        speech = self._is_speech(pcm)
+        if voice_probability is not None:
+            speech = voice_probability >= VOICE_PROBABILITY_THRESHOLD
+        if speech:
             frames = [*self._held, pcm]
             self._held.clear()
             self._left = self._hangover + 1  # this frame, then the hang-over

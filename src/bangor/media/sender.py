@@ -85,21 +85,24 @@ class Sender:
 
     # --- one tick -------------------------------------------------------------------
 
-    def frames(self, pcm: np.ndarray, transmitting: bool) -> list[bytes]:
+    def frames(
+        self, pcm: np.ndarray, transmitting: bool, voice_probability: float | None = None
+    ) -> list[bytes]:
         """This tick's voice frames, unless the gate (or mute) holds the frame back.
 
         The sequence number counts every tick, sent or not, so a receiver sees a
         pause as a gap (its jitter buffer goes idle), never as frames out of order.
         Frames the gate releases late (pre-roll) are the ticks just before this one.
         While listeners report loss, each packet also carries the frames of the
-        ``plan.depth`` ticks before it (those that were sent).
+        ``plan.depth`` ticks before it (those that were sent). ``voice_probability``
+        (the capture chain's, while it suppresses noise) decides for the gate.
         """
         if not transmitting:
             captured: list[np.ndarray] = []
             if self.gate is not None:
                 self.gate.reset()  # nothing from before the switch-off goes out later
         else:
-            captured = [pcm] if self.gate is None else self.gate.process(pcm)
+            captured = [pcm] if self.gate is None else self.gate.process(pcm, voice_probability)
         first = (self.seq - len(captured) + 1) % SEQ_MODULO
         depth = self.plan.depth
         out = []

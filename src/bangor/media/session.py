@@ -15,8 +15,9 @@ on our voice adapt our send plan, frames held for a key are played once it comes
 candidates go to each member once it is verified (and again when the server tells us
 a new address), and a member's candidates start the checks.
 
-The frame path, mouth to ear: capture -> gate -> encode -> seal -> send;
-receive -> open -> jitter -> decode -> mix -> play.
+The frame path, mouth to ear: capture -> chain (high-pass, echo cancellation, noise
+suppression, gain) -> gate -> encode -> seal -> send; receive -> open -> jitter ->
+decode -> mix -> play (and to the chain, as the echo canceller's reference).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from bangor.audio.capture import CaptureChain
 from bangor.audio.mixer import Mixer
 from bangor.errors import PacketError
 from bangor.media import events as me
@@ -67,10 +69,13 @@ class MediaSession:
         self.srflx: Address | None = None  # our address as the server sees it (STUN)
         self.direct = DirectPaths(session_id, DirectSettings())
         self.sender = Sender(settings)
-        self._processing = me.Processing(
-            settings.noise_suppression, settings.echo_cancellation, settings.agc
+        # Raises AudioError when a stage asked for has no library here.
+        self.chain = CaptureChain(
+            settings.frame_samples,
+            noise_suppression=settings.noise_suppression,
+            echo_cancellation=settings.echo_cancellation,
+            agc=settings.agc,
         )
-        self._input_level = -100.0
         self.streams = Streams(settings)
         # What the user controls: our microphone, what we hear, each speaker's volume.
         self.muted = False
@@ -145,7 +150,8 @@ class MediaSession:
 
     @property
     def processing(self) -> me.Processing:
-        return self._processing
+        chain = self.chain
+        return me.Processing(chain.noise_suppression, chain.echo_cancellation, chain.agc)
 
     def set_processing(
         self,
@@ -155,14 +161,12 @@ class MediaSession:
         agc: bool | None = None,
     ) -> me.Processing:
         """Turn stages of the capture chain on or off in a call (None: as it is);
-        the chain as it runs now."""
-        now_on = self._processing
-        self._processing = me.Processing(
-            now_on.noise_suppression if noise_suppression is None else noise_suppression,
-            now_on.echo_cancellation if echo_cancellation is None else echo_cancellation,
-            now_on.agc if agc is None else agc,
+        the chain as it runs now. A stage without its library here raises AudioError
+        (naming the package) and nothing changes."""
+        self.chain.configure(
+            noise_suppression=noise_suppression, echo_cancellation=echo_cancellation, agc=agc
         )
-        return self._processing
+        return self.processing
 
     def rekey_hop(self, keys: MediaKeys, now: float) -> None:
         """The server restarted and gave us our session id back, with new hop keys: the
@@ -278,8 +282,8 @@ class MediaSession:
             reported_loss=self.sender.adapter.worst_loss(now),
             senders=senders,
             paths=paths,
-            processing=self._processing,
-            input_level=self._input_level,
+            processing=self.processing,
+            input_level=self.chain.level,
         )
 
     # --- one tick (one of our frames) ----------------------------------------------------
@@ -288,14 +292,19 @@ class MediaSession:
         """Send this tick's captured frame (None: nothing captured) and give the frame
         to play: one tick of each speaker, mixed with its volume (silence if deafened)."""
         sent = False
-        if pcm_in is not None:
-            for frame in self.sender.frames(pcm_in, self.transmitting):
+        if pcm_in is None:
+            self.chain.idle()
+        else:
+            pcm_in = self.chain.process(pcm_in)
+            voice = self.chain.voice_probability
+            for frame in self.sender.frames(pcm_in, self.transmitting, voice):
                 self._send_voice(self.crypto.seal_voice(frame))
                 sent = True
         heard = [(pcm, self.volumes.get(sid, 1.0)) for sid, pcm in self.streams.play()]
         # Deafened: silence out, though the streams still play through their decoders
         # (their state stays right) and into a recording.
         out = self._mixer.mix([] if self.deafened else heard)
+        self.chain.far_end(out)  # what the microphone may hear of it again
         if sent and pcm_in is not None:
             heard.append((pcm_in, 1.0))
         self._heard = heard
