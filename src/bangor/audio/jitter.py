@@ -40,9 +40,10 @@ Without arrival times the buffer keeps a fixed prebuffer depth
   until the buffer first has none spare; from then on it shrinks slowly.
 
 While the sender repeats frames (``set_extra_frames``: copies come up to that many
-ticks late), the buffer grows to the raised target on quiet frames as well as at
-losses, and once there a dip from a burst of loss (the newest frames missing) is not
-taken for lateness: the copies of the missing frames are still to come.
+ticks late), the buffer grows to the raised target at losses and, for spread copies
+(a wait beyond ``MAX_REDUNDANT`` frames), on quiet frames too; once there, a dip
+from a burst of loss (the newest frames missing) is not taken for lateness: the
+copies of the missing frames are still to come.
 
 So a :class:`Lost` for ``seq`` may be followed by the :class:`Frame` for the same
 ``seq``; a frame is still never played twice.
@@ -55,7 +56,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from bangor.settings import FRAME_MS
-from bangor.wire.voice import SEQ_MODULO
+from bangor.wire.voice import MAX_REDUNDANT, SEQ_MODULO
 
 _HALF = SEQ_MODULO // 2
 
@@ -534,10 +535,14 @@ class JitterBuffer:
             self._new_window()
 
     def _grow_here(self, seq: int, level: int) -> bool:
+        # Only for spread copies (a wait beyond what consecutive ones need): those few
+        # frames the stalls at the next losses add soon enough, and a call whose first
+        # frames went missing before their key came should not stretch its speech.
         # Well short (a frame or two below is a lost newest packet, not a short buffer),
         # on average too, not already waiting, and the frame due is a quiet one.
         return (
-            self._stall_run == 0
+            self._extra > MAX_REDUNDANT
+            and self._stall_run == 0
             and level < self._target - 2
             and self._level_mean < self._target - 1
             and len(self._frames[seq]) <= self._quiet_size()
