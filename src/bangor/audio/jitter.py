@@ -538,12 +538,12 @@ class JitterBuffer:
         # Only for spread copies (a wait beyond what consecutive ones need): those few
         # frames the stalls at the next losses add soon enough, and a call whose first
         # frames went missing before their key came should not stretch its speech.
-        # Well short (a frame or two below is a lost newest packet, not a short buffer),
-        # on average too, not already waiting, and the frame due is a quiet one.
+        # Short now and on average (not just a lost newest packet), not already
+        # waiting, and the frame due is a quiet one. Up to where _stall_floor takes over.
         return (
             self._extra > MAX_REDUNDANT
             and self._stall_run == 0
-            and level < self._target - 2
+            and level < self._target - 1
             and self._level_mean < self._target - 1
             and len(self._frames[seq]) <= self._quiet_size()
         )
@@ -554,7 +554,8 @@ class JitterBuffer:
         # the buffer has grown to it, a burst of loss that takes the newest frames dips
         # the level by its length without any frame being late, and waiting then would
         # only stretch speech (the copies of the missing frame are still to come).
-        if self._extra and self._level_mean >= self._target - 1:
+        # Grown: the mean level within a frame of where growth stops (target - 1).
+        if self._extra and self._level_mean >= self._target - 2:
             return self._base_target - 1
         return self._target - 1
 

@@ -272,7 +272,7 @@ export class JitterBuffer {
   // waits `extra` frames for copies, a burst of loss dips the level by its length with
   // no frame late: waiting then would only stretch speech (jitter.py's _stall_floor).
   private stallFloor(): number {
-    if (this.extra && this.levelMean >= this.target - 1) return this.baseTarget - 1;
+    if (this.extra && this.levelMean >= this.target - 2) return this.baseTarget - 1;
     return this.target - 1;
   }
 
