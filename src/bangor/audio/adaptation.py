@@ -21,10 +21,10 @@ ticks go down together with the frame they repeat. Then the same number of copie
 spread out instead (``wire.voice``): the farthest ``reach`` ticks back, about
 ``REACH_PER_BURST`` mean bursts, so even a long run passes before it, and the others
 evenly between; a copy more than ``max_depth`` is allowed for it (``max_spread_depth``,
-from 10 % loss on). ``bench/quality.py --bursty`` (ideal receiver, 15 % loss in bursts
-of 3): copies of ticks n-1, n-2 score 2.30; n-4, n-8 3.82; n-3, n-5, n-8 3.92. The
-price is delay (the listener waits ``reach`` frames for a copy) and, with the third
-copy, bits. A sender spreads only while every
+from 10 % loss on). ``bench/quality.py --bursty --seeds 5`` (ideal receiver, 15 % loss
+in bursts of 3): copies of ticks n-1, n-2 score 2.39; n-4, n-8 3.78; n-3, n-5, n-8 3.81
+(random 15 %: 3.94, 4.06, 4.14). The price is delay (the listener waits ``reach``
+frames for a copy) and, with the third copy, bits. A sender spreads only while every
 listener has said it reads spread frames (its reports carry a burst length): one from
 before would drop them whole.
 """
