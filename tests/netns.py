@@ -187,9 +187,18 @@ class _UserNetem:
             status = self.proc.poll()
             raise RuntimeError(f"usernetem: expected {word!r}, got {line!r} (exit {status})")
 
-    def configure(self, loss: float, delay: float, jitter: float, rate: float) -> None:
+    def configure(
+        self,
+        loss: float,
+        delay: float,
+        jitter: float,
+        rate: float,
+        burst: float = 0.0,
+        seed: int | None = None,
+    ) -> None:
         assert self.proc.stdin is not None
         settings = {"loss": loss, "delay": delay, "jitter": jitter, "rate": rate}
+        settings |= {"burst": burst, "seed": seed}
         self.proc.stdin.write(json.dumps(settings) + "\n")
         self.proc.stdin.flush()
         self._expect("ok")
@@ -289,15 +298,26 @@ class Network:
         delay_ms: float = 0.0,
         jitter_ms: float = 0.0,
         rate_kbit: float = 0.0,
+        burst: float = 0.0,
+        seed: int | None = None,
     ) -> None:
         """Set (or change, at any time) the impairment of packets leaving ``dev`` in ``ns``.
 
         Random loss, delay +- jitter (uniform), and a rate limit (0: none). All zero: a
-        clean link again.
+        clean link again. With ``burst`` > 1 the loss comes in bursts of that many
+        packets on average (Gilbert-Elliott, see ``tests/usernetem.py``), still
+        ``loss_pct`` in all; ``seed`` fixes the loss pattern (user-space netem only).
         """
         if netem_backend() == "tc":
             args = ["tc", "qdisc", "replace", "dev", dev, "root", "netem", "limit", "10000"]
-            args += ["delay", f"{delay_ms}ms", f"{jitter_ms}ms", "loss", f"{loss_pct}%"]
+            args += ["delay", f"{delay_ms}ms", f"{jitter_ms}ms"]
+            if burst > 1 and loss_pct:
+                # netem's gemodel: P(good -> bad), P(bad -> good), loss in bad, in good.
+                r = 100 / burst
+                p = r * loss_pct / (100 - loss_pct)
+                args += ["loss", "gemodel", f"{p}%", f"{r}%", "100%", "0%"]
+            else:
+                args += ["loss", f"{loss_pct}%"]
             if rate_kbit:
                 args += ["rate", f"{rate_kbit}kbit"]
             self.run(ns, args)
@@ -306,7 +326,7 @@ class Network:
         if key not in self._emulators:
             self._emulators[key] = _UserNetem(self, ns, dev, next(self._queues))
         self._emulators[key].configure(
-            loss_pct / 100, delay_ms / 1000, jitter_ms / 1000, rate_kbit * 1000
+            loss_pct / 100, delay_ms / 1000, jitter_ms / 1000, rate_kbit * 1000, burst, seed
         )
 
     # --- running --------------------------------------------------------------------

@@ -7,10 +7,18 @@ delay has passed. Verdicts may be given in any order, so jitter reorders packets
 ``tc netem delay D J`` does (each packet draws its own delay, uniform in D +- J); with a
 rate, packets also wait for the link to be free and leave in order.
 
+Loss is random (each packet on its own) or, with a mean burst length above 1, bursty:
+the Gilbert-Elliott model that ``tc netem loss gemodel P R 100% 0%`` runs, a two-state
+Markov chain stepped once per packet, which loses every packet in its bad state and
+none in its good one. Its two transition probabilities follow from the average loss
+and the mean burst (``GilbertElliott``), as Wi-Fi and mobile links lose packets in runs.
+
 Protocol on the standard streams, one line each: prints ``ready`` once bound to the
 queue; reads JSON settings ``{"loss": 0.05, "delay": 0.04, "jitter": 0.03,
-"rate": 0}`` (fractions, seconds, bit/s; 0 = no limit) and prints ``ok`` once they
-apply. Exits at the end of its input.
+"rate": 0}`` (fractions, seconds, bit/s; 0 = no limit), optionally with ``"burst": 3``
+(mean packets per loss burst; absent, 0 or 1: random loss) and ``"seed": 1`` (the loss
+pattern's; absent: a fresh one), and prints ``ok`` once they apply. Exits at the end of
+its input.
 
 Only the nfnetlink_queue messages needed for that are spoken (linux/netfilter/
 nfnetlink_queue.h), with the standard library alone.
@@ -117,10 +125,40 @@ def _ip_length(packet: bytes) -> int:
     return len(packet)
 
 
+class GilbertElliott:
+    """Bursty loss: a good state that loses nothing, a bad one that loses everything.
+
+    ``p`` = P(good -> bad) and ``r`` = P(bad -> good) per packet; bursts are then
+    geometric with mean ``1 / r`` packets and the long-run loss is ``p / (p + r)``.
+    Given the average ``loss`` and the mean ``burst``: ``r = 1 / burst`` and
+    ``p = r * loss / (1 - loss)``. A burst of 1 or less is random loss (Bernoulli), and
+    so is a loss of 1 (everything).
+    """
+
+    def __init__(self, loss: float, burst: float, rng: random.Random) -> None:
+        if not 0 <= loss <= 1:
+            raise ValueError(f"loss must be in [0, 1], got {loss}")
+        self.loss = loss
+        self.bursty = burst > 1 and loss < 1  # all lost is one endless burst
+        self.r = 1 / burst if self.bursty else 1.0
+        self.p = self.r * loss / (1 - loss) if self.bursty else loss
+        self.rng = rng
+        # Start where the chain spends its time, so short runs are not biased.
+        self.bad = self.bursty and rng.random() < loss
+
+    def lose(self) -> bool:
+        """Whether the next packet is lost."""
+        if not self.bursty:
+            return self.rng.random() < self.loss
+        self.bad = self.rng.random() >= self.r if self.bad else self.rng.random() < self.p
+        return self.bad
+
+
 def main(number: int) -> None:
     queue = Queue(number)
     rng = random.Random()
-    loss = delay = jitter = rate = 0.0
+    model = GilbertElliott(0.0, 0, rng)
+    delay = jitter = rate = 0.0
     link_free = 0.0  # with a rate: when the link has sent what it holds
     due: list[tuple[float, int, int]] = []  # (time to accept, order, packet id)
     order = 0
@@ -140,13 +178,15 @@ def main(number: int) -> None:
                 line, pending = pending.split(b"\n", 1)
                 if line.strip():
                     settings = json.loads(line)
-                    loss, delay = settings["loss"], settings["delay"]
-                    jitter, rate = settings["jitter"], settings["rate"]
+                    delay, jitter, rate = settings["delay"], settings["jitter"], settings["rate"]
+                    if settings.get("seed") is not None:
+                        rng = random.Random(settings["seed"])
+                    model = GilbertElliott(settings["loss"], settings.get("burst", 0), rng)
                     print("ok", flush=True)
         if queue.sock in readable:
             now = time.monotonic()
             for packet_id, size in queue.packets():
-                if loss and rng.random() < loss:
+                if model.loss and model.lose():
                     queue.verdict(packet_id, NF_DROP)
                     continue
                 when = now + max(0.0, delay + rng.uniform(-jitter, jitter))

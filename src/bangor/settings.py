@@ -178,6 +178,10 @@ class ClientSettings:
     # Worst reported loss at which 1, 2, 3 earlier frames are repeated (bench/quality.py).
     redundancy_thresholds: tuple[float, ...] = (0.01, 0.03, 0.10)
     loss_hold: float = 10.0  # seconds a loss report keeps redundancy up
+    # Listeners' mean loss burst (packets in a row) from which copies are spread out
+    # (ticks up to 8 back instead of the ones just before); 0: never.
+    spread_burst: float = 1.6
+    max_burst_redundancy: int = 3  # copies per packet while spread (from 10 % loss)
     # Until the first loss report (at most this long after joining), repeat frames anyway.
     redundancy_startup: float = 10.0
     report_interval: float = 1.0  # seconds between reception reports to each speaker

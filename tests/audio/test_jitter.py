@@ -688,6 +688,31 @@ def test_with_redundancy_and_the_wait_for_it_random_loss_is_recovered(seed: int)
     assert w.stretched + w.dropped < h.stretched + h.dropped
 
 
+def test_waiting_for_far_copies_grows_on_quiet_frames_and_a_burst_does_not_stall() -> None:
+    """Spread copies (wire.voice) come up to 8 ticks late: the buffer grows to wait for
+    them in pauses, not only at the next loss, and a burst that takes the newest
+    frames is not mistaken for lateness once it has grown."""
+    quiet = set(range(0, 1000, 10))  # one frame in ten is a pause (a small packet)
+    jb = JitterBuffer()
+    results: list[Frame | Lost | None] = []
+    for tick in range(1000):
+        now = tick * FRAME_S + PHASE
+        seq = tick - 1  # each frame arrives within the tick after it was sent
+        # Bursts late on: when 500 is due, the newest frames (506..512) are missing too.
+        if seq >= 0 and not (500 <= seq < 504 or 506 <= seq < 513):
+            jb.push(seq, payload(seq) + (b"" if seq in quiet else bytes(100)), now=now)
+        if tick == 100:
+            jb.set_extra_frames(8)  # the sender now spreads copies up to 8 ticks back
+        results.append(jb.pop())
+    s = check_accounting(jb)
+    assert s.target >= 9 and s.stretched >= 6  # grew from about 1 to the target ...
+    waited = [r.seq for r in results[:500] if isinstance(r, Lost)]
+    assert waited and all(seq in quiet for seq in waited)  # ... on pauses, not heard
+    lost = [r.seq for r in results[500:] if isinstance(r, Lost)]
+    # The dip in the level did not make it wait (stretch): no frame was late.
+    assert lost == [*range(500, 504), *range(506, 513)]
+
+
 def test_an_original_that_comes_after_its_copy_is_no_duplicate() -> None:
     jb = JitterBuffer(target_frames=3)
     jb.push(0, payload(0), now=0.0)

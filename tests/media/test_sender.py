@@ -47,3 +47,26 @@ def test_muting_resets_the_gate_so_nothing_from_before_goes_out_later() -> None:
     out = sender.frames(tone.read(), True)  # type: ignore[arg-type]
     # A tone is not speech, but whatever passes is this tick's, never older ones.
     assert len(out) <= 1
+
+
+def test_reported_bursts_spread_the_copies_to_ticks_further_back() -> None:
+    sender = Sender(ClientSettings(vad=False))
+    sender.joined(2)
+    sender.report(2, 0.15, 0.0, 3.0)
+    assert sender.plan.spread == (3, 5, 8)
+    tone = open_source("tone:450")
+    frames = [VoiceFrame.parse(p) for _ in range(12) for p in sender.frames(tone.read(), True)]  # type: ignore[arg-type]
+    # The spurt's first packets carry what was sent before them: n-3 from the 4th on.
+    expected = [()] * 3 + [(3,)] * 2 + [(5, 3)] * 3 + [(8, 5, 3)] * 2
+    assert [f.distances for f in frames[:10]] == expected
+    assert all(f.plan == (3, 5, 8) and f.reach == 8 for f in frames)
+    by_seq = {f.seq: f.opus for f in frames}
+    assert all(copy == by_seq[seq] for f in frames for seq, copy in f.copies())
+    sender.report(2, 0.15, 1.0, 1.1)  # the bursts are gone (pooled: 2.6 / 1.86 runs) ...
+    sender.report(2, 0.15, 2.0, 1.0)
+    sender.report(2, 0.15, 3.0, 1.0)
+    sender.report(2, 0.15, 4.0, 1.0)
+    sender.report(2, 0.15, 5.0, 1.0)
+    assert sender.plan.spread == () and sender.plan.depth == 2  # pooled below 1.6
+    assert Sender(ClientSettings(max_redundancy=0)).adapter.plan(0.0).spread == ()
+    assert VoiceFrame.parse(sender.frames(tone.read(), True)[0]).distances == ()  # type: ignore[arg-type]

@@ -148,14 +148,35 @@ def test_members_verify_each_other_and_hear_each_other() -> None:
 def test_reception_reports_reach_only_the_sender_and_stay_sealed() -> None:
     room, _, b, _ = trio()
     before = len(room.wire)
-    b.send_report(1, 0.153)
+    b.send_report(1, 0.153, 2.64)
     b.send_report(99, 0.5)  # not a member: nothing is sent
     room.pump()
     assert [(sid, to) for sid, to, _ in room.wire[before:]] == [(2, 1)]
-    assert room.of(1, ReportReceived) == [ReportReceived(2, 0.153)]
+    assert room.of(1, ReportReceived) == [ReportReceived(2, 0.153, 2.6)]  # in tenths
     assert not room.of(3, ReportReceived) and not room.of(1, PeerProblem)
     # Sealed in the pair channel: the per-mille value is not in the clear.
     assert b"\xcc\x99" not in room.wire[-1][2] and (153).to_bytes(2, "big") not in room.wire[-1][2]
+
+
+def test_a_report_without_a_burst_is_an_old_peers_and_unknown_fields_are_skipped() -> None:
+    import msgspec
+
+    from bangor.wire.e2ee import ReceptionReport, _payload_decoder
+
+    old = msgspec.msgpack.encode({"t": "rr", "loss_permille": 42})
+    assert _payload_decoder.decode(old) == ReceptionReport(42, None)
+    # What we send now, and what an older peer's decoder (no burst_tenths) makes of it.
+    new = msgspec.msgpack.encode(ReceptionReport(42, 26))
+    assert new.startswith(b"\x83\xa1t\xa2rr")  # a map of three: t, loss, burst
+
+    class OldReport(msgspec.Struct, frozen=True, tag="rr", tag_field="t"):
+        loss_permille: int
+
+    assert msgspec.msgpack.decode(new, type=OldReport) == OldReport(42)
+    with pytest.raises(msgspec.ValidationError):
+        _payload_decoder.decode(
+            msgspec.msgpack.encode({"t": "rr", "loss_permille": 1, "burst_tenths": -1})
+        )
 
 
 def test_no_report_goes_to_a_rejected_member() -> None:

@@ -10,6 +10,7 @@ from bangor.errors import PacketError
 from bangor.wire.voice import (
     MAX_EXCEPT,
     MAX_REDUNDANT,
+    MAX_SPREAD,
     VoiceFrame,
     pack_except,
     pack_relayed,
@@ -70,7 +71,12 @@ def test_every_truncation_of_a_redundant_frame_is_rejected(
 @pytest.mark.parametrize(
     ("wire", "message"),
     [
-        (bytes.fromhex("00000001 0000 10") + b"x", "unknown flags"),
+        (bytes.fromhex("00000001 0000 20") + b"x", "unknown flags"),
+        # Spread: the masks must agree with the counts, and copies lie within the plan.
+        (bytes.fromhex("00000001 0000 19 80 80 0001") + b"ax", "do not match"),  # plan 1, depth 2
+        (bytes.fromhex("00000001 0000 15 01 02 0001") + b"ax", "do not match"),  # outside plan
+        (bytes.fromhex("00000001 0000 16 03 01 0001") + b"ax", "do not match"),  # count 2, 1 bit
+        (bytes.fromhex("00000001 0000 14 01"), "too short"),
         (bytes.fromhex("00000001 0000 01 0000") + b"xx", "do not fit"),  # zero length
         (bytes.fromhex("00000001 0000 01 0005") + b"xxxxx", "do not fit"),  # no primary left
     ],
@@ -78,6 +84,56 @@ def test_every_truncation_of_a_redundant_frame_is_rejected(
 def test_malformed_redundancy_rejected(wire: bytes, message: str) -> None:
     with pytest.raises(PacketError, match=message):
         VoiceFrame.parse(wire)
+
+
+spread_plans = st.lists(st.integers(1, MAX_SPREAD), min_size=1, max_size=MAX_REDUNDANT, unique=True)
+
+
+@given(st.integers(0, 2**32 - 1), spread_plans, st.data(), st.binary(min_size=1, max_size=300))
+def test_spread_frames_round_trip_and_place_copies_by_their_real_seq(
+    seq: int, plan_list: list[int], data: st.DataObject, opus: bytes
+) -> None:
+    plan = tuple(sorted(plan_list))
+    carried = tuple(sorted(data.draw(st.sets(st.sampled_from(plan))), reverse=True))
+    copies = tuple(d.to_bytes(2, "big") for d in carried)  # each copy names its distance
+    frame = VoiceFrame(seq, opus, 9, copies, len(plan), carried, plan)
+    parsed = VoiceFrame.parse(frame.serialize())
+    assert parsed == frame
+    assert parsed.reach == plan[-1]
+    placed = [((seq - int.from_bytes(c, "big")) % 2**32, c) for c in copies]
+    assert parsed.copies() == placed
+
+
+def test_spread_wire_layout_worked_example() -> None:
+    """docs/PROTOCOL.md 6.3: copies of ticks n-8 and n-4; info bit 4 and two masks."""
+    frame = VoiceFrame(7, b"PRI", 0x0102, (b"a", b"bc"), 2, (8, 4), (4, 8))
+    data = frame.serialize()
+    assert data == bytes.fromhex("00000007 0102 1a 88 88 0001 0002") + b"abcPRI"
+    assert VoiceFrame.parse(data).copies() == [(7 - 8 + 2**32, b"a"), (3, b"bc")]
+    # A talk spurt's second packet: only tick n-1 was sent before it, so no copy yet.
+    early = VoiceFrame(1, b"P", 1, (), 2, (), (4, 8)).serialize()
+    assert early == bytes.fromhex("00000001 0001 18 88 00") + b"P"
+    # Consecutive frames read as before: copies of the ticks just before.
+    assert VoiceFrame(7, b"P", 0, (b"a", b"bc"), 3).copies() == [(5, b"a"), (6, b"bc")]
+    assert VoiceFrame(7, b"P", 0, (b"a",), 3).reach == 3
+
+
+@pytest.mark.parametrize(
+    ("copies", "distances", "plan", "depth"),
+    [
+        ((), (), (8, 4), 2),  # plan not rising
+        ((), (), (9,), 1),  # beyond MAX_SPREAD
+        ((), (), (2, 4), 1),  # depth is not the plan's length
+        ((b"a", b"b"), (2, 4), (2, 4), 2),  # copies not farthest first
+        ((b"a",), (3,), (2, 4), 2),  # a copy outside the plan
+        ((b"a", b"b"), (4,), (2, 4), 2),  # one distance, two copies
+    ],
+)
+def test_inconsistent_spread_is_a_local_error(
+    copies: tuple[bytes, ...], distances: tuple[int, ...], plan: tuple[int, ...], depth: int
+) -> None:
+    with pytest.raises(ValueError):
+        VoiceFrame(10, b"x", 0, copies, depth, distances, plan).serialize()
 
 
 def test_more_copies_than_the_format_holds_is_a_local_error() -> None:

@@ -130,7 +130,7 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
     elif op == "rc_timer":
         rc.handle_timer(now)
     elif op == "rc_report":
-        rc.send_report(req["to"], req["loss"])
+        rc.send_report(req["to"], req["loss"], req.get("burst", 0.0))
     elif op == "rc_candidates":
         rc.send_candidates(
             req["to"], h(req["key"]), [(k, ip, port) for k, ip, port in req["candidates"]]

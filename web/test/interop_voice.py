@@ -1,6 +1,7 @@
 """Python's wire/voice.py for web/test/wire/voice.test.ts: JSON on stdin, JSON on stdout.
 
-In: {"pack": [{"seq", "packet", "depth", "redundant": [hex], "opus": hex}],
+In: {"pack": [{"seq", "packet", "depth", "redundant": [hex], "opus": hex,
+               "distances": [int], "plan": [int]}],
      "parse": [hex], "relay": [{"sender", "payload": hex}], "unrelay": [hex]}
 Out: {"packed": [hex], "parsed": [frame | {"error": msg}], "relayed": [hex],
       "unrelayed": [{"sender", "payload": hex} | {"error": msg}]}
@@ -23,6 +24,10 @@ def frame_json(frame: VoiceFrame) -> dict[str, Any]:
         "depth": frame.depth,
         "redundant": [r.hex() for r in frame.redundant],
         "opus": frame.opus.hex(),
+        "distances": list(frame.distances),
+        "plan": list(frame.plan),
+        "copies": [[seq, r.hex()] for seq, r in frame.copies()],
+        "reach": frame.reach,
     }
 
 
@@ -50,6 +55,8 @@ def main() -> None:
             f["packet"],
             tuple(bytes.fromhex(r) for r in f["redundant"]),
             f["depth"],
+            tuple(f["distances"]),
+            tuple(f["plan"]),
         )
         .serialize()
         .hex()

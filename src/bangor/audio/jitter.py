@@ -39,6 +39,12 @@ Without arrival times the buffer keeps a fixed prebuffer depth
   every spare frame a short window shows goes at once (on quiet ticks in a row),
   until the buffer first has none spare; from then on it shrinks slowly.
 
+While the sender repeats frames (``set_extra_frames``: copies come up to that many
+ticks late), the buffer grows to the raised target at losses and, for spread copies
+(a wait beyond ``MAX_REDUNDANT`` frames), on quiet frames too; once there, a dip
+from a burst of loss (the newest frames missing) is not taken for lateness: the
+copies of the missing frames are still to come.
+
 So a :class:`Lost` for ``seq`` may be followed by the :class:`Frame` for the same
 ``seq``; a frame is still never played twice.
 """
@@ -50,7 +56,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from bangor.settings import FRAME_MS
-from bangor.wire.voice import SEQ_MODULO
+from bangor.wire.voice import MAX_REDUNDANT, SEQ_MODULO
 
 _HALF = SEQ_MODULO // 2
 
@@ -390,12 +396,18 @@ class JitterBuffer:
                 ):
                     self._drop_due()
             elif seq not in self._frames:
-                if level < self._target - 1 and self._stall_run < self._target:
+                if level < self._stall_floor() and self._stall_run < self._target:
                     # Less buffered than the jitter calls for: the frame may be late.
                     self._stall_run += 1
                     self._cancel_drop()
                     return Lost(seq, None)
                 self._skip_concealed()
+            elif self._extra and self._grow_here(seq, level):
+                # Copies are coming but the buffer is well short of the depth that waits
+                # for them: grow on a quiet frame (a pause, where one more tick of it is
+                # not heard) instead of only at the next loss, which may be seconds away.
+                self._stall_run = 1
+                return Lost(seq, None)
         seq = self._next
         self._next = (seq + 1) % SEQ_MODULO
         payload = self._frames.pop(seq, None)
@@ -521,6 +533,31 @@ class JitterBuffer:
             elif estimated:
                 self._settling = False  # nothing spare: what is left was measured
             self._new_window()
+
+    def _grow_here(self, seq: int, level: int) -> bool:
+        # Only for spread copies (a wait beyond what consecutive ones need): those few
+        # frames the stalls at the next losses add soon enough, and a call whose first
+        # frames went missing before their key came should not stretch its speech.
+        # Short now and on average (not just a lost newest packet), not already
+        # waiting, and the frame due is a quiet one. Up to where _stall_floor takes over.
+        return (
+            self._extra > MAX_REDUNDANT
+            and self._stall_run == 0
+            and level < self._target - 1
+            and self._level_mean < self._target - 1
+            and len(self._frames[seq]) <= self._quiet_size()
+        )
+
+    def _stall_floor(self) -> int:
+        # Below this level a missing frame may only be late: wait for it. While the
+        # sender repeats frames the target holds `extra` frames for their copies; once
+        # the buffer has grown to it, a burst of loss that takes the newest frames dips
+        # the level by its length without any frame being late, and waiting then would
+        # only stretch speech (the copies of the missing frame are still to come).
+        # Grown: the mean level within a frame of where growth stops (target - 1).
+        if self._extra and self._level_mean >= self._target - 2:
+            return self._base_target - 1
+        return self._target - 1
 
     def _quiet_size(self) -> float:
         # Packets up to this size are quiet: well under the mean (a pause in speech), or

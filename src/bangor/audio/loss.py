@@ -8,6 +8,11 @@ expected count is the highest packet number seen (extended past wrap-around)
 minus the first plus one, and the loss is what was expected and did not come.
 Frames recovered from a later packet's redundancy still count as lost packets:
 the sender adapts to what the network loses, not to what got repaired.
+
+Bursts: how many packets in a row go missing tells the sender how far apart to put
+the copies of a frame (``wire.voice``: spread redundancy). A run of missing numbers
+is judged once ``SETTLE`` more packets have come after it, so a packet that was only
+reordered fills its hole first; the mean burst is lost packets per run.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from bangor.wire.voice import PACKET_MODULO
 _HALF = PACKET_MODULO // 2
 # A jump this far ahead is a restarted counter, not loss (over 10 s of packets).
 RESTART_GAP = 500
+# Packets after a missing one before it counts as lost in a burst: reordering by the
+# network's jitter is over by then (200 ms at 20 ms), and the jitter buffer gave up.
+SETTLE = 10
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,13 @@ class LossReport:
 
     expected: int
     received: int
+    burst_lost: int = 0  # packets of the runs of missing ones judged so far
+    bursts: int = 0  # runs of missing packets (a burst of loss) that began
+
+    @property
+    def burst(self) -> float:
+        """Mean packets lost in a row; 0 without loss."""
+        return self.burst_lost / self.bursts if self.bursts else 0.0
 
     @property
     def lost(self) -> int:
@@ -51,6 +66,12 @@ class LossMeter:
         self._interval_received = 0
         self._opus_bytes = 0
         self._opus_ms = 0.0  # audio in the primary frames counted in _opus_bytes
+        # Bursts: numbers (extended) from _judged on that arrived, not judged yet.
+        self._arrived: set[int] = set()
+        self._judged = 0  # the first number not judged yet
+        self._in_run = False  # the last one judged was missing
+        self._burst_lost = self._bursts = 0
+        self._interval_burst_lost = self._interval_bursts = 0
 
     def on_packet(self, packet: int, opus_bytes: int, frame_ms: float = FRAME_MS) -> None:
         """A packet arrived: its packet number, the size and duration of its primary frame."""
@@ -64,19 +85,37 @@ class LossMeter:
             self._interval_highest = -1  # so the first interval expects it too
             self._received = 1
             self._interval_received = 0
+            self._arrived = {0}
             return
         delta = (packet - self._last_raw + _HALF) % PACKET_MODULO - _HALF
         if delta > RESTART_GAP or delta < -RESTART_GAP:
             delta = 1  # a restarted counter: carry on as if this came next
+        number = self._highest + delta
+        if number >= self._judged:
+            self._arrived.add(number)
         if delta > 0:
-            self._highest += delta
+            self._highest = number
             self._last_raw = packet
+            self._judge(number - SETTLE)
+
+    def _judge(self, upto: int) -> None:
+        # Runs of missing numbers up to `upto` (inclusive): counted, then forgotten.
+        arrived = self._arrived
+        while self._judged <= upto:
+            if self._judged in arrived:
+                arrived.discard(self._judged)
+                self._in_run = False
+            else:
+                self._burst_lost += 1
+                self._bursts += not self._in_run
+                self._in_run = True
+            self._judged += 1
 
     def total(self) -> LossReport:
         """Since the first packet."""
         if not self._started:
             return LossReport(0, 0)
-        return LossReport(self._highest + 1, self._received)
+        return LossReport(self._highest + 1, self._received, self._burst_lost, self._bursts)
 
     def interval(self) -> LossReport:
         """Since the last call (a receiver report's "fraction lost")."""
@@ -84,9 +123,13 @@ class LossMeter:
             return LossReport(0, 0)
         expected = self._highest - self._interval_highest
         received = self._received - self._interval_received
+        burst_lost = self._burst_lost - self._interval_burst_lost
+        bursts = self._bursts - self._interval_bursts
         self._interval_highest = self._highest
         self._interval_received = self._received
-        return LossReport(expected, received)
+        self._interval_burst_lost = self._burst_lost
+        self._interval_bursts = self._bursts
+        return LossReport(expected, received, burst_lost, bursts)
 
     @property
     def kbps(self) -> float:

@@ -16,7 +16,7 @@ from bangor.audio.adaptation import SendAdapter, SendPlan
 from bangor.audio.codec import OpusEncoder
 from bangor.audio.vad import VoiceGate
 from bangor.settings import MAX_VOICE_FRAME, ClientSettings
-from bangor.wire.voice import MAX_REDUNDANT, PACKET_MODULO, SEQ_MODULO, VoiceFrame
+from bangor.wire.voice import MAX_SPREAD, PACKET_MODULO, SEQ_MODULO, VoiceFrame
 
 
 def at_least_one(ms: float, frame_ms: float) -> int:
@@ -37,6 +37,9 @@ class Sender:
             thresholds=settings.redundancy_thresholds,
             hold=settings.loss_hold,
             startup=settings.redundancy_startup,
+            spread_burst=settings.spread_burst,
+            # No redundancy asked for (--redundancy 0): none spread either.
+            max_spread_depth=settings.max_burst_redundancy if settings.max_redundancy else 0,
         )
         self.plan: SendPlan = self.adapter.initial()
         self.encoder = OpusEncoder(
@@ -61,13 +64,16 @@ class Sender:
         self.seq = 0
         self._packet = 0
         # (seq, opus) of the frames just sent, for copies in the next packets.
-        self._history: deque[tuple[int, bytes]] = deque(maxlen=MAX_REDUNDANT)
+        self._history: deque[tuple[int, bytes]] = deque(maxlen=MAX_SPREAD)
 
     # --- the send plan --------------------------------------------------------------
 
-    def report(self, listener: int, loss: float, now: float) -> None:
+    def joined(self, listener: int) -> None:
+        self.adapter.joined(listener)
+
+    def report(self, listener: int, loss: float, now: float, burst: float | None = None) -> None:
         """A listener's loss report on our voice: adapt redundancy, FEC and bitrate."""
-        self.adapter.report(listener, loss, now)
+        self.adapter.report(listener, loss, now, burst)
         self.update_plan(now)
 
     def forget(self, listener: int) -> None:
@@ -94,8 +100,9 @@ class Sender:
         pause as a gap (its jitter buffer goes idle), never as frames out of order.
         Frames the gate releases late (pre-roll) are the ticks just before this one.
         While listeners report loss, each packet also carries the frames of the
-        ``plan.depth`` ticks before it (those that were sent). ``voice_probability``
-        (the capture chain's, while it suppresses noise) decides for the gate.
+        ``plan.depth`` ticks before it, or of the ticks ``plan.spread`` back (those
+        that were sent). ``voice_probability`` (the capture chain's, while it
+        suppresses noise) decides for the gate.
         """
         if not transmitting:
             captured: list[np.ndarray] = []
@@ -104,7 +111,7 @@ class Sender:
         else:
             captured = [pcm] if self.gate is None else self.gate.process(pcm, voice_probability)
         first = (self.seq - len(captured) + 1) % SEQ_MODULO
-        depth = self.plan.depth
+        depth, spread = self.plan.depth, self.plan.spread
         out = []
         for i, each in enumerate(captured):
             seq = (first + i) % SEQ_MODULO
@@ -112,11 +119,18 @@ class Sender:
             history = self._history
             if history and history[-1][0] != (seq - 1) % SEQ_MODULO:
                 history.clear()  # a pause: the frames before it are not the ones just before
-            copies = [frame for _, frame in history][-depth:] if depth else []
-            frame = VoiceFrame(seq, opus, self._packet, tuple(copies), depth).serialize()
+            if spread:
+                # Farthest first; the history holds only ticks since the last pause.
+                distances = [d for d in reversed(spread) if d <= len(history)]
+                copies = [history[-d][1] for d in distances]
+            else:
+                distances = []
+                copies = [frame for _, frame in history][-depth:] if depth else []
+            frame = self._frame(seq, opus, copies, distances)
             while len(frame) > MAX_VOICE_FRAME and copies:
                 copies.pop(0)  # a high bitrate: repeat fewer frames than planned
-                frame = VoiceFrame(seq, opus, self._packet, tuple(copies), depth).serialize()
+                distances = distances[1:]
+                frame = self._frame(seq, opus, copies, distances)
             out.append(frame)
             self._packet = (self._packet + 1) % PACKET_MODULO
             history.append((seq, opus))
@@ -124,3 +138,9 @@ class Sender:
         self.sent += len(out)
         self.suppressed += 1 - len(out)
         return out
+
+    def _frame(self, seq: int, opus: bytes, copies: list[bytes], distances: list[int]) -> bytes:
+        plan = self.plan
+        return VoiceFrame(
+            seq, opus, self._packet, tuple(copies), plan.depth, tuple(distances), plan.spread
+        ).serialize()

@@ -112,6 +112,8 @@ class MediaSession:
         """We joined: greet the members, say hello to the relay, ask for our address."""
         members = list(members)
         self.members.update(members)
+        for session_id, _ in members:
+            self.sender.joined(session_id)
         self.crypto.start(members, now)
         self._keepalive(now)
         self._next_report = now + self.settings.report_interval
@@ -123,6 +125,7 @@ class MediaSession:
 
     def member_joined(self, session_id: int, user: str, now: float) -> None:
         self.members[session_id] = user
+        self.sender.joined(session_id)
         self.crypto.member_joined(session_id, user, now)
         self._pump(now)
 
@@ -241,8 +244,8 @@ class MediaSession:
             self._keepalive(now)
         if self._next_report is not None and now >= self._next_report:
             self._next_report = max(self._next_report + self.settings.report_interval, now)
-            for sender, loss in self.streams.reception_reports(now):
-                self.crypto.send_report(sender, loss)
+            for sender, loss, burst in self.streams.reception_reports(now):
+                self.crypto.send_report(sender, loss, burst)
         if self._next_plan is not None and now >= self._next_plan:
             self._next_plan = max(self._next_plan + PLAN_INTERVAL, now)
             self.sender.update_plan(now)  # old reports expire, startup protection ends
@@ -437,7 +440,7 @@ class MediaSession:
             if isinstance(event, e2ee.VoiceReleased):
                 released.setdefault(event.session_id, []).append(event.payload)
             elif isinstance(event, e2ee.ReportReceived):
-                self.sender.report(event.session_id, event.loss, now)
+                self.sender.report(event.session_id, event.loss, now, event.burst)
             elif isinstance(event, e2ee.CandidatesReceived):
                 self._on_candidates(event, now)
             else:

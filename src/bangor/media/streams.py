@@ -20,7 +20,7 @@ from bangor.audio.loss import LossMeter
 from bangor.errors import AudioError, PacketError
 from bangor.media.sender import at_least_one
 from bangor.settings import FRAME_SAMPLES, SAMPLE_RATE, ClientSettings
-from bangor.wire.voice import SEQ_MODULO, VoiceFrame
+from bangor.wire.voice import VoiceFrame
 
 SPEAKING_MS = 200  # a speaker whose last real frame played within this is speaking
 
@@ -83,11 +83,11 @@ class Streams:
         stream.meter.on_packet(frame.packet, len(frame.opus), stream.frame_ms)
         jitter = stream.jitter
         # While the sender repeats frames and we lose some, wait long enough for the
-        # copies to come; without loss here the wait would only add delay.
-        jitter.set_extra_frames(frame.depth if stream.loss_until > now else 0)
-        count = len(frame.redundant)
-        for i, copy in enumerate(frame.redundant):
-            jitter.push_redundant((frame.seq - count + i) % SEQ_MODULO, copy)
+        # copies to come (the farthest comes `reach` ticks late); without loss here the
+        # wait would only add delay.
+        jitter.set_extra_frames(frame.reach if stream.loss_until > now else 0)
+        for seq, copy in frame.copies():
+            jitter.push_redundant(seq, copy)
         jitter.push(frame.seq, frame.opus, now=arrival)
         return True
 
@@ -107,15 +107,15 @@ class Streams:
     def forget(self, sender: int) -> None:
         self.streams.pop(sender, None)
 
-    def reception_reports(self, now: float) -> list[tuple[int, float]]:
-        """(sender, loss) of each speaker heard since the last call, for their adapters."""
+    def reception_reports(self, now: float) -> list[tuple[int, float, float]]:
+        """(sender, loss, mean burst) of each speaker heard since the last call."""
         reports = []
         for sender, stream in self.streams.items():
             interval = stream.meter.interval()
             if interval.lost:
                 stream.loss_until = now + self.settings.loss_hold
             if interval.expected >= self.settings.min_report_packets:
-                reports.append((sender, interval.loss))
+                reports.append((sender, interval.loss, interval.burst))
         return reports
 
     def speaking(self, sender: int) -> bool:

@@ -77,6 +77,7 @@ U32 = Annotated[int, msgspec.Meta(ge=0, lt=GENERATION_LIMIT)]
 Step = Annotated[int, msgspec.Meta(ge=0, le=MAX_STEP)]
 BaseKey = Annotated[bytes, msgspec.Meta(min_length=BASE_KEY_SIZE, max_length=BASE_KEY_SIZE)]
 ShortText = Annotated[str, msgspec.Meta(max_length=64)]
+MAX_BURST_TENTHS = 65535  # a reported mean burst is capped at 6553.5 packets
 ChatText = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CHAT_TEXT)]
 ChatSeq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 DirectKey = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
@@ -111,10 +112,15 @@ class ChatBody(msgspec.Struct, frozen=True):
 class ReceptionReport(msgspec.Struct, frozen=True, tag="rr", tag_field="t"):
     """How a listener receives our voice: loss in per mille over its last interval.
 
-    Sent inside the pair channel, so the server learns nothing about call quality.
+    ``burst_tenths``: the mean run of packets lost in a row, in tenths of a packet (0:
+    no loss judged). A listener that sends it also reads spread voice frames
+    (``wire.voice``); peers from before it leave it out (None), and they skip it as an
+    unknown field. Sent inside the pair channel, so the server learns nothing about
+    call quality.
     """
 
     loss_permille: Annotated[int, msgspec.Meta(ge=0, le=1000)]
+    burst_tenths: Annotated[int, msgspec.Meta(ge=0, le=MAX_BURST_TENTHS)] | None = None
 
 
 class CandidatesMessage(msgspec.Struct, frozen=True, tag="cand", tag_field="t"):
@@ -215,6 +221,9 @@ class ReportReceived(E2EEEvent):
 
     session_id: int
     loss: float  # 0..1
+    # Mean packets lost in a row (0: none); None from a member that does not send it
+    # (and so cannot read spread voice frames).
+    burst: float | None = None
 
 
 @dataclass(frozen=True)
@@ -464,7 +473,11 @@ class RoomCrypto:
         try:
             message = _decode(_payload_decoder, payload, "member message")
             if isinstance(message, ReceptionReport):
-                self._events.append(ReportReceived(member.session_id, message.loss_permille / 1000))
+                tenths = message.burst_tenths
+                burst = None if tenths is None else tenths / 10
+                self._events.append(
+                    ReportReceived(member.session_id, message.loss_permille / 1000, burst)
+                )
                 return
             if isinstance(message, CandidatesMessage):
                 self._events.append(
@@ -482,10 +495,14 @@ class RoomCrypto:
             else:
                 self._chat_plaintext(member, item.plaintext, now)
 
-    def send_report(self, session_id: int, loss: float) -> None:
-        """Tell a verified member how its voice reaches us (dropped if not verified)."""
+    def send_report(self, session_id: int, loss: float, burst: float = 0.0) -> None:
+        """Tell a verified member how its voice reaches us (dropped if not verified).
+
+        ``burst``: mean packets lost in a row (0 without loss).
+        """
         permille = min(max(round(loss * 1000), 0), 1000)
-        self._send_payload(session_id, ReceptionReport(permille))
+        tenths = min(max(round(burst * 10), 0), MAX_BURST_TENTHS)
+        self._send_payload(session_id, ReceptionReport(permille, tenths))
 
     def send_candidates(
         self, session_id: int, key: bytes, candidates: list[tuple[str, str, int]]

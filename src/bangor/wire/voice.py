@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from bangor.errors import PacketError
 
 _HEAD = struct.Struct("!IHB")  # seq, packet number, info
+_MASKS = struct.Struct("!BB")  # spread redundancy: planned and carried distances
 _LEN = struct.Struct("!H")
 _SENDER = struct.Struct("!I")
 # The counters' fields wrap: seq (u32; the jitter buffer and the sender count modulo it too)
@@ -24,7 +25,19 @@ PACKET_MODULO = 2**16
 MAX_REDUNDANT = 3
 _COUNT_MASK = 0x03  # info bits 0-1: how many redundant frames this packet carries
 _DEPTH_SHIFT = 2  # info bits 2-3: the redundancy depth the sender is using now
-_RESERVED = 0xF0
+_SPREAD = 0x10  # info bit 4: two masks say which earlier ticks the copies are of
+_RESERVED = 0xE0
+# Farthest tick a spread copy may be of (a mask bit each): 160 ms back at 20 ms.
+MAX_SPREAD = 8
+
+
+def _mask(distances: tuple[int, ...]) -> int:
+    return sum(1 << (d - 1) for d in distances)
+
+
+def _distances(mask: int) -> tuple[int, ...]:
+    """Nearest first."""
+    return tuple(i + 1 for i in range(MAX_SPREAD) if mask >> i & 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,13 +46,23 @@ class VoiceFrame:
 
     ``seq`` counts the sender's capture ticks (sent or not, so a pause is a gap);
     ``packet`` counts the packets it sent (uint16), so a listener can tell loss from
-    silence. ``redundant`` holds the frames of ticks ``seq - len(redundant)`` ..
-    ``seq - 1``, oldest first; ``depth`` is how many the sender adds when it can (a
-    talk spurt's first packets have fewer earlier frames to repeat), which tells the
-    listener how long to wait for a copy of a lost frame.
+    silence. ``redundant`` holds copies of earlier frames, oldest first; ``depth`` is
+    how many the sender adds when it can (a talk spurt's first packets have fewer
+    earlier frames to repeat).
 
-    Wire: seq u32 | packet u16 | info u8 (bits 0-1 count, 2-3 depth, 4-7 zero) |
-    count x length u16 | redundant frames | primary frame.
+    Consecutive (``plan`` empty, the original format): the copies are of ticks
+    ``seq - len(redundant)`` .. ``seq - 1`` and the sender repeats the ``depth`` ticks
+    before each packet. Spread (against bursts of loss, which take out neighbours
+    together): ``plan`` holds the distances back (1..``MAX_SPREAD``, nearest first) of
+    the ticks the sender repeats, ``depth == len(plan)``, and ``distances`` those of
+    the copies in this packet, in the order of ``redundant`` (farthest first). The
+    listener waits ``reach`` frames (the farthest distance) for a copy of a lost frame.
+
+    Wire: seq u32 | packet u16 | info u8 (bits 0-1 count, 2-3 depth, 4 spread, 5-7
+    zero) | if spread: plan u8, carried u8 (bit i: tick ``seq - 1 - i``) | count x
+    length u16 | redundant frames | primary frame. Receivers from before bit 4 reject a
+    spread frame whole (unknown flags), never misplace its copies; a sender spreads
+    only to listeners that said they read it (``wire.e2ee.ReceptionReport.burst_tenths``).
     """
 
     seq: int
@@ -47,13 +70,39 @@ class VoiceFrame:
     packet: int = 0
     redundant: tuple[bytes, ...] = ()
     depth: int = 0
+    distances: tuple[int, ...] = ()
+    plan: tuple[int, ...] = ()
+
+    @property
+    def reach(self) -> int:
+        """How many ticks after a frame the last copy of it comes."""
+        return self.plan[-1] if self.plan else self.depth
+
+    def copies(self) -> list[tuple[int, bytes]]:
+        """(seq, frame) of each copy this packet carries, oldest first."""
+        count = len(self.redundant)
+        distances = self.distances or tuple(range(count, 0, -1))
+        return [
+            ((self.seq - d) % SEQ_MODULO, r) for d, r in zip(distances, self.redundant, strict=True)
+        ]
 
     def serialize(self) -> bytes:
         count = len(self.redundant)
         if count > MAX_REDUNDANT or not 0 <= self.depth <= MAX_REDUNDANT:
             raise ValueError(f"at most {MAX_REDUNDANT} redundant frames")
         info = count | self.depth << _DEPTH_SHIFT
-        head = _HEAD.pack(self.seq % SEQ_MODULO, self.packet % PACKET_MODULO, info)
+        masks = b""
+        if self.plan or self.distances:
+            plan, carried = self.plan, self.distances
+            if plan != _distances(_mask(plan)) or len(plan) != self.depth:
+                raise ValueError(f"plan: rising distances 1..{MAX_SPREAD}, as many as depth")
+            if carried != _distances(_mask(carried))[::-1] or len(carried) != count:
+                raise ValueError("distances: one per copy, falling")
+            if _mask(carried) & ~_mask(plan):
+                raise ValueError("a copy outside the plan")
+            info |= _SPREAD
+            masks = _MASKS.pack(_mask(plan), _mask(carried))
+        head = _HEAD.pack(self.seq % SEQ_MODULO, self.packet % PACKET_MODULO, info) + masks
         lengths = b"".join(_LEN.pack(len(r)) for r in self.redundant)
         return head + lengths + b"".join(self.redundant) + self.opus
 
@@ -65,17 +114,29 @@ class VoiceFrame:
         if info & _RESERVED:
             raise PacketError("voice frame has unknown flags")
         count = info & _COUNT_MASK
-        pos = _HEAD.size + count * _LEN.size
+        depth = info >> _DEPTH_SHIFT & 0x03
+        start = _HEAD.size
+        plan: tuple[int, ...] = ()
+        distances: tuple[int, ...] = ()
+        if info & _SPREAD:
+            start += _MASKS.size
+            if len(data) <= start:
+                raise PacketError("voice frame too short")
+            plan_mask, carried = _MASKS.unpack_from(data, _HEAD.size)
+            plan, distances = _distances(plan_mask), _distances(carried)[::-1]
+            if len(plan) != depth or len(distances) != count or carried & ~plan_mask:
+                raise PacketError("voice frame spread masks do not match its counts")
+        pos = start + count * _LEN.size
         if len(data) <= pos:
             raise PacketError("voice frame too short for its redundancy")
         redundant = []
         for i in range(count):
-            (length,) = _LEN.unpack_from(data, _HEAD.size + i * _LEN.size)
+            (length,) = _LEN.unpack_from(data, start + i * _LEN.size)
             if length == 0 or pos + length >= len(data):
                 raise PacketError("voice frame redundancy lengths do not fit")
             redundant.append(bytes(data[pos : pos + length]))
             pos += length
-        return cls(seq, bytes(data[pos:]), packet, tuple(redundant), info >> _DEPTH_SHIFT)
+        return cls(seq, bytes(data[pos:]), packet, tuple(redundant), depth, distances, plan)
 
 
 def pack_relayed(sender_id: int, payload: bytes) -> bytes:

@@ -222,6 +222,7 @@ export class Media {
 
   start(members: MemberInfo[], now: number, maxBitrate: number): void {
     this.crypto.start(members.map((m) => [m.id, m.user] as const), now);
+    for (const m of members) this.session.memberJoined(m.id);
     this.session.start(now);
     this.session.setMaxBitrate(maxBitrate || null, now);
     this.pump(now);
@@ -229,6 +230,7 @@ export class Media {
 
   memberJoined(m: MemberInfo, now: number): void {
     this.crypto.memberJoined(m.id, m.user, now);
+    this.session.memberJoined(m.id);
     this.pump(now);
   }
 
@@ -311,7 +313,7 @@ export class Media {
 
   /** Route what each core found to the other, and queue what the page shows. */
   private pump(now: number): void {
-    for (const { to, loss } of this.session.reportsToSend()) this.crypto.sendReport(to, loss);
+    for (const { to, loss, burst } of this.session.reportsToSend()) this.crypto.sendReport(to, loss, burst);
     const released = new Map<number, Uint8Array[]>();
     for (let e = this.crypto.nextEvent(); e; e = this.crypto.nextEvent()) {
       switch (e.type) {
@@ -319,7 +321,7 @@ export class Media {
           released.set(e.sessionId, [...(released.get(e.sessionId) ?? []), e.payload]);
           break;
         case "ReportReceived":
-          this.session.receiveReport(e.sessionId, e.loss, now);
+          this.session.receiveReport(e.sessionId, e.loss, now, e.burst);
           break;
         case "MemberVerified":
           this.events.push({

@@ -8,7 +8,8 @@
 // with serial-number arithmetic). Depths are in the sender's frames; time constants are
 // in seconds and turned into frames.
 //
-// Adaptation (as in Python, without its quiet-frame and settling refinements):
+// Adaptation (as in Python, without its quiet-frame and settling refinements, so for spread
+// copies it grows to their wait only at losses, not on quiet frames too):
 // - jitter: a frame's relative delay is arrival - seq * frame; its spread is how much
 //   later than the fastest frame of the last DELAY_WINDOW it came (a constant path delay
 //   and a slow clock drift do not disturb it). Target = ceil(p95 spread / frame) + 1
@@ -244,7 +245,7 @@ export class JitterBuffer {
     if (this.dropPending && this.stallRun === 0 && this.frames.has(inc(next))) {
       this.dropDue();
     } else if (!this.frames.has(next)) {
-      if (level < this.target - 1 && this.stallRun < this.target) {
+      if (level < this.stallFloor() && this.stallRun < this.target) {
         // Less buffered than the jitter calls for: the frame may only be late.
         this.stallRun += 1;
         this.dropPending = false;
@@ -265,6 +266,14 @@ export class JitterBuffer {
     }
     this.lost += 1;
     return this.conceal(seq, this.frames.get(this.next)?.opus ?? null);
+  }
+
+  // Below this level a missing frame may only be late. Once grown to a target that
+  // waits `extra` frames for copies, a burst of loss dips the level by its length with
+  // no frame late: waiting then would only stretch speech (jitter.py's _stall_floor).
+  private stallFloor(): number {
+    if (this.extra && this.levelMean >= this.target - 2) return this.baseTarget - 1;
+    return this.target - 1;
   }
 
   stats(): JitterStats {

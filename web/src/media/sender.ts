@@ -4,7 +4,7 @@
 // with the first voiced one) and gives the VoiceFrames to seal and send. seq counts every tick, sent or not, so a listener sees a pause as a gap, never
 // as frames out of order; packet counts the packets sent, so it can tell loss from silence.
 
-import { MAX_REDUNDANT, PACKET_MODULO, SEQ_MODULO, serializeVoiceFrame, voiceFrame } from "../wire/voice.ts";
+import { MAX_SPREAD, PACKET_MODULO, SEQ_MODULO, serializeVoiceFrame, voiceFrame } from "../wire/voice.ts";
 import { SendAdapter, type SendPlan } from "./adaptation.ts";
 import { MAX_VOICE_FRAME, type MediaSettings } from "./settings.ts";
 
@@ -40,13 +40,16 @@ export class Sender {
       thresholds: settings.redundancyThresholds,
       hold: settings.lossHold,
       startup: settings.redundancyStartup,
+      spreadBurst: settings.spreadBurst,
+      // No redundancy asked for: none spread either.
+      maxSpreadDepth: settings.maxRedundancy ? settings.maxBurstRedundancy : 0,
     });
     this.plan = this.adapter.initial();
   }
 
   /** A listener's loss report on our voice; true if the plan changed. */
-  report(listener: number, loss: number, now: number): boolean {
-    this.adapter.report(listener, loss, now);
+  report(listener: number, loss: number, now: number, burst: number | null = null): boolean {
+    this.adapter.report(listener, loss, now, burst);
     return this.updatePlan(now);
   }
 
@@ -63,7 +66,8 @@ export class Sender {
   updatePlan(now: number): boolean {
     const plan = this.adapter.plan(now);
     const p = this.plan;
-    if (plan.depth === p.depth && plan.expectedLoss === p.expectedLoss && plan.bitrate === p.bitrate) {
+    const sameSpread = plan.spread.length === p.spread.length && plan.spread.every((d, i) => d === p.spread[i]);
+    if (plan.depth === p.depth && plan.expectedLoss === p.expectedLoss && plan.bitrate === p.bitrate && sameSpread) {
       return false;
     }
     this.plan = plan;
@@ -112,17 +116,28 @@ export class Sender {
     if (last !== undefined && last.seq !== (seq - 1 + SEQ_MODULO) % SEQ_MODULO) {
       history.length = 0; // a pause: the frames before it are not the ones just before
     }
-    const depth = this.plan.depth;
-    const copies = depth ? history.slice(-depth).map((h) => h.opus) : [];
-    let out = serializeVoiceFrame(voiceFrame(seq, opus, this.packet, copies, depth));
+    const { depth, spread } = this.plan;
+    let copies: Uint8Array[];
+    let distances: number[] = [];
+    if (spread.length) {
+      // Farthest first; the history holds only ticks since the last pause.
+      distances = [...spread].reverse().filter((d) => d <= history.length);
+      copies = distances.map((d) => (history[history.length - d] as { opus: Uint8Array }).opus);
+    } else {
+      copies = depth ? history.slice(-depth).map((h) => h.opus) : [];
+    }
+    const make = (): Uint8Array =>
+      serializeVoiceFrame(voiceFrame(seq, opus, this.packet, copies, depth, distances, spread));
+    let out = make();
     while (out.length > MAX_VOICE_FRAME && copies.length) {
       copies.shift(); // a high bit rate: repeat fewer frames than planned
-      out = serializeVoiceFrame(voiceFrame(seq, opus, this.packet, copies, depth));
+      distances = distances.slice(1);
+      out = make();
     }
     if (out.length > MAX_VOICE_FRAME) throw new RangeError(`Opus packet too long (${opus.length} bytes)`);
     this.packet = (this.packet + 1) % PACKET_MODULO;
     history.push({ seq, opus });
-    if (history.length > MAX_REDUNDANT) history.shift();
+    if (history.length > MAX_SPREAD) history.shift();
     return out;
   }
 }

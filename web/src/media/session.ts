@@ -107,7 +107,7 @@ export class MediaSession {
   private readonly hop: HopCodec;
   private readonly crypto: VoiceCrypto;
   private out: Uint8Array[] = [];
-  private reports: { to: number; loss: number }[] = [];
+  private reports: { to: number; loss: number; burst: number }[] = [];
   private readonly events: MediaEvent[] = [];
   private rtt: number | null = null;
   private relayUp = false;
@@ -142,6 +142,11 @@ export class MediaSession {
     this.nextPlan = now + PLAN_INTERVAL;
     this.sender.updatePlan(now);
     this.emit({ type: "encoder", hint: this.sender.encoderHint() });
+  }
+
+  /** A member joined: our copies stay consecutive until its reports show it reads spread ones. */
+  memberJoined(sessionId: number): void {
+    this.sender.adapter.joined(sessionId);
   }
 
   /** A member left: forget its stream and its reports on our voice. */
@@ -246,9 +251,9 @@ export class MediaSession {
   }
 
   /** A member's reception report on our voice (RoomCrypto's rr): adapts redundancy and FEC. */
-  receiveReport(from: number, loss: number, now: number): void {
+  receiveReport(from: number, loss: number, now: number, burst: number | null = null): void {
     if (!Number.isFinite(loss)) return; // RoomCrypto checks rr; never let NaN decide
-    this.sender.adapter.report(from, loss, now);
+    this.sender.adapter.report(from, loss, now, burst !== null && Number.isFinite(burst) ? burst : null);
     this.updatePlan(now);
   }
 
@@ -277,7 +282,7 @@ export class MediaSession {
   }
 
   /** Reports for RoomCrypto to send as `rr` member messages. */
-  reportsToSend(): { to: number; loss: number }[] {
+  reportsToSend(): { to: number; loss: number; burst: number }[] {
     const out = this.reports;
     this.reports = [];
     return out;
@@ -296,7 +301,9 @@ export class MediaSession {
     if (this.nextKeepalive !== null && now >= this.nextKeepalive) this.keepalive(now);
     if (this.nextReport !== null && now >= this.nextReport) {
       this.nextReport = Math.max(this.nextReport + this.settings.reportInterval, now);
-      for (const { sender, loss } of this.streams.receptionReports(now)) this.reports.push({ to: sender, loss });
+      for (const { sender, loss, burst } of this.streams.receptionReports(now)) {
+        this.reports.push({ to: sender, loss, burst });
+      }
       this.emit({ type: "stats", stats: this.stats(now) });
     }
     if (this.nextPlan !== null && now >= this.nextPlan) {

@@ -17,6 +17,10 @@ export interface MediaSettings {
   readonly redundancyThresholds: readonly number[];
   /** Seconds a loss report keeps redundancy up. */
   readonly lossHold: number;
+  /** Listeners' mean loss burst from which copies are spread out (settings.py); 0: never. */
+  readonly spreadBurst: number;
+  /** Copies per packet while spread, from 10 % loss (settings.py's max_burst_redundancy). */
+  readonly maxBurstRedundancy: number;
   /** Seconds of full redundancy before the first report arrives. */
   readonly redundancyStartup: number;
   readonly reportInterval: number;
@@ -34,6 +38,8 @@ export const DEFAULT_SETTINGS: MediaSettings = Object.freeze({
   maxRedundancy: 2,
   redundancyThresholds: Object.freeze([0.01, 0.03, 0.1]),
   lossHold: 10.0,
+  spreadBurst: 1.6,
+  maxBurstRedundancy: 3,
   redundancyStartup: 10.0,
   reportInterval: 1.0,
   minReportPackets: 10,

@@ -8,7 +8,7 @@
 // frames (the second in `also`).
 
 import { PacketError } from "../wire/errors.ts";
-import { parseVoiceFrame, SEQ_MODULO } from "../wire/voice.ts";
+import { copiesOf, parseVoiceFrame, reachOf } from "../wire/voice.ts";
 import { JitterBuffer, type Decision } from "./jitter.ts";
 import { LossMeter } from "./loss.ts";
 import { atLeastOne, type MediaSettings } from "./settings.ts";
@@ -97,11 +97,9 @@ export class Streams {
     const jitter = stream.jitter;
     // While the sender repeats frames and we lose some, wait long enough for the copies;
     // without loss here the wait would only add delay.
-    jitter.setExtraFrames(stream.lossUntil > now ? frame.depth : 0);
-    const count = frame.redundant.length;
-    frame.redundant.forEach((copy, i) => {
-      jitter.insert((frame.seq - count + i + SEQ_MODULO) % SEQ_MODULO, copy, null, true);
-    });
+    // The farthest copy comes `reach` ticks after its frame.
+    jitter.setExtraFrames(stream.lossUntil > now ? reachOf(frame) : 0);
+    for (const [seq, copy] of copiesOf(frame)) jitter.insert(seq, copy, null, true);
     jitter.insert(frame.seq, frame.opus, arrival);
     return true;
   }
@@ -120,13 +118,15 @@ export class Streams {
     this.streams.delete(sender);
   }
 
-  /** (sender, loss) of each speaker heard enough since the last call (PROTOCOL.md 6.1). */
-  receptionReports(now: number): { sender: number; loss: number }[] {
+  /** (sender, loss, mean burst) of each speaker heard enough since the last call (PROTOCOL.md 6.1). */
+  receptionReports(now: number): { sender: number; loss: number; burst: number }[] {
     const out = [];
     for (const [sender, stream] of this.streams) {
       const interval = stream.meter.interval();
       if (interval.lost) stream.lossUntil = now + this.settings.lossHold;
-      if (interval.expected >= this.settings.minReportPackets) out.push({ sender, loss: interval.loss });
+      if (interval.expected >= this.settings.minReportPackets) {
+        out.push({ sender, loss: interval.loss, burst: interval.burst });
+      }
     }
     return out;
   }

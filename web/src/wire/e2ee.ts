@@ -96,7 +96,11 @@ export interface KeyMessage {
 export interface ReceptionReport {
   readonly t: "rr";
   readonly lossPermille: number;
+  /** Mean loss burst in tenths of a packet; null from a peer that leaves it out. */
+  readonly burstTenths: number | null;
 }
+/** A reported mean burst is capped at 6553.5 packets (e2ee.py's MAX_BURST_TENTHS). */
+export const MAX_BURST_TENTHS = 65535;
 export interface CandidatesMessage {
   readonly t: "cand";
   readonly key: Uint8Array;
@@ -117,8 +121,9 @@ export function encodeKeyMessage(key: SenderKey): Uint8Array {
   const w = new MpWriter().mapHeader(4).str("t").str("key");
   return w.str("generation").int(key.generation).str("step").int(key.step).str("base_key").bin(key.baseKey).bytes();
 }
-export function encodeReport(lossPermille: number): Uint8Array {
-  return new MpWriter().mapHeader(2).str("t").str("rr").str("loss_permille").int(lossPermille).bytes();
+export function encodeReport(lossPermille: number, burstTenths: number): Uint8Array {
+  const w = new MpWriter().mapHeader(3).str("t").str("rr").str("loss_permille").int(lossPermille);
+  return w.str("burst_tenths").int(burstTenths).bytes();
 }
 export function encodeChat(seq: number, text: string): Uint8Array {
   return new MpWriter().mapHeader(2).str("seq").int(seq).str("text").str(text).bytes();
@@ -141,7 +146,8 @@ const MAX_DEPTH = 1000;
 function decodeMap(data: Uint8Array): Map<string, MpValue> {
   let value: MpValue;
   try {
-    value = unpack(data, MAX_DEPTH);
+    // Keys as msgspec's Structs read them: one that is not UTF-8 is an unknown field.
+    value = unpack(data, MAX_DEPTH, true);
   } catch (e) {
     if (e instanceof DecodeError) fail(e.message);
     throw e;
@@ -223,7 +229,14 @@ export function decodePayload(data: Uint8Array): PeerPayload {
       });
     }
     if (t === "rr") {
-      return Object.freeze({ t, lossPermille: Number(checkInt(field(m, "loss_permille"), "loss_permille", 0n, 1000n)) });
+      const lossPermille = Number(checkInt(field(m, "loss_permille"), "loss_permille", 0n, 1000n));
+      // Optional (old peers leave it out), as msgspec's `int | None = None`.
+      const raw = m.get("burst_tenths") ?? null;
+      if (raw !== null && typeof raw !== "bigint") {
+        fail(`Expected \`int | null\`, got \`${typeName(raw)}\` - at \`$.burst_tenths\``);
+      }
+      const burstTenths = raw === null ? null : Number(checkInt(raw, "burst_tenths", 0n, BigInt(MAX_BURST_TENTHS)));
+      return Object.freeze({ t, lossPermille, burstTenths });
     }
     if (t === "cand") {
       const key = checkBytes(field(m, "key"), "key", DIRECT_KEY_SIZE);
@@ -303,6 +316,8 @@ export interface ReportReceived {
   readonly type: "ReportReceived";
   readonly sessionId: number;
   readonly loss: number;
+  /** Mean packets lost in a row (0: none); null from a member that reads no spread frames. */
+  readonly burst: number | null;
 }
 export type E2EEEvent = MemberVerified | MemberRejected | PeerProblem | VoiceReleased | ChatOpened | ChatGap | ReportReceived;
 
@@ -648,7 +663,10 @@ export class RoomCrypto {
     try {
       const message = decodePayload(payload);
       if (message.t === "rr") {
-        this.events.push(Object.freeze({ type: "ReportReceived", sessionId: member.sessionId, loss: message.lossPermille / 1000 }));
+        const burst = message.burstTenths === null ? null : message.burstTenths / 10;
+        this.events.push(
+          Object.freeze({ type: "ReportReceived", sessionId: member.sessionId, loss: message.lossPermille / 1000, burst }),
+        );
         return;
       }
       if (message.t === "cand") return; // a browser has no direct paths: checked, ignored
@@ -670,10 +688,15 @@ export class RoomCrypto {
     }
   }
 
-  /** Tell a verified member how its voice reaches us, loss 0..1 (dropped if not verified). */
-  sendReport(sessionId: number, loss: number): void {
+  /**
+   * Tell a verified member how its voice reaches us, loss 0..1 and the mean packets lost
+   * in a row (dropped if not verified).
+   */
+  sendReport(sessionId: number, loss: number, burst = 0): void {
     const permille = Math.min(Math.max(Math.round(loss * 1000), 0), 1000);
-    this.sendPayload(sessionId, encodeReport(Number.isFinite(permille) ? permille : 0));
+    const tenths = Math.min(Math.max(Math.round(burst * 10), 0), MAX_BURST_TENTHS);
+    const safe = (n: number): number => (Number.isFinite(n) ? n : 0);
+    this.sendPayload(sessionId, encodeReport(safe(permille), safe(tenths)));
   }
 
   private sendPayload(sessionId: number, payload: Uint8Array): void {

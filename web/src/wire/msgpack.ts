@@ -43,7 +43,13 @@ export function typeName(v: MpValue): string {
  * Decodes exactly one value filling all of `data`; DecodeError (without prefix) otherwise.
  * `maxDepth`: nesting refused beyond it (member messages allow more than control ones).
  */
-export function unpack(data: Uint8Array, maxDepth: number = MAX_DEPTH): MpValue {
+/**
+ * A top-level key that is not valid UTF-8, with `lenientKeys` (unpack): msgspec skips such a
+ * key of a Struct as an unknown field without decoding it; no field name can equal this.
+ */
+export const INVALID_KEY = "\u{fffd}invalid utf-8 key";
+
+export function unpack(data: Uint8Array, maxDepth: number = MAX_DEPTH, lenientKeys = false): MpValue {
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   let pos = 0;
   const need = (n: number): number => {
@@ -53,11 +59,13 @@ export function unpack(data: Uint8Array, maxDepth: number = MAX_DEPTH): MpValue 
     return at;
   };
   const bytes = (n: number): Uint8Array => data.slice(need(n), pos);
+  let keyOfTop = false; // reading a key of the top-level map
   const str = (n: number): string => {
     const at = need(n);
     try {
       return utf8.decode(data.subarray(at, pos));
     } catch {
+      if (keyOfTop) return INVALID_KEY;
       throw new DecodeError("Invalid UTF-8 encoded string");
     }
   };
@@ -155,7 +163,12 @@ export function unpack(data: Uint8Array, maxDepth: number = MAX_DEPTH): MpValue 
   const map = (n: number, depth: number): MpMap => {
     if (2 * n > data.length - pos) throw new DecodeError("Input data was truncated");
     const out: [MpValue, MpValue][] = [];
-    for (let i = 0; i < n; i++) out.push([read(depth + 1), read(depth + 1)]);
+    for (let i = 0; i < n; i++) {
+      keyOfTop = lenientKeys && depth === 0;
+      const key = read(depth + 1);
+      keyOfTop = false;
+      out.push([key, read(depth + 1)]);
+    }
     return new MpMap(out);
   };
   const value = read(0);

@@ -144,3 +144,17 @@ test("idle then a new spurt; old frames after idle are stale", () => {
   assert.equal(ds.filter((d) => d.kind === "frame").length, 20);
   assert.equal(jb.stats().lost, 0);
 });
+
+test("waiting for far copies: a burst that takes the newest frames does not stall play-out", () => {
+  // The target waits 8 frames for spread copies; the buffer starts that deep (prebuffer).
+  // Frames 300..303 go missing, and when 300 is due so do the newest (306..312): the
+  // level dips, but no frame is late. Each is lost at its tick, none waited for.
+  const jb = buffer();
+  jb.setExtraFrames(8);
+  const gone = (i: number) => (i >= 300 && i < 304) || (i >= 306 && i < 313);
+  const ds = run(jb, 600, (i) => (gone(i) ? null : 0.001));
+  const lost = ds.filter((d) => d.kind === "conceal" && d.seq < 600); // then its tail
+  const want = [300, 301, 302, 303, 306, 307, 308, 309, 310, 311, 312];
+  assert.deepEqual(lost.map((d) => (d as { seq: number }).seq), want);
+  assert.equal(jb.stats().stretched, 0);
+});

@@ -13,16 +13,16 @@ test("depth: full until the first report, then from the worst loss, held 10 s", 
   assert.equal(a.initial().depth, 2);
   assert.equal(a.plan(0).depth, 2); // no report yet: assume the worst
   assert.equal(a.plan(9.9).depth, 2);
-  assert.deepEqual(a.plan(10), { depth: 0, expectedLoss: 0, bitrate: 40_000 }); // startup over
+  assert.deepEqual(a.plan(10), { depth: 0, expectedLoss: 0, bitrate: 40_000, spread: [] }); // startup over
   a.report(1, 0.02, 11);
-  assert.deepEqual(a.plan(11), { depth: 1, expectedLoss: 0, bitrate: 40_000 });
+  assert.deepEqual(a.plan(11), { depth: 1, expectedLoss: 0, bitrate: 40_000, spread: [] });
   a.report(2, 0.5, 12); // the worst listener decides, capped at maxDepth
   assert.equal(a.plan(12).depth, 2);
   a.report(2, 0, 13);
   assert.equal(a.plan(21.9).depth, 2); // held
   assert.equal(a.plan(22.1).depth, 0); // 0.5 and 0.02 expired; 0 from 13 is left
   a.report(1, 0.005, 23); // below 1 %: no copies, FEC sized to the loss instead
-  assert.deepEqual(a.plan(23), { depth: 0, expectedLoss: 1, bitrate: 40_000 });
+  assert.deepEqual(a.plan(23), { depth: 0, expectedLoss: 1, bitrate: 40_000, spread: [] });
   a.setMaxBitrate(24_000);
   assert.equal(a.plan(23).bitrate, 24_000);
   const three = new SendAdapter(40_000, { fec: true, maxDepth: 3, thresholds: [0.01, 0.03, 0.1], hold: 10, startup: 10 });
@@ -111,15 +111,58 @@ test("seq and packet wrap", () => {
   assert.deepEqual(b.redundant.map((r) => r[0]), [1]); // the copy crosses the wrap
 });
 
+test("loss meter: bursts are runs of missing packets, judged once 10 more came", () => {
+  const m = new LossMeter();
+  const lost = new Set([10, 11, 12, 30, 50, 51, 52, 53, 54]); // runs of 3, 1 and 5
+  for (let p = 0; p < 100; p++) if (!lost.has(p)) m.onPacket(p);
+  const r = m.interval();
+  assert.deepEqual([r.burstLost, r.bursts, r.burst], [9, 3, 3]);
+  const late = new LossMeter();
+  for (const p of [0, 1, 3, 4, 2, 5, 7, 8, 9]) late.onPacket(p); // 2 reordered; 6 missing
+  assert.equal(late.interval().bursts, 0);
+  for (let p = 10; p < 30; p++) late.onPacket(p);
+  const l = late.interval();
+  assert.deepEqual([l.burstLost, l.bursts], [1, 1]);
+});
+
+test("adapter: reported bursts spread the copies, only when every listener reads them", () => {
+  const options = { fec: true, maxDepth: 2, thresholds: [0.01, 0.03, 0.1], hold: 10, startup: 0 };
+  const a = new SendAdapter(40_000, options);
+  a.joined(1);
+  a.report(1, 0.15, 0, 3);
+  assert.deepEqual(a.plan(0), { depth: 3, expectedLoss: 0, bitrate: 40_000, spread: [3, 5, 8] });
+  a.joined(2); // unknown yet: maybe an old client
+  assert.deepEqual(a.plan(0).spread, []);
+  a.report(2, 0, 0.5, null); // an old client's report
+  assert.deepEqual(a.plan(0.5), { depth: 2, expectedLoss: 0, bitrate: 40_000, spread: [] });
+  a.forget(2);
+  a.report(1, 0.05, 1, 3);
+  assert.deepEqual(a.plan(11).spread, [4, 8]); // 5 %: two copies
+  const random = new SendAdapter(40_000, options);
+  random.report(1, 0.15, 0, 1.2);
+  assert.deepEqual(random.plan(0).spread, []);
+  const sender = new Sender(DEFAULT_SETTINGS);
+  sender.adapter.joined(2);
+  sender.report(2, 0.15, 0, 3);
+  const frames = Array.from({ length: 10 }, (_, i) => parseVoiceFrame(sender.frame(opus(i))!));
+  assert.deepEqual(
+    frames.map((f) => f.distances),
+    [[], [], [], [3], [3], [5, 3], [5, 3], [5, 3], [8, 5, 3], [8, 5, 3]],
+  );
+  for (const f of frames) assert.deepEqual(f.plan, [3, 5, 8]);
+  assert.deepEqual(frames[9]!.redundant.map((r) => r[0]), [1, 4, 6]); // ticks 1, 4 and 6
+});
+
 test("loss meter: from packet numbers, per interval, across wrap", () => {
   const m = new LossMeter();
   for (const p of [65530, 65531, 65533, 65535, 0, 1]) m.onPacket(p); // 65532 and 65534 lost
-  assert.deepEqual(m.interval(), { expected: 8, received: 6, lost: 2, loss: 0.25 });
+  const none = { burstLost: 0, bursts: 0, burst: 0 }; // runs are judged 10 packets later
+  assert.deepEqual(m.interval(), { expected: 8, received: 6, lost: 2, loss: 0.25, ...none });
   m.onPacket(1); // a duplicate arrival of the highest: not expected more
   m.onPacket(5);
   const r = m.interval();
   assert.deepEqual([r.expected, r.received], [4, 2]);
-  assert.deepEqual(m.interval(), { expected: 0, received: 0, lost: 0, loss: 0 });
+  assert.deepEqual(m.interval(), { expected: 0, received: 0, lost: 0, loss: 0, ...none });
   m.onPacket(30000); // a restarted counter, not 29995 lost
   assert.equal(m.interval().expected, 1);
   assert.equal(m.total().expected, 13);

@@ -233,7 +233,13 @@ test("member messages: encodings as PROTOCOL 8.3 / 8.7, hostile decodes", () => 
     toHex(encodeKeyMessage(key)),
     "84a174a36b6579aa67656e65726174696f6e01a47374657002a8626173655f6b6579c420" + toHex(key.baseKey),
   );
-  assert.equal(toHex(encodeReport(153)), "82a174a27272ad6c6f73735f7065726d696c6c65cc99");
+  assert.equal(toHex(encodeReport(153, 26)), "83a174a27272ad6c6f73735f7065726d696c6c65cc99ac62757273745f74656e7468731a");
+  // An old peer's report (no burst_tenths) still decodes: the burst is null.
+  assert.deepEqual(decodePayload(fromHex("82a174a27272ad6c6f73735f7065726d696c6c65cc99")), {
+    t: "rr",
+    lossPermille: 153,
+    burstTenths: null,
+  });
   assert.equal(toHex(encodeChat(3, "hi")), "82a373657103a474657874a26869");
   assert.deepEqual(decodeChat(encodeChat(3, "hi")), { seq: 3n, text: "hi" });
   const cand = decodePayload(encode({ t: "cand", key: new Uint8Array(32), candidates: [["host", "10.0.0.1", 5000]] }));
@@ -299,7 +305,7 @@ test("review: values of unknown fields are skipped as msgspec skips them; member
   assert.throws(() => decodeHello(h("83 a4 75736572 a3 626f62 a4 6e69636b a0 01 02")), /malformed member hello/);
   // Bytes as msgspec writes them (from Python: e2ee._encoder.encode of each message).
   assert.equal(toHex(encodeHello({ user: "bob", nick: "Bob" })), "82a475736572a3626f62a46e69636ba3426f62");
-  assert.equal(toHex(encodeReport(153)), "82a174a27272ad6c6f73735f7065726d696c6c65cc99");
+  assert.equal(toHex(encodeReport(153, 26)), "83a174a27272ad6c6f73735f7065726d696c6c65cc99ac62757273745f74656e7468731a");
   assert.equal(toHex(encodeChat(70000, "hi")), "82a3736571ce00011170a474657874a26869");
   assert.equal(
     toHex(encodeKeyMessage(new SenderKey(300, 7, new Uint8Array(32)))),

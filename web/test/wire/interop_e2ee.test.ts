@@ -202,12 +202,12 @@ for (const jsFirst of [true, false]) {
     const pyChat = fromHex((await py.call({ op: "rc_seal_chat", id: pyId, text: "hi web" })).data as string);
     await js.openChat(PY, pyChat, 0);
     // Reception reports both ways, and a CLI member's candidates (ignored by the browser).
-    js.sendReport(PY, 0.25);
-    await call.pump(call.take(await py.call({ op: "rc_report", id: pyId, to: JS, loss: 0.5 })));
+    js.sendReport(PY, 0.25, 2.64);
+    await call.pump(call.take(await py.call({ op: "rc_report", id: pyId, to: JS, loss: 0.5, burst: 3.0 })));
     await call.pump(call.take(await py.call({ op: "rc_candidates", id: pyId, to: JS, key: toHex(rand(32)), candidates: [["host", "192.0.2.1", 7601]] })));
-    assert.deepEqual(call.pyEvents.filter((e) => e.type === "ReportReceived"), [{ type: "ReportReceived", session_id: JS, loss: 0.25 }]);
+    assert.deepEqual(call.pyEvents.filter((e) => e.type === "ReportReceived"), [{ type: "ReportReceived", session_id: JS, loss: 0.25, burst: 2.6 }]);
     assert.deepEqual(call.jsEvents.filter((e) => e.type === "ChatOpened"), [{ type: "ChatOpened", sessionId: PY, text: "hi web" }]);
-    assert.deepEqual(call.jsEvents.filter((e) => e.type === "ReportReceived"), [{ type: "ReportReceived", sessionId: PY, loss: 0.5 }]);
+    assert.deepEqual(call.jsEvents.filter((e) => e.type === "ReportReceived"), [{ type: "ReportReceived", sessionId: PY, loss: 0.5, burst: 3 }]);
     assert.deepEqual(call.jsEvents.filter((e) => e.type === "PeerProblem" || e.type === "MemberRejected"), []);
     assert.deepEqual(call.pyEvents.filter((e) => e.type === "PeerProblem" || e.type === "MemberRejected"), []);
     // A third member (Python) joins and leaves: the browser rotates and Python gets the key.
@@ -255,12 +255,18 @@ test("member message decoding accepts and refuses exactly what Python's msgspec 
   const valid: [keyof typeof decoders, Uint8Array][] = [
     ["hello", encodeHello({ user: "bob", nick: "Bob" })],
     ["payload", encodeKeyMessage(new SenderKey(300, 7, rand(32)))],
-    ["payload", encodeReport(153)],
+    ["payload", encodeReport(153, 26)],
     ["chat", encodeChat(3, "hi")],
   ];
   const h = (s: string): Uint8Array => fromHex(s.replace(/ /g, ""));
   const crafted: [keyof typeof decoders, Uint8Array][] = [
     ["payload", h("82 a1 74 a2 72 72 ad 6c6f73735f7065726d696c6c65 cb 3ff0000000000000")], // loss 1.0 (a float)
+    ["payload", h("82 a1 74 a2 72 72 ad 6c6f73735f7065726d696c6c65 01")], // an old peer's: no burst
+    ["payload", h("83 a1 74 a2 72 72 ad 6c6f73735f7065726d696c6c65 01 ac 62757273745f74656e746873 c0")], // burst nil
+    ["payload", h("83 a1 74 a2 72 72 ad 6c6f73735f7065726d696c6c65 01 ac 62757273745f74656e746873 a1 78")], // burst str
+    ["payload", h("83 a1 74 a2 72 72 ad 6c6f73735f7065726d696c6c65 01 ac 62757273745f74656e746873 ff")], // burst -1
+    ["payload", h("83 a1 74 a2 72 72 ad 6c6f73735f7065726d696c6c65 01 ac 62757273745f74656e746873 ce 00010000")], // 65536
+    ["payload", h("83 a1 74 a2 72 72 ad 6c6f73735f7065726d696c6c65 01 ac 62757273745f74656e746873 cd ffff")], // 65535
     ["payload", h("82 a1 74 a2 72 72 ad 6c6f73735f7065726d696c6c65 cf 0000000000000001")], // 1 as a uint64
     ["payload", h("82 a1 74 a2 72 72 ad 6c6f73735f7065726d696c6c65 d0 ff")], // -1
     ["payload", h("83 a1 74 a2 72 72 ad 6c6f73735f7065726d696c6c65 01 a1 78 d4 01 00")], // ext in an unknown field

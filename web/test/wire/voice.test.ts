@@ -6,7 +6,9 @@ import { fileURLToPath } from "node:url";
 import { PacketError } from "../../src/wire/errors.ts";
 import { fromHex, toHex } from "../../src/wire/bytes.ts";
 import {
+  copiesOf,
   packRelayed,
+  reachOf,
   parseVoiceFrame,
   serializeVoiceFrame,
   unpackRelayed,
@@ -39,8 +41,15 @@ function asJson(f: VoiceFrame) {
     depth: f.depth,
     redundant: f.redundant.map(toHex),
     opus: toHex(f.opus),
+    distances: [...f.distances],
+    plan: [...f.plan],
+    copies: copiesOf(f).map(([seq, r]) => [seq, toHex(r)]),
+    reach: reachOf(f),
   };
 }
+
+// PROTOCOL.md 6.1's spread example: copies of ticks 8 and 4 back (info 0x1a, masks 0x88).
+const SPREAD_EXAMPLE = "00 00 00 07 01 02 1a 88 88 00 01 00 02 11 22 22 aa aa aa";
 
 const FRAMES = [
   voiceFrame(7, fromHex("aaaaaa"), 0x0102, [fromHex("11"), fromHex("2222")], 2),
@@ -48,13 +57,21 @@ const FRAMES = [
   voiceFrame(2 ** 32 - 1, fromHex("01020304"), 0xffff, [fromHex("05")], 3),
   voiceFrame(123456, new Uint8Array(300).fill(7), 42, [new Uint8Array(280).fill(1), new Uint8Array(290).fill(2), new Uint8Array(3).fill(3)], 3),
   voiceFrame(5, fromHex("99"), 1, [], 1),
+  voiceFrame(7, fromHex("aaaaaa"), 0x0102, [fromHex("11"), fromHex("2222")], 2, [8, 4], [4, 8]),
+  voiceFrame(1, fromHex("55"), 1, [], 2, [], [4, 8]),
+  voiceFrame(20, fromHex("66"), 9, [fromHex("01"), fromHex("02"), fromHex("03")], 3, [8, 5, 3], [3, 5, 8]),
+  voiceFrame(2, fromHex("77"), 3, [fromHex("01")], 1, [1], [1]),
 ];
 
 // Malformed inputs and the message Python gives for each.
 const MALFORMED: [string, string][] = [
   ["", "voice frame too short"],
   ["00000007010200", "voice frame too short"],
-  ["0000000701021000aa", "voice frame has unknown flags"],
+  ["0000000701022000aa", "voice frame has unknown flags"],
+  ["0000000701021000aa", "voice frame too short"],
+  ["00000007010219808000011122", "voice frame spread masks do not match its counts"],
+  ["00000007010215010200011122", "voice frame spread masks do not match its counts"],
+  ["00000007010216030100011122", "voice frame spread masks do not match its counts"],
   ["00000007010280aa", "voice frame has unknown flags"],
   ["000000070102010001", "voice frame too short for its redundancy"],
   ["000000070102020001", "voice frame too short for its redundancy"],
@@ -70,6 +87,27 @@ test("the worked example of PROTOCOL.md 6.1", () => {
   const parsed = parseVoiceFrame(fromHex(EXAMPLE));
   assert.deepEqual(asJson(parsed), asJson(frame));
   assert.ok(Object.isFrozen(parsed));
+});
+
+test("the spread example of PROTOCOL.md 6.1 places copies by their real seq", () => {
+  const frame = FRAMES[5]!;
+  assert.equal(toHex(serializeVoiceFrame(frame)), SPREAD_EXAMPLE.replaceAll(" ", ""));
+  const parsed = parseVoiceFrame(fromHex(SPREAD_EXAMPLE));
+  assert.deepEqual(asJson(parsed), asJson(frame));
+  assert.deepEqual(copiesOf(parsed).map(([seq, r]) => [seq, toHex(r)]), [[2 ** 32 - 1, "11"], [3, "2222"]]);
+  assert.equal(reachOf(parsed), 8);
+  assert.equal(reachOf(FRAMES[0]!), 2);
+  assert.deepEqual(copiesOf(FRAMES[0]!).map(([seq]) => seq), [5, 6]);
+  const bad: [number[], number[], number][] = [
+    [[], [8, 4], 2], // plan not rising
+    [[], [9], 1], // beyond MAX_SPREAD
+    [[2, 4], [2, 4], 2], // copies not farthest first
+    [[3], [2, 4], 2], // a copy outside the plan
+  ];
+  for (const [distances, plan, depth] of bad) {
+    const copies = distances.map(() => fromHex("01"));
+    assert.throws(() => serializeVoiceFrame(voiceFrame(10, fromHex("01"), 0, copies, depth, distances, plan)), RangeError);
+  }
 });
 
 test("round trip and counters wrap", () => {
