@@ -145,6 +145,11 @@ class AudioState(Event):
     echo_cancellation: bool = False
     agc: bool = False
 
+    def stages(self, names: tuple[str, str, str]) -> list[str]:
+        """``names`` (for noise suppression, echo cancellation, gain) of the stages on."""
+        on = (self.noise_suppression, self.echo_cancellation, self.agc)
+        return [name for name, is_on in zip(names, on, strict=True) if is_on]
+
 
 @dataclass(frozen=True)
 class Notice(Event):
@@ -245,15 +250,7 @@ def _describe(event: Event) -> str:
         if event.push_to_talk:
             parts.append("talking" if event.talking else "push-to-talk released")
         parts += [f"{nick} at {pct} %" for nick, pct in event.volumes.items()]
-        stages = [
-            name
-            for name, on in (
-                ("noise suppression", event.noise_suppression),
-                ("echo cancellation", event.echo_cancellation),
-                ("gain control", event.agc),
-            )
-            if on
-        ]
+        stages = event.stages(("noise suppression", "echo cancellation", "gain control"))
         parts.append(" + ".join(stages) if stages else "no processing")
         return "audio: " + ", ".join(parts)
     if isinstance(event, Notice):

@@ -155,20 +155,7 @@ class CallState:
             )
             bar = "█" * filled + "░" * (METER_CELLS - filled)
             number = f"{max(level, -99):3.0f}" if level > METER_FLOOR else "-∞ "
-        audio = self.audio
-        stages = (
-            [
-                name
-                for name, on in (
-                    ("NS", audio.noise_suppression),
-                    ("AEC", audio.echo_cancellation),
-                    ("AGC", audio.agc),
-                )
-                if on
-            ]
-            if audio is not None
-            else []
-        )
+        stages = [] if self.audio is None else self.audio.stages(("NS", "AEC", "AGC"))
         return f"mic {bar} {number} dB {' '.join(stages)}".rstrip()
 
     def mic_state(self) -> str:
