@@ -54,5 +54,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> str:
     url: str = request.getfixturevalue("pg_url")
     # The module shares one database: start every test from no schema at all.
     database = url.rsplit("/", 1)[1]
-    asyncio.run(_pg_admin("DROP TABLE IF EXISTS rooms, users, alembic_version CASCADE", database))
+    tables = "placements, nodes, rooms, users, alembic_version"
+    asyncio.run(_pg_admin(f"DROP TABLE IF EXISTS {tables} CASCADE", database))
     return url

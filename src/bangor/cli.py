@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import getpass
 import json
 import logging
@@ -124,15 +125,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     url = _store_url(args)
     settings = ServerSettings(open=args.open)
+    advertise = _advertise(args, url)
+    if args.heartbeat is not None or args.stale_after is not None:
+        settings = dataclasses.replace(
+            settings,
+            cluster_heartbeat=args.heartbeat or settings.cluster_heartbeat,
+            cluster_stale_after=args.stale_after or settings.cluster_stale_after,
+        )
+        if settings.cluster_stale_after <= 2 * settings.cluster_heartbeat:
+            raise UsageError("--stale-after must be more than twice --heartbeat")
     if args.open:
         logging.getLogger("bangor.server").warning(
             "open mode: no accounts; anyone who reaches this port can create rooms, and an "
             "invite code is enough to join one"
         )
     with contextlib.suppress(asyncio.CancelledError):
-        _run(lambda: serve(args.host, args.port, data_dir, url, settings, web))
+        _run(lambda: serve(args.host, args.port, data_dir, url, settings, web, advertise))
     print("bangor.server: stopped", file=sys.stderr)
     return ExitCode.OK
+
+
+def _advertise(args: argparse.Namespace, url: str | None) -> str | None:
+    """--cluster --advertise HOST:PORT: the address other nodes send clients to."""
+    if not args.cluster:
+        if args.advertise is not None:
+            raise UsageError("--advertise is for --cluster")
+        return None
+    if url is None or not url.startswith(("postgresql", "postgres")):
+        raise UsageError("--cluster needs a shared PostgreSQL database: --db postgresql://...")
+    if args.advertise is None:
+        raise UsageError("--cluster needs --advertise HOST:PORT (where clients reach this node)")
+    host, sep, port = args.advertise.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--advertise wants HOST:PORT, got {args.advertise!r}")
+    return str(args.advertise)
 
 
 def _web_options(args: argparse.Namespace) -> WebOptions | None:
@@ -709,6 +735,25 @@ def _add_serve(sub: Subcommands) -> None:
     )
     serve.add_argument("--tls-cert", metavar="FILE", help="PEM certificate (chain) for --web")
     serve.add_argument("--tls-key", metavar="FILE", help="PEM private key for --tls-cert")
+    serve.add_argument(
+        "--cluster",
+        action="store_true",
+        help="one of several nodes sharing --db (PostgreSQL) and server.key; rooms are "
+        "placed on nodes and clients sent to their room's node",
+    )
+    serve.add_argument("--advertise", metavar="HOST:PORT", help="where clients reach this node")
+    serve.add_argument(
+        "--heartbeat",
+        type=_seconds,
+        metavar="SECONDS",
+        help="--cluster: seconds between heartbeats (default 1)",
+    )
+    serve.add_argument(
+        "--stale-after",
+        type=_seconds,
+        metavar="SECONDS",
+        help="--cluster: a node silent this long is dead and its rooms move (default 5)",
+    )
     serve.set_defaults(func=cmd_serve)
 
 

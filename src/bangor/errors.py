@@ -42,6 +42,7 @@ class CloseCode(IntEnum):
     TIMEOUT = 11
     PASSWORD_REQUIRED = 12  # an empty password on a server with accounts (not counted)
     BUSY = 13  # too many logins being checked at once: try again after ``retry_after``
+    MOVED = 14  # a cluster: the room is served by the node at ``location`` (PROTOCOL.md 3.14)
 
 
 class BangorError(Exception):
@@ -186,6 +187,15 @@ class ServerGoneError(ConnectError):
     def __init__(self, message: str, restart_in: float | None = None) -> None:
         super().__init__(message)
         self.restart_in = restart_in
+
+
+class MovedError(ConnectError):
+    """A cluster node sent us to the node that serves the room (MOVED, ``location``)."""
+
+    def __init__(self, message: str, host: str, port: int) -> None:
+        super().__init__(message)
+        self.host = host
+        self.port = port
 
 
 class DroppedError(ConnectError):

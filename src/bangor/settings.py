@@ -50,6 +50,11 @@ class ServerSettings:
     restart_logins_per_second: float = 50.0
     # A login or join the database could not answer: clients try again after this.
     store_retry_after: float = 1.0
+    # A cluster (serve --cluster): each node writes its heartbeat to the database every
+    # cluster_heartbeat seconds; one not heard from for cluster_stale_after seconds is
+    # dead, and its rooms go to a live node on their next join (PROTOCOL.md 3.14).
+    cluster_heartbeat: float = 1.0
+    cluster_stale_after: float = 5.0
     max_rooms_per_user: int = 20
     max_room_name: int = 64
     max_user_name: int = 32
@@ -148,6 +153,7 @@ class ClientSettings:
 
     ping_interval: float = 2.0  # control-channel ping; also the dead-server detector
     dead_after: float = 6.0  # no answer on the control channel for this long: server is dead
+    max_redirects: int = 3  # MOVED answers followed in one join (a cluster, PROTOCOL.md 3.14)
     keepalive_interval: float = 2.0  # UDP keepalive to keep NAT bindings and the relay address
     connect_timeout: float = 5.0
     # A login answered BUSY is tried again after the server's hint plus jitter, until this

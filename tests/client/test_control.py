@@ -7,8 +7,17 @@ import asyncio
 
 import pytest
 
-from bangor.client.control import ControlClient
-from bangor.errors import AuthError, CloseCode, ConnectError, DroppedError, RefusedError
+from bangor.client.control import ControlClient, refusal
+from bangor.errors import (
+    AuthError,
+    CloseCode,
+    ConnectError,
+    DroppedError,
+    ExitCode,
+    MovedError,
+    RefusedError,
+    RemoteProtocolError,
+)
 from bangor.settings import ClientSettings
 from bangor.wire import control as msg
 from bangor.wire.noise import generate_static_key
@@ -166,3 +175,19 @@ async def test_a_silent_server_is_found_dead_by_the_timer() -> None:
     assert isinstance(error, ConnectError) and str(error) == "the server stopped answering"
     assert wire.writer.closed
     assert [type(m) for m in wire.up()] == []  # pings only (answered inside the session)
+
+
+@pytest.mark.parametrize(
+    ("location", "where"),
+    [("10.0.0.2:7878", ("10.0.0.2", 7878)), ("[::1]:7878", ("::1", 7878))],
+)
+def test_moved_names_the_node_to_go_to(location: str, where: tuple[str, int]) -> None:
+    error = refusal(msg.Error(int(CloseCode.MOVED), "moved", True, "join", location=location))
+    assert isinstance(error, MovedError) and (error.host, error.port) == where
+    assert error.exit_code == ExitCode.UNREACHABLE  # like a server gone: reconnecting helps
+
+
+@pytest.mark.parametrize("location", ["", "nowhere", ":7878", "host:0", "host:99999", "h:x"])
+def test_a_bad_move_is_the_servers_fault(location: str) -> None:
+    error = refusal(msg.Error(int(CloseCode.MOVED), "moved", True, "join", location=location))
+    assert isinstance(error, RemoteProtocolError) and "bad address" in str(error)

@@ -242,11 +242,13 @@ def start_server(
     *,
     host: str = "127.0.0.1",
     port: int | None = None,
+    extra: Sequence[str] = (),
+    data_dir: Path | None = None,
 ) -> ServerProcess:
     """``command``: what runs ``serve`` (a wrapper that taps the server, or
     ``ip netns exec NS bangor`` with ``host`` an address of that namespace, say).
-    ``port``: default, a free port on loopback."""
-    data_dir = tmp_path / "server"
+    ``port``: default, a free port on loopback. ``extra``: more ``serve`` options."""
+    data_dir = data_dir or tmp_path / "server"
     port = port or free_port()
     args = [
         *command,
@@ -260,6 +262,7 @@ def start_server(
     ]
     if db_url:
         args += ["--db", db_url]
+    args += extra
     proc = subprocess.Popen(
         args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )

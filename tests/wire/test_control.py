@@ -275,3 +275,34 @@ def test_a_ticket_longer_than_28_bytes_is_garbage() -> None:
     )
     with pytest.raises(DecodeError):
         msg.decode_client_message(raw)
+
+
+# docs/PROTOCOL.md 3.14: a cluster node sends a join on to the room's node.
+MOVED = bytes.fromhex("""
+87 a1 74 a5 65 72 72 6f 72 a4 63 6f 64 65 0e a7 6d 65 73 73 61 67 65 d9
+23 74 68 65 20 72 6f 6f 6d 20 69 73 20 73 65 72 76 65 64 20 62 79 20 31
+30 2e 30 2e 30 2e 32 3a 37 38 37 38 a5 66 61 74 61 6c c3 a3 72 65 66 a4
+6a 6f 69 6e ab 72 65 74 72 79 5f 61 66 74 65 72 cb 00 00 00 00 00 00 00
+00 a8 6c 6f 63 61 74 69 6f 6e ad 31 30 2e 30 2e 30 2e 32 3a 37 38 37 38
+""")
+
+
+def test_moved_worked_bytes_and_other_errors_keep_theirs() -> None:
+    moved = msg.Error(
+        14, "the room is served by 10.0.0.2:7878", True, "join", location="10.0.0.2:7878"
+    )
+    assert msg.encode(moved) == MOVED and len(MOVED) == 120
+    decoded = msg.decode_server_message(MOVED)
+    assert isinstance(decoded, msg.Error) and decoded.moved_to == "10.0.0.2:7878"
+    # Without a location nothing is written: the bytes of 3.1 and 3.13 are unchanged.
+    plain = msg.encode(msg.Error(6, "room is full", ref="join"))
+    assert b"location" not in plain and len(plain) == 73
+    assert msg.Error(6, "room is full").moved_to == ""
+
+
+def test_a_location_too_long_is_garbage() -> None:
+    data = msgspec.msgpack.encode(
+        {"t": "error", "code": 14, "message": "m", "location": "h" * (msg.MAX_LOCATION + 1)}
+    )
+    with pytest.raises(DecodeError):
+        msg.decode_server_message(data)

@@ -30,6 +30,7 @@ from bangor.errors import (
     ConnectError,
     DeviceError,
     DroppedError,
+    MovedError,
     PasswordRequiredError,
     RefusedError,
     RemoteProtocolError,
@@ -253,22 +254,36 @@ async def join_call(
         login = dataclasses.replace(login, ask_password=_asked_once(login.ask_password))
 
     async def enter(resume: bytes = b"") -> Entered:
-        """Log in and join the room: at the start and on each reconnect."""
-        client, welcome = await connect_and_login(
-            invite.host, invite.port, login, settings, check=pin, resume=resume
-        )
-        try:
-            joined = await client.join_room(invite.room_id.hex())
-            if joined.you.user != login.user:
-                # Members check each other's names against the server's word; a server
-                # that renamed us consistently would pass that check, so we check too.
-                raise RemoteProtocolError(
-                    f"the server calls us {joined.you.user!r}, not {login.user!r}; not joining"
-                )
-        except BaseException:
-            await client.leave()
-            raise
-        return client, welcome, joined
+        """Log in and join the room: at the start and on each reconnect. Always at the
+        invite's address: a cluster node there sends us on to the room's node (MOVED),
+        with the same server key (3.14)."""
+        host, port = invite.host, invite.port
+        redirects = 0
+        while True:
+            client, welcome = await connect_and_login(
+                host, port, login, settings, check=pin, resume=resume
+            )
+            try:
+                joined = await client.join_room(invite.room_id.hex())
+                if joined.you.user != login.user:
+                    # Members check each other's names against the server's word; a server
+                    # that renamed us consistently would pass that check, so we check too.
+                    raise RemoteProtocolError(
+                        f"the server calls us {joined.you.user!r}, not {login.user!r}; not joining"
+                    )
+            except MovedError as exc:
+                await client.leave()
+                redirects += 1
+                if redirects > settings.max_redirects:
+                    raise ConnectError(
+                        f"sent on more than {settings.max_redirects} times; last: {exc}"
+                    ) from None
+                host, port = exc.host, exc.port
+                continue
+            except BaseException:
+                await client.leave()
+                raise
+            return client, welcome, joined
 
     call: _Call | None = None
 
@@ -312,7 +327,7 @@ async def join_call(
                 on_problem=lambda message: emit(ev.ErrorEvent(0, message)),
             )
             stack.callback(shell.stop)
-            await shell.connect(invite.host, invite.port)
+            await shell.connect(*client.address)  # the room's node, in a cluster
 
             def new_session(welcome: msg.Welcome, joined: msg.RoomJoined) -> MediaSession:
                 crypto = RoomCrypto(
@@ -433,6 +448,8 @@ class _Call:
                 entered, attempt = await reconnect(
                     error, self.session.settings, lambda: enter(self.resume), self.emit, loop.time
                 )
+                # A cluster may serve the room from another node now: relay there.
+                await self.shell.retarget(*entered[0].address)
             except BangorError as exc:
                 inputs.put_nowait(("gave_up", exc))
             else:
@@ -690,6 +707,7 @@ class _Call:
         resumed = welcome.session_id == session.session_id
         present = {m.session_id: m for m in joined.members}
         if resumed:
+            session.server_addr = self.shell.server_addr  # another node, in a cluster
             session.rekey_hop(derive_media_keys(welcome.media_secret), now)
             fresh = []
             for sid, member in present.items():

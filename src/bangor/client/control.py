@@ -24,9 +24,11 @@ from bangor.errors import (
     DroppedError,
     KeyPinError,
     LocalProtocolError,
+    MovedError,
     PasswordRequiredError,
     ProtocolError,
     RefusedError,
+    RemoteProtocolError,
     ServerGoneError,
     ThrottledError,
 )
@@ -72,7 +74,19 @@ def refusal(error: msg.Error) -> BangorError:
         return ServerGoneError("the server is shutting down")
     if error.code == CloseCode.TIMEOUT:
         return ConnectError("the server closed the session: timed out")
+    if error.code == CloseCode.MOVED:
+        return moved(error.moved_to)
     return RefusedError(error.code, error.message)
+
+
+def moved(location: str) -> BangorError:
+    """MOVED names the node to go to as HOST:PORT ([v6]:PORT); a bad one is the server's
+    fault, reported as such."""
+    host, sep, port = location.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return RemoteProtocolError(f"the server sent us to a bad address {location!r}")
+    return MovedError(f"the room is served by {location}", host, int(port))
 
 
 @dataclass
@@ -86,6 +100,7 @@ class ControlClient:
     events: asyncio.Queue[msg.ServerMessage | BangorError] = field(default_factory=asyncio.Queue)
     closed: BangorError | None = None
     welcome: msg.Welcome | None = None  # session id and media secret, once logged in
+    address: tuple[str, int] = ("", 0)  # the host and port we connected to
     # The futures of requests awaited through request(), by the session's handle.
     _futures: dict[Request, asyncio.Future[msg.ServerMessage | None]] = field(default_factory=dict)
     _reader_task: asyncio.Task[None] | None = None
@@ -118,7 +133,7 @@ class ControlClient:
             ping_interval=settings.ping_interval,
             dead_after=settings.dead_after,
         )
-        client = cls(reader, writer, session, settings)
+        client = cls(reader, writer, session, settings, address=(host, port))
         try:
             await asyncio.wait_for(client._handshake(), settings.connect_timeout)
         except TimeoutError:

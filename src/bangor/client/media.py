@@ -89,6 +89,20 @@ class MediaShell(asyncio.DatagramProtocol):
         assert self.transport is not None
         self.local_addr = _plain(self.transport.get_extra_info("sockname"))
 
+    async def retarget(self, host: str, port: int) -> None:
+        """Relay through ``host``:``port`` from now on (a cluster moved our room to
+        another node), over the same socket: so of the same address family."""
+        family = socket.AF_INET6 if ":" in self.server_addr[0] else socket.AF_INET
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_DGRAM, family=family
+            )
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            raise ConnectError(f"no UDP path to {host}:{port}: {reason.lower()}") from None
+        sockaddr = infos[0][4]
+        self.server_addr = (str(sockaddr[0]), int(sockaddr[1]))
+
     def host_candidates(self) -> list[Address]:
         """Our socket on each interface address members could reach."""
         ipv6 = ":" in self.server_addr[0]  # the socket's family is the server's

@@ -39,6 +39,7 @@ from bangor.errors import (
 )
 from bangor.keyfile import load_or_create_key
 from bangor.server.admission import Admission, Closing, Stage
+from bangor.server.cluster import Cluster
 from bangor.server.hashing import return_hash_memory
 from bangor.server.limits import Kind, SessionLimits, UserBuckets, Verdict, user_rates
 from bangor.server.lockout import shown_name
@@ -212,9 +213,16 @@ class Connection:
             self.session.close()
             self.writer.transport.abort()
 
-    def fail(self, code: CloseCode, message: str, ref: str = "", retry_after: float = 0.0) -> None:
+    def fail(
+        self,
+        code: CloseCode,
+        message: str,
+        ref: str = "",
+        retry_after: float = 0.0,
+        location: str = "",
+    ) -> None:
         """End the session with a fatal Error (if it can still carry one)."""
-        self.session.fail(code, message, ref, retry_after)
+        self.session.fail(code, message, ref, retry_after, location)
         self.flush()
 
     def refuse(self, code: CloseCode, message: str, ref: str) -> None:
@@ -478,6 +486,20 @@ class Connection:
             return
         if self.closing:
             return
+        cluster = self.server.cluster
+        if cluster is not None:
+            try:
+                node = await cluster.locate(room.id)
+            except StoreUnavailableError as exc:
+                log.warning("session %08x: no node for room %s (%s)", self.session_id, room.id, exc)
+                self.refuse(CloseCode.BUSY, "rooms unavailable, try again", ref)
+                return
+            if self.closing:
+                return
+            if node != cluster.node_id:
+                log.info("session %08x: room %s is on %s", self.session_id, room.id, node)
+                self.fail(CloseCode.MOVED, f"the room is served by {node}", ref, location=node)
+                raise SessionClosed
         # Check for room before leaving the current one, so a refusal changes nothing.
         if not self.server.rooms.has_room_for(room.id, self.session_id):
             self.refuse(CloseCode.ROOM_FULL, "room is full", ref)
@@ -574,6 +596,7 @@ class Server:
         self.epoch = secrets.token_bytes(EPOCH_SIZE)
         self._resume_key = hmac.digest(static_key, RESUME_LABEL, "sha256")
         self.restarting = False  # set before close(): the goodbye says we come back
+        self.cluster: Cluster | None = None  # serve --cluster: rooms placed across nodes
 
     @property
     def unauthenticated(self) -> int:
@@ -663,6 +686,42 @@ class Server:
         for closer in self.after_close:
             closer()
         await self.store.close()
+
+    async def join_cluster(self, advertise: str) -> None:
+        """Take part in a cluster as ``advertise`` (HOST:PORT): the first heartbeat now,
+        the next every ``cluster_heartbeat`` seconds until close."""
+        Cluster.check(self.store.engine)
+        self.cluster = Cluster(self.store.engine, advertise, self.settings)
+        await self.cluster.heartbeat(0, set())
+        task = asyncio.get_running_loop().create_task(self._heartbeats(self.cluster))
+        self.tasks.add(task)
+
+    async def _heartbeats(self, cluster: Cluster) -> None:
+        while True:
+            await asyncio.sleep(self.settings.cluster_heartbeat)
+            await self.beat(cluster)
+
+    async def beat(self, cluster: Cluster) -> None:
+        """One heartbeat; rooms another node took meanwhile are given up."""
+        live = {c.room_id for c in self.connections.values() if c.room_id is not None}
+        try:
+            lost = await cluster.heartbeat(len(self.connections), live)
+        except StoreError as exc:
+            log.warning("cluster heartbeat failed: %s", exc)
+            return
+        for room_id, node in lost.items():
+            self.send_away(room_id, node)
+
+    def send_away(self, room_id: str, node: str) -> None:
+        """Another node serves ``room_id`` now (we were paused or cut off long enough to
+        be taken for dead): our members go there, and we serve it no longer."""
+        room = self.rooms.get(room_id)
+        members = list(room.members.values()) if room is not None else []
+        log.warning("room %s: lost to %s; sending %d members there", room_id, node, len(members))
+        for conn in members:
+            conn.fail(CloseCode.MOVED, f"the room is served by {node}", location=node)
+            self.drop(conn)
+            conn.writer.close()
 
     def set_web(self, web: WebSink | None) -> None:
         """Route media for WebTransport sessions through ``web`` (None: no longer)."""
@@ -811,14 +870,22 @@ async def serve(
     db_url: str,
     settings: ServerSettings | None = None,
     web: WebOptions | None = None,
+    advertise: str | None = None,
 ) -> None:
-    """Run until cancelled; logs the ready lines the command-line contract promises."""
+    """Run until cancelled; logs the ready lines the command-line contract promises.
+    ``advertise``: take part in a cluster as that HOST:PORT (``serve --cluster``)."""
     server = await open_server(data_dir, db_url, settings)
     try:
         await server.start(host, port)
     except OSError as exc:
         await server.store.close()
         raise BangorError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    if advertise is not None:
+        try:
+            await server.join_cluster(advertise)
+        except BaseException:
+            await server.close()
+            raise
     if web is not None:
         from bangor.server.web import start_web  # aioquic only when asked for
 
@@ -829,6 +896,8 @@ async def serve(
             raise
     log.warning("server key fingerprint %s", server.fingerprint)
     log.warning("listening on %s:%d", *server.address)
+    if advertise is not None:
+        log.warning("cluster node %s", advertise)
     if web is not None:
         log.warning("web client at %s", url)
     stop = asyncio.Event()

@@ -55,3 +55,30 @@ rooms = sa.Table(
         name="max_bitrate",
     ),
 )
+
+# A cluster (``serve --cluster``, revision 0003): the nodes sharing this database and
+# which node serves each room. Unused (empty) on a single server.
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),  # the advertised HOST:PORT
+    sa.Column("load", sa.Integer, nullable=False, server_default="0"),  # live sessions
+    sa.Column("draining", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The database's clock, so that nodes' clocks need not agree.
+    sa.Column("heartbeat", sa.DateTime(timezone=True), nullable=False),
+)
+
+placements = sa.Table(
+    "placements",
+    metadata,
+    sa.Column(
+        "room_id",
+        sa.String(2 * ROOM_ID_BYTES),
+        sa.ForeignKey("rooms.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("node_id", sa.Text, sa.ForeignKey("nodes.id", ondelete="CASCADE"), nullable=False),
+    # Grows by one each time the room changes node: a node serves a room only while the
+    # row still holds its node and the epoch it claimed (the fence).
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+)

@@ -36,6 +36,9 @@ U63 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # msgspec bounds must fi
 # so a hostile server cannot park a client for ever.
 MAX_RETRY_AFTER = 3600.0
 RetryAfter = Annotated[float, msgspec.Meta(ge=0, le=MAX_RETRY_AFTER)]
+# MOVED's "HOST:PORT" of the cluster node that serves the room (a DNS name is at most 253).
+MAX_LOCATION = 262
+Location = Annotated[str, msgspec.Meta(max_length=MAX_LOCATION)]
 
 # A room's bitrate cap travels as 0 (no cap) or a bitrate Opus accepts; the decoder can
 # only bound it, so the server refuses 1..MIN_BITRATE - 1 itself.
@@ -168,6 +171,18 @@ class Error(msgspec.Struct, frozen=True, tag="error", tag_field="t"):
     retry_after: RetryAfter = 0.0  # BUSY and THROTTLED: seconds to wait before trying again
     # SHUTDOWN: > 0, the server is restarting (come back within about that many seconds,
     # at a random moment); 0, it is going away.
+    # MOVED: "HOST:PORT" of the node that serves the room (3.14). Written only when set,
+    # so every other error's bytes are what they were before clusters.
+    location: Location | msgspec.UnsetType = msgspec.UNSET
+
+    def __post_init__(self) -> None:
+        if self.location == "":  # no location, however given: never written
+            msgspec.structs.force_setattr(self, "location", msgspec.UNSET)
+
+    @property
+    def moved_to(self) -> str:
+        """``location``, or "" when the error carries none."""
+        return self.location if isinstance(self.location, str) else ""
 
 
 ClientMessage = Hello | CreateRoom | JoinRoom | LeaveRoom | SendChat | PeerSend | Ping | Bye

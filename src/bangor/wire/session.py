@@ -33,6 +33,8 @@ from enum import Enum
 from types import MappingProxyType
 from typing import NoReturn
 
+import msgspec
+
 from bangor.errors import (
     CloseCode,
     DecodeError,
@@ -403,11 +405,18 @@ class ControlSession:
         """Server: refuse the request tagged ``ref`` with a non-fatal error."""
         self.send(msg.Error(int(code), message, ref=ref))
 
-    def fail(self, code: CloseCode, message: str, ref: str = "", retry_after: float = 0.0) -> None:
+    def fail(
+        self,
+        code: CloseCode,
+        message: str,
+        ref: str = "",
+        retry_after: float = 0.0,
+        location: str = "",
+    ) -> None:
         """Server: end the session with a fatal error (none before the handshake is done:
         there is no channel to carry it). Does nothing once the session ended."""
         self._require(Role.SERVER, "fail")
-        self._fatal(code, message, ref, retry_after)
+        self._fatal(code, message, ref, retry_after, location)
 
     def close(self) -> None:
         """End the session without a word; the shell drops the connection."""
@@ -570,7 +579,13 @@ class ControlSession:
             raise LocalProtocolError("the session answers pings itself")
         if isinstance(message, msg.Error):
             if message.fatal:
-                self._fatal(message.code, message.message, message.ref, message.retry_after)
+                self._fatal(
+                    message.code,
+                    message.message,
+                    message.ref,
+                    message.retry_after,
+                    message.moved_to,
+                )
                 return
             due = None if self._due is None else msg.tag(self._due)
             if message.ref != due and (due is not None or message.ref not in _UNTRACKED_REFUSALS):
@@ -590,7 +605,7 @@ class ControlSession:
         self._write(message)
 
     def _fatal(
-        self, code: int, text: str, ref: str = "", retry_after: float = 0.0
+        self, code: int, text: str, ref: str = "", retry_after: float = 0.0, location: str = ""
     ) -> msg.Error | None:
         """End with a fatal error when the channel can carry one; the error sent, if any."""
         if self._state in ENDED:
@@ -598,7 +613,14 @@ class ControlSession:
         if self._state is State.HANDSHAKE:
             self._end(State.CLOSED)
             return None
-        error = msg.Error(int(code), text, fatal=True, ref=ref, retry_after=retry_after)
+        error = msg.Error(
+            int(code),
+            text,
+            fatal=True,
+            ref=ref,
+            retry_after=retry_after,
+            location=location or msgspec.UNSET,
+        )
         self._write(error)
         self._end(State.CLOSING)
         return error

@@ -23,6 +23,7 @@ export const MAX_PEER_MESSAGE = 4096;
 export const MAX_BITRATE = 510_000;
 /** Seconds a refused client waits at most: a hostile server cannot park it for ever. */
 export const MAX_RETRY_AFTER = 3600.0;
+export const MAX_LOCATION = 262; // MOVED's "HOST:PORT" (PROTOCOL.md 3.14)
 export const ROOM_ID_PATTERN = "^[0-9a-f]{16}$";
 export { NESTED_TOO_DEEPLY };
 
@@ -135,6 +136,8 @@ export interface ErrorMessage {
   readonly ref: string;
   /** BUSY and THROTTLED: seconds to wait before trying again (0: no hint). */
   readonly retryAfter: number;
+  /** MOVED (14): "HOST:PORT" of the cluster node that serves the room ("" otherwise). */
+  readonly location: string;
 }
 
 export type ClientMessage = Hello | CreateRoom | JoinRoom | LeaveRoom | SendChat | PeerSend | Ping | Bye;
@@ -191,6 +194,8 @@ interface Field {
   readonly key: string;
   readonly kind: Kind;
   readonly default?: unknown;
+  /** Written only when not "": a field added so that other messages keep their bytes. */
+  readonly omitEmpty?: boolean;
 }
 
 const U32: Kind = { k: "int", min: 0n, max: 2n ** 32n - 1n };
@@ -201,11 +206,12 @@ const ROOM_ID: Kind = { k: "str", pattern: ROOM_ID_PATTERN };
 export const RESUME_TICKET_SIZE = 28;
 const RESUME: Kind = { k: "bytes", min: 0, max: RESUME_TICKET_SIZE };
 const BITRATE: Kind = { k: "int", min: 0n, max: BigInt(MAX_BITRATE) };
-const f = (wire: string, kind: Kind, extra: { key?: string; default?: unknown } = {}): Field => ({
+const f = (wire: string, kind: Kind, extra: { key?: string; default?: unknown; omitEmpty?: boolean } = {}): Field => ({
   wire,
   key: extra.key ?? wire.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase()),
   kind,
   ...("default" in extra ? { default: extra.default } : {}),
+  ...(extra.omitEmpty ? { omitEmpty: true } : {}),
 });
 
 const MEMBER: readonly Field[] = [f("session_id", U32), f("user", STR), f("nick", STR)];
@@ -254,6 +260,7 @@ const SERVER_SCHEMAS: Readonly<Record<ServerTag, readonly Field[]>> = {
     f("fatal", { k: "bool" }, { default: false }),
     f("ref", STR, { default: "" }),
     f("retry_after", { k: "float", min: 0, max: MAX_RETRY_AFTER }, { default: 0 }),
+    f("location", { k: "str", max: MAX_LOCATION }, { default: "", omitEmpty: true }),
   ],
 };
 const SCHEMAS: Readonly<Record<Tag, readonly Field[]>> = { ...CLIENT_SCHEMAS, ...SERVER_SCHEMAS };
@@ -433,9 +440,10 @@ function write(w: MpWriter, kind: Kind, value: unknown, name: string): void {
 function writeStruct(w: MpWriter, fields: readonly Field[], value: unknown, tag: string | null, name: string): void {
   if (typeof value !== "object" || value === null) throw new LocalProtocolError(`bad value for ${name}`);
   const rec = value as Record<string, unknown>;
-  w.mapHeader(fields.length + (tag === null ? 0 : 1));
+  const written = fields.filter((field) => !(field.omitEmpty && (rec[field.key] ?? "") === ""));
+  w.mapHeader(written.length + (tag === null ? 0 : 1));
   if (tag !== null) w.str("t").str(tag);
-  for (const field of fields) {
+  for (const field of written) {
     w.str(field.wire);
     write(w, field.kind, rec[field.key] ?? field.default, `${name}.${field.key}`);
   }
@@ -478,12 +486,13 @@ export const msg = {
   peer: (to: number, data: Uint8Array): PeerSend => ({ t: "peer", to, data }),
   ping: (nonce: number): Ping => ({ t: "ping", nonce }),
   bye: (): Bye => ({ t: "bye" }),
-  error: (code: number, message: string, opts: { fatal?: boolean; ref?: string; retryAfter?: number } = {}): ErrorMessage => ({
+  error: (code: number, message: string, opts: { fatal?: boolean; ref?: string; retryAfter?: number; location?: string } = {}): ErrorMessage => ({
     t: "error",
     code,
     message,
     fatal: opts.fatal ?? false,
     ref: opts.ref ?? "",
     retryAfter: opts.retryAfter ?? 0,
+    location: opts.location ?? "",
   }),
 } as const;

@@ -43,5 +43,6 @@ export const CloseCode = {
   TIMEOUT: 11,
   PASSWORD_REQUIRED: 12,
   BUSY: 13,
+  MOVED: 14,
 } as const;
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];

@@ -53,6 +53,7 @@ const SERVER: ServerMessage[] = [
   msg.error(6, "room is full", { ref: "join" }),
   msg.error(13, "server is busy checking logins; try again in 0.5 s", { fatal: true, ref: "hello", retryAfter: 0.5 }),
   msg.error(-5, "", { retryAfter: 3600 }),
+  msg.error(14, "the room is served by 10.0.0.2:7878", { fatal: true, ref: "join", location: "10.0.0.2:7878" }),
 ];
 
 test("the worked bytes of PROTOCOL.md 3.1 and 3.7", () => {
@@ -69,6 +70,11 @@ test("the worked bytes of PROTOCOL.md 3.1 and 3.7", () => {
   const busy = encode(msg.error(13, "server is busy checking logins; try again in 0.5 s", { fatal: true, ref: "hello", retryAfter: 0.5 }));
   assert.equal(busy.length, 113);
   assert.ok(toHex(busy).endsWith("cb3fe0000000000000"));
+  // MOVED (PROTOCOL.md 3.14): 120 bytes; `location` is written only when set.
+  const moved = encode(msg.error(14, "the room is served by 10.0.0.2:7878", { fatal: true, ref: "join", location: "10.0.0.2:7878" }));
+  assert.equal(moved.length, 120);
+  assert.ok(toHex(moved).endsWith("a86c6f636174696f6ead31302e302e302e323a37383738"));
+  assert.equal((decodeServerMessage(moved) as { location: string }).location, "10.0.0.2:7878");
   const peer = encode(msg.peer(0xa1a1a1a1, new Uint8Array(49)));
   assert.equal(peer.length, 72);
   assert.equal(toHex(peer.slice(0, 23)), "83a174a470656572a2746fcea1a1a1a1a464617461c431");
@@ -200,7 +206,9 @@ function toPy(v: unknown): unknown {
   if (v instanceof Uint8Array) return { $bytes: toHex(v) };
   if (Array.isArray(v)) return v.map(toPy);
   if (typeof v === "object" && v !== null) {
-    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k.replace(/[A-Z]/g, (c) => "_" + c.toLowerCase()), toPy(x)]));
+    // An error's empty `location` is not written, so Python has no key for it.
+    const entries = Object.entries(v).filter(([k, x]) => !(k === "location" && x === ""));
+    return Object.fromEntries(entries.map(([k, x]) => [k.replace(/[A-Z]/g, (c) => "_" + c.toLowerCase()), toPy(x)]));
   }
   return v;
 }

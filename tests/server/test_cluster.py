@@ -1,0 +1,153 @@
+"""Rooms across several servers, in process: three nodes on 127.0.0.1..3 over one
+PostgreSQL database (placement, MOVED, the epoch fence). The processes, kill -9 and
+SIGSTOP are in tests/integration/test_cluster.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from bangor.client.control import ControlClient
+from bangor.errors import CloseCode, MovedError, StoreError
+from bangor.server.app import Server, open_server
+from bangor.server.cluster import Cluster
+from bangor.server.schema import nodes, placements
+from bangor.server.store import database_url
+from bangor.settings import ServerSettings
+
+pytestmark = pytest.mark.postgres
+
+# Heartbeats only when a test asks (Server.beat): a node's liveness is what the test sets.
+SETTINGS = ServerSettings(open=True, cluster_heartbeat=3600.0, cluster_stale_after=5.0)
+
+
+@pytest.fixture
+async def cluster(pg_url: str, tmp_path: Path) -> AsyncIterator[list[Server]]:
+    async def reset() -> None:
+        # The module shares its database: every test starts with no nodes and no rooms.
+        if started:
+            async with started[0].store.engine.begin() as conn:
+                await conn.execute(sa.delete(placements))
+                await conn.execute(sa.delete(nodes))
+
+    started: list[Server] = []
+    try:
+        for n in (1, 2, 3):
+            # One data directory: the same server.key on every node, as the cluster needs.
+            server = await open_server(tmp_path / "data", pg_url, SETTINGS)
+            started.append(server)
+            await server.start(f"127.0.0.{n}", 0)
+        await reset()
+        for server in started:
+            await server.join_cluster("{}:{}".format(*server.address))
+        yield started
+    finally:
+        for server in started:
+            await server.close()
+
+
+async def login(server: Server, user: str) -> ControlClient:
+    client = await ControlClient.connect(*server.address)
+    client.start()
+    await client.login(user, "", user)
+    return client
+
+
+def node_of(servers: list[Server], location: str) -> Server:
+    (found,) = [s for s in servers if s.cluster is not None and s.cluster.node_id == location]
+    return found
+
+
+async def join_anywhere(servers: list[Server], entry: Server, user: str, room: str) -> Server:
+    """Join ``room`` through ``entry``, following MOVED once; the node that took us."""
+    client = await login(entry, user)
+    try:
+        await client.join_room(room)
+        return entry
+    except MovedError as exc:
+        await client.close()
+        target = node_of(servers, f"{exc.host}:{exc.port}")
+        client = await login(target, user)
+        joined = await client.join_room(room)
+        assert joined.room_id == room
+        return target
+
+
+async def test_rooms_spread_over_nodes_and_joins_land_on_the_rooms_node(
+    cluster: list[Server],
+) -> None:
+    a, b, c = cluster
+    owner = await a.store.open_user("owner")
+    rooms = [(await a.store.create_room(owner, f"r{i}", 20)).id for i in range(6)]
+    # Every join enters at node C; each room is placed on the node with fewest rooms.
+    served = [await join_anywhere(cluster, c, f"u{i}", room) for i, room in enumerate(rooms)]
+    assert Counter(s.address for s in served) == {s.address: 2 for s in cluster}
+    # A second member of a room, entering at another node, lands on the same one.
+    for entry in (a, b):
+        assert await join_anywhere(cluster, entry, f"v{entry.address[0]}", rooms[0]) is served[0]
+    assert served[0].rooms.get(rooms[0]) is not None
+    assert len(served[0].rooms.get(rooms[0]).members) == 3  # type: ignore[union-attr]
+
+
+async def test_a_node_taken_for_dead_loses_its_room_and_sends_its_members_on(
+    cluster: list[Server],
+) -> None:
+    a, _, c = cluster
+    owner = await a.store.open_user("owner")
+    room = (await a.store.create_room(owner, "fenced", 20)).id
+    alice = await login(a, "alice")
+    await alice.join_room(room)  # placed on A: the node with the smallest id
+    assert a.cluster is not None and a.cluster.held == {room: 1}
+    # A pauses: its heartbeat goes stale in the database.
+    async with a.store.engine.begin() as conn:
+        await conn.execute(
+            sa.update(nodes)
+            .where(nodes.c.id == a.cluster.node_id)
+            .values(heartbeat=sa.func.now() - sa.text("interval '1 hour'"))
+        )
+    # bob enters at C: the room moves to a live node, one epoch on.
+    taker = await join_anywhere(cluster, c, "bob", room)
+    assert taker is not a
+    assert taker.cluster is not None and taker.cluster.held == {room: 2}
+    # A comes back: its first heartbeat finds the room gone, and alice is sent on.
+    await a.beat(a.cluster)
+    assert a.cluster.held == {}
+    assert a.rooms.get(room) is None
+    while not isinstance(ended := await asyncio.wait_for(alice.events.get(), 5), Exception):
+        pass  # bob's member_joined never came: he joined elsewhere
+    assert isinstance(ended, MovedError)
+    assert (ended.host, ended.port) == taker.address
+    # Alive again, A serves the room no more: a join there is sent on too.
+    with pytest.raises(MovedError):
+        await (await login(a, "carol")).join_room(room)
+
+
+async def test_no_live_node_is_busy_and_sqlite_is_refused(
+    cluster: list[Server], tmp_path: Path
+) -> None:
+    a = cluster[0]
+    assert a.cluster is not None
+    await a.cluster.drain()  # draining, and the others silent: nobody may take a room
+    async with a.store.engine.begin() as conn:
+        await conn.execute(
+            sa.update(nodes).values(heartbeat=sa.func.now() - sa.text("interval '1 hour'"))
+        )
+    owner = await a.store.open_user("owner")
+    room = (await a.store.create_room(owner, "nowhere", 20)).id
+    client = await login(a, "dana")
+    with pytest.raises(Exception) as caught:
+        await client.join_room(room)
+    assert getattr(caught.value, "code", None) == CloseCode.BUSY or "unavailable" in str(
+        caught.value
+    )
+    lone = await open_server(tmp_path / "lone", database_url(tmp_path / "lone", None), SETTINGS)
+    try:
+        with pytest.raises(StoreError, match="PostgreSQL"):
+            Cluster.check(lone.store.engine)
+    finally:
+        await lone.store.close()
