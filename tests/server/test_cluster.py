@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from bangor.client.control import ControlClient
-from bangor.errors import CloseCode, MovedError, StoreError
+from bangor.errors import CloseCode, MovedError, ServerGoneError, StoreError
 from bangor.server.app import Server, open_server
 from bangor.server.cluster import Cluster
 from bangor.server.schema import nodes, placements
@@ -103,13 +103,7 @@ async def test_a_node_taken_for_dead_loses_its_room_and_sends_its_members_on(
     alice = await login(a, "alice")
     await alice.join_room(room)  # placed on A: the node with the smallest id
     assert a.cluster is not None and a.cluster.held == {room: 1}
-    # A pauses: its heartbeat goes stale in the database.
-    async with a.store.engine.begin() as conn:
-        await conn.execute(
-            sa.update(nodes)
-            .where(nodes.c.id == a.cluster.node_id)
-            .values(heartbeat=sa.func.now() - sa.text("interval '1 hour'"))
-        )
+    await stale(a)  # A pauses: its heartbeat goes stale in the database
     # bob enters at C: the room moves to a live node, one epoch on.
     taker = await join_anywhere(cluster, c, "bob", room)
     assert taker is not a
@@ -125,6 +119,54 @@ async def test_a_node_taken_for_dead_loses_its_room_and_sends_its_members_on(
     # Alive again, A serves the room no more: a join there is sent on too.
     with pytest.raises(MovedError):
         await (await login(a, "carol")).join_room(room)
+
+
+async def test_a_claim_replaces_only_the_placement_it_judged_dead(cluster: list[Server]) -> None:
+    a, b, c = cluster
+    assert a.cluster is not None and b.cluster is not None and c.cluster is not None
+    owner = await a.store.open_user("owner")
+    room = (await a.store.create_room(owner, "raced", 20)).id
+    assert await a.cluster.locate(room) == a.cluster.node_id
+    await stale(a)
+    async with b.store.engine.begin() as conn:
+        served, seen = await b.cluster._served(conn, room)
+    assert served is None and seen == (a.cluster.node_id, 1)
+    # C moves the room first; B's claim, from what it read, must not take it from C's pick.
+    winner = await c.cluster.locate(room)
+    async with b.store.engine.begin() as conn:
+        assert await b.cluster._claim(conn, room, seen) is None
+    assert await b.cluster.locate(room) == winner
+
+
+async def stale(server: Server) -> None:
+    """Make ``server`` look paused: its heartbeat an hour old."""
+    assert server.cluster is not None
+    async with server.store.engine.begin() as conn:
+        await conn.execute(
+            sa.update(nodes)
+            .where(nodes.c.id == server.cluster.node_id)
+            .values(heartbeat=sa.func.now() - sa.text("interval '1 hour'"))
+        )
+
+
+async def test_a_node_that_stops_gives_its_rooms_up_and_asks_its_members_back(
+    cluster: list[Server],
+) -> None:
+    a, _, c = cluster
+    owner = await a.store.open_user("owner")
+    room = (await a.store.create_room(owner, "drained", 20)).id
+    alice = await login(a, "alice")
+    await alice.join_room(room)
+    await a.close()  # SIGTERM: draining
+    while not isinstance(ended := await asyncio.wait_for(alice.events.get(), 5), Exception):
+        pass
+    assert isinstance(ended, ServerGoneError) and ended.restart_in  # come back soon
+    async with c.store.engine.begin() as conn:
+        assert (
+            await conn.execute(sa.select(nodes.c.draining).where(nodes.c.id == a.cluster.node_id))
+        ).scalar()  # type: ignore[union-attr]
+    # Back through the invite's node: the room is placed on a node still serving.
+    assert await join_anywhere(cluster, c, "alice", room) is not a
 
 
 async def test_no_live_node_is_busy_and_sqlite_is_refused(

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
 
+from sqlalchemy.ext.asyncio import create_async_engine
+
 from bangor import __version__
 from bangor.errors import (
     AuthError,
@@ -672,6 +674,14 @@ class Server:
             if self.restarting
             else ("server is shutting down", 0.0)
         )
+        if self.cluster is not None:
+            # Draining: no new placements here, our rooms free to go to other nodes; the
+            # clients come back (through their invite's node) as after a restart.
+            try:
+                await self.cluster.drain()
+            except StoreError as exc:
+                log.warning("cluster: could not give our rooms up (%s)", exc)
+            goodbye, spread = "server is leaving; its rooms move", self.restart_window()
         for conn in list(self.connections.values()):
             conn.fail(CloseCode.SHUTDOWN, goodbye, retry_after=spread)
             conn.writer.close()
@@ -685,13 +695,17 @@ class Server:
             self.udp.close()
         for closer in self.after_close:
             closer()
+        if self.cluster is not None:
+            await self.cluster.close()
         await self.store.close()
 
     async def join_cluster(self, advertise: str) -> None:
         """Take part in a cluster as ``advertise`` (HOST:PORT): the first heartbeat now,
         the next every ``cluster_heartbeat`` seconds until close."""
-        Cluster.check(self.store.engine)
-        self.cluster = Cluster(self.store.engine, advertise, self.settings)
+        engine = self.store.engine
+        Cluster.check(engine)
+        beat = create_async_engine(engine.url, pool_size=1, max_overflow=0)
+        self.cluster = Cluster(engine, advertise, self.settings, beat)
         await self.cluster.heartbeat(0, set())
         task = asyncio.get_running_loop().create_task(self._heartbeats(self.cluster))
         self.tasks.add(task)

@@ -41,6 +41,9 @@ class Cluster:
     engine: AsyncEngine
     node_id: str
     settings: ServerSettings
+    # Heartbeats get a connection of their own: a burst of joins holding the store's
+    # pool must not make a busy node look dead.
+    beat_engine: AsyncEngine
     held: dict[str, int] = field(default_factory=dict)  # room id -> epoch we claimed
     draining: bool = False
 
@@ -63,7 +66,7 @@ class Cluster:
             index_elements=[nodes.c.id],
             set_={"load": load, "draining": self.draining, "heartbeat": sa.func.now()},
         )
-        async with _db_errors(), self.engine.begin() as conn:
+        async with _db_errors(), self.beat_engine.begin() as conn:
             await conn.execute(stmt)
             rows = (
                 await conn.execute(
@@ -84,15 +87,19 @@ class Cluster:
         us), else the one we claim it for now. StoreUnavailableError: no live node."""
         for _ in range(CLAIM_TRIES):
             async with _db_errors(), self.engine.begin() as conn:
-                served = await self._served(conn, room_id)
+                served, seen = await self._served(conn, room_id)
                 if served is not None:
                     return served
-                claimed = await self._claim(conn, room_id)
+                claimed = await self._claim(conn, room_id, seen)
             if claimed is not None:
                 return claimed
         raise StoreUnavailableError(f"room {room_id} changes node too often; try again")
 
-    async def _served(self, conn: AsyncConnection, room_id: str) -> str | None:
+    async def _served(
+        self, conn: AsyncConnection, room_id: str
+    ) -> tuple[str | None, tuple[str, int] | None]:
+        """The node serving ``room_id`` if it is live (or us), and the placement read
+        (node, epoch): a claim may replace only that one."""
         row = (
             await conn.execute(
                 sa.select(placements.c.node_id, placements.c.epoch, self._fresh().label("live"))
@@ -101,16 +108,21 @@ class Cluster:
             )
         ).first()
         if row is None:
-            return None
+            return None, None
         node_id, epoch, live = row
         if node_id == self.node_id and not self.draining:
             self.held[room_id] = epoch  # ours, even if our heartbeat is late: nobody took it
-            return self.node_id
-        return str(node_id) if live and node_id != self.node_id else None
+            return self.node_id, None
+        if live and node_id != self.node_id:
+            return str(node_id), None
+        return None, (str(node_id), int(epoch))
 
-    async def _claim(self, conn: AsyncConnection, room_id: str) -> str | None:
+    async def _claim(
+        self, conn: AsyncConnection, room_id: str, old: tuple[str, int] | None
+    ) -> str | None:
         """Place the room on the least-loaded live node (rooms placed, then sessions),
-        unless another claim came first (then None: read again)."""
+        replacing ``old`` (the placement judged dead; None: there was none) unless another
+        claim came first (then None: read again)."""
         count = (
             sa.select(sa.func.count())
             .where(placements.c.node_id == nodes.c.id)
@@ -127,13 +139,6 @@ class Cluster:
         ).scalar()
         if target is None:
             raise StoreUnavailableError("no live server for this room")
-        old = (
-            await conn.execute(
-                sa.select(placements.c.node_id, placements.c.epoch).where(
-                    placements.c.room_id == room_id
-                )
-            )
-        ).first()
         stmt = insert(placements).values(room_id=room_id, node_id=target, epoch=1)
         if old is None:
             stmt = stmt.on_conflict_do_nothing()
@@ -153,6 +158,9 @@ class Cluster:
         if node_id == self.node_id:
             self.held[room_id] = epoch
         return str(node_id)
+
+    async def close(self) -> None:
+        await self.beat_engine.dispose()
 
     async def drain(self) -> None:
         """Stop taking rooms and give ours up: their next join places them elsewhere."""
