@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from bangor.client.control import ControlClient
-from bangor.errors import CloseCode, MovedError, ServerGoneError, StoreError
+from bangor.errors import AuthError, CloseCode, MovedError, ServerGoneError, StoreError
 from bangor.server.app import Server, open_server
 from bangor.server.cluster import Cluster
 from bangor.server.schema import nodes, placements
@@ -167,6 +167,23 @@ async def test_a_node_that_stops_gives_its_rooms_up_and_asks_its_members_back(
         ).scalar()  # type: ignore[union-attr]
     # Back through the invite's node: the room is placed on a node still serving.
     assert await join_anywhere(cluster, c, "alice", room) is not a
+
+
+async def test_a_removed_account_is_ended_on_the_node_that_holds_it(
+    cluster: list[Server],
+) -> None:
+    a, b, _ = cluster
+    owner = await a.store.open_user("owner")
+    room = (await a.store.create_room(owner, "notified", 20)).id
+    await b.store.open_user("erin")
+    erin = await login(b, "erin")
+    await join_anywhere(cluster, b, "frank", room)
+    # `bangor user remove erin` against the shared database (here through node A's store):
+    # PostgreSQL's NOTIFY reaches node B, which ends her session.
+    await a.store.remove_user("erin")
+    while not isinstance(ended := await asyncio.wait_for(erin.events.get(), 5), Exception):
+        pass
+    assert isinstance(ended, AuthError) and "removed" in str(ended)
 
 
 async def test_no_live_node_is_busy_and_sqlite_is_refused(

@@ -706,6 +706,7 @@ class Server:
         Cluster.check(engine)
         beat = create_async_engine(engine.url, pool_size=1, max_overflow=0)
         self.cluster = Cluster(engine, advertise, self.settings, beat)
+        await self.cluster.listen(self.end_account)
         await self.cluster.heartbeat(0, set())
         task = asyncio.get_running_loop().create_task(self._heartbeats(self.cluster))
         self.tasks.add(task)
@@ -725,6 +726,16 @@ class Server:
             return
         for room_id, node in lost.items():
             self.send_away(room_id, node)
+
+    def end_account(self, user: str) -> None:
+        """`bangor user remove` deleted ``user`` (on any node): its sessions here end."""
+        ended = [conn for conn in self.connections.values() if conn.user == user]
+        for conn in ended:
+            conn.fail(CloseCode.AUTH_FAILED, "this account was removed")
+            self.drop(conn)
+            conn.writer.close()
+        if ended:
+            log.warning("account %s removed: ended %d session(s)", shown_name(user), len(ended))
 
     def send_away(self, room_id: str, node: str) -> None:
         """Another node serves ``room_id`` now (we were paused or cut off long enough to

@@ -57,6 +57,7 @@ from bangor.settings import MAX_BITRATE, MIN_BITRATE, ServerSettings
 log = logging.getLogger(__name__)
 
 DB_FILE_NAME = "bangor.db"
+ACCOUNTS_CHANNEL = "bangor_accounts_removed"  # PostgreSQL NOTIFY: a removed account's name
 MIGRATIONS_DIR = pathlib.Path(__file__).resolve().parent / "migrations"
 _MAX_REASON = 200
 
@@ -393,6 +394,10 @@ class Store:
             result = await conn.execute(users.delete().where(users.c.name == name))
             if result.rowcount == 0:
                 raise NotFoundError(f"no such user {name}")
+            if conn.dialect.name == "postgresql":
+                # Delivered at commit to every cluster node (server/cluster.py), which
+                # ends the account's sessions.
+                await conn.execute(sa.select(sa.func.pg_notify(ACCOUNTS_CHANNEL, name)))
 
     async def set_password(self, name: str, password: str) -> None:
         """Replace a user's password; also lifts any login lock."""
