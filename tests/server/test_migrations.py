@@ -164,3 +164,19 @@ async def test_migrations_match_schema(db_url: str) -> None:
     finally:
         await store.close()
     assert diffs == []
+
+
+async def test_0003_cluster_tables_up_and_down(db_url: str) -> None:
+    engine = create_async_engine(db_url)
+    try:
+        async with engine.begin() as conn:
+            await migrate(conn, "0003")
+            tables = await conn.run_sync(lambda sync: set(sa.inspect(sync).get_table_names()))
+            assert {"nodes", "placements"} <= tables
+        async with engine.begin() as conn:
+            await _downgrade(conn, "0002")
+            tables = await conn.run_sync(lambda sync: set(sa.inspect(sync).get_table_names()))
+            assert not {"nodes", "placements"} & tables
+            assert {"users", "rooms"} <= tables
+    finally:
+        await engine.dispose()
