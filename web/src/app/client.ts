@@ -100,6 +100,8 @@ export function describeServerError(error: ServerError): string {
       return "this server has accounts: enter your account name and password";
     case CloseCode.ROOM_NOT_FOUND:
       return `the invite's room does not exist (any more): ${error.message}`;
+    case CloseCode.MOVED: // a cluster (PROTOCOL.md 3.14); this page does not follow it
+      return `moved: ${error.message}; reconnect to join there`;
     default:
       return error.message || `the server refused (code ${error.code})`;
   }

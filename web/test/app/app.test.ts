@@ -80,6 +80,7 @@ test("server refusals read as sentences", () => {
   const error = (code: number, message = "") => ({ code, message, ref: "hello", retryAfter: 0 });
   assert.match(describeServerError(error(CloseCode.PASSWORD_REQUIRED)), /account name and password/);
   assert.match(describeServerError(error(CloseCode.AUTH_FAILED, "wrong password")), /login refused: wrong password/);
+  assert.match(describeServerError(error(CloseCode.MOVED, "the room is served by 10.0.0.2:7878")), /^moved: the room is served by 10\.0\.0\.2:7878; reconnect/);
   assert.equal(describeServerError(error(CloseCode.LIMIT, "server is full")), "server is full");
   assert.match(describeServerError(error(99)), /code 99/);
 });
