@@ -213,16 +213,10 @@ def speak_through(
     return Result(score, report, stats)
 
 
-# The bursty case: 15 % loss in bursts of 3 packets on average. Its score depends on
-# the pattern far more than random loss does (one run of 12 lost packets is 240 ms no
-# copy can bridge): through this system, seeds 1..4 scored 2.3-3.0, failed to join (the
-# control channel gave up), 3.0-3.5 and 3.4; the code before spread copies scored
-# 1.8-2.1, -, 2.3 and 3.0 (bench/bursty.py). Seed 3 is a middling pattern; 2.6 is
-# above all that code scored on it and below all the spread copies did.
 @pytest.mark.parametrize(
     ("loss_pct", "burst", "seed", "target"),
-    [(0, 0, 1, 3.8), (5, 0, 1, 3.5), (15, 0, 1, 3.0), (15, 3, 3, 2.6)],
-    ids=["clean", "random5", "random15", "bursty15x3"],
+    [(0, 0, 1, 3.8), (5, 0, 1, 3.5), (15, 0, 1, 3.0)],
+    ids=["clean", "random5", "random15"],
 )
 def test_speech_quality_under_loss_and_jitter(
     lab: Lab,
@@ -244,3 +238,30 @@ def test_speech_quality_under_loss_and_jitter(
     assert "loss" in stats, f"no per-sender `loss` (fraction 0..1) in stats: {report}"
     spread = 1.0 if burst <= 1 else 2.2
     assert abs(stats["loss"] - loss_pct / 100) <= 0.02 + 0.25 * spread * loss_pct / 100, report
+
+
+# The bursty case, 15 % loss in bursts of 3 packets on average: its score depends on the
+# pattern far more than random loss does, so it is judged on two patterns. Seed 1 has
+# runs of 14 and 17 lost packets (280 ms and more), beyond the farthest copy (8 ticks
+# back, wire.voice.MAX_SPREAD): it scores 2.7-2.8 and is left out. Through this system
+# seeds 2..6 scored 4.06, 3.61, 4.10, 3.36 and 3.60 (seeds 2 and 3 again: 3.96, 3.80);
+# before the jitter buffer kept its depth steady under spread copies, 3.1-3.5 and
+# 2.96-3.8 on seeds 2 and 3 (bench/README.md, "Speech under bursty loss").
+BURSTY_SEEDS = (2, 3)
+BURSTY_TARGET = 3.5  # the target, on the mean of the two
+
+
+def test_speech_quality_under_bursty_loss(
+    lab: Lab, speech: tuple[Path, np.ndarray, int], tmp_path: Path
+) -> None:
+    results = []
+    for seed in BURSTY_SEEDS:
+        call_dir = tmp_path / f"seed{seed}"
+        call_dir.mkdir()
+        results.append(speak_through(lab, speech, call_dir, 15, 3, seed))
+        print(results[-1].report)
+    mean = sum(r.score for r in results) / len(results)
+    reports = "\n".join(r.report for r in results)
+    assert mean >= BURSTY_TARGET, f"mean PESQ-WB {mean:.2f} (target {BURSTY_TARGET}):\n{reports}"
+    for result in results:  # the loss bob measured is what netem applied (see above)
+        assert abs(result.stats["loss"] - 0.15) <= 0.02 + 0.25 * 2.2 * 0.15, result.report
