@@ -40,10 +40,16 @@ Without arrival times the buffer keeps a fixed prebuffer depth
   until the buffer first has none spare; from then on it shrinks slowly.
 
 While the sender repeats frames (``set_extra_frames``: copies come up to that many
-ticks late), the buffer grows to the raised target at losses and, for spread copies
-(a wait beyond ``MAX_REDUNDANT`` frames), on quiet frames too; once there, a dip
+ticks late), the buffer grows to the raised target at losses; once there, a dip
 from a burst of loss (the newest frames missing) is not taken for lateness: the
-copies of the missing frames are still to come.
+copies of the missing frames are still to come. It grows only at losses, never on
+quiet frames ahead of them: in running speech a "quiet" frame is often a soft
+consonant, and every stretch (and the drop that later cuts it back) is a jump in
+the speech that costs more than a copy that comes too late (replayed traces of the
+namespace calls, 15 % loss in bursts of 3: PESQ-WB 3.52 growing on quiet frames,
+3.63 without, about 4 frames less delay). With spread copies the level also swings
+above target with the fastest arrivals, so a frame is dropped only when more than
+``SPREAD_SHRINK_SLACK_MS`` is spare (3.33 without that slack).
 
 So a :class:`Lost` for ``seq`` may be followed by the :class:`Frame` for the same
 ``seq``; a frame is still never played twice.
@@ -96,6 +102,10 @@ PEAK_HOLD = 5.0
 SHRINK_S = 6.0
 FAST_SHRINK_EXCESS_MS = 80
 FAST_SHRINK_S = 0.5
+# While the sender spreads its copies (a wait beyond MAX_REDUNDANT frames), this much
+# more must be spare before a frame is dropped: the level swings with the fastest
+# arrivals, and every drop and the stall that follows it is a jump in the speech.
+SPREAD_SHRINK_SLACK_MS = 40
 # A due drop waits for a quiet frame: Opus is VBR, and a packet under this fraction of
 # the running mean size is nearly always a pause (silence ~30-70 bytes, speech ~110 at
 # 40 kbit/s for 20 ms), where a missing frame is not heard. After DROP_PATIENCE_S any
@@ -205,6 +215,7 @@ class JitterBuffer:
         self._shrink_ticks = _ticks(SHRINK_S, frame_ms)
         self._fast_excess = max(math.ceil(FAST_SHRINK_EXCESS_MS / frame_ms), 2)
         self._fast_shrink_ticks = _ticks(FAST_SHRINK_S, frame_ms)
+        self._spread_slack = math.ceil(SPREAD_SHRINK_SLACK_MS / frame_ms)
         self._drop_patience = _ticks(DROP_PATIENCE_S, frame_ms)
         self._settle_patience = _ticks(SETTLE_PATIENCE_S, frame_ms)
         self._settle_ticks = _ticks(SETTLE_WINDOW_S, frame_ms)
@@ -402,12 +413,6 @@ class JitterBuffer:
                     self._cancel_drop()
                     return Lost(seq, None)
                 self._skip_concealed()
-            elif self._extra and self._grow_here(seq, level):
-                # Copies are coming but the buffer is well short of the depth that waits
-                # for them: grow on a quiet frame (a pause, where one more tick of it is
-                # not heard) instead of only at the next loss, which may be seconds away.
-                self._stall_run = 1
-                return Lost(seq, None)
         seq = self._next
         self._next = (seq + 1) % SEQ_MODULO
         payload = self._frames.pop(seq, None)
@@ -518,6 +523,9 @@ class JitterBuffer:
         if estimated and calm and spare:
             floor = max(floor - 1, self._min)
         excess = min(self._win_min, self._win_max + 1 - floor)
+        if self._extra > MAX_REDUNDANT:
+            # The fastest arrivals lift the level above target: not spare (docstring).
+            excess -= self._spread_slack
         settling = self._settling and estimated
         fast = excess >= self._fast_excess
         if settling:
@@ -533,20 +541,6 @@ class JitterBuffer:
             elif estimated:
                 self._settling = False  # nothing spare: what is left was measured
             self._new_window()
-
-    def _grow_here(self, seq: int, level: int) -> bool:
-        # Only for spread copies (a wait beyond what consecutive ones need): those few
-        # frames the stalls at the next losses add soon enough, and a call whose first
-        # frames went missing before their key came should not stretch its speech.
-        # Short now and on average (not just a lost newest packet), not already
-        # waiting, and the frame due is a quiet one. Up to where _stall_floor takes over.
-        return (
-            self._extra > MAX_REDUNDANT
-            and self._stall_run == 0
-            and level < self._target - 1
-            and self._level_mean < self._target - 1
-            and len(self._frames[seq]) <= self._quiet_size()
-        )
 
     def _stall_floor(self) -> int:
         # Below this level a missing frame may only be late: wait for it. While the
