@@ -352,18 +352,14 @@ def _seconds(text: str) -> float:
     return value
 
 
-# Inputs that are not a sound card: sent as they are, the capture chain off by default.
-_PLAIN_SOURCES = ("silence", "tone")
-
-
 def _from_sound_card(source: str | None) -> bool:
     """Whether we capture from a sound card that is there (without one the call goes
     on silent on our side: nothing to clean up)."""
     from bangor.errors import DeviceError
-    from bangor.io.devices import list_devices, select_device
+    from bangor.io.devices import is_generated_or_file, list_devices, select_device
 
     spec = source or "default"
-    if spec in _PLAIN_SOURCES or spec.startswith("tone:") or spec.lower().endswith(".wav"):
+    if is_generated_or_file(spec):
         return False
     try:
         select_device(list_devices(), spec, "input")

@@ -607,6 +607,19 @@ def _check_not_a_file(spec: str, kind: str) -> None:
         raise AudioError(f"bad {kind} {spec!r}: only .wav files are supported")
 
 
+def _is_tone(spec: str) -> bool:
+    return spec == "tone" or spec.startswith("tone:")
+
+
+def _is_wav(spec: str) -> bool:
+    return spec.lower().endswith(".wav")
+
+
+def is_generated_or_file(spec: str) -> bool:
+    """Whether source ``spec`` is silence, a tone or a WAV file, not a sound card."""
+    return spec == "silence" or _is_tone(spec) or _is_wav(spec)
+
+
 def open_source(spec: str, frame_samples: int = FRAME_SAMPLES) -> Source:
     """Open a source of ``frame_samples`` frames by its command-line spec.
 
@@ -614,9 +627,9 @@ def open_source(spec: str, frame_samples: int = FRAME_SAMPLES) -> Source:
     """
     if spec == "silence":
         return SilenceSource(frame_samples)
-    if spec == "tone" or spec.startswith("tone:"):
+    if _is_tone(spec):
         return ToneSource(_parse_tone(spec), frame_samples)
-    if spec.lower().endswith(".wav"):
+    if _is_wav(spec):
         return ArraySource(read_wav(Path(spec)), frame_samples)
     if spec == "null":
         raise AudioError("bad source 'null': null is a sink; use 'silence' as a source")
@@ -631,9 +644,9 @@ def open_sink(spec: str, frame_samples: int = FRAME_SAMPLES) -> Sink:
     """
     if spec == "null":
         return NullSink(frame_samples)
-    if spec.lower().endswith(".wav"):
+    if _is_wav(spec):
         return WavSink(Path(spec), frame_samples)
-    if spec in ("silence", "tone") or spec.startswith("tone:"):
+    if spec == "silence" or _is_tone(spec):
         raise AudioError(f"bad sink {spec!r}: that is a source; use 'null' to discard audio")
     _check_not_a_file(spec, "sink")
     return DeviceSink(spec, frame_samples=frame_samples)
