@@ -134,31 +134,6 @@ async def test_connections_over_the_cap_are_closed(tmp_path: Path) -> None:
         await server.close()
 
 
-async def test_tls_handshakes_in_progress_count_against_the_caps(tmp_path: Path) -> None:
-    """Connections that never finish their TLS handshake hold a place, as idle plain
-    ones do: one address cannot open unlimited handshakes (they were not counted)."""
-    cert_file, key_file = write_pem(tmp_path)
-    server = await make_server(tmp_path, max_page_connections_per_address=2)
-    try:
-        web = await start_web(server, WebOptions("127.0.0.1", 0, cert_file, key_file))
-        idle = [await asyncio.open_connection("127.0.0.1", web.port) for _ in range(2)]
-        async with asyncio.timeout(5):
-            while web.page.connections < 2:  # no ClientHello yet: in the handshake
-                await asyncio.sleep(0.001)
-        context = ssl.create_default_context(cafile=str(cert_file))
-        with pytest.raises((ConnectionError, ssl.SSLError)):
-            await fetch(web.port, get("/", web.port), context, "127.0.0.1")
-        for _, writer in idle:
-            writer.close()
-        async with asyncio.timeout(5):  # their places are free again
-            while web.page.connections:
-                await asyncio.sleep(0.001)
-        status, _, _ = await fetch(web.port, get("/", web.port), context, "127.0.0.1")
-        assert status == 200
-    finally:
-        await server.close()
-
-
 async def test_https_with_an_operator_certificate(tmp_path: Path) -> None:
     cert_file, key_file = write_pem(tmp_path)
     server = await make_server(tmp_path)

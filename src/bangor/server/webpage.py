@@ -145,7 +145,9 @@ class PageServer:
             port,
             reuse_address=True,
             limit=self.settings.max_page_request,
-        )  # TLS starts in _on_connect: a handshake in progress counts against the caps
+            ssl=self.ssl_context,
+            ssl_handshake_timeout=self.settings.page_request_timeout if self.ssl_context else None,
+        )
         return self.tcp
 
     def close(self) -> None:
@@ -228,10 +230,6 @@ class PageServer:
         self.reading[task] = None
         closed = False
         try:
-            if self.ssl_context is not None:
-                await writer.start_tls(
-                    self.ssl_context, ssl_handshake_timeout=settings.page_request_timeout
-                )
             await self._serve(reader, writer)
             # Until the client has taken the whole answer the connection counts, and no
             # longer than this: the body would otherwise wait in our buffer (and the
