@@ -70,8 +70,10 @@ def _envelope_db(x: np.ndarray, sr: int) -> np.ndarray:
 # With max_shift_ms, each segment of this many envelope frames (250 ms) is lined up
 # on its own: an adaptive jitter buffer moves the play-out delay by whole 20 ms frames
 # (it drops one to cut delay, or waits one for a late frame), and a shift in time is
-# not lost audio.
+# not lost audio. The moves add up over a call, so each segment's search is centred on
+# where the segment before it was found, up to DRIFT_LIMIT times max_shift_ms in all.
 SHIFT_SEGMENT = 25
+DRIFT_LIMIT = 3
 
 
 def envelope_correlation(
@@ -95,16 +97,34 @@ def envelope_correlation(
 
 def _follow_shifts(ref_db: np.ndarray, deg_db: np.ndarray, lag: int) -> np.ndarray:
     n = len(ref_db)
-    padded = np.concatenate([np.full(lag, deg_db[0]), deg_db, np.full(lag, deg_db[-1])])
+    reach = lag * DRIFT_LIMIT
+    padded = np.concatenate([np.full(reach, deg_db[0]), deg_db, np.full(reach, deg_db[-1])])
+    loud = ref_db.max() - SPEECH_RANGE_DB
+
+    def best(start: int, end: int, around: int, within: int) -> int:
+        # Nearest first, so a pause (which fits every shift alike) keeps the delay.
+        shifts = sorted(
+            range(max(-reach, around - within), min(reach, around + within) + 1),
+            key=lambda k: abs(k - around),
+        )
+        errors = [
+            float(np.sum((padded[start + reach + k : end + reach + k] - ref_db[start:end]) ** 2))
+            for k in shifts
+        ]
+        return shifts[int(np.argmin(errors))]
+
     out = np.empty(n)
+    previous: int | None = None
     for start in range(0, n, SHIFT_SEGMENT):
         end = min(start + SHIFT_SEGMENT, n)
-        errors = [
-            float(np.sum((padded[start + lag + k : end + lag + k] - ref_db[start:end]) ** 2))
-            for k in range(-lag, lag + 1)
-        ]
-        k = int(np.argmin(errors)) - lag
-        out[start:end] = padded[start + lag + k : end + lag + k]
+        if previous is None and ref_db[start:end].max() > loud:
+            # The overall alignment may follow a later part of the call: the first words
+            # may sit anywhere within reach.
+            previous = best(start, end, 0, reach)
+        elif previous is not None:
+            previous = best(start, end, previous, lag)
+        k = previous or 0
+        out[start:end] = padded[start + reach + k : end + reach + k]
     return out
 
 
