@@ -54,6 +54,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> str:
     url: str = request.getfixturevalue("pg_url")
     # The module shares one database: start every test from no schema at all.
     database = url.rsplit("/", 1)[1]
-    tables = "placements, nodes, rooms, users, alembic_version"
-    asyncio.run(_pg_admin(f"DROP TABLE IF EXISTS {tables} CASCADE", database))
+    # Every table, whatever migrations have added: a new one must not leak between tests.
+    asyncio.run(_pg_admin("DROP SCHEMA public CASCADE; CREATE SCHEMA public", database))
     return url

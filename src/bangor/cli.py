@@ -232,26 +232,60 @@ def _login(args: argparse.Namespace, *, stdin_ok: bool) -> Login:
     )
 
 
+ROOM_ACTIONS = ("create", "list", "invite", "rotate", "delete", "kick")
+
+
 def cmd_room(args: argparse.Namespace) -> int:
+    from bangor.client import manage
     from bangor.client.app import create_room, parse_server
 
+    action = args.action
+    if action == "list" and args.server is None:
+        if args.data_dir is None and args.db is None:
+            raise UsageError(
+                "bangor room list needs --server HOST:PORT (your rooms) or --data-dir/--db "
+                "(every room on a server you run)"
+            )
+        from bangor.server.admin import run_room_list
+
+        return run_room_list(_store_url(args), sys.stdout)
+    if args.server is None:
+        raise UsageError(f"bangor room {action} needs --server HOST:PORT")
+    if action != "list" and not args.name:
+        raise UsageError(f"bangor room {action} needs the room's NAME")
+    if action == "kick" and not args.member:
+        raise UsageError("bangor room kick needs the room's NAME and a MEMBER (nick or account)")
+    if action != "kick" and args.member:
+        raise UsageError(f"bangor room {action} takes one NAME, not {args.member!r} as well")
+    if args.ban and action != "kick":
+        raise UsageError("--ban goes with bangor room kick")
+    if args.max_bitrate is not None and action != "create":
+        raise UsageError("--max-bitrate goes with bangor room create")
     try:
         host, port = parse_server(args.server, DEFAULT_PORT)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if action == "invite":  # this device's copy: no server needed
+        print(manage.saved_invite(args.name, host, port))
+        return ExitCode.OK
     check_name(_login_user(args), "user name", MAX_NAME)  # args.name is the room's here
     login = _login(args, stdin_ok=True)
-    code = _run(
-        lambda: create_room(
-            host,
-            port,
-            login,
-            args.name,
-            lambda text: print(f"bangor: {escape(text)}", file=sys.stderr),
-            args.max_bitrate,
-        )
-    )
-    print(code)
+
+    def warn(text: str) -> None:
+        print(f"bangor: {escape(text)}", file=sys.stderr)
+
+    if action == "create":
+        print(_run(lambda: create_room(host, port, login, args.name, warn, args.max_bitrate)))
+    elif action == "list":
+        for line in _run(lambda: manage.list_rooms(host, port, login, warn)):
+            print(line)
+    elif action == "rotate":
+        print(_run(lambda: manage.rotate(host, port, login, args.name, warn)))
+    elif action == "kick":
+        print(_run(lambda: manage.kick(host, port, login, args.name, args.member, args.ban, warn)))
+    else:
+        _run(lambda: manage.delete(host, port, login, args.name, warn))
+        warn(f"deleted room {args.name}")
     return ExitCode.OK
 
 
@@ -762,17 +796,30 @@ def _add_user(sub: Subcommands) -> None:
 
 
 def _add_room(sub: Subcommands) -> None:
-    room = sub.add_parser("room", help="manage rooms")
-    room.add_argument("action", choices=["create"])
-    room.add_argument("name")
-    room.add_argument("--server", required=True, metavar="HOST:PORT")
+    room = sub.add_parser(
+        "room",
+        help="create and manage rooms",
+        description="create: a new room, its invite printed. list: your rooms on --server "
+        "(or, with --data-dir/--db, every room of a server you run). invite: the invite "
+        "this device keeps for a room it created or joined. rotate: a new invite (members "
+        "in the call get it and stay; the old one stops working). delete: the room goes, "
+        "members in the call are told. kick: remove MEMBER (a nickname or account) from the "
+        "call and rotate the invite; --ban keeps the account out for good. Owner only, "
+        "except invite.",
+    )
+    room.add_argument("action", choices=ROOM_ACTIONS)
+    room.add_argument("name", nargs="?", help="the room's name")
+    room.add_argument("member", nargs="?", help="kick: the member's nickname or account")
+    room.add_argument("--server", metavar="HOST:PORT", help="the server the room is on")
     room.add_argument("--user", metavar="NAME")
+    room.add_argument("--ban", action="store_true", help="kick: the account may not rejoin")
     room.add_argument(
         "--max-bitrate",
         type=_int_in(MIN_BITRATE, MAX_BITRATE, "bit/s"),
         metavar="BPS",
-        help="cap every member's Opus bitrate in this room at BPS bit/s (default: no cap)",
+        help="create: cap every member's Opus bitrate in this room at BPS bit/s (default: no cap)",
     )
+    _store_options(room)
     room.set_defaults(func=cmd_room)
 
 

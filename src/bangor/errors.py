@@ -43,6 +43,7 @@ class CloseCode(IntEnum):
     PASSWORD_REQUIRED = 12  # an empty password on a server with accounts (not counted)
     BUSY = 13  # too many logins being checked at once: try again after ``retry_after``
     MOVED = 14  # a cluster: the room is served by the node at ``location`` (PROTOCOL.md 3.14)
+    REMOVED = 15  # the room's owner removed this member (kick, ban) or deleted the room
 
 
 class BangorError(Exception):
@@ -217,6 +218,6 @@ class RefusedError(BangorError):
     # where the others have a class attribute; mypy will not let it override one.
     @property
     def exit_code(self) -> ExitCode:  # type: ignore[override]
-        if self.code in (CloseCode.ROOM_NOT_FOUND, CloseCode.ROOM_FULL):
+        if self.code in (CloseCode.ROOM_NOT_FOUND, CloseCode.ROOM_FULL, CloseCode.REMOVED):
             return ExitCode.INVITE
         return ExitCode.ERROR

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from bangor.audio.codec import OpusEncoder
 from bangor.io.devices import open_source
+from bangor.server.store import DB_FILE_NAME
 from bangor.settings import ClientSettings
 from bangor.wire.invite import SECRET_SIZE, Invite
 from tests.audiocheck import make_speech_wav, read_wav_48k
@@ -148,6 +150,14 @@ def test_member_without_the_room_secret_hears_nobody_and_is_heard_by_nobody(
     real = Invite.parse(invite)
     # Mallory has an account and the room id, but not the secret.
     forged = Invite(real.host, real.port, real.room_id, bytes(SECRET_SIZE), real.fingerprint)
+    # The server keeps her out: her invite derives no valid join token (PROTOCOL.md 3.15).
+    refused = join(server, forged.encode(), "mallory")
+    assert refused.wait() == 4
+    assert "no such room" in refused.event("left")["reason"]  # type: ignore[operator]
+    # A server that lets her in anyway (here: its database lost the token) gains her
+    # nothing: the members' pair channels need the secret itself.
+    with sqlite3.connect(server.data_dir / DB_FILE_NAME) as db:
+        db.execute("UPDATE rooms SET token_hash = NULL")
     bob = join(server, invite, "bob", "--output", str(tmp_path / "bob.wav"), "--duration", "7")
     bob.event("joined")
     alice = join(server, invite, "alice", "--input", "tone:440", "--duration", "6")

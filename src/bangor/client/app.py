@@ -23,6 +23,7 @@ from bangor.client.identity import KnownMembers, Trust, load_identity
 from bangor.client.media import MediaShell
 from bangor.client.pinning import KnownServers
 from bangor.client.reconnect import reconnect, worth_reconnecting
+from bangor.client.roombook import RoomBook
 from bangor.errors import (
     AudioError,
     BangorError,
@@ -47,6 +48,7 @@ from bangor.wire.e2ee import RoomCrypto
 from bangor.wire.identity import identity_fingerprint, safety_number
 from bangor.wire.invite import SECRET_SIZE, Invite
 from bangor.wire.media import derive_media_keys
+from bangor.wire.pairwise import derive_join_token
 
 Emit = Callable[[ev.Event], None]
 Entered = tuple[ControlClient, msg.Welcome, msg.RoomJoined]  # logged in and in the room
@@ -61,7 +63,8 @@ MAX_DROPPED_RETRY = 2.0
 COMMAND_HELP = (
     "commands: /mute, /unmute, /deafen, /undeafen, /talk [on|off] (push-to-talk), "
     "/ns, /aec, /agc [on|off] (noise suppression, echo cancellation, gain control), "
-    "/volume NAME PERCENT (0..400), /audio (show state), /help; "
+    "/volume NAME PERCENT (0..400), /audio (show state), "
+    "/kick NAME, /ban NAME (the room's owner: remove a member; the invite changes), /help; "
     "other lines are chat (start with // to send a line beginning with /)"
 )
 
@@ -141,6 +144,19 @@ async def connect_and_login(
         return client, welcome
 
 
+def trust_on_first_use(
+    host: str, port: int, warn: Callable[[str], None]
+) -> Callable[[ControlClient], None]:
+    """A check for connect_and_login without an invite: a server seen before must show
+    the same key; a new one is remembered."""
+
+    def pin(client: ControlClient) -> None:
+        if KnownServers.default().check(host, port, client.server_fingerprint):
+            warn(f"first connection to {host}:{port}; trusting its key from now on")
+
+    return pin
+
+
 def retry_wait(retry_after: float) -> float:
     """Seconds to wait before trying a refused login again: the server's hint plus up
     to half as much again at random, so refused clients do not all come back at once."""
@@ -181,22 +197,25 @@ async def create_room(
     ``max_bitrate``: the Opus bit/s each member may send at most (None: no cap).
     """
 
-    def pin(client: ControlClient) -> None:
-        if KnownServers.default().check(host, port, client.server_fingerprint):
-            warn(f"first connection to {host}:{port}; trusting its key from now on")
-
-    client, _ = await connect_and_login(host, port, login, check=pin)
+    client, _ = await connect_and_login(
+        host, port, login, check=trust_on_first_use(host, port, warn)
+    )
+    secret = secrets.token_bytes(SECRET_SIZE)
     try:
+        # The token derives from the room id, which the server picks: so the room is
+        # created, then its token set, before anyone but us knows the id.
         created = await client.create_room(name, max_bitrate or 0)
+        await client.rotate_room(
+            created.room_id, derive_join_token(secret, bytes.fromhex(created.room_id))
+        )
     finally:
         await client.leave()
-    return Invite(
-        host,
-        port,
-        bytes.fromhex(created.room_id),
-        secrets.token_bytes(SECRET_SIZE),
-        client.server_fingerprint,
-    ).encode()
+    invite = Invite(host, port, bytes.fromhex(created.room_id), secret, client.server_fingerprint)
+    try:
+        RoomBook.default().remember(invite, created.name, login.user, owner=True)
+    except BangorError as exc:
+        warn(f"{exc}; the invite is not kept on this device: note it down")
+    return invite.encode()
 
 
 def _stdin_lines(queue: asyncio.Queue[str | None]) -> None:
@@ -253,6 +272,12 @@ async def join_call(
     if login.ask_password is not None:  # asked once: a reconnect logs in with the same
         login = dataclasses.replace(login, ask_password=_asked_once(login.ask_password))
 
+    def room_invite() -> Invite:
+        """The invite as it is now: a rotation in this call replaces its secret."""
+        if call is not None and call.invite is not None:
+            return call.invite
+        return invite
+
     async def enter(resume: bytes = b"") -> Entered:
         """Log in and join the room: at the start and on each reconnect. Always at the
         invite's address: a cluster node there sends us on to the room's node (MOVED),
@@ -263,8 +288,11 @@ async def join_call(
             client, welcome = await connect_and_login(
                 host, port, login, settings, check=pin, resume=resume
             )
+            current = room_invite()
             try:
-                joined = await client.join_room(invite.room_id.hex())
+                joined = await client.join_room(
+                    current.room_id.hex(), derive_join_token(current.secret, current.room_id)
+                )
                 if joined.you.user != login.user:
                     # Members check each other's names against the server's word; a server
                     # that renamed us consistently would pass that check, so we check too.
@@ -332,7 +360,7 @@ async def join_call(
             def new_session(welcome: msg.Welcome, joined: msg.RoomJoined) -> MediaSession:
                 crypto = RoomCrypto(
                     room_id=invite.room_id,
-                    secret=invite.secret,
+                    secret=room_invite().secret,
                     session_id=welcome.session_id,
                     user=login.user,
                     nick=joined.you.nick,
@@ -362,7 +390,10 @@ async def join_call(
                 welcome.resume,
                 enter,
                 new_session,
+                invite=invite,
+                user=login.user,
             )
+            call.keep_invite(joined.name)
             shell.on_output = call.drain
             stack.callback(call.finish)  # before the shell stops and the client leaves
             shell.start(session, [(m.session_id, m.user) for m in joined.members])
@@ -417,6 +448,11 @@ class _Call:
     held: list[tuple[int, bytes]] = dataclasses.field(default_factory=list)
     missing: set[int] = dataclasses.field(default_factory=set)
     grace: asyncio.TimerHandle | None = None
+    # The room's invite as it is now (a rotation replaces its secret), and our account.
+    invite: Invite | None = None
+    user: str = ""
+    room_name: str = ""
+    tasks: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)
 
     async def run(
         self,
@@ -514,6 +550,7 @@ class _Call:
                 else:
                     self.emit(self.stats())
         finally:
+            tasks += self.tasks
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -551,6 +588,9 @@ class _Call:
             return
         elif name == "audio" and not args:
             pass
+        elif name in ("kick", "ban") and len(args) == 1:
+            self.remove_member(args[0], ban=name == "ban")
+            return
         else:
             self.emit(ev.Notice(COMMAND_HELP))
             return
@@ -609,9 +649,81 @@ class _Call:
         elif line.strip():
             self.client.send_chat(self.session.seal_chat(line))
 
+    # --- the room's owner in a call: /kick, /ban, and the rotation they bring ----------
+
+    def keep_invite(self, name: str) -> None:
+        """Keep the room's invite on this device, to print it again (``room invite``)."""
+        self.room_name = name
+        if self.invite is None:
+            return
+        try:
+            RoomBook.default().remember(self.invite, name, self.user)
+        except BangorError as exc:
+            self.emit(ev.ErrorEvent(0, f"{exc}; the invite is not kept on this device"))
+
+    def remove_member(self, who: str, *, ban: bool) -> None:
+        member = self.find_member(who)
+        if member is None:
+            self.emit(ev.ErrorEvent(0, f"no member called {who!r} in this room"))
+            return
+        self._spawn(self._remove(member, ban))
+
+    async def _remove(self, member: ev.MemberInfo, ban: bool) -> None:
+        assert self.invite is not None
+        room_id = self.invite.room_id.hex()
+        try:
+            await self.client.kick(room_id, session_id=member.session_id, ban=ban)
+        except BangorError as exc:
+            self.emit(ev.ErrorEvent(getattr(exc, "code", 0), f"not removed: {exc}"))
+            return
+        what = "banned" if ban else "removed"
+        self.emit(ev.Notice(f"{member.nick} ({member.user}) was {what}; changing the invite"))
+        # They know the room secret: the room gets a new one, given to those still here.
+        await self.rotate()
+
+    async def rotate(self) -> None:
+        """A new room secret: to every verified member over its pair channel, then the
+        new join token to the server; the secret is ours once the server confirms it."""
+        assert self.invite is not None
+        secret = secrets.token_bytes(SECRET_SIZE)
+        self.session.crypto.offer_secret(secret)
+        self.drain()
+        try:
+            await self.client.rotate_room(
+                self.invite.room_id.hex(), derive_join_token(secret, self.invite.room_id)
+            )
+        except BangorError as exc:
+            self.emit(ev.ErrorEvent(getattr(exc, "code", 0), f"the invite was not changed: {exc}"))
+
+    def on_token_changed(self, token: bytes) -> None:
+        assert self.invite is not None
+        secret = self.session.crypto.token_changed(token)
+        if secret is None:
+            self.emit(
+                ev.ErrorEvent(
+                    0,
+                    "the room's owner changed its invite and this device did not get the new "
+                    "one: members who join with it cannot verify you; ask the owner for it",
+                )
+            )
+            return
+        self.invite = dataclasses.replace(self.invite, secret=secret)
+        self.keep_invite(self.room_name)
+        self.emit(ev.InviteChanged(self.invite.encode()))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        async def run() -> None:
+            await work
+
+        task = asyncio.get_running_loop().create_task(run())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
     def on_message(self, message: msg.ServerMessage, now: float) -> None:
         session = self.session
-        if isinstance(message, msg.MemberJoined):
+        if isinstance(message, msg.TokenChanged):
+            self.on_token_changed(message.token)
+        elif isinstance(message, msg.MemberJoined):
             member = message.member
             known = session.members.get(member.session_id)
             if known is not None and known != member.user:

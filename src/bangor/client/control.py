@@ -222,9 +222,29 @@ class ControlClient:
         assert isinstance(reply, msg.RoomCreated)
         return reply
 
-    async def join_room(self, room_id: str) -> msg.RoomJoined:
-        reply = await self.request(msg.JoinRoom(room_id))
+    async def join_room(self, room_id: str, token: bytes = b"") -> msg.RoomJoined:
+        reply = await self.request(msg.JoinRoom(room_id, token))
         assert isinstance(reply, msg.RoomJoined)
+        return reply
+
+    async def list_rooms(self) -> list[msg.RoomInfo]:
+        reply = await self.request(msg.ListRooms())
+        assert isinstance(reply, msg.RoomList)
+        return reply.rooms
+
+    async def rotate_room(self, room_id: str, token: bytes) -> None:
+        reply = await self.request(msg.RotateRoom(room_id, token))
+        assert isinstance(reply, msg.RoomRotated)
+
+    async def delete_room(self, room_id: str) -> None:
+        reply = await self.request(msg.DeleteRoom(room_id))
+        assert isinstance(reply, msg.RoomDeleted)
+
+    async def kick(
+        self, room_id: str, *, session_id: int = 0, user: str = "", ban: bool = False
+    ) -> msg.MemberKicked:
+        reply = await self.request(msg.KickMember(room_id, session_id, user, ban))
+        assert isinstance(reply, msg.MemberKicked)
         return reply
 
     def send_chat(self, sealed: bytes) -> None:

@@ -152,6 +152,15 @@ class AudioState(Event):
 
 
 @dataclass(frozen=True)
+class InviteChanged(Event):
+    """The room's owner rotated it (a kick does too): the old invite no longer admits
+    anyone; this is the new one (this device keeps it: ``bangor room invite``)."""
+
+    kind = "invite_changed"
+    invite: str
+
+
+@dataclass(frozen=True)
 class Notice(Event):
     """Something for the user to read that is not an error (help, a device change)."""
 
@@ -235,6 +244,8 @@ def _describe(event: Event) -> str:
         return f"<{who}> {event.text}"
     if isinstance(event, InviteReady):
         return event.invite
+    if isinstance(event, InviteChanged):
+        return f"the room has a new invite (the old one no longer works): {event.invite}"
     if isinstance(event, PathChanged):
         if event.peer is None:
             return f"voice path: {event.path}"

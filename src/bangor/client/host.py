@@ -20,13 +20,15 @@ from typing import Any
 
 from bangor.client import events as ev
 from bangor.client.identity import identity_path
+from bangor.client.roombook import RoomBook
 from bangor.errors import BangorError, NotFoundError
-from bangor.server.app import Server, open_server
+from bangor.server.app import Server, open_server, token_hash
 from bangor.server.store import database_url
 from bangor.settings import ServerSettings
 from bangor.wire.invite import SECRET_SIZE, Invite, normalize_host
 from bangor.wire.noise import fingerprint as server_fingerprint
 from bangor.wire.noise import public_key
+from bangor.wire.pairwise import derive_join_token
 
 HOST_DIR = "host"
 ROOM_FILE = "room.json"
@@ -78,13 +80,16 @@ def _save_room(path: Path, room_id: str, secret: bytes) -> None:
 
 
 async def _room(server: Server, owner: str, name: str, path: Path) -> tuple[str, bytes]:
-    """The room this host served last time (same invite), else a new one."""
+    """The room this host served last time (same invite, or the one a kick or rotation
+    in that call made), else a new one; its join token set to match."""
     saved = _load_room(path)
     if saved is not None:
         try:
             room = await server.store.get_room(saved[0])
             if room.name == name:
-                return saved
+                known = RoomBook.default().get(room.id)
+                secret = known.decoded().secret if known is not None else saved[1]
+                return await _keep(server, path, room.id, secret)
         except NotFoundError:
             pass
     owner_id = await server.store.open_user(owner)
@@ -94,7 +99,12 @@ async def _room(server: Server, owner: str, name: str, path: Path) -> tuple[str,
         existing = await server.store.create_room(
             owner_id, name, server.settings.max_rooms_per_user
         )
-    room_id, secret = existing.id, secrets.token_bytes(SECRET_SIZE)
+    return await _keep(server, path, existing.id, secrets.token_bytes(SECRET_SIZE))
+
+
+async def _keep(server: Server, path: Path, room_id: str, secret: bytes) -> tuple[str, bytes]:
+    token = derive_join_token(secret, bytes.fromhex(room_id))
+    await server.store.set_room_token(room_id, token_hash(token))
     _save_room(path, room_id, secret)
     return room_id, secret
 

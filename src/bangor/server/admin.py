@@ -1,4 +1,4 @@
-"""The ``bangor user add|remove|passwd|list`` command.
+"""The ``bangor user add|remove|passwd|list`` and ``bangor room list --data-dir`` commands.
 
 :mod:`bangor.cli` parses the arguments and calls :func:`run_user_command`,
 which runs its own event loop. Every failure reaches the CLI as a
@@ -15,6 +15,7 @@ from typing import TextIO
 from bangor.errors import BangorError, StoreError
 from bangor.server.passwords import check_password
 from bangor.server.store import Store, check_user_name, database_url, short_reason
+from bangor.text import escape
 
 log = logging.getLogger(__name__)
 
@@ -76,3 +77,34 @@ async def _run(action: str, name: str, password: str | None, url: str) -> list[s
         return await store.list_users()
     finally:
         await store.close()
+
+
+def run_room_list(url: str, out: TextIO) -> int:
+    """``bangor room list --data-dir|--db``: every room, for the server's operator."""
+    url = database_url(None, url)
+    try:
+        lines = asyncio.run(_room_lines(url))
+    except BangorError:
+        raise
+    except Exception as exc:
+        log.debug("bangor room list failed", exc_info=True)
+        raise StoreError(f"database error: {short_reason(exc)}") from None
+    for line in lines:
+        print(line, file=out)
+    return 0
+
+
+async def _room_lines(url: str) -> list[str]:
+    store = await Store.open(url)
+    try:
+        rooms = await store.list_rooms()
+        bans = await store.ban_counts()
+    finally:
+        await store.close()
+    # Names come from users: escaped. Who is in a call only the running server knows.
+    return [
+        f"{escape(room.name)}\t{room.id}\towner {escape(room.owner_name)}\t"
+        f"join token {'set' if room.token_hash else 'none (any account may join)'}\t"
+        f"{bans.get(room.id, 0)} banned"
+        for room in rooms
+    ]

@@ -48,7 +48,7 @@ from bangor.server.lockout import shown_name
 from bangor.server.relay import Address, Relay, UdpAddress, WebAddress
 from bangor.server.rooms import RoomRegistry
 from bangor.server.sqlite import secure_data_dir
-from bangor.server.store import Store, check_user_name
+from bangor.server.store import Room, Store, check_user_name
 from bangor.settings import MAX_NAME, ServerSettings
 from bangor.text import check_name
 from bangor.wire import control as msg
@@ -75,6 +75,8 @@ RESUME_LABEL = b"bangor resume ticket v1"
 EPOCH_SIZE = 8
 RESUME_MAC_SIZE = msg.RESUME_TICKET_SIZE - 4 - EPOCH_SIZE
 ACCOUNTS_UNAVAILABLE = "accounts unavailable, try again"
+# A wrong join token reads like an unknown room: an old invite learns nothing.
+NO_SUCH_ROOM = "no such room (or the invite is out of date)"
 MIN_RESTART_WINDOW = 0.25  # seconds: even two clients need not come back in the same instant
 
 
@@ -324,6 +326,14 @@ class Connection:
             self.on_leave()
         elif isinstance(message, msg.CreateRoom):
             await self.on_create(message)
+        elif isinstance(message, msg.ListRooms):
+            await self.on_list()
+        elif isinstance(message, msg.RotateRoom):
+            await self.on_rotate(message)
+        elif isinstance(message, msg.DeleteRoom):
+            await self.on_delete(message)
+        elif isinstance(message, msg.KickMember):
+            await self.on_kick(message)
 
     async def on_hello(self, hello: msg.Hello) -> None:
         # The session refused an unsupported version already.
@@ -480,13 +490,33 @@ class Connection:
         try:
             room = await self.server.store.get_room(join.room_id)
         except NotFoundError:
-            self.refuse(CloseCode.ROOM_NOT_FOUND, "no such room", ref)
+            self.refuse(CloseCode.ROOM_NOT_FOUND, NO_SUCH_ROOM, ref)
             return
         except StoreUnavailableError as exc:
             log.warning("session %08x: database unreachable (%s)", self.session_id, exc)
             self.refuse(CloseCode.BUSY, "rooms unavailable, try again", ref)
             return
         if self.closing:
+            return
+        if room.token_hash is not None and not hmac.compare_digest(
+            token_hash(join.token), room.token_hash
+        ):
+            # The same words as an unknown room: an old invite tells its holder nothing.
+            log.info("session %08x: join of room %s with a wrong token", self.session_id, room.id)
+            self.refuse(CloseCode.ROOM_NOT_FOUND, NO_SUCH_ROOM, ref)
+            return
+        assert self.user_id is not None
+        try:
+            banned = await self.server.store.is_banned(room.id, self.user_id)
+        except StoreUnavailableError as exc:
+            log.warning("session %08x: database unreachable (%s)", self.session_id, exc)
+            self.refuse(CloseCode.BUSY, "rooms unavailable, try again", ref)
+            return
+        if self.closing:
+            return
+        if banned:
+            log.info("session %08x: banned from room %s", self.session_id, room.id)
+            self.refuse(CloseCode.REMOVED, "the room's owner banned this account from it", ref)
             return
         cluster = self.server.cluster
         if cluster is not None:
@@ -510,6 +540,165 @@ class Connection:
             self.server.leave_room(self)
         members = self.server.join_room(self, room.id, room.name)
         self.send(msg.RoomJoined(room.id, room.name, self.member(), members, room.max_bitrate or 0))
+
+    # --- room management (PROTOCOL.md 3.15) --------------------------------------
+
+    async def owned_room(self, room_id: str, ref: str) -> Room | None:
+        """The room, if it exists and we own it; else refused (None)."""
+        if not self.admit(Kind.JOIN):  # management is metered with joins
+            self.refuse(CloseCode.THROTTLED, "too many room requests; wait a moment", ref)
+            return None
+        try:
+            room = await self.server.store.get_room(room_id)
+        except NotFoundError:
+            self.refuse(CloseCode.ROOM_NOT_FOUND, "no such room", ref)
+            return None
+        except StoreUnavailableError as exc:
+            log.warning("session %08x: database unreachable (%s)", self.session_id, exc)
+            self.refuse(CloseCode.BUSY, "rooms unavailable, try again", ref)
+            return None
+        if self.closing:
+            return None
+        if room.owner_id != self.user_id:
+            self.refuse(CloseCode.NOT_ALLOWED, "only the room's owner may do that", ref)
+            return None
+        return room
+
+    async def on_list(self) -> None:
+        ref = msg.tag(msg.ListRooms)
+        if not self.admit(Kind.JOIN):
+            self.refuse(CloseCode.THROTTLED, "too many room requests; wait a moment", ref)
+            return
+        try:
+            owned = await self.server.store.list_rooms(self.user_id)
+        except StoreUnavailableError as exc:
+            log.warning("session %08x: database unreachable (%s)", self.session_id, exc)
+            self.refuse(CloseCode.BUSY, "rooms unavailable, try again", ref)
+            return
+        if self.closing:
+            return
+        rooms = self.server.rooms
+        self.send(
+            msg.RoomList(
+                [
+                    msg.RoomInfo(
+                        room.id, room.name, room.owner_name, len(live.members) if live else 0
+                    )
+                    for room in owned[: msg.MAX_LISTED_ROOMS]
+                    for live in (rooms.get(room.id),)
+                ]
+            )
+        )
+
+    async def on_rotate(self, rotate: msg.RotateRoom) -> None:
+        ref = msg.tag(msg.RotateRoom)
+        room = await self.owned_room(rotate.room_id, ref)
+        if room is None:
+            return
+        try:
+            await self.server.store.set_room_token(room.id, token_hash(rotate.token))
+        except NotFoundError:
+            self.refuse(CloseCode.ROOM_NOT_FOUND, "no such room", ref)
+            return
+        except StoreUnavailableError as exc:
+            log.warning("session %08x: database unreachable (%s)", self.session_id, exc)
+            self.refuse(CloseCode.BUSY, "rooms unavailable, try again", ref)
+            return
+        log.info("session %08x: rotated room %s", self.session_id, room.id)
+        self.send(msg.RoomRotated(room.id))
+        # Every member (we too, if in the room) takes the secret that derives the token.
+        live = self.server.rooms.get(room.id)
+        for member in list(live.members.values()) if live is not None else []:
+            member.send(msg.TokenChanged(rotate.token))
+
+    async def on_delete(self, delete: msg.DeleteRoom) -> None:
+        ref = msg.tag(msg.DeleteRoom)
+        if self.room_id == delete.room_id:
+            self.refuse(CloseCode.NOT_ALLOWED, "leave the room before deleting it", ref)
+            return
+        room = await self.owned_room(delete.room_id, ref)
+        if room is None:
+            return
+        try:
+            await self.server.store.delete_room(room.id)  # its bans and placement go with it
+        except NotFoundError:
+            self.refuse(CloseCode.ROOM_NOT_FOUND, "no such room", ref)
+            return
+        except StoreUnavailableError as exc:
+            log.warning("session %08x: database unreachable (%s)", self.session_id, exc)
+            self.refuse(CloseCode.BUSY, "rooms unavailable, try again", ref)
+            return
+        live = self.server.rooms.get(room.id)
+        members = list(live.members.values()) if live is not None else []
+        for member in members:
+            self.server.remove(member, "the room was deleted by its owner")
+        log.info(
+            "session %08x: deleted room %s (%d members)", self.session_id, room.id, len(members)
+        )
+        self.send(msg.RoomDeleted(room.id))
+
+    async def on_kick(self, kick: msg.KickMember) -> None:
+        ref = msg.tag(msg.KickMember)
+        if kick.session_id == 0 and not kick.user:
+            self.refuse(CloseCode.NOT_ALLOWED, "name a member to remove", ref)
+            return
+        if kick.session_id == self.session_id:
+            self.refuse(CloseCode.NOT_ALLOWED, "you cannot remove yourself; leave instead", ref)
+            return
+        room = await self.owned_room(kick.room_id, ref)
+        if room is None:
+            return
+        live = self.server.rooms.get(room.id)
+        target = live.members.get(kick.session_id) if live and kick.session_id else None
+        if kick.session_id and target is None:
+            self.refuse(CloseCode.NOT_ALLOWED, "that member is not in the room", ref)
+            return
+        user = target.user if target is not None else kick.user
+        if kick.ban:
+            if self.server.settings.open:
+                # Everyone on an open server is the same account: a ban would shut out all.
+                self.refuse(
+                    CloseCode.NOT_ALLOWED,
+                    "an open server has no accounts to ban; a kick (which rotates the room) "
+                    "keeps the member out",
+                    ref,
+                )
+                return
+            if user == self.user:
+                self.refuse(CloseCode.NOT_ALLOWED, "you cannot ban your own account", ref)
+                return
+            try:
+                await self.server.store.ban(room.id, user)
+            except NotFoundError as exc:
+                self.refuse(CloseCode.NOT_ALLOWED, str(exc), ref)
+                return
+            except StoreUnavailableError as exc:
+                log.warning("session %08x: database unreachable (%s)", self.session_id, exc)
+                self.refuse(CloseCode.BUSY, "rooms unavailable, try again", ref)
+                return
+        # A ban, or a kick by account name, removes every session of the account in the
+        # room; a kick of a session that one.
+        if target is not None and not kick.ban:
+            removed = [target]
+        else:
+            present = list(live.members.values()) if live is not None else []
+            removed = [m for m in present if m.user == user and m is not self]
+        why = (
+            "banned from the room by its owner"
+            if kick.ban
+            else "removed from the room by its owner"
+        )
+        for member in removed:
+            self.server.remove(member, why)
+        log.info(
+            "session %08x: %s %d session(s) from room %s",
+            self.session_id,
+            "banned" if kick.ban else "kicked",
+            len(removed),
+            room.id,
+        )
+        first = removed[0].session_id if removed else 0
+        self.send(msg.MemberKicked(room.id, first, user, kick.ban))
 
     def on_leave(self) -> None:
         """Leave the room (the session delivers a leave only when we are in one)."""
@@ -727,6 +916,13 @@ class Server:
         for room_id, node in lost.items():
             self.send_away(room_id, node)
 
+    def remove(self, conn: Connection, why: str) -> None:
+        """The room's owner removed ``conn`` (kick, ban, a deleted room): its session ends
+        with REMOVED, and the others see it leave."""
+        conn.fail(CloseCode.REMOVED, why)
+        self.drop(conn)
+        conn.writer.close()
+
     def end_account(self, user: str) -> None:
         """`bangor user remove` deleted ``user`` (on any node): its sessions here end."""
         ended = [conn for conn in self.connections.values() if conn.user == user]
@@ -867,6 +1063,11 @@ class Server:
         left = msg.MemberLeft(conn.session_id)
         for other in self.rooms.others(room_id, conn.session_id):
             other.send(left)
+
+
+def token_hash(token: bytes) -> bytes:
+    """What the store keeps of a join token: a database copy must not let anyone join."""
+    return hashlib.sha256(token).digest()
 
 
 async def open_server(

@@ -49,11 +49,29 @@ rooms = sa.Table(
     sa.Column("created_at", sa.Float),
     # Opus bit/s each member sends at most; NULL: no cap (revision 0002).
     sa.Column("max_bitrate", sa.Integer, nullable=True),
+    # SHA-256 of the room's join token (revision 0004); NULL: none yet, anyone may join.
+    sa.Column("token_hash", sa.LargeBinary, nullable=True),
     sa.UniqueConstraint("owner_id", "name"),
     sa.CheckConstraint(
         f"max_bitrate IS NULL OR max_bitrate BETWEEN {MIN_BITRATE} AND {MAX_BITRATE}",
         name="max_bitrate",
     ),
+)
+
+# Accounts the owner banned from a room (revision 0004).
+room_bans = sa.Table(
+    "room_bans",
+    metadata,
+    sa.Column(
+        "room_id",
+        sa.String(2 * ROOM_ID_BYTES),
+        sa.ForeignKey("rooms.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column(
+        "user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("created_at", sa.Float),
 )
 
 # A cluster (``serve --cluster``, revision 0003): the nodes sharing this database and

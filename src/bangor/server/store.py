@@ -51,7 +51,7 @@ from bangor.errors import (
 from bangor.server import passwords, sqlite
 from bangor.server.hashing import HashPool
 from bangor.server.lockout import UnknownLogins, backoff, check_lock, lock_steps, shown_name
-from bangor.server.schema import ROOM_ID_BYTES, rooms, users
+from bangor.server.schema import ROOM_ID_BYTES, room_bans, rooms, users
 from bangor.settings import MAX_BITRATE, MIN_BITRATE, ServerSettings
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,8 @@ class Room:
     owner_id: int
     owner_name: str
     max_bitrate: int | None = None  # Opus bit/s each member sends at most; None: no cap
+    # SHA-256 of the join token a joiner must show (PROTOCOL.md 3.15); None: no token yet.
+    token_hash: bytes | None = None
 
 
 def database_url(data_dir: pathlib.Path | None, db: str | None) -> str:
@@ -607,11 +609,13 @@ class Store:
             rooms.c.owner_id,
             users.c.name.label("owner_name"),
             rooms.c.max_bitrate,
+            rooms.c.token_hash,
         ).select_from(rooms.join(users, rooms.c.owner_id == users.c.id))
 
     @staticmethod
     def _room(row: sa.Row[Any]) -> Room:
-        return Room(row.id, row.name, row.owner_id, row.owner_name, row.max_bitrate)
+        token_hash = None if row.token_hash is None else bytes(row.token_hash)
+        return Room(row.id, row.name, row.owner_id, row.owner_name, row.max_bitrate, token_hash)
 
     async def get_room(self, room_id: str) -> Room:
         """The room with this id, or :class:`NotFoundError`."""
@@ -629,6 +633,61 @@ class Store:
         async with _db_errors(), self.engine.connect() as conn:
             result = await conn.execute(query)
             return [self._room(row) for row in result]
+
+    async def set_room_token(self, room_id: str, token_hash: bytes) -> None:
+        """Replace the room's join-token hash; :class:`NotFoundError` if the room is gone."""
+        async with _db_errors(), self._writer.begin() as conn:
+            result = await conn.execute(
+                rooms.update().where(rooms.c.id == room_id).values(token_hash=token_hash)
+            )
+            if result.rowcount == 0:
+                raise NotFoundError("no such room")
+
+    async def ban(self, room_id: str, user: str) -> int:
+        """Ban the account ``user`` from the room (again is no error); its id.
+
+        :class:`NotFoundError` if there is no such account or room.
+        """
+        async with _db_errors(), self._writer.begin() as conn:
+            user_id = (
+                await conn.execute(sa.select(users.c.id).where(users.c.name == user))
+            ).scalar_one_or_none()
+            if user_id is None:
+                raise NotFoundError(f"no account named {user}")
+            found = (await conn.execute(sa.select(rooms.c.id).where(rooms.c.id == room_id))).first()
+            if found is None:
+                raise NotFoundError("no such room")
+            already = (
+                await conn.execute(
+                    sa.select(room_bans.c.user_id).where(
+                        room_bans.c.room_id == room_id, room_bans.c.user_id == user_id
+                    )
+                )
+            ).first()
+            if already is None:
+                await conn.execute(
+                    room_bans.insert().values(
+                        room_id=room_id, user_id=user_id, created_at=time.time()
+                    )
+                )
+        return int(user_id)
+
+    async def is_banned(self, room_id: str, user_id: int) -> bool:
+        async with _db_errors(), self.engine.connect() as conn:
+            found = (
+                await conn.execute(
+                    sa.select(room_bans.c.user_id).where(
+                        room_bans.c.room_id == room_id, room_bans.c.user_id == user_id
+                    )
+                )
+            ).first()
+        return found is not None
+
+    async def ban_counts(self) -> dict[str, int]:
+        """Banned accounts per room id (rooms without bans left out)."""
+        query = sa.select(room_bans.c.room_id, sa.func.count()).group_by(room_bans.c.room_id)
+        async with _db_errors(), self.engine.connect() as conn:
+            return {row[0]: int(row[1]) for row in await conn.execute(query)}
 
     async def delete_room(self, room_id: str) -> None:
         """Delete a room; :class:`NotFoundError` if there is none with this id."""

@@ -40,6 +40,17 @@ RetryAfter = Annotated[float, msgspec.Meta(ge=0, le=MAX_RETRY_AFTER)]
 MAX_LOCATION = 262
 Location = Annotated[str, msgspec.Meta(max_length=MAX_LOCATION)]
 
+# A room's join token (PROTOCOL.md 3.15): derived one-way from the room secret, so a
+# server that checks it still never learns the secret. Empty: the sender has none (a
+# client from before tokens; such rooms take any joiner until their owner rotates).
+JOIN_TOKEN_SIZE = 32
+JoinToken = Annotated[bytes, msgspec.Meta(max_length=JOIN_TOKEN_SIZE)]
+NewJoinToken = Annotated[
+    bytes, msgspec.Meta(min_length=JOIN_TOKEN_SIZE, max_length=JOIN_TOKEN_SIZE)
+]
+# At most this many rooms in a room list (a user owns at most max_rooms_per_user).
+MAX_LISTED_ROOMS = 1000
+
 # A room's bitrate cap travels as 0 (no cap) or a bitrate Opus accepts; the decoder can
 # only bound it, so the server refuses 1..MIN_BITRATE - 1 itself.
 BitrateCap = Annotated[int, msgspec.Meta(ge=0, le=MAX_BITRATE)]
@@ -75,6 +86,35 @@ class CreateRoom(msgspec.Struct, frozen=True, tag="create", tag_field="t"):
 
 class JoinRoom(msgspec.Struct, frozen=True, tag="join", tag_field="t"):
     room_id: RoomId
+    token: JoinToken = b""  # from the invite's room secret (3.15)
+
+
+# Room management (3.15): the owner's requests. The server checks ownership.
+
+
+class ListRooms(msgspec.Struct, frozen=True, tag="list", tag_field="t"):
+    """The rooms the logged-in account owns."""
+
+
+class RotateRoom(msgspec.Struct, frozen=True, tag="rotate", tag_field="t"):
+    """Replace the room's join token: joins with the old invite are refused from now on."""
+
+    room_id: RoomId
+    token: NewJoinToken
+
+
+class DeleteRoom(msgspec.Struct, frozen=True, tag="delete", tag_field="t"):
+    room_id: RoomId
+
+
+class KickMember(msgspec.Struct, frozen=True, tag="kick", tag_field="t"):
+    """Remove a member from the room: the session ``session_id`` (0: none), and with
+    ``ban`` every session of its account, or of the account ``user``, now and later."""
+
+    room_id: RoomId
+    session_id: U32 = 0
+    user: Annotated[str, msgspec.Meta(max_length=MAX_NAME)] = ""
+    ban: bool = False
 
 
 class LeaveRoom(msgspec.Struct, frozen=True, tag="leave", tag_field="t"):
@@ -134,6 +174,44 @@ class RoomLeft(msgspec.Struct, frozen=True, tag="left", tag_field="t"):
     room_id: RoomId
 
 
+class RoomInfo(msgspec.Struct, frozen=True):
+    room_id: RoomId
+    name: str
+    owner: str
+    members: U32  # in the room now, on this server
+
+
+class RoomList(msgspec.Struct, frozen=True, tag="rooms", tag_field="t"):
+    rooms: Annotated[list[RoomInfo], msgspec.Meta(max_length=MAX_LISTED_ROOMS)]
+
+
+class RoomRotated(msgspec.Struct, frozen=True, tag="rotated", tag_field="t"):
+    room_id: RoomId
+
+
+class RoomDeleted(msgspec.Struct, frozen=True, tag="deleted", tag_field="t"):
+    room_id: RoomId
+
+
+class MemberKicked(msgspec.Struct, frozen=True, tag="kicked", tag_field="t"):
+    """The answer to a kick: who was removed (``session_id`` 0: nobody was in the room)."""
+
+    room_id: RoomId
+    session_id: U32
+    user: str
+    banned: bool
+
+
+class TokenChanged(msgspec.Struct, frozen=True, tag="token", tag_field="t"):
+    """Pushed to the members of a room when its owner rotated it: the new join token.
+
+    A member takes the new room secret a member sent it (pair message ``secret``) only
+    if it derives this token, so only a rotation the server took changes anyone's secret.
+    """
+
+    token: NewJoinToken
+
+
 class MemberJoined(msgspec.Struct, frozen=True, tag="member_joined", tag_field="t"):
     member: Member
 
@@ -185,12 +263,30 @@ class Error(msgspec.Struct, frozen=True, tag="error", tag_field="t"):
         return self.location if isinstance(self.location, str) else ""
 
 
-ClientMessage = Hello | CreateRoom | JoinRoom | LeaveRoom | SendChat | PeerSend | Ping | Bye
+ClientMessage = (
+    Hello
+    | CreateRoom
+    | JoinRoom
+    | LeaveRoom
+    | SendChat
+    | PeerSend
+    | Ping
+    | Bye
+    | ListRooms
+    | RotateRoom
+    | DeleteRoom
+    | KickMember
+)
 ServerMessage = (
     Welcome
     | RoomCreated
     | RoomJoined
     | RoomLeft
+    | RoomList
+    | RoomRotated
+    | RoomDeleted
+    | MemberKicked
+    | TokenChanged
     | MemberJoined
     | MemberLeft
     | Chat

@@ -32,6 +32,7 @@ next timer (:meth:`RoomCrypto.get_timer`, then :meth:`RoomCrypto.handle_timer`).
 
 from __future__ import annotations
 
+import hmac
 import math
 import secrets
 import struct
@@ -50,6 +51,7 @@ from bangor.wire.pairwise import (
     PairChannel,
     PeerMessage,
     PeerVerified,
+    derive_join_token,
     derive_room_psk,
     pair_prologue,
 )
@@ -82,6 +84,10 @@ ChatText = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CHAT_TEXT)]
 ChatSeq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 DirectKey = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+ROOM_SECRET_SIZE = 16  # as in the invite (wire.invite.SECRET_SIZE)
+RoomSecret = Annotated[
+    bytes, msgspec.Meta(min_length=ROOM_SECRET_SIZE, max_length=ROOM_SECRET_SIZE)
+]
 
 
 # --- what members say to each other (inside pair channels and sealed chat) ----
@@ -133,7 +139,18 @@ class CandidatesMessage(msgspec.Struct, frozen=True, tag="cand", tag_field="t"):
     candidates: Annotated[list[tuple[ShortText, ShortText, Port]], msgspec.Meta(max_length=16)]
 
 
-PeerPayload = KeyMessage | ReceptionReport | CandidatesMessage
+class SecretMessage(msgspec.Struct, frozen=True, tag="secret", tag_field="t"):
+    """The room's next secret, from a member rotating the room (its owner).
+
+    Held until the server announces the join token it derives (control message
+    ``token``): only then does it replace the secret, so a member cannot move the others
+    to a secret of its own, and a rotation the server refused changes nothing.
+    """
+
+    secret: RoomSecret
+
+
+PeerPayload = KeyMessage | ReceptionReport | CandidatesMessage | SecretMessage
 
 _encoder = msgspec.msgpack.Encoder()
 _hello_decoder = msgspec.msgpack.Decoder(PeerHello)
@@ -294,6 +311,8 @@ class RoomCrypto:
         self.identity_private = identity_private
         self.identity_public = public_key(identity_private)
         self._psk = derive_room_psk(secret, room_id)
+        # Next room secrets offered by members (and by us), by session id: see SecretMessage.
+        self._offered: dict[int, bytes] = {}
         self._hello = _encoder.encode(PeerHello(user, nick))
         self._token = token
         self._outbound = Outbound(fresh_sender_key(0, token))
@@ -362,6 +381,7 @@ class RoomCrypto:
     def member_left(self, session_id: int, now: float) -> None:
         """Someone left: if it had our key, a fresh one, so nothing said later reaches it."""
         member = self._members.pop(session_id, None)
+        self._offered.pop(session_id, None)
         if member is None:
             return
         if not member.has_key:
@@ -484,6 +504,9 @@ class RoomCrypto:
                     CandidatesReceived(member.session_id, message.key, tuple(message.candidates))
                 )
                 return
+            if isinstance(message, SecretMessage):
+                self._offered[member.session_id] = message.secret
+                return
             key = SenderKey(message.generation, message.step, message.base_key)
             released = member.inbound.install(key, member.metadata.__getitem__, now)
         except PeerError as exc:
@@ -509,6 +532,34 @@ class RoomCrypto:
     ) -> None:
         """Offer a verified member a direct path (dropped if not verified)."""
         self._send_payload(session_id, CandidatesMessage(key, candidates))
+
+    # --- rotating the room secret (PROTOCOL.md 3.15) ---------------------------------
+
+    def offer_secret(self, secret: bytes) -> list[int]:
+        """Send the room's next secret to every verified member; the members it went to.
+
+        Nothing changes until :meth:`token_changed` (the server took the rotation).
+        """
+        if len(secret) != ROOM_SECRET_SIZE:
+            raise LocalProtocolError(f"a room secret is {ROOM_SECRET_SIZE} bytes")
+        self._offered[self.session_id] = secret
+        sent = []
+        for member in self._members.values():
+            if member.verified and not member.rejected:
+                self._send_payload(member.session_id, SecretMessage(secret))
+                sent.append(member.session_id)
+        return sent
+
+    def token_changed(self, token: bytes) -> bytes | None:
+        """The server says the room's join token is now ``token``: the offered secret
+        that derives it becomes the room secret (pair handshakes from now on use it) and
+        is returned; None if no offer fits (we missed the rotation)."""
+        for secret in self._offered.values():
+            if hmac.compare_digest(derive_join_token(secret, self.room_id), token):
+                self._psk = derive_room_psk(secret, self.room_id)
+                self._offered.clear()
+                return secret
+        return None
 
     def _send_payload(self, session_id: int, payload: PeerPayload) -> None:
         member = self._members.get(session_id)

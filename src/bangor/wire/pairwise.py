@@ -87,6 +87,8 @@ MAX_HELLO = MAX_MESSAGE - KIND_SIZE - (KEY_SIZE + TAG_SIZE) - CHANNEL_SECRET_SIZ
 MAX_COUNTER = 2**64 - 1
 
 ROOM_PSK_INFO = b"bangor/1 room psk"
+JOIN_TOKEN_INFO = b"bangor/1 join token"
+JOIN_TOKEN_SIZE = 32
 PAIR_PROLOGUE_PREFIX = b"bangor/1 pair "
 PAIR_KDF_INFO_I2R = b"bangor/1 pair i2r"
 PAIR_KDF_INFO_R2I = b"bangor/1 pair r2i"
@@ -123,6 +125,17 @@ def derive_room_psk(secret: bytes, room_id: bytes) -> bytes:
         raise LocalProtocolError("room secret is empty")
     return HKDF(
         algorithm=hashes.SHA256(), length=PSK_SIZE, salt=room_id, info=ROOM_PSK_INFO
+    ).derive(secret)
+
+
+def derive_join_token(secret: bytes, room_id: bytes) -> bytes:
+    """What a joiner shows the server (PROTOCOL.md 3.15): HKDF-SHA256(ikm=secret,
+    salt=room_id, info="bangor/1 join token"). One-way, and under its own label, so the
+    server that checks it learns neither the secret nor the PSK."""
+    if not secret:
+        raise LocalProtocolError("room secret is empty")
+    return HKDF(
+        algorithm=hashes.SHA256(), length=JOIN_TOKEN_SIZE, salt=room_id, info=JOIN_TOKEN_INFO
     ).derive(secret)
 
 

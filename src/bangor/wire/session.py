@@ -92,6 +92,10 @@ _LOGGED_IN: dict[type[msg.ClientMessage], Rule] = {
     msg.SendChat: Rule.DELIVER,  # the shell meters it, then refuses it outside a room
     msg.PeerSend: Rule.DELIVER,  # the shell meters it, then drops it outside a room
     msg.Bye: Rule.SESSION,
+    msg.ListRooms: Rule.ANSWER,
+    msg.RotateRoom: Rule.ANSWER,
+    msg.DeleteRoom: Rule.ANSWER,
+    msg.KickMember: Rule.ANSWER,
 }
 # What a client may send in each state, and what the server does with it (PROTOCOL.md
 # 3.5). A state that is not a key (HANDSHAKE, CLOSING, CLOSED) carries no message.
@@ -103,7 +107,16 @@ CLIENT_SENDS: Mapping[State, Mapping[type[msg.ClientMessage], Rule]] = MappingPr
     }
 )
 _ANSWERS: frozenset[type[msg.ServerMessage]] = frozenset(
-    {msg.RoomCreated, msg.RoomJoined, msg.Pong, msg.Error}
+    {
+        msg.RoomCreated,
+        msg.RoomJoined,
+        msg.Pong,
+        msg.Error,
+        msg.RoomList,
+        msg.RoomRotated,
+        msg.RoomDeleted,
+        msg.MemberKicked,
+    }
 )
 # What a server may send in each state; the client holds it to the same table. Pushes
 # only reach members of a room, and the client's state follows the server's answers in
@@ -113,7 +126,14 @@ SERVER_SENDS: Mapping[State, frozenset[type[msg.ServerMessage]]] = MappingProxyT
         State.HELLO: frozenset({msg.Welcome, msg.Error}),
         State.LOGGED_IN: _ANSWERS,
         State.IN_ROOM: _ANSWERS
-        | {msg.RoomLeft, msg.MemberJoined, msg.MemberLeft, msg.Chat, msg.PeerReceived},
+        | {
+            msg.RoomLeft,
+            msg.MemberJoined,
+            msg.MemberLeft,
+            msg.Chat,
+            msg.PeerReceived,
+            msg.TokenChanged,
+        },
     }
 )
 # The request each reply answers, and the state it leads to (None: the state stays).
@@ -125,12 +145,28 @@ REPLIES: Mapping[type[msg.ServerMessage], tuple[type[msg.ClientMessage], State |
             msg.RoomJoined: (msg.JoinRoom, State.IN_ROOM),
             msg.RoomLeft: (msg.LeaveRoom, State.LOGGED_IN),
             msg.Pong: (msg.Ping, None),
+            msg.RoomList: (msg.ListRooms, None),
+            msg.RoomRotated: (msg.RotateRoom, None),
+            msg.RoomDeleted: (msg.DeleteRoom, None),
+            msg.MemberKicked: (msg.KickMember, None),
         }
     )
 )
 # Requests a client keeps until answered; the ``ref`` of a refusal names one of these.
 _TRACKED: Mapping[str, type[msg.ClientMessage]] = MappingProxyType(
-    {msg.tag(t): t for t in (msg.Hello, msg.CreateRoom, msg.JoinRoom, msg.LeaveRoom)}
+    {
+        msg.tag(t): t
+        for t in (
+            msg.Hello,
+            msg.CreateRoom,
+            msg.JoinRoom,
+            msg.LeaveRoom,
+            msg.ListRooms,
+            msg.RotateRoom,
+            msg.DeleteRoom,
+            msg.KickMember,
+        )
+    }
 )
 # A ``leave`` outside a room gets no answer: the next answer to a later request shows it
 # was taken without one. (A ``say`` is answered only when refused, and a refusal cannot
@@ -383,8 +419,8 @@ class ControlSession:
     def create_room(self, name: str, max_bitrate: int = 0) -> Request:
         return self._request(msg.CreateRoom(name, max_bitrate))
 
-    def join_room(self, room_id: str) -> Request:
-        return self._request(msg.JoinRoom(room_id))
+    def join_room(self, room_id: str, token: bytes = b"") -> Request:
+        return self._request(msg.JoinRoom(room_id, token))
 
     def leave_room(self) -> Request:
         return self._request(msg.LeaveRoom())
