@@ -14,6 +14,7 @@ import dataclasses
 import getpass
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -22,13 +23,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bangor import __version__
-from bangor.errors import BangorError, ExitCode, UsageError
+from bangor.address import format_address, parse_address
+from bangor.errors import AuthError, BangorError, ExitCode, UsageError
 from bangor.settings import (
     DEFAULT_PORT,
     FRAME_MS_CHOICES,
     MAX_BITRATE,
     MAX_NAME,
+    MAX_ROOM_NAME,
     MIN_BITRATE,
+    PASSWORD_PROMPT_TRIES,
     ClientSettings,
     ServerSettings,
 )
@@ -93,10 +97,14 @@ def read_secret(
         if not line:
             raise BangorError("expected the password on standard input")
         return line.rstrip("\r\n")
-    first = getpass.getpass(prompt)
-    if confirm and getpass.getpass("again: ") != first:
-        raise BangorError("the two passwords differ")
-    return first
+    for _try in range(PASSWORD_PROMPT_TRIES if confirm else 1):
+        first = getpass.getpass(prompt)
+        if not confirm or getpass.getpass("again: ") == first:
+            return first
+        print("the two passwords differ; again", file=sys.stderr)
+    raise UsageError(
+        f"the two passwords differed {PASSWORD_PROMPT_TRIES} times; nothing was changed"
+    )
 
 
 # --- commands ------------------------------------------------------------------------
@@ -134,6 +142,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         if settings.cluster_stale_after <= 2 * settings.cluster_heartbeat:
             raise UsageError("--stale-after must be more than twice --heartbeat")
+    _log_store(data_dir, args.db, url)
     if args.open:
         logging.getLogger("bangor.server").warning(
             "open mode: no accounts; anyone who reaches this port can create rooms, and an "
@@ -143,6 +152,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _run(lambda: serve(args.host, args.port, data_dir, url, settings, web, advertise))
     print("bangor.server: stopped", file=sys.stderr)
     return ExitCode.OK
+
+
+def _log_store(data_dir: Path, db: str | None, url: str) -> None:
+    """Say where the server keeps its key and accounts: a server on another data
+    directory than ``bangor user`` was given has other accounts, and nothing else
+    would tell."""
+    from bangor.server.store import redact_url
+
+    log = logging.getLogger("bangor.server")
+    where = data_dir.absolute()
+    if db is None:
+        log.warning("data directory %s (server key, accounts and rooms)", where)
+    else:
+        log.warning(
+            "data directory %s (server key); accounts and rooms in %s", where, redact_url(url)
+        )
 
 
 def _advertise(args: argparse.Namespace, url: str | None) -> str | None:
@@ -155,10 +180,11 @@ def _advertise(args: argparse.Namespace, url: str | None) -> str | None:
         raise UsageError("--cluster needs a shared PostgreSQL database: --db postgresql://...")
     if args.advertise is None:
         raise UsageError("--cluster needs --advertise HOST:PORT (where clients reach this node)")
-    host, sep, port = args.advertise.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"--advertise wants HOST:PORT, got {args.advertise!r}")
-    return str(args.advertise)
+    try:
+        host, port = parse_address(args.advertise)
+    except ValueError:
+        raise UsageError(f"--advertise wants HOST:PORT, got {args.advertise!r}") from None
+    return format_address(host, port)
 
 
 def _web_options(args: argparse.Namespace) -> WebOptions | None:
@@ -174,16 +200,13 @@ def _web_options(args: argparse.Namespace) -> WebOptions | None:
     from bangor.server.web import WebOptions  # aioquic only when asked for
     from bangor.server.webpage import check_web_host
 
-    host, sep, port_text = args.web.rpartition(":")
-    if not sep:
-        host = args.host
-    host = host.strip("[]") or args.host
+    text = args.web
+    if text.removeprefix(":").isdigit():  # PORT alone: on --host
+        text = format_address(args.host, int(text.removeprefix(":")))
     try:
-        port = int(port_text)
+        host, port = parse_address(text, min_port=0)  # 0: any free port
     except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise UsageError(f"--web {args.web}: expected [HOST:]PORT")
+        raise UsageError(f"--web {args.web}: expected [HOST:]PORT") from None
     check_web_host(host, tls_cert is not None)
     if tls_cert is not None and tls_key is not None:
         from bangor.server.webcert import check_operator_files
@@ -197,6 +220,10 @@ def cmd_user(args: argparse.Namespace) -> int:
 
     if args.action != "list" and not args.name:
         raise UsageError(f"bangor user {args.action} needs a user NAME")
+    if args.action == "list" and args.name:
+        raise UsageError(f"bangor user list takes no NAME (got {args.name!r})")
+    if args.db is None:
+        _say_if_new_store(Path(args.data_dir) if args.data_dir else default_data_dir())
     return run_user_command(
         args.action,
         args.name,
@@ -206,8 +233,33 @@ def cmd_user(args: argparse.Namespace) -> int:
     )
 
 
+def _say_if_new_store(data_dir: Path) -> None:
+    """A mistyped --data-dir makes a store of its own, whose accounts no server has:
+    say so (stderr), naming the directory, before it is made."""
+    from bangor.server.store import DB_FILE_NAME
+
+    if not (data_dir / DB_FILE_NAME).exists():
+        print(
+            f"bangor: no accounts in {escape(str(data_dir.absolute()))} yet: "
+            "creating a new store there (only a server with this --data-dir sees it)",
+            file=sys.stderr,
+        )
+
+
 def _login_user(args: argparse.Namespace) -> str:
     return args.user or os.environ.get("BANGOR_USER") or getpass.getuser()
+
+
+def _explain_auth(args: argparse.Namespace, exc: AuthError) -> AuthError:
+    """A failed login that used a user name nobody typed: name it, and say where it came
+    from, so "wrong user name or password" is not a riddle."""
+    if args.user:
+        return exc
+    if os.environ.get("BANGOR_USER"):
+        source = "no --user given: BANGOR_USER was used"
+    else:
+        source = "no --user given: your login name was used"
+    return AuthError(f"authentication failed for user {_login_user(args)!r} ({source}): {exc}")
 
 
 def _check_names(args: argparse.Namespace) -> None:
@@ -222,10 +274,12 @@ def _login(args: argparse.Namespace, *, stdin_ok: bool) -> Login:
     from bangor.client.app import Login
 
     user = _login_user(args)
+    # `room`'s NAME is the room's: only `join` and `host` have a nickname.
+    nick = (args.name or "") if args.command in ("join", "host") else ""
     return Login(
         user,
         os.environ.get("BANGOR_PASSWORD"),
-        getattr(args, "name", None) or "",
+        nick,
         ask_password=lambda: read_secret(
             f"password for {user}: ", env="BANGOR_PASSWORD", stdin_ok=stdin_ok
         ),
@@ -240,6 +294,8 @@ def cmd_room(args: argparse.Namespace) -> int:
     from bangor.client.app import create_room, parse_server
 
     action = args.action
+    if action == "list" and (args.name or args.member):
+        raise UsageError("bangor room list takes no room NAME")
     if action == "list" and args.server is None:
         if args.data_dir is None and args.db is None:
             raise UsageError(
@@ -269,23 +325,30 @@ def cmd_room(args: argparse.Namespace) -> int:
         print(manage.saved_invite(args.name, host, port))
         return ExitCode.OK
     check_name(_login_user(args), "user name", MAX_NAME)  # args.name is the room's here
+    if args.name:
+        check_name(args.name, "room name", MAX_ROOM_NAME)
     login = _login(args, stdin_ok=True)
 
     def warn(text: str) -> None:
         print(f"bangor: {escape(text)}", file=sys.stderr)
 
-    if action == "create":
-        print(_run(lambda: create_room(host, port, login, args.name, warn, args.max_bitrate)))
-    elif action == "list":
-        for line in _run(lambda: manage.list_rooms(host, port, login, warn)):
-            print(line)
-    elif action == "rotate":
-        print(_run(lambda: manage.rotate(host, port, login, args.name, warn)))
-    elif action == "kick":
-        print(_run(lambda: manage.kick(host, port, login, args.name, args.member, args.ban, warn)))
-    else:
-        _run(lambda: manage.delete(host, port, login, args.name, warn))
-        warn(f"deleted room {args.name}")
+    try:
+        if action == "create":
+            print(_run(lambda: create_room(host, port, login, args.name, warn, args.max_bitrate)))
+        elif action == "list":
+            for line in _run(lambda: manage.list_rooms(host, port, login, warn)):
+                print(line)
+        elif action == "rotate":
+            print(_run(lambda: manage.rotate(host, port, login, args.name, warn)))
+        elif action == "kick":
+            print(
+                _run(lambda: manage.kick(host, port, login, args.name, args.member, args.ban, warn))
+            )
+        else:
+            _run(lambda: manage.delete(host, port, login, args.name, warn))
+            warn(f"deleted room {args.name}")
+    except AuthError as exc:
+        raise _explain_auth(args, exc) from None
     return ExitCode.OK
 
 
@@ -386,6 +449,30 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _duration(text: str) -> float:
+    """--duration: a positive, finite number of seconds (0 or less would leave at once)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text!r}")
+    return value
+
+
+RECORDING_SUFFIXES = (".opus", ".ogg")
+
+
+def _recording(text: str) -> str:
+    """--record FILE: what we write is Ogg Opus, so the name must say so (a .wav that
+    holds Opus fools players and people alike)."""
+    if Path(text).suffix.lower() not in RECORDING_SUFFIXES:
+        raise argparse.ArgumentTypeError(
+            f"records are Ogg Opus: give a file name ending in .opus or .ogg, not {text!r}"
+        )
+    return text
+
+
 def _from_sound_card(source: str | None) -> bool:
     """Whether we capture from a sound card that is there (without one the call goes
     on silent on our side: nothing to clean up)."""
@@ -468,21 +555,22 @@ def _run_call(
     return ExitCode.ERROR if output.gone else ExitCode.OK
 
 
-def _join(
-    args: argparse.Namespace, invite: Any, emit: Callable[[Any], None]
-) -> Coroutine[Any, Any, None]:
+async def _join(args: argparse.Namespace, invite: Any, emit: Callable[[Any], None]) -> None:
     from bangor.client.app import join_call
 
-    return join_call(
-        invite,
-        _login(args, stdin_ok=False),
-        emit,
-        source_spec=args.input or "default",
-        sink_spec=args.output or "default",
-        record_path=Path(args.record) if args.record else None,
-        duration=args.duration,
-        settings=_client_settings(args),
-    )
+    try:
+        await join_call(
+            invite,
+            _login(args, stdin_ok=False),
+            emit,
+            source_spec=args.input or "default",
+            sink_spec=args.output or "default",
+            record_path=Path(args.record) if args.record else None,
+            duration=args.duration,
+            settings=_client_settings(args),
+        )
+    except AuthError as exc:
+        raise _explain_auth(args, exc) from None
 
 
 def cmd_join(args: argparse.Namespace) -> int:
@@ -586,6 +674,17 @@ def _choice_of(choices: tuple[int, ...], unit: str) -> Callable[[str], int]:
 
 
 PROFILE_HELP = "terminal UI: the saved profile to use (default: default)"
+DATA_DIR_HELP = (
+    "server data directory: the server key, and the SQLite accounts and rooms unless --db "
+    "is given (default: $BANGOR_DATA_DIR, else $XDG_DATA_HOME/bangor-server, else "
+    "~/.local/share/bangor-server)"
+)
+DB_HELP = (
+    "database URL for accounts and rooms instead of the data directory's SQLite file, "
+    "e.g. postgresql://user@host/dbname (default: none)"
+)
+USER_HELP = "account to log in as (default: $BANGOR_USER, else your login name)"
+SERVER_HELP = f"the server: HOST, HOST:PORT or [IPv6]:PORT (default port {DEFAULT_PORT})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -619,11 +718,9 @@ def _store_options(p: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--data-dir",
         metavar="DIR",
-        help="server data directory (default: ~/.local/share/bangor-server)",
+        help=DATA_DIR_HELP,
     )
-    group.add_argument(
-        "--db", metavar="URL", help="database URL, e.g. postgresql://user@host/dbname"
-    )
+    group.add_argument("--db", metavar="URL", help=DB_HELP)
 
 
 def _join_options(p: argparse.ArgumentParser) -> None:
@@ -635,8 +732,12 @@ def _join_options(p: argparse.ArgumentParser) -> None:
 
 
 def _who_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--user", metavar="NAME")
-    p.add_argument("--name", metavar="NICK", help="name shown to the others")
+    p.add_argument("--user", metavar="NAME", help=USER_HELP)
+    p.add_argument(
+        "--name",
+        metavar="NICK",
+        help=f"name shown to the others, at most {MAX_NAME} characters (default: the user name)",
+    )
 
 
 def _device_options(p: argparse.ArgumentParser) -> None:
@@ -649,7 +750,12 @@ def _device_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--output", metavar="SINK", help="default | DEVICE | null | FILE.wav (default: default)"
     )
-    p.add_argument("--duration", type=float, metavar="SECONDS", help="leave after this long")
+    p.add_argument(
+        "--duration",
+        type=_duration,
+        metavar="SECONDS",
+        help="leave after this long, more than 0 (default: stay until Ctrl-C)",
+    )
 
 
 def _voice_options(p: argparse.ArgumentParser) -> None:
@@ -713,19 +819,22 @@ def _voice_options(p: argparse.ArgumentParser) -> None:
 def _call_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--record",
+        type=_recording,
         metavar="FILE.opus",
-        help="record the call (what you hear and what you say) as an Ogg Opus file",
+        help="record the call (what you hear and what you say) as an Ogg Opus file, named "
+        "*.opus or *.ogg (default: no recording)",
     )
     p.add_argument(
         "--ptt",
         action="store_true",
-        help="push-to-talk: send voice only after /talk on (a line on stdin) until /talk off",
+        help="push-to-talk: send voice only after /talk on (a line on stdin) until /talk off "
+        "(default off)",
     )
     p.add_argument(
         "--relay-only",
         action="store_true",
         help="never talk to members directly: they do not learn your addresses, and all "
-        "voice goes through the server",
+        "voice goes through the server (default: direct where possible)",
     )
     p.add_argument(
         "--reconnect-for",
@@ -740,38 +849,64 @@ def _call_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="no terminal UI (the default when stdout is not a terminal)",
     )
-    p.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
+    p.add_argument(
+        "--json", action="store_true", help="one JSON event per line on stdout (default: text)"
+    )
 
 
 # --- one function per subcommand -------------------------------------------------------
 
 
 def _add_serve(sub: Subcommands) -> None:
-    serve = sub.add_parser("serve", help="run a server")
-    serve.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    serve = sub.add_parser(
+        "serve",
+        help="run a server",
+        description="Run a server: TCP control and UDP voice on one port number. It logs "
+        "its data directory, key fingerprint and 'listening on HOST:PORT' to stderr.",
+    )
+    serve.add_argument(
+        "--host",
+        default="0.0.0.0",
+        help="address to listen on (default %(default)s: every IPv4 address; :: for every "
+        "IPv6 one)",
+    )
     serve.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"TCP and UDP port (default {DEFAULT_PORT})"
     )
-    serve.add_argument("--data-dir", metavar="DIR")
-    serve.add_argument("--db", metavar="URL")
+    serve.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
+    serve.add_argument("--db", metavar="URL", help=DB_HELP)
     serve.add_argument(
-        "--open", action="store_true", help="no accounts: an invite code is enough to join"
+        "--open",
+        action="store_true",
+        help="no accounts: an invite code is enough to join (default: accounts)",
     )
     serve.add_argument(
         "--web",
         metavar="[HOST:]PORT",
         help="serve the browser client: the page on TCP PORT, WebTransport on UDP PORT "
-        "(HOST defaults to --host; plain HTTP only on loopback, else give --tls-cert/--tls-key)",
+        "(HOST defaults to --host; plain HTTP only on loopback, else give --tls-cert/--tls-key; "
+        "default: no browser client)",
     )
-    serve.add_argument("--tls-cert", metavar="FILE", help="PEM certificate (chain) for --web")
-    serve.add_argument("--tls-key", metavar="FILE", help="PEM private key for --tls-cert")
+    serve.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="PEM certificate (chain) for --web (default: none; a self-made one for "
+        "WebTransport only)",
+    )
+    serve.add_argument(
+        "--tls-key", metavar="FILE", help="PEM private key for --tls-cert (default: none)"
+    )
     serve.add_argument(
         "--cluster",
         action="store_true",
         help="one of several nodes sharing --db (PostgreSQL) and server.key; rooms are "
-        "placed on nodes and clients sent to their room's node",
+        "placed on nodes and clients sent to their room's node (default: a lone server)",
     )
-    serve.add_argument("--advertise", metavar="HOST:PORT", help="where clients reach this node")
+    serve.add_argument(
+        "--advertise",
+        metavar="HOST:PORT",
+        help="--cluster: where clients reach this node ([IPv6]:PORT for IPv6; no default)",
+    )
     serve.add_argument(
         "--heartbeat",
         type=_seconds,
@@ -787,10 +922,30 @@ def _add_serve(sub: Subcommands) -> None:
     serve.set_defaults(func=cmd_serve)
 
 
+USER_ACTIONS_HELP = """\
+actions:
+  add NAME     create an account; the password is one line of stdin when stdin is
+               not a terminal, else asked for twice
+  remove NAME  delete an account
+  passwd NAME  set a new password (read as for add)
+  list         print the account names, one a line
+
+The accounts are the server's: give the same --data-dir (or --db) as `bangor serve`.
+"""
+
+
 def _add_user(sub: Subcommands) -> None:
-    user = sub.add_parser("user", help="manage accounts")
-    user.add_argument("action", choices=["add", "remove", "passwd", "list"])
-    user.add_argument("name", nargs="?")
+    user = sub.add_parser(
+        "user",
+        help="manage accounts",
+        description="Add, remove, list accounts and set passwords, in a server's store.",
+        epilog=USER_ACTIONS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    user.add_argument(
+        "action", choices=["add", "remove", "passwd", "list"], help="what to do (below)"
+    )
+    user.add_argument("name", nargs="?", help="the account's user name (not for list)")
     _store_options(user)
     user.set_defaults(func=cmd_user)
 
@@ -808,10 +963,12 @@ def _add_room(sub: Subcommands) -> None:
         "except invite.",
     )
     room.add_argument("action", choices=ROOM_ACTIONS)
-    room.add_argument("name", nargs="?", help="the room's name")
+    room.add_argument(
+        "name", nargs="?", help=f"the room's name (at most {MAX_ROOM_NAME} characters)"
+    )
     room.add_argument("member", nargs="?", help="kick: the member's nickname or account")
-    room.add_argument("--server", metavar="HOST:PORT", help="the server the room is on")
-    room.add_argument("--user", metavar="NAME")
+    room.add_argument("--server", metavar="HOST:PORT", help=SERVER_HELP)
+    room.add_argument("--user", metavar="NAME", help=USER_HELP)
     room.add_argument("--ban", action="store_true", help="kick: the account may not rejoin")
     room.add_argument(
         "--max-bitrate",
@@ -825,7 +982,7 @@ def _add_room(sub: Subcommands) -> None:
 
 def _add_join(sub: Subcommands) -> None:
     join = sub.add_parser("join", help="join a room by invite code")
-    join.add_argument("invite")
+    join.add_argument("invite", help="the invite code (bangor:...) from `room create` or `host`")
     _join_options(join)
     join.add_argument("--profile", metavar="NAME", help=PROFILE_HELP)
     join.set_defaults(func=cmd_join)
@@ -848,14 +1005,20 @@ def _add_host(sub: Subcommands) -> None:
         "machine's address on its default route; give your public address or name when "
         "you forward the port on your router)",
     )
-    host.add_argument("--room", default="bangor", metavar="NAME", help="room name")
+    host.add_argument(
+        "--room", default="bangor", metavar="NAME", help="room name (default %(default)s)"
+    )
     _join_options(host)
     host.set_defaults(func=cmd_host)
 
 
 def _add_identity(sub: Subcommands) -> None:
     identity = sub.add_parser("identity", help="show this device's identity fingerprint")
-    identity.add_argument("--json", action="store_true", help="fingerprint, public key and path")
+    identity.add_argument(
+        "--json",
+        action="store_true",
+        help="fingerprint, public key and path as one JSON object (default: the fingerprint)",
+    )
     identity.set_defaults(func=cmd_identity)
 
 
@@ -866,13 +1029,32 @@ def _add_devices(sub: Subcommands) -> None:
         description="List the sound devices PortAudio sees, for --input/--output by index "
         "or name. Exits 1 with a message on stderr when there are none.",
     )
-    devices.add_argument("--json", action="store_true", help="one JSON object per device")
+    devices.add_argument(
+        "--json", action="store_true", help="one JSON object per device (default: a table)"
+    )
     devices.set_defaults(func=cmd_devices)
+
+
+def _parser_of(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> argparse.ArgumentParser:
+    """The parser of the (sub)command ``args`` came from: ``bangor join``'s for
+    ``bangor join ...``, else ``parser``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            name = getattr(args, action.dest, None)
+            if name in action.choices:
+                return _parser_of(action.choices[name], args)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # argparse reports a subcommand's unknown options with the top-level usage; show
+        # the usage of the command they were given to.
+        _parser_of(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
         if _at_terminal():
             args.func = lambda _args: run_tui(None, args.top_profile)

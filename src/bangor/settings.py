@@ -28,6 +28,10 @@ MAX_VOICE_FRAME = 1100
 # Characters of a user name or nickname in a hello (servers allow user names of up to
 # max_user_name, 32 by default); longer ones fail to decode.
 MAX_NAME = 64
+# Characters of a room name in a create request (servers allow up to max_room_name).
+MAX_ROOM_NAME = 64
+# Times `bangor user add|passwd` asks for a password twice before it gives up (exit 2).
+PASSWORD_PROMPT_TRIES = 3
 
 # Characters in one chat message; longer ones are a protocol error (the client checks first).
 MAX_CHAT_TEXT = 2000

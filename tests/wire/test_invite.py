@@ -117,8 +117,11 @@ def test_every_single_substitution_rejected() -> None:
                 continue
             with pytest.raises(InviteError) as info:
                 Invite.parse(chars[:pos] + c + chars[pos + 1 :])
-            # Chars 1-3 hold the host length; a larger one reads as a cut-off code.
+            # Chars 1-3 hold the host length; a larger one reads as a cut-off code. Every
+            # invite starts with "0": without the prefix, another first char is no invite.
             allowed = {checksum, "invite code is truncated"} if 1 <= pos <= 3 else {checksum}
+            if pos == 0 and c != "o":
+                allowed = {NOT_AN_INVITE}
             assert str(info.value) in allowed, (pos, c, str(info.value))
 
 
@@ -127,6 +130,28 @@ def test_every_truncation_rejected() -> None:
     for n in range(1, len(chars)):
         with pytest.raises(InviteError, match=r"^invite code is truncated$"):
             Invite.parse(chars[:n])
+
+
+NOT_AN_INVITE = "not a Bangor invite code (one starts with 'bangor:0')"
+
+
+@pytest.mark.parametrize("text", ["hello", "x", "12345", "https://example.org/#x", "alice"])
+def test_something_else_is_not_an_invite(text: str) -> None:
+    """Not "truncated": nothing was cut off, it was never an invite."""
+    with pytest.raises(InviteError) as info:
+        Invite.parse(text)
+    assert str(info.value) == NOT_AN_INVITE
+
+
+@pytest.mark.parametrize("n", [1, 2, 9, 40])
+def test_a_real_invite_cut_short_is_still_truncated(n: int) -> None:
+    """With its prefix, or by its first character, a cut code is recognised as one."""
+    text = SAMPLE.encode()
+    for cut in (text[: len(INVITE_PREFIX) + n], code_chars(SAMPLE)[:n]):
+        with pytest.raises(InviteError, match=r"^invite code is truncated$"):
+            Invite.parse(cut)
+    with pytest.raises(InviteError, match=r"^invite code is truncated$"):
+        Invite.parse("bangor:hello")  # the prefix says it was meant as one
 
 
 def test_extra_character_rejected() -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bangor.address import format_address, parse_address
 from bangor.client import events as ev
 from bangor.client.control import ControlClient
 from bangor.client.identity import KnownMembers, Trust, load_identity
@@ -125,7 +126,7 @@ async def connect_and_login(
                 await asyncio.sleep(wait)
                 continue
             raise ConnectError(
-                f"server {host}:{port} could not check our login; gave up after "
+                f"server {format_address(host, port)} could not check our login; gave up after "
                 f"{settings.login_retry_budget:g} s (last answer: {exc})"
             ) from None
         except DroppedError:
@@ -152,7 +153,7 @@ def trust_on_first_use(
 
     def pin(client: ControlClient) -> None:
         if KnownServers.default().check(host, port, client.server_fingerprint):
-            warn(f"first connection to {host}:{port}; trusting its key from now on")
+            warn(f"first connection to {format_address(host, port)}; trusting its key from now on")
 
     return pin
 
@@ -165,23 +166,9 @@ def retry_wait(retry_after: float) -> float:
 
 
 def parse_server(text: str, default_port: int) -> tuple[str, int]:
-    """``host``, ``host:port`` or ``[v6]:port``; raises ValueError with a clear message."""
-    host, port = text, default_port
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ValueError(f"bad server address {text!r}")
-        host, rest = text[1:end], text[end + 1 :]
-        if rest:
-            port = int(rest.removeprefix(":"))
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-        if not port_text.isdigit():
-            raise ValueError(f"bad port in server address {text!r}")
-        port = int(port_text)
-    if not host or not 0 < port < 65536:
-        raise ValueError(f"bad server address {text!r}")
-    return host, port
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port``; raises ValueError with a clear
+    message (bangor.address: the one parser of HOST:PORT)."""
+    return parse_address(text, default_port)
 
 
 async def create_room(

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
+from bangor.address import format_address, parse_address
 from bangor.errors import (
     AuthError,
     BadNameError,
@@ -82,11 +83,11 @@ def refusal(error: msg.Error) -> BangorError:
 def moved(location: str) -> BangorError:
     """MOVED names the node to go to as HOST:PORT ([v6]:PORT); a bad one is the server's
     fault, reported as such."""
-    host, sep, port = location.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    try:
+        host, port = parse_address(location)
+    except ValueError:
         return RemoteProtocolError(f"the server sent us to a bad address {location!r}")
-    return MovedError(f"the room is served by {location}", host, int(port))
+    return MovedError(f"the room is served by {format_address(host, port)}", host, port)
 
 
 @dataclass
@@ -121,10 +122,14 @@ class ControlClient:
                 asyncio.open_connection(host, port), settings.connect_timeout
             )
         except TimeoutError:
-            raise ConnectError(f"cannot reach server {host}:{port}: timed out") from None
+            raise ConnectError(
+                f"cannot reach server {format_address(host, port)}: timed out"
+            ) from None
         except OSError as exc:
             reason = exc.strerror or str(exc) or type(exc).__name__
-            raise ConnectError(f"cannot reach server {host}:{port}: {reason.lower()}") from None
+            raise ConnectError(
+                f"cannot reach server {format_address(host, port)}: {reason.lower()}"
+            ) from None
         # A throwaway static key: the server needs none from us (passwords log us in),
         # and the device identity key is kept for members, never shown to the server.
         session = ControlSession(
@@ -138,13 +143,19 @@ class ControlClient:
             await asyncio.wait_for(client._handshake(), settings.connect_timeout)
         except TimeoutError:
             writer.close()
-            raise ConnectError(f"server {host}:{port} did not complete the handshake") from None
+            raise ConnectError(
+                f"server {format_address(host, port)} did not complete the handshake"
+            ) from None
         except ProtocolError as exc:
             writer.close()
-            raise ConnectError(f"handshake with {host}:{port} failed: {exc}") from None
+            raise ConnectError(
+                f"handshake with {format_address(host, port)} failed: {exc}"
+            ) from None
         except (ConnectionError, OSError) as exc:
             writer.close()
-            raise DroppedError(f"handshake with {host}:{port} failed: {exc}") from None
+            raise DroppedError(
+                f"handshake with {format_address(host, port)} failed: {exc}"
+            ) from None
         return client
 
     @property

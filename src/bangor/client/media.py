@@ -27,6 +27,7 @@ from typing import cast
 
 import ifaddr
 
+from bangor.address import format_address
 from bangor.errors import AudioError, ConnectError
 from bangor.io.devices import DeviceSource, NullSink, Sink, Source
 from bangor.media.session import MediaSession
@@ -85,7 +86,9 @@ class MediaShell(asyncio.DatagramProtocol):
             )
         except OSError as exc:
             reason = exc.strerror or str(exc) or type(exc).__name__
-            raise ConnectError(f"no UDP path to {host}:{port}: {reason.lower()}") from None
+            raise ConnectError(
+                f"no UDP path to {format_address(host, port)}: {reason.lower()}"
+            ) from None
         assert self.transport is not None
         self.local_addr = _plain(self.transport.get_extra_info("sockname"))
 
@@ -99,7 +102,9 @@ class MediaShell(asyncio.DatagramProtocol):
             )
         except OSError as exc:
             reason = exc.strerror or str(exc) or type(exc).__name__
-            raise ConnectError(f"no UDP path to {host}:{port}: {reason.lower()}") from None
+            raise ConnectError(
+                f"no UDP path to {format_address(host, port)}: {reason.lower()}"
+            ) from None
         sockaddr = infos[0][4]
         self.server_addr = (str(sockaddr[0]), int(sockaddr[1]))
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bangor import __version__
+from bangor.address import format_address
 from bangor.errors import (
     AuthError,
     BadNameError,
@@ -956,7 +957,7 @@ class Server:
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peername = writer.get_extra_info("peername")
         address = str(peername[0]) if peername else "?"
-        peer = f"{address}:{peername[1]}" if peername else "?"
+        peer = format_address(address, peername[1]) if peername else "?"
         await self.run_connection(reader, writer, peer, address)
 
     async def run_connection(
@@ -1105,7 +1106,9 @@ async def serve(
         await server.start(host, port)
     except OSError as exc:
         await server.store.close()
-        raise BangorError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise BangorError(
+            f"cannot listen on {format_address(host, port)}: {exc.strerror or exc}"
+        ) from None
     if advertise is not None:
         try:
             await server.join_cluster(advertise)
@@ -1121,7 +1124,7 @@ async def serve(
             await server.close()
             raise
     log.warning("server key fingerprint %s", server.fingerprint)
-    log.warning("listening on %s:%d", *server.address)
+    log.warning("listening on %s", format_address(*server.address))
     if advertise is not None:
         log.warning("cluster node %s", advertise)
     if web is not None:

@@ -45,6 +45,7 @@ from aioquic.quic.events import (
 )
 from aioquic.quic.packet import QuicErrorCode
 
+from bangor.address import format_address
 from bangor.errors import BangorError, UsageError
 from bangor.server.relay import WebAddress
 from bangor.server.webcert import SelfCertificates, check_operator_files
@@ -384,7 +385,7 @@ class WebProtocol(QuicConnectionProtocol):
 
     @property
     def peer_text(self) -> str:
-        return f"{self.peer[0]}:{self.peer[1]}" if self.peer else "?"
+        return format_address(self.peer[0], self.peer[1]) if self.peer else "?"
 
 
 @dataclass(frozen=True)
@@ -632,8 +633,7 @@ class WebService:
     @property
     def url(self) -> str:
         scheme = "https" if self.page.ssl_context is not None else "http"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{self.port}/"
+        return f"{scheme}://{format_address(self.host, self.port)}/"
 
 
 async def start_web(server: Server, options: WebOptions) -> WebService:
@@ -659,7 +659,7 @@ async def start_web(server: Server, options: WebOptions) -> WebService:
     except (ValueError, OSError) as exc:  # aioquic reads the files again
         raise UsageError(f"--tls-cert/--tls-key: cannot use them for QUIC: {exc}") from None
     page = PageServer(settings, options.port, endpoint.certificate_hashes, ssl_context)
-    where = f"{options.host}:{options.port}"
+    where = format_address(options.host, options.port)
     # TCP and UDP share one port number; with port 0 retry until both bind.
     for _attempt in range(20):
         try:

@@ -11,6 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Footer, Input, Label, Static
 
+from bangor.address import format_address
 from bangor.client.app import Login, create_room, parse_server
 from bangor.errors import BadNameError, BangorError, InviteError
 from bangor.settings import DEFAULT_PORT, MAX_NAME
@@ -25,8 +26,7 @@ if TYPE_CHECKING:
 
 def invite_server(invite: Invite) -> str:
     """host:port as a profile and the keyring name a server."""
-    host = f"[{invite.host}]" if ":" in invite.host else invite.host
-    return f"{host}:{invite.port}"
+    return format_address(invite.host, invite.port)
 
 
 def _row(label: str, widget: Input | Checkbox) -> Horizontal:

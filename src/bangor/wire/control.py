@@ -14,10 +14,16 @@ from typing import Annotated, get_args
 import msgspec
 
 from bangor.errors import DecodeError
-from bangor.settings import MAX_BITRATE, MAX_NAME, MAX_PEER_MESSAGE, MAX_SEALED_CHAT
+from bangor.settings import (
+    MAX_BITRATE,
+    MAX_NAME,
+    MAX_PEER_MESSAGE,
+    MAX_ROOM_NAME,
+    MAX_SEALED_CHAT,
+)
 from bangor.wire.media import MEDIA_SECRET_SIZE
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ROOM_NAME)]
 Nick = Annotated[str, msgspec.Meta(max_length=MAX_NAME)]
 Password = Annotated[str, msgspec.Meta(max_length=1024)]
 RoomId = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{16}$")]

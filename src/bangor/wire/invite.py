@@ -45,6 +45,7 @@ _MSG_EMPTY = "invite code is empty"
 _MSG_CHARS = "invite code has invalid characters"
 _MSG_CHECKSUM = "invite code checksum does not match (mistyped or tampered)"
 _MSG_TRUNCATED = "invite code is truncated"
+_MSG_NOT_INVITE = "not a Bangor invite code (one starts with 'bangor:0')"
 _MSG_MALFORMED = "invite code is malformed"
 _MSG_PORT = "invite code has a bad port"
 _MSG_HOST = "invite code has a bad host"
@@ -88,14 +89,22 @@ def _b32decode(text: str) -> tuple[bytes, bool]:
     return data, extra < 5 and value & ((1 << extra) - 1) == 0
 
 
-def _clean(text: str) -> str:
+def _clean(text: str) -> tuple[str, bool]:
+    """The code's characters, and whether they came after the ``bangor:`` prefix."""
     code = _IGNORED.sub("", text).lower()
     if code.startswith(INVITE_PREFIX):
-        code = code[len(INVITE_PREFIX) :]
-    elif code.startswith(INVITE_PREFIX[:-1]):
+        return code[len(INVITE_PREFIX) :], True
+    if code.startswith(INVITE_PREFIX[:-1]):
         # A valid code always starts with "0" (version 1), never "b": no ambiguity.
-        code = code[len(INVITE_PREFIX) - 1 :]
-    return code
+        return code[len(INVITE_PREFIX) - 1 :], True
+    return code, False
+
+
+def _looks_like_invite(code: str, prefixed: bool) -> bool:
+    """Whether a code that does not parse was meant as an invite (then it was cut short
+    or mistyped) rather than something else pasted or typed (``hello``, a URL). Every
+    invite's first character is "0": its version byte is below 32."""
+    return prefixed or _DECODE.get(code[0]) == 0
 
 
 @dataclass(frozen=True)
@@ -145,17 +154,21 @@ class Invite:
 
     @classmethod
     def parse(cls, text: str) -> Invite:
-        code = _clean(text)
+        code, prefixed = _clean(text)
         if not code:
             raise InviteError(_MSG_EMPTY)
         if any(ch not in _DECODE for ch in code):
-            raise InviteError(_MSG_CHARS)
+            raise InviteError(_MSG_CHARS if _looks_like_invite(code, prefixed) else _MSG_NOT_INVITE)
         data, clean_pad = _b32decode(code)
         if len(data) < 2:
-            raise InviteError(_MSG_TRUNCATED)
+            raise InviteError(
+                _MSG_TRUNCATED if _looks_like_invite(code, prefixed) else _MSG_NOT_INVITE
+            )
         body, check = data[:-CHECKSUM_SIZE], data[-CHECKSUM_SIZE:]
         declared = FIXED_SIZE + data[1]
         if not clean_pad or _checksum(body) != check:
+            if not _looks_like_invite(code, prefixed):
+                raise InviteError(_MSG_NOT_INVITE)
             # Tell a cut-off code from a mistyped one by the length it claims.
             if len(data) < max(MIN_SIZE, declared):
                 raise InviteError(_MSG_TRUNCATED)
