@@ -962,14 +962,18 @@ def _add_room(sub: Subcommands) -> None:
         "call and rotate the invite; --ban keeps the account out for good. Owner only, "
         "except invite.",
     )
-    room.add_argument("action", choices=ROOM_ACTIONS)
+    room.add_argument("action", choices=ROOM_ACTIONS, help="what to do (see above)")
     room.add_argument(
         "name", nargs="?", help=f"the room's name (at most {MAX_ROOM_NAME} characters)"
     )
     room.add_argument("member", nargs="?", help="kick: the member's nickname or account")
     room.add_argument("--server", metavar="HOST:PORT", help=SERVER_HELP)
     room.add_argument("--user", metavar="NAME", help=USER_HELP)
-    room.add_argument("--ban", action="store_true", help="kick: the account may not rejoin")
+    room.add_argument(
+        "--ban",
+        action="store_true",
+        help="kick: the account may never rejoin (default: removed from the call only)",
+    )
     room.add_argument(
         "--max-bitrate",
         type=_int_in(MIN_BITRATE, MAX_BITRATE, "bit/s"),
