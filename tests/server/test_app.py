@@ -580,3 +580,85 @@ async def test_a_login_the_database_cannot_answer_is_busy_and_logged_as_such(
         for m in logged
     ), logged
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+# --- room management (PROTOCOL.md 3.15) ------------------------------------------------
+
+
+@pytest.fixture
+async def roomy(tmp_path: Path) -> AsyncIterator[Server]:
+    """Management requests are metered with joins: these tests make many at once."""
+    srv = await make_server(tmp_path, join_burst=50, user_join_burst=50)
+    yield srv
+    await srv.close()
+
+
+async def test_only_the_owner_manages_a_room_and_tokens_guard_the_door(roomy: Server) -> None:
+    server = roomy
+    alice, bob = await login(server, "alice"), await login(server, "bob")
+    room = (await alice.create_room("friends")).room_id
+    token = bytes(range(32))
+    await alice.rotate_room(room, token)
+    for attempt in (
+        bob.rotate_room(room, bytes(32)),
+        bob.delete_room(room),
+        bob.kick(room, user="alice"),
+    ):
+        with pytest.raises(RefusedError, match="only the room's owner") as info:
+            await attempt
+        assert info.value.code == CloseCode.NOT_ALLOWED
+    assert [r.name for r in await bob.list_rooms()] == []  # bob owns nothing
+    # No token, or another, reads as no such room; the right one opens it.
+    for wrong in (b"", bytes(32)):
+        with pytest.raises(RefusedError, match="no such room") as info:
+            await bob.join_room(room, wrong)
+        assert info.value.exit_code == 4
+    await bob.join_room(room, token)
+    [listed] = await alice.list_rooms()
+    assert (listed.name, listed.owner, listed.members) == ("friends", "alice", 1)
+    # The owner may not delete the room from inside it, nor kick or ban herself.
+    await alice.join_room(room, token)
+    with pytest.raises(RefusedError, match="leave the room"):
+        await alice.delete_room(room)
+    with pytest.raises(RefusedError, match="cannot remove yourself"):
+        assert alice.welcome is not None
+        await alice.kick(room, session_id=alice.welcome.session_id)
+    with pytest.raises(RefusedError, match="own account"):
+        await alice.kick(room, user="alice", ban=True)
+    for client in (alice, bob):
+        await client.leave()
+
+
+async def test_a_rotation_reaches_every_member_and_a_kick_ends_only_that_session(
+    roomy: Server,
+) -> None:
+    server = roomy
+    alice, bob, carol = [await login(server, u) for u in ("alice", "bob", "carol")]
+    room = (await alice.create_room("friends")).room_id
+    for client in (alice, bob, carol):
+        await client.join_room(room)  # no token set yet: anyone may join, as before
+    await alice.rotate_room(room, b"t" * 32)
+    for client in (alice, bob, carol):  # after the member_joined pushes each had
+        while (pushed := await next_message(client)) != msg.TokenChanged(b"t" * 32):
+            assert isinstance(pushed, msg.MemberJoined)
+    assert bob.welcome is not None and carol.welcome is not None
+    kicked = await alice.kick(room, session_id=carol.welcome.session_id, ban=True)
+    assert (kicked.user, kicked.banned) == ("carol", True)
+    gone = await asyncio.wait_for(carol.events.get(), 5)
+    assert isinstance(gone, RefusedError) and gone.code == CloseCode.REMOVED
+    assert gone.exit_code == 4
+    left = await next_message(bob)
+    assert isinstance(left, msg.MemberLeft) and left.session_id == carol.welcome.session_id
+    carol_again = await login(server, "carol")
+    with pytest.raises(RefusedError, match="banned") as info:
+        await carol_again.join_room(room, b"t" * 32)
+    assert info.value.code == CloseCode.REMOVED
+    # Delete: bob, still in the call, is told; the room is gone.
+    outside = await login(server, "alice")
+    await outside.delete_room(room)
+    while isinstance(removed := await next_message(bob), msg.MemberLeft):
+        pass  # alice, removed first
+    assert isinstance(removed, RefusedError) and "deleted" in str(removed)
+    assert await outside.list_rooms() == []
+    for client in (alice, bob, carol, carol_again, outside):
+        await client.leave()

@@ -383,3 +383,31 @@ async def test_database_refuses_bad_bitrate_cap(store: Store) -> None:
                 )
             )
     assert await store.list_rooms() == []
+
+
+async def test_join_tokens_and_bans_belong_to_their_room(store: Store) -> None:
+    alice = await store.add_user("alice", "correct horse battery")
+    await store.add_user("eve", "correct horse battery")
+    room = await store.create_room(alice, "friends", max_rooms=5)
+    other = await store.create_room(alice, "other", max_rooms=5)
+    assert room.token_hash is None  # a room has no token until its owner sets one
+    await store.set_room_token(room.id, b"h" * 32)
+    assert (await store.get_room(room.id)).token_hash == b"h" * 32
+    assert (await store.get_room(other.id)).token_hash is None
+
+    eve = await store.ban(room.id, "eve")
+    assert await store.ban(room.id, "eve") == eve  # again is no error
+    assert await store.is_banned(room.id, eve)
+    assert not await store.is_banned(other.id, eve)
+    assert await store.ban_counts() == {room.id: 1}
+    with pytest.raises(NotFoundError, match="no account named mallory"):
+        await store.ban(room.id, "mallory")
+    with pytest.raises(NotFoundError):
+        await store.set_room_token("0" * 16, b"h" * 32)
+
+    # A deleted room takes its bans with it; so does a removed account.
+    await store.ban(other.id, "eve")
+    await store.delete_room(room.id)
+    assert await store.ban_counts() == {other.id: 1}
+    await store.remove_user("eve")
+    assert await store.ban_counts() == {}

@@ -10,9 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bangor import settings
-from bangor.errors import DecodeError
+from bangor.errors import CloseCode, DecodeError
 from bangor.settings import MAX_PEER_MESSAGE, MAX_SEALED_CHAT
 from bangor.wire import control as msg
+from bangor.wire.pairwise import derive_join_token
 
 CLIENT_MESSAGES: list[msg.ClientMessage] = [
     msg.Hello(1, "alice", "pw", "Al"),
@@ -306,3 +307,69 @@ def test_a_location_too_long_is_garbage() -> None:
     )
     with pytest.raises(DecodeError):
         msg.decode_server_message(data)
+
+
+# docs/PROTOCOL.md 3.15: room management, for room secret 00..0f and room 0123456789abcdef.
+ROOM_SECRET = bytes(range(16))
+ROOM = "0123456789abcdef"
+JOIN_TOKEN = bytes.fromhex("b9bb1999617ef6661dc2d073b1e0d8c6ed25fcfb50bef990ad0b19c5913fc7f3")
+JOIN_WITH_TOKEN = bytes.fromhex("""
+83 a1 74 a4 6a 6f 69 6e a7 72 6f 6f 6d 5f 69 64 b0 30 31 32 33 34 35 36
+37 38 39 61 62 63 64 65 66 a5 74 6f 6b 65 6e c4 20 b9 bb 19 99 61 7e f6
+66 1d c2 d0 73 b1 e0 d8 c6 ed 25 fc fb 50 be f9 90 ad 0b 19 c5 91 3f c7
+f3
+""")
+ROTATE = bytes.fromhex("""
+83 a1 74 a6 72 6f 74 61 74 65 a7 72 6f 6f 6d 5f 69 64 b0 30 31 32 33 34
+35 36 37 38 39 61 62 63 64 65 66 a5 74 6f 6b 65 6e c4 20 b9 bb 19 99 61
+7e f6 66 1d c2 d0 73 b1 e0 d8 c6 ed 25 fc fb 50 be f9 90 ad 0b 19 c5 91
+3f c7 f3
+""")
+TOKEN_PUSH = bytes.fromhex("""
+82 a1 74 a5 74 6f 6b 65 6e a5 74 6f 6b 65 6e c4 20 b9 bb 19 99 61 7e f6
+66 1d c2 d0 73 b1 e0 d8 c6 ed 25 fc fb 50 be f9 90 ad 0b 19 c5 91 3f c7
+f3
+""")
+BAN = bytes.fromhex("""
+85 a1 74 a4 6b 69 63 6b a7 72 6f 6f 6d 5f 69 64 b0 30 31 32 33 34 35 36
+37 38 39 61 62 63 64 65 66 aa 73 65 73 73 69 6f 6e 5f 69 64 ce a1 a1 a1
+a1 a4 75 73 65 72 a0 a3 62 61 6e c3
+""")
+REMOVED = bytes.fromhex("""
+86 a1 74 a5 65 72 72 6f 72 a4 63 6f 64 65 0f a7 6d 65 73 73 61 67 65 d9
+22 72 65 6d 6f 76 65 64 20 66 72 6f 6d 20 74 68 65 20 72 6f 6f 6d 20 62
+79 20 69 74 73 20 6f 77 6e 65 72 a5 66 61 74 61 6c c3 a3 72 65 66 a0 ab
+72 65 74 72 79 5f 61 66 74 65 72 cb 00 00 00 00 00 00 00 00
+""")
+ROOM_LIST = bytes.fromhex("""
+82 a1 74 a5 72 6f 6f 6d 73 a5 72 6f 6f 6d 73 91 84 a7 72 6f 6f 6d 5f 69
+64 b0 30 31 32 33 34 35 36 37 38 39 61 62 63 64 65 66 a4 6e 61 6d 65 a6
+4c 6f 75 6e 67 65 a5 6f 77 6e 65 72 a5 61 6c 69 63 65 a7 6d 65 6d 62 65
+72 73 02
+""")
+
+
+def test_room_management_worked_bytes() -> None:
+    assert derive_join_token(ROOM_SECRET, bytes.fromhex(ROOM)) == JOIN_TOKEN
+    assert msg.encode(msg.JoinRoom(ROOM, JOIN_TOKEN)) == JOIN_WITH_TOKEN
+    assert msg.encode(msg.RotateRoom(ROOM, JOIN_TOKEN)) == ROTATE
+    assert msg.encode(msg.TokenChanged(JOIN_TOKEN)) == TOKEN_PUSH
+    assert msg.encode(msg.KickMember(ROOM, 0xA1A1A1A1, "", True)) == BAN
+    removed = msg.Error(CloseCode.REMOVED, "removed from the room by its owner", True)
+    assert msg.encode(removed) == REMOVED
+    rooms = msg.RoomList([msg.RoomInfo(ROOM, "Lounge", "alice", 2)])
+    assert msg.encode(rooms) == ROOM_LIST
+    assert msg.decode_client_message(JOIN_WITH_TOKEN) == msg.JoinRoom(ROOM, JOIN_TOKEN)
+    assert msg.decode_server_message(TOKEN_PUSH) == msg.TokenChanged(JOIN_TOKEN)
+
+
+def test_join_without_a_token_still_decodes_and_tokens_are_bounded() -> None:
+    old_join = msg.encode(msg.JoinRoom(ROOM))[: -len(b"\xa5token\xc4\x00")]
+    old_join = b"\x82" + old_join[1:]  # a client from before tokens: two keys
+    assert msg.decode_client_message(old_join) == msg.JoinRoom(ROOM, b"")
+    with pytest.raises(DecodeError):
+        msg.decode_client_message(msg.encode(msg.JoinRoom(ROOM, bytes(33))))
+    with pytest.raises(DecodeError):  # a rotation must name a whole token
+        msg.decode_client_message(msg.encode(msg.RotateRoom(ROOM, bytes(31))))
+    with pytest.raises(DecodeError):
+        msg.decode_server_message(msg.encode(msg.TokenChanged(b"")))

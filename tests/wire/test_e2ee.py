@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bangor.errors import PacketError
+from bangor.errors import LocalProtocolError, PacketError
 from bangor.settings import ClientSettings
 from bangor.wire.e2ee import (
     CandidatesReceived,
@@ -24,7 +24,13 @@ from bangor.wire.e2ee import (
     VoiceReleased,
 )
 from bangor.wire.noise import generate_static_key, public_key
-from bangor.wire.pairwise import MessageKind, PairChannel, derive_room_psk, pair_prologue
+from bangor.wire.pairwise import (
+    MessageKind,
+    PairChannel,
+    derive_join_token,
+    derive_room_psk,
+    pair_prologue,
+)
 from tests.sansio import drain
 
 ROOM = bytes.fromhex("0123456789abcdef")
@@ -665,3 +671,40 @@ def test_problem_reports_from_a_flooding_member_are_few() -> None:
     a.report_held_problems(room.now)
     [final] = [e for e in drain(a) if isinstance(e, PeerProblem)]
     assert final.user == "eve" and final.message.startswith("99 more problem(s) not shown")
+
+
+# --- rotating the room secret (PROTOCOL.md 3.15) ------------------------------------
+
+
+def test_a_rotation_moves_members_to_the_new_secret_only_when_the_server_confirms() -> None:
+    room, a, b, c = trio()
+    new = b"n" * 16
+    assert sorted(a.offer_secret(new)) == [2, 3]
+    room.pump()
+    token = derive_join_token(new, ROOM)
+    # Before the server's word, nothing changed: a newcomer with the new secret fails.
+    assert b.token_changed(derive_join_token(b"x" * 16, ROOM)) is None
+    for member in (a, b, c):
+        assert member.token_changed(token) == new
+    d = room.join(4, "dave", secret=new)
+    assert {e.session_id for e in room.of(4, MemberVerified)} == {1, 2, 3}
+    assert not room.of(4, MemberRejected)
+    # The old secret no longer gets anyone verified.
+    room.join(5, "eve", secret=SECRET)
+    assert {e.session_id for e in room.of(5, MemberRejected)} == {1, 2, 3, 4}
+    assert d.open_voice(2, b.seal_voice(b"still here"), room.now) == b"still here"
+
+
+def test_a_member_cannot_move_the_others_to_a_secret_of_its_own() -> None:
+    room, a, b, c = trio()
+    c.offer_secret(b"c" * 16)  # carol offers hers; the server confirms the owner's only
+    a.offer_secret(b"a" * 16)
+    room.pump()
+    token = derive_join_token(b"a" * 16, ROOM)
+    assert b.token_changed(token) == b"a" * 16
+    # A token that fits nobody's offer (we were not verified in time) changes nothing.
+    lone = Room()
+    x = lone.join(1, "alice")
+    assert x.token_changed(token) is None
+    with pytest.raises(LocalProtocolError):
+        a.offer_secret(b"short")

@@ -55,6 +55,10 @@ CLIENT_MESSAGES: list[msg.ClientMessage] = [
     msg.PeerSend(BOB.session_id, b"pair message"),
     msg.Ping(0),
     msg.Bye(),
+    msg.ListRooms(),
+    msg.RotateRoom(ROOM, bytes(32)),
+    msg.DeleteRoom(ROOM),
+    msg.KickMember(ROOM, BOB.session_id),
 ]
 SERVER_MESSAGES: list[msg.ServerMessage] = [
     WELCOME,
@@ -67,23 +71,31 @@ SERVER_MESSAGES: list[msg.ServerMessage] = [
     msg.PeerReceived(BOB.session_id, b"pair message"),
     msg.Pong(0),
     msg.Error(int(CloseCode.ROOM_NOT_FOUND), "no such room", ref="join"),
+    msg.RoomList([msg.RoomInfo(ROOM, "r", "alice", 1)]),
+    msg.RoomRotated(ROOM),
+    msg.RoomDeleted(ROOM),
+    msg.MemberKicked(ROOM, BOB.session_id, "bob", False),
+    msg.TokenChanged(bytes(32)),
 ]
 
 # Which tags each side may send in each state, written out again from PROTOCOL.md 3.3 to
 # 3.5 rather than read from the module, so that its table is held to the spec.
 _AFTER_LOGIN = {"ping", "create", "join", "leave", "say", "peer", "bye"}
+_AFTER_LOGIN |= {"list", "rotate", "delete", "kick"}  # 3.15: the owner's requests
 CLIENT_MAY_SEND: dict[State, set[str]] = {
     State.HELLO: {"hello"},
     State.LOGGED_IN: _AFTER_LOGIN,
     State.IN_ROOM: _AFTER_LOGIN,
 }
-_ANSWERS = {"created", "joined", "pong", "error"}
+_ANSWERS = {"created", "joined", "pong", "error", "rooms", "rotated", "deleted", "kicked"}
 SERVER_MAY_SEND: dict[State, set[str]] = {
     State.HELLO: {"welcome", "error"},
     State.LOGGED_IN: _ANSWERS,
-    State.IN_ROOM: _ANSWERS | {"left", "member_joined", "member_left", "chat", "peer_from"},
+    State.IN_ROOM: _ANSWERS
+    | {"left", "member_joined", "member_left", "chat", "peer_from", "token"},
 }
-PUSHES = {"member_joined", "member_left", "chat", "peer_from"}
+PUSHES = {"member_joined", "member_left", "chat", "peer_from", "token"}
+MANAGEMENT = {"list", "rotate", "delete", "kick"}
 
 M = TypeVar("M")
 
@@ -264,7 +276,7 @@ def test_what_a_client_may_send_in_each_state(state: State, message: msg.ClientM
         return
     request = link.client.send(message)
     assert from_client(link) == [message]
-    tracked = tag(message) in ("hello", "create", "join", "leave")
+    tracked = tag(message) in {"hello", "create", "join", "leave"} | MANAGEMENT
     assert (request is not None) is tracked
     if request is not None:
         assert request.message == message and request.tag == tag(message)
@@ -284,6 +296,15 @@ def due_for(link: Link, state: State, reply: msg.ServerMessage) -> Request | Non
         return link.request(lambda: link.client.join_room(ROOM))
     if isinstance(reply, msg.RoomLeft) and state is State.IN_ROOM:
         return link.request(link.client.leave_room)
+    requests: dict[type, msg.ClientMessage] = {
+        msg.RoomList: msg.ListRooms(),
+        msg.RoomRotated: msg.RotateRoom(ROOM, bytes(32)),
+        msg.RoomDeleted: msg.DeleteRoom(ROOM),
+        msg.MemberKicked: msg.KickMember(ROOM, BOB.session_id),
+    }
+    request = requests.get(type(reply))
+    if request is not None:
+        return link.request(lambda: link.client.send(request))
     return None
 
 
