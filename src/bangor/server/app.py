@@ -17,7 +17,7 @@ import secrets
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
@@ -313,6 +313,10 @@ class Connection:
     async def handle(self, message: msg.ClientMessage) -> None:
         """Do what a request delivered by the session needs; the session has checked that
         it may come now (ping, bye and a leave outside a room never get here)."""
+        with contextlib.suppress(RequestRefused):  # refused already, with its reason
+            await self.dispatch(message)
+
+    async def dispatch(self, message: msg.ClientMessage) -> None:
         if isinstance(message, msg.Hello):
             now = asyncio.get_running_loop().time()
             self.server.admission.progressed(self, Stage.LOGGING_IN, now)
@@ -488,15 +492,8 @@ class Connection:
         if not self.admit(Kind.JOIN):
             self.refuse(CloseCode.THROTTLED, f"{_TOO_MANY[Kind.JOIN]}; wait a moment", ref)
             return
-        try:
+        with self.store_refusals(ref, NO_SUCH_ROOM):
             room = await self.server.store.get_room(join.room_id)
-        except NotFoundError:
-            self.refuse(CloseCode.ROOM_NOT_FOUND, NO_SUCH_ROOM, ref)
-            return
-        except StoreUnavailableError as exc:
-            log.warning("session %08x: database unreachable (%s)", self.session_id, exc)
-            self.refuse(CloseCode.BUSY, "rooms unavailable, try again", ref)
-            return
         if self.closing:
             return
         if room.token_hash is not None and not hmac.compare_digest(
@@ -507,12 +504,8 @@ class Connection:
             self.refuse(CloseCode.ROOM_NOT_FOUND, NO_SUCH_ROOM, ref)
             return
         assert self.user_id is not None
-        try:
+        with self.store_refusals(ref):
             banned = await self.server.store.is_banned(room.id, self.user_id)
-        except StoreUnavailableError as exc:
-            log.warning("session %08x: database unreachable (%s)", self.session_id, exc)
-            self.refuse(CloseCode.BUSY, "rooms unavailable, try again", ref)
-            return
         if self.closing:
             return
         if banned:
@@ -544,20 +537,31 @@ class Connection:
 
     # --- room management (PROTOCOL.md 3.15) --------------------------------------
 
-    async def owned_room(self, room_id: str, ref: str) -> Room | None:
-        """The room, if it exists and we own it; else refused (None)."""
-        if not self.admit(Kind.JOIN):  # management is metered with joins
+    def admit_room_request(self, ref: str) -> None:
+        """Management is metered with joins (3.12); over the rate: refused (RequestRefused)."""
+        if not self.admit(Kind.JOIN):
             self.refuse(CloseCode.THROTTLED, "too many room requests; wait a moment", ref)
-            return None
+            raise RequestRefused
+
+    @contextlib.contextmanager
+    def store_refusals(self, ref: str, not_found: str = "no such room") -> Iterator[None]:
+        """A store failure refuses the request ``ref`` (and raises RequestRefused): a room
+        that is not there, or a database that cannot be reached."""
         try:
-            room = await self.server.store.get_room(room_id)
+            yield
         except NotFoundError:
-            self.refuse(CloseCode.ROOM_NOT_FOUND, "no such room", ref)
-            return None
+            self.refuse(CloseCode.ROOM_NOT_FOUND, not_found, ref)
+            raise RequestRefused from None
         except StoreUnavailableError as exc:
             log.warning("session %08x: database unreachable (%s)", self.session_id, exc)
             self.refuse(CloseCode.BUSY, "rooms unavailable, try again", ref)
-            return None
+            raise RequestRefused from None
+
+    async def owned_room(self, room_id: str, ref: str) -> Room | None:
+        """The room, if it exists and we own it; else refused (None, or RequestRefused)."""
+        self.admit_room_request(ref)
+        with self.store_refusals(ref):
+            room = await self.server.store.get_room(room_id)
         if self.closing:
             return None
         if room.owner_id != self.user_id:
@@ -567,15 +571,9 @@ class Connection:
 
     async def on_list(self) -> None:
         ref = msg.tag(msg.ListRooms)
-        if not self.admit(Kind.JOIN):
-            self.refuse(CloseCode.THROTTLED, "too many room requests; wait a moment", ref)
-            return
-        try:
+        self.admit_room_request(ref)
+        with self.store_refusals(ref):
             owned = await self.server.store.list_rooms(self.user_id)
-        except StoreUnavailableError as exc:
-            log.warning("session %08x: database unreachable (%s)", self.session_id, exc)
-            self.refuse(CloseCode.BUSY, "rooms unavailable, try again", ref)
-            return
         if self.closing:
             return
         rooms = self.server.rooms
@@ -596,15 +594,8 @@ class Connection:
         room = await self.owned_room(rotate.room_id, ref)
         if room is None:
             return
-        try:
+        with self.store_refusals(ref):
             await self.server.store.set_room_token(room.id, token_hash(rotate.token))
-        except NotFoundError:
-            self.refuse(CloseCode.ROOM_NOT_FOUND, "no such room", ref)
-            return
-        except StoreUnavailableError as exc:
-            log.warning("session %08x: database unreachable (%s)", self.session_id, exc)
-            self.refuse(CloseCode.BUSY, "rooms unavailable, try again", ref)
-            return
         log.info("session %08x: rotated room %s", self.session_id, room.id)
         self.send(msg.RoomRotated(room.id))
         # Every member (we too, if in the room) takes the secret that derives the token.
@@ -620,15 +611,8 @@ class Connection:
         room = await self.owned_room(delete.room_id, ref)
         if room is None:
             return
-        try:
+        with self.store_refusals(ref):
             await self.server.store.delete_room(room.id)  # its bans and placement go with it
-        except NotFoundError:
-            self.refuse(CloseCode.ROOM_NOT_FOUND, "no such room", ref)
-            return
-        except StoreUnavailableError as exc:
-            log.warning("session %08x: database unreachable (%s)", self.session_id, exc)
-            self.refuse(CloseCode.BUSY, "rooms unavailable, try again", ref)
-            return
         live = self.server.rooms.get(room.id)
         members = list(live.members.values()) if live is not None else []
         for member in members:
@@ -669,13 +653,10 @@ class Connection:
                 self.refuse(CloseCode.NOT_ALLOWED, "you cannot ban your own account", ref)
                 return
             try:
-                await self.server.store.ban(room.id, user)
-            except NotFoundError as exc:
+                with self.store_refusals(ref):
+                    await self.server.store.ban(room.id, user)
+            except NotFoundError as exc:  # no such account (a room gone is "no such room")
                 self.refuse(CloseCode.NOT_ALLOWED, str(exc), ref)
-                return
-            except StoreUnavailableError as exc:
-                log.warning("session %08x: database unreachable (%s)", self.session_id, exc)
-                self.refuse(CloseCode.BUSY, "rooms unavailable, try again", ref)
                 return
         # A ban, or a kick by account name, removes every session of the account in the
         # room; a kick of a session that one.
@@ -1064,6 +1045,10 @@ class Server:
         left = msg.MemberLeft(conn.session_id)
         for other in self.rooms.others(room_id, conn.session_id):
             other.send(left)
+
+
+class RequestRefused(Exception):
+    """A request was refused (the refusal is sent): the handler stops there."""
 
 
 def token_hash(token: bytes) -> bytes:
