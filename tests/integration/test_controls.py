@@ -161,12 +161,14 @@ def test_without_sound_cards_the_call_goes_on_in_silence(
         "2",
         stdin="still here\n",
     )
-    errors = [e["message"] for e in alice.events_of("warning", 2)]
-    assert "joining without a microphone" in errors[0]
-    assert "joining without sound output" in errors[1]
-    assert "bangor devices" in errors[0] or "audio devices" in errors[0] or "PortAudio" in errors[0]
+    (warning,) = [str(e["message"]) for e in alice.events_of("warning", 1)]
+    # One cause (no sound card), one warning: the call goes on, so not an `error`.
+    assert warning.endswith("; joining without a microphone or sound output")
+    assert "bangor devices" in warning or "audio devices" in warning or "PortAudio" in warning
     alice.event("joined")
     assert bob.event("chat")["text"] == "still here"
     assert alice.wait() == 0
+    assert [e["event"] for e in alice.events()].count("warning") == 1
+    assert "error" not in [e["event"] for e in alice.events()]
     assert "Traceback" not in "\n".join(alice.stderr.seen)
     bob.wait()

@@ -283,19 +283,29 @@ async def join_call(
         with contextlib.ExitStack() as opening:  # one that fails closes the others
             # No sound card (or no PortAudio): the call still works, silent on that side.
             source: Source
+            missing: dict[str, str] = {}  # what could not be opened: why
             try:
                 source = open_source(source_spec, samples)
             except DeviceError as exc:
-                emit(ev.WarningEvent(f"{exc}; joining without a microphone"))
+                missing["a microphone"] = str(exc)
                 source = SilenceSource(samples)
             opening.callback(source.close)
             sink: Sink
             try:
                 sink = open_sink(sink_spec, samples)
             except DeviceError as exc:
-                emit(ev.WarningEvent(f"{exc}; joining without sound output"))
+                missing["sound output"] = str(exc)
                 sink = NullSink(samples)
             opening.callback(sink.close)
+            if len(set(missing.values())) == 1:  # one cause (no sound card): one warning
+                emit(
+                    ev.WarningEvent(
+                        f"{next(iter(missing.values()))}; joining without {' or '.join(missing)}"
+                    )
+                )
+            else:
+                for what, why in missing.items():
+                    emit(ev.WarningEvent(f"{why}; joining without {what}"))
             recorder = None
             if record_path is not None:
                 recorder = OpusFileSink(record_path, frame_ms=settings.frame_ms)
