@@ -545,7 +545,7 @@ class _Call:
         name, args = (words[0].lower(), words[1:]) if words else ("help", [])
         command = COMMANDS.get(name)
         if command is None:
-            self.emit(ev.WarningEvent(f"unknown command /{name} (type /help)"))
+            self.emit(ev.WarningEvent(f"unknown command /{words[0]} (type /help)"))
             return
         problem = command.check(name, args)
         if problem:
@@ -911,10 +911,6 @@ class CallCommand:
         return f"/{name}{usage}{about}"
 
 
-def _processing_command(stage: str, about: str) -> CallCommand:
-    return CallCommand("[on|off]", about, lambda call, args: call.process(stage, args))
-
-
 # Every in-call command: a new one is one entry here (and a method of _Call if need be).
 COMMANDS: dict[str, CallCommand] = {
     "mute": CallCommand("", "", lambda call, args: call.set_audio(muted=True)),
@@ -924,14 +920,13 @@ COMMANDS: dict[str, CallCommand] = {
     ),
     "undeafen": CallCommand("", "", lambda call, args: call.set_audio(deafened=False)),
     "talk": CallCommand("[on|off]", "push-to-talk", _Call.talk),
-    **{
-        name: _processing_command(stage, about)
-        for name, (stage, about) in {
-            "ns": ("noise_suppression", "noise suppression"),
-            "aec": ("echo_cancellation", "echo cancellation"),
-            "agc": ("agc", "gain control"),
-        }.items()
-    },
+    "ns": CallCommand(
+        "[on|off]", "noise suppression", lambda call, args: call.process("noise_suppression", args)
+    ),
+    "aec": CallCommand(
+        "[on|off]", "echo cancellation", lambda call, args: call.process("echo_cancellation", args)
+    ),
+    "agc": CallCommand("[on|off]", "gain control", lambda call, args: call.process("agc", args)),
     "volume": CallCommand(
         "NAME PERCENT",
         f"0..{MAX_VOLUME_PERCENT}, per speaker",
