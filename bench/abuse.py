@@ -519,7 +519,7 @@ async def measure(opts: Options, name: str, template: Path, tmp: Path, procs: Pr
         str(e.get("event")) for t, e in json_events(call.listener) if window.go <= t <= window.end
     )
     row.listener_events = dict(kinds)
-    row.listener_errors = kinds["error"]
+    row.listener_errors = kinds["error"] + kinds["warning"]  # e2ee reports are warnings
     for process in (call.listener, call.speaker):
         if process.popen.poll() is not None:
             row.notes.append(f"the {process.name} exited ({process.popen.returncode})")

@@ -398,7 +398,7 @@ def _emitter(args: argparse.Namespace) -> Callable[[Any], None]:
     def emit(event: ev.Event) -> None:
         if args.json:
             print(json.dumps(event.to_json()), flush=True)
-        elif isinstance(event, ev.ErrorEvent | ev.MemberRejected | ev.KeyChanged):
+        elif isinstance(event, ev.ErrorEvent | ev.WarningEvent | ev.MemberRejected | ev.KeyChanged):
             print(ev.describe(event), file=sys.stderr, flush=True)
         elif not isinstance(event, ev.Stats):
             print(ev.describe(event), flush=True)
@@ -533,21 +533,33 @@ def _run_call(
     call: Callable[[Callable[[Any], None]], Coroutine[Any, Any, None]],
 ) -> int:
     """Run a call that prints its events with the emitter it gets; with --json a fatal
-    error is also an ``error`` event."""
+    error is also an ``error`` event (after ``left``). Without --json it is said once, as
+    ``error: ...`` on stderr (main), not also as ``left: ...``."""
     from bangor.client import events as ev
 
     output = _Output(_emitter(args))
+    held: list[ev.Event] = []  # the human `left` line, until we know how the call ended
+
+    def emit(event: ev.Event) -> None:
+        if isinstance(event, ev.Left) and not args.json:
+            held.append(event)
+        else:
+            output(event)
 
     async def main() -> None:
         task = asyncio.current_task()
         assert task is not None
         output.on_gone = task.cancel  # like Ctrl-C: leave the room cleanly
         try:
-            await call(output)
+            await call(emit)
         except BangorError as exc:
+            held.clear()
             if args.json:
                 output(ev.ErrorEvent(int(exc.exit_code), str(exc)))
             raise
+        finally:
+            for event in held:
+                output(event)
 
     # Ctrl-C / SIGTERM cancel the call; join_call has left the room cleanly by then.
     with contextlib.suppress(asyncio.CancelledError):

@@ -12,7 +12,7 @@ import pytest
 from bangor.client import events as ev
 from bangor.client.app import Login, create_room, join_call, pump_lines
 from bangor.client.events import Event
-from bangor.errors import RemoteProtocolError
+from bangor.errors import AuthError, RemoteProtocolError
 from bangor.server.app import Connection
 from bangor.settings import ClientSettings
 from bangor.wire import control as msg
@@ -37,8 +37,98 @@ async def test_a_server_that_renames_us_is_refused(
             await join_call(
                 Invite.parse(invite), Login("alice", PASSWORD), events.append, read_stdin=False
             )
-        assert events[-1].kind == "left"
+        # Never in the room: nothing to have left (a `left` read as if we had been in).
+        assert [e.kind for e in events if e.kind in ("joined", "left")] == []
     finally:
+        await server.close()
+
+
+async def test_a_failed_login_says_no_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BANGOR_HOME", str(tmp_path / "home"))
+    server = await make_server(tmp_path)
+    try:
+        host, port = server.address
+        invite = await create_room(host, port, Login("alice", PASSWORD), "r", lambda _: None)
+        events: list[Event] = []
+        with pytest.raises(AuthError):
+            await join_call(
+                Invite.parse(invite), Login("alice", "wrong"), events.append, read_stdin=False
+            )
+        assert not [e for e in events if isinstance(e, ev.Left)]
+    finally:
+        await server.close()
+
+
+async def test_commands_paths_and_ids_in_a_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unknown commands and stray arguments are warnings (not the help); alone in the
+    room no path is reported; bob's first path event names him; ids are decimal."""
+    monkeypatch.setenv("BANGOR_HOME", str(tmp_path / "home"))
+    server = await make_server(tmp_path)
+    settings = ClientSettings(vad=False, stats_interval=0.1)
+    stop = asyncio.Event()
+    alice, bob = Recorder(), Recorder()
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+    calls: list[asyncio.Task[None]] = []
+    try:
+        host, port = server.address
+        invite = Invite.parse(
+            await create_room(host, port, Login("alice", PASSWORD), "r", lambda _: None)
+        )
+
+        def call(user: str, record: Recorder, **options: object) -> None:
+            calls.append(
+                asyncio.create_task(
+                    join_call(
+                        invite,
+                        Login(user, PASSWORD),
+                        record,
+                        source_spec="tone",
+                        read_stdin=False,
+                        stop=stop,
+                        settings=settings,
+                        **options,  # type: ignore[arg-type]
+                    )
+                )
+            )
+
+        call("alice", alice, lines=lines)
+        await alice.wait(lambda e: isinstance(e, ev.Stats) and e.rtt_ms is not None)
+        assert not [e for e in alice.events if isinstance(e, ev.PathChanged)]  # nobody to
+        for line in ("/foo", "/mute extra", "/talk maybe", "/volume alice"):
+            lines.put_nowait(line)
+        for want in (
+            "unknown command /foo (type /help)",
+            "/mute takes no argument",
+            "usage: /talk [on|off]",
+            "usage: /volume NAME PERCENT",
+        ):
+            await alice.wait(lambda e, want=want: e == ev.WarningEvent(want))  # type: ignore[misc]
+        assert not [e for e in alice.events if isinstance(e, ev.Notice | ev.AudioState)]
+        lines.put_nowait("/help")
+        help_text = await alice.wait(lambda e: isinstance(e, ev.Notice))
+        assert isinstance(help_text, ev.Notice)
+        assert "/mute, /unmute" in help_text.message and "/volume NAME PERCENT" in help_text.message
+
+        call("bob", bob)
+        joined = await bob.wait(lambda e: isinstance(e, ev.Joined))
+        assert isinstance(joined, ev.Joined)
+        bob_id = joined.you.session_id
+        path = await alice.wait(lambda e: isinstance(e, ev.PathChanged))
+        assert isinstance(path, ev.PathChanged)
+        assert (path.path, path.peer, path.nick) == ("relay", bob_id, "bob")
+        lines.put_nowait(f"/volume {bob_id} 50")  # by the id events give
+        state = await alice.wait(lambda e: isinstance(e, ev.AudioState))
+        assert isinstance(state, ev.AudioState) and state.volumes == {"bob": 50}
+        stats = await alice.wait(
+            lambda e: isinstance(e, ev.Stats) and str(bob_id) in e.senders and bool(e.paths)
+        )
+        assert isinstance(stats, ev.Stats) and stats.paths is not None
+        assert list(stats.paths) == [str(bob_id)]
+    finally:
+        stop.set()
+        await asyncio.gather(*calls, return_exceptions=True)
         await server.close()
 
 
@@ -137,9 +227,7 @@ async def test_a_dropped_control_channel_rejoins_with_fresh_keys(
 
         # And bob hears the new alice.
         def hears(e: Event) -> bool:
-            return (
-                isinstance(e, ev.Stats) and e.senders.get(f"{new_id:08x}", {}).get("played", 0) > 10
-            )
+            return isinstance(e, ev.Stats) and e.senders.get(str(new_id), {}).get("played", 0) > 10
 
         await bob.wait(hears, mark)
         assert not any(isinstance(e, ev.ErrorEvent) for e in alice.events + bob.events)

@@ -30,7 +30,8 @@ EVENTS = [
     ev.PathChanged("direct", 2, 1.0, NICK),
     ev.AudioState(False, False, False, False, {NICK: 50}),
     ev.Notice(TEXT),
-    ev.ErrorEvent(0, TEXT),
+    ev.WarningEvent(TEXT),
+    ev.ErrorEvent(1, TEXT),
     ev.Left(TEXT),
 ]
 
@@ -49,7 +50,7 @@ def test_what_the_headless_client_prints_is_safe_and_json_keeps_the_text(
     emit = _emitter(argparse.Namespace(json=json_mode))
     for text in HOSTILE.values():
         emit(ev.ChatReceived(2, NICK, text, "mallory"))
-        emit(ev.ErrorEvent(0, text))  # to stderr without --json
+        emit(ev.WarningEvent(text))  # to stderr without --json
     out, err = capsys.readouterr()
     # One line per event: nothing but the newline that ends it is a control.
     lines = out.split("\n") + err.split("\n")
@@ -66,3 +67,23 @@ def test_server_log_lines_escape_what_clients_sent() -> None:
     )
     line = _EscapingFormatter("%(name)s: %(message)s").format(record)
     assert unsafe(line) == [] and line.startswith("bangor.server: protocol error: hi\\x1b")
+
+
+def test_joined_says_who_is_here_and_whose_account_it_is() -> None:
+    erin2 = ev.MemberInfo(3, "erin", "erin2")
+    others = (ev.MemberInfo(4, "alice", "alice"), ev.MemberInfo(5, "carol", "carol"))
+    line = ev.describe(ev.Joined("00" * 8, "friends", erin2, others))
+    assert line == "joined room friends as erin2 (account erin); here: alice, carol"
+    line = ev.describe(ev.Joined("00" * 8, "friends", YOU, ()))
+    assert line == "joined room friends as alice; nobody else is here yet"
+
+
+def test_warnings_are_their_own_event_and_say_warning_on_stderr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert ev.WarningEvent("no audio devices").to_json() == {
+        "event": "warning",
+        "message": "no audio devices",
+    }
+    _emitter(argparse.Namespace(json=False))(ev.WarningEvent("no audio devices"))
+    assert capsys.readouterr() == ("", "warning: no audio devices\n")

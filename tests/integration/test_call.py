@@ -65,7 +65,10 @@ def test_speech_and_chat_between_two_clients(server: ServerProcess, tmp_path: Pa
     reference, recorded, events = speech_call(server, tmp_path)
     corr, score = assert_same_speech(reference, recorded)
     print(f"loopback call: envelope correlation {corr:.3f}, PESQ-WB {score:.2f}")
-    assert any(e["event"] == "path" and e["path"] == "relay" for e in events["alice"])
+    # The first path event names the member it is to (none while alice was alone).
+    bob_id = next(e for e in events["bob"] if e["event"] == "joined")["you"]["session_id"]  # type: ignore[index]
+    paths = [e for e in events["alice"] if e["event"] == "path"]
+    assert paths[0]["path"] == "relay" and paths[0]["peer"] == bob_id
 
 
 def test_two_speakers_are_mixed(server: ServerProcess, tmp_path: Path) -> None:

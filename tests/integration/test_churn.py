@@ -52,5 +52,5 @@ def test_churn_and_peer_floods_do_not_cut_the_call(server: ServerProcess, tmp_pa
     assert present.sum() * 10 > 8000, "alice must be heard for most of her 13 s"
     gap = longest_gap_ms(present)
     assert gap <= MAX_GAP_MS, f"longest gap in alice's tone: {gap} ms; {mallory}; {trudy}; {eve}"
-    errors = [str(e["message"]) for e in bob.events() if e["event"] == "error"]
+    errors = [str(e["message"]) for e in bob.events() if e["event"] in ("error", "warning")]
     assert len(errors) <= MAX_ERROR_EVENTS, (len(errors), errors[:10])

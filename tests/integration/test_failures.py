@@ -24,7 +24,10 @@ from tests.integration.conftest import (
     client_env,
     free_port,
     run_bangor,
+    start_bangor,
 )
+
+QUIET = ("--input", "silence", "--output", "null")
 
 pytestmark = pytest.mark.integration
 
@@ -63,6 +66,35 @@ def test_wrong_password_exit_3(server: ServerProcess, invite: str) -> None:
     code, err = join_once(server, invite, password="wrong")
     assert code == 3
     assert "wrong user name or password" in err
+
+
+def test_a_failed_login_says_so_once_and_nothing_of_leaving(
+    server: ServerProcess, invite: str
+) -> None:
+    result = run_bangor(
+        ["join", invite, "--user", "alice", "--input", "silence", "--output", "null", "--headless"],
+        env=client_env(server.home / "alice", "wrong"),
+    )
+    assert result.returncode == 3
+    assert result.stdout == ""  # no "left: ...": we were never in
+    assert result.stderr.splitlines() == ["error: wrong user name or password"]
+
+
+def test_a_call_that_dies_says_why_once(server: ServerProcess, invite: str) -> None:
+    """Without --json the reason is one ``error:`` line on stderr, not also ``left:``."""
+    alice = start_bangor(
+        ["join", invite, "--user", "alice", "--headless", *QUIET, "--reconnect-for", "0"],
+        server.home / "alice",
+        password=PASSWORD,
+    )
+    alice.stdout.wait_for(lambda line: line.startswith("joined room friends as alice;"))
+    server.proc.kill()
+    assert alice.wait(timeout=10) == 5
+    assert not [line for line in alice.stdout.seen if line.startswith("left")]
+    errors = [line for line in alice.stderr.seen if "server closed the connection" in line]
+    assert len(errors) == 1 and errors[0].startswith("error: "), alice.stderr.seen
+    assert alice.stdout.seen[0] == "joined room friends as alice; nobody else is here yet"
+    assert not [line for line in alice.stdout.seen if "voice path" in line]  # alone
 
 
 def test_unknown_user_exit_3(server: ServerProcess, invite: str) -> None:
@@ -222,7 +254,7 @@ def test_server_keeps_serving_through_garbage(
         if e["event"] == "member_joined" and e["member"]["user"] == "mallory"
     ]  # type: ignore[index]
     assert mallory
-    mallory_id = f"{mallory[0]['member']['session_id']:08x}"  # type: ignore[index]
+    mallory_id = str(mallory[0]["member"]["session_id"])  # type: ignore[index]
     final = [e for e in bob.events() if e["event"] == "stats"][-1]
     assert final["senders"].get(mallory_id, {"received": 0})["received"] <= 1  # type: ignore[attr-defined]
 

@@ -163,7 +163,7 @@ def call(lab: Lab, room: str, speech: Path, seconds: float, out: Path) -> tuple[
 
 def last_stats_for(bob: Client, sender: int) -> dict[str, float]:
     """bob's view of one sender, from his last `stats` event that still had it."""
-    key = f"{sender:08x}"
+    key = str(sender)
     stats = [
         cast(dict[str, dict[str, float]], e["senders"])
         for e in bob.events()

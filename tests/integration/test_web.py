@@ -358,7 +358,7 @@ def test_browser_talks_listens_verifies_and_chats(
     _, aligned = align(reference, recorded)
     corr = envelope_correlation(reference, aligned, max_shift_ms=40)
     score = pesq_wb(reference, aligned)
-    web_id = s["you"]["id"]
+    web_id = str(int(s["you"]["id"], 16))  # the page shows it in hex
     heard = [e["senders"][web_id] for e in bob.events() if web_id in e.get("senders", {})]
     print(
         f"browser -> CLI: PESQ-WB {score:.2f}, envelope correlation {corr:.3f}, "

@@ -132,6 +132,24 @@ async def test_joiners_learn_the_bitrate_cap(server: Server) -> None:
         await client.leave()
 
 
+async def test_a_nick_is_made_unique_in_the_room_and_joined_says_which(server: Server) -> None:
+    """Two sessions that ask for the nick "bob" (open mode: one account for everyone;
+    here two devices of alice): the second is "bob2" in that room, as its own `joined`
+    and the others' `member_joined` say; alone in another room it is "bob" again."""
+    first, second = await login(server, "alice", "bob"), await login(server, "alice", "Bob")
+    room = await first.create_room("r")
+    other = await first.create_room("other")
+    assert (await first.join_room(room.room_id)).you.nick == "bob"
+    joined = await second.join_room(room.room_id)
+    assert joined.you.nick == "Bob2"
+    assert [m.nick for m in joined.members] == ["bob"]
+    arrived = await next_message(first)
+    assert isinstance(arrived, msg.MemberJoined) and arrived.member.nick == "Bob2"
+    assert (await second.join_room(other.room_id)).you.nick == "Bob"
+    for client in (first, second):
+        await client.leave()
+
+
 async def test_full_room_refusal_keeps_the_current_room(server: Server) -> None:
     alice, bob, carol = [await login(server, u) for u in ("alice", "bob", "carol")]
     full = await alice.create_room("full")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bangor.errors import LimitError
-from bangor.server.rooms import RoomRegistry
+from bangor.server.rooms import RoomRegistry, unique_nick
 
 
 def test_join_leave_and_others() -> None:
@@ -26,3 +26,11 @@ def test_room_full() -> None:
     with pytest.raises(LimitError, match="room is full"):
         rooms.join("r", "friends", 3, "c")
     rooms.join("r", "friends", 2, "b")  # rejoining is not a new member
+
+
+def test_a_nick_already_in_the_room_gets_the_first_free_number() -> None:
+    assert unique_nick("bob", []) == "bob"
+    assert unique_nick("bob", ["alice"]) == "bob"
+    assert unique_nick("bob", ["BOB"]) == "bob2"  # as /volume finds members: any case
+    assert unique_nick("bob", ["bob", "bob2", "Bob3"]) == "bob4"
+    assert unique_nick("b" * 64, ["b" * 64], max_len=64) == "b" * 63 + "2"  # still 64

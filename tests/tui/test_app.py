@@ -6,8 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.geometry import Region
 from textual.pilot import Pilot
-from textual.widgets import Checkbox, Input, OptionList, Static
+from textual.widget import Widget
+from textual.widgets import Checkbox, DataTable, Input, Label, OptionList, Static
+from textual.widgets._toast import Toast
 
 from bangor.client import events as ev
 from bangor.errors import BangorError
@@ -16,7 +19,7 @@ from bangor.settings import ClientSettings
 from bangor.tui import BangorApp, Launch
 from bangor.tui.app import SILENT, SPEAKING
 from bangor.tui.config import load_profile
-from bangor.tui.dialogs import DevicesScreen, HelpScreen
+from bangor.tui.dialogs import DeviceChoice, DevicesScreen, HelpScreen
 from bangor.tui.forms import CreateScreen, JoinScreen
 from bangor.wire.invite import Invite
 from tests.integration.conftest import PASSWORD, ServerProcess
@@ -31,6 +34,12 @@ from tests.tui.conftest import (
 )
 
 pytestmark = pytest.mark.integration
+
+
+def rendered_lines(widget: Widget) -> list[str]:
+    """What ``widget`` shows, line by line, trailing blanks cut."""
+    region = Region(0, 0, widget.size.width, widget.size.height)
+    return [strip.text.rstrip() for strip in widget.render_lines(region)]
 
 
 def quiet_app(**launch: object) -> BangorApp:
@@ -53,8 +62,7 @@ async def test_create_room_screen_shows_invite_and_joins_it(
         await wait_until(pilot, lambda: create.invite_code, "the invite code")
         code = create.invite_code
         invite = Invite.parse(code)
-        shown = plain(create.query_one("#invite-code", Static).render())
-        assert "".join(shown.split()) == code  # all of it, wrapped at 80 columns
+        assert "".join(rendered_lines(create.query_one("#invite-code", Static))) == code
         assert (invite.host, invite.port) == (server.host, server.port)
         await pilot.pause()  # let the footer catch up with the focus
         screenshot(app, "tui-create", tmp_path)
@@ -408,3 +416,80 @@ async def test_form_keys_help_devices_create_and_back() -> None:
         assert app.screen is join
         await pilot.click("#quit")
     assert app.return_code == 0
+
+
+INVITE = Invite("bangor-server.example.org", 7600, bytes(8), bytes(16), bytes(16)).encode()
+
+
+@pytest.mark.parametrize("width", [80, 100])
+async def test_the_invite_wraps_between_groups_and_the_copy_claims_no_more_than_it_knows(
+    monkeypatch: pytest.MonkeyPatch, width: int
+) -> None:
+    async def created(*args: object, **kwargs: object) -> str:
+        return INVITE
+
+    monkeypatch.setattr("bangor.tui.forms.create_room", created)
+    app = quiet_app()
+    async with app.run_test(size=(width, 24), notifications=True) as pilot:
+        await pilot.press("f9")
+        create = app.screen
+        fill(app, server="127.0.0.1:7600", user="alice", password="pw", room="friends")
+        await pilot.press("enter")
+        await wait_until(
+            pilot, lambda: isinstance(create, CreateScreen) and create.invite_code, "the code"
+        )
+        lines = rendered_lines(create.query_one("#invite-code", Static))
+        assert len(lines) > 1 and "".join(lines) == INVITE
+        # Each line but the last ends after a group's "-": no group is cut in two.
+        assert all(line.endswith("-") for line in lines[:-1])
+        assert all(len(group) == 5 for line in lines[1:] for group in line.split("-")[:-1])
+        await pilot.press("f11")
+        assert app.clipboard == INVITE
+        await wait_until(pilot, lambda: app.screen.query(Toast), "the notification")
+        said = " ".join(plain(toast.render()) for toast in app.screen.query(Toast))
+        assert "sent to the clipboard (terminal OSC 52)" in said and "copied" not in said
+
+
+async def test_own_row_title_and_warnings_on_joining(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Your row keeps "(you)" in sight (your account is in the title); what joining warns
+    of (no sound card) is a line in the chat pane, not a pop-up, and once per run."""
+    nicks = iter(["erin2", "a-very-long-nickname"])
+
+    async def call(invite: Invite, login: object, emit: Any, *, stop: Any, **_: object) -> None:
+        emit(ev.WarningEvent("no audio devices found; joining without a microphone"))
+        you = ev.MemberInfo(1, "erin", next(nicks))
+        emit(ev.Joined("00" * 8, "friends", you, (ev.MemberInfo(2, "alice", "alice"),)))
+        await stop.wait()
+
+    monkeypatch.setattr("bangor.tui.app.join_call", call)
+    app = quiet_app(invite=INVITE, user="erin", password="pw", auto_join=True)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        screen = call_screen(app)
+        await wait_until(pilot, lambda: screen.state.you is not None, "joining")
+        table = screen.query_one("#members", DataTable)
+        assert plain(table.get_cell("1", "name")) == "erin2 (you)"
+        title = plain(screen.query_one("#title", Label).render())
+        assert title == "Bangor: room friends as erin2 (account erin)"
+        assert "warning: no audio devices found" in chat_text(app)
+        await pilot.pause(0.2)
+        assert not app.screen.query(Toast)  # nothing over the chat line
+
+        screen.rejoin()  # as after picking devices: the same warning, not said again
+        await wait_until(pilot, lambda: chat_text(app).count("joined room friends") == 2, "rejoin")
+        assert chat_text(app).count("warning: no audio devices found") == 1
+        assert plain(table.get_cell("1", "name")) == "a-very-lo… (you)"  # 16 columns
+        await pilot.press("f10")
+
+
+async def test_the_device_picker_shows_its_note_whole_and_its_buttons() -> None:
+    app = quiet_app()
+    note = "Using other devices rejoins the call (the others see you leave and come back)."
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.push_screen(DevicesScreen(DeviceChoice("default", "default"), note=note))
+        await pilot.pause()
+        picker = app.screen
+        assert " ".join(rendered_lines(picker.query_one("#devices-note", Static))) == note
+        dialog = picker.query_one("#devices").region
+        for widget in picker.query("#devices-problem, #inputs, #outputs, #use, #cancel"):
+            assert dialog.contains_region(widget.region), widget
+        await pilot.press("escape")

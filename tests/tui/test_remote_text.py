@@ -35,7 +35,8 @@ async def hostile_call(
     emit(ev.Joined("00" * 8, ROOM, ev.MemberInfo(1, "alice", "alice"), (MALLORY,)))
     emit(ev.ChatReceived(2, NICK, CHAT, "mallory"))
     emit(ev.MemberRejected(MALLORY, ERROR))
-    emit(ev.ErrorEvent(0, ERROR))
+    emit(ev.ErrorEvent(1, ERROR))
+    emit(ev.WarningEvent(ERROR))
     await stop.wait()
 
 
@@ -59,8 +60,8 @@ async def test_markup_and_controls_from_others_are_shown_as_written(
         chat = chat_text(app)
         assert f"{MARKUP} \\x1b[31mred\\x1b[0m \\x1b]0;pwned\\x07" in chat
         # Room and nick on joining, sender and text of the chat, nick and reason of the
-        # rejection, the error: each shown whole, none taken as markup.
-        assert chat.count(MARKUP) == 7
+        # rejection, the error, the warning: each shown whole, none taken as markup.
+        assert chat.count(MARKUP) == 8
         await wait_until(pilot, lambda: app.screen.query(Toast), "the error's notification")
         toasts = [shown(toast) for toast in app.screen.query(Toast)]
         assert any(f"server says {MARKUP}\\x1b[2J" in toast for toast in toasts), toasts

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from bangor.client import events as ev
-from bangor.tui.state import CallState
+from bangor.tui.state import CallState, fit
 
 ME = ev.MemberInfo(1, "alice", "alice")
 BOB = ev.MemberInfo(0x2A, "bob", "bobby")
@@ -13,7 +13,7 @@ BOB = ev.MemberInfo(0x2A, "bob", "bobby")
 
 def stats(sent: int, speaking: bool, loss: float = 0.02) -> ev.Stats:
     sender = {"speaking": speaking, "loss": loss}
-    return ev.Stats(12.3, sent, 0, 0, 0, {"0000002a": sender}, 0, {"bitrate": 32000.0})
+    return ev.Stats(12.3, sent, 0, 0, 0, {"42": sender}, 0, {"bitrate": 32000.0})
 
 
 def test_members_volumes_and_safety_numbers() -> None:
@@ -36,7 +36,7 @@ def test_members_volumes_and_safety_numbers() -> None:
 def test_stats_drive_speaking_status_and_own_voice() -> None:
     state = CallState()
     state.apply(ev.Joined("r", "friends", ME, (BOB,)))
-    state.apply(ev.PathChanged("relay"))
+    state.apply(ev.PathChanged("relay", BOB.session_id, None, "bobby"))
     state.apply(stats(sent=10, speaking=True))
     assert state.members[0x2A].speaking and state.sending_voice
     assert state.status_line() == "path relay | ping 12 ms | loss 2.0 % | 32 kbit/s | mic ?"
@@ -55,9 +55,13 @@ def test_stats_drive_speaking_status_and_own_voice() -> None:
 def test_the_status_bar_says_which_members_are_reached_directly() -> None:
     carol = ev.MemberInfo(0x2B, "carol", "carol")
     state = CallState()
-    state.apply(ev.Joined("r", "friends", ME, (BOB, carol)))
+    state.apply(ev.Joined("r", "friends", ME, ()))
+    assert state.path_summary() == "-"  # alone: a path is to somebody
+    state.apply(ev.MemberJoined(BOB))
+    state.apply(ev.MemberJoined(carol))
     assert state.path_summary() == "..."  # no UDP answer from the server yet
-    state.apply(ev.PathChanged("relay"))
+    state.apply(ev.PathChanged("relay", BOB.session_id, None, "bobby"))
+    state.apply(ev.PathChanged("relay", carol.session_id, None, "carol"))
     assert state.path_summary() == "relay"
     state.apply(ev.PathChanged("direct", BOB.session_id, 3.5, "bobby"))
     assert state.path_summary() == "direct 1/2"
@@ -79,3 +83,9 @@ def test_the_microphone_meter_shows_the_level_and_the_capture_chain() -> None:
     state.apply(ev.AudioState(False, False, False, False, {}, True, False, True))
     assert state.meter() == "mic ███████░  -3 dB NS AGC"
     assert len("mic ████████ -99 dB NS AEC AGC") <= 31  # the members pane's inner width
+
+
+def test_fit_cuts_long_names_with_an_ellipsis() -> None:
+    assert fit("erin2", 10) == "erin2"
+    assert fit("a" * 12, 10) == "a" * 9 + "…"
+    assert len(fit("a" * 12, 10)) == 10

@@ -55,19 +55,10 @@ Emit = Callable[[ev.Event], None]
 Entered = tuple[ControlClient, msg.Welcome, msg.RoomJoined]  # logged in and in the room
 
 MAX_VOLUME_PERCENT = 400
-# In-call commands that switch a stage of the capture chain: the stage's keyword.
-PROCESSING_COMMANDS = {"ns": "noise_suppression", "aec": "echo_cancellation", "agc": "agc"}
 MIN_LOGIN_RETRY = 0.25  # seconds: even a server that says "now" is not asked again at once
 # A connection the server closed before welcome: try again after this, doubling up to the max.
 DROPPED_RETRY = 0.25
 MAX_DROPPED_RETRY = 2.0
-COMMAND_HELP = (
-    "commands: /mute, /unmute, /deafen, /undeafen, /talk [on|off] (push-to-talk), "
-    "/ns, /aec, /agc [on|off] (noise suppression, echo cancellation, gain control), "
-    "/volume NAME PERCENT (0..400), /audio (show state), "
-    "/kick NAME, /ban NAME (the room's owner: remove a member; the invite changes), /help; "
-    "other lines are chat (start with // to send a line beginning with /)"
-)
 
 
 @dataclass(frozen=True)
@@ -306,26 +297,42 @@ async def join_call(
         with contextlib.ExitStack() as opening:  # one that fails closes the others
             # No sound card (or no PortAudio): the call still works, silent on that side.
             source: Source
+            missing: dict[str, str] = {}  # what could not be opened: why
             try:
                 source = open_source(source_spec, samples)
             except DeviceError as exc:
-                emit(ev.ErrorEvent(0, f"{exc}; joining without a microphone"))
+                missing["a microphone"] = str(exc)
                 source = SilenceSource(samples)
             opening.callback(source.close)
             sink: Sink
             try:
                 sink = open_sink(sink_spec, samples)
             except DeviceError as exc:
-                emit(ev.ErrorEvent(0, f"{exc}; joining without sound output"))
+                missing["sound output"] = str(exc)
                 sink = NullSink(samples)
             opening.callback(sink.close)
+            if len(set(missing.values())) == 1:  # one cause (no sound card): one warning
+                emit(
+                    ev.WarningEvent(
+                        f"{next(iter(missing.values()))}; joining without {' or '.join(missing)}"
+                    )
+                )
+            else:
+                for what, why in missing.items():
+                    emit(ev.WarningEvent(f"{why}; joining without {what}"))
             recorder = None
             if record_path is not None:
                 recorder = OpusFileSink(record_path, frame_ms=settings.frame_ms)
                 opening.callback(_close_recorder, recorder, emit)
             devices = opening.pop_all()
         reason = "left the room"
-        stack.callback(lambda: emit(ev.Left(reason)))  # the reason as it is by then, last
+        in_room = False  # a login or join that failed left nothing: no `left` then
+
+        def left() -> None:
+            if in_room:
+                emit(ev.Left(reason))  # the reason as it is by then, last
+
+        stack.callback(left)
         stack.enter_context(devices)
         try:
             client, welcome, joined = await enter()
@@ -339,7 +346,7 @@ async def join_call(
                 sink,
                 settings.frame_ms,
                 recorder=recorder,
-                on_problem=lambda message: emit(ev.ErrorEvent(0, message)),
+                on_problem=lambda message: emit(ev.WarningEvent(message)),
             )
             stack.callback(shell.stop)
             await shell.connect(*client.address)  # the room's node, in a cluster
@@ -389,6 +396,7 @@ async def join_call(
                     joined.room_id, joined.name, _info(joined.you), tuple(call.members.values())
                 )
             )
+            in_room = True
             reason = await call.run(stop, duration, read_stdin, lines)
         except BangorError as exc:
             reason = str(exc)
@@ -411,7 +419,7 @@ def _close_recorder(recorder: Sink, emit: Emit) -> None:
     try:
         recorder.close()
     except BangorError as exc:
-        emit(ev.ErrorEvent(0, str(exc)))
+        emit(ev.WarningEvent(str(exc)))
 
 
 @dataclass
@@ -440,6 +448,9 @@ class _Call:
     user: str = ""
     room_name: str = ""
     tasks: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)
+    # The voice path to each member we told the UI of; the relay works (its first ack).
+    paths: dict[int, str] = dataclasses.field(default_factory=dict)
+    relay_up: bool = False
 
     async def run(
         self,
@@ -552,34 +563,40 @@ class _Call:
             self.say(line)
 
     def command(self, words: list[str]) -> None:
-        session = self.session
+        """``words`` after the "/": run it if :data:`COMMANDS` has it and its arguments
+        fit its usage, else a warning that says what was wrong."""
         name, args = (words[0].lower(), words[1:]) if words else ("help", [])
-        if name in ("mute", "unmute") and not args:
-            session.muted = name == "mute"
-        elif name in ("deafen", "undeafen") and not args:
-            session.deafened = name == "deafen"
-        elif name == "talk" and len(args) <= 1 and set(args) <= {"on", "off"}:
-            session.talking = not session.talking if not args else args[0] == "on"
-            if not session.settings.push_to_talk:
-                self.emit(ev.Notice("push-to-talk is off (join with --ptt): /talk changes nothing"))
-        elif name in PROCESSING_COMMANDS and len(args) <= 1 and set(args) <= {"on", "off"}:
-            stage = PROCESSING_COMMANDS[name]
-            on = not getattr(session.processing, stage) if not args else args[0] == "on"
-            try:
-                session.set_processing(**{stage: on})
-            except AudioError as exc:  # its library is missing: the call goes on without
-                self.emit(ev.ErrorEvent(0, str(exc)))
-                return
-        elif name == "volume" and len(args) == 2:
-            self.set_volume(args[0], args[1])
+        command = COMMANDS.get(name)
+        if command is None:
+            self.emit(ev.WarningEvent(f"unknown command /{words[0]} (type /help)"))
             return
-        elif name == "audio" and not args:
-            pass
-        elif name in ("kick", "ban") and len(args) == 1:
-            self.remove_member(args[0], ban=name == "ban")
+        problem = command.check(name, args)
+        if problem:
+            self.emit(ev.WarningEvent(problem))
             return
-        else:
-            self.emit(ev.Notice(COMMAND_HELP))
+        command.run(self, args)
+
+    def set_audio(self, **changes: bool) -> None:
+        """Mute, deafen or talk, then say how the audio is now."""
+        for name, value in changes.items():
+            setattr(self.session, name, value)
+        self.emit(self.audio_state())
+
+    def talk(self, args: list[str]) -> None:
+        session = self.session
+        session.talking = not session.talking if not args else args[0].lower() == "on"
+        if not session.settings.push_to_talk:
+            self.emit(ev.Notice("push-to-talk is off (join with --ptt): /talk changes nothing"))
+        self.emit(self.audio_state())
+
+    def process(self, stage: str, args: list[str]) -> None:
+        """Switch a stage of the capture chain (``stage``: its keyword)."""
+        session = self.session
+        on = not getattr(session.processing, stage) if not args else args[0].lower() == "on"
+        try:
+            session.set_processing(**{stage: on})
+        except AudioError as exc:  # its library is missing: the call goes on without
+            self.emit(ev.WarningEvent(str(exc)))
             return
         self.emit(self.audio_state())
 
@@ -590,20 +607,20 @@ class _Call:
         except ValueError:
             percent = -1
         if member is None:
-            self.emit(ev.ErrorEvent(0, f"no member called {who!r} in this room"))
+            self.emit(ev.WarningEvent(f"no member called {who!r} in this room"))
         elif not 0 <= percent <= MAX_VOLUME_PERCENT:
-            self.emit(ev.ErrorEvent(0, f"volume must be 0..{MAX_VOLUME_PERCENT} %"))
+            self.emit(ev.WarningEvent(f"volume must be 0..{MAX_VOLUME_PERCENT} %"))
         else:
             self.session.volumes[member.session_id] = percent / 100
             self.emit(self.audio_state())
 
     def find_member(self, who: str) -> ev.MemberInfo | None:
-        """By nick, account name or session id (hex), in that order."""
+        """By nick, account name or session id (decimal, as events give it), in that order."""
         folded = who.casefold()
         for match in (
             lambda m: m.nick.casefold() == folded,
             lambda m: m.user.casefold() == folded,
-            lambda m: f"{m.session_id:08x}" == folded,
+            lambda m: str(m.session_id) == folded,
         ):
             found = [m for m in self.members.values() if match(m)]
             if len(found) == 1:
@@ -630,9 +647,9 @@ class _Call:
 
     def say(self, line: str) -> None:
         if len(line) > MAX_CHAT_TEXT:
-            self.emit(ev.ErrorEvent(0, f"chat line too long (over {MAX_CHAT_TEXT} characters)"))
+            self.emit(ev.WarningEvent(f"chat line too long (over {MAX_CHAT_TEXT} characters)"))
         elif self.reconnecting:
-            self.emit(ev.ErrorEvent(0, "not sent: reconnecting to the server"))
+            self.emit(ev.WarningEvent("not sent: reconnecting to the server"))
         elif line.strip():
             self.client.send_chat(self.session.seal_chat(line))
 
@@ -646,12 +663,12 @@ class _Call:
         try:
             RoomBook.default().remember(self.invite, name, self.user)
         except BangorError as exc:
-            self.emit(ev.ErrorEvent(0, f"{exc}; the invite is not kept on this device"))
+            self.emit(ev.WarningEvent(f"{exc}; the invite is not kept on this device"))
 
     def remove_member(self, who: str, *, ban: bool) -> None:
         member = self.find_member(who)
         if member is None:
-            self.emit(ev.ErrorEvent(0, f"no member called {who!r} in this room"))
+            self.emit(ev.WarningEvent(f"no member called {who!r} in this room"))
             return
         self._spawn(self._remove(member, ban))
 
@@ -661,7 +678,7 @@ class _Call:
         try:
             await self.client.kick(room_id, session_id=member.session_id, ban=ban)
         except BangorError as exc:
-            self.emit(ev.ErrorEvent(getattr(exc, "code", 0), f"not removed: {exc}"))
+            self.refused(exc, "not removed")
             return
         what = "banned" if ban else "removed"
         self.emit(ev.Notice(f"{member.nick} ({member.user}) was {what}; changing the invite"))
@@ -680,17 +697,23 @@ class _Call:
                 self.invite.room_id.hex(), derive_join_token(secret, self.invite.room_id)
             )
         except BangorError as exc:
-            self.emit(ev.ErrorEvent(getattr(exc, "code", 0), f"the invite was not changed: {exc}"))
+            self.refused(exc, "the invite was not changed")
+
+    def refused(self, exc: BangorError, what: str) -> None:
+        """A management request failed: the server's refusal (with its code) or a warning."""
+        if isinstance(exc, RefusedError):
+            self.emit(ev.ErrorEvent(exc.code, f"{what}: {exc}"))
+        else:
+            self.emit(ev.WarningEvent(f"{what}: {exc}"))
 
     def on_token_changed(self, token: bytes) -> None:
         assert self.invite is not None
         secret = self.session.crypto.token_changed(token)
         if secret is None:
             self.emit(
-                ev.ErrorEvent(
-                    0,
+                ev.WarningEvent(
                     "the room's owner changed its invite and this device did not get the new "
-                    "one: members who join with it cannot verify you; ask the owner for it",
+                    "one: members who join with it cannot verify you; ask the owner for it"
                 )
             )
             return
@@ -722,6 +745,7 @@ class _Call:
             else:
                 session.member_joined(member.session_id, member.user, now)
                 self.emit(ev.MemberJoined(info))
+                self.show_relay_paths()
         elif isinstance(message, msg.MemberLeft):
             self.drop_member(message.session_id, now)
         elif isinstance(message, msg.PeerReceived):
@@ -732,6 +756,7 @@ class _Call:
 
     def drop_member(self, session_id: int, now: float) -> None:
         gone = self.members.pop(session_id, None)
+        self.paths.pop(session_id, None)
         self.missing.discard(session_id)
         self.session.member_left(session_id, now)
         if gone is not None:
@@ -764,24 +789,35 @@ class _Call:
         elif isinstance(event, e2ee.ChatGap):
             member = self._member(event.session_id)
             self.emit(
-                ev.ErrorEvent(
-                    0,
+                ev.WarningEvent(
                     f"{event.missing} chat message(s) from {member.nick} never arrived "
                     "(withheld by the server?)",
                 )
             )
         elif isinstance(event, e2ee.PeerProblem):
             member = self._member(event.session_id, event.user or "?")  # it may have left
-            self.emit(ev.ErrorEvent(0, f"end-to-end problem with {member.nick}: {event.message}"))
+            self.emit(ev.WarningEvent(f"end-to-end problem with {member.nick}: {event.message}"))
         elif isinstance(event, me.DirectPathRefused):
             member = self._member(event.session_id)
-            self.emit(ev.ErrorEvent(0, f"direct path to {member.nick}: {event.message}"))
+            self.emit(ev.WarningEvent(f"direct path to {member.nick}: {event.message}"))
         elif isinstance(event, me.RelayPathUp):
-            self.emit(ev.PathChanged("relay"))
+            self.relay_up = True
+            self.show_relay_paths()
         elif isinstance(event, PathChanged):
             rtt = None if event.rtt is None else round(event.rtt * 1000, 2)
             nick = self._member(event.session_id).nick
+            self.paths[event.session_id] = event.path
             self.emit(ev.PathChanged(event.path, event.session_id, rtt, nick))
+
+    def show_relay_paths(self) -> None:
+        """Each member's first path event, "relay", once the relay works: a path is to
+        somebody, so alone in the room we say nothing about it."""
+        if not self.relay_up:
+            return
+        for sid, member in self.members.items():
+            if sid not in self.paths:
+                self.paths[sid] = "relay"
+                self.emit(ev.PathChanged("relay", sid, None, member.nick))
 
     def adopt(
         self,
@@ -822,6 +858,7 @@ class _Call:
             session.greet([(m.session_id, m.user) for m in fresh], now)
             for member in fresh:
                 self.emit(ev.MemberJoined(_info(member)))
+            self.show_relay_paths()
             self.missing = set(session.members) - set(present)
             held, self.held = self.held, []
             for to, data in held:
@@ -833,6 +870,8 @@ class _Call:
                 self.emit(ev.MemberLeft(gone))
             self.held.clear()
             self.missing.clear()
+            self.paths.clear()  # the new session finds them again, the relay first
+            self.relay_up = False
             new = self.new_session(welcome, joined)
             new.muted, new.deafened, new.talking = session.muted, session.deafened, session.talking
             new.set_processing(**dataclasses.asdict(session.processing))
@@ -884,7 +923,7 @@ class _Call:
         try:
             result = self.known_members.check(self.server_key, event.user, event.identity)
         except BangorError as exc:
-            self.emit(ev.ErrorEvent(0, str(exc)))  # the call goes on without pinning
+            self.emit(ev.WarningEvent(str(exc)))  # the call goes on without pinning
             trust = "unknown"
         else:
             trust = result.trust.value
@@ -897,7 +936,7 @@ class _Call:
         senders = {}
         for sender in m.senders:
             s = sender.jitter
-            senders[f"{sender.session_id:08x}"] = {
+            senders[str(sender.session_id)] = {
                 "received": s.received,
                 "played": s.played,
                 "lost": s.lost,  # frames concealed in the end (after copies and FEC)
@@ -914,7 +953,7 @@ class _Call:
             }
         paths: dict[str, dict[str, Any]] = {}
         for path in m.paths:
-            paths[f"{path.session_id:08x}"] = {
+            paths[str(path.session_id)] = {
                 "path": "direct" if path.direct else "relay",
                 "rtt_ms": None if path.rtt is None else round(path.rtt * 1000, 2),
             }
@@ -942,3 +981,77 @@ class _Call:
 
 def _info(member: msg.Member) -> ev.MemberInfo:
     return ev.MemberInfo(member.session_id, member.user, member.nick)
+
+
+@dataclass(frozen=True)
+class CallCommand:
+    """An in-call command (``/NAME ARGS``). ``usage`` names its arguments: "" takes
+    none, ``[x]`` is optional (last), ``a|b`` is one of those words (any case). /help
+    and the usage warnings show it; ``run`` gets the arguments once they fit."""
+
+    usage: str
+    about: str
+    run: Callable[[_Call, list[str]], None]
+
+    def check(self, name: str, args: list[str]) -> str:
+        """Why ``args`` do not fit the usage ("" when they do)."""
+        words = self.usage.split()
+        if args and not words:
+            return f"/{name} takes no argument"
+        required = [word for word in words if not word.startswith("[")]
+        fits = len(required) <= len(args) <= len(words) and all(
+            arg.lower() in choices
+            for spec, arg in zip(words, args, strict=False)
+            if len(choices := spec.strip("[]").split("|")) > 1
+        )
+        return "" if fits else f"usage: /{name} {self.usage}"
+
+    def describe(self, name: str) -> str:
+        usage = f" {self.usage}" if self.usage else ""
+        about = f" ({self.about})" if self.about else ""
+        return f"/{name}{usage}{about}"
+
+
+# Every in-call command: a new one is one entry here (and a method of _Call if need be).
+COMMANDS: dict[str, CallCommand] = {
+    "mute": CallCommand("", "", lambda call, args: call.set_audio(muted=True)),
+    "unmute": CallCommand("", "", lambda call, args: call.set_audio(muted=False)),
+    "deafen": CallCommand(
+        "", "hear nobody, nobody hears you", lambda call, args: call.set_audio(deafened=True)
+    ),
+    "undeafen": CallCommand("", "", lambda call, args: call.set_audio(deafened=False)),
+    "talk": CallCommand("[on|off]", "push-to-talk", _Call.talk),
+    "ns": CallCommand(
+        "[on|off]", "noise suppression", lambda call, args: call.process("noise_suppression", args)
+    ),
+    "aec": CallCommand(
+        "[on|off]", "echo cancellation", lambda call, args: call.process("echo_cancellation", args)
+    ),
+    "agc": CallCommand("[on|off]", "gain control", lambda call, args: call.process("agc", args)),
+    "volume": CallCommand(
+        "NAME PERCENT",
+        f"0..{MAX_VOLUME_PERCENT}, per speaker",
+        lambda call, args: call.set_volume(args[0], args[1]),
+    ),
+    "audio": CallCommand("", "show the state", lambda call, args: call.emit(call.audio_state())),
+    "kick": CallCommand(
+        "NICK",
+        "the room's owner: remove a member; the invite changes",
+        lambda call, args: call.remove_member(args[0], ban=False),
+    ),
+    "ban": CallCommand(
+        "NICK",
+        "the room's owner: remove a member's account for good; the invite changes",
+        lambda call, args: call.remove_member(args[0], ban=True),
+    ),
+    "help": CallCommand("", "", lambda call, args: call.emit(ev.Notice(command_help()))),
+}
+
+
+def command_help() -> str:
+    """The /help text: every command, then how chat lines go."""
+    commands = ", ".join(command.describe(name) for name, command in COMMANDS.items())
+    return (
+        f"commands: {commands}; other lines are chat "
+        "(start with // to send a line beginning with /)"
+    )

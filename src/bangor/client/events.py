@@ -89,12 +89,12 @@ class ChatReceived(Event):
 
 @dataclass(frozen=True)
 class PathChanged(Event):
-    """Where voice goes: ``peer`` None is the path to the server (once UDP works);
-    a member's session id says whether our voice reaches it "direct" or by "relay"."""
+    """Whether our voice reaches member ``peer`` (a session id) "direct" or by "relay".
+    A member's first one comes once the relay works (or a direct path came up first)."""
 
     kind = "path"
     path: str
-    peer: int | None = None
+    peer: int
     rtt_ms: float | None = None  # of a direct path, when it came up
     nick: str = ""  # the member's
 
@@ -122,7 +122,8 @@ class Stats(Event):
     # What we send now: Opus bitrate, earlier frames repeated per packet, the loss
     # Opus FEC is sized for, and the worst loss a listener reported lately (0..1).
     sending: dict[str, float] | None = None
-    # Per member (session id in hex): "path" direct or relay, "rtt_ms" of the direct path.
+    # Per member (the session id in decimal, as JSON keys are strings; ``senders`` too):
+    # "path" direct or relay, "rtt_ms" of the direct path.
     paths: dict[str, dict[str, Any]] | None = None
     direct_sent: int = 0  # voice packets sent straight to members
     direct_received: int = 0
@@ -169,7 +170,19 @@ class Notice(Event):
 
 
 @dataclass(frozen=True)
+class WarningEvent(Event):
+    """Something went wrong and the call goes on: a missing sound card, a command that
+    did nothing, a member's bad message."""
+
+    kind = "warning"
+    message: str
+
+
+@dataclass(frozen=True)
 class ErrorEvent(Event):
+    """A request the server refused (``code``: its close code; the call goes on), or the
+    error that ends the call (``code``: the exit code)."""
+
     kind = "error"
     code: int
     message: str
@@ -215,8 +228,11 @@ def describe(event: Event) -> str:
 
 def _describe(event: Event) -> str:
     if isinstance(event, Joined):
-        others = ", ".join(m.nick for m in event.members) or "nobody else yet"
-        return f"joined room {event.room} as {event.you.nick} ({others})"
+        you = event.you
+        account = f" (account {you.user})" if you.user != you.nick else ""
+        here = ", ".join(m.nick for m in event.members)
+        here = f"here: {here}" if here else "nobody else is here yet"
+        return f"joined room {event.room} as {you.nick}{account}; {here}"
     if isinstance(event, MemberJoined):
         return f"{event.member.nick} joined"
     if isinstance(event, MemberLeft):
@@ -247,10 +263,8 @@ def _describe(event: Event) -> str:
     if isinstance(event, InviteChanged):
         return f"the room has a new invite (the old one no longer works): {event.invite}"
     if isinstance(event, PathChanged):
-        if event.peer is None:
-            return f"voice path: {event.path}"
         rtt = f" ({event.rtt_ms:.1f} ms round trip)" if event.rtt_ms is not None else ""
-        return f"voice path to {event.nick or f'{event.peer:08x}'}: {event.path}{rtt}"
+        return f"voice path to {event.nick or event.peer}: {event.path}{rtt}"
     if isinstance(event, Stats):
         rtt = f"{event.rtt_ms:.1f} ms" if event.rtt_ms is not None else "?"
         return f"stats: rtt {rtt}, sent {event.sent}, received {event.received}"
@@ -266,6 +280,8 @@ def _describe(event: Event) -> str:
         return "audio: " + ", ".join(parts)
     if isinstance(event, Notice):
         return event.message
+    if isinstance(event, WarningEvent):
+        return f"warning: {event.message}"
     if isinstance(event, ErrorEvent):
         return f"error: {event.message}"
     if isinstance(event, Reconnecting):

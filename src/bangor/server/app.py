@@ -47,7 +47,7 @@ from bangor.server.hashing import return_hash_memory
 from bangor.server.limits import Kind, SessionLimits, UserBuckets, Verdict, user_rates
 from bangor.server.lockout import shown_name
 from bangor.server.relay import Address, Relay, UdpAddress, WebAddress
-from bangor.server.rooms import RoomRegistry
+from bangor.server.rooms import RoomRegistry, unique_nick
 from bangor.server.sqlite import secure_data_dir
 from bangor.server.store import Room, Store, check_user_name
 from bangor.settings import MAX_NAME, ServerSettings
@@ -191,7 +191,8 @@ class Connection:
     session_id: int = 0
     user_id: int | None = None
     user: str = ""
-    nick: str = ""
+    nick: str = ""  # as the room knows us: made unique there (rooms.unique_nick)
+    wanted_nick: str = ""  # as asked for at hello (or the user name)
     room_id: str | None = None
     media_secret: bytes = b""
     limits: SessionLimits | None = None  # made at the first metered request
@@ -414,7 +415,7 @@ class Connection:
                 raise SessionClosed
             self.check_capacity(hello.user)  # others may have logged in meanwhile
             self.user = hello.user
-            self.nick = hello.nick or hello.user
+            self.nick = self.wanted_nick = hello.nick or hello.user
             self.media_secret = secrets.token_bytes(MEDIA_SECRET_SIZE)
             wanted = server.resumed_id(hello.resume, hello.user)
             self.session_id = server.register(self, derive_media_keys(self.media_secret), wanted)
@@ -1022,6 +1023,9 @@ class Server:
         log.info("session %08x: closed", conn.session_id)
 
     def join_room(self, conn: Connection, room_id: str, name: str) -> list[msg.Member]:
+        conn.nick = unique_nick(
+            conn.wanted_nick, (o.nick for o in self.rooms.others(room_id, conn.session_id))
+        )
         room = self.rooms.join(room_id, name, conn.session_id, conn)
         conn.room_id = room_id
         self.relay.set_room(conn.session_id, room_id)

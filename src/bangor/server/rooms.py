@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from bangor.errors import LimitError
+from bangor.settings import MAX_NAME
 
 M = TypeVar("M")
+
+
+def unique_nick(wanted: str, taken: Iterable[str], max_len: int = MAX_NAME) -> str:
+    """``wanted``, or, when a member of the room has it already, ``wanted`` with the
+    first number from 2 up that nobody has ("bob2"; cut to stay within ``max_len``).
+
+    Compared case-insensitively, as members find each other (``/volume NICK``), so that
+    a nick names one member of a room. One word, so it can still be typed there.
+    """
+    used = {nick.casefold() for nick in taken}
+    nick, number = wanted, 1
+    while nick.casefold() in used:  # ends: `used` is finite
+        number += 1
+        suffix = str(number)
+        nick = wanted[: max_len - len(suffix)] + suffix
+    return nick
 
 
 @dataclass

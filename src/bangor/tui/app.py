@@ -2,7 +2,7 @@
 
 The call screen drives the call only through ``join_call``'s public hooks: it reads
 events from ``emit`` and puts the same command and chat lines a headless user types
-into ``lines`` (``/mute``, ``/volume 0000002a 50``, chat text). No protocol code here.
+into ``lines`` (``/mute``, ``/volume 42 50``, chat text). No protocol code here.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from bangor.tui.dialogs import (
     SafetyScreen,
 )
 from bangor.tui.forms import JoinScreen, invite_server
-from bangor.tui.state import DEFAULT_VOLUME, CallState, literal
+from bangor.tui.state import DEFAULT_VOLUME, CallState, fit, literal
 from bangor.wire.invite import Invite
 
 # Seconds between the stats events the call screen asks for: often enough for live
@@ -58,6 +58,7 @@ CHAT_HISTORY_LINES = 2000  # lines the chat pane keeps for the session
 CHAT_MIN_WIDTH = 20  # columns the chat pane wraps at, at the least
 SPEAKING = "◉"  # in the member list, beside whoever is speaking now (you: sending voice)
 SILENT = "○"
+MEMBER_WIDTH = 16  # columns of the member list's name column (the pane is 34 wide)
 # SIGTERM: leave the call cleanly, then exit. Not SIGHUP: with the terminal gone the UI
 # cannot shut down cleanly (it hangs writing to it), so the default (die) is better: the
 # server sees the connection close and tells the others.
@@ -113,6 +114,7 @@ class CallScreen(Screen[None]):
         self.stop = asyncio.Event()  # a new one for each join (see rejoin)
         self.ended = asyncio.Event()
         self.rejoining = False
+        self.joining = True  # until this join's `joined`: devices are being opened
         self.error: BangorError | None = None
 
     @property
@@ -142,7 +144,7 @@ class CallScreen(Screen[None]):
     def on_mount(self) -> None:
         table = self.query_one("#members", DataTable)
         table.add_column(" ", key="speaking", width=1)
-        table.add_column("Member", key="name", width=16)
+        table.add_column("Member", key="name", width=MEMBER_WIDTH)
         table.add_column("Vol", key="volume", width=4)
         table.add_column("Key", key="trust", width=4)
         self.query_one("#say", Input).focus()
@@ -157,6 +159,7 @@ class CallScreen(Screen[None]):
         try:
             while True:
                 self.stop = asyncio.Event()
+                self.joining = True
                 await join_call(
                     self.invite,
                     self.login,
@@ -199,7 +202,7 @@ class CallScreen(Screen[None]):
             lines += ["/deafen"] if audio.deafened else []
             lines += ["/talk on"] if audio.push_to_talk and audio.talking else []
         lines += [
-            f"/volume {sid:08x} {view.volume}"
+            f"/volume {sid} {view.volume}"
             for sid, view in self.state.members.items()
             if view.volume != DEFAULT_VOLUME
         ]
@@ -239,10 +242,15 @@ class CallScreen(Screen[None]):
         event = message.event
         self.state.apply(event)
         if isinstance(event, ev.Joined):
-            title = literal(f"Bangor: room {event.room} as {event.you.nick}")
+            you = event.you
+            account = f" (account {you.user})" if you.user != you.nick else ""
+            title = literal(f"Bangor: room {event.room} as {you.nick}{account}")
             self.query_one("#title", Label).update(title)
+            self.joining = False
             self.bangor.joined(self.invite, self.login, self.remember_password)
-        if isinstance(event, ev.ErrorEvent):
+        if isinstance(event, ev.WarningEvent):
+            self.warn(event.message)
+        elif isinstance(event, ev.ErrorEvent):
             self.log_line(ev.describe(event), "red")
             self.notify(escape(event.message), severity="error", timeout=6, markup=False)
         elif isinstance(event, ev.MemberRejected | ev.KeyChanged):
@@ -258,6 +266,16 @@ class CallScreen(Screen[None]):
         self.refresh_members()
         self.query_one("#meter", Static).update(self.state.meter())
         self.query_one("#status", Static).update(self.state.status_line())
+
+    def warn(self, message: str) -> None:
+        """A warning goes in the chat pane, never in a pop-up over the chat line. What
+        joining says (no sound card, say) is said once per run, not on every rejoin."""
+        seen = self.bangor.join_warnings
+        if self.joining:
+            if message in seen:
+                return
+            seen.add(message)
+        self.log_line(f"warning: {message}", "yellow")
 
     # --- drawing -------------------------------------------------------------------
 
@@ -276,11 +294,12 @@ class CallScreen(Screen[None]):
         state = self.state
         if state.you is not None:
             you = state.you
-            name = you.nick if you.nick == you.user else f"{you.nick} ({you.user})"
-            # Your own row: the microphone's state where others show their volume.
+            # Your own row: the microphone's state where others show their volume; your
+            # account is in the title, so the nick (cut if need be) and "(you)" fit.
+            name = fit(escape(you.nick), MEMBER_WIDTH - len(" (you)"))
             table.add_row(
                 self.indicator(state.sending_voice),
-                literal(f"{name} (you)", "bold"),
+                Text(f"{name} (you)", style="bold"),
                 state.mic_short(),
                 "",
                 key=str(you.session_id),
@@ -355,7 +374,7 @@ class CallScreen(Screen[None]):
             self.notify("select another member in the list first (Tab, arrows)")
             return
         volume = min(max(view.volume + direction * VOLUME_STEP, 0), MAX_VOLUME_PERCENT)
-        self.send(f"/volume {sid:08x} {volume}")
+        self.send(f"/volume {sid} {volume}")
 
     def action_safety(self) -> None:
         members = sorted(self.state.members.values(), key=lambda v: v.info.nick.casefold())
@@ -410,6 +429,7 @@ class BangorApp(App[int]):
         self.exit_code: int = ExitCode.OK
         self.profile = Profile()
         self.profile_problem = ""
+        self.join_warnings: set[str] = set()  # said while joining once this run
         try:
             self.profile = load_profile(self.launch.profile, self.launch.config_path)
         except BangorError as exc:

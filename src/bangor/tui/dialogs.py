@@ -124,8 +124,8 @@ class DevicesScreen(ModalScreen[DeviceChoice | None]):
                         *_device_options(self.devices, "output", self.current.output),
                         id="outputs",
                     )
-            if self.note:
-                yield Label(self.note, classes="hint")
+            if self.note:  # a Static wraps; a Label would cut it at the dialog's edge
+                yield Static(self.note, id="devices-note", classes="hint")
             with Horizontal(classes="buttons"):
                 yield Button("Use these", id="use", variant="primary", compact=True)
                 yield Button("Cancel", id="cancel", compact=True)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar
 
+from rich.console import Console, ConsoleOptions
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -27,6 +30,31 @@ if TYPE_CHECKING:
 def invite_server(invite: Invite) -> str:
     """host:port as a profile and the keyring name a server."""
     return format_address(invite.host, invite.port)
+
+
+def wrap_invite(code: str, width: int) -> list[str]:
+    """``code`` in lines of at most ``width`` columns, broken only after a group's "-":
+    no group is cut in two, so what is read (or copied) line by line stays whole."""
+    groups = code.split("-")
+    lines, line = [], ""
+    for i, group in enumerate(groups):
+        piece = group + ("-" if i < len(groups) - 1 else "")
+        if line and len(line) + len(piece) > width:
+            lines.append(line)
+            line = ""
+        line += piece
+    return [*lines, line]
+
+
+class InviteLines:
+    """A Rich renderable: the invite wrapped by :func:`wrap_invite` at whatever width
+    the screen gives it (Rich's own wrapping cuts a group at the edge)."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Text]:
+        yield Text("\n".join(wrap_invite(self.code, options.max_width)))
 
 
 def _row(label: str, widget: Input | Checkbox) -> Horizontal:
@@ -229,7 +257,7 @@ class CreateScreen(FormScreen):
                 yield Button("Back", id="back", compact=True)
             yield Static("", classes="error-line error")
             yield Label("Invite code (share it privately: it is the room's key)")
-            # Wrapped, not an input line: the whole code stays in sight at 80 columns.
+            # Wrapped between groups, not an input line: all of it in sight at 80 columns.
             yield Static("", id="invite-code")
             with Horizontal(classes="buttons"):
                 yield Button("Copy", id="copy", compact=True, disabled=True)
@@ -265,9 +293,13 @@ class CreateScreen(FormScreen):
 
     def action_copy(self) -> None:
         if self.invite_code:
-            # OSC 52: the terminal (or tmux) puts it on the clipboard, even over ssh.
+            # OSC 52: the terminal (or tmux) puts it on the clipboard, even over ssh; but
+            # nothing tells us whether it did (some terminals ignore it), so say only that.
             self.app.copy_to_clipboard(self.invite_code)
-            self.notify("invite code copied to the clipboard")
+            self.notify(
+                "invite code sent to the clipboard (terminal OSC 52); if pasting gives "
+                "nothing, copy it from the screen"
+            )
 
     def action_create_room(self) -> None:
         user, password = self.value("#user"), self.query_one("#password", Input).value
@@ -300,7 +332,7 @@ class CreateScreen(FormScreen):
             return
         self.show_progress(f"room {name!r} created")
         self.invite_code = code
-        self.query_one("#invite-code", Static).update(code)
+        self.query_one("#invite-code", Static).update(InviteLines(code))
         for button in self.query(Button):
             button.disabled = False
         app = self.bangor

@@ -21,6 +21,12 @@ def literal(text: str, style: str = "") -> Text:
     return Text(escape(text), style=style)
 
 
+def fit(text: str, width: int) -> str:
+    """``text`` cut to ``width`` columns with "…" when longer (one column a character:
+    names are checked free of controls and zero-width characters)."""
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
 @dataclass
 class MemberView:
     info: ev.MemberInfo
@@ -30,7 +36,7 @@ class MemberView:
     safety_number: str = ""
     fingerprint: str = ""
     trust: str = ""  # "" until verified; "new", "known", "changed" or "rejected"
-    direct: bool = False  # our voice reaches this member straight, not through the relay
+    path: str = ""  # how our voice reaches this member: "direct", "relay" ("" not yet)
 
     @property
     def label(self) -> str:
@@ -45,7 +51,6 @@ class CallState:
     room: str = ""
     you: ev.MemberInfo | None = None
     members: dict[int, MemberView] = field(default_factory=dict)
-    path: str = ""
     rtt_ms: float | None = None
     loss: float | None = None  # the worst loss among the speakers we hear
     bitrate: float | None = None  # what we send, bit/s
@@ -75,11 +80,9 @@ class CallState:
             if view is not None:
                 view.trust = "rejected"
         elif isinstance(event, ev.PathChanged):
-            view = self.members.get(event.peer) if event.peer is not None else None
+            view = self.members.get(event.peer)
             if view is not None:
-                view.direct = event.path == "direct"
-            elif event.peer is None:
-                self.path = event.path  # the path to the server came up
+                view.path = event.path
         elif isinstance(event, ev.Stats):
             self._stats(event)
         elif isinstance(event, ev.AudioState):
@@ -103,7 +106,7 @@ class CallState:
             self.bitrate = event.sending.get("bitrate")
         losses = []
         for view in self.members.values():
-            sender = event.senders.get(f"{view.info.session_id:08x}")
+            sender = event.senders.get(str(view.info.session_id))
             view.speaking = bool(sender and sender.get("speaking"))
             view.loss = None if sender is None else sender.get("loss")
             if view.loss is not None:
@@ -126,15 +129,17 @@ class CallState:
         return " | ".join(parts)
 
     def path_summary(self) -> str:
-        """ "direct" or "relay" for everyone, or how many of the others are direct."""
-        if not self.path:
-            return "..."
-        direct = sum(view.direct for view in self.members.values())
-        if not direct:
-            return self.path
-        if direct == len(self.members):
+        """ "direct" or "relay" for everyone, or how many of the others are direct; "-"
+        alone in the room (a path is to somebody), "..." until the first is known."""
+        if not self.members:
+            return "-"
+        paths = [view.path for view in self.members.values()]
+        direct = paths.count("direct")
+        if direct == len(paths):
             return "direct"
-        return f"direct {direct}/{len(self.members)}"
+        if direct:
+            return f"direct {direct}/{len(paths)}"
+        return "relay" if "relay" in paths else "..."
 
     def mic_short(self) -> str:
         """The microphone's state in four columns, for the member list."""
