@@ -40,6 +40,7 @@ from bangor.io.recording import OpusFileSink
 from bangor.media import events as me
 from bangor.media.session import MediaSession
 from bangor.settings import MAX_CHAT_TEXT, ClientSettings
+from bangor.text import user_key
 from bangor.wire import control as msg
 from bangor.wire import e2ee
 from bangor.wire.direct import PathChanged
@@ -265,9 +266,13 @@ async def join_call(
             )
             try:
                 joined = await client.join_room(invite.room_id.hex())
-                if joined.you.user != login.user:
-                    # Members check each other's names against the server's word; a server
-                    # that renamed us consistently would pass that check, so we check too.
+                # The server names us as our account is stored (`Alice` logs in to
+                # `alice`), and we claim that name to the members; but never another
+                # account's. Members check each other's names against the server's word; a
+                # server that renamed us consistently would pass that check, so we check too.
+                if joined.you.user != welcome.user or user_key(welcome.user) != user_key(
+                    login.user
+                ):
                     raise RemoteProtocolError(
                         f"the server calls us {joined.you.user!r}, not {login.user!r}; not joining"
                     )
@@ -334,7 +339,7 @@ async def join_call(
                     room_id=invite.room_id,
                     secret=invite.secret,
                     session_id=welcome.session_id,
-                    user=login.user,
+                    user=joined.you.user,
                     nick=joined.you.nick,
                     identity_private=identity,
                     settings=settings,
