@@ -163,6 +163,11 @@ NAME_SCRIPTS = (
     *("Guru", "Hang", "Hani", "Hebr", "Hira", "Kana", "Khmr", "Knda", "Laoo", "Latn"),
     *("Mlym", "Mymr", "Orya", "Sinh", "Taml", "Telu", "Thaa", "Thai", "Tibt"),
 )
+_SCRIPT_NAMES = (
+    "Arabic, Armenian, Bengali, Bopomofo, Cyrillic, Devanagari, Ethiopic, Georgian, Greek, "
+    "Gujarati, Gurmukhi, Hangul, Han, Hebrew, Hiragana, Katakana, Khmer, Kannada, Lao, Latin, "
+    "Malayalam, Myanmar, Oriya, Sinhala, Tamil, Telugu, Thaana, Thai, Tibetan"
+)
 # UTS #39's augmented script sets: a Japanese name mixes Han, Hiragana and Katakana, a
 # Korean one Han and Hangul, a Chinese one Han and Bopomofo; no other scripts mix.
 _AUGMENTED = {
@@ -249,7 +254,7 @@ def _name_problem(name: str, settings: ServerSettings) -> str | None:
             # Marks that go with any script (accents) and ASCII digits fit every name.
             if (category[0] == "M" and _INHERITED.match(char)) or "0" <= char <= "9":
                 continue
-            return f"{_shown(char)} is of a script not allowed in names"
+            return f"{_shown(char)} is of a script not allowed in names; allowed: {_SCRIPT_NAMES}"
         allowed = set().union(*(_AUGMENTED.get(code, {code}) for code in scripts))
         if resolved is not None and not resolved & allowed:
             return f"{_shown(char)} is of another script than {_shown(seen)}"
