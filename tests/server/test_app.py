@@ -603,6 +603,16 @@ async def test_a_login_in_any_case_is_the_account_as_stored(tmp_path: Path) -> N
         await server.close()
 
 
+async def test_a_user_name_that_breaks_the_rule_is_told_so_before_any_password(
+    server: Server,
+) -> None:
+    client = await ControlClient.connect(*server.address)
+    client.start()
+    with pytest.raises(AuthError, match=r"^user name must be .*\(U\+0430 CYRILLIC SMALL"):
+        await client.login("p\u0430ypal", "", "nick")  # not PASSWORD_REQUIRED
+    await client.close()
+
+
 async def until_ended(client: ControlClient) -> Exception:
     """The error that ends ``client``'s session (other pushes before it are skipped)."""
     while not isinstance(event := await next_message(client), Exception):

@@ -415,11 +415,11 @@ class Connection:
     async def check_login(self, hello: msg.Hello) -> Account:
         """The account ``hello`` logs in to; AuthError (or a subclass) if it may not."""
         store = self.server.store
+        try:  # before a password is asked for: no account can have a name that breaks it
+            check_user_name(hello.user, self.server.settings)
+        except StoreError as exc:
+            raise AuthError(str(exc)) from None
         if self.server.settings.open:
-            try:
-                check_user_name(hello.user, self.server.settings)
-            except StoreError as exc:
-                raise AuthError(str(exc)) from None
             return await store.open_account(hello.user, self.source)  # any name, no password
         if not hello.password:
             # Asked before a password is typed; not counted as a failed login.
