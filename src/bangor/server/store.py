@@ -190,8 +190,6 @@ _INVISIBLE = (
 _NAME_PUNCTUATION = frozenset("_.-")
 _SCRIPT_PATTERNS = [(code, regex.compile(rf"\p{{scx={code}}}")) for code in NAME_SCRIPTS]
 _INHERITED = regex.compile(r"\p{sc=Inherited}")
-_DIGITS_AND_MARKS = frozenset({"Nd", "Mn", "Mc"})
-_ANY_SCRIPT: frozenset[str] = frozenset()
 
 
 def user_name_rule(settings: ServerSettings = _DEFAULT_SETTINGS) -> str:
