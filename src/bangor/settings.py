@@ -61,7 +61,16 @@ class ServerSettings:
     cluster_stale_after: float = 5.0
     max_rooms_per_user: int = 20
     max_room_name: int = 64
+    # User names (store.check_user_name): characters after NFKC, and bytes of their UTF-8
+    # (a 32-letter Cyrillic name is 64 bytes; CJK and Indic letters take 3 each); at most
+    # this many combining marks on one letter (Thai, Tibetan and Indic scripts need 2 or 3).
     max_user_name: int = 32
+    max_user_name_bytes: int = 64
+    max_user_name_marks: int = 3
+    # Live sessions of accounts removed meanwhile (`bangor user remove` from another
+    # process) are ended: checked this often in one query (PostgreSQL's NOTIFY also ends
+    # them at once); 0: never.
+    account_check_interval: float = 5.0
     max_sessions: int = 256
     max_unauthenticated: int = 64  # connections still in handshake/login at once
     # The same per source address and per network around it (IPv4 /24, IPv6 /64): when a

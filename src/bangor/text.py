@@ -42,6 +42,13 @@ def check_name(name: str, what: str, max_len: int) -> None:
         )
 
 
+def user_key(name: str) -> str:
+    """What makes two user names the same account: NFKC, then case folded (NFKC again,
+    since folding can leave a string that is not NFKC). ``Alice``, ``ALICE`` and
+    ``Alice`` in fullwidth letters (U+FF21...) are all ``alice``; ``Straße`` is ``strasse``."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+
+
 def escape(text: str) -> str:
     """``text`` with every character a terminal would obey written as a visible escape."""
     if text.isprintable():  # the usual case; isprintable() is False for all of them

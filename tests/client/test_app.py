@@ -129,6 +129,44 @@ async def test_commands_paths_and_ids_in_a_call(
     finally:
         stop.set()
         await asyncio.gather(*calls, return_exceptions=True)
+
+
+async def test_a_login_in_another_case_joins_as_the_account_is_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17 (6): `ALICE` logs in to `alice`. The server calls her `alice`, and so must
+    she in her members' hello, or bob rejects her; another account's name is refused."""
+    monkeypatch.setenv("BANGOR_HOME", str(tmp_path / "home"))
+    server = await make_server(tmp_path)
+    stop = asyncio.Event()
+    alice, bob = Recorder(), Recorder()
+    try:
+        host, port = server.address
+        invite = Invite.parse(
+            await create_room(host, port, Login("ALICE", PASSWORD), "r", lambda _: None)
+        )
+        calls = [
+            asyncio.create_task(
+                join_call(invite, Login(user, PASSWORD), record, read_stdin=False, stop=stop)
+            )
+            for user, record in (("bob", bob), ("ALICE", alice))
+        ]
+        joined = await alice.wait(lambda e: isinstance(e, ev.Joined))
+        assert isinstance(joined, ev.Joined) and joined.you.user == "alice"
+        verified = await bob.wait(lambda e: isinstance(e, ev.MemberVerified))
+        assert isinstance(verified, ev.MemberVerified) and verified.member.user == "alice"
+        await alice.wait(lambda e: isinstance(e, ev.MemberVerified))
+        assert not any(isinstance(e, ev.MemberRejected) for e in alice.events + bob.events)
+        stop.set()
+        await asyncio.gather(*calls)
+        # A server that names us as another account (bob's) is refused as before.
+        monkeypatch.setattr(
+            Connection, "member", lambda self: msg.Member(self.session_id, "bob", "bob")
+        )
+        with pytest.raises(RemoteProtocolError, match="calls us 'bob'"):
+            await join_call(invite, Login("ALICE", PASSWORD), lambda _: None, read_stdin=False)
+    finally:
+        stop.set()
         await server.close()
 
 

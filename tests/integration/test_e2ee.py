@@ -153,7 +153,7 @@ def test_member_without_the_room_secret_hears_nobody_and_is_heard_by_nobody(
     # The server keeps her out: her invite derives no valid join token (PROTOCOL.md 3.15).
     refused = join(server, forged.encode(), "mallory")
     assert refused.wait() == 4
-    assert "no such room" in refused.event("left")["reason"]  # type: ignore[operator]
+    assert "no such room" in refused.event("error")["message"]  # type: ignore[operator]
     # A server that lets her in anyway (here: its database lost the token) gains her
     # nothing: the members' pair channels need the secret itself.
     with sqlite3.connect(server.data_dir / DB_FILE_NAME) as db:

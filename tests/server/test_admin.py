@@ -7,6 +7,7 @@ import io
 import pathlib
 
 import pytest
+import sqlalchemy as sa
 
 from bangor.errors import AlreadyExistsError, BangorError, NotFoundError, StoreError
 from bangor.server.admin import run_user_command
@@ -74,6 +75,51 @@ def test_errors(tmp_path: pathlib.Path) -> None:
     with pytest.raises(StoreError, match=r"^password must be 1 to 1024 characters$"):
         _run("add", "carol", url, password="")
     assert _run("list", None, url) == "alice\n"
+
+
+def test_user_add_refuses_a_name_taken_in_another_case(db_url: str) -> None:
+    """Issue 17 (6): `bangor user add Alice` made a second account next to `alice`."""
+    _run("add", "alice", db_url)
+    with pytest.raises(AlreadyExistsError, match=r"^user name Alice is taken: user alice"):
+        run_user_command("add", "Alice", db_url, lambda prompt: "pw", io.StringIO())
+    assert _run("add", "zo\u00eb", db_url) == "added user zo\u00eb\n"
+    # Any spelling reaches the account; what is printed is the name as stored.
+    assert _run("passwd", "ALICE", db_url, "new") == "password changed for alice\n"
+    assert _login(db_url, "Alice", "new") > 0
+    assert _run("remove", "ZO\u00cb", db_url) == "removed user zo\u00eb\n"
+    assert _run("list", None, db_url) == "alice\n"
+
+
+def test_user_list_reports_names_that_differ_only_in_case(db_url: str) -> None:
+    """Made before names ignored case (revision 0004): listed, each its own account."""
+
+    async def two_alices() -> None:
+        store = await Store.open(db_url)
+        try:
+            async with store.engine.begin() as conn:
+                await conn.execute(
+                    sa.text("INSERT INTO users (name, password_hash) VALUES ('Alice', 'x')")
+                )
+        finally:
+            await store.close()
+
+    _run("add", "alice", db_url)
+    asyncio.run(two_alices())  # as 0004 leaves a clash: no key
+    out, err = io.StringIO(), io.StringIO()
+    assert run_user_command("list", None, db_url, _never, out, err) == 0
+    assert out.getvalue() == "Alice\nalice\n"  # stdout stays one name a line
+    assert err.getvalue() == (
+        "bangor: warning: user names alice, Alice differ only in case (made before user names "
+        "ignored case): they are separate accounts; Alice logs in only as spelled, any other "
+        "spelling is alice. Remove one (bangor user remove NAME) to make them one name\n"
+    )
+    assert _run("remove", "alice", db_url) == "removed user alice\n"
+    err = io.StringIO()
+    run_user_command("list", None, db_url, _never, io.StringIO(), err)
+    assert err.getvalue() == ""
+    # Alone now, Alice has the name in any case again.
+    with pytest.raises(AlreadyExistsError, match="user name ALICE is taken: user Alice"):
+        _run("add", "ALICE", db_url)
 
 
 def test_bad_database(tmp_path: pathlib.Path) -> None:

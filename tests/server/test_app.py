@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import msgspec
 import pytest
+import sqlalchemy as sa
 
 from bangor.client.control import ControlClient
 from bangor.errors import (
@@ -24,7 +25,7 @@ from bangor.errors import (
 )
 from bangor.server.app import Connection, Server, open_server
 from bangor.server.limits import Kind
-from bangor.server.store import database_url
+from bangor.server.store import Store, database_url
 from bangor.settings import ServerSettings
 from bangor.wire import control as msg
 from bangor.wire.framing import encode_frame
@@ -584,7 +585,7 @@ async def test_a_login_the_database_cannot_answer_is_busy_and_logged_as_such(
     async def away(*args: object) -> int:
         raise StoreUnavailableError("database unreachable: connection refused")
 
-    monkeypatch.setattr(server.store, "authenticate", away)
+    monkeypatch.setattr(server.store, "log_in", away)
     client = await ControlClient.connect(*server.address)
     client.start()
     with pytest.raises(BusyError) as refused:
@@ -680,3 +681,119 @@ async def test_a_rotation_reaches_every_member_and_a_kick_ends_only_that_session
     assert await outside.list_rooms() == []
     for client in (alice, bob, carol, carol_again, outside):
         await client.leave()
+
+
+async def test_a_login_in_any_case_is_the_account_as_stored(tmp_path: Path) -> None:
+    """Issue 17 (6): the server names a session as its account is stored, and counts the
+    sessions of one account whatever spelling logged them in."""
+    server = await make_server(tmp_path, max_sessions_per_user=2)
+    try:
+        upper = await login(server, "ALICE", "A")
+        assert upper.welcome is not None and upper.welcome.user == "alice"
+        room = await upper.create_room("den")
+        joined = await upper.join_room(room.room_id)
+        assert (joined.you.user, joined.you.nick) == ("alice", "A")
+        title = await login(server, "Alice")
+        assert title.welcome is not None and title.welcome.user == "alice"
+        with pytest.raises(RefusedError, match="too many sessions for this user"):
+            await login(server, "alice")
+        await title.leave()
+        await upper.leave()
+    finally:
+        await server.close()
+
+
+async def test_a_user_name_that_breaks_the_rule_is_told_so_before_any_password(
+    server: Server,
+) -> None:
+    client = await ControlClient.connect(*server.address)
+    client.start()
+    with pytest.raises(AuthError, match=r"^user name must be .*\(U\+0430 CYRILLIC SMALL"):
+        await client.login("p\u0430ypal", "", "nick")  # not PASSWORD_REQUIRED
+    await client.close()
+
+
+async def until_ended(client: ControlClient) -> Exception:
+    """The error that ends ``client``'s session (other pushes before it are skipped)."""
+    while not isinstance(event := await next_message(client), Exception):
+        pass
+    return event
+
+
+async def removed_in_a_call(server: Server, remove: Callable[[], Awaitable[str]]) -> None:
+    """erin and frank in frank's room; ``remove`` deletes erin as another process would:
+    her session ends with "your account was removed", frank sees her leave and stays."""
+    await server.store.add_user("erin", PASSWORD)
+    await server.store.add_user("frank", PASSWORD)
+    erin, frank = await login(server, "erin"), await login(server, "frank")
+    room = await frank.create_room("call")
+    await frank.join_room(room.room_id)
+    await erin.join_room(room.room_id)
+    assert isinstance(await next_message(frank), msg.MemberJoined)
+    assert await remove() == "erin"
+    ended = await until_ended(erin)
+    assert isinstance(ended, AuthError) and str(ended) == "your account was removed"
+    assert isinstance(await next_message(frank), msg.MemberLeft)
+    assert [c.user for c in server.connections.values()] == ["frank"]
+    joined = await frank.join_room(room.room_id)  # the call goes on, without erin
+    assert joined.members == []
+    await frank.leave()
+
+
+async def test_an_account_removed_by_another_process_is_ended_on_sqlite(tmp_path: Path) -> None:
+    """Issue 17 (21): `bangor user remove erin` left erin in the call with no word. SQLite
+    has no notifications: the server checks its sessions' accounts periodically."""
+    server = await make_server(tmp_path, account_check_interval=0.2)
+
+    async def remove() -> str:
+        other = await Store.open(database_url(tmp_path / "data", None))  # as `bangor user`
+        try:
+            return await other.remove_user("ERIN")
+        finally:
+            await other.close()
+
+    try:
+        await removed_in_a_call(server, remove)
+    finally:
+        await server.close()
+
+
+@pytest.mark.postgres
+async def test_an_account_removed_is_ended_at_once_on_a_single_postgresql_server(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Not a cluster, and no periodic check: PostgreSQL's NOTIFY alone ends the session."""
+    server = await open_server(tmp_path / "data", pg_url, ServerSettings(account_check_interval=0))
+    await server.start("127.0.0.1", 0)
+
+    async def remove() -> str:
+        other = await Store.open(pg_url)
+        try:
+            return await other.remove_user("Erin")
+        finally:
+            await other.close()
+
+    try:
+        assert server.removals is not None
+        await removed_in_a_call(server, remove)
+    finally:
+        await server.close()
+
+
+async def test_the_account_check_is_one_query_and_keeps_live_accounts(tmp_path: Path) -> None:
+    server = await make_server(tmp_path, account_check_interval=0)
+    try:
+        clients = [await login(server, name) for name in ("alice", "alice", "bob")]
+        queries: list[str] = []
+        sa.event.listen(
+            server.store.engine.sync_engine,
+            "before_cursor_execute",
+            lambda *args: queries.append(args[2]),
+        )
+        await server.check_accounts()
+        selects = [query for query in queries if query.startswith("SELECT")]
+        assert len(selects) == 1 and len(server.connections) == 3
+        for client in clients:
+            await client.leave()
+    finally:
+        await server.close()

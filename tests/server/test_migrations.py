@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -13,6 +15,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
+from bangor.errors import AlreadyExistsError
+from bangor.server import passwords
 from bangor.server.schema import metadata
 from bangor.server.store import MIGRATIONS_DIR, Store, migrate
 
@@ -178,5 +182,71 @@ async def test_0003_cluster_tables_up_and_down(db_url: str) -> None:
             tables = await conn.run_sync(lambda sync: set(sa.inspect(sync).get_table_names()))
             assert not {"nodes", "placements"} & tables
             assert {"users", "rooms"} <= tables
+    finally:
+        await engine.dispose()
+
+
+async def test_0004_names_ignore_case_and_clashes_stay_apart(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An older database may hold names that differ only in case: the migration must not
+    make them one account. The oldest gets the name in any case, the others keep their
+    exact spelling; both are reported until one is removed."""
+    hashes = {name: passwords.hash_password(f"pw-{name}") for name in ("Alice", "alice", "ALICE")}
+    engine = create_async_engine(db_url)
+    try:
+        async with engine.begin() as conn:
+            await migrate(conn, "0003")
+            for name in ("Alice", "bob", "alice", "ALICE"):
+                await conn.execute(
+                    sa.text("INSERT INTO users (name, password_hash) VALUES (:name, :hash)"),
+                    {"name": name, "hash": hashes.get(name, passwords.hash_password("pw-bob"))},
+                )
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO rooms (id, name, owner_id) "
+                    "SELECT '00112233aabbccdd', 'den', id FROM users WHERE name = 'alice'"
+                )
+            )
+    finally:
+        await engine.dispose()
+    caplog.set_level(logging.WARNING, logger="bangor")
+    store = await Store.open(db_url)
+    try:
+        assert "user names 'Alice' and 'alice' differ only in case" in caplog.text
+        assert await _version(store) == _head()
+        assert await store.list_users() == ["ALICE", "Alice", "alice", "bob"]
+        assert await store.name_clashes() == [["Alice", "alice", "ALICE"]]
+        # Each logs in with its own spelling and password; any other spelling is the oldest.
+        for name in ("Alice", "alice", "ALICE"):
+            assert (await store.log_in(name, f"pw-{name}", 0.0)).name == name
+        assert (await store.log_in("aLiCe", "pw-Alice", 0.0)).name == "Alice"
+        assert (await store.log_in("BOB", "pw-bob", 0.0)).name == "bob"
+        with pytest.raises(AlreadyExistsError):
+            await store.add_user("aLICE", "pw")
+        assert (await store.get_room("00112233aabbccdd")).owner_name == "alice"
+        # Removing the oldest leaves two: the older of them takes the name over.
+        assert await store.remove_user("Alice") == "Alice"
+        assert await store.name_clashes() == [["alice", "ALICE"]]
+        assert (await store.log_in("aLiCe", "pw-alice", 0.0)).name == "alice"
+        assert await store.remove_user("ALICE") == "ALICE"
+        assert await store.name_clashes() == []
+        assert (await store.log_in("ALICE", "pw-alice", 0.0)).name == "alice"
+    finally:
+        await store.close()
+    # Down and up again: the key goes and comes back, nothing else changes.
+    engine = create_async_engine(db_url)
+    try:
+        async with engine.begin() as conn:
+            await _downgrade(conn, "0003")
+            columns = await conn.run_sync(
+                lambda sync: [c["name"] for c in sa.inspect(sync).get_columns("users")]
+            )
+            assert "name_key" not in columns
+            assert (await conn.execute(sa.text("SELECT count(*) FROM rooms"))).scalar_one() == 1
+        async with engine.begin() as conn:
+            await migrate(conn, "0004")
+            keys = await conn.execute(sa.text("SELECT name, name_key FROM users ORDER BY name"))
+            assert [tuple(row) for row in keys] == [("alice", "alice"), ("bob", "bob")]
     finally:
         await engine.dispose()

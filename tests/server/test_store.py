@@ -13,6 +13,7 @@ import re
 import stat
 from collections.abc import AsyncIterator
 
+import msgspec
 import pytest
 import sqlalchemy as sa
 from argon2 import PasswordHasher, Type
@@ -28,8 +29,17 @@ from bangor.errors import (
 )
 from bangor.server import passwords
 from bangor.server.schema import rooms, users
-from bangor.server.store import Store, database_url, redact_url, short_reason
-from bangor.settings import ServerSettings
+from bangor.server.store import (
+    Account,
+    Store,
+    check_user_name,
+    database_url,
+    redact_url,
+    short_reason,
+)
+from bangor.settings import MAX_NAME, ServerSettings
+from bangor.wire import control as msg
+from bangor.wire import e2ee
 
 
 @pytest.fixture
@@ -138,7 +148,7 @@ async def test_duplicate_user(store: Store) -> None:
         await store.add_user("alice", "other")
 
 
-@pytest.mark.parametrize("name", ["", "a" * 33, "al ice", "al/ice", "ålice", "a\n"])
+@pytest.mark.parametrize("name", ["", "a" * 33, "al ice", "al/ice", "a\n"])
 async def test_bad_user_names(store: Store, name: str) -> None:
     with pytest.raises(StoreError, match=r"^user name must be 1 to 32 characters"):
         await store.add_user(name, "pw")
@@ -148,6 +158,130 @@ async def test_good_unusual_user_names(store: Store) -> None:
     await store.add_user("A.b-c_9", "pw")
     await store.add_user("x" * 32, "pw")
     assert await store.list_users() == ["A.b-c_9", "x" * 32]
+
+
+async def test_user_names_ignore_case_and_show_as_stored(store: Store) -> None:
+    """Issue 17 (6): `Alice` and `alice` were two accounts."""
+    uid = await store.add_user("alice", "pw")
+    for spelling in ("alice", "Alice", "ALICE", "\uff21\uff4c\uff49\uff43\uff45"):  # fullwidth
+        assert await store.log_in(spelling, "pw", 0.0) == Account(uid, "alice")
+    for taken in ("Alice", "ALICE"):
+        with pytest.raises(
+            AlreadyExistsError,
+            match=rf"^user name {taken} is taken: user alice exists already \(user names ignore",
+        ):
+            await store.add_user(taken, "other")
+    assert await store.list_users() == ["alice"]
+    # Stored as first given; NFKC and full case folding (ß is ss).
+    await store.add_user("Stra\u00dfe", "pw")
+    with pytest.raises(AlreadyExistsError, match=r"^user name STRASSE is taken: user Stra\u00dfe"):
+        await store.add_user("STRASSE", "pw")
+    assert await store.set_password("ALICE", "new") == "alice"
+    assert await store.authenticate("aLiCe", "new", 0.0) == uid
+    assert await store.remove_user("ALICE") == "alice"
+    assert await store.list_users() == ["Stra\u00dfe"]
+    # Open mode finds the account by any spelling too.
+    assert (await store.open_account("strasse")).name == "Stra\u00dfe"
+
+
+async def test_failed_logins_of_any_spelling_count_for_one_name(store: Store) -> None:
+    """Unknown names too: `Mallory`, `MALLORY`... must not each get free guesses."""
+    for spelling in ("mallory", "Mallory", "MALLORY", "mallorY"):
+        with pytest.raises(AuthError) as info:
+            await store.authenticate(spelling, "guess", 1000.0)
+    assert isinstance(info.value, ThrottledError) or "mallory" in store._unknown
+    await store.add_user("erin", "pw")
+    for spelling in ("erin", "Erin", "ERIN", "eRin"):
+        with pytest.raises(AuthError):
+            await store.authenticate(spelling, "guess", 1000.0)
+    with pytest.raises(ThrottledError):
+        await store.authenticate("erin", "pw", 1000.5)
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("zo\u00eb", "zo\u00eb"),
+        ("zoe\u0308", "zo\u00eb"),  # decomposed (as macOS types it): stored composed
+        ("\u0434\u043c\u0438\u0442\u0440\u0438\u0439", None),  # Cyrillic
+        ("\u03b5\u03bb\u03ad\u03bd\u03b7", None),  # Greek
+        ("\u7530\u4e2d\u305f\u308d\u3046", None),  # Japanese: Han and Hiragana
+        ("\uae40\ucca0\uc218", None),  # Hangul
+        ("\u0e01\u0e34\u0e48\u0e07", None),  # Thai, two marks on a letter
+        ("\u0926\u0947\u0935\u0928\u093e\u0917\u0930\u0940", None),  # Devanagari
+        ("\u0663\u0664\u0627", None),  # Arabic letters and digits
+        ("\u00e9mile_2.0-x", None),
+        ("x" * 32, None),
+        ("\u0436" * 32, None),  # 64 bytes
+    ],
+)
+async def test_unicode_user_names(store: Store, given: str, stored: str | None) -> None:
+    """Issue 17 (16): `zoë` was refused."""
+    stored = stored or given
+    assert check_user_name(given) == stored
+    uid = await store.add_user(given, "pw")
+    assert await store.list_users() == [stored]
+    assert await store.authenticate(given, "pw", 0.0) == uid
+    assert await store.authenticate(stored.upper(), "pw", 0.0) == uid
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("p\u0430ypal", "U+0430 CYRILLIC SMALL LETTER A is of another script than U+0070"),
+        ("\u03a9mega", "U+006D LATIN SMALL LETTER M is of another script than U+03A9"),
+        ("\u305f\uae40", "U+AE40 HANGUL SYLLABLE GIM is of another script"),
+        ("a\u202eb", "U+202E RIGHT-TO-LEFT OVERRIDE is not a letter, digit, mark"),
+        ("a\u200bb", "U+200B ZERO WIDTH SPACE is not a letter"),
+        ("a\u200db", "U+200D ZERO WIDTH JOINER is not a letter"),
+        ("a\x1b[2J", "U+001B is not a letter"),
+        ("\u0301a", "U+0301 COMBINING ACUTE ACCENT is on no letter"),
+        ("1\u0301", "U+0301 COMBINING ACUTE ACCENT is on no letter"),
+        ("x" + "\u0300\u0301\u0302\u0303", "U+0303 COMBINING TILDE is one mark too many"),
+        ("a\u20dd", "U+20DD COMBINING ENCLOSING CIRCLE is not a letter"),
+        ("a\u3164b", "U+1160 HANGUL JUNGSEONG FILLER shows nothing"),
+        ("a\ufe0f", "U+FE0F VARIATION SELECTOR-16 shows nothing"),
+        (
+            "\u13a0\u13a1",
+            "U+13A0 CHEROKEE LETTER A is of a script not allowed in names; allowed: Arabic,",
+        ),
+        ("a\u0661", "U+0661 ARABIC-INDIC DIGIT ONE is of another script"),
+        ("\u0627\u0661\u06f1", "U+06F1 EXTENDED ARABIC-INDIC DIGIT ONE is of another digit"),
+        ("\u4e00" * 22, "it has 66 bytes"),
+        ("x" * 33, "it has 33 characters"),
+        ("", "it has 0 characters"),
+        ("bob\U0001f600", "is not a letter"),
+    ],
+)
+async def test_user_names_that_are_refused_say_what_is_allowed(
+    store: Store, name: str, why: str
+) -> None:
+    with pytest.raises(StoreError) as info:
+        await store.add_user(name, "pw")
+    message = str(info.value)
+    assert message.startswith(
+        "user name must be 1 to 32 characters and at most 64 bytes (UTF-8, after NFKC "
+        "normalisation) of letters and digits of one script, with '_', '.' and '-'; accents "
+        "and other combining marks only on a letter (at most 3); Japanese may mix kanji, "
+        "hiragana and katakana, Korean hangul and hanja ("
+    ), message
+    assert why in message
+    assert message.isascii()  # never the name's own characters: they may drive a terminal
+    with pytest.raises(AuthError, match=r"^user name must be"):  # a login says the same
+        await store.authenticate(name, "pw", 0.0)
+    assert await store.list_users() == []
+
+
+def test_the_longest_user_names_fit_the_wire() -> None:
+    """Names travel in hello (at most MAX_NAME characters) and in members' hellos."""
+    settings = ServerSettings()
+    for name in ("x" * settings.max_user_name, "\u0436" * 32, "\u4e00" * 21):
+        name = check_user_name(name, settings)
+        hello = msg.Hello(1, name, "pw", name)
+        assert msgspec.msgpack.decode(msgspec.msgpack.encode(hello), type=msg.Hello) == hello
+        peer = e2ee.PeerHello(name, name)
+        assert msgspec.msgpack.decode(msgspec.msgpack.encode(peer), type=e2ee.PeerHello) == peer
+    assert settings.max_user_name <= MAX_NAME
 
 
 async def test_bad_password(store: Store) -> None:
@@ -396,7 +530,7 @@ async def test_join_tokens_and_bans_belong_to_their_room(store: Store) -> None:
     assert (await store.get_room(other.id)).token_hash is None
 
     eve = await store.ban(room.id, "eve")
-    assert await store.ban(room.id, "eve") == eve  # again is no error
+    assert await store.ban(room.id, "EVE") == eve  # again is no error; names ignore case
     assert await store.is_banned(room.id, eve)
     assert not await store.is_banned(other.id, eve)
     assert await store.ban_counts() == {room.id: 1}

@@ -42,6 +42,7 @@ from bangor.io.recording import OpusFileSink
 from bangor.media import events as me
 from bangor.media.session import MediaSession
 from bangor.settings import MAX_CHAT_TEXT, ClientSettings
+from bangor.text import user_key
 from bangor.wire import control as msg
 from bangor.wire import e2ee
 from bangor.wire.direct import PathChanged
@@ -271,9 +272,13 @@ async def join_call(
                 joined = await client.join_room(
                     current.room_id.hex(), derive_join_token(current.secret, current.room_id)
                 )
-                if joined.you.user != login.user:
-                    # Members check each other's names against the server's word; a server
-                    # that renamed us consistently would pass that check, so we check too.
+                # The server names us as our account is stored (`Alice` logs in to
+                # `alice`), and we claim that name to the members; but never another
+                # account's. Members check each other's names against the server's word; a
+                # server that renamed us consistently would pass that check, so we check too.
+                if joined.you.user != welcome.user or user_key(welcome.user) != user_key(
+                    login.user
+                ):
                     raise RemoteProtocolError(
                         f"the server calls us {joined.you.user!r}, not {login.user!r}; not joining"
                     )
@@ -356,7 +361,7 @@ async def join_call(
                     room_id=invite.room_id,
                     secret=room_invite().secret,
                     session_id=welcome.session_id,
-                    user=login.user,
+                    user=joined.you.user,
                     nick=joined.you.nick,
                     identity_private=identity,
                     settings=settings,

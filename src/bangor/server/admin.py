@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Callable
 from typing import TextIO
 
 from bangor.errors import BangorError, StoreError
 from bangor.server.passwords import check_password
-from bangor.server.store import Store, check_user_name, database_url, short_reason
+from bangor.server.store import (
+    Store,
+    check_user_name,
+    clash_warning,
+    database_url,
+    short_reason,
+)
 from bangor.text import escape
 
 log = logging.getLogger(__name__)
@@ -28,11 +35,14 @@ def run_user_command(
     url: str,
     read_password: Callable[[str], str],
     out: TextIO,
+    err: TextIO | None = None,
 ) -> int:
     """Run one ``bangor user`` action against the store at ``url``; return 0.
 
     ``read_password(prompt)`` is asked for the password of ``add`` and
-    ``passwd``. Raises :class:`BangorError` subclasses on failure.
+    ``passwd``. Raises :class:`BangorError` subclasses on failure. ``list`` prints the
+    names on ``out``, one a line, and names that differ only in case (kept apart since
+    names ignore case) as warnings on ``err`` (default stderr).
     """
     if action not in USER_ACTIONS:
         raise BangorError(f"unknown user action {action!r} (use {', '.join(USER_ACTIONS)})")
@@ -42,13 +52,13 @@ def run_user_command(
         if not name:
             raise StoreError(f"'bangor user {action}' needs a user name")
         if action == "add":
-            check_user_name(name)
+            name = check_user_name(name)
         if action in ("add", "passwd"):
             # Read before the event loop starts: read_password may block on a terminal.
             password = read_password(f"Password for {name}: ")
             check_password(password)
     try:
-        lines = asyncio.run(_run(action, name or "", password, url))
+        lines, warnings = asyncio.run(_run(action, name or "", password, url))
     except BangorError:
         raise
     except Exception as exc:
@@ -57,24 +67,28 @@ def run_user_command(
         raise StoreError(f"database error: {short_reason(exc)}") from None
     for line in lines:
         print(line, file=out)
+    for line in warnings:
+        print(f"bangor: warning: {line}", file=err or sys.stderr)
     return 0
 
 
-async def _run(action: str, name: str, password: str | None, url: str) -> list[str]:
+async def _run(
+    action: str, name: str, password: str | None, url: str
+) -> tuple[list[str], list[str]]:
+    """The lines to print, and the warnings."""
     store = await Store.open(url)
     try:
         if action == "add":
             assert password is not None
             await store.add_user(name, password)
-            return [f"added user {name}"]
+            return [f"added user {name}"], []
         if action == "passwd":
             assert password is not None
-            await store.set_password(name, password)
-            return [f"password changed for {name}"]
+            return [f"password changed for {await store.set_password(name, password)}"], []
         if action == "remove":
-            await store.remove_user(name)
-            return [f"removed user {name}"]
-        return await store.list_users()
+            return [f"removed user {await store.remove_user(name)}"], []
+        clashes = await store.name_clashes()
+        return await store.list_users(), [clash_warning(group) for group in clashes]
     finally:
         await store.close()
 

@@ -46,12 +46,13 @@ from bangor.server.cluster import Cluster
 from bangor.server.hashing import return_hash_memory
 from bangor.server.limits import Kind, SessionLimits, UserBuckets, Verdict, user_rates
 from bangor.server.lockout import shown_name
+from bangor.server.notify import RemovalListener
 from bangor.server.relay import Address, Relay, UdpAddress, WebAddress
 from bangor.server.rooms import RoomRegistry, unique_nick
 from bangor.server.sqlite import secure_data_dir
-from bangor.server.store import Room, Store, check_user_name
+from bangor.server.store import Account, Room, Store, check_user_name, clash_warning
 from bangor.settings import MAX_NAME, ServerSettings
-from bangor.text import check_name
+from bangor.text import check_name, user_key
 from bangor.wire import control as msg
 from bangor.wire.media import MEDIA_SECRET_SIZE, MediaKeys, derive_media_keys
 from bangor.wire.noise import fingerprint, format_fingerprint, public_key
@@ -78,6 +79,7 @@ RESUME_MAC_SIZE = msg.RESUME_TICKET_SIZE - 4 - EPOCH_SIZE
 ACCOUNTS_UNAVAILABLE = "accounts unavailable, try again"
 # A wrong join token reads like an unknown room: an old invite learns nothing.
 NO_SUCH_ROOM = "no such room (or the invite is out of date)"
+ACCOUNT_REMOVED = "your account was removed"
 MIN_RESTART_WINDOW = 0.25  # seconds: even two clients need not come back in the same instant
 
 
@@ -190,7 +192,8 @@ class Connection:
     source: str  # the address alone: the unit of per-source limits
     session_id: int = 0
     user_id: int | None = None
-    user: str = ""
+    user: str = ""  # the account's name as stored
+    user_key: str = ""  # and as compared (bangor.text.user_key)
     nick: str = ""  # as the room knows us: made unique there (rooms.unique_nick)
     wanted_nick: str = ""  # as asked for at hello (or the user name)
     room_id: str | None = None
@@ -381,12 +384,13 @@ class Connection:
         ticket = self.server.resume_ticket(self.session_id, self.user)
         self.send(msg.Welcome(self.session_id, self.user, __version__, self.media_secret, ticket))
 
-    def check_capacity(self, user: str) -> None:
-        """Refuse (LimitError) a login the server has no room for; costs no hash."""
+    def check_capacity(self, key: str) -> None:
+        """Refuse (LimitError) a login the server has no room for; costs no hash.
+        ``key``: the user name's :func:`user_key`."""
         settings = self.server.settings
         if len(self.server.connections) >= settings.max_sessions:
             raise LimitError("server is full")
-        sessions = sum(1 for conn in self.server.connections.values() if conn.user == user)
+        sessions = sum(1 for conn in self.server.connections.values() if conn.user_key == key)
         if sessions >= settings.max_sessions_per_user:
             raise LimitError(
                 f"too many sessions for this user (the limit is {settings.max_sessions_per_user})"
@@ -399,8 +403,9 @@ class Connection:
         login in flight per name, then the store (lock, hashing pool, count, hash).
         """
         server = self.server
-        self.check_capacity(hello.user)
-        if hello.user in server.logins_in_flight:
+        key = user_key(hello.user)  # Alice and alice are one account
+        self.check_capacity(key)
+        if key in server.logins_in_flight:
             # BUSY, not THROTTLED: nothing was counted, and clients try BUSY again on their own
             # (two devices of one user may well log in at the same moment).
             retry = server.store.hashes.admission.retry_after()
@@ -408,33 +413,34 @@ class Connection:
                 f"another login for this name is being checked; try again in {retry:.1f} s",
                 retry,
             )
-        server.logins_in_flight.add(hello.user)
+        server.logins_in_flight.add(key)
         try:
-            self.user_id = await self.check_login(hello)
+            account = await self.check_login(hello)
             if self.closing:  # the client hung up while the password was being checked
                 raise SessionClosed
-            self.check_capacity(hello.user)  # others may have logged in meanwhile
-            self.user = hello.user
-            self.nick = self.wanted_nick = hello.nick or hello.user
+            self.check_capacity(key)  # others may have logged in meanwhile
+            # Known by the name as stored, whatever case the login used.
+            self.user_id, self.user, self.user_key = account.id, account.name, key
+            self.nick = self.wanted_nick = hello.nick or account.name
             self.media_secret = secrets.token_bytes(MEDIA_SECRET_SIZE)
-            wanted = server.resumed_id(hello.resume, hello.user)
+            wanted = server.resumed_id(hello.resume, account.name)
             self.session_id = server.register(self, derive_media_keys(self.media_secret), wanted)
         finally:
-            server.logins_in_flight.discard(hello.user)
+            server.logins_in_flight.discard(key)
 
-    async def check_login(self, hello: msg.Hello) -> int:
-        """The user id ``hello`` logs in as; AuthError (or a subclass) if it may not."""
+    async def check_login(self, hello: msg.Hello) -> Account:
+        """The account ``hello`` logs in to; AuthError (or a subclass) if it may not."""
         store = self.server.store
+        try:  # before a password is asked for: no account can have a name that breaks it
+            check_user_name(hello.user, self.server.settings)
+        except StoreError as exc:
+            raise AuthError(str(exc)) from None
         if self.server.settings.open:
-            try:
-                check_user_name(hello.user, self.server.settings.max_user_name)
-            except StoreError as exc:
-                raise AuthError(str(exc)) from None
-            return await store.open_user(hello.user, self.source)  # any name, no password
+            return await store.open_account(hello.user, self.source)  # any name, no password
         if not hello.password:
             # Asked before a password is typed; not counted as a failed login.
             raise PasswordRequiredError("this server needs a password")
-        return await store.authenticate(hello.user, hello.password, time.time(), self.source)
+        return await store.log_in(hello.user, hello.password, time.time(), self.source)
 
     async def on_create(self, create: msg.CreateRoom) -> None:
         assert self.user_id is not None
@@ -650,7 +656,7 @@ class Connection:
                     ref,
                 )
                 return
-            if user == self.user:
+            if user_key(user) == self.user_key:
                 self.refuse(CloseCode.NOT_ALLOWED, "you cannot ban your own account", ref)
                 return
             try:
@@ -665,7 +671,7 @@ class Connection:
             removed = [target]
         else:
             present = list(live.members.values()) if live is not None else []
-            removed = [m for m in present if m.user == user and m is not self]
+            removed = [m for m in present if m.user_key == user_key(user) and m is not self]
         why = (
             "banned from the room by its owner"
             if kick.ban
@@ -771,6 +777,8 @@ class Server:
         self._resume_key = hmac.digest(static_key, RESUME_LABEL, "sha256")
         self.restarting = False  # set before close(): the goodbye says we come back
         self.cluster: Cluster | None = None  # serve --cluster: rooms placed across nodes
+        self.removals: RemovalListener | None = None  # PostgreSQL: word of removed accounts
+        self._account_task: asyncio.Task[None] | None = None  # the periodic account check
 
     @property
     def unauthenticated(self) -> int:
@@ -801,8 +809,49 @@ class Server:
             self.tcp, self.udp = tcp, transport
             self.udp_protocol = protocol
             self.address = (host, bound)
+            await self.watch_accounts()
             return
         raise OSError("could not bind TCP and UDP on one port number")
+
+    async def watch_accounts(self) -> None:
+        """End the sessions of accounts removed by another process (`bangor user
+        remove`): at once on PostgreSQL's word (server/notify.py), and on every backend
+        by checking the live sessions' accounts every ``account_check_interval``."""
+        try:
+            self.removals = await RemovalListener.start(self.store.engine, self.end_account)
+        except StoreUnavailableError as exc:
+            interval = self.settings.account_check_interval
+            log.warning("%s; checking accounts every %g s instead", exc, interval)
+        if self.settings.account_check_interval > 0:
+            self._account_task = asyncio.get_running_loop().create_task(self._account_checks())
+
+    async def _account_checks(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.account_check_interval)
+            await self.check_accounts()
+
+    async def check_accounts(self) -> None:
+        """End the sessions whose account is gone, in one query for all of them."""
+        live = {
+            Account(conn.user_id, conn.user)
+            for conn in self.connections.values()
+            if conn.user_id is not None
+        }
+        if not live:
+            return
+        try:
+            present = await self.store.live_accounts(live)
+        except StoreError as exc:  # the next check tries again
+            log.debug("account check skipped: %s", exc)
+            return
+        gone = live - present
+        self._end_sessions(
+            [
+                conn
+                for conn in self.connections.values()
+                if conn.user_id is not None and Account(conn.user_id, conn.user) in gone
+            ]
+        )
 
     def resume_ticket(self, session_id: int, user: str) -> bytes:
         """Id, epoch and a MAC over both and the account: only this server's key makes one."""
@@ -859,6 +908,8 @@ class Server:
             conn.writer.close()
         for drain in self.drains:
             await drain()
+        if self._account_task is not None:
+            self.tasks.add(self._account_task)  # cancelled and awaited with the sessions
         for task in list(self.tasks):
             task.cancel()
         if self.tasks:
@@ -869,6 +920,8 @@ class Server:
             closer()
         if self.cluster is not None:
             await self.cluster.close()
+        if self.removals is not None:
+            await self.removals.close()
         await self.store.close()
 
     async def join_cluster(self, advertise: str) -> None:
@@ -878,7 +931,6 @@ class Server:
         Cluster.check(engine)
         beat = create_async_engine(engine.url, pool_size=1, max_overflow=0)
         self.cluster = Cluster(engine, advertise, self.settings, beat)
-        await self.cluster.listen(self.end_account)
         await self.cluster.heartbeat(0, set())
         task = asyncio.get_running_loop().create_task(self._heartbeats(self.cluster))
         self.tasks.add(task)
@@ -907,14 +959,20 @@ class Server:
         conn.writer.close()
 
     def end_account(self, user: str) -> None:
-        """`bangor user remove` deleted ``user`` (on any node): its sessions here end."""
-        ended = [conn for conn in self.connections.values() if conn.user == user]
+        """`bangor user remove` deleted ``user`` (its name as stored; on any node): its
+        sessions here end."""
+        self._end_sessions([conn for conn in self.connections.values() if conn.user == user])
+
+    def _end_sessions(self, ended: list[Connection]) -> None:
+        """Their accounts were removed: a fatal AUTH_FAILED (the client does not come
+        back), and the others in their rooms see them leave."""
         for conn in ended:
-            conn.fail(CloseCode.AUTH_FAILED, "this account was removed")
+            conn.fail(CloseCode.AUTH_FAILED, ACCOUNT_REMOVED)
             self.drop(conn)
             conn.writer.close()
-        if ended:
-            log.warning("account %s removed: ended %d session(s)", shown_name(user), len(ended))
+        for user in sorted({conn.user for conn in ended}):
+            count = sum(1 for conn in ended if conn.user == user)
+            log.warning("account %s removed: ended %d session(s)", user, count)
 
     def send_away(self, room_id: str, node: str) -> None:
         """Another node serves ``room_id`` now (we were paused or cut off long enough to
@@ -1069,6 +1127,12 @@ async def open_server(
     key = load_or_create_key(data_dir / KEY_FILE)
     settings = settings or ServerSettings()
     store = await Store.open(db_url, settings)
+    try:
+        for group in await store.name_clashes():
+            log.warning("%s", clash_warning(group))
+    except BaseException:
+        await store.close()
+        raise
     if not settings.open:
         return_hash_memory()
         try:

@@ -14,20 +14,17 @@ nodes' clocks need not agree.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import asyncpg  # type: ignore[import-untyped]
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bangor.errors import StoreError, StoreUnavailableError
 from bangor.server.schema import nodes, placements
-from bangor.server.store import ACCOUNTS_CHANNEL, _db_errors
+from bangor.server.store import _db_errors
 from bangor.settings import ServerSettings
 
 log = logging.getLogger("bangor.server.cluster")
@@ -49,7 +46,6 @@ class Cluster:
     beat_engine: AsyncEngine
     held: dict[str, int] = field(default_factory=dict)  # room id -> epoch we claimed
     draining: bool = False
-    _listener: asyncpg.Connection | None = None
 
     @classmethod
     def check(cls, engine: AsyncEngine) -> None:
@@ -163,22 +159,7 @@ class Cluster:
             self.held[room_id] = epoch
         return str(node_id)
 
-    async def listen(self, removed: Callable[[str], None]) -> None:
-        """Call ``removed`` with each account name `bangor user remove` deletes, on any
-        node: PostgreSQL LISTEN on a connection of its own, held until close."""
-        url = self.engine.url.set(drivername="postgresql")
-        try:
-            self._listener = await asyncpg.connect(url.render_as_string(hide_password=False))
-            await self._listener.add_listener(
-                ACCOUNTS_CHANNEL, lambda _conn, _pid, _channel, name: removed(str(name))
-            )
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise StoreUnavailableError(f"cannot listen for account changes: {exc}") from None
-
     async def close(self) -> None:
-        if self._listener is not None:
-            with contextlib.suppress(OSError, asyncpg.PostgresError):
-                await self._listener.close(timeout=1)
         await self.beat_engine.dispose()
 
     async def drain(self) -> None:

@@ -28,11 +28,17 @@ users = sa.Table(
     "users",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("name", sa.Text, nullable=False, unique=True),  # as typed at `user add` (NFKC)
+    # The account's key: NFKC + case folded (bangor.text.user_key), unique, so `Alice`
+    # logs in to `alice` (revision 0004). NULL only for a name that clashed with an older
+    # one when 0004 came: it logs in under its exact spelling alone.
+    sa.Column("name_key", sa.Text, nullable=True),
     sa.Column("password_hash", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float),
     sa.Column("failed_logins", sa.Integer, nullable=False, server_default="0"),
     sa.Column("locked_until", sa.Float, nullable=False, server_default="0"),
+    # An index, not a constraint: SQLite adds one without copying the table (0004).
+    sa.Index(None, "name_key", unique=True),
 )
 
 rooms = sa.Table(
@@ -49,7 +55,7 @@ rooms = sa.Table(
     sa.Column("created_at", sa.Float),
     # Opus bit/s each member sends at most; NULL: no cap (revision 0002).
     sa.Column("max_bitrate", sa.Integer, nullable=True),
-    # SHA-256 of the room's join token (revision 0004); NULL: none yet, anyone may join.
+    # SHA-256 of the room's join token (revision 0005); NULL: none yet, anyone may join.
     sa.Column("token_hash", sa.LargeBinary, nullable=True),
     sa.UniqueConstraint("owner_id", "name"),
     sa.CheckConstraint(
@@ -58,7 +64,7 @@ rooms = sa.Table(
     ),
 )
 
-# Accounts the owner banned from a room (revision 0004).
+# Accounts the owner banned from a room (revision 0005).
 room_bans = sa.Table(
     "room_bans",
     metadata,

@@ -12,17 +12,20 @@ SQLAlchemy's rendering (which quotes the statement's parameters).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import pathlib
 import re
 import secrets
 import time
+import unicodedata
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+import regex  # type: ignore[import-untyped]
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -53,6 +56,7 @@ from bangor.server.hashing import HashPool
 from bangor.server.lockout import UnknownLogins, backoff, check_lock, lock_steps, shown_name
 from bangor.server.schema import ROOM_ID_BYTES, room_bans, rooms, users
 from bangor.settings import MAX_BITRATE, MIN_BITRATE, ServerSettings
+from bangor.text import user_key
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +65,36 @@ ACCOUNTS_CHANNEL = "bangor_accounts_removed"  # PostgreSQL NOTIFY: a removed acc
 MIGRATIONS_DIR = pathlib.Path(__file__).resolve().parent / "migrations"
 _MAX_REASON = 200
 
-_USER_NAME_CHARS = re.compile(r"[A-Za-z0-9_.-]+")
 _ASYNC_SCHEMES = frozenset(
     {"postgresql+asyncpg", "postgresql+psycopg", "postgresql+psycopg_async", "sqlite+aiosqlite"}
 )
 _DEFAULT_SETTINGS = ServerSettings()
+
+
+@dataclass(frozen=True)
+class Account:
+    """An account as a login finds it: its id and its name as stored."""
+
+    id: int
+    name: str
+
+
+def _find_account(name: str, *columns: sa.ColumnElement[Any]) -> sa.Select[Any]:
+    """``columns`` (default id and name) of the account ``name`` logs in to: the one with
+    its exact spelling among names that clashed before 0004 (no key), else the one with
+    its key."""
+    normal = unicodedata.normalize("NFKC", name)
+    return (
+        sa.select(*(columns or (users.c.id, users.c.name)))
+        .where(
+            sa.or_(
+                users.c.name_key == user_key(normal),
+                sa.and_(users.c.name_key.is_(None), users.c.name == normal),
+            )
+        )
+        .order_by(users.c.name_key.is_not(None))  # false first: the exact spelling wins
+        .limit(1)
+    )
 
 
 @dataclass(frozen=True)
@@ -129,12 +158,138 @@ def redact_url(url: str) -> str:
     return re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", rendered)
 
 
-def check_user_name(name: str, max_len: int = _DEFAULT_SETTINGS.max_user_name) -> None:
-    """Raise :class:`StoreError` unless ``name`` is a valid user name."""
-    if not (1 <= len(name) <= max_len and _USER_NAME_CHARS.fullmatch(name)):
-        raise StoreError(
-            f"user name must be 1 to {max_len} characters of letters, digits, '_', '.' or '-'"
-        )
+# UAX #31's Recommended Scripts (Table 5): those in wide use today. Letters of others
+# (Cherokee, Runic, ...: historic, or confusable with Latin) are refused.
+NAME_SCRIPTS = (
+    *("Arab", "Armn", "Beng", "Bopo", "Cyrl", "Deva", "Ethi", "Geor", "Grek", "Gujr"),
+    *("Guru", "Hang", "Hani", "Hebr", "Hira", "Kana", "Khmr", "Knda", "Laoo", "Latn"),
+    *("Mlym", "Mymr", "Orya", "Sinh", "Taml", "Telu", "Thaa", "Thai", "Tibt"),
+)
+_SCRIPT_NAMES = (
+    "Arabic, Armenian, Bengali, Bopomofo, Cyrillic, Devanagari, Ethiopic, Georgian, Greek, "
+    "Gujarati, Gurmukhi, Hangul, Han, Hebrew, Hiragana, Katakana, Khmer, Kannada, Lao, Latin, "
+    "Malayalam, Myanmar, Oriya, Sinhala, Tamil, Telugu, Thaana, Thai, Tibetan"
+)
+# UTS #39's augmented script sets: a Japanese name mixes Han, Hiragana and Katakana, a
+# Korean one Han and Hangul, a Chinese one Han and Bopomofo; no other scripts mix.
+_AUGMENTED = {
+    "Hani": {"Hani", "Jpan", "Kore", "Hanb"},
+    "Hira": {"Jpan"},
+    "Kana": {"Jpan"},
+    "Hang": {"Kore"},
+    "Bopo": {"Hanb"},
+}
+# Letters and marks that show nothing (Default_Ignorable_Code_Point outside Cf): Hangul
+# fillers, variation selectors, the combining grapheme joiner, Khmer inherent vowels,
+# Mongolian variation selectors.
+_INVISIBLE = (
+    frozenset(
+        (0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180B, 0x180C, 0x180D, 0x180F, 0x3164, 0xFFA0)
+    )
+    | frozenset(range(0xFE00, 0xFE10))
+    | frozenset(range(0xE0100, 0xE01F0))
+)
+_NAME_PUNCTUATION = frozenset("_.-")
+_SCRIPT_PATTERNS = [(code, regex.compile(rf"\p{{scx={code}}}")) for code in NAME_SCRIPTS]
+_INHERITED = regex.compile(r"\p{sc=Inherited}")
+
+
+def user_name_rule(settings: ServerSettings = _DEFAULT_SETTINGS) -> str:
+    """What a user name may be, as the errors (and the README) say it."""
+    return (
+        f"user name must be 1 to {settings.max_user_name} characters and at most "
+        f"{settings.max_user_name_bytes} bytes (UTF-8, after NFKC normalisation) of letters "
+        "and digits of one script, with '_', '.' and '-'; accents and other combining marks "
+        f"only on a letter (at most {settings.max_user_name_marks}); Japanese may mix kanji, "
+        "hiragana and katakana, Korean hangul and hanja"
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _scripts(char: str) -> frozenset[str]:
+    """The name scripts ``char`` belongs to (its Script_Extensions among NAME_SCRIPTS)."""
+    return frozenset(code for code, pattern in _SCRIPT_PATTERNS if pattern.match(char))
+
+
+def _shown(char: str) -> str:
+    # Never the character itself: it may be one a terminal obeys.
+    return f"U+{ord(char):04X} {unicodedata.name(char, '')}".rstrip()
+
+
+def _name_problem(name: str, settings: ServerSettings) -> str | None:
+    """Why ``name`` (NFKC already) breaks the rule, or None."""
+    if not 1 <= len(name) <= settings.max_user_name:
+        return f"it has {len(name)} characters"
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > settings.max_user_name_bytes:
+        return f"it has {size} bytes"
+    marks = -1  # combining marks on the letter before; -1: no letter to put one on
+    resolved: set[str] | None = None  # scripts every character so far allows
+    seen = ""  # a character that narrowed ``resolved``, for the message
+    zero: int | None = None  # the digit system: the code point of its zero
+    for char in name:
+        category = unicodedata.category(char)
+        if ord(char) in _INVISIBLE:
+            return f"{_shown(char)} shows nothing"
+        if char in _NAME_PUNCTUATION:
+            marks = -1
+            continue
+        if category[0] == "M" and category != "Me":
+            if marks < 0 or marks >= settings.max_user_name_marks:
+                where = "on no letter" if marks < 0 else "one mark too many on a letter"
+                return f"{_shown(char)} is {where}"
+            marks += 1
+        elif category[0] == "L":
+            marks = 0
+        elif category == "Nd":
+            marks = -1
+            digit_zero = ord(char) - unicodedata.decimal(char)
+            if zero is not None and digit_zero != zero:
+                return f"{_shown(char)} is of another digit system"
+            zero = digit_zero
+        else:
+            return f"{_shown(char)} is not a letter, digit, mark, '_', '.' or '-'"
+        scripts = _scripts(char)
+        if not scripts:
+            # Marks that go with any script (accents) and ASCII digits fit every name.
+            if (category[0] == "M" and _INHERITED.match(char)) or "0" <= char <= "9":
+                continue
+            return f"{_shown(char)} is of a script not allowed in names; allowed: {_SCRIPT_NAMES}"
+        allowed = set().union(*(_AUGMENTED.get(code, {code}) for code in scripts))
+        if resolved is not None and not resolved & allowed:
+            return f"{_shown(char)} is of another script than {_shown(seen)}"
+        resolved = allowed if resolved is None else resolved & allowed
+        seen = char
+    return None
+
+
+def check_user_name(name: str, settings: ServerSettings = _DEFAULT_SETTINGS) -> str:
+    """``name`` as stored (NFKC), or :class:`StoreError` saying the rule it breaks.
+
+    The one rule for user names, wherever one is made or logged in with: after NFKC,
+    1 to ``max_user_name`` characters and ``max_user_name_bytes`` bytes of UTF-8; letters
+    (and digits other than ASCII) of one of NAME_SCRIPTS, so no Cyrillic a (U+0430) hides in a
+    Latin name; combining marks only on a letter, at most ``max_user_name_marks``; digits
+    of one system; '_', '.', '-'; nothing invisible. Control, format (bidi, zero-width),
+    space and symbol characters are refused.
+    """
+    normal = unicodedata.normalize("NFKC", name)
+    problem = _name_problem(normal, settings)
+    if problem is not None:
+        raise StoreError(f"{user_name_rule(settings)} ({problem})")
+    return normal
+
+
+def clash_warning(names: list[str]) -> str:
+    """What to say about names that differ only in case (oldest first), from before user
+    names ignored case: they stay separate accounts until one is removed."""
+    first, others = names[0], names[1:]
+    return (
+        f"user names {', '.join(names)} differ only in case (made before user names "
+        f"ignored case): they are separate accounts; {', '.join(others)} "
+        f"{'logs' if len(others) == 1 else 'log'} in only as spelled, any other spelling "
+        f"is {first}. Remove one (bangor user remove NAME) to make them one name"
+    )
 
 
 def check_room_name(name: str, max_len: int = _DEFAULT_SETTINGS.max_room_name) -> None:
@@ -302,29 +457,44 @@ class Store:
     # -- users ---------------------------------------------------------------
 
     async def add_user(self, name: str, password: str) -> int:
-        """Create an account and return its id."""
-        check_user_name(name, self.settings.max_user_name)
+        """Create an account and return its id; the name is stored as given (NFKC), and
+        one that differs only in case from an existing one is taken."""
+        name = check_user_name(name, self.settings)
         password_hash = await self.hashes.run("", passwords.hash_password, password)
         async with _db_errors():
             try:
                 async with self._writer.begin() as conn:
                     result = await conn.execute(
                         users.insert().values(
-                            name=name, password_hash=password_hash, created_at=time.time()
+                            name=name,
+                            name_key=user_key(name),
+                            password_hash=password_hash,
+                            created_at=time.time(),
                         )
                     )
             except IntegrityError:
-                raise AlreadyExistsError(f"user {name} exists already") from None
+                await self._taken(name)
             key = result.inserted_primary_key
             assert key is not None
             return int(key[0])
 
-    async def _user_id(self, name: str) -> int | None:
+    async def _taken(self, name: str) -> NoReturn:
+        """Refuse ``name``: it, or a name that differs only in case, exists already."""
+        found = await self._account(name)
+        if found is None or found.name == name:
+            raise AlreadyExistsError(f"user {name} exists already") from None
+        raise AlreadyExistsError(
+            f"user name {name} is taken: user {found.name} exists already (user names ignore case)"
+        ) from None
+
+    async def _account(self, name: str) -> Account | None:
         async with _db_errors(), self.engine.connect() as conn:
-            found = (
-                await conn.execute(sa.select(users.c.id).where(users.c.name == name))
-            ).scalar_one_or_none()
-        return None if found is None else int(found)
+            row = (await conn.execute(_find_account(name))).first()
+        return None if row is None else Account(int(row.id), row.name)
+
+    async def _user_id(self, name: str) -> int | None:
+        found = await self._account(name)
+        return None if found is None else found.id
 
     async def open_user(self, name: str, source: str = "") -> int:
         """The id of ``name`` for a server in open mode, made on first use.
@@ -336,8 +506,12 @@ class Store:
         (``open_max_new_names_per_address``) and in all (``open_max_users``):
         :class:`LimitError`.
         """
-        check_user_name(name, self.settings.max_user_name)
-        found = await self._user_id(name)
+        return (await self.open_account(name, source)).id
+
+    async def open_account(self, name: str, source: str = "") -> Account:
+        """:meth:`open_user`, with the name as stored (the first spelling used)."""
+        name = check_user_name(name, self.settings)
+        found = await self._account(name)
         if found is not None:
             return found
         made = self._open_names.get(source, 0)
@@ -352,11 +526,11 @@ class Store:
             raise
         if user_id is None:  # made by a parallel login a moment ago
             self._give_back_open_name(source)
-            found = await self._user_id(name)
+            found = await self._account(name)
             if found is None:
                 raise StoreError(f"cannot make open-mode user {name}")
             return found
-        return user_id
+        return Account(user_id, name)
 
     def _give_back_open_name(self, source: str) -> None:
         left = self._open_names.get(source, 0) - 1
@@ -380,6 +554,7 @@ class Store:
                     result = await conn.execute(
                         users.insert().values(
                             name=name,
+                            name_key=user_key(name),
                             password_hash=passwords.DISABLED_HASH,
                             created_at=time.time(),
                         )
@@ -390,28 +565,33 @@ class Store:
         assert key is not None
         return int(key[0])
 
-    async def remove_user(self, name: str) -> None:
-        """Delete an account and (by cascade) the rooms it owns."""
+    async def remove_user(self, name: str) -> str:
+        """Delete the account ``name`` logs in to and (by cascade) the rooms it owns;
+        return its name as stored."""
         async with _db_errors(), self._writer.begin() as conn:
-            result = await conn.execute(users.delete().where(users.c.name == name))
-            if result.rowcount == 0:
+            row = (await conn.execute(_find_account(name))).first()
+            if row is None:
                 raise NotFoundError(f"no such user {name}")
+            await conn.execute(users.delete().where(users.c.id == row.id))
             if conn.dialect.name == "postgresql":
-                # Delivered at commit to every cluster node (server/cluster.py), which
-                # ends the account's sessions.
-                await conn.execute(sa.select(sa.func.pg_notify(ACCOUNTS_CHANNEL, name)))
+                # Delivered at commit to every server on this database (server/notify.py),
+                # which ends the account's sessions.
+                await conn.execute(sa.select(sa.func.pg_notify(ACCOUNTS_CHANNEL, row.name)))
+        return str(row.name)
 
-    async def set_password(self, name: str, password: str) -> None:
-        """Replace a user's password; also lifts any login lock."""
+    async def set_password(self, name: str, password: str) -> str:
+        """Replace a user's password; also lifts any login lock. Returns the name as stored."""
         password_hash = await self.hashes.run("", passwords.hash_password, password)
         async with _db_errors(), self._writer.begin() as conn:
-            result = await conn.execute(
+            row = (await conn.execute(_find_account(name))).first()
+            if row is None:
+                raise NotFoundError(f"no such user {name}")
+            await conn.execute(
                 users.update()
-                .where(users.c.name == name)
+                .where(users.c.id == row.id)
                 .values(password_hash=password_hash, failed_logins=0, locked_until=0.0)
             )
-            if result.rowcount == 0:
-                raise NotFoundError(f"no such user {name}")
+        return str(row.name)
 
     async def list_users(self) -> list[str]:
         """All user names, sorted."""
@@ -419,8 +599,71 @@ class Store:
             result = await conn.execute(sa.select(users.c.name).order_by(users.c.name))
             return [row.name for row in result]
 
+    async def name_clashes(self) -> list[list[str]]:
+        """Names that differ only in case, kept apart since revision 0004 (each group
+        oldest first). A name whose clash is gone (the others removed) gets its key here,
+        so it logs in in any case again."""
+        async with _db_errors(), self.engine.connect() as conn:
+            loose = (
+                await conn.execute(
+                    sa.select(users.c.id, users.c.name)
+                    .where(users.c.name_key.is_(None))
+                    .order_by(users.c.id)
+                )
+            ).all()
+        if not loose:  # the usual case: one cheap read
+            return []
+        async with _db_errors(), self._writer.begin() as conn:
+            keys = {user_key(row.name) for row in loose}
+            holders = (
+                await conn.execute(
+                    sa.select(users.c.id, users.c.name, users.c.name_key).where(
+                        users.c.name_key.in_(sorted(keys))
+                    )
+                )
+            ).all()
+            groups: dict[str, list[tuple[int, str]]] = {
+                row.name_key: [(int(row.id), row.name)] for row in holders
+            }
+            loose = (  # again, inside the transaction that may write
+                await conn.execute(
+                    sa.select(users.c.id, users.c.name)
+                    .where(users.c.name_key.is_(None))
+                    .order_by(users.c.id)
+                )
+            ).all()
+            for row in loose:
+                key = user_key(row.name)
+                if key not in groups:
+                    await conn.execute(
+                        users.update().where(users.c.id == row.id).values(name_key=key)
+                    )
+                    log.warning("user name %s stands alone now: it ignores case again", row.name)
+                groups.setdefault(key, []).append((int(row.id), row.name))
+        return [[name for _, name in sorted(group)] for group in groups.values() if len(group) > 1]
+
+    async def live_accounts(self, accounts: set[Account]) -> set[Account]:
+        """Those of ``accounts`` that still exist (id and name), in one query."""
+        if not accounts:
+            return set()
+        async with _db_errors(), self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(users.c.id, users.c.name).where(
+                    users.c.id.in_(sorted({account.id for account in accounts}))
+                )
+            )
+            return {Account(int(row.id), row.name) for row in rows} & accounts
+
     async def authenticate(self, name: str, password: str, now: float, source: str = "") -> int:
-        """Check a login from ``source`` (an address) and return the user id.
+        """:meth:`log_in`, returning the user id alone."""
+        return (await self.log_in(name, password, now, source)).id
+
+    async def log_in(self, name: str, password: str, now: float, source: str = "") -> Account:
+        """Check a login from ``source`` (an address) and return the account.
+
+        ``name`` is any spelling of the account's name (case, NFKC): see
+        :func:`check_user_name`, whose message a name that breaks the rule gets (no
+        account can have it, so refusing it at once tells nothing).
 
         Cheapest first, nothing hashed until everything else passed: a locked name
         raises :class:`ThrottledError` (the password is not looked at); no place in the
@@ -431,19 +674,25 @@ class Store:
         is right. Unknown names and wrong passwords raise :class:`AuthError` with one
         message, after the same work.
         """
+        try:
+            name = check_user_name(name, self.settings)
+        except StoreError as exc:
+            raise AuthError(str(exc)) from None
         async with _db_errors(), self.engine.connect() as conn:
             row = (
                 await conn.execute(
-                    sa.select(
+                    _find_account(
+                        name,
                         users.c.id,
+                        users.c.name,
                         users.c.password_hash,
                         users.c.locked_until,
-                    ).where(users.c.name == name)
+                    )
                 )
             ).first()
         # No transaction is held while hashing: SQLite writers would wait on it.
         if row is None:
-            await self._fail_unknown(name, password, now, source)
+            await self._fail_unknown(user_key(name), password, now, source)
         user_id = int(row.id)
         check_lock(float(row.locked_until), now)
         stored = row.password_hash
@@ -456,11 +705,15 @@ class Store:
             delay = backoff(counted, self.settings)
             locked = f"; locked for {delay:g} s" if delay else ""
             log.info(
-                "login failed for %s from %s (%d in a row%s)", name, source or "?", counted, locked
+                "login failed for %s from %s (%d in a row%s)",
+                row.name,
+                source or "?",
+                counted,
+                locked,
             )
             raise AuthError("wrong user name or password")
         await self._give_back_failure(user_id, counted, password, row.password_hash, source)
-        return user_id
+        return Account(user_id, row.name)
 
     async def _fail_unknown(self, name: str, password: str, now: float, source: str) -> NoReturn:
         """Spend a real check's work on a name without an account, then refuse it."""
@@ -649,9 +902,7 @@ class Store:
         :class:`NotFoundError` if there is no such account or room.
         """
         async with _db_errors(), self._writer.begin() as conn:
-            user_id = (
-                await conn.execute(sa.select(users.c.id).where(users.c.name == user))
-            ).scalar_one_or_none()
+            user_id = (await conn.execute(_find_account(user, users.c.id))).scalar_one_or_none()
             if user_id is None:
                 raise NotFoundError(f"no account named {user}")
             found = (await conn.execute(sa.select(rooms.c.id).where(rooms.c.id == room_id))).first()
