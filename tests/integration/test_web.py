@@ -43,6 +43,7 @@ from tests.integration.conftest import (
     stop_server,
 )
 from tests.integration.test_e2ee import TAP_SERVER, read_tap
+from tests.integration.test_rooms import room
 from tests.server.test_webcert import write_pem
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -386,6 +387,58 @@ def test_browser_talks_listens_verifies_and_chats(
     assert identity not in everything
     final = state(page)
     assert final["joined"] is False and final["errors"] == [], final["errors"]
+
+
+def test_browser_in_a_room_its_owner_rotates_then_kicks(
+    web_server: tuple[ServerProcess, int, Path], launch: Any, tmp_path: Path
+) -> None:
+    """The browser joins a room the CLI made (it shows the join token), keeps its place
+    and takes the new invite when the owner rotates the room, then leaves when kicked."""
+    server, web, _ = web_server
+    for user in ("alice", "bob", "dave", "web"):
+        server.add_user(user)
+    invite = server.create_room("alice")
+    bob = server.join(invite, "bob", "--input", "silence", "--output", "null", stdin="")
+    bob.event("joined")
+    silence = tmp_path / "silence.wav"
+    write_wav(silence, np.zeros(SR))
+    page = launch(silence).new_page()
+    page_errors: list[str] = []
+    page.on("pageerror", lambda e: page_errors.append(str(e)))
+    page.goto(f"http://127.0.0.1:{web}/?name=Webby&user=web#{invite}")
+    page.wait_for_selector("#join:not([hidden])")
+    page.focus("#password")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    s = wait_state(page, lambda s: s["joined"] and s["verified"].get("bob") is True)
+    assert s["invite"] == invite
+
+    # The owner rotates while the browser and bob are in the call: both stay, both
+    # take the new invite; the page's link now carries it (a reload rejoins).
+    code, rotated, err = room(server, "alice", "rotate", "friends")
+    assert code == 0, err
+    assert rotated != invite
+    s = wait_state(page, lambda s: s["invite"] == rotated and s["members"] == ["bob"], timeout=15)
+    assert bob.event("invite_changed")["invite"] == rotated
+    assert s["joined"] and s["members"] == ["bob"] and s["errors"] == [], s["errors"]
+    assert page.url.endswith("#" + rotated)
+    # The browser's pair handshakes use the new secret: a newcomer with it verifies.
+    dave = server.join(rotated, "dave", "--input", "silence", "--output", "null", stdin="")
+    wait_state(page, lambda s: s["verified"].get("dave") is True, timeout=15)
+    event_where(dave, "member_verified", nick="Webby")
+
+    # Kicked: the page shows the server's reason and does not come back.
+    code, _, err = room(server, "alice", "kick", "friends", "web")
+    assert code == 0, err
+    s = wait_state(page, lambda s: s["state"] == "left", timeout=15)
+    page.wait_for_selector("#join:not([hidden])")
+    assert "removed from the room by its owner" in page.inner_text("#state")
+    assert page.get_attribute("#state", "data-kind") == "error"
+    event_where(bob, "member_left", user="web")
+    assert page_errors == []
+    for member in (bob, dave):
+        member.proc.send_signal(signal.SIGINT)
+        assert member.wait() == 0
 
 
 def test_https_page_with_an_operator_certificate_and_autojoin(launch: Any, tmp_path: Path) -> None:

@@ -58,11 +58,19 @@ async function main(): Promise<void> {
       return;
     }
     ui.setBusy(true);
+    // The invite to offer again after the call: the room's owner may change it meanwhile.
+    let invite = request.invite;
     try {
       call = await Call.join(request, config, window.location.hostname, {
         processing: params.processing,
         vad: params.vad,
         onState: (text, kind) => ui.setState(text, kind),
+        onInvite: (text) => {
+          invite = text;
+          // A link with the invite in it (the fragment) must open the room after a
+          // reload: the old invite no longer does. The fragment never reaches a server.
+          if (window.location.hash) history.replaceState(history.state, "", `#${text}`);
+        },
         ui,
       });
     } catch (error) {
@@ -77,7 +85,7 @@ async function main(): Promise<void> {
       if (call) last = { ...call.state(), joined: false, state: "left" };
       call = null;
       ui.setState(reason, reason === "left the room" ? "busy" : "error");
-      ui.showForm({ invite: request.invite, name: request.name, user: request.user }, config?.accounts ?? false);
+      ui.showForm({ invite, name: request.name, user: request.user }, config?.accounts ?? false);
     };
   };
   ui.onJoin = (request) => void join(request);

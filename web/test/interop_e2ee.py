@@ -17,7 +17,13 @@ from bangor.errors import PeerError
 from bangor.wire import e2ee
 from bangor.wire.identity import identity_fingerprint, safety_number
 from bangor.wire.noise import public_key
-from bangor.wire.pairwise import PairChannel, PeerMessage, PeerVerified, derive_room_psk
+from bangor.wire.pairwise import (
+    PairChannel,
+    PeerMessage,
+    PeerVerified,
+    derive_join_token,
+    derive_room_psk,
+)
 from bangor.wire.sframe import SFrameHeader, SFrameKey
 
 channels: dict[str, PairChannel] = {}
@@ -81,6 +87,8 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True}
     if op == "psk":
         return {"psk": derive_room_psk(h(req["secret"]), h(req["room_id"])).hex()}
+    if op == "join_token":
+        return {"token": derive_join_token(h(req["secret"]), h(req["room_id"])).hex()}
     if op == "pair_new":
         channels[req["id"]] = PairChannel(
             initiator=req["initiator"],
@@ -135,6 +143,11 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
         rc.send_candidates(
             req["to"], h(req["key"]), [(k, ip, port) for k, ip, port in req["candidates"]]
         )
+    elif op == "rc_offer_secret":
+        rc.offer_secret(h(req["secret"]))
+    elif op == "rc_token_changed":
+        taken = rc.token_changed(h(req["token"]))
+        return {"secret": None if taken is None else taken.hex()}
     elif op == "rc_seal_voice":
         return {"frame": rc.seal_voice(h(req["payload"])).hex()}
     elif op == "rc_open_voice":

@@ -15,7 +15,7 @@ import msgspec
 from interop_loop import serve
 
 from bangor.errors import CloseCode
-from bangor.wire import control
+from bangor.wire import control, session
 from bangor.wire.invite import Invite, normalize_host
 from bangor.wire.media import HopOpener, HopSealer, PacketType, derive_media_keys
 from bangor.wire.noise import fingerprint, format_fingerprint
@@ -144,6 +144,23 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
         else:
             decoded = control.decode_client_message(data)
         return {"message": message_to_json(decoded)}
+    if op == "tables":
+        # The session's tables by tag, for the TS mirror (web/src/wire/session.ts).
+        return {
+            "client_sends": {
+                state.name: sorted(control.tag(t) for t in table)
+                for state, table in session.CLIENT_SENDS.items()
+            },
+            "server_sends": {
+                state.name: sorted(control.tag(t) for t in table)
+                for state, table in session.SERVER_SENDS.items()
+            },
+            "replies": {
+                control.tag(reply): [control.tag(request), None if then is None else then.name]
+                for reply, (request, then) in session.REPLIES.items()
+            },
+            "tracked": sorted(session._TRACKED),
+        }
     if op == "server_new":
         server = ControlSession(
             Role.SERVER, bytes.fromhex(req["static"]), idle_timeout=req.get("idle_timeout", 15.0)

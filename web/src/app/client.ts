@@ -15,13 +15,13 @@ import {
   Media,
   parseInvite,
   type ControlEvent,
-  type Invite,
   type Joined,
   type MemberInfo,
   type ServerError,
   type Welcome,
 } from "./cores.ts";
 import { checkMember, loadIdentity, type Trust } from "./identity.ts";
+import { Invite } from "../wire/invite.ts";
 import { Transport } from "./transport.ts";
 import { MAX_VOLUME_PERCENT, type JoinRequest, type Ui } from "./ui.ts";
 
@@ -71,6 +71,8 @@ export interface CallHooks {
   /** &vad=off: no voice gate, every frame goes out while not muted. */
   vad: boolean;
   onState: (text: string, kind: "ok" | "busy" | "error") => void;
+  /** The room's owner changed its invite and we got the new one (its text). */
+  onInvite?: (invite: string) => void;
   ui: Ui;
 }
 
@@ -100,6 +102,8 @@ export function describeServerError(error: ServerError): string {
       return "this server has accounts: enter your account name and password";
     case CloseCode.ROOM_NOT_FOUND:
       return `the invite's room does not exist (any more): ${error.message}`;
+    case CloseCode.REMOVED: // kicked, banned, or the room deleted: no rejoining
+      return `removed: ${error.message || "the room's owner removed you"}`;
     case CloseCode.MOVED: // a cluster (PROTOCOL.md 3.14); this page does not follow it
       return `moved: ${error.message}; reconnect to join there`;
     default:
@@ -153,7 +157,8 @@ export class Call {
     private readonly control: Control,
     private readonly transport: Transport,
     private readonly audio: AudioEngine,
-    private readonly invite: Invite,
+    // The room's invite as it is now: a rotation replaces its secret.
+    private invite: Invite,
     private readonly hooks: CallHooks,
   ) {}
 
@@ -238,7 +243,7 @@ export class Call {
     this.pumpControl();
     const welcome: Welcome = (await this.waitFor("welcome")).welcome;
     this.checkEnded();
-    control.joinRoom(this.invite.roomIdHex);
+    control.joinRoom(this.invite);
     this.pumpControl();
     const joined: Joined = (await this.waitFor("joined")).joined;
     this.checkEnded();
@@ -400,6 +405,9 @@ export class Call {
         this.queue(() => this.media?.receivePeer(push.sender, push.data, t));
       } else if (push.type === "chat") {
         this.queue(() => this.media?.receiveChat(push.sender, push.data, t));
+      } else if (push.type === "token") {
+        // Queued behind the pair messages before it: the owner's offer comes first.
+        this.queue(async () => this.onTokenChanged(await this.media?.tokenChanged(push.token, t)));
       }
     }
   }
@@ -455,6 +463,22 @@ export class Call {
       }
     }
     this.pumpControl();
+  }
+
+  private onTokenChanged(secret: Uint8Array | null | undefined): void {
+    if (secret === undefined || this.ended) return;
+    if (secret === null) {
+      this.problem(
+        "the room's owner changed its invite and this browser did not get the new one: " +
+          "members who join with it cannot verify you; ask the owner for it",
+      );
+      return;
+    }
+    const old = this.invite;
+    this.invite = new Invite(old.host, old.port, old.roomId, secret, old.fingerprint);
+    const text = this.invite.encode();
+    this.hooks.ui.notice(`The room's owner changed its invite; the new one: ${text}`);
+    this.hooks.onInvite?.(text);
   }
 
   private onVerified(id: number, user: string, identity: Uint8Array, safetyNumber: string, fingerprint: string): void {
@@ -726,6 +750,8 @@ export class Call {
       captured_frames: this.audio.captured,
       state: this.status,
       room: this.room,
+      /** The room's invite as it is now (a rotation replaces it). */
+      invite: this.invite.encode(),
       identity: this.media ? toHex(this.media.crypto.identityPublic) : null,
       you: this.you ? { id: this.you.id.toString(16).padStart(8, "0"), user: this.you.user, nick: this.you.nick } : null,
       verified,

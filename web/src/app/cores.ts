@@ -11,6 +11,7 @@ import { ControlSession, type SessionEvent } from "../wire/session.ts";
 import { MediaSession } from "../media/session.ts";
 import type { EncoderHint } from "../media/sender.ts";
 import { RoomCrypto } from "../wire/e2ee.ts";
+import { deriveJoinToken } from "../wire/pairwise.ts";
 
 export { fingerprint, formatFingerprint };
 
@@ -47,6 +48,8 @@ export type Push =
   | { type: "member_left"; id: number }
   | { type: "chat"; sender: number; data: Uint8Array }
   | { type: "peer_from"; sender: number; data: Uint8Array }
+  /** The room's owner rotated it: its new join token (PROTOCOL.md 3.15). */
+  | { type: "token"; token: Uint8Array }
   | { type: "other" };
 
 export type ControlEvent =
@@ -76,6 +79,8 @@ function push(message: ServerMessage): Push {
       return { type: "chat", sender: message.sender, data: message.data };
     case "peer_from":
       return { type: "peer_from", sender: message.sender, data: message.data };
+    case "token":
+      return { type: "token", token: message.token };
     default:
       return { type: "other" };
   }
@@ -158,8 +163,9 @@ export class Control {
   hello(user: string, password: string, nick: string): void {
     this.session.hello(user, password, nick);
   }
-  joinRoom(roomIdHex: string): void {
-    this.session.joinRoom(roomIdHex);
+  /** Join the invite's room, showing the join token its secret derives (3.15). */
+  joinRoom(invite: Invite): void {
+    this.session.joinRoom(invite.roomIdHex, deriveJoinToken(invite.secret, invite.roomId));
   }
   sendChat(sealed: Uint8Array): void {
     this.session.sendChat(sealed);
@@ -252,6 +258,14 @@ export class Media {
 
   sealChat(text: string): Promise<Uint8Array> {
     return this.crypto.sealChat(text);
+  }
+
+  /** The room's new join token: the room secret a member offered that derives it, now
+   * ours (null: none did, we missed the rotation). */
+  async tokenChanged(token: Uint8Array, now: number): Promise<Uint8Array | null> {
+    const secret = await this.crypto.tokenChanged(token);
+    this.pump(now);
+    return secret;
   }
 
   async receiveDatagram(data: Uint8Array, now: number): Promise<void> {

@@ -25,6 +25,10 @@ export const MAX_BITRATE = 510_000;
 export const MAX_RETRY_AFTER = 3600.0;
 export const MAX_LOCATION = 262; // MOVED's "HOST:PORT" (PROTOCOL.md 3.14)
 export const ROOM_ID_PATTERN = "^[0-9a-f]{16}$";
+/** A room's join token (PROTOCOL.md 3.15): pairwise.deriveJoinToken of the invite's secret. */
+export const JOIN_TOKEN_SIZE = 32;
+/** At most this many rooms in a room list (control.py's MAX_LISTED_ROOMS). */
+export const MAX_LISTED_ROOMS = 1000;
 export { NESTED_TOO_DEEPLY };
 
 export interface Member {
@@ -52,6 +56,8 @@ export interface CreateRoom {
 export interface JoinRoom {
   readonly t: "join";
   readonly roomId: string;
+  /** The room's join token (3.15); empty: none (a room from before tokens). */
+  readonly token: Uint8Array;
 }
 export interface LeaveRoom {
   readonly t: "leave";
@@ -73,6 +79,27 @@ export interface Ping {
 }
 export interface Bye {
   readonly t: "bye";
+}
+// The owner's room management (3.15); the page never sends these, but the tables mirror
+// control.py's so that both sides judge every message alike.
+export interface ListRooms {
+  readonly t: "list";
+}
+export interface RotateRoom {
+  readonly t: "rotate";
+  readonly roomId: string;
+  readonly token: Uint8Array;
+}
+export interface DeleteRoom {
+  readonly t: "delete";
+  readonly roomId: string;
+}
+export interface KickMember {
+  readonly t: "kick";
+  readonly roomId: string;
+  readonly sessionId: number;
+  readonly user: string;
+  readonly ban: boolean;
 }
 
 // server -> client
@@ -103,6 +130,37 @@ export interface RoomJoined {
 export interface RoomLeft {
   readonly t: "left";
   readonly roomId: string;
+}
+export interface RoomInfo {
+  readonly roomId: string;
+  readonly name: string;
+  readonly owner: string;
+  readonly members: number;
+}
+export interface RoomList {
+  readonly t: "rooms";
+  readonly rooms: readonly RoomInfo[];
+}
+export interface RoomRotated {
+  readonly t: "rotated";
+  readonly roomId: string;
+}
+export interface RoomDeleted {
+  readonly t: "deleted";
+  readonly roomId: string;
+}
+export interface MemberKicked {
+  readonly t: "kicked";
+  readonly roomId: string;
+  readonly sessionId: number;
+  readonly user: string;
+  readonly banned: boolean;
+}
+/** Pushed when the room's owner rotated it: the new join token. A member adopts the
+ * secret a member offered it (pair message `secret`) only if it derives this token. */
+export interface TokenChanged {
+  readonly t: "token";
+  readonly token: Uint8Array;
 }
 export interface MemberJoined {
   readonly t: "member_joined";
@@ -140,12 +198,29 @@ export interface ErrorMessage {
   readonly location: string;
 }
 
-export type ClientMessage = Hello | CreateRoom | JoinRoom | LeaveRoom | SendChat | PeerSend | Ping | Bye;
+export type ClientMessage =
+  | Hello
+  | CreateRoom
+  | JoinRoom
+  | LeaveRoom
+  | SendChat
+  | PeerSend
+  | Ping
+  | Bye
+  | ListRooms
+  | RotateRoom
+  | DeleteRoom
+  | KickMember;
 export type ServerMessage =
   | Welcome
   | RoomCreated
   | RoomJoined
   | RoomLeft
+  | RoomList
+  | RoomRotated
+  | RoomDeleted
+  | MemberKicked
+  | TokenChanged
   | MemberJoined
   | MemberLeft
   | Chat
@@ -167,10 +242,19 @@ export const TYPE_NAMES: Readonly<Record<Tag, string>> = {
   peer: "PeerSend",
   ping: "Ping",
   bye: "Bye",
+  list: "ListRooms",
+  rotate: "RotateRoom",
+  delete: "DeleteRoom",
+  kick: "KickMember",
   welcome: "Welcome",
   created: "RoomCreated",
   joined: "RoomJoined",
   left: "RoomLeft",
+  rooms: "RoomList",
+  rotated: "RoomRotated",
+  deleted: "RoomDeleted",
+  kicked: "MemberKicked",
+  token: "TokenChanged",
   member_joined: "MemberJoined",
   member_left: "MemberLeft",
   chat: "Chat",
@@ -188,7 +272,8 @@ type Kind =
   | { k: "bool" }
   | { k: "float"; min: number; max: number }
   | { k: "member" }
-  | { k: "members" };
+  | { k: "members" }
+  | { k: "rooms" };
 interface Field {
   readonly wire: string;
   readonly key: string;
@@ -215,6 +300,9 @@ const f = (wire: string, kind: Kind, extra: { key?: string; default?: unknown; o
 });
 
 const MEMBER: readonly Field[] = [f("session_id", U32), f("user", STR), f("nick", STR)];
+const ROOM_INFO: readonly Field[] = [f("room_id", ROOM_ID), f("name", STR), f("owner", STR), f("members", U32)];
+const JOIN_TOKEN: Kind = { k: "bytes", min: 0, max: JOIN_TOKEN_SIZE };
+const NEW_JOIN_TOKEN: Kind = { k: "bytes", min: JOIN_TOKEN_SIZE, max: JOIN_TOKEN_SIZE };
 
 const CLIENT_SCHEMAS: Readonly<Record<ClientTag, readonly Field[]>> = {
   hello: [
@@ -225,12 +313,21 @@ const CLIENT_SCHEMAS: Readonly<Record<ClientTag, readonly Field[]>> = {
     f("resume", RESUME, { default: new Uint8Array(0) }),
   ],
   create: [f("name", { k: "str", min: 1, max: MAX_ROOM_NAME }), f("max_bitrate", BITRATE, { default: 0 })],
-  join: [f("room_id", ROOM_ID)],
+  join: [f("room_id", ROOM_ID), f("token", JOIN_TOKEN, { default: new Uint8Array(0) })],
   leave: [],
   say: [f("data", { k: "bytes", min: 1, max: MAX_SEALED_CHAT })],
   peer: [f("to", U32), f("data", { k: "bytes", min: 1, max: MAX_PEER_MESSAGE })],
   ping: [f("nonce", U63)],
   bye: [],
+  list: [],
+  rotate: [f("room_id", ROOM_ID), f("token", NEW_JOIN_TOKEN)],
+  delete: [f("room_id", ROOM_ID)],
+  kick: [
+    f("room_id", ROOM_ID),
+    f("session_id", U32, { default: 0 }),
+    f("user", { k: "str", max: MAX_NAME }, { default: "" }),
+    f("ban", { k: "bool" }, { default: false }),
+  ],
 };
 const SERVER_SCHEMAS: Readonly<Record<ServerTag, readonly Field[]>> = {
   welcome: [
@@ -249,6 +346,11 @@ const SERVER_SCHEMAS: Readonly<Record<ServerTag, readonly Field[]>> = {
     f("max_bitrate", BITRATE, { default: 0 }),
   ],
   left: [f("room_id", ROOM_ID)],
+  rooms: [f("rooms", { k: "rooms" })],
+  rotated: [f("room_id", ROOM_ID)],
+  deleted: [f("room_id", ROOM_ID)],
+  kicked: [f("room_id", ROOM_ID), f("session_id", U32), f("user", STR), f("banned", { k: "bool" })],
+  token: [f("token", NEW_JOIN_TOKEN)],
   member_joined: [f("member", { k: "member" })],
   member_left: [f("session_id", U32)],
   chat: [f("sender", U32), f("data", { k: "bytes", min: 1, max: MAX_SEALED_CHAT })],
@@ -333,6 +435,11 @@ function check(kind: Kind, v: MpValue, path: string): unknown {
     case "members": {
       if (!Array.isArray(v)) throw expected("array");
       return Object.freeze(v.map((m, i) => struct(MEMBER, m, `${path}[${i}]`, null)));
+    }
+    case "rooms": {
+      if (!Array.isArray(v)) throw expected("array");
+      if (v.length > MAX_LISTED_ROOMS) throw new Invalid(`Expected \`array\` of length <= ${MAX_LISTED_ROOMS}`, path);
+      return Object.freeze(v.map((r, i) => struct(ROOM_INFO, r, `${path}[${i}]`, null)));
     }
   }
 }
@@ -434,6 +541,11 @@ function write(w: MpWriter, kind: Kind, value: unknown, name: string): void {
       if (!Array.isArray(value)) bad();
       w.arrayHeader((value as unknown[]).length);
       for (const m of value as unknown[]) writeStruct(w, MEMBER, m, null, name);
+      return;
+    case "rooms":
+      if (!Array.isArray(value)) bad();
+      w.arrayHeader((value as unknown[]).length);
+      for (const r of value as unknown[]) writeStruct(w, ROOM_INFO, r, null, name);
   }
 }
 
@@ -480,7 +592,17 @@ export const msg = {
     resume: new Uint8Array(0),
   }),
   create: (name: string, maxBitrate = 0): CreateRoom => ({ t: "create", name, maxBitrate }),
-  join: (roomId: string): JoinRoom => ({ t: "join", roomId }),
+  join: (roomId: string, token: Uint8Array = new Uint8Array(0)): JoinRoom => ({ t: "join", roomId, token }),
+  list: (): ListRooms => ({ t: "list" }),
+  rotate: (roomId: string, token: Uint8Array): RotateRoom => ({ t: "rotate", roomId, token }),
+  delete: (roomId: string): DeleteRoom => ({ t: "delete", roomId }),
+  kick: (roomId: string, opts: { sessionId?: number; user?: string; ban?: boolean } = {}): KickMember => ({
+    t: "kick",
+    roomId,
+    sessionId: opts.sessionId ?? 0,
+    user: opts.user ?? "",
+    ban: opts.ban ?? false,
+  }),
   leave: (): LeaveRoom => ({ t: "leave" }),
   say: (data: Uint8Array): SendChat => ({ t: "say", data }),
   peer: (to: number, data: Uint8Array): PeerSend => ({ t: "peer", to, data }),

@@ -27,7 +27,15 @@ import { DecodeError, LocalProtocolError, PacketError, PeerAuthError, PeerError 
 import { MAX_CHAT_TEXT } from "./control.ts";
 import { MpMap, MpWriter, typeName, unpack, type MpValue } from "./msgpack.ts";
 import { identityFingerprint, identityPublicKey, safetyHalf } from "./identity.ts";
-import { MessageKind, PairChannel, PeerMessage, PeerVerified, deriveRoomPsk, pairPrologue } from "./pairwise.ts";
+import {
+  MessageKind,
+  PairChannel,
+  PeerMessage,
+  PeerVerified,
+  deriveJoinToken,
+  deriveRoomPsk,
+  pairPrologue,
+} from "./pairwise.ts";
 import {
   BASE_KEY_SIZE,
   GENERATION_LIMIT,
@@ -48,6 +56,8 @@ export const MAX_NAME = 64; // ShortText in e2ee.py
 export const MAX_CHAT_SEQ = (1n << 63n) - 1n;
 export const MAX_CANDIDATES = 16;
 export const DIRECT_KEY_SIZE = 32;
+/** A room secret, as in the invite (invite.SECRET_SIZE). */
+export const ROOM_SECRET_SIZE = 16;
 /** Accounts whose problem reports are counted (only a server inventing names fills this). */
 export const MAX_REPORT_SOURCES = 64;
 /** ReportLimiter.MAX_KINDS: distinct texts counted apart; the rest under OTHER_PROBLEMS. */
@@ -106,7 +116,17 @@ export interface CandidatesMessage {
   readonly key: Uint8Array;
   readonly candidates: readonly (readonly [string, string, number])[];
 }
-export type PeerPayload = KeyMessage | ReceptionReport | CandidatesMessage;
+/**
+ * The room's next secret, from a member rotating the room (its owner). Held until the
+ * server announces the join token it derives (control message `token`): only then does it
+ * replace the secret, so a member cannot move the others to a secret of its own, and a
+ * rotation the server refused changes nothing.
+ */
+export interface SecretMessage {
+  readonly t: "secret";
+  readonly secret: Uint8Array;
+}
+export type PeerPayload = KeyMessage | ReceptionReport | CandidatesMessage | SecretMessage;
 export interface ChatBody {
   readonly seq: bigint;
   readonly text: string;
@@ -124,6 +144,9 @@ export function encodeKeyMessage(key: SenderKey): Uint8Array {
 export function encodeReport(lossPermille: number, burstTenths: number): Uint8Array {
   const w = new MpWriter().mapHeader(3).str("t").str("rr").str("loss_permille").int(lossPermille);
   return w.str("burst_tenths").int(burstTenths).bytes();
+}
+export function encodeSecret(secret: Uint8Array): Uint8Array {
+  return new MpWriter().mapHeader(2).str("t").str("secret").str("secret").bin(secret).bytes();
 }
 export function encodeChat(seq: number, text: string): Uint8Array {
   return new MpWriter().mapHeader(2).str("seq").int(seq).str("text").str(text).bytes();
@@ -252,6 +275,14 @@ export function decodePayload(data: Uint8Array): PeerPayload {
         ] as const);
       });
       return Object.freeze({ t, key, candidates: Object.freeze(candidates) });
+    }
+    if (t === "secret") {
+      const secret = field(m, "secret");
+      if (!(secret instanceof Uint8Array)) fail(`Expected \`bytes\`, got \`${typeName(secret)}\` - at \`$.secret\``);
+      // As msgspec words a min_length = max_length constraint.
+      if (secret.length < ROOM_SECRET_SIZE) fail(`Expected \`bytes\` of length >= ${ROOM_SECRET_SIZE} - at \`$.secret\``);
+      if (secret.length > ROOM_SECRET_SIZE) fail(`Expected \`bytes\` of length <= ${ROOM_SECRET_SIZE} - at \`$.secret\``);
+      return Object.freeze({ t, secret: Uint8Array.from(secret) });
     }
     if (typeof t !== "string") fail("Expected `str` - at `$.t`");
     fail(`Invalid value '${t}' - at \`$.t\``);
@@ -428,7 +459,9 @@ export class RoomCrypto {
   readonly settings: E2EESettings;
   readonly identityPublic: Uint8Array;
   private readonly identityPrivate: Uint8Array;
-  private readonly psk: Uint8Array;
+  private psk: Uint8Array;
+  // Next room secrets offered by members (and by us), by session id: see SecretMessage.
+  private readonly offered = new Map<number, Uint8Array>();
   private readonly hello: Uint8Array;
   private readonly token: (n: number) => Uint8Array;
   private readonly outbound: Outbound;
@@ -531,6 +564,7 @@ export class RoomCrypto {
   /** Someone left: if it had our key, a fresh one, so nothing said later reaches it. */
   memberLeft(sessionId: number, now: number): void {
     const member = this.members.get(sessionId);
+    this.offered.delete(sessionId);
     if (member === undefined) return;
     this.members.delete(sessionId);
     if (!member.hasKey) return; // it never could open our frames: nothing to take away
@@ -670,6 +704,10 @@ export class RoomCrypto {
         return;
       }
       if (message.t === "cand") return; // a browser has no direct paths: checked, ignored
+      if (message.t === "secret") {
+        this.offered.set(member.sessionId, message.secret);
+        return;
+      }
       const key = new SenderKey(message.generation, message.step, message.baseKey);
       released = member.inbound.install(key, (p) => member.metadata[p], now);
     } catch (e) {
@@ -697,6 +735,44 @@ export class RoomCrypto {
     const tenths = Math.min(Math.max(Math.round(burst * 10), 0), MAX_BURST_TENTHS);
     const safe = (n: number): number => (Number.isFinite(n) ? n : 0);
     this.sendPayload(sessionId, encodeReport(safe(permille), safe(tenths)));
+  }
+
+  // --- rotating the room secret (PROTOCOL.md 3.15) ---
+
+  /**
+   * Send the room's next secret to every verified member; the members it went to.
+   * Nothing changes until tokenChanged (the server took the rotation).
+   */
+  offerSecret(secret: Uint8Array): number[] {
+    if (secret.length !== ROOM_SECRET_SIZE) throw new LocalProtocolError(`a room secret is ${ROOM_SECRET_SIZE} bytes`);
+    this.offered.set(this.sessionId, Uint8Array.from(secret));
+    const sent: number[] = [];
+    for (const member of this.members.values()) {
+      if (member.identity !== null && !member.rejected) {
+        this.sendPayload(member.sessionId, encodeSecret(secret));
+        sent.push(member.sessionId);
+      }
+    }
+    return sent;
+  }
+
+  /**
+   * The server says the room's join token is now `token`: the offered secret that derives
+   * it becomes the room secret (pair handshakes from now on use it) and is returned; null
+   * if no offer fits (we missed the rotation). Runs after the pair messages received
+   * before it, as the server sent them.
+   */
+  tokenChanged(token: Uint8Array): Promise<Uint8Array | null> {
+    return this.serial(async () => {
+      for (const secret of this.offered.values()) {
+        if (sameBytes(deriveJoinToken(secret, this.roomId), token)) {
+          this.psk = deriveRoomPsk(secret, this.roomId);
+          this.offered.clear();
+          return secret;
+        }
+      }
+      return null;
+    });
   }
 
   private sendPayload(sessionId: number, payload: Uint8Array): void {
@@ -925,6 +1001,15 @@ export class RoomCrypto {
       }),
     );
   }
+}
+
+/** Equal length and every byte equal (secrecy needs no constant time here: the token is
+ * what every member and the server see). */
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= (a[i] as number) ^ (b[i] as number);
+  return diff === 0;
 }
 
 /** Python's repr of a str, as the Python side words the name-check reason. */

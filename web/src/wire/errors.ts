@@ -44,5 +44,7 @@ export const CloseCode = {
   PASSWORD_REQUIRED: 12,
   BUSY: 13,
   MOVED: 14,
+  /** The room's owner removed this member (kick, ban) or deleted the room: fatal. */
+  REMOVED: 15,
 } as const;
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];

@@ -32,6 +32,7 @@ const MSG_EMPTY = "invite code is empty";
 const MSG_CHARS = "invite code has invalid characters";
 const MSG_CHECKSUM = "invite code checksum does not match (mistyped or tampered)";
 const MSG_TRUNCATED = "invite code is truncated";
+const MSG_NOT_INVITE = "not a Bangor invite code (one starts with 'bangor:0')";
 const MSG_MALFORMED = "invite code is malformed";
 const MSG_PORT = "invite code has a bad port";
 const MSG_HOST = "invite code has a bad host";
@@ -182,12 +183,20 @@ function b32decode(text: string): [Uint8Array, boolean] {
   return [data, have < 5 && (acc & ((1 << have) - 1)) === 0];
 }
 
-function clean(text: string): string {
-  let code = text.replace(/[\s-]+/g, "").toLowerCase();
-  if (code.startsWith(INVITE_PREFIX)) code = code.slice(INVITE_PREFIX.length);
+/** The code's characters, and whether they came after the `bangor:` prefix. */
+function clean(text: string): [string, boolean] {
+  const code = text.replace(/[\s-]+/g, "").toLowerCase();
+  if (code.startsWith(INVITE_PREFIX)) return [code.slice(INVITE_PREFIX.length), true];
   // A valid code always starts with "0" (version 1), never "b": no ambiguity.
-  else if (code.startsWith(INVITE_PREFIX.slice(0, -1))) code = code.slice(INVITE_PREFIX.length - 1);
-  return code;
+  if (code.startsWith(INVITE_PREFIX.slice(0, -1))) return [code.slice(INVITE_PREFIX.length - 1), true];
+  return [code, false];
+}
+
+/** Whether a code that does not parse was meant as an invite (then it was cut short or
+ * mistyped) rather than something else pasted (`hello`, a URL): every invite's first
+ * character is "0", its version byte being below 32 (as invite.py). */
+function looksLikeInvite(code: string, prefixed: boolean): boolean {
+  return prefixed || DECODE.get(code[0] as string) === 0;
 }
 
 function checksum(body: Uint8Array): Uint8Array {
@@ -243,11 +252,12 @@ export class Invite {
 
   /** Parses a typed or pasted code; InviteError with PROTOCOL.md 7.4's messages, in its order. */
   static parse(text: string): Invite {
-    const code = clean(text);
+    const [code, prefixed] = clean(text);
     if (!code) throw new InviteError(MSG_EMPTY);
-    for (const ch of code) if (!DECODE.has(ch)) throw new InviteError(MSG_CHARS);
+    const meant = looksLikeInvite(code, prefixed);
+    for (const ch of code) if (!DECODE.has(ch)) throw new InviteError(meant ? MSG_CHARS : MSG_NOT_INVITE);
     const [data, cleanPad] = b32decode(code);
-    if (data.length < 2) throw new InviteError(MSG_TRUNCATED);
+    if (data.length < 2) throw new InviteError(meant ? MSG_TRUNCATED : MSG_NOT_INVITE);
     const body = data.slice(0, -CHECKSUM_SIZE);
     const check = data.slice(-CHECKSUM_SIZE);
     const hostLen = data[1] as number;
@@ -255,6 +265,7 @@ export class Invite {
     // (Python slices: with fewer than 4 bytes the "check" is all of them and body empty.)
     const goodSum = data.length > CHECKSUM_SIZE ? equal(checksum(body), check) : equal(checksum(new Uint8Array(0)), data);
     if (!cleanPad || !goodSum) {
+      if (!meant) throw new InviteError(MSG_NOT_INVITE);
       // Tell a cut-off code from a mistyped one by the length it claims.
       if (data.length < Math.max(MIN_SIZE, declared)) throw new InviteError(MSG_TRUNCATED);
       throw new InviteError(MSG_CHECKSUM);

@@ -45,6 +45,8 @@ export const MAX_HELLO = MAX_MESSAGE - KIND_SIZE - (KEY_SIZE + TAG_SIZE) - CHANN
 export const MAX_COUNTER = (1n << 64n) - 1n;
 
 export const ROOM_PSK_INFO = utf8.encode("bangor/1 room psk");
+export const JOIN_TOKEN_INFO = utf8.encode("bangor/1 join token");
+export const JOIN_TOKEN_SIZE = 32;
 export const PAIR_PROLOGUE_PREFIX = utf8.encode("bangor/1 pair ");
 export const PAIR_KDF_INFO_I2R = utf8.encode("bangor/1 pair i2r");
 export const PAIR_KDF_INFO_R2I = utf8.encode("bangor/1 pair r2i");
@@ -67,6 +69,16 @@ const NOISE_MIN: Record<number, number> = {
 export function deriveRoomPsk(secret: Uint8Array, roomId: Uint8Array): Uint8Array {
   if (secret.length === 0) throw new LocalProtocolError("room secret is empty");
   return hkdf(sha256, secret, roomId, ROOM_PSK_INFO, PSK_SIZE);
+}
+
+/**
+ * What a joiner shows the server (PROTOCOL.md 3.15): HKDF-SHA256(ikm=secret, salt=room id,
+ * info="bangor/1 join token"). One-way, under its own label: the server that checks it
+ * learns neither the secret nor the PSK.
+ */
+export function deriveJoinToken(secret: Uint8Array, roomId: Uint8Array): Uint8Array {
+  if (secret.length === 0) throw new LocalProtocolError("room secret is empty");
+  return hkdf(sha256, secret, roomId, JOIN_TOKEN_INFO, JOIN_TOKEN_SIZE);
 }
 
 function checkSession(id: number): void {

@@ -51,19 +51,31 @@ const ended = (s: State): boolean => s === State.CLOSING || s === State.CLOSED;
 export type EndReason = "bye" | "error" | "timeout" | "eof";
 
 type ClientTag = ClientMessage["t"];
-const LOGGED_IN_SENDS: ReadonlySet<ClientTag> = new Set<ClientTag>(["ping", "create", "join", "leave", "say", "peer", "bye"]);
+const LOGGED_IN_SENDS: ReadonlySet<ClientTag> = new Set<ClientTag>([
+  "ping",
+  "create",
+  "join",
+  "leave",
+  "say",
+  "peer",
+  "bye",
+  "list",
+  "rotate",
+  "delete",
+  "kick",
+]);
 /** What a client may send in each state (PROTOCOL.md 3.5). */
 export const CLIENT_SENDS: Readonly<Partial<Record<State, ReadonlySet<ClientTag>>>> = {
   HELLO: new Set<ClientTag>(["hello"]),
   LOGGED_IN: LOGGED_IN_SENDS,
   IN_ROOM: LOGGED_IN_SENDS,
 };
-const ANSWERS: ServerTag[] = ["created", "joined", "pong", "error"];
+const ANSWERS: ServerTag[] = ["created", "joined", "pong", "error", "rooms", "rotated", "deleted", "kicked"];
 /** What a server may send in each state; the client holds it to this. */
 export const SERVER_SENDS: Readonly<Partial<Record<State, ReadonlySet<ServerTag>>>> = {
   HELLO: new Set<ServerTag>(["welcome", "error"]),
   LOGGED_IN: new Set<ServerTag>(ANSWERS),
-  IN_ROOM: new Set<ServerTag>([...ANSWERS, "left", "member_joined", "member_left", "chat", "peer_from"]),
+  IN_ROOM: new Set<ServerTag>([...ANSWERS, "left", "member_joined", "member_left", "chat", "peer_from", "token"]),
 };
 /** The request each reply answers, and the state it leads to (null: the state stays). */
 export const REPLIES: Readonly<Partial<Record<ServerTag, readonly [ClientTag, State | null]>>> = {
@@ -72,9 +84,13 @@ export const REPLIES: Readonly<Partial<Record<ServerTag, readonly [ClientTag, St
   joined: ["join", State.IN_ROOM],
   left: ["leave", State.LOGGED_IN],
   pong: ["ping", null],
+  rooms: ["list", null],
+  rotated: ["rotate", null],
+  deleted: ["delete", null],
+  kicked: ["kick", null],
 };
 // Requests kept until answered; the `ref` of a refusal names one of these.
-const TRACKED: ReadonlySet<string> = new Set(["hello", "create", "join", "leave"]);
+export const TRACKED: ReadonlySet<string> = new Set(["hello", "create", "join", "leave", "list", "rotate", "delete", "kick"]);
 // A leave outside a room gets no answer: the next answer to a later request shows it
 // was taken without one.
 const MAY_GO_UNANSWERED: ClientTag = "leave";
@@ -110,7 +126,7 @@ export interface Refused {
   readonly type: "refused";
   readonly error: ErrorMessage;
 }
-/** A message the server pushed: member_joined, member_left, chat, peer_from. */
+/** A message the server pushed: member_joined, member_left, chat, peer_from, token. */
 export interface Pushed {
   readonly type: "pushed";
   readonly message: ServerMessage;
@@ -274,7 +290,8 @@ export class ControlSession {
 
   /**
    * Sends `message` if the table allows it in this state (else LocalProtocolError).
-   * Returns the Request an answer will settle (hello, create, join, leave), else null.
+   * Returns the Request an answer will settle (hello, create, join, leave; list, rotate,
+   * delete, kick), else null.
    */
   send(message: ClientMessage): Request | null {
     const name = TYPE_NAMES[message.t];
@@ -301,8 +318,9 @@ export class ControlSession {
     return this.send(msg.create(name, maxBitrate)) as Request;
   }
 
-  joinRoom(roomId: string): Request {
-    return this.send(msg.join(roomId)) as Request;
+  /** `token`: the invite's join token (pairwise.deriveJoinToken); empty for a room without one. */
+  joinRoom(roomId: string, token: Uint8Array = new Uint8Array(0)): Request {
+    return this.send(msg.join(roomId, token)) as Request;
   }
 
   leaveRoom(): Request {

@@ -82,6 +82,7 @@ test("server refusals read as sentences", () => {
   assert.match(describeServerError(error(CloseCode.AUTH_FAILED, "wrong password")), /login refused: wrong password/);
   assert.match(describeServerError(error(CloseCode.MOVED, "the room is served by 10.0.0.2:7878")), /^moved: the room is served by 10\.0\.0\.2:7878; reconnect/);
   assert.equal(describeServerError(error(CloseCode.LIMIT, "server is full")), "server is full");
+  assert.equal(describeServerError(error(CloseCode.REMOVED, "you are banned from this room")), "removed: you are banned from this room");
   assert.match(describeServerError(error(99)), /code 99/);
 });
 

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { Call, MAX_MEMBERS, MAX_PENDING_DATAGRAMS, MAX_PENDING_STEPS } from "../../src/app/client.ts";
 import type { ControlEvent } from "../../src/app/cores.ts";
 import { Invite } from "../../src/wire/invite.ts";
+import { deriveJoinToken } from "../../src/wire/pairwise.ts";
 import { AuthError, CloseCode, ConnectError } from "../../src/wire/errors.ts";
 
 const invite = new Invite("example.org", 7600, new Uint8Array(8).fill(7), new Uint8Array(16).fill(9), new Uint8Array(16));
@@ -38,7 +39,10 @@ class FakeControl {
     this.timerAt = performance.now() / 1000 + 0.02; // a keepalive, again and again
   }
   hello(): void {}
-  joinRoom(): void {}
+  joined: unknown[] = [];
+  joinRoom(invite: unknown): void {
+    this.joined.push(invite);
+  }
   sendChat(): void {}
   sendPeer(): void {}
   leave(): void {}
@@ -117,10 +121,17 @@ function makeCall() {
     get: (_, name) => (name === "notice" ? (text: string) => notices.push(text) : () => {}),
   });
   const states: string[] = [];
-  const hooks = { processing: false, vad: false, onState: (text: string) => states.push(text), ui };
+  const invites: string[] = [];
+  const hooks = {
+    processing: false,
+    vad: false,
+    onState: (text: string) => states.push(text),
+    onInvite: (text: string) => invites.push(text),
+    ui,
+  };
   const Ctor = Call as unknown as new (...args: unknown[]) => Call;
   const call = new Ctor(control, transport, audio, invite, hooks);
-  return { call, inner: call as unknown as Internals, control, transport, audio, notices, states };
+  return { call, inner: call as unknown as Internals, control, transport, audio, notices, states, invites };
 }
 
 const handshake: ControlEvent = { type: "handshake", remoteStatic: new Uint8Array(32) };
@@ -321,4 +332,48 @@ test("a member who leaves while speaking leaves nothing behind", () => {
   assert.equal(speaking.size, 0);
   assert.equal(call.state().members.length, 0);
   call.leave();
+});
+
+test("PROTOCOL 3.15: the join names the invite; a rotation we were offered gives the page the new invite", async (t) => {
+  fakeAudioEncoder(t);
+  const { call, inner, control, transport, notices, invites } = makeCall();
+  const joining = inner.start(request, false);
+  transport.write(control, handshake);
+  await later();
+  transport.write(control, welcome);
+  await later();
+  transport.write(control, joined);
+  await joining;
+  assert.deepEqual(control.joined, [invite]); // Control.joinRoom derives its token
+  assert.equal(call.state().invite, invite.encode());
+  const crypto = (inner.media as { crypto: { offerSecret(s: Uint8Array): number[] } }).crypto;
+  // A token no offer derives: a warning, the invite stays.
+  const next = new Uint8Array(16).fill(0x33);
+  crypto.offerSecret(next);
+  const other = deriveJoinToken(new Uint8Array(16).fill(0x34), invite.roomId);
+  transport.write(control, { type: "push", push: { type: "token", token: other } });
+  await inner.serial;
+  assert.equal(call.state().invite, invite.encode());
+  assert.match((call.state().errors as string[]).at(-1) ?? "", /changed its invite and this browser did not get the new one/);
+  assert.deepEqual(invites, []);
+  // The offered secret's token: the page has the new invite, and shows it.
+  transport.write(control, { type: "push", push: { type: "token", token: deriveJoinToken(next, invite.roomId) } });
+  await inner.serial;
+  const fresh = new Invite(invite.host, invite.port, invite.roomId, next, invite.fingerprint).encode();
+  assert.equal(call.state().invite, fresh);
+  assert.deepEqual(invites, [fresh]);
+  assert.ok(notices.some((n) => n.includes(fresh)), notices.join(" | "));
+  assert.equal(call.state().joined, true);
+  // Then the owner kicks us: the call ends with the server's reason, nothing retried.
+  let reason = "";
+  call.onEnded = (r) => (reason = r);
+  transport.write(control, {
+    type: "ended",
+    reason: "the server closed the session",
+    error: { code: CloseCode.REMOVED, message: "removed from the room by its owner", ref: "", retryAfter: 0 },
+  });
+  assert.equal(reason, "removed: removed from the room by its owner");
+  assert.equal(call.state().state, "left");
+  assert.equal(inner.ended, true);
+  assert.equal(control.joined.length, 1);
 });

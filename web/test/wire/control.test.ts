@@ -22,6 +22,12 @@ const CLIENT: ClientMessage[] = [
   msg.create("Lounge"),
   msg.create("x".repeat(64), 510000),
   msg.join("0123456789abcdef"),
+  msg.join("0123456789abcdef", new Uint8Array(32).fill(0xee)),
+  msg.list(),
+  msg.rotate("0123456789abcdef", new Uint8Array(32).fill(1)),
+  msg.delete("fedcba9876543210"),
+  msg.kick("0123456789abcdef", { sessionId: 0xa1a1a1a1 }),
+  msg.kick("0123456789abcdef", { user: "é".repeat(64), ban: true }),
   msg.leave(),
   msg.say(new Uint8Array(8256).fill(7)),
   msg.say(new Uint8Array([1])),
@@ -45,6 +51,16 @@ const SERVER: ServerMessage[] = [
     maxBitrate: 24000,
   },
   { t: "left", roomId: "0123456789abcdef" },
+  { t: "rooms", rooms: [] },
+  {
+    t: "rooms",
+    rooms: Array.from({ length: 3 }, (_, i) => ({ roomId: `${i}123456789abcdef`, name: `room ${i}`, owner: "alice", members: i * 1000 })),
+  },
+  { t: "rotated", roomId: "0123456789abcdef" },
+  { t: "deleted", roomId: "0123456789abcdef" },
+  { t: "kicked", roomId: "0123456789abcdef", sessionId: 0, user: "eve", banned: true },
+  { t: "token", token: new Uint8Array(32).fill(0xab) },
+  msg.error(15, "removed from the room by its owner", { fatal: true }),
   { t: "member_joined", member: member(5, "carol", "") },
   { t: "member_left", sessionId: 5 },
   { t: "chat", sender: 9, data: new Uint8Array(300).fill(2) },
@@ -136,6 +152,9 @@ const HOSTILE_CLIENT: [string, Uint8Array][] = [
   ["long say", raw((w) => w.mapHeader(2).str("t").str("say").str("data").bin(new Uint8Array(8257)))],
   ["bad room id", raw((w) => w.mapHeader(2).str("t").str("join").str("room_id").str("ABC"))],
   ["long name", raw((w) => w.mapHeader(2).str("t").str("create").str("name").str("x".repeat(65)))],
+  ["long join token", raw((w) => w.mapHeader(3).str("t").str("join").str("room_id").str("0123456789abcdef").str("token").bin(new Uint8Array(33)))],
+  ["short rotate token", raw((w) => w.mapHeader(3).str("t").str("rotate").str("room_id").str("0123456789abcdef").str("token").bin(new Uint8Array(0)))],
+  ["long kick user", raw((w) => w.mapHeader(3).str("t").str("kick").str("room_id").str("0123456789abcdef").str("user").str("x".repeat(65)))],
   ["bitrate", raw((w) => w.mapHeader(3).str("t").str("create").str("name").str("x").str("max_bitrate").int(510001))],
   ["to", raw((w) => w.mapHeader(3).str("t").str("peer").str("to").int(2 ** 32).str("data").bin(new Uint8Array(1)))],
   ["trailing", concat(encode(msg.ping(1)), Uint8Array.of(0))],
@@ -169,6 +188,15 @@ const HOSTILE_SERVER: [string, Uint8Array][] = [
   ["members as map", joined((w) => w.mapHeader(3).str("session_id").int(1).str("user").str("u").str("nick").str("n"), (w) => w.mapHeader(0))],
   ["bad member id", joined((w) => w.mapHeader(3).str("session_id").int(1).str("user").str("u").str("nick").str("n"), (w) => w.arrayHeader(1).mapHeader(3).str("session_id").int(-1).str("user").str("u").str("nick").str("n"))],
   ["client tag", encode(msg.bye())],
+  ["short token", raw((w) => w.mapHeader(2).str("t").str("token").str("token").bin(new Uint8Array(31)))],
+  ["long token", raw((w) => w.mapHeader(2).str("t").str("token").str("token").bin(new Uint8Array(33)))],
+  ["no token", raw((w) => w.mapHeader(1).str("t").str("token"))],
+  ["rooms not a list", raw((w) => w.mapHeader(2).str("t").str("rooms").str("rooms").mapHeader(0))],
+  ["room without owner", raw((w) => w.mapHeader(2).str("t").str("rooms").str("rooms").arrayHeader(1).mapHeader(3).str("room_id").str("0123456789abcdef").str("name").str("n").str("members").int(1))],
+  ["too many rooms", raw((w) => {
+    w.mapHeader(2).str("t").str("rooms").str("rooms").arrayHeader(1001);
+    for (let i = 0; i < 1001; i++) w.mapHeader(4).str("room_id").str("0123456789abcdef").str("name").str("").str("owner").str("").str("members").int(0);
+  })],
 ];
 
 const py = new PythonPeer("interop_wire.py");

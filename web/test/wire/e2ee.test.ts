@@ -12,10 +12,11 @@ import {
   encodeHello,
   encodeKeyMessage,
   encodeReport,
+  encodeSecret,
   type E2EEEvent,
 } from "../../src/wire/e2ee.ts";
 import { safetyNumber } from "../../src/wire/identity.ts";
-import { MessageKind } from "../../src/wire/pairwise.ts";
+import { MessageKind, deriveJoinToken } from "../../src/wire/pairwise.ts";
 import { SenderKey } from "../../src/wire/senderkeys.ts";
 
 const ROOM = fromHex("0123456789abcdef");
@@ -395,4 +396,54 @@ test("a member that never verified costs no rekey", async () => {
   assert.deepEqual([a.senderKey, b.senderKey], before);
   assert.ok(!a.rotationPending);
   assert.equal(a.getTimer(), null);
+});
+
+test("PROTOCOL 3.15: an offered secret is taken only when the server's token matches it", async () => {
+  const room = new Room();
+  const owner = await room.join(1, "alice");
+  const bob = await room.join(2, "bob");
+  const carol = await room.join(3, "carol");
+  const next = new Uint8Array(16).fill(0x42);
+  assert.deepEqual(owner.offerSecret(next).sort(), [2, 3]);
+  await room.pump();
+  const token = deriveJoinToken(next, ROOM);
+  // A token that differs in its last byte only: nothing adopted, the old secret stays.
+  const wrong = Uint8Array.from(token);
+  wrong[31] = (wrong[31] as number) ^ 1;
+  assert.equal(await bob.tokenChanged(wrong), null);
+  assert.equal(await bob.tokenChanged(token.slice(0, 16)), null);
+  // A newcomer with the old invite still verifies with bob: his secret did not move.
+  await room.join(4, "dave");
+  assert.ok(bob.verified(4));
+  // The matching token: bob, carol and the owner take the offered secret.
+  for (const m of [bob, carol, owner]) assert.equal(toHex((await m.tokenChanged(token)) as Uint8Array), toHex(next));
+  assert.equal(await bob.tokenChanged(token), null); // taken once; the offers are gone
+  // From now on pair handshakes use the new secret: a newcomer with it verifies with
+  // bob, carol and the owner; dave (old secret) is rejected by it.
+  await room.join(5, "erin", { secret: next });
+  for (const sid of [1, 2, 3]) assert.ok(room.of(5, "MemberVerified").some((e) => e.sessionId === sid), `erin verified ${sid}`);
+  assert.ok(room.of(5, "MemberRejected").some((e) => e.sessionId === 4));
+});
+
+test("a secret offered by a member who left, or unheard, is never taken", async () => {
+  const room = new Room();
+  await room.join(1, "alice");
+  const bob = await room.join(2, "bob");
+  const next = new Uint8Array(16).fill(0x17);
+  (room.members.get(1) as RoomCrypto).offerSecret(next);
+  await room.pump();
+  await room.leave(1);
+  assert.equal(await bob.tokenChanged(deriveJoinToken(next, ROOM)), null);
+  // Nobody offered anything: a token alone changes nothing.
+  const carol = await room.join(3, "carol");
+  assert.equal(await carol.tokenChanged(deriveJoinToken(SECRET, ROOM)), null);
+  assert.throws(() => carol.offerSecret(new Uint8Array(15)), LocalProtocolError);
+});
+
+test("the secret message: msgspec's bytes, and a wrong size is a malformed member message", () => {
+  const secret = new Uint8Array(16).fill(1);
+  // msgspec.msgpack.encode(SecretMessage(bytes([1] * 16))).hex()
+  assert.equal(toHex(encodeSecret(secret)), "82a174a6736563726574a6736563726574c410" + "01".repeat(16));
+  assert.deepEqual(decodePayload(encodeSecret(secret)), { t: "secret", secret });
+  assert.throws(() => decodePayload(encodeSecret(new Uint8Array(15))), /malformed member message: Expected `bytes` of length >= 16 - at `\$.secret`/);
 });

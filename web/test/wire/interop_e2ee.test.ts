@@ -311,3 +311,30 @@ test("member message decoding accepts and refuses exactly what Python's msgspec 
   }
   assert.ok(accepted > valid.length); // some mutations are valid messages, and both agree
 });
+
+test("RoomCrypto: the browser takes the room secret a Python owner rotates to (PROTOCOL.md 3.15)", async () => {
+  const JS = 0x3001;
+  const OWNER = 0x3002;
+  const js = new RoomCrypto({ roomId: ROOM, secret: SECRET, sessionId: JS, user: "web", nick: "web", identityPrivate: rand(32) });
+  await newPy("owner", OWNER, "alice");
+  const call = new Call(js, "owner");
+  call.pySession = OWNER;
+  js.memberJoined(OWNER, "alice", 0);
+  await call.pump(call.take(await py.call({ op: "rc_start", id: "owner", members: [[JS, "web"]], now: 0 })));
+  assert.ok(js.verified(OWNER));
+  const next = rand(16);
+  await call.pump(call.take(await py.call({ op: "rc_offer_secret", id: "owner", secret: toHex(next) })));
+  const token = fromHex((await py.call({ op: "join_token", secret: toHex(SECRET), room_id: toHex(ROOM) })).token as string);
+  assert.equal(await js.tokenChanged(token), null); // the old secret's token: no offer fits
+  const newToken = fromHex((await py.call({ op: "join_token", secret: toHex(next), room_id: toHex(ROOM) })).token as string);
+  assert.equal(toHex((await js.tokenChanged(newToken)) as Uint8Array), toHex(next));
+  assert.equal((await py.call({ op: "rc_token_changed", id: "owner", token: toHex(newToken) })).secret, toHex(next));
+  // A Python newcomer with the new invite verifies with the browser.
+  await newPy("newcomer", 0x3003, "dave", next);
+  js.memberJoined(0x3003, "dave", 1);
+  const late = new Call(js, "newcomer");
+  late.pySession = 0x3003;
+  await late.pump(late.take(await py.call({ op: "rc_start", id: "newcomer", members: [[JS, "web"]], now: 1 })));
+  assert.ok(js.verified(0x3003));
+  assert.deepEqual(late.jsEvents.filter((e) => e.type === "MemberRejected" || e.type === "PeerProblem"), []);
+});

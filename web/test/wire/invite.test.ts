@@ -167,6 +167,8 @@ test("invites made by Python parse in JS, and the other way", async () => {
 test("Python and JS refuse the same broken codes with the same words", async () => {
   const code = EXAMPLE.slice(7).replace(/-/g, "");
   const cases = ["", "u", "0", code.slice(0, 30), code.slice(0, -1), code + "0", code.slice(0, 9) + "z" + code.slice(10), "bangor:" + code + "!"];
+  // Not meant as invites (no prefix, not starting with "0"): said so, as invite.py does.
+  cases.push("hello", "https://example.com/", "z" + code.slice(1), "o" + code.slice(1, 30), "bangor:u");
   for (const text of cases) {
     const reply = await py.tryCall({ op: "invite_parse", text });
     assert.equal(reply.type, "InviteError", text);

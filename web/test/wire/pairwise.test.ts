@@ -7,6 +7,7 @@ import {
   PairChannel,
   PeerMessage,
   PeerVerified,
+  deriveJoinToken,
   deriveRoomPsk,
   pairPrologue,
 } from "../../src/wire/pairwise.ts";
@@ -45,6 +46,23 @@ test("PROTOCOL 8.10: PSK, prologue, HS1", () => {
   );
   assert.throws(() => pairPrologue(ROOM, 2 ** 32, 0), LocalProtocolError);
   assert.throws(() => deriveRoomPsk(new Uint8Array(0), ROOM), LocalProtocolError);
+});
+
+test("PROTOCOL 3.15: the join token, as Python derives it", () => {
+  // Made with src/bangor/wire/pairwise.py:
+  //   derive_join_token(bytes(range(16)), bytes.fromhex("0123456789abcdef")).hex()
+  //   derive_join_token(bytes([0xa5] * 16), bytes(8)).hex()
+  assert.equal(
+    toHex(deriveJoinToken(Uint8Array.from({ length: 16 }, (_, i) => i), ROOM)),
+    "b9bb1999617ef6661dc2d073b1e0d8c6ed25fcfb50bef990ad0b19c5913fc7f3",
+  );
+  assert.equal(
+    toHex(deriveJoinToken(new Uint8Array(16).fill(0xa5), new Uint8Array(8))),
+    "582f2f3942e0a129f2d3f56aed8e1c3ed27af2cc018e437e0a0125bb3b7f5b9c",
+  );
+  // Under its own label: never the PSK of the same secret.
+  assert.notEqual(toHex(deriveJoinToken(new Uint8Array(16), ROOM)), toHex(PSK));
+  assert.throws(() => deriveJoinToken(new Uint8Array(0), ROOM), LocalProtocolError);
 });
 
 test("handshake, verification both ways, DATA both ways, replay refused", () => {

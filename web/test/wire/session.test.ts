@@ -6,7 +6,7 @@ import { encode, msg, type ServerMessage } from "../../src/wire/control.ts";
 import { checkPinnedKey, fingerprint } from "../../src/wire/fingerprint.ts";
 import { FrameDecoder, encodeFrame } from "../../src/wire/framing.ts";
 import { HandshakeState, PROLOGUE, generatePrivateKey, publicKey, type CipherState } from "../../src/wire/noise.ts";
-import { ControlSession, State, type SessionEvent } from "../../src/wire/session.ts";
+import { CLIENT_SENDS, ControlSession, REPLIES, SERVER_SENDS, State, TRACKED, type SessionEvent } from "../../src/wire/session.ts";
 import { PythonPeer } from "../python.ts";
 
 /** A scripted server end in JS: the Noise responder and raw frames, no rules. */
@@ -188,6 +188,31 @@ test("a pong for no ping, a reply for nothing, a message out of state: garbage",
   client.receiveData(new Uint8Array([0, 0]), 2); // ignored once ended
 });
 
+test("PROTOCOL 3.15: a join carries the token; TokenChanged is a push in a room, garbage before", () => {
+  const token = new Uint8Array(32).fill(0x5a);
+  const { server, client } = loggedIn();
+  const pushed: ServerMessage = { t: "token", token };
+  // Before any room: the server may not send it, and the session ends.
+  client.receiveData(server.send(pushed), 1);
+  assert.throws(() => client.nextEvent(), (e) => e instanceof RemoteProtocolError && /unexpected TokenChanged in state LOGGED_IN/.test(e.message));
+  assert.equal(client.state, State.CLOSED);
+
+  const b = loggedIn();
+  b.client.joinRoom("0123456789abcdef", token);
+  b.server.feed(b.client.dataToSend());
+  assert.equal(toHex(b.server.received.at(-1)!), toHex(encode(msg.join("0123456789abcdef", token))));
+  assert.ok(toHex(b.server.received.at(-1)!).endsWith("a5746f6b656ec420" + "5a".repeat(32))); // "token": bin 32
+  b.client.receiveData(concat(b.server.send(joined), b.server.send(pushed)), 2);
+  const events = drain(b.client);
+  assert.deepEqual(events.map((e) => e.type), ["request_done", "pushed"]);
+  assert.ok(events[1]!.type === "pushed" && events[1]!.message.t === "token");
+  assert.deepEqual((events[1] as { message: { token: Uint8Array } }).message.token, token);
+  assert.equal(b.client.state, State.IN_ROOM);
+  // A short token is malformed: the decoder refuses it before the state is judged.
+  b.client.receiveData(b.server.sendRaw(fromHex("82a174a5746f6b656ea5746f6b656ec40100")), 3); // {t: token, token: bin 1}
+  assert.throws(() => b.client.nextEvent(), (e) => e instanceof DecodeError && /Expected `bytes` of length >= 32 - at `\$.token`/.test(e.message));
+});
+
 test("a fatal error ends the session with the unanswered requests; so does EOF", () => {
   const { server, client } = loggedIn();
   const join = client.joinRoom("0123456789abcdef");
@@ -352,4 +377,15 @@ test("a JS client with the wrong prologue fails against Python", async () => {
   const client = new ControlSession({ prologue: utf8.encode("bangor/2 Noise_XX_25519_ChaChaPoly_BLAKE2s") });
   const feed = (await py.call({ op: "server_feed", data: toHex(client.dataToSend()), now: 0 })) as unknown as Feed;
   assert.throws(() => client.receiveData(fromHex(feed.out), 0), HandshakeError);
+});
+
+test("the tables mirror Python's (src/bangor/wire/session.py)", async () => {
+  const theirs = await py.call({ op: "tables" });
+  const sorted = (tags: Iterable<string>) => [...tags].sort();
+  const byState = (t: Readonly<Partial<Record<State, ReadonlySet<string>>>>) =>
+    Object.fromEntries(Object.entries(t).map(([state, tags]) => [state, sorted(tags as ReadonlySet<string>)]));
+  assert.deepEqual(byState(CLIENT_SENDS), theirs.client_sends);
+  assert.deepEqual(byState(SERVER_SENDS), theirs.server_sends);
+  assert.deepEqual(REPLIES, theirs.replies);
+  assert.deepEqual(sorted(TRACKED), theirs.tracked);
 });
