@@ -147,6 +147,15 @@ def test_the_owner_kicks_and_bans_from_the_call(server: ServerProcess, tmp_path:
     assert room(server, "alice", "invite", "friends")[1] == new
     refused = join(server, str(new), "eve")
     assert refused.wait() == 4 and "banned" in left_reason(refused)
+    # /rotate: another new invite, which both get; /invite shows the room's invite now.
+    alice.proc.stdin.write("/rotate\n")
+    alice.proc.stdin.flush()
+    newer = alice.events_of("invite_changed", 2, timeout=20)[-1]["invite"]
+    assert bob.events_of("invite_changed", 2, timeout=20)[-1]["invite"] == newer != new
+    alice.proc.stdin.write("/invite\n")
+    alice.proc.stdin.flush()
+    shown = alice.stdout.wait_for(lambda line: f"invite: {newer}" in line)
+    assert json.loads(shown)["event"] == "notice"
     # The call goes on: alice and bob are still in it together.
     for client in (alice, bob):
         assert client.proc.poll() is None

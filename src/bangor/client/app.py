@@ -675,7 +675,7 @@ class _Call:
         if member is None:
             self.emit(ev.WarningEvent(f"no member called {who!r} in this room"))
             return
-        self._spawn(self._remove(member, ban))
+        self.spawn(self._remove(member, ban))
 
     async def _remove(self, member: ev.MemberInfo, ban: bool) -> None:
         assert self.invite is not None
@@ -726,7 +726,11 @@ class _Call:
         self.keep_invite(self.room_name)
         self.emit(ev.InviteChanged(self.invite.encode()))
 
-    def _spawn(self, work: Awaitable[None]) -> None:
+    def show_invite(self) -> None:
+        if self.invite is not None:
+            self.emit(ev.Notice(f"the room's invite: {self.invite.encode()}"))
+
+    def spawn(self, work: Awaitable[None]) -> None:
         async def run() -> None:
             await work
 
@@ -1039,6 +1043,12 @@ COMMANDS: dict[str, CallCommand] = {
         lambda call, args: call.set_volume(args[0], args[1]),
     ),
     "audio": CallCommand("", "show the state", lambda call, args: call.emit(call.audio_state())),
+    "invite": CallCommand("", "show the room's invite", lambda call, args: call.show_invite()),
+    "rotate": CallCommand(
+        "",
+        "the room's owner: a new invite; the old one stops working",
+        lambda call, args: call.spawn(call.rotate()),
+    ),
     "kick": CallCommand(
         "NICK",
         "the room's owner: remove a member; the invite changes",
