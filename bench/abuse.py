@@ -71,6 +71,7 @@ from procfs import HOST, free_port, memory_kb, pin
 from bangor.client.app import Login, connect_and_login
 from bangor.errors import BangorError
 from bangor.wire.invite import SECRET_SIZE, Invite
+from bangor.wire.pairwise import derive_join_token
 from client import (
     PASSWORD,
     Process,
@@ -437,10 +438,10 @@ async def attack_window(opts: Options, name: str, call: Call, row: Row) -> Windo
     window = Window()
     attacker = None
     if name != BASELINE:
-        room_id = Invite.parse(call.invite).room_id.hex()
+        invite = Invite.parse(call.invite)
         spec = AttackSpec(
-            name, HOST, call.port, opts.attacker, opts.seconds, opts.rates, PASSWORD, room_id,
-            call.sessions,
+            name, HOST, call.port, opts.attacker, opts.seconds, opts.rates, PASSWORD,
+            invite.room_id.hex(), call.sessions, derive_join_token(invite.secret, invite.room_id),
         )  # fmt: skip
         attacker = Attacker(spec)
     server = call.server

@@ -99,6 +99,7 @@ class AttackSpec:
     password: str  # of the account holders
     room_id: str  # hex, from the invite
     member_sessions: tuple[int, ...]  # the call's session ids, for forged media
+    token: bytes = b""  # the room's join token (PROTOCOL.md 3.15): the attackers hold the invite
 
 
 @dataclass
@@ -342,7 +343,7 @@ async def churn(
     while time.monotonic() < end:
         await pacer.wait()
         try:
-            await asyncio.wait_for(client.join_room(spec.room_id), REQUEST_TIMEOUT)
+            await asyncio.wait_for(client.join_room(spec.room_id, spec.token), REQUEST_TIMEOUT)
             await asyncio.wait_for(client.request(msg.LeaveRoom()), REQUEST_TIMEOUT)
             counts["join+leave cycles"] += 1
         except RefusedError as exc:
@@ -363,7 +364,7 @@ async def peer_flood(
 ) -> None:
     """From inside the room, peer messages to both members as fast as TCP takes them
     (at most ``peer_per_s``)."""
-    joined = await asyncio.wait_for(client.join_room(spec.room_id), REQUEST_TIMEOUT)
+    joined = await asyncio.wait_for(client.join_room(spec.room_id, spec.token), REQUEST_TIMEOUT)
     targets = [m.session_id for m in joined.members]
     if not targets:
         counts["no members to flood"] += 1

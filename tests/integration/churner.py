@@ -20,6 +20,7 @@ from bangor.settings import ClientSettings
 from bangor.wire import control as msg
 from bangor.wire.e2ee import RoomCrypto
 from bangor.wire.noise import generate_static_key
+from bangor.wire.pairwise import derive_join_token
 
 PEER_BATCH = 200  # junk peer messages per round
 JUNK = bytes((4,)) + bytes(40)  # looks like a pair DATA message; never verifies
@@ -29,6 +30,7 @@ JUNK = bytes((4,)) + bytes(40)  # looks like a pair DATA message; never verifies
 class ChurnStats:
     joins: int = 0
     throttled: int = 0  # joins refused with THROTTLED
+    refused: int = 0  # joins refused at the door: no valid join token (PROTOCOL.md 3.15)
     sessions: int = 0  # logins (a session the server closed is replaced)
     closed: list[str] = field(default_factory=list)  # why the server ended each session
     peer_sent: int = 0
@@ -112,16 +114,25 @@ async def churn(
     *,
     secret: bytes | None = None,
 ) -> ChurnStats:
-    """Join, (prove the secret,) leave, again, as fast as it can for ``seconds``."""
+    """Join, (prove the secret,) leave, again, as fast as it can for ``seconds``.
+
+    Without ``secret`` there is no join token either: every join is refused at the door.
+    """
     stats = ChurnStats()
+    token = b"" if secret is None else derive_join_token(secret, bytes.fromhex(room_id))
 
     async def body(client: ControlClient, end: float) -> None:
         while asyncio.get_running_loop().time() < end:
             try:
-                joined = await client.join_room(room_id)
+                joined = await client.join_room(room_id, token)
             except RefusedError as exc:
-                if exc.code != CloseCode.THROTTLED or client.closed is not None:
+                if client.closed is not None:
                     raise  # the server ended the session (fatal THROTTLED, say)
+                if exc.code == CloseCode.ROOM_NOT_FOUND:
+                    stats.refused += 1
+                    continue
+                if exc.code != CloseCode.THROTTLED:
+                    raise
                 stats.throttled += 1
                 continue  # no backing off
             stats.joins += 1
@@ -134,7 +145,14 @@ async def churn(
 
 
 async def flood(
-    host: str, port: int, user: str, password: str, room_id: str, seconds: float, rate: float
+    host: str,
+    port: int,
+    user: str,
+    password: str,
+    room_id: str,
+    seconds: float,
+    rate: float,
+    token: bytes,
 ) -> ChurnStats:
     """Sit in the room and send ``rate`` junk peer messages a second to its members.
 
@@ -145,7 +163,7 @@ async def flood(
 
     async def body(client: ControlClient, end: float) -> None:
         loop = asyncio.get_running_loop()
-        joined = await client.join_room(room_id)
+        joined = await client.join_room(room_id, token)
         stats.joins += 1
         next_round = loop.time()
         while loop.time() < end:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bangor.wire.invite import Invite
+from bangor.wire.pairwise import derive_join_token
 from tests.audiocheck import longest_gap_ms, read_wav_48k, tone_present
 from tests.integration.churner import ChurnStats, churn, flood
 from tests.integration.conftest import PASSWORD, ServerProcess
@@ -22,12 +23,13 @@ MAX_ERROR_EVENTS = 20
 
 async def attack(server: ServerProcess, invite: Invite) -> list[ChurnStats]:
     room = invite.room_id.hex()
+    token = derive_join_token(invite.secret, invite.room_id)  # trudy and eve have the invite
     args = (server.host, server.port)
     return list(
         await asyncio.gather(
             churn(*args, "mallory", PASSWORD, room, ATTACK_SECONDS),  # an account, no secret
             churn(*args, "trudy", PASSWORD, room, ATTACK_SECONDS, secret=invite.secret),
-            flood(*args, "eve", PASSWORD, room, ATTACK_SECONDS, FLOOD_RATE),
+            flood(*args, "eve", PASSWORD, room, ATTACK_SECONDS, FLOOD_RATE, token),
         )
     )
 
@@ -45,7 +47,8 @@ def test_churn_and_peer_floods_do_not_cut_the_call(server: ServerProcess, tmp_pa
     mallory, trudy, eve = asyncio.run(attack(server, Invite.parse(invite)))
     assert alice.wait() == 0 and bob.wait() == 0
     # The attackers did what they could: many rounds, trudy verified, eve's flood sent.
-    assert mallory.joins + mallory.throttled > 20, mallory
+    # mallory, without the invite, never got in: every try refused at the door.
+    assert mallory.joins == 0 and mallory.refused + mallory.throttled > 20, mallory
     assert trudy.verified > 0, trudy
     assert eve.peer_sent > FLOOD_RATE * ATTACK_SECONDS / 2, eve
     present = tone_present(read_wav_48k(heard), 440)

@@ -16,6 +16,7 @@ import pytest
 from bangor.client.control import ControlClient
 from bangor.wire.invite import Invite
 from bangor.wire.media import HopSealer, PacketType, derive_media_keys
+from bangor.wire.pairwise import derive_join_token
 from bangor.wire.voice import VoiceFrame
 from tests.audiocheck import read_wav_48k
 from tests.integration.conftest import (
@@ -197,7 +198,7 @@ async def _attack(server: ServerProcess, invite: Invite, user: str) -> None:
     client = await ControlClient.connect(server.host, server.port)
     client.start()
     welcome = await client.login(user, PASSWORD, "mallory")
-    await client.join_room(invite.room_id.hex())
+    await client.join_room(invite.room_id.hex(), derive_join_token(invite.secret, invite.room_id))
     keys = derive_media_keys(welcome.media_secret)
     sealer = HopSealer(keys.client_to_server, welcome.session_id)
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
