@@ -86,3 +86,16 @@ def test_the_example_config_is_one_serve_takes(
     assert main(["serve", "--config", str(config), "--print-config"]) == ExitCode.OK
     printed = tomllib.loads(capsys.readouterr().out)
     assert printed["data_dir"] == "/var/lib/bangor"
+
+
+def test_the_readme_names_the_variable_of_every_serve_option() -> None:
+    """An option added to serve has a variable at once (server/config.py): say so."""
+    from bangor.cli import _parser_of
+    from bangor.server.config import CONFIG_ENV, ENV_PREFIX, setting_actions
+
+    parser = build_parser()
+    serve = _parser_of(parser, parser.parse_args(["serve"]))
+    readme = (ROOT / "README.md").read_text()
+    for action in setting_actions(serve):
+        assert f"`{ENV_PREFIX}{action.dest.upper()}`" in readme, action.dest
+    assert f"`{CONFIG_ENV}`" in readme
