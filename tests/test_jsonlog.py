@@ -54,3 +54,23 @@ def test_a_logged_exception_is_a_field_and_odd_values_are_text() -> None:
     assert line["message"] == "failed" and line["level"] == "ERROR"
     assert isinstance(line["exc"], str) and "ValueError: boom" in line["exc"]
     assert isinstance(line["path"], str) and line["path"].startswith("<object")
+
+
+def test_in_json_mode_a_library_warning_is_a_json_line_too() -> None:
+    """A collector parses every stderr line: Python's warnings go through logging."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, warnings\n"
+        "from bangor.cli import _log_to_stderr\n"
+        "_log_to_stderr(logging.INFO, json_lines=True)\n"
+        "warnings.warn('careful', UserWarning)\n"
+        "logging.getLogger('bangor.server').warning('listening on %s', 'h:1')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [line["logger"] for line in lines] == ["py.warnings", "bangor.server"]
+    assert "careful" in lines[0]["message"] and lines[1]["message"] == "listening on h:1"

@@ -123,6 +123,7 @@ def _log_to_stderr(level: int, *, json_lines: bool = False) -> None:
         from bangor.jsonlog import JsonFormatter
 
         handler.setFormatter(JsonFormatter())
+        logging.captureWarnings(True)  # a library's warning is a JSON line too
     else:
         handler.setFormatter(_EscapingFormatter("%(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
