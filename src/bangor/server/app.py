@@ -1184,7 +1184,6 @@ async def serve(
         log.warning("cluster node %s", advertise)
     if web is not None:
         log.warning("web client at %s", url)
-    notify("READY=1", f"STATUS=listening on {listening}")  # systemd Type=notify
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -1197,6 +1196,9 @@ async def serve(
     # SIGTERM/SIGINT cancel us: going away.
     with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
         loop.add_signal_handler(signal.SIGUSR1, restart)
+    # systemd Type=notify: ready once listening and SIGUSR1 is ours (a reload at once
+    # must restart us, not kill us).
+    notify("READY=1", f"STATUS=listening on {listening}")
     try:
         await stop.wait()
     finally:
