@@ -117,9 +117,15 @@ class _EscapingFormatter(logging.Formatter):
         return escape(super().formatMessage(record))
 
 
-def _log_to_stderr(level: int) -> None:
+def _log_to_stderr(level: int, *, json_lines: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_EscapingFormatter("%(name)s: %(message)s"))
+    if json_lines:  # serve --log-format json: for log collectors
+        from bangor.jsonlog import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+        logging.captureWarnings(True)  # a library's warning is a JSON line too
+    else:
+        handler.setFormatter(_EscapingFormatter("%(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("quic").setLevel(logging.WARNING)  # aioquic: a line per connection event
@@ -127,30 +133,46 @@ def _log_to_stderr(level: int) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from bangor.server.app import serve
+    from bangor.server.config import DEFAULT, Setting, render, resolve
 
+    # --config FILE, BANGOR_* variables and defaults under the flags given (config.py).
+    effective = resolve(args, os.environ)
+    if effective.options["data_dir"].value is None:
+        effective.options["data_dir"] = Setting(str(default_data_dir()), DEFAULT)
+    for dest, setting in effective.options.items():
+        setattr(args, dest, setting.value)
     web = _web_options(args)
-    _log_to_stderr(logging.INFO)
-    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    advertise = _advertise(args, args.db)
+    settings = dataclasses.replace(
+        effective.settings(),
+        open=args.open,
+        cluster_heartbeat=args.heartbeat or ServerSettings.cluster_heartbeat,
+        cluster_stale_after=args.stale_after or ServerSettings.cluster_stale_after,
+    )
+    if settings.cluster_stale_after <= 2 * settings.cluster_heartbeat:
+        raise UsageError("--stale-after must be more than twice --heartbeat")
+    if args.print_config:  # checked as for serving, then shown; nothing is created
+        sys.stdout.write(render(effective))
+        return ExitCode.OK
+    _log_to_stderr(logging.INFO, json_lines=args.log_format == "json")
+    log = logging.getLogger("bangor.server")
+    data_dir = Path(args.data_dir)
     url = _store_url(args)
-    settings = ServerSettings(open=args.open)
-    advertise = _advertise(args, url)
-    if args.heartbeat is not None or args.stale_after is not None:
-        settings = dataclasses.replace(
-            settings,
-            cluster_heartbeat=args.heartbeat or settings.cluster_heartbeat,
-            cluster_stale_after=args.stale_after or settings.cluster_stale_after,
-        )
-        if settings.cluster_stale_after <= 2 * settings.cluster_heartbeat:
-            raise UsageError("--stale-after must be more than twice --heartbeat")
     _log_store(data_dir, args.db, url)
     if args.open:
-        logging.getLogger("bangor.server").warning(
+        log.warning(
             "open mode: no accounts; anyone who reaches this port can create rooms, and an "
             "invite code is enough to join one"
         )
-    with contextlib.suppress(asyncio.CancelledError):
-        _run(lambda: serve(args.host, args.port, data_dir, url, settings, web, advertise))
-    print("bangor.server: stopped", file=sys.stderr)
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            _run(lambda: serve(args.host, args.port, data_dir, url, settings, web, advertise))
+    except BangorError as exc:
+        if args.log_format != "json":
+            raise
+        log.error("%s", exc)  # a collector reads JSON to the last line
+        return exc.exit_code
+    log.warning("stopped")
     return ExitCode.OK
 
 
@@ -870,12 +892,16 @@ def _call_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_serve(sub: Subcommands) -> None:
+    from bangor.server.config import ServeParser
+
     serve = sub.add_parser(
         "serve",
         help="run a server",
         description="Run a server: TCP control and UDP voice on one port number. It logs "
         "its data directory, key fingerprint and 'listening on HOST:PORT' to stderr.",
     )
+    # --config: flags given on the command line win over the file and BANGOR_* variables.
+    serve.__class__ = ServeParser
     serve.add_argument(
         "--host",
         default="0.0.0.0",
@@ -930,6 +956,27 @@ def _add_serve(sub: Subcommands) -> None:
         type=_seconds,
         metavar="SECONDS",
         help="--cluster: a node silent this long is dead and its rooms move (default 5)",
+    )
+    # Configuration (server/config.py) and logs for services.
+    serve.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML file with any of these options (key: the option without --) and a "
+        "[limits] table of server limits; flags, then BANGOR_* variables (BANGOR_PORT, "
+        "BANGOR_DATA_DIR, ...), win over it (default: $BANGOR_CONFIG, else none)",
+    )
+    serve.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the effective settings as a TOML file --config takes (database "
+        "password hidden), each with its source, and exit (default: serve)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="stderr log lines: text, or one JSON object per line for log collectors "
+        "(default %(default)s)",
     )
     serve.set_defaults(func=cmd_serve)
 

@@ -49,6 +49,7 @@ from bangor.server.lockout import shown_name
 from bangor.server.notify import RemovalListener
 from bangor.server.relay import Address, Relay, UdpAddress, WebAddress
 from bangor.server.rooms import RoomRegistry, unique_nick
+from bangor.server.sdnotify import notify
 from bangor.server.sqlite import secure_data_dir
 from bangor.server.store import Account, Room, Store, check_user_name, clash_warning
 from bangor.settings import MAX_NAME, ServerSettings
@@ -1177,7 +1178,8 @@ async def serve(
             await server.close()
             raise
     log.warning("server key fingerprint %s", server.fingerprint)
-    log.warning("listening on %s", format_address(*server.address))
+    listening = format_address(*server.address)
+    log.warning("listening on %s", listening, extra={"address": listening})
     if advertise is not None:
         log.warning("cluster node %s", advertise)
     if web is not None:
@@ -1194,9 +1196,14 @@ async def serve(
     # SIGTERM/SIGINT cancel us: going away.
     with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
         loop.add_signal_handler(signal.SIGUSR1, restart)
+    # systemd Type=notify: ready once listening and SIGUSR1 is ours (a reload at once
+    # must restart us, not kill us).
+    notify("READY=1", f"STATUS=listening on {listening}")
     try:
         await stop.wait()
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
             loop.remove_signal_handler(signal.SIGUSR1)
+        # systemd: going away (a restart too: Restart= starts the new process).
+        notify("STOPPING=1", "STATUS=restarting" if server.restarting else "STATUS=stopping")
         await server.close()
