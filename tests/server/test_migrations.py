@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -15,10 +16,11 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from bangor.errors import AlreadyExistsError
+from bangor.errors import AlreadyExistsError, StoreError
 from bangor.server import passwords
+from bangor.server import store as store_module
 from bangor.server.schema import metadata
-from bangor.server.store import MIGRATIONS_DIR, Store, migrate
+from bangor.server.store import MIGRATIONS_DIR, Store, migrate, schema_head
 
 
 def _head() -> str:
@@ -250,3 +252,59 @@ async def test_0004_names_ignore_case_and_clashes_stay_apart(
             assert [tuple(row) for row in keys] == [("alice", "alice"), ("bob", "bob")]
     finally:
         await engine.dispose()
+
+
+def test_the_head_read_from_file_names_is_alembics() -> None:
+    # Store.open compares the database with schema_head() to skip Alembic: the file
+    # names it reads must name their revisions, and the newest must be the head.
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    for script in ScriptDirectory.from_config(config).walk_revisions():
+        assert script.path is not None
+        assert Path(script.path).name.startswith(f"{script.revision}_"), script.path
+    assert schema_head() == _head()
+
+
+async def test_a_store_at_the_head_opens_without_alembic(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await (await Store.open(db_url)).close()  # new: migrated to the head
+    calls: list[str] = []
+
+    async def spy(connection: AsyncConnection, revision: str = "head") -> None:
+        calls.append(revision)
+        await migrate(connection, revision)
+
+    monkeypatch.setattr(store_module, "migrate", spy)
+    store = await Store.open(db_url)
+    try:
+        # Nothing to do, so Alembic is not even imported (tests/server/test_footprint.py).
+        assert calls == []
+        assert await _version(store) == _head()
+    finally:
+        await store.close()
+    # One revision behind: migrated on open, as ever.
+    engine = create_async_engine(db_url)
+    try:
+        async with engine.begin() as conn:
+            await _downgrade(conn, "-1")
+    finally:
+        await engine.dispose()
+    store = await Store.open(db_url)
+    try:
+        assert calls == ["head"]
+        assert await _version(store) == _head()
+    finally:
+        await store.close()
+
+
+async def test_a_store_from_a_newer_bangor_is_refused(db_url: str) -> None:
+    await (await Store.open(db_url)).close()
+    engine = create_async_engine(db_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    finally:
+        await engine.dispose()
+    with pytest.raises(StoreError, match=r"cannot open database.*9999"):
+        await Store.open(db_url)

@@ -42,7 +42,6 @@ from bangor.errors import (
 )
 from bangor.keyfile import load_or_create_key
 from bangor.server.admission import Admission, Closing, Stage
-from bangor.server.cluster import Cluster
 from bangor.server.hashing import return_hash_memory
 from bangor.server.limits import Kind, SessionLimits, UserBuckets, Verdict, user_rates
 from bangor.server.lockout import shown_name
@@ -61,6 +60,7 @@ from bangor.wire.session import ENDED, ControlSession, RequestReceived, Role, St
 from bangor.wire.stun import BindingResponder
 
 if TYPE_CHECKING:
+    from bangor.server.cluster import Cluster
     from bangor.server.web import WebOptions
 
 log = logging.getLogger("bangor.server")
@@ -928,6 +928,8 @@ class Server:
     async def join_cluster(self, advertise: str) -> None:
         """Take part in a cluster as ``advertise`` (HOST:PORT): the first heartbeat now,
         the next every ``cluster_heartbeat`` seconds until close."""
+        from bangor.server.cluster import Cluster  # PostgreSQL's dialect: only for --cluster
+
         engine = self.store.engine
         Cluster.check(engine)
         beat = create_async_engine(engine.url, pool_size=1, max_overflow=0)

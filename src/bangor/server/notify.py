@@ -13,12 +13,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
-
-import asyncpg  # type: ignore[import-untyped]
-from sqlalchemy.ext.asyncio import AsyncEngine
+from typing import TYPE_CHECKING
 
 from bangor.errors import StoreUnavailableError
 from bangor.server.store import ACCOUNTS_CHANNEL
+
+if TYPE_CHECKING:
+    import asyncpg  # type: ignore[import-untyped]
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger("bangor.server")
 
@@ -37,6 +39,8 @@ class RemovalListener:
         listen to). StoreUnavailableError: PostgreSQL could not be reached."""
         if engine.dialect.name != "postgresql":
             return None
+        import asyncpg  # only here: a server on SQLite never loads it (2.5 MiB)
+
         url = engine.url.set(drivername="postgresql")
         try:
             connection = await asyncpg.connect(url.render_as_string(hide_password=False))
@@ -48,5 +52,7 @@ class RemovalListener:
         return cls(connection)
 
     async def close(self) -> None:
+        import asyncpg
+
         with contextlib.suppress(OSError, asyncpg.PostgresError):
             await self._connection.close(timeout=1)
