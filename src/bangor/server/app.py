@@ -1179,13 +1179,6 @@ async def serve(
         except BaseException:
             await server.close()
             raise
-    log.warning("server key fingerprint %s", server.fingerprint)
-    listening = format_address(*server.address)
-    log.warning("listening on %s", listening, extra={"address": listening})
-    if advertise is not None:
-        log.warning("cluster node %s", advertise)
-    if web is not None:
-        log.warning("web client at %s", url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -1194,10 +1187,18 @@ async def serve(
         server.restarting = True
         stop.set()
 
-    # SIGUSR1: a restart (a supervisor starts us again): clients reconnect at once.
+    # SIGUSR1: a restart (a supervisor starts us again): clients reconnect at once. Ours
+    # before "listening on" is printed: a tool that signals on seeing it must not kill us.
     # SIGTERM/SIGINT cancel us: going away.
     with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
         loop.add_signal_handler(signal.SIGUSR1, restart)
+    log.warning("server key fingerprint %s", server.fingerprint)
+    listening = format_address(*server.address)
+    log.warning("listening on %s", listening, extra={"address": listening})
+    if advertise is not None:
+        log.warning("cluster node %s", advertise)
+    if web is not None:
+        log.warning("web client at %s", url)
     # systemd Type=notify: ready once listening and SIGUSR1 is ours (a reload at once
     # must restart us, not kill us).
     notify("READY=1", f"STATUS=listening on {listening}")
