@@ -79,6 +79,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     reports are written by now; nothing else is left to do.
     """
     if "livekit.rtc" in sys.modules and _exit_status:
+        if "coverage" in sys.modules:  # `coverage run` (tests/coverage_gate.py) saves at exit
+            import coverage
+
+            current = coverage.Coverage.current()
+            if current is not None:
+                current.stop()
+                current.save()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_exit_status[-1])
