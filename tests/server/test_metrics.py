@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bangor import __version__
 from bangor.errors import AuthError, BangorError, RefusedError
 from bangor.server.app import Server
 from bangor.server.cluster import Cluster
@@ -91,6 +92,7 @@ async def test_a_call_shows_in_the_gauges_and_counters(served: tuple[Server, str
     text, samples = await scrape(url)
     for sock in sockets:
         sock.close()
+    assert value(samples, "bangor_info", version=__version__) == 1
     assert value(samples, "bangor_sessions") == 2
     assert value(samples, "bangor_rooms") == 1
     assert value(samples, "bangor_room_members") == 2

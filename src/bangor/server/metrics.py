@@ -32,6 +32,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from bangor import __version__
 from bangor.address import format_address
 from bangor.errors import BangorError
 from bangor.server.admission import Reason
@@ -122,6 +123,9 @@ class BangorCollector(Collector):
 
     def _sessions(self) -> Iterator[Metric]:
         server = self.server
+        info = GaugeMetricFamily("bangor_info", "The server's version.", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
         yield _gauge(
             "bangor_sessions", "Logged-in sessions (TCP and browser).", len(server.connections)
         )
