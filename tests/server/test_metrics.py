@@ -196,6 +196,8 @@ async def test_only_get_of_metrics_is_answered(
     head, _, body = (await http(url, request_bytes)).partition(b"\r\n\r\n")
     assert head.split(b" ")[1] == status
     assert bool(body) is has_body
+    length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+    assert (length > 0) is (status != b"400" and status != b"405")  # HEAD: GET's length
 
 
 async def test_a_huge_request_head_gets_no_answer(served: tuple[Server, str]) -> None:

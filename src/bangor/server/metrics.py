@@ -417,8 +417,7 @@ class MetricsServer:
         if match.group(2).split(b"?", 1)[0] != PATH:
             return 404, text, b"not found; the metrics are at /metrics\n"
         self.scrapes += 1
-        body = generate_latest(self.registry)
-        return 200, CONTENT_TYPE_LATEST, b"" if match.group(1) == b"HEAD" else body
+        return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self.tasks) >= self.settings.max_metrics_connections:
@@ -437,7 +436,8 @@ class MetricsServer:
                     f"HTTP/1.1 {status} {REASONS[status]}\r\nContent-Type: {content_type}\r\n"
                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
                 )
-                writer.write(header.encode("ascii") + body)
+                # HEAD: GET's headers (its length too), no body.
+                writer.write(header.encode("ascii") + (b"" if head.startswith(b"HEAD ") else body))
                 writer.close()
                 await writer.wait_closed()
                 closed = True
