@@ -12,10 +12,13 @@ import asyncio
 import contextlib
 import dataclasses
 import getpass
+import importlib.util
+import ipaddress
 import json
 import logging
 import math
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -151,6 +154,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     if settings.cluster_stale_after <= 2 * settings.cluster_heartbeat:
         raise UsageError("--stale-after must be more than twice --heartbeat")
+    metrics = _metrics_address(args, web)
     if args.print_config:  # checked as for serving, then shown; nothing is created
         sys.stdout.write(render(effective))
         return ExitCode.OK
@@ -166,7 +170,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     try:
         with contextlib.suppress(asyncio.CancelledError):
-            _run(lambda: serve(args.host, args.port, data_dir, url, settings, web, advertise))
+            _run(
+                lambda: serve(
+                    args.host, args.port, data_dir, url, settings, web, advertise, metrics=metrics
+                )
+            )
     except BangorError as exc:
         if args.log_format != "json":
             raise
@@ -207,6 +215,37 @@ def _advertise(args: argparse.Namespace, url: str | None) -> str | None:
     except ValueError:
         raise UsageError(f"--advertise wants HOST:PORT, got {args.advertise!r}") from None
     return format_address(host, port)
+
+
+_METRICS_HOST = re.compile(r"^[A-Za-z0-9.-]+$")
+
+
+def _metrics_address(args: argparse.Namespace, web: WebOptions | None) -> tuple[str, int] | None:
+    """--metrics [HOST:]PORT: where to serve Prometheus metrics; PORT alone is on
+    127.0.0.1 (metrics are for the operator, not the world), 0 any free port."""
+    if args.metrics is None:
+        return None
+    if importlib.util.find_spec("prometheus_client") is None:  # looked for, not imported
+        raise BangorError(
+            "--metrics needs prometheus_client: pip install 'bangor[metrics]' "
+            "(or pip install prometheus-client)"
+        )
+    text = args.metrics
+    if text.removeprefix(":").isascii() and text.removeprefix(":").isdigit():
+        text = format_address("127.0.0.1", int(text.removeprefix(":")))
+    try:
+        host, port = parse_address(text, min_port=0)
+    except ValueError:
+        raise UsageError(f"--metrics {args.metrics}: expected [HOST:]PORT") from None
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _METRICS_HOST.match(host):
+            raise UsageError(f"--metrics {args.metrics}: bad host {host!r}") from None
+    taken = {args.port} | ({web.port} if web is not None else set())
+    if port != 0 and port in taken:
+        raise UsageError(f"--metrics {args.metrics}: port {port} is the server's own")
+    return host, port
 
 
 def _web_options(args: argparse.Namespace) -> WebOptions | None:
@@ -977,6 +1016,13 @@ def _add_serve(sub: Subcommands) -> None:
         default="text",
         help="stderr log lines: text, or one JSON object per line for log collectors "
         "(default %(default)s)",
+    )
+    # Metrics (issue 18): Prometheus text format; needs the `metrics` extra.
+    serve.add_argument(
+        "--metrics",
+        metavar="[HOST:]PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (PORT alone: on "
+        "127.0.0.1; needs prometheus_client, the 'metrics' extra; default: none)",
     )
     serve.set_defaults(func=cmd_serve)
 

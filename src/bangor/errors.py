@@ -96,6 +96,10 @@ class PacketError(BangorError):
     """A media datagram was malformed, forged or replayed (dropped, never answered)."""
 
 
+class ReplayError(PacketError):
+    """An authentic media datagram seen before, or older than the replay window."""
+
+
 class InviteError(BangorError):
     """An invite code is malformed, mistyped or tampered with."""
 

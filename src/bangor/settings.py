@@ -158,6 +158,14 @@ class ServerSettings:
     page_request_timeout: float = 10.0  # seconds for a whole request head
     page_send_timeout: float = 30.0  # seconds for the client to take a whole answer
     max_page_request: int = 8192  # bytes of a request head
+    # Prometheus metrics (``serve --metrics``, server/metrics.py): scrapers served at once
+    # (a newcomer beyond them is closed), seconds for a whole request head and its size;
+    # a member whose voice came through the relay within metrics_voice_window seconds
+    # counts as relayed in bangor_room_members_relay_use.
+    max_metrics_connections: int = 8
+    metrics_request_timeout: float = 5.0
+    max_metrics_request: int = 8192
+    metrics_voice_window: float = 5.0
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,8 @@ def test_replayed_packet_dropped(room: tuple[Relay, Peer, Peer, Peer]) -> None:
     packet = a.voice(b"once")
     assert len(exchange(relay, packet, A)) == 2
     assert exchange(relay, packet, A) == []
-    assert relay.stats.dropped_auth == 1
+    # Told apart from forgeries for the metrics: a replay is authentic, seen before.
+    assert (relay.stats.dropped_replay, relay.stats.dropped_auth) == (1, 0)
 
 
 def test_forged_packet_changes_nothing(room: tuple[Relay, Peer, Peer, Peer]) -> None:
@@ -121,7 +122,7 @@ def test_forged_packet_changes_nothing(room: tuple[Relay, Peer, Peer, Peer]) -> 
     evil = ("6.6.6.6", 666)
     assert exchange(relay, bytes(packet), evil) == []
     assert relay.address_of(a.session_id) == A  # a forgery cannot steal the address
-    assert relay.stats.dropped_auth == 1
+    assert (relay.stats.dropped_auth, relay.stats.dropped_replay) == (1, 0)
 
 
 def test_roaming_follows_authenticated_packets(room: tuple[Relay, Peer, Peer, Peer]) -> None:
@@ -190,3 +191,38 @@ def test_malformed_voice_except_is_dropped(room: tuple[Relay, Peer, Peer, Peer])
         packet = a.sealer.seal(PacketType.VOICE_EXCEPT, whole[:size])
         assert exchange(relay, packet, A) == []
     assert relay.stats.dropped_malformed == len(whole) - len(b"frame") + 1
+
+
+def test_datagrams_and_bytes_are_counted_by_kind(room: tuple[Relay, Peer, Peer, Peer]) -> None:
+    """What serve --metrics reports: in and out, datagrams and bytes, by kind."""
+    relay, a, _, _ = room
+    before = relay.stats.received, relay.stats.received_bytes  # the fixture's keepalives
+    assert before == (3, 3 * len(a.keepalive()))
+    assert relay.stats.keepalive_answers == 3
+    assert relay.stats.keepalive_answer_bytes == 3 * len(a.keepalive())
+    voice = a.voice(b"x" * 50)
+    out = exchange(relay, voice, A)
+    exchange(relay, b"junk", A)
+    stats = relay.stats
+    assert (stats.voice, stats.voice_bytes) == (1, len(voice))
+    assert (stats.keepalives, stats.keepalive_bytes) == (3, 3 * len(a.keepalive()))
+    assert (stats.received, stats.received_bytes) == (5, before[1] + len(voice) + 4)
+    assert (stats.forwarded, stats.forwarded_bytes) == (2, sum(len(p) for p, _ in out))
+
+
+def test_voice_paths_tell_relayed_from_partly_direct_and_quiet(
+    room: tuple[Relay, Peer, Peer, Peer],
+) -> None:
+    """The relay cannot see direct paths; it sees whose voice it carried lately, and to
+    how many members the sender said it sends directly (VOICE_EXCEPT)."""
+    relay, a, b, c = room
+    assert relay.voice_paths(NOW, 5.0) == (0, 0, 3)  # nobody spoke yet
+    exchange(relay, a.voice(b"all by relay"), A)
+    skip_c = b.sealer.seal(PacketType.VOICE_EXCEPT, pack_except([c.session_id], b"frame"))
+    assert [dest for _, dest in exchange(relay, skip_c, B)] == [A]
+    assert relay.stats.skipped_direct == 1
+    assert relay.voice_paths(NOW, 5.0) == (1, 1, 1)
+    assert relay.voice_paths(NOW + 5.0, 5.0) == (1, 1, 1)  # the window includes its edge
+    assert relay.voice_paths(NOW + 5.1, 5.0) == (0, 0, 3)  # quiet again
+    relay.set_room(a.session_id, None)
+    assert relay.voice_paths(NOW, 5.0) == (0, 1, 1)  # members of rooms only

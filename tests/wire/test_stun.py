@@ -151,6 +151,8 @@ def test_a_bare_request_is_answered_on_its_retransmission_never_amplified() -> N
             sent += len(answer)
             answers.append((i, answer))
         assert sent <= received  # at no point more out than in
+    assert (r.stats.received, r.stats.received_bytes) == (10, received)  # for --metrics
+    assert (r.stats.answered, r.stats.answered_bytes) == (len(answers), sent)
     assert answers[0][0] == 1  # the first retransmission is answered
     assert len(answers) == received // 32  # every byte of credit is used, no more
     assert aioice_stun.parse_message(answers[0][1]).attributes["XOR-MAPPED-ADDRESS"] == source

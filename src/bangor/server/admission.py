@@ -126,6 +126,7 @@ class Admission(Generic[K]):
         self._sources: Counter[str] = Counter()
         self._period_start: float | None = None
         self._last_report = float("-inf")
+        self.closed: Counter[Reason] = Counter()  # since start, for the metrics
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -256,5 +257,6 @@ class Admission(Generic[K]):
         if self._period_start is None:
             self._period_start = now
         self._counts[reason] += 1
+        self.closed[reason] += 1
         if address in self._sources or len(self._sources) < MAX_REPORTED_SOURCES:
             self._sources[address] += 1

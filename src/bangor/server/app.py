@@ -42,6 +42,7 @@ from bangor.errors import (
 )
 from bangor.keyfile import load_or_create_key
 from bangor.server.admission import Admission, Closing, Stage
+from bangor.server.counters import ServerCounts, Timings
 from bangor.server.hashing import return_hash_memory
 from bangor.server.limits import Kind, SessionLimits, UserBuckets, Verdict, user_rates
 from bangor.server.lockout import shown_name
@@ -61,7 +62,7 @@ from bangor.wire.stun import BindingResponder
 
 if TYPE_CHECKING:
     from bangor.server.cluster import Cluster
-    from bangor.server.web import WebOptions
+    from bangor.server.web import WebEndpoint, WebOptions
 
 log = logging.getLogger("bangor.server")
 
@@ -82,6 +83,21 @@ ACCOUNTS_UNAVAILABLE = "accounts unavailable, try again"
 NO_SUCH_ROOM = "no such room (or the invite is out of date)"
 ACCOUNT_REMOVED = "your account was removed"
 MIN_RESTART_WINDOW = 0.25  # seconds: even two clients need not come back in the same instant
+# Room requests the metrics count, by type (their tags name them, as refusals' refs do).
+ROOM_REQUESTS: dict[type[object], str] = {
+    message: msg.tag(message)
+    for message in (
+        msg.CreateRoom,
+        msg.JoinRoom,
+        msg.LeaveRoom,
+        msg.ListRooms,
+        msg.RotateRoom,
+        msg.DeleteRoom,
+        msg.KickMember,
+    )
+}
+_ROOM_TAGS = frozenset(ROOM_REQUESTS.values())
+_perf_ns = time.perf_counter_ns
 
 
 class SessionClosed(Exception):
@@ -141,11 +157,19 @@ def send_media(
 class RelayProtocol(asyncio.DatagramProtocol):
     """Thin glue from the UDP socket to the sans-I/O relay and STUN responder."""
 
-    def __init__(self, relay: Relay, stun: BindingResponder, web: WebSink | None = None) -> None:
+    def __init__(
+        self,
+        relay: Relay,
+        stun: BindingResponder,
+        web: WebSink | None = None,
+        timings: Timings | None = None,
+    ) -> None:
         self.relay = relay
         self.stun = stun
         self.transport: asyncio.DatagramTransport | None = None
         self.web = web  # set when the server also speaks WebTransport
+        # How long forwarding one voice datagram takes, open to the last sendto.
+        self.timings = timings if timings is not None else Timings()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's UDP transport does not subclass asyncio.DatagramTransport.
@@ -161,7 +185,10 @@ class RelayProtocol(asyncio.DatagramProtocol):
             if answer is not None:
                 transport.sendto(answer, addr)
             return
+        start = _perf_ns()
         relay = self.relay
+        stats = relay.stats
+        forwarded = stats.forwarded
         relay.datagram_received(data, addr, now)
         web = self.web
         if web is None:
@@ -169,6 +196,8 @@ class RelayProtocol(asyncio.DatagramProtocol):
                 transport.sendto(packet, dest)  # type: ignore[arg-type]  # no WebAddress without --web
         else:
             send_media(relay.datagrams_to_send(), transport, web)
+        if stats.forwarded != forwarded:  # voice went on: time it (not drops, keepalives)
+            self.timings.observe(_perf_ns() - start)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP unreachable from a client that went away; nothing to do.
@@ -220,6 +249,7 @@ class Connection:
         # A client that stops reading must not make the server buffer without bound.
         if self.writer.transport.get_write_buffer_size() > self.server.settings.max_control_backlog:
             log.info("session %08x: dropped, not reading its control channel", self.session_id)
+            self.server.counts.backlog_drops += 1
             self.session.close()
             self.writer.transport.abort()
 
@@ -237,6 +267,8 @@ class Connection:
 
     def refuse(self, code: CloseCode, message: str, ref: str) -> None:
         """A non-fatal refusal of one request; ``ref`` names the request's tag."""
+        if ref in _ROOM_TAGS:
+            self.server.counts.room_refusals[ref] += 1
         self.session.refuse(code, message, ref)
         self.flush()
 
@@ -273,11 +305,10 @@ class Connection:
                     else:
                         session.receive_eof(loop.time())
                 if self.session_id == 0 and session.handshake_messages_read:
-                    admission.progressed(
-                        self,
-                        Stage.GREETED if session.state is State.HANDSHAKE else Stage.HANDSHAKEN,
-                        loop.time(),
-                    )
+                    stage = Stage.GREETED if session.state is State.HANDSHAKE else Stage.HANDSHAKEN
+                    if stage is Stage.HANDSHAKEN and admission.stage(self) is Stage.GREETED:
+                        self.server.counts.handshakes_completed += 1
+                    admission.progressed(self, stage, loop.time())
                 while (event := session.next_event()) is not None:
                     if isinstance(event, RequestReceived):
                         await self.handle(event.message)
@@ -322,6 +353,9 @@ class Connection:
             await self.dispatch(message)
 
     async def dispatch(self, message: msg.ClientMessage) -> None:
+        request = ROOM_REQUESTS.get(type(message))
+        if request is not None:
+            self.server.counts.room_requests[request] += 1
         if isinstance(message, msg.Hello):
             now = asyncio.get_running_loop().time()
             self.server.admission.progressed(self, Stage.LOGGING_IN, now)
@@ -351,37 +385,46 @@ class Connection:
             check_name(hello.nick, "nickname", MAX_NAME)
         except BadNameError as exc:
             log.info("session from %s: nickname refused", self.peer)
+            self.server.counts.login_failures["bad_nickname"] += 1
             self.fail(CloseCode.NOT_ALLOWED, str(exc), ref=HELLO)
             return
+        failures = self.server.counts.login_failures
         try:
             await self.login(hello)
         except PasswordRequiredError as exc:
+            failures["password_required"] += 1
             self.fail(CloseCode.PASSWORD_REQUIRED, str(exc), ref=HELLO)
             return
         except ThrottledError as exc:
             log.info("login throttled for %s from %s", shown_name(hello.user), self.peer)
+            failures["throttled"] += 1
             self.fail(CloseCode.THROTTLED, str(exc), ref=HELLO, retry_after=exc.retry_after)
             return
         except BusyError as exc:
             log.debug("login from %s: %s", self.peer, exc)
+            failures["busy"] += 1
             self.fail(CloseCode.BUSY, str(exc), ref=HELLO, retry_after=exc.retry_after)
             return
         except StoreUnavailableError as exc:
             # Retryable: clients wait it out as they do a busy server.
             log.warning("login from %s: accounts database unreachable (%s)", self.peer, exc)
+            failures["unavailable"] += 1
             retry = self.server.settings.store_retry_after
             self.fail(CloseCode.BUSY, ACCOUNTS_UNAVAILABLE, ref=HELLO, retry_after=retry)
             return
         except AuthError as exc:
             # The store logs failures for names it knows; a name may be a mistyped password.
             log.debug("login refused for %s from %s", shown_name(hello.user), self.peer)
+            failures["bad_credentials"] += 1
             self.fail(CloseCode.AUTH_FAILED, str(exc), ref=HELLO)
             return
         except LimitError as exc:
             log.info("login for %s from %s refused: %s", shown_name(hello.user), self.peer, exc)
+            failures["limit"] += 1
             self.fail(CloseCode.LIMIT, str(exc), ref=HELLO)
             return
         log.info("session %08x: %s logged in from %s", self.session_id, self.user, self.peer)
+        self.server.counts.logins += 1
         ticket = self.server.resume_ticket(self.session_id, self.user)
         self.send(msg.Welcome(self.session_id, self.user, __version__, self.media_secret, ticket))
 
@@ -487,7 +530,10 @@ class Connection:
         verdict = limits.check(kind, now)
         if verdict is Verdict.ALLOW:
             return True
+        counts = self.server.counts
+        counts.throttled[kind.value] += 1
         if verdict is Verdict.CLOSE:
+            counts.throttle_closed[kind.value] += 1
             log.info("session %08x: closed, over its %s rate for too long", self.session_id, kind)
             self.fail(CloseCode.THROTTLED, f"{_TOO_MANY[kind]} for too long; session closed")
             raise SessionClosed
@@ -750,6 +796,7 @@ class Server:
         self.clock: Callable[[], float] = time.monotonic  # what rate limits count time by
         self.user_limits = UserBuckets(user_rates(self.settings), self.settings.max_limited_users)
         self.relay = Relay(max_payload=self.settings.max_media_payload)
+        self.counts = ServerCounts()  # what serve --metrics reports (server/metrics.py)
         self.stun = BindingResponder(
             self.settings.stun_rate, self.settings.stun_burst, self.settings.stun_max_sources
         )
@@ -798,7 +845,9 @@ class Server:
             bound = tcp.sockets[0].getsockname()[1]
             try:
                 transport, protocol = await loop.create_datagram_endpoint(
-                    lambda: RelayProtocol(self.relay, self.stun, self.web),
+                    lambda: RelayProtocol(
+                        self.relay, self.stun, self.web, self.counts.forward_times
+                    ),
                     local_addr=(host, bound),
                     family=socket.AF_INET6 if ":" in host else socket.AF_INET,
                 )
@@ -950,6 +999,7 @@ class Server:
             lost = await cluster.heartbeat(len(self.connections), live)
         except StoreError as exc:
             log.warning("cluster heartbeat failed: %s", exc)
+            self.counts.heartbeat_failures += 1
             return
         for room_id, node in lost.items():
             self.send_away(room_id, node)
@@ -1017,6 +1067,7 @@ class Server:
             peer,
             address,
         )
+        self.counts.handshakes_started += 1
         now = asyncio.get_running_loop().time()
         for closing in self.admission.admit(conn, address, now):
             closing.key.shut(closing)
@@ -1052,6 +1103,7 @@ class Server:
 
     def handshake_failed(self, conn: Connection) -> None:
         now = asyncio.get_running_loop().time()
+        self.counts.handshakes_failed += 1
         self.admission.failed(conn, now)
         self._admission_changed(now)
 
@@ -1154,9 +1206,11 @@ async def serve(
     settings: ServerSettings | None = None,
     web: WebOptions | None = None,
     advertise: str | None = None,
+    metrics: tuple[str, int] | None = None,
 ) -> None:
     """Run until cancelled; logs the ready lines the command-line contract promises.
-    ``advertise``: take part in a cluster as that HOST:PORT (``serve --cluster``)."""
+    ``advertise``: take part in a cluster as that HOST:PORT (``serve --cluster``);
+    ``metrics``: serve Prometheus metrics on that (host, port) (``serve --metrics``)."""
     server = await open_server(data_dir, db_url, settings)
     try:
         await server.start(host, port)
@@ -1171,11 +1225,21 @@ async def serve(
         except BaseException:
             await server.close()
             raise
+    endpoint: WebEndpoint | None = None
     if web is not None:
         from bangor.server.web import start_web  # aioquic only when asked for
 
         try:
-            url = (await start_web(server, web)).url
+            service = await start_web(server, web)
+        except BaseException:
+            await server.close()
+            raise
+        url, endpoint = service.url, service.endpoint
+    if metrics is not None:
+        from bangor.server.metrics import start_metrics  # prometheus_client only when asked for
+
+        try:
+            metrics_url = await start_metrics(server, *metrics, endpoint)
         except BaseException:
             await server.close()
             raise
@@ -1199,6 +1263,8 @@ async def serve(
         log.warning("cluster node %s", advertise)
     if web is not None:
         log.warning("web client at %s", url)
+    if metrics is not None:
+        log.warning("metrics at %s", metrics_url)
     # systemd Type=notify: ready once listening and SIGUSR1 is ours (a reload at once
     # must restart us, not kill us).
     notify("READY=1", f"STATUS=listening on {listening}")

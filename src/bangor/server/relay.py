@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
-from bangor.errors import PacketError
+from bangor.errors import PacketError, ReplayError
 from bangor.settings import ServerSettings
 from bangor.wire.media import (
     HEADER_SIZE,
@@ -54,11 +54,21 @@ class RelayStats:
     """Counters the benchmark and the tests read; cheap integer increments only."""
 
     received: int = 0
+    received_bytes: int = 0
+    voice: int = 0  # authenticated VOICE and VOICE_EXCEPT datagrams
+    voice_bytes: int = 0
     forwarded: int = 0  # datagrams sent on to listeners
+    forwarded_bytes: int = 0
+    # Copies not made: the sender listed the listener as reached directly (VOICE_EXCEPT).
+    skipped_direct: int = 0
     keepalives: int = 0
+    keepalive_bytes: int = 0
+    keepalive_answers: int = 0
+    keepalive_answer_bytes: int = 0
     dropped_malformed: int = 0
     dropped_unknown: int = 0  # no such session
-    dropped_auth: int = 0  # tag did not verify or replayed
+    dropped_auth: int = 0  # tag did not verify (or not this session's datagram at all)
+    dropped_replay: int = 0  # authentic, but seen before or older than the replay window
     dropped_oversize: int = 0
     # Forwarded packets (or keepalive answers) larger than the recipient's datagram limit:
     # a WebTransport session carries at most its max_datagram (Chromium: 1211 bytes).
@@ -73,6 +83,10 @@ class RelaySession:
     addr: Address | None = None
     room: Hashable | None = None
     max_datagram: int = NO_LIMIT  # of the learned address
+    # When its voice last came through the relay, and to how many members it said it
+    # sends directly instead (for the metrics: the relay sees no direct path itself).
+    voice_at: float = float("-inf")
+    direct_to: int = 0
 
 
 @dataclass
@@ -115,10 +129,11 @@ class Relay:
 
     def datagram_received(self, data: bytes, addr: Address, now: float) -> None:
         """Handle one datagram; what to send, to whom, comes from :meth:`datagrams_to_send`
-        (often nothing). ``now`` is unused (the relay has no timers); every sans-I/O core
-        takes it, so their inputs read alike."""
+        (often nothing). ``now`` only stamps when a session's voice last came (the
+        relay has no timers)."""
         stats = self.stats
         stats.received += 1
+        stats.received_bytes += len(data)
         try:
             session = self._sessions.get(peek_session_id(data))
         except PacketError:
@@ -129,6 +144,9 @@ class Relay:
             return
         try:
             header, payload = session.opener.open(data)
+        except ReplayError:
+            stats.dropped_replay += 1
+            return
         except PacketError:
             stats.dropped_auth += 1
             return
@@ -147,6 +165,10 @@ class Relay:
             if len(payload) > self.max_payload:
                 stats.dropped_oversize += 1
                 return
+            stats.voice += 1
+            stats.voice_bytes += len(data)
+            session.voice_at = now
+            session.direct_to = len(skip)
             if session.room is None:
                 return
             relayed = pack_relayed(session.session_id, payload)
@@ -156,22 +178,44 @@ class Relay:
             for member in self._rooms[session.room]:
                 if member is not session and member.addr is not None:
                     if skip and member.session_id in skip:
+                        stats.skipped_direct += 1
                         continue
                     if size > member.max_datagram:
                         stats.dropped_too_big += 1
                         continue
                     out.append((member.sealer.seal(PacketType.VOICE, relayed), member.addr))
-            stats.forwarded += len(out) - before
+            sent = len(out) - before
+            stats.forwarded += sent
+            stats.forwarded_bytes += sent * size
             return
         if header.type is PacketType.KEEPALIVE:
             stats.keepalives += 1
+            stats.keepalive_bytes += len(data)
             if len(payload) + _OVERHEAD > session.max_datagram:
                 stats.dropped_too_big += 1
                 return
             # Same payload back, so the answer is never larger than the request.
             self._outgoing.append((session.sealer.seal(PacketType.KEEPALIVE_ACK, payload), addr))
+            stats.keepalive_answers += 1
+            stats.keepalive_answer_bytes += len(data)
             return
         stats.dropped_malformed += 1  # a type only the server sends
+
+    def voice_paths(self, now: float, window: float) -> tuple[int, int, int]:
+        """Members in rooms, by what the relay saw of their voice in the last ``window``
+        seconds: (relayed to every other member, relayed to some as the sender reaches
+        the others directly, none relayed: quiet, or direct to everyone)."""
+        every = some = none = 0
+        since = now - window
+        for members in self._rooms.values():
+            for session in members:
+                if session.voice_at < since:
+                    none += 1
+                elif session.direct_to:
+                    some += 1
+                else:
+                    every += 1
+        return every, some, none
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
         """Datagrams queued since the last call, with their destinations; clears the queue."""

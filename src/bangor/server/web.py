@@ -572,9 +572,13 @@ class WebEndpoint:
     # --- media ----------------------------------------------------------------------------
 
     def media_received(self, data: bytes, address: WebAddress) -> None:
+        start = time.perf_counter_ns()
         relay = self.server.relay
+        forwarded = relay.stats.forwarded
         relay.datagram_received(data, address, time.monotonic())
         self.server.send_media(relay.datagrams_to_send())
+        if relay.stats.forwarded != forwarded:  # timed as on UDP (app.RelayProtocol)
+            self.server.counts.forward_times.observe(time.perf_counter_ns() - start)
 
     def send_datagram(self, packet: bytes, dest: WebAddress) -> None:
         session = self.sessions.get(dest)

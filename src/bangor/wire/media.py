@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from bangor.errors import LocalProtocolError, PacketError
+from bangor.errors import LocalProtocolError, PacketError, ReplayError
 from bangor.wire.replay import REPLAY_WINDOW, ReplayWindow
 
 MEDIA_VERSION = 1
@@ -210,5 +210,5 @@ class HopOpener:
             raise PacketError("authentication failed") from None
         # Only now, with the tag verified, may the counter touch the window.
         if not self._window.accept(header.counter):
-            raise PacketError("replayed")
+            raise ReplayError("replayed")
         return header, payload

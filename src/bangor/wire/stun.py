@@ -148,7 +148,10 @@ def parse_binding_success(data: bytes, txid: bytes) -> Address:
 
 @dataclass
 class ResponderStats:
+    received: int = 0
+    received_bytes: int = 0
     answered: int = 0
+    answered_bytes: int = 0
     malformed: int = 0
     no_credit: int = 0  # held back: the source has not sent as many bytes as the answer has
     rate_limited: int = 0
@@ -167,6 +170,8 @@ class BindingResponder:
 
     def datagram_received(self, data: bytes, addr: Address, now: float) -> bytes | None:
         """The answer to send back to ``addr``, or None."""
+        self.stats.received += 1
+        self.stats.received_bytes += len(data)
         try:
             message = parse(data)
         except PacketError:
@@ -188,6 +193,7 @@ class BindingResponder:
         if credit > len(answer):
             self._remember(addr, credit - len(answer))
         self.stats.answered += 1
+        self.stats.answered_bytes += len(answer)
         return answer
 
     def _remember(self, addr: Address, credit: int) -> None:
