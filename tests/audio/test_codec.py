@@ -304,10 +304,11 @@ def test_bundled_candidates_are_files_of_the_av_wheel() -> None:
 @pytest.mark.parametrize(
     ("name", "matches"),
     [
-        ("libopus-1a2b3c4d.so.0.10.1", True),  # auditwheel (Linux)
-        ("libopus.0.dylib", True),  # delocate (macOS)
-        ("opus-1a2b3c4d.dll", True),  # delvewheel (Windows)
-        ("libopus-0-1a2b3c4d.dll", True),
+        # As in av 18.1.0's wheels: auditwheel (Linux), delocate (macOS), delvewheel.
+        ("libopus-4a9173fa.so.0.11.1", True),
+        ("libopus.0.dylib", True),
+        ("libopus-0-4369edc456631a3cc933d7918747e5d2.dll", True),
+        ("opus-1a2b3c4d.dll", True),
         ("libopusfile-1a2b3c4d.so.0", False),
         ("libopusenc.dylib", False),
         ("opus.py", False),
