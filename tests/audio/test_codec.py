@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -287,12 +288,45 @@ def test_missing_libopus_names_what_to_install(
         OpusDecoder()
 
 
-def test_the_copy_in_the_av_wheel_is_used() -> None:
-    # av is a dependency: its libopus is the one a pip install everywhere gets.
+def test_windows_and_macos_use_the_copy_in_the_av_wheel(
+    fresh_codec: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # av is a dependency: its libopus is the one a pip install there gets.
+    for system in ("win32", "darwin"):
+        monkeypatch.setattr(codec, "_libopus", None)
+        monkeypatch.setattr(sys, "platform", system)
+        lib = codec.load_libopus()
+        assert lib.source == "av"
+        assert lib.path in libopus.bundled_candidates()
+        assert lib.version.startswith("libopus ")
+        out = OpusDecoder().decode(OpusEncoder().encode(tone(1000, 1)))
+        assert out.shape == (FRAME_SAMPLES,)
+
+
+def test_linux_prefers_the_system_libopus(fresh_codec: None) -> None:
+    assert codec.load_libopus().source == "system"  # Debian's libopus0, as CI installs
+
+
+def test_linux_without_a_system_libopus_uses_the_wheel_copy(
+    fresh_codec: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)  # a bare Pi
     lib = codec.load_libopus()
     assert lib.source == "av"
-    assert lib.path in libopus.bundled_candidates()
-    assert lib.version.startswith("libopus ")
+    assert OpusEncoder().setting(libopus.GET_BITRATE) == 32_000
+
+
+def test_bangor_libopus_names_the_one_to_load(
+    fresh_codec: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    [bundled] = libopus.bundled_candidates()
+    monkeypatch.setenv(libopus.LIBOPUS_ENV, bundled)
+    lib = codec.load_libopus()
+    assert (lib.source, lib.path) == ("given", bundled)
+    monkeypatch.setattr(codec, "_libopus", None)
+    monkeypatch.setenv(libopus.LIBOPUS_ENV, str(tmp_path / "nothing.so"))
+    with pytest.raises(CodecUnavailableError, match=r"tried .*nothing\.so"):
+        OpusDecoder()  # only that one: no quiet fallback to another library
 
 
 def test_bundled_candidates_are_files_of_the_av_wheel() -> None:
@@ -330,6 +364,7 @@ def test_a_wheel_copy_that_does_not_load_falls_back_to_the_system(
     broken = tmp_path / "libopus-deadbeef.so.0"
     broken.write_bytes(b"not a shared library")
     monkeypatch.setattr(libopus, "bundled_candidates", lambda: [str(broken)])
+    monkeypatch.setattr(sys, "platform", "darwin")  # where the wheel's copy comes first
     lib = codec.load_libopus()
     assert lib.source == "system"  # Debian's libopus0, as the README's install line has
     out = OpusDecoder().decode(OpusEncoder().encode(tone(1000, 1)))
@@ -376,7 +411,17 @@ def test_configure_changes_only_what_changed() -> None:
     assert (encoder.bitrate, encoder.expected_loss) == (16_000, 12)
 
 
-def test_the_bitrate_stops_where_libopus_1_3_stopped_for_mono() -> None:
+@pytest.fixture(params=["system", "av"])
+def each_libopus(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The test once with Debian's libopus (1.3.1 here) and once with the wheel's (1.6.1)."""
+    monkeypatch.setattr(codec, "_libopus", None)
+    if request.param == "av":
+        monkeypatch.setattr(sys, "platform", "darwin")
+    assert codec.load_libopus().source == request.param
+    return str(request.param)
+
+
+def test_the_bitrate_stops_where_libopus_1_3_stopped_for_mono(each_libopus: str) -> None:
     # libopus 1.6 would spend 510 kbit/s: 20 ms packets too big for a voice frame.
     encoder = OpusEncoder(bitrate=510_000)
     assert encoder.bitrate == 510_000  # what was asked, as before
@@ -386,7 +431,7 @@ def test_the_bitrate_stops_where_libopus_1_3_stopped_for_mono() -> None:
     assert max(sizes) <= codec.MAX_MONO_BITRATE // 8 // 50 + 25  # 750 bytes and a little
 
 
-def test_every_setting_reaches_libopus() -> None:
+def test_every_setting_reaches_libopus(each_libopus: str) -> None:
     """The ctl value travels as a variadic argument (Apple Silicon passes those apart)."""
     encoder = OpusEncoder(complexity=7, fec=False)
     assert encoder.setting(libopus.GET_COMPLEXITY) == 7

@@ -1,9 +1,9 @@
-"""libopus through ctypes: the copy inside the ``av`` wheel, else the system's.
+"""libopus through ctypes: the copy inside the ``av`` wheel, or the system's.
 
 PyAV's wheels carry libopus as a shared library of its own on every platform it
 builds for (Linux x86_64 and aarch64, Windows, macOS), so ``pip install`` alone gives
-Bangor a codec there; only where no such wheel exists does the system's libopus
-(Debian ``libopus0``) serve. PyAV itself is never imported: importing it loads all of
+Bangor a codec there, with or without a system libopus (Debian ``libopus0``; which
+one comes first: :func:`find`). PyAV itself is never imported: importing it loads all of
 FFmpeg, and its codec API has no Opus loss concealment or FEC decoding. The library
 file is found through the ``av`` distribution's file list, so wheel layouts
 (``av.libs/`` from auditwheel and delvewheel, ``av/.dylibs/`` from delocate) need no
@@ -21,7 +21,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import importlib.metadata
+import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ LIBOPUS_MISSING = (
 # libopus-1a2b3c4d.so.0.10.1 (auditwheel), libopus.0.dylib (delocate),
 # opus-1a2b3c4d.dll or libopus-0-1a2b3c4d.dll (delvewheel).
 BUNDLING_DISTRIBUTION = "av"
+LIBOPUS_ENV = "BANGOR_LIBOPUS"  # a libopus file to load instead
 _BUNDLED_NAME = re.compile(r"(lib)?opus(-[0-9A-Za-z]+)*(\.\d+)*\.(so(\.\d+)*|dylib|dll)", re.I)
 
 # opus_defines.h
@@ -62,7 +65,7 @@ class Libopus:
     """The loaded library, its functions typed, and where it came from."""
 
     path: str
-    source: str  # "av" (the wheel's copy) or "system"
+    source: str  # "av" (the wheel's copy), "system", or "given" ($BANGOR_LIBOPUS)
     version: str  # opus_get_version_string(), e.g. "libopus 1.5.2"
     encoder_create: Any
     encoder_ctl: Any
@@ -143,9 +146,26 @@ def system_candidates() -> list[str]:
 
 
 def find() -> Libopus:
-    """The wheel's libopus if it loads, else the system's; CodecUnavailableError else."""
+    """libopus, or CodecUnavailableError naming what to install.
+
+    On Linux the distribution's libopus comes first (Debian's libopus0 is what the
+    real-call tests measure; the wheel's 1.6.1 scored lower there with 40 ms frames),
+    the wheel's copy when there is none (a Pi without libopus0). Elsewhere the wheel's
+    copy comes first: a system libopus is rare on Windows and macOS, and the PATH that
+    Windows searches may hold any program's opus.dll. ``$BANGOR_LIBOPUS`` names a
+    library file to use instead (to compare versions, or to step around a bad build):
+    only that one is tried.
+    """
     failures = []
-    for source, paths in (("av", bundled_candidates()), ("system", system_candidates())):
+    bundled = ("av", bundled_candidates())
+    system = ("system", system_candidates())
+    if chosen := os.environ.get(LIBOPUS_ENV):
+        candidates = [("given", [chosen])]
+    elif sys.platform.startswith("linux"):
+        candidates = [system, bundled]
+    else:
+        candidates = [bundled, system]
+    for source, paths in candidates:
         for path in paths:
             try:
                 return _bind(path, source)
