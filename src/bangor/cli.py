@@ -69,9 +69,42 @@ async def _with_signals(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    return await coro_fn()
+    restore = _cancel_on_signals(loop, task)
+    try:
+        return await coro_fn()
+    finally:
+        restore()
+
+
+def _cancel_on_signals(
+    loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]
+) -> Callable[[], None]:
+    """SIGINT and SIGTERM cancel ``task``; returns what undoes that.
+
+    Windows' event loops have no add_signal_handler: there a plain handler (which runs
+    in this, the loop's, thread) hands the cancel to the loop, whose self-pipe wakes it;
+    Ctrl-Break (SIGBREAK) counts too.
+    """
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        return lambda: None  # closing the loop removes them
+    except NotImplementedError:
+        pass
+
+    def handler(signum: int, frame: object) -> None:
+        loop.call_soon_threadsafe(task.cancel)
+
+    signals = [signal.SIGINT, signal.SIGTERM]
+    if (brk := getattr(signal, "SIGBREAK", None)) is not None:
+        signals.append(brk)
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
 
 
 def default_data_dir() -> Path:

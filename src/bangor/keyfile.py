@@ -13,6 +13,7 @@ import pathlib
 import stat
 
 from bangor.errors import BangorError
+from bangor.platforms import modes_enforced
 from bangor.wire.noise import KEY_SIZE, generate_static_key
 
 KEY_FILE_MODE = 0o600
@@ -29,7 +30,9 @@ def _read_key(path: pathlib.Path) -> bytes:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             raise BangorError(f"key file {path} is not a regular file")
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        # Windows has no such bits (every file says 0o666); its ACLs keep the user's
+        # profile private, so there the check would only refuse every key file.
+        if modes_enforced() and mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise BangorError(f"key file {path} is readable by others; chmod 600 it")
         raw = os.read(fd, 4 * KEY_SIZE)  # hex plus whitespace; more than this is garbage
     finally:

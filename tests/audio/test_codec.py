@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import ctypes.util
 import sys
-from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bangor.audio import codec
+from bangor.audio import codec, libopus
 from bangor.audio.codec import OpusDecoder, OpusEncoder, packet_samples
 from bangor.errors import AudioError, CodecUnavailableError
 from bangor.settings import FRAME_SAMPLES, SAMPLE_RATE
@@ -264,49 +264,134 @@ def test_encoder_refuses_other_frame_durations() -> None:
 
 
 @pytest.fixture
-def no_opuslib(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Forget the loaded opuslib so the next OpusEncoder imports it afresh."""
-    before = {k: v for k, v in sys.modules.items() if k.split(".")[0] == "opuslib"}
-    monkeypatch.setattr(codec, "_opuslib", None)
-    for name in before:
-        monkeypatch.delitem(sys.modules, name)
-    yield
-    for name in [k for k in sys.modules if k.split(".")[0] == "opuslib"]:
-        del sys.modules[name]
-    sys.modules.update(before)
+def fresh_codec(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forget the loaded libopus so the next OpusEncoder looks for it afresh."""
+    monkeypatch.setattr(codec, "_libopus", None)
 
 
-def test_missing_libopus_names_the_package(
-    no_opuslib: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def no_libopus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(libopus, "bundled_candidates", lambda: [])
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+
+
+def test_missing_libopus_names_what_to_install(
+    fresh_codec: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_libopus(monkeypatch)
     with pytest.raises(CodecUnavailableError) as info:
         OpusEncoder()
     assert str(info.value) == (
-        "libopus is not installed: install the Debian package libopus0 (or your system's libopus)"
+        "libopus is not installed: install the Python package av (pip install av; its "
+        "wheels carry libopus), or the Debian package libopus0 (or your system's libopus)"
     )
     with pytest.raises(CodecUnavailableError, match="libopus0"):
         OpusDecoder()
 
 
+def test_windows_and_macos_use_the_copy_in_the_av_wheel(
+    fresh_codec: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # av is a dependency: its libopus is the one a pip install there gets.
+    for system in ("win32", "darwin"):
+        monkeypatch.setattr(codec, "_libopus", None)
+        monkeypatch.setattr(sys, "platform", system)
+        lib = codec.load_libopus()
+        assert lib.source == "av"
+        assert lib.path in libopus.bundled_candidates()
+        assert lib.version.startswith("libopus ")
+        out = OpusDecoder().decode(OpusEncoder().encode(tone(1000, 1)))
+        assert out.shape == (FRAME_SAMPLES,)
+
+
+def test_linux_prefers_the_system_libopus(fresh_codec: None) -> None:
+    assert codec.load_libopus().source == "system"  # Debian's libopus0, as CI installs
+
+
+def test_linux_without_a_system_libopus_uses_the_wheel_copy(
+    fresh_codec: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)  # a bare Pi
+    lib = codec.load_libopus()
+    assert lib.source == "av"
+    assert OpusEncoder().setting(libopus.GET_BITRATE) == 32_000
+
+
+def test_bangor_libopus_names_the_one_to_load(
+    fresh_codec: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    [bundled] = libopus.bundled_candidates()
+    monkeypatch.setenv(libopus.LIBOPUS_ENV, bundled)
+    lib = codec.load_libopus()
+    assert (lib.source, lib.path) == ("given", bundled)
+    monkeypatch.setattr(codec, "_libopus", None)
+    monkeypatch.setenv(libopus.LIBOPUS_ENV, str(tmp_path / "nothing.so"))
+    with pytest.raises(CodecUnavailableError, match=r"tried .*nothing\.so"):
+        OpusDecoder()  # only that one: no quiet fallback to another library
+
+
+def test_bundled_candidates_are_files_of_the_av_wheel() -> None:
+    found = libopus.bundled_candidates()
+    assert found
+    assert all(Path(path).is_file() for path in found)
+
+
 @pytest.mark.parametrize(
-    ("module", "message"),
+    ("name", "matches"),
     [
-        ("opuslib", "pip install opuslib"),
-        # opuslib is there but a part of it cannot be imported: as if libopus were missing.
-        ("opuslib.api.ctl", "libopus0"),
+        # As in av 18.1.0's wheels: auditwheel (Linux), delocate (macOS), delvewheel.
+        ("libopus-4a9173fa.so.0.11.1", True),
+        ("libopus.0.dylib", True),
+        ("libopus-0-4369edc456631a3cc933d7918747e5d2.dll", True),
+        ("opus-1a2b3c4d.dll", True),
+        ("libopusfile-1a2b3c4d.so.0", False),
+        ("libopusenc.dylib", False),
+        ("opus.py", False),
+        ("libavcodec-1a2b3c4d.so.61", False),
     ],
 )
-def test_missing_opuslib_names_the_package(
-    module: str, message: str, no_opuslib: None, monkeypatch: pytest.MonkeyPatch
+def test_bundled_library_names(name: str, matches: bool) -> None:
+    assert bool(libopus._BUNDLED_NAME.fullmatch(name)) is matches
+
+
+def test_without_av_there_is_no_bundled_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(libopus, "BUNDLING_DISTRIBUTION", "no-such-distribution-bangor")
+    assert libopus.bundled_candidates() == []
+
+
+def test_a_wheel_copy_that_does_not_load_falls_back_to_the_system(
+    fresh_codec: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setitem(sys.modules, module, None)
-    with pytest.raises(CodecUnavailableError, match=message):
+    broken = tmp_path / "libopus-deadbeef.so.0"
+    broken.write_bytes(b"not a shared library")
+    monkeypatch.setattr(libopus, "bundled_candidates", lambda: [str(broken)])
+    monkeypatch.setattr(sys, "platform", "darwin")  # where the wheel's copy comes first
+    lib = codec.load_libopus()
+    assert lib.source == "system"  # Debian's libopus0, as the README's install line has
+    out = OpusDecoder().decode(OpusEncoder().encode(tone(1000, 1)))
+    assert out.shape == (FRAME_SAMPLES,)
+
+
+def test_a_library_without_opus_is_not_taken_for_libopus(
+    fresh_codec: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_libopus(monkeypatch)
+    libc = "libc.so.6"  # a real library, without opus_* symbols
+    monkeypatch.setattr(libopus, "system_candidates", lambda: [libc])
+    with pytest.raises(CodecUnavailableError) as info:
         OpusDecoder()
+    # What was tried is named, with why it was not libopus.
+    assert f"tried {libc}: " in str(info.value)
+    assert "opus_get_version_string" in str(info.value)
 
 
-def test_codec_loads_again_after_the_library_returns(no_opuslib: None) -> None:
-    # With find_library restored, a fresh import works: nothing was cached on failure.
+def test_codec_loads_again_after_the_library_returns(
+    fresh_codec: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as gone:
+        no_libopus(gone)
+        with pytest.raises(CodecUnavailableError):
+            OpusDecoder()
+    # Nothing was cached on failure: the library is found once it is there again.
     out = OpusDecoder().decode(OpusEncoder().encode(tone(1000, 1)))
     assert out.shape == (FRAME_SAMPLES,)
 
@@ -314,23 +399,62 @@ def test_codec_loads_again_after_the_library_returns(no_opuslib: None) -> None:
 # --- the encoder's settings and failures, as libopus sees them -------------------------
 
 
-def encoder_setting(encoder: OpusEncoder, request: int) -> int:
-    """Read a setting back from libopus itself, not from the wrapper's copy."""
-    ctl = codec.load_opuslib().api
-    value: int = ctl.encoder.encoder_ctl(encoder._enc.encoder_state, request)
-    return value
-
-
 def test_configure_changes_only_what_changed() -> None:
-    ctl = codec.load_opuslib().api.ctl
     encoder = OpusEncoder(bitrate=24_000, expected_loss=5)
     encoder.configure(24_000, 12)
-    assert encoder_setting(encoder, ctl.get_bitrate) == 24_000
-    assert encoder_setting(encoder, ctl.get_packet_loss_perc) == 12
+    # Read back from libopus itself, not from the wrapper's copy.
+    assert encoder.setting(libopus.GET_BITRATE) == 24_000
+    assert encoder.setting(libopus.GET_PACKET_LOSS_PERC) == 12
     encoder.configure(16_000, 12)
-    assert encoder_setting(encoder, ctl.get_bitrate) == 16_000
-    assert encoder_setting(encoder, ctl.get_packet_loss_perc) == 12
+    assert encoder.setting(libopus.GET_BITRATE) == 16_000
+    assert encoder.setting(libopus.GET_PACKET_LOSS_PERC) == 12
     assert (encoder.bitrate, encoder.expected_loss) == (16_000, 12)
+
+
+@pytest.fixture(params=["system", "av"])
+def each_libopus(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The test once with Debian's libopus (1.3.1 here) and once with the wheel's (1.6.1)."""
+    monkeypatch.setattr(codec, "_libopus", None)
+    if request.param == "av":
+        monkeypatch.setattr(sys, "platform", "darwin")
+    assert codec.load_libopus().source == request.param
+    return str(request.param)
+
+
+def test_the_bitrate_stops_where_libopus_1_3_stopped_for_mono(each_libopus: str) -> None:
+    # libopus 1.6 would spend 510 kbit/s: 20 ms packets too big for a voice frame.
+    encoder = OpusEncoder(bitrate=510_000)
+    assert encoder.bitrate == 510_000  # what was asked, as before
+    assert encoder.setting(libopus.GET_BITRATE) == codec.MAX_MONO_BITRATE
+    noise = np.random.default_rng(0).integers(-20000, 20000, (50, FRAME_SAMPLES))
+    sizes = [len(encoder.encode(frame.astype(np.int16))) for frame in noise]
+    assert max(sizes) <= codec.MAX_MONO_BITRATE // 8 // 50 + 25  # 750 bytes and a little
+
+
+def test_every_setting_reaches_libopus(each_libopus: str) -> None:
+    """The ctl value travels as a variadic argument (Apple Silicon passes those apart)."""
+    encoder = OpusEncoder(complexity=7, fec=False)
+    assert encoder.setting(libopus.GET_COMPLEXITY) == 7
+    assert encoder.setting(libopus.GET_INBAND_FEC) == 0
+    assert encoder.setting(libopus.GET_SIGNAL) == libopus.SIGNAL_VOICE
+    assert OpusEncoder().setting(libopus.GET_INBAND_FEC) == 1
+
+
+def test_a_refused_setting_says_why() -> None:
+    encoder = OpusEncoder()
+    with pytest.raises(AudioError, match="refused: invalid argument"):
+        encoder._set(libopus.SET_BITRATE, -5)
+
+
+def test_a_setting_libopus_does_not_know_says_why() -> None:
+    with pytest.raises(AudioError, match="refused: request not implemented"):
+        OpusEncoder().setting(4999)
+
+
+def test_a_codec_libopus_cannot_make_says_why() -> None:
+    lib = codec.load_libopus()
+    with pytest.raises(AudioError, match="cannot make an Opus codec: invalid argument"):
+        codec._create(lib, lib.decoder_create, 44_100, 1)  # not an Opus rate
 
 
 def test_lookahead_is_the_ogg_pre_skip_of_a_48khz_voip_encoder() -> None:
@@ -343,20 +467,11 @@ def test_lookahead_is_the_ogg_pre_skip_of_a_48khz_voip_encoder() -> None:
     [
         (-1, "invalid argument"),  # libopus' code, named by opus_strerror
         (-99, "unknown error"),
-        # opuslib 3 raises with a text, not a code
-        ('Opus Encoder returned result="-3"', 'Opus Encoder returned result="-3"'),
     ],
 )
-def test_a_failed_encode_says_why_in_words(
-    code: int | str, reason: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    opuslib = codec.load_opuslib()
-
-    def failing(*args: object) -> bytes:
-        raise opuslib.OpusError(code)
-
+def test_a_failed_encode_says_why_in_words(code: int, reason: str) -> None:
     encoder = OpusEncoder()
-    monkeypatch.setattr(opuslib.api.encoder, "encode", failing)
+    encoder._encode = lambda *args: code
     with pytest.raises(AudioError) as info:
         encoder.encode(tone(1000, 1))
     assert str(info.value) == f"Opus encoding failed: {reason}"

@@ -6,6 +6,7 @@ bangor.audio.ogg.read_pages, so a bug shared by the writer and reader shows.
 
 from __future__ import annotations
 
+import ctypes
 import shutil
 import struct
 import subprocess
@@ -15,13 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import opuslib
-import opuslib.api.ctl
-import opuslib.api.encoder
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bangor.audio import libopus
+from bangor.audio.codec import load_libopus
 from bangor.audio.ogg import (
     DEFAULT_PAGE_SAMPLES,
     FLAG_BOS,
@@ -356,18 +356,29 @@ def test_real_opus_decodes_sample_exact(tmp_path: Path) -> None:
     advances the waveform by a few samples (see test_recording): this test
     isolates the muxer's pre-skip, granules and end trimming.
     """
-    encoder = opuslib.Encoder(SAMPLE_RATE, 1, opuslib.APPLICATION_AUDIO)
-    state = encoder.encoder_state
-    opuslib.api.encoder.encoder_ctl(state, opuslib.api.ctl.set_bitrate, 64_000)
-    pre_skip = opuslib.api.encoder.encoder_ctl(state, opuslib.api.ctl.get_lookahead)
+    lib = load_libopus()
+    error = ctypes.c_int()
+    state = lib.encoder_create(SAMPLE_RATE, 1, libopus.APPLICATION_AUDIO, ctypes.byref(error))
+    assert error.value == libopus.OPUS_OK
+    lib.ctl_set(state, libopus.SET_BITRATE, 64_000)
+    pre_skip = lib.ctl_get(state, libopus.GET_LOOKAHEAD)
+    out_buffer = ctypes.create_string_buffer(4000)
+
+    def encode(frame: bytes) -> bytes:
+        n: int = lib.encode(state, frame, FRAME_SAMPLES, out_buffer, len(out_buffer))
+        assert n > 0
+        packet: bytes = out_buffer[:n]
+        return packet
+
     # A chirp: no period, so cross-correlation has one clear peak.
     t = np.arange(50 * FRAME_SAMPLES) / SAMPLE_RATE
     pcm = np.round(8000 * np.sin(2 * np.pi * (200 + 900 * t) * t)).astype(np.int16)
     muxer = OggOpusMuxer(SERIAL, pre_skip, comments=["X=" + "z" * 70_000], page_samples=9600)
     out = muxer.headers()
     for i in range(0, len(pcm), FRAME_SAMPLES):
-        out += muxer.add_packet(encoder.encode(pcm[i : i + FRAME_SAMPLES].tobytes(), 960), 960)
-    out += muxer.add_packet(encoder.encode(bytes(2 * FRAME_SAMPLES), 960), 960)
+        out += muxer.add_packet(encode(pcm[i : i + FRAME_SAMPLES].tobytes()), 960)
+    out += muxer.add_packet(encode(bytes(2 * FRAME_SAMPLES)), 960)
+    lib.encoder_destroy(state)
     out += muxer.finish(trim=FRAME_SAMPLES - pre_skip)
     path = tmp_path / "exact.opus"
     path.write_bytes(out)

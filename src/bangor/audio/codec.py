@@ -5,22 +5,22 @@ packet of any duration Opus allows (a sender picks its own) and returns what it
 holds. :func:`packet_samples` reads that duration from the packet's TOC byte
 without decoding, so a receiver can size its jitter buffer to each sender.
 
-A thin layer over opuslib (ctypes over the system libopus). opuslib is chosen
-over PyAV because it exposes packet-loss concealment and in-band FEC decoding.
-opuslib is imported lazily so that a machine without libopus fails with a
-message naming the package to install, not with an import-time traceback.
+A thin layer over libopus through ctypes (:mod:`bangor.audio.libopus`: the copy in
+the ``av`` wheel, else the system's). ctypes over libopus rather than PyAV's codec API,
+because it exposes packet-loss concealment and in-band FEC decoding. The library is
+loaded lazily so that a machine without it fails with a message naming what to
+install, not with an import-time traceback.
 """
 
 from __future__ import annotations
 
 import ctypes
-import importlib
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from bangor.errors import AudioError, CodecUnavailableError
+from bangor.audio import libopus
+from bangor.errors import AudioError
 from bangor.settings import (
     CHANNELS,
     FRAME_MS,
@@ -31,13 +31,9 @@ from bangor.settings import (
     SAMPLE_RATE,
 )
 
-LIBOPUS_MISSING = (
-    "libopus is not installed: install the Debian package libopus0 (or your system's libopus)"
-)
-OPUSLIB_MISSING = "the Python package opuslib is not installed: pip install opuslib"
+LIBOPUS_MISSING = libopus.LIBOPUS_MISSING
 
-
-_opuslib: ModuleType | None = None
+_libopus: libopus.Libopus | None = None
 
 # The most audio one Opus packet can hold: 120 ms (RFC 6716 section 3.2.5).
 MAX_PACKET_SAMPLES = SAMPLE_RATE * 120 // 1000
@@ -79,41 +75,15 @@ def frame_samples(frame_ms: int) -> int:
     return SAMPLE_RATE * frame_ms // 1000
 
 
-def load_opuslib() -> ModuleType:
-    """Import opuslib (and with it libopus) once, or raise CodecUnavailableError."""
-    global _opuslib
-    if _opuslib is None:
-        try:
-            # opuslib.api raises a bare Exception when find_library('opus') fails
-            # and OSError when the library is found but cannot be loaded.
-            module = importlib.import_module("opuslib")
-            importlib.import_module("opuslib.api.ctl")
-            importlib.import_module("opuslib.api.encoder")
-            importlib.import_module("opuslib.api.decoder")
-            importlib.import_module("opuslib.api.info")
-        except ModuleNotFoundError as exc:
-            if exc.name == "opuslib":
-                raise CodecUnavailableError(OPUSLIB_MISSING) from exc
-            raise CodecUnavailableError(LIBOPUS_MISSING) from exc
-        except Exception as exc:
-            raise CodecUnavailableError(LIBOPUS_MISSING) from exc
-        _opuslib = module
-    return _opuslib
+def load_libopus() -> libopus.Libopus:
+    """Load libopus once (the wheel's, else the system's), or raise CodecUnavailableError.
 
-
-def _reason(exc: Exception) -> str:
-    # OpusError keeps libopus' error code; its str() yields bytes or fails on
-    # the encoder's string "codes", so turn it into text here.
-    code = getattr(exc, "code", None)
-    text: object = code
-    if isinstance(code, int):
-        try:
-            text = load_opuslib().api.info.strerror(code)
-        except Exception:
-            text = f"error {code}"
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    return str(text) if text is not None else repr(exc)
+    Nothing is cached on failure, so a library installed meanwhile is found next time.
+    """
+    global _libopus
+    if _libopus is None:
+        _libopus = libopus.find()
+    return _libopus
 
 
 def _check_frame(pcm: np.ndarray, samples: int) -> bytes:
@@ -123,6 +93,15 @@ def _check_frame(pcm: np.ndarray, samples: int) -> bytes:
         raise AudioError(f"PCM frame must be {samples} mono samples, got shape {pcm.shape}")
     # libopus reads native-endian int16.
     return np.ascontiguousarray(pcm, dtype=np.dtype("=i2")).tobytes()
+
+
+# The largest packet libopus is asked for (its documentation's recommended 4000 bytes).
+MAX_PACKET_BYTES = 4000
+# The most bit/s libopus is given for our mono voice. libopus up to 1.4 never spent
+# more than this on one channel, whatever was asked; later ones (1.6.1 in the av wheel)
+# go up to 750 kbit/s, whose 20 ms packets (up to 1275 bytes) would not fit a voice
+# frame (MAX_VOICE_FRAME). So every library makes the packets clients were built for.
+MAX_MONO_BITRATE = 300_000
 
 
 class OpusEncoder:
@@ -139,21 +118,32 @@ class OpusEncoder:
         if not 0 <= complexity <= 10:
             raise AudioError(f"Opus complexity must be 0..10, got {complexity}")
         self.frame_samples = frame_samples(frame_ms)
-        opuslib = load_opuslib()
-        self._enc: Any = opuslib.Encoder(SAMPLE_RATE, CHANNELS, opuslib.APPLICATION_VOIP)
-        self._ctl: Any = opuslib.api.ctl
-        self._ctl_call: Any = opuslib.api.encoder.encoder_ctl
-        self._opus_error: type[Exception] = opuslib.OpusError
-        self._set(self._ctl.set_signal, opuslib.SIGNAL_VOICE)
-        self._set(self._ctl.set_complexity, complexity)
-        # Set directly: opuslib 3.0.1's inband_fec property setter drops the value.
-        self._set(self._ctl.set_inband_fec, int(fec))
+        self._lib = load_libopus()
+        self._state: int = _create(
+            self._lib, self._lib.encoder_create, SAMPLE_RATE, CHANNELS, libopus.APPLICATION_VOIP
+        )
+        self._encode: Any = self._lib.encode
+        # One output buffer for every call (a fresh one per frame costs as much as a
+        # cheap encode); slicing it copies out just the packet.
+        self._out: Any = ctypes.create_string_buffer(MAX_PACKET_BYTES)
+        self._set(libopus.SET_SIGNAL, libopus.SIGNAL_VOICE)
+        self._set(libopus.SET_COMPLEXITY, complexity)
+        self._set(libopus.SET_INBAND_FEC, int(fec))
         self.bitrate = 0
         self.expected_loss = -1
         self.configure(bitrate, expected_loss)
 
-    def _set(self, request: Any, value: int) -> None:
-        self._ctl_call(self._enc.encoder_state, request, value)
+    def __del__(self) -> None:
+        # Popped, so a constructor that failed before the state existed frees nothing.
+        if (state := self.__dict__.pop("_state", None)) is not None:
+            self._lib.encoder_destroy(state)
+
+    def _set(self, request: int, value: int) -> None:
+        self._lib.ctl_set(self._state, request, value)
+
+    def setting(self, request: int) -> int:
+        """A setting as libopus holds it (``libopus.GET_*``): for tests and diagnostics."""
+        return self._lib.ctl_get(self._state, request)
 
     def configure(self, bitrate: int, expected_loss: int) -> None:
         """Change the bitrate and the loss the in-band FEC is sized for, between frames.
@@ -167,25 +157,24 @@ class OpusEncoder:
         if not 0 <= expected_loss <= 100:
             raise AudioError(f"expected packet loss must be 0..100 %, got {expected_loss}")
         if bitrate != self.bitrate:
-            self._set(self._ctl.set_bitrate, bitrate)
+            self._set(libopus.SET_BITRATE, min(bitrate, MAX_MONO_BITRATE))
             self.bitrate = bitrate
         if expected_loss != self.expected_loss:
-            self._set(self._ctl.set_packet_loss_perc, expected_loss)
+            self._set(libopus.SET_PACKET_LOSS_PERC, expected_loss)
             self.expected_loss = expected_loss
 
     @property
     def lookahead(self) -> int:
         """Samples the encoder delays its input by (Ogg Opus pre-skip)."""
-        value: int = self._ctl_call(self._enc.encoder_state, self._ctl.get_lookahead)
-        return value
+        return self.setting(libopus.GET_LOOKAHEAD)
 
     def encode(self, pcm: np.ndarray) -> bytes:
         """Encode exactly ``frame_samples`` int16 samples into one Opus packet."""
         data = _check_frame(pcm, self.frame_samples)
-        try:
-            packet: bytes = self._enc.encode(data, self.frame_samples)
-        except self._opus_error as exc:
-            raise AudioError(f"Opus encoding failed: {_reason(exc)}") from exc
+        n: int = self._encode(self._state, data, self.frame_samples, self._out, MAX_PACKET_BYTES)
+        if n < 0:
+            raise AudioError(f"Opus encoding failed: {self._lib.strerror(n)}")
+        packet: bytes = self._out[:n]
         return packet
 
 
@@ -197,23 +186,23 @@ class OpusDecoder:
     """
 
     def __init__(self) -> None:
-        opuslib = load_opuslib()
-        self._dec: Any = opuslib.Decoder(SAMPLE_RATE, CHANNELS)
-        # Call opus_decode straight into a numpy buffer: opuslib's wrapper copies
-        # through a Python list and triples the decode time.
-        self._opus_decode: Any = opuslib.api.decoder.libopus_decode
-        self._strerror: Any = opuslib.api.info.strerror
+        self._lib = load_libopus()
+        self._state: int = _create(self._lib, self._lib.decoder_create, SAMPLE_RATE, CHANNELS)
+        self._opus_decode: Any = self._lib.decode
         # One output buffer for every call, and its pointer made once: building a
         # ctypes pointer to a fresh numpy array per frame cost as much as decoding.
         self._buffer: Any = (ctypes.c_int16 * MAX_PACKET_SAMPLES)()
-        self._state: Any = self._dec.decoder_state
+
+    def __del__(self) -> None:
+        if (state := self.__dict__.pop("_state", None)) is not None:
+            self._lib.decoder_destroy(state)
 
     def _run(self, packet: bytes, fec: bool, samples: int) -> np.ndarray:
         # For a packet, `samples` is room enough; for PLC and FEC libopus makes
         # exactly that much (the duration of the frame that is missing).
         n = self._opus_decode(self._state, packet, len(packet), self._buffer, samples, int(fec))
         if n < 0:
-            reason = self._strerror(n).decode("utf-8", "replace")
+            reason = self._lib.strerror(n)
             raise AudioError(f"corrupt Opus packet ({len(packet)} bytes): {reason}")
         return np.frombuffer(self._buffer, dtype=np.int16, count=n).copy()
 
@@ -236,6 +225,14 @@ class OpusDecoder:
         if not next_packet:
             return self.conceal(samples)
         return self._run(next_packet, fec=True, samples=_check_lost(samples))
+
+
+def _create(lib: libopus.Libopus, create: Any, *args: int) -> int:
+    error = ctypes.c_int(0)
+    state: int | None = create(*args, ctypes.byref(error))
+    if error.value != libopus.OPUS_OK or not state:
+        raise AudioError(f"cannot make an Opus codec: {lib.strerror(error.value)}")
+    return state
 
 
 def _check_lost(samples: int) -> int:

@@ -11,17 +11,18 @@ import os
 from pathlib import Path
 
 from bangor.errors import KeyPinError
+from bangor.platforms import user_data_dir
 from bangor.wire.invite import normalize_host
 
 KNOWN_SERVERS = "known_servers"
 
 
 def client_data_dir() -> Path:
-    """``$BANGOR_HOME``, else ``$XDG_DATA_HOME/bangor``, else ``~/.local/share/bangor``."""
+    """``$BANGOR_HOME``, else ``$XDG_DATA_HOME/bangor``, else ``~/.local/share/bangor``
+    (on Windows and macOS their own per-user data folder: :mod:`bangor.platforms`)."""
     if home := os.environ.get("BANGOR_HOME"):
         return Path(home)
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "bangor"
+    return user_data_dir()
 
 
 class KnownServers:

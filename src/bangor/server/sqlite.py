@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bangor.errors import StoreError
+from bangor.platforms import modes_enforced
 
 log = logging.getLogger("bangor.server.store")
 
@@ -34,8 +35,11 @@ def secure_data_dir(data_dir: pathlib.Path) -> None:
     """Make an existing data directory private (0700), saying so when it was not.
 
     It holds the server key and the accounts. A directory that others could write to
-    and that we cannot make private is refused: its files may not be ours.
+    and that we cannot make private is refused: its files may not be ours. Not on
+    Windows, whose mode bits say nothing (:func:`bangor.platforms.modes_enforced`).
     """
+    if not modes_enforced():
+        return
     try:
         mode = stat.S_IMODE(data_dir.stat().st_mode)
     except OSError as exc:
@@ -118,6 +122,8 @@ def check_path(database: str | None, shown: str) -> None:
 
 
 def _make_private(file: pathlib.Path) -> None:
+    if not modes_enforced():  # Windows: every file "is 0666"; a warning each start
+        return
     try:
         mode = stat.S_IMODE(file.stat().st_mode)
         if mode & 0o077:

@@ -8,7 +8,6 @@ one the UI asks each time.
 from __future__ import annotations
 
 import contextlib
-import os
 import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import tomli_w
 
 from bangor.errors import BangorError
+from bangor.platforms import user_config_dir
 
 CONFIG_NAME = "config.toml"
 DEFAULT_PROFILE = "default"
@@ -26,9 +26,9 @@ MAX_CONFIG_BYTES = 64 * 1024
 
 
 def config_dir() -> Path:
-    """``$XDG_CONFIG_HOME/bangor``, else ``~/.config/bangor``."""
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "bangor"
+    """``$XDG_CONFIG_HOME/bangor``, else ``~/.config/bangor`` (on Windows and macOS their
+    own per-user config folder: :mod:`bangor.platforms`)."""
+    return user_config_dir()
 
 
 def config_path() -> Path:
