@@ -137,6 +137,41 @@ async def connect_and_login(
         return client, welcome
 
 
+async def enter_room(
+    host: str,
+    port: int,
+    login: Login,
+    room_id: str,
+    token: bytes,
+    settings: ClientSettings,
+    *,
+    check: Callable[[ControlClient], None],
+    resume: bytes = b"",
+) -> Entered:
+    """Log in at ``host:port`` and join the room; a cluster node that does not serve it
+    sends us on (MOVED), at most ``max_redirects`` times (PROTOCOL.md 3.14)."""
+    redirects = 0
+    while True:
+        client, welcome = await connect_and_login(
+            host, port, login, settings, check=check, resume=resume
+        )
+        try:
+            joined = await client.join_room(room_id, token)
+        except MovedError as exc:
+            await client.leave()
+            redirects += 1
+            if redirects > settings.max_redirects:
+                raise ConnectError(
+                    f"sent on more than {settings.max_redirects} times; last: {exc}"
+                ) from None
+            host, port = exc.host, exc.port
+            continue
+        except BaseException:
+            await client.leave()
+            raise
+        return client, welcome, joined
+
+
 def trust_on_first_use(
     host: str, port: int, warn: Callable[[str], None]
 ) -> Callable[[ControlClient], None]:
@@ -261,40 +296,27 @@ async def join_call(
         """Log in and join the room: at the start and on each reconnect. Always at the
         invite's address: a cluster node there sends us on to the room's node (MOVED),
         with the same server key (3.14)."""
-        host, port = invite.host, invite.port
-        redirects = 0
-        while True:
-            client, welcome = await connect_and_login(
-                host, port, login, settings, check=pin, resume=resume
+        current = room_invite()
+        client, welcome, joined = await enter_room(
+            invite.host,
+            invite.port,
+            login,
+            current.room_id.hex(),
+            derive_join_token(current.secret, current.room_id),
+            settings,
+            check=pin,
+            resume=resume,
+        )
+        # The server names us as our account is stored (`Alice` logs in to `alice`), and
+        # we claim that name to the members; but never another account's. Members check
+        # each other's names against the server's word; a server that renamed us
+        # consistently would pass that check, so we check too.
+        if joined.you.user != welcome.user or user_key(welcome.user) != user_key(login.user):
+            await client.leave()
+            raise RemoteProtocolError(
+                f"the server calls us {joined.you.user!r}, not {login.user!r}; not joining"
             )
-            current = room_invite()
-            try:
-                joined = await client.join_room(
-                    current.room_id.hex(), derive_join_token(current.secret, current.room_id)
-                )
-                # The server names us as our account is stored (`Alice` logs in to
-                # `alice`), and we claim that name to the members; but never another
-                # account's. Members check each other's names against the server's word; a
-                # server that renamed us consistently would pass that check, so we check too.
-                if joined.you.user != welcome.user or user_key(welcome.user) != user_key(
-                    login.user
-                ):
-                    raise RemoteProtocolError(
-                        f"the server calls us {joined.you.user!r}, not {login.user!r}; not joining"
-                    )
-            except MovedError as exc:
-                await client.leave()
-                redirects += 1
-                if redirects > settings.max_redirects:
-                    raise ConnectError(
-                        f"sent on more than {settings.max_redirects} times; last: {exc}"
-                    ) from None
-                host, port = exc.host, exc.port
-                continue
-            except BaseException:
-                await client.leave()
-                raise
-            return client, welcome, joined
+        return client, welcome, joined
 
     call: _Call | None = None
 

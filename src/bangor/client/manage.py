@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bangor.client.app import Login, connect_and_login, trust_on_first_use
+from bangor.client.app import Login, connect_and_login, enter_room, trust_on_first_use
 from bangor.client.control import ControlClient
 from bangor.client.identity import load_identity
 from bangor.client.pinning import KnownServers
@@ -22,8 +22,6 @@ from bangor.client.roombook import KnownRoom, RoomBook
 from bangor.errors import (
     BangorError,
     CloseCode,
-    ConnectError,
-    MovedError,
     RefusedError,
     UsageError,
 )
@@ -117,27 +115,19 @@ class Visit:
     async def enter(cls, host: str, port: int, login: Login, known: KnownRoom, warn: Warn) -> Visit:
         settings = ClientSettings()
         invite = known.decoded()
-        for _ in range(settings.max_redirects + 1):
-            client = await _connect(host, port, login, warn)
-            try:
-                joined = await client.join_room(
-                    known.room_id, derive_join_token(invite.secret, invite.room_id)
-                )
-            except MovedError as exc:  # a cluster: the room's node
-                await client.leave()
-                host, port = exc.host, exc.port
-                continue
-            except BaseException:
-                await client.leave()
-                raise
-            break
-        else:
-            raise ConnectError(f"sent on more than {settings.max_redirects} times")
-        assert client.welcome is not None
+        client, welcome, joined = await enter_room(
+            host,
+            port,
+            login,
+            known.room_id,
+            derive_join_token(invite.secret, invite.room_id),
+            settings,
+            check=trust_on_first_use(host, port, warn),
+        )
         crypto = e2ee.RoomCrypto(
             room_id=invite.room_id,
             secret=invite.secret,
-            session_id=client.welcome.session_id,
+            session_id=welcome.session_id,
             user=login.user,
             nick=joined.you.nick,
             identity_private=load_identity(),
