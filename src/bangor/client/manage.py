@@ -128,7 +128,7 @@ class Visit:
             room_id=invite.room_id,
             secret=invite.secret,
             session_id=welcome.session_id,
-            user=login.user,
+            user=joined.you.user,  # as the server stores it: what the members check
             nick=joined.you.nick,
             identity_private=load_identity(),
             settings=settings,
