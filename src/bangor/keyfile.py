@@ -46,22 +46,32 @@ def _read_key(path: pathlib.Path) -> bytes:
     return key
 
 
-def _create_key(path: pathlib.Path) -> bytes:
-    key = generate_static_key()
+def write_private(path: pathlib.Path, data: bytes) -> None:
+    """Write ``data`` to ``path``, mode 0600 (its folder made 0700 if missing); OSError.
+
+    Through a new file renamed over ``path``: rename is atomic, so a reader sees the old
+    contents or the whole new ones, never half.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(mode=KEY_DIR_MODE, parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_FILE_MODE)
-        try:
-            os.write(fd, (key.hex() + "\n").encode("ascii"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        # rename is atomic: a reader sees no file or a whole key, never half of one.
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except OSError:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        raise
+
+
+def _create_key(path: pathlib.Path) -> bytes:
+    key = generate_static_key()
+    try:
+        write_private(path, (key.hex() + "\n").encode("ascii"))
+    except OSError as exc:
         raise BangorError(f"cannot create key file {path}: {exc.strerror}") from None
     return key
 

@@ -12,7 +12,7 @@ import random
 import secrets
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -752,11 +752,9 @@ class _Call:
         if self.invite is not None:
             self.emit(ev.Notice(f"the room's invite: {self.invite.encode()}"))
 
-    def spawn(self, work: Awaitable[None]) -> None:
-        async def run() -> None:
-            await work
-
-        task = asyncio.get_running_loop().create_task(run())
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a request of the call's (a kick, a rotation) beside it; cancelled at its end."""
+        task = asyncio.get_running_loop().create_task(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

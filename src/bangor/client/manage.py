@@ -80,23 +80,18 @@ async def list_rooms(host: str, port: int, login: Login, warn: Warn) -> list[str
 
 def saved_invite(name: str, host: str, port: int) -> str:
     """The invite this device keeps for the room ``name`` on ``host:port``."""
-    return _known(name, host, port, required=True).invite  # type: ignore[union-attr]
-
-
-def _known(name: str, host: str, port: int, *, required: bool) -> KnownRoom | None:
-    found = RoomBook.default().find(name, KnownServers.key(host, port))
+    server = KnownServers.key(host, port)
+    found = RoomBook.default().find(name, server)
     if len(found) > 1:  # a name is unique per owner, not per server
         ids = ", ".join(r.room_id for r in found)
         raise UsageError(f"this device knows several rooms named {name!r} there ({ids})")
     if not found:
-        if required:
-            raise RefusedError(
-                CloseCode.ROOM_NOT_FOUND,
-                f"this device has no invite for a room named {name!r} on "
-                f"{KnownServers.key(host, port)} (it keeps those of rooms it created or joined)",
-            )
-        return None
-    return found[0]
+        raise RefusedError(
+            CloseCode.ROOM_NOT_FOUND,
+            f"this device has no invite for a room named {name!r} on {server} (it keeps "
+            "those of rooms it created or joined)",
+        )
+    return found[0].invite
 
 
 @dataclass

@@ -9,18 +9,17 @@ only copy of an invite.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bangor.client.pinning import KnownServers, client_data_dir
 from bangor.errors import BangorError, InviteError
+from bangor.keyfile import write_private
 from bangor.wire.invite import Invite
 
 ROOMS_FILE = "rooms.json"
 MAX_BOOK_BYTES = 1 << 20  # a room book this large was not written by us
-FILE_MODE = 0o600
 
 
 class RoomBookError(BangorError):
@@ -102,12 +101,6 @@ class RoomBook:
     def _save(self, rooms: list[KnownRoom]) -> None:
         text = json.dumps({"rooms": [asdict(r) for r in rooms]}, indent=1)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.chmod(tmp, FILE_MODE)  # O_CREAT's mode does not apply to a file left behind
-            tmp.replace(self.path)
+            write_private(self.path, text.encode())
         except OSError as exc:
             raise RoomBookError(f"cannot write {self.path}: {exc.strerror}") from None

@@ -45,6 +45,7 @@ import msgspec
 
 from bangor.errors import LocalProtocolError, PacketError, PeerAuthError, PeerError
 from bangor.settings import MAX_CHAT_TEXT, ClientSettings
+from bangor.wire.invite import SECRET_SIZE
 from bangor.wire.noise import public_key
 from bangor.wire.pairwise import (
     MessageKind,
@@ -84,10 +85,7 @@ ChatText = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CHAT_TEXT)]
 ChatSeq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 DirectKey = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
-ROOM_SECRET_SIZE = 16  # as in the invite (wire.invite.SECRET_SIZE)
-RoomSecret = Annotated[
-    bytes, msgspec.Meta(min_length=ROOM_SECRET_SIZE, max_length=ROOM_SECRET_SIZE)
-]
+RoomSecret = Annotated[bytes, msgspec.Meta(min_length=SECRET_SIZE, max_length=SECRET_SIZE)]
 
 
 # --- what members say to each other (inside pair channels and sealed chat) ----
@@ -540,8 +538,8 @@ class RoomCrypto:
 
         Nothing changes until :meth:`token_changed` (the server took the rotation).
         """
-        if len(secret) != ROOM_SECRET_SIZE:
-            raise LocalProtocolError(f"a room secret is {ROOM_SECRET_SIZE} bytes")
+        if len(secret) != SECRET_SIZE:
+            raise LocalProtocolError(f"a room secret is {SECRET_SIZE} bytes")
         self._offered[self.session_id] = secret
         sent = []
         for member in self._members.values():
