@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bangor.address import format_address, parse_address
+from bangor.address import format_address, parse_address, parse_listen
 
 
 @pytest.mark.parametrize(
@@ -71,3 +71,13 @@ def test_port_zero_only_where_asked_for() -> None:
         parse_address("127.0.0.1:0")
     with pytest.raises(ValueError):
         parse_address("myhost:70000", 7600)
+
+
+def test_a_listening_place_may_be_a_port_alone() -> None:
+    assert parse_listen("9100", "127.0.0.1") == ("127.0.0.1", 9100)
+    assert parse_listen(":0", "::1") == ("::1", 0)  # 0: the system chooses
+    assert parse_listen("0.0.0.0:8443", "127.0.0.1") == ("0.0.0.0", 8443)
+    assert parse_listen("[::]:8443", "127.0.0.1") == ("::", 8443)
+    for bad in ("٣", "host:", "70000"):  # a non-ASCII digit is no port
+        with pytest.raises(ValueError):
+            parse_listen(bad, "127.0.0.1")

@@ -53,3 +53,13 @@ def parse_address(
     if not host or not min_port <= port < 65536:
         raise ValueError(bad)
     return host, port
+
+
+def parse_listen(text: str, default_host: str) -> tuple[str, int]:
+    """Where to listen, as ``--web`` and ``--metrics`` take it: ``[HOST:]PORT``, a PORT
+    alone (or ``:PORT``) on ``default_host``; 0 lets the system choose. ValueError as
+    :func:`parse_address`."""
+    port = text.removeprefix(":")
+    if port.isascii() and port.isdigit():
+        text = format_address(default_host, int(port))
+    return parse_address(text, min_port=0)

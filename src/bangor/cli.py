@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bangor import __version__
-from bangor.address import format_address, parse_address
+from bangor.address import format_address, parse_address, parse_listen
 from bangor.errors import AuthError, BangorError, ExitCode, UsageError
 from bangor.settings import (
     DEFAULT_PORT,
@@ -263,11 +263,8 @@ def _metrics_address(args: argparse.Namespace, web: WebOptions | None) -> tuple[
             "--metrics needs prometheus_client: pip install 'bangor[metrics]' "
             "(or pip install prometheus-client)"
         )
-    text = args.metrics
-    if text.removeprefix(":").isascii() and text.removeprefix(":").isdigit():
-        text = format_address("127.0.0.1", int(text.removeprefix(":")))
     try:
-        host, port = parse_address(text, min_port=0)
+        host, port = parse_listen(args.metrics, "127.0.0.1")
     except ValueError:
         raise UsageError(f"--metrics {args.metrics}: expected [HOST:]PORT") from None
     try:
@@ -294,11 +291,8 @@ def _web_options(args: argparse.Namespace) -> WebOptions | None:
     from bangor.server.web import WebOptions  # aioquic only when asked for
     from bangor.server.webpage import check_web_host
 
-    text = args.web
-    if text.removeprefix(":").isdigit():  # PORT alone: on --host
-        text = format_address(args.host, int(text.removeprefix(":")))
     try:
-        host, port = parse_address(text, min_port=0)  # 0: any free port
+        host, port = parse_listen(args.web, args.host)  # PORT alone: on --host
     except ValueError:
         raise UsageError(f"--web {args.web}: expected [HOST:]PORT") from None
     check_web_host(host, tls_cert is not None)
