@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bangor import __version__
+from bangor.client.control import ControlClient
 from bangor.errors import AuthError, BangorError, RefusedError
 from bangor.server.app import Server
 from bangor.server.cluster import Cluster
@@ -57,19 +58,9 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Server, str]]:
     await server.close()
 
 
-async def test_a_call_shows_in_the_gauges_and_counters(served: tuple[Server, str]) -> None:
-    server, url = served
-    assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics")
-    _, before = await scrape(url)
-    assert value(before, "bangor_sessions") == 0
-    assert value(before, "bangor_relay_forward_seconds_count") == 0
-    with pytest.raises(AuthError):
-        await login(server, "nobody")
-    alice, bob = await login(server, "alice"), await login(server, "bob")
-    room = await alice.create_room("friends")
-    await alice.join_room(room.room_id)
-    await bob.join_room(room.room_id)
-    # Media over real UDP: bob's keepalive teaches the relay his address, then alice speaks.
+async def forward_one_voice(server: Server, alice: ControlClient, bob: ControlClient) -> None:
+    """Media over real UDP: bob's keepalive teaches the relay his address, then alice
+    speaks once, and the relay forwards it to bob."""
     sockets = []
     for client in (alice, bob):
         welcome = client.welcome
@@ -89,9 +80,39 @@ async def test_a_call_shows_in_the_gauges_and_counters(served: tuple[Server, str
             voice = packet
     sockets[0].sendto(voice, server.address)
     await until(lambda: server.relay.stats.forwarded == 1)
-    text, samples = await scrape(url)
     for sock in sockets:
         sock.close()
+
+
+async def test_a_server_without_metrics_does_not_time_its_forwarding(tmp_path: Path) -> None:
+    server = await make_server(tmp_path)
+    try:
+        alice, bob = await login(server, "alice"), await login(server, "bob")
+        room = await alice.create_room("friends")
+        await alice.join_room(room.room_id)
+        await bob.join_room(room.room_id)
+        await forward_one_voice(server, alice, bob)
+        assert not server.counts.timing and server.counts.forward_times.count == 0
+        for client in (alice, bob):
+            await client.leave()
+    finally:
+        await server.close()
+
+
+async def test_a_call_shows_in_the_gauges_and_counters(served: tuple[Server, str]) -> None:
+    server, url = served
+    assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics")
+    _, before = await scrape(url)
+    assert value(before, "bangor_sessions") == 0
+    assert value(before, "bangor_relay_forward_seconds_count") == 0
+    with pytest.raises(AuthError):
+        await login(server, "nobody")
+    alice, bob = await login(server, "alice"), await login(server, "bob")
+    room = await alice.create_room("friends")
+    await alice.join_room(room.room_id)
+    await bob.join_room(room.room_id)
+    await forward_one_voice(server, alice, bob)
+    text, samples = await scrape(url)
     assert value(samples, "bangor_info", version=__version__) == 1
     assert value(samples, "bangor_sessions") == 2
     assert value(samples, "bangor_rooms") == 1

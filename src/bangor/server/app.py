@@ -42,7 +42,7 @@ from bangor.errors import (
 )
 from bangor.keyfile import load_or_create_key
 from bangor.server.admission import Admission, Closing, Stage
-from bangor.server.counters import ServerCounts, Timings
+from bangor.server.counters import ServerCounts
 from bangor.server.hashing import return_hash_memory
 from bangor.server.limits import Kind, SessionLimits, UserBuckets, Verdict, user_rates
 from bangor.server.lockout import shown_name
@@ -162,14 +162,15 @@ class RelayProtocol(asyncio.DatagramProtocol):
         relay: Relay,
         stun: BindingResponder,
         web: WebSink | None = None,
-        timings: Timings | None = None,
+        counts: ServerCounts | None = None,
     ) -> None:
         self.relay = relay
         self.stun = stun
         self.transport: asyncio.DatagramTransport | None = None
         self.web = web  # set when the server also speaks WebTransport
-        # How long forwarding one voice datagram takes, open to the last sendto.
-        self.timings = timings if timings is not None else Timings()
+        # With counts.timing: how long forwarding one voice datagram takes, open to the
+        # last sendto, into counts.forward_times.
+        self.counts = counts if counts is not None else ServerCounts()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's UDP transport does not subclass asyncio.DatagramTransport.
@@ -185,7 +186,9 @@ class RelayProtocol(asyncio.DatagramProtocol):
             if answer is not None:
                 transport.sendto(answer, addr)
             return
-        start = _perf_ns()
+        counts = self.counts
+        timing = counts.timing
+        start = _perf_ns() if timing else 0
         relay = self.relay
         stats = relay.stats
         forwarded = stats.forwarded
@@ -196,8 +199,8 @@ class RelayProtocol(asyncio.DatagramProtocol):
                 transport.sendto(packet, dest)  # type: ignore[arg-type]  # no WebAddress without --web
         else:
             send_media(relay.datagrams_to_send(), transport, web)
-        if stats.forwarded != forwarded:  # voice went on: time it (not drops, keepalives)
-            self.timings.observe(_perf_ns() - start)
+        if timing and stats.forwarded != forwarded:  # voice went on (not drops, keepalives)
+            counts.forward_times.observe(_perf_ns() - start)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP unreachable from a client that went away; nothing to do.
@@ -845,9 +848,7 @@ class Server:
             bound = tcp.sockets[0].getsockname()[1]
             try:
                 transport, protocol = await loop.create_datagram_endpoint(
-                    lambda: RelayProtocol(
-                        self.relay, self.stun, self.web, self.counts.forward_times
-                    ),
+                    lambda: RelayProtocol(self.relay, self.stun, self.web, self.counts),
                     local_addr=(host, bound),
                     family=socket.AF_INET6 if ":" in host else socket.AF_INET,
                 )

@@ -76,3 +76,6 @@ class ServerCounts:
     backlog_drops: int = 0  # sessions dropped for not reading their control channel
     heartbeat_failures: int = 0  # cluster heartbeats the database did not take
     forward_times: Timings = field(default_factory=Timings)
+    # Whether to time forwarding at all: only --metrics reads the histogram, so a server
+    # without it keeps the two clock reads a datagram off its hot path.
+    timing: bool = False

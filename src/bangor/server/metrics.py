@@ -468,5 +468,6 @@ async def start_metrics(
             f"cannot listen on {where} for --metrics: {exc.strerror or exc}"
         ) from None
     server.closers.append(metrics.close)
+    server.counts.timing = True  # the forwarding-time histogram has a reader now
     bound = int(tcp.sockets[0].getsockname()[1])
     return f"http://{format_address(host, bound)}{PATH.decode()}"

@@ -572,13 +572,15 @@ class WebEndpoint:
     # --- media ----------------------------------------------------------------------------
 
     def media_received(self, data: bytes, address: WebAddress) -> None:
-        start = time.perf_counter_ns()
+        counts = self.server.counts
+        timing = counts.timing  # as on UDP (app.RelayProtocol): only for --metrics
+        start = time.perf_counter_ns() if timing else 0
         relay = self.server.relay
         forwarded = relay.stats.forwarded
         relay.datagram_received(data, address, time.monotonic())
         self.server.send_media(relay.datagrams_to_send())
-        if relay.stats.forwarded != forwarded:  # timed as on UDP (app.RelayProtocol)
-            self.server.counts.forward_times.observe(time.perf_counter_ns() - start)
+        if timing and relay.stats.forwarded != forwarded:
+            counts.forward_times.observe(time.perf_counter_ns() - start)
 
     def send_datagram(self, packet: bytes, dest: WebAddress) -> None:
         session = self.sessions.get(dest)
