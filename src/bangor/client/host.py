@@ -8,10 +8,8 @@ while the host's address stays the same.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import secrets
 import socket
 from collections.abc import Callable, Coroutine
@@ -22,6 +20,7 @@ from bangor.client import events as ev
 from bangor.client.identity import identity_path
 from bangor.client.roombook import RoomBook
 from bangor.errors import BangorError, NotFoundError
+from bangor.keyfile import write_private
 from bangor.server.app import Server, open_server, token_hash
 from bangor.server.store import database_url
 from bangor.settings import ServerSettings
@@ -32,7 +31,6 @@ from bangor.wire.pairwise import derive_join_token
 
 HOST_DIR = "host"
 ROOM_FILE = "room.json"
-ROOM_FILE_MODE = 0o600
 # An address in TEST-NET-1 (RFC 5737): connecting a UDP socket to it sends nothing and
 # only asks the kernel which local address the default route would use.
 _ROUTE_PROBE = ("192.0.2.1", 9)
@@ -67,15 +65,10 @@ def _load_room(path: Path) -> tuple[str, bytes] | None:
 
 
 def _save_room(path: Path, room_id: str, secret: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    data = json.dumps({"room_id": room_id, "secret": secret.hex()}).encode()
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, ROOM_FILE_MODE)
-        with os.fdopen(fd, "w") as out:
-            json.dump({"room_id": room_id, "secret": secret.hex()}, out)
-        os.replace(tmp, path)
+        write_private(path, data)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise BangorError(f"cannot save the host room in {path}: {exc.strerror}") from None
 
 
