@@ -152,6 +152,17 @@ class _EscapingFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
         return escape(super().formatMessage(record))
 
+    def format(self, record: logging.LogRecord) -> str:
+        # One line a record. Bangor logs no traceback; a library might (asyncpg's pool
+        # while PostgreSQL is down): its exception's first line tells the operator enough.
+        record.message = record.getMessage()
+        line = self.formatMessage(record)
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            first = (str(exc).strip().splitlines() or [""])[0]
+            line += " " + escape(f"({type(exc).__name__}: {first})")
+        return line
+
 
 def _log_to_stderr(level: int, *, json_lines: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
@@ -221,7 +232,7 @@ def _log_store(data_dir: Path, db: str | None, url: str) -> None:
     """Say where the server keeps its key and accounts: a server on another data
     directory than ``bangor user`` was given has other accounts, and nothing else
     would tell."""
-    from bangor.server.store import redact_url
+    from bangor.server.database import redact_url
 
     log = logging.getLogger("bangor.server")
     where = data_dir.absolute()
@@ -374,7 +385,8 @@ def _login(args: argparse.Namespace, *, stdin_ok: bool) -> Login:
     )
 
 
-ROOM_ACTIONS = ("create", "list", "invite", "rotate", "delete", "kick")
+ROOM_ACTIONS = ("create", "list", "invite", "rotate", "delete", "kick", "unban")
+_MEMBER_ACTIONS = ("kick", "unban")
 
 
 def cmd_room(args: argparse.Namespace) -> int:
@@ -399,7 +411,9 @@ def cmd_room(args: argparse.Namespace) -> int:
         raise UsageError(f"bangor room {action} needs the room's NAME")
     if action == "kick" and not args.member:
         raise UsageError("bangor room kick needs the room's NAME and a MEMBER (nick or account)")
-    if action != "kick" and args.member:
+    if action == "unban" and not args.member:
+        raise UsageError("bangor room unban needs the room's NAME and the banned ACCOUNT")
+    if action not in _MEMBER_ACTIONS and args.member:
         raise UsageError(f"bangor room {action} takes one NAME, not {args.member!r} as well")
     if args.ban and action != "kick":
         raise UsageError("--ban goes with bangor room kick")
@@ -432,6 +446,8 @@ def cmd_room(args: argparse.Namespace) -> int:
             print(
                 _run(lambda: manage.kick(host, port, login, args.name, args.member, args.ban, warn))
             )
+        elif action == "unban":
+            warn(_run(lambda: manage.unban(host, port, login, args.name, args.member, warn)))
         else:
             _run(lambda: manage.delete(host, port, login, args.name, warn))
             warn(f"deleted room {args.name}")
@@ -1091,14 +1107,16 @@ def _add_room(sub: Subcommands) -> None:
         "this device keeps for a room it created or joined. rotate: a new invite (members "
         "in the call get it and stay; the old one stops working). delete: the room goes, "
         "members in the call are told. kick: remove MEMBER (a nickname or account) from the "
-        "call and rotate the invite; --ban keeps the account out for good. Owner only, "
-        "except invite.",
+        "call and rotate the invite; --ban keeps the account out for good. unban: let a banned "
+        "account (MEMBER) join again. Owner only, except invite.",
     )
     room.add_argument("action", choices=ROOM_ACTIONS, help="what to do (see above)")
     room.add_argument(
         "name", nargs="?", help=f"the room's name (at most {MAX_ROOM_NAME} characters)"
     )
-    room.add_argument("member", nargs="?", help="kick: the member's nickname or account")
+    room.add_argument(
+        "member", nargs="?", help="kick: the member's nickname or account; unban: the account"
+    )
     room.add_argument("--server", metavar="HOST:PORT", help=SERVER_HELP)
     room.add_argument("--user", metavar="NAME", help=USER_HELP)
     room.add_argument(

@@ -159,6 +159,10 @@ class NotFoundError(StoreError):
     """No such user or room."""
 
 
+class AccountNotFoundError(NotFoundError):
+    """A room's owner named an account that does not exist (or is not banned there)."""
+
+
 class AlreadyExistsError(StoreError):
     """A user or room with that name exists already."""
 

@@ -100,6 +100,9 @@ class ServerSettings:
     hash_workers: int = 2
     hash_queue: int = 16
     hash_per_source: int = 4
+    # Connections to the database a server holds at most (logins, joins and room changes
+    # each take one for a few milliseconds; they wait for one when all are busy).
+    db_pool_size: int = 10
     # Open mode (``serve --open``): what strangers can make. Names in all and new names per
     # source address (since the server started), and rooms in all.
     open_max_users: int = 1000

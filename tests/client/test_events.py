@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 
 import pytest
 
@@ -67,6 +68,23 @@ def test_server_log_lines_escape_what_clients_sent() -> None:
     )
     line = _EscapingFormatter("%(name)s: %(message)s").format(record)
     assert unsafe(line) == [] and line.startswith("bangor.server: protocol error: hi\\x1b")
+
+
+def test_a_librarys_traceback_is_one_escaped_line() -> None:
+    """asyncpg's pool logs a warning with its exception while PostgreSQL is down: the
+    operator sees what went wrong, never a traceback (tests/integration/test_postgres.py)."""
+    try:
+        raise ConnectionError(f"the database system is shutting down {TEXT}\nmore")
+    except ConnectionError:
+        record = logging.LogRecord(
+            "asyncpg.pool", logging.WARNING, __file__, 1, "retrying", (), sys.exc_info()
+        )
+    record.stack_info = "Stack (most recent call last):\n  File ..."
+    text = _EscapingFormatter("%(name)s: %(message)s").format(record)
+    assert "Traceback" not in text and "File" not in text and unsafe(text) == []
+    assert text.startswith(
+        "asyncpg.pool: retrying (ConnectionError: the database system is shutting down hi\\x1b"
+    )
 
 
 def test_joined_says_who_is_here_and_whose_account_it_is() -> None:

@@ -116,10 +116,18 @@ def test_an_owner_runs_a_room_from_the_command_line(server: ServerProcess) -> No
     assert result.stdout.startswith("friends\t")
     assert "owner alice" in result.stdout and "1 banned" in result.stdout
 
+    # Unban: eve's account may come back, with the room's current invite.
+    code, out, err = room(server, "alice", "unban", "friends", "EVE")
+    assert (code, out) == (0, "") and "eve may join room friends again" in err, err
+    code, _, err = room(server, "alice", "unban", "friends", "eve")
+    assert code == 1 and "eve is not banned from this room" in err
+    back = join(server, fourth, "eve")
+    back.event("joined")
+
     # Delete: the members in the call are told and leave; the room is gone.
     code, _, err = room(server, "alice", "delete", "friends")
     assert code == 0, err
-    for member in (bob, dave):
+    for member in (bob, dave, back):
         assert member.wait() == 4 and "deleted" in left_reason(member)
     assert room(server, "alice", "list")[1] == ""
     assert room(server, "alice", "invite", "friends")[0] == 4

@@ -7,7 +7,6 @@ import io
 import pathlib
 
 import pytest
-import sqlalchemy as sa
 
 from bangor.errors import AlreadyExistsError, BangorError, NotFoundError, StoreError
 from bangor.server.admin import run_user_command
@@ -96,10 +95,8 @@ def test_user_list_reports_names_that_differ_only_in_case(db_url: str) -> None:
     async def two_alices() -> None:
         store = await Store.open(db_url)
         try:
-            async with store.engine.begin() as conn:
-                await conn.execute(
-                    sa.text("INSERT INTO users (name, password_hash) VALUES ('Alice', 'x')")
-                )
+            async with store.db.write() as conn:
+                await conn.execute("INSERT INTO users (name, password_hash) VALUES ('Alice', 'x')")
         finally:
             await store.close()
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import msgspec
 import pytest
-import sqlalchemy as sa
 
 from bangor.client.control import ControlClient
 from bangor.errors import (
@@ -23,6 +22,7 @@ from bangor.errors import (
     ServerGoneError,
     StoreUnavailableError,
 )
+from bangor.server import database
 from bangor.server.app import Connection, Server, open_server
 from bangor.server.limits import Kind
 from bangor.server.store import Store, database_url
@@ -683,6 +683,37 @@ async def test_a_rotation_reaches_every_member_and_a_kick_ends_only_that_session
         await client.leave()
 
 
+async def test_an_owner_lifts_a_ban_and_names_accounts_that_are_not_there(
+    roomy: Server,
+) -> None:
+    server = roomy
+    alice, bob, carol = [await login(server, u) for u in ("alice", "bob", "carol")]
+    room = (await alice.create_room("friends")).room_id
+    await alice.rotate_room(room, b"t" * 32)
+    # Banning an account that does not exist says so (it read "no such room" before).
+    with pytest.raises(RefusedError, match=r"^no account named mallory$") as info:
+        await alice.kick(room, user="mallory", ban=True)
+    assert info.value.code == CloseCode.NOT_ALLOWED
+    await alice.kick(room, user="carol", ban=True)
+    with pytest.raises(RefusedError, match="banned"):
+        await carol.join_room(room, b"t" * 32)
+    with pytest.raises(RefusedError, match="only the room's owner"):
+        await bob.unban(room, "carol")
+    for user, why in (("mallory", "no account named mallory"), ("bob", "bob is not banned")):
+        with pytest.raises(RefusedError, match=f"^{why}") as info:
+            await alice.unban(room, user)
+        assert info.value.code == CloseCode.NOT_ALLOWED
+    with pytest.raises(RefusedError, match="no such room"):
+        await alice.unban("00" * 8, "carol")
+    lifted = await alice.unban(room, "CAROL")  # any spelling that logs in to the account
+    assert lifted == msg.MemberUnbanned(room, "carol")
+    await carol.join_room(room, b"t" * 32)  # with the room's current token
+    with pytest.raises(RefusedError, match="carol is not banned"):
+        await alice.unban(room, "carol")
+    for client in (alice, bob, carol):
+        await client.leave()
+
+
 async def test_a_login_in_any_case_is_the_account_as_stored(tmp_path: Path) -> None:
     """Issue 17 (6): the server names a session as its account is stored, and counts the
     sessions of one account whatever spelling logged them in."""
@@ -780,16 +811,22 @@ async def test_an_account_removed_is_ended_at_once_on_a_single_postgresql_server
         await server.close()
 
 
-async def test_the_account_check_is_one_query_and_keeps_live_accounts(tmp_path: Path) -> None:
+async def test_the_account_check_is_one_query_and_keeps_live_accounts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     server = await make_server(tmp_path, account_check_interval=0)
     try:
         clients = [await login(server, name) for name in ("alice", "alice", "bob")]
         queries: list[str] = []
-        sa.event.listen(
-            server.store.engine.sync_engine,
-            "before_cursor_execute",
-            lambda *args: queries.append(args[2]),
-        )
+        run = database._SqliteConnection._run
+
+        async def spy(
+            self: database._SqliteConnection, sql: str, args: Sequence[object]
+        ) -> tuple[list[database.Row], int]:
+            queries.append(sql)
+            return await run(self, sql, args)
+
+        monkeypatch.setattr(database._SqliteConnection, "_run", spy)
         await server.check_accounts()
         selects = [query for query in queries if query.startswith("SELECT")]
         assert len(selects) == 1 and len(server.connections) == 3

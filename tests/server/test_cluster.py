@@ -10,13 +10,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from bangor.client.control import ControlClient
 from bangor.errors import AuthError, CloseCode, MovedError, ServerGoneError, StoreError
 from bangor.server.app import Server, open_server
 from bangor.server.cluster import Cluster
-from bangor.server.schema import nodes, placements
 from bangor.server.store import database_url
 from bangor.settings import ServerSettings
 
@@ -31,9 +29,9 @@ async def cluster(pg_url: str, tmp_path: Path) -> AsyncIterator[list[Server]]:
     async def reset() -> None:
         # The module shares its database: every test starts with no nodes and no rooms.
         if started:
-            async with started[0].store.engine.begin() as conn:
-                await conn.execute(sa.delete(placements))
-                await conn.execute(sa.delete(nodes))
+            async with started[0].store.db.write() as conn:
+                await conn.execute("DELETE FROM placements")
+                await conn.execute("DELETE FROM nodes")
 
     started: list[Server] = []
     try:
@@ -128,12 +126,12 @@ async def test_a_claim_replaces_only_the_placement_it_judged_dead(cluster: list[
     room = (await a.store.create_room(owner, "raced", 20)).id
     assert await a.cluster.locate(room) == a.cluster.node_id
     await stale(a)
-    async with b.store.engine.begin() as conn:
+    async with b.store.db.write() as conn:
         served, seen = await b.cluster._served(conn, room)
     assert served is None and seen == (a.cluster.node_id, 1)
     # C moves the room first; B's claim, from what it read, must not take it from C's pick.
     winner = await c.cluster.locate(room)
-    async with b.store.engine.begin() as conn:
+    async with b.store.db.write() as conn:
         assert await b.cluster._claim(conn, room, seen) is None
     assert await b.cluster.locate(room) == winner
 
@@ -141,11 +139,10 @@ async def test_a_claim_replaces_only_the_placement_it_judged_dead(cluster: list[
 async def stale(server: Server) -> None:
     """Make ``server`` look paused: its heartbeat an hour old."""
     assert server.cluster is not None
-    async with server.store.engine.begin() as conn:
+    async with server.store.db.write() as conn:
         await conn.execute(
-            sa.update(nodes)
-            .where(nodes.c.id == server.cluster.node_id)
-            .values(heartbeat=sa.func.now() - sa.text("interval '1 hour'"))
+            "UPDATE nodes SET heartbeat = now() - interval '1 hour' WHERE id = $1",
+            server.cluster.node_id,
         )
 
 
@@ -161,10 +158,11 @@ async def test_a_node_that_stops_gives_its_rooms_up_and_asks_its_members_back(
     while not isinstance(ended := await asyncio.wait_for(alice.events.get(), 5), Exception):
         pass
     assert isinstance(ended, ServerGoneError) and ended.restart_in  # come back soon
-    async with c.store.engine.begin() as conn:
-        assert (
-            await conn.execute(sa.select(nodes.c.draining).where(nodes.c.id == a.cluster.node_id))
-        ).scalar()  # type: ignore[union-attr]
+    async with c.store.db.read() as conn:
+        assert await conn.fetchval(
+            "SELECT draining FROM nodes WHERE id = $1",
+            a.cluster.node_id,  # type: ignore[union-attr]
+        )
     # Back through the invite's node: the room is placed on a node still serving.
     assert await join_anywhere(cluster, c, "alice", room) is not a
 
@@ -192,10 +190,8 @@ async def test_no_live_node_is_busy_and_sqlite_is_refused(
     a = cluster[0]
     assert a.cluster is not None
     await a.cluster.drain()  # draining, and the others silent: nobody may take a room
-    async with a.store.engine.begin() as conn:
-        await conn.execute(
-            sa.update(nodes).values(heartbeat=sa.func.now() - sa.text("interval '1 hour'"))
-        )
+    async with a.store.db.write() as conn:
+        await conn.execute("UPDATE nodes SET heartbeat = now() - interval '1 hour'")
     owner = await a.store.open_user("owner")
     room = (await a.store.create_room(owner, "nowhere", 20)).id
     client = await login(a, "dana")
@@ -207,6 +203,6 @@ async def test_no_live_node_is_busy_and_sqlite_is_refused(
     lone = await open_server(tmp_path / "lone", database_url(tmp_path / "lone", None), SETTINGS)
     try:
         with pytest.raises(StoreError, match="PostgreSQL"):
-            Cluster.check(lone.store.engine)
+            Cluster.check(lone.store.db)
     finally:
         await lone.store.close()

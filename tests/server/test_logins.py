@@ -7,11 +7,9 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-import sqlalchemy as sa
 
 from bangor.errors import AuthError, LimitError, ThrottledError
 from bangor.server import passwords
-from bangor.server.schema import users
 from bangor.server.store import Store
 from bangor.settings import ServerSettings
 from tests.server.spies import VerifySpy, until
@@ -65,9 +63,9 @@ async def test_fifty_wrong_and_then_the_right_one_while_they_are_checked(
         assert all(isinstance(r, AuthError) for r in results)
         assert verify.calls == FREE + 1
     assert await store.authenticate("alice", "secret", 101.0) == uid  # once the lock is over
-    async with store.engine.connect() as conn:
-        row = (await conn.execute(sa.select(users.c.failed_logins, users.c.locked_until))).one()
-    assert (row.failed_logins, row.locked_until) == (0, 0.0)
+    async with store.db.read() as conn:
+        row = await conn.fetchrow("SELECT failed_logins, locked_until FROM users")
+    assert row is not None and (row[0], row[1]) == (0, 0.0)
 
 
 async def test_a_right_password_gives_back_only_its_own_count(
@@ -83,13 +81,13 @@ async def test_a_right_password_gives_back_only_its_own_count(
         assert await right == uid
         with pytest.raises(AuthError):
             await wrong
-    async with store.engine.connect() as conn:
-        failures = (await conn.execute(sa.select(users.c.failed_logins))).scalar_one()
+    async with store.db.read() as conn:
+        failures = await conn.fetchval("SELECT failed_logins FROM users")
     assert failures == 1  # the parallel wrong guess still counts
 
 
 async def test_junk_names_cannot_flush_the_lock_of_a_name_without_account(store: Store) -> None:
-    bounded = Store(store.engine, ServerSettings(max_tracked_unknown_logins=3))
+    bounded = Store(store.db, ServerSettings(max_tracked_unknown_logins=3))
     try:
         for _ in range(FREE + 1):
             with pytest.raises(AuthError):
@@ -128,7 +126,7 @@ async def test_total_room_cap_holds_across_owners(store: Store) -> None:
 
 
 async def test_open_mode_names_capped_per_address_and_in_all(store: Store) -> None:
-    capped = Store(store.engine, ServerSettings(open_max_new_names_per_address=3, open_max_users=5))
+    capped = Store(store.db, ServerSettings(open_max_new_names_per_address=3, open_max_users=5))
     results = await asyncio.gather(
         *(capped.open_user(f"a{i}", "10.0.0.1") for i in range(10)), return_exceptions=True
     )

@@ -177,8 +177,8 @@ async def test_admission_closures_and_handshake_failures_are_counted(
 
 async def test_a_cluster_node_reports_its_rooms_and_load(served: tuple[Server, str]) -> None:
     server, url = served
-    engine = server.store.engine
-    server.cluster = Cluster(engine, "10.0.0.1:7600", server.settings, engine)
+    db = server.store.db
+    server.cluster = Cluster(db, "10.0.0.1:7600", server.settings, db)
     server.cluster.held.update({"r1": 1, "r2": 4})
     try:
         alice = await login(server, "alice")

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -17,10 +15,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from bangor.errors import AlreadyExistsError, StoreError
-from bangor.server import passwords
-from bangor.server import store as store_module
+from bangor.server import passwords, tables
+from bangor.server import upgrade as upgrade_module
 from bangor.server.schema import metadata
-from bangor.server.store import MIGRATIONS_DIR, Store, migrate, schema_head
+from bangor.server.store import Store
+from bangor.server.tables import MIGRATIONS_DIR
+from bangor.server.upgrade import alembic_url, downgrade, migrate
 
 
 def _head() -> str:
@@ -32,10 +32,8 @@ def _head() -> str:
 
 
 async def _version(store: Store) -> str:
-    async with store.engine.connect() as conn:
-        return str(
-            (await conn.execute(sa.text("SELECT version_num FROM alembic_version"))).scalar_one()
-        )
+    async with store.db.read() as conn:
+        return str(await conn.fetchval("SELECT version_num FROM alembic_version"))
 
 
 async def test_upgrade_keeps_data(db_url: str) -> None:
@@ -72,16 +70,6 @@ async def test_upgrade_keeps_data(db_url: str) -> None:
         assert await store.list_users() == ["old"]
     finally:
         await store.close()
-
-
-async def _downgrade(connection: AsyncConnection, revision: str) -> None:
-    def run(sync: Connection) -> None:
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS_DIR))
-        config.attributes["connection"] = sync
-        command.downgrade(config, revision)
-
-    await connection.run_sync(run)
 
 
 async def _room_columns(connection: AsyncConnection) -> list[str]:
@@ -142,7 +130,7 @@ async def test_0002_room_max_bitrate_up_and_down(db_url: str) -> None:
                 )
         # Down: the column (and its constraint) go; the rooms stay.
         async with engine.begin() as conn:
-            await _downgrade(conn, "0001")
+            await downgrade(conn, "0001")
             assert "max_bitrate" not in await _room_columns(conn)
             assert (
                 await conn.run_sync(lambda sync: sa.inspect(sync).get_check_constraints("rooms"))
@@ -160,16 +148,56 @@ async def test_0002_room_max_bitrate_up_and_down(db_url: str) -> None:
         await engine.dispose()
 
 
-async def test_migrations_match_schema(db_url: str) -> None:
-    store = await Store.open(db_url)
+def _shape(sync: Connection) -> dict[str, object]:
+    """Every table's columns, keys, constraints and indexes, as the database reports them."""
+    inspector = sa.inspect(sync)
+    shape: dict[str, object] = {}
+    for table in sorted(inspector.get_table_names()):
+        columns = [
+            (c["name"], str(c["type"]), c["nullable"], c.get("default"))
+            for c in inspector.get_columns(table)
+        ]
+        shape[table] = (
+            sorted(columns),
+            inspector.get_pk_constraint(table),
+            sorted(map(repr, inspector.get_foreign_keys(table))),
+            sorted(map(repr, inspector.get_unique_constraints(table))),
+            sorted(map(repr, inspector.get_indexes(table))),
+            sorted(map(repr, inspector.get_check_constraints(table))),
+        )
+    return shape
+
+
+async def _schema(url: str, migrated: bool) -> tuple[dict[str, object], list[object]]:
+    """A new database's shape and its differences from schema.py: made by the migrations
+    (Alembic from nothing), or as a new store makes it (tables.py)."""
+    if migrated:
+        await upgrade_module.upgrade(url)
+    else:
+        await (await Store.open(url)).close()
+    engine = create_async_engine(alembic_url(url))
     try:
-        async with store.engine.connect() as conn:
+        async with engine.connect() as conn:
+            shape = await conn.run_sync(_shape)
             diffs = await conn.run_sync(
                 lambda sync: compare_metadata(MigrationContext.configure(sync), metadata)
             )
+            await conn.execute(sa.text("DROP TABLE alembic_version"))
+            for table in reversed(metadata.sorted_tables):
+                await conn.execute(sa.text(f"DROP TABLE {table.name}"))
+            await conn.commit()
     finally:
-        await store.close()
-    assert diffs == []
+        await engine.dispose()
+    return shape, diffs
+
+
+async def test_a_new_store_has_the_tables_the_migrations_make(db_url: str) -> None:
+    migrated, migrated_diffs = await _schema(db_url, migrated=True)
+    made, made_diffs = await _schema(db_url, migrated=False)
+    assert migrated_diffs == [] and made_diffs == []
+    assert set(made) == set(tables.TABLES)
+    # Columns with types and defaults, keys, ON DELETE, constraint names, indexes, CHECK.
+    assert made == migrated
 
 
 async def test_0003_cluster_tables_up_and_down(db_url: str) -> None:
@@ -180,7 +208,7 @@ async def test_0003_cluster_tables_up_and_down(db_url: str) -> None:
             tables = await conn.run_sync(lambda sync: set(sa.inspect(sync).get_table_names()))
             assert {"nodes", "placements"} <= tables
         async with engine.begin() as conn:
-            await _downgrade(conn, "0002")
+            await downgrade(conn, "0002")
             tables = await conn.run_sync(lambda sync: set(sa.inspect(sync).get_table_names()))
             assert not {"nodes", "placements"} & tables
             assert {"users", "rooms"} <= tables
@@ -240,7 +268,7 @@ async def test_0004_names_ignore_case_and_clashes_stay_apart(
     engine = create_async_engine(db_url)
     try:
         async with engine.begin() as conn:
-            await _downgrade(conn, "0003")
+            await downgrade(conn, "0003")
             columns = await conn.run_sync(
                 lambda sync: [c["name"] for c in sa.inspect(sync).get_columns("users")]
             )
@@ -254,28 +282,24 @@ async def test_0004_names_ignore_case_and_clashes_stay_apart(
         await engine.dispose()
 
 
-def test_the_head_read_from_file_names_is_alembics() -> None:
-    # Store.open compares the database with schema_head() to skip Alembic: the file
-    # names it reads must name their revisions, and the newest must be the head.
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    for script in ScriptDirectory.from_config(config).walk_revisions():
-        assert script.path is not None
-        assert Path(script.path).name.startswith(f"{script.revision}_"), script.path
-    assert schema_head() == _head()
+def test_the_head_of_a_new_store_is_alembics() -> None:
+    # Store.open compares the database with tables.HEAD to skip Alembic, and a new
+    # database is made at HEAD: a new migration must move it.
+    assert _head() == tables.HEAD
 
 
 async def test_a_store_at_the_head_opens_without_alembic(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await (await Store.open(db_url)).close()  # new: migrated to the head
+    await (await Store.open(db_url)).close()  # new: made at the head
     calls: list[str] = []
+    upgrade = upgrade_module.upgrade
 
-    async def spy(connection: AsyncConnection, revision: str = "head") -> None:
+    async def spy(url: str, revision: str = "head") -> None:
         calls.append(revision)
-        await migrate(connection, revision)
+        await upgrade(url, revision)
 
-    monkeypatch.setattr(store_module, "migrate", spy)
+    monkeypatch.setattr(upgrade_module, "upgrade", spy)
     store = await Store.open(db_url)
     try:
         # Nothing to do, so Alembic is not even imported (tests/server/test_footprint.py).
@@ -287,7 +311,7 @@ async def test_a_store_at_the_head_opens_without_alembic(
     engine = create_async_engine(db_url)
     try:
         async with engine.begin() as conn:
-            await _downgrade(conn, "-1")
+            await downgrade(conn, "-1")
     finally:
         await engine.dispose()
     store = await Store.open(db_url)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from bangor import settings
 from bangor.errors import CloseCode, DecodeError
-from bangor.settings import MAX_PEER_MESSAGE, MAX_SEALED_CHAT
+from bangor.settings import MAX_NAME, MAX_PEER_MESSAGE, MAX_SEALED_CHAT
 from bangor.wire import control as msg
 from bangor.wire.pairwise import derive_join_token
 
@@ -341,6 +341,14 @@ REMOVED = bytes.fromhex("""
 79 20 69 74 73 20 6f 77 6e 65 72 a5 66 61 74 61 6c c3 a3 72 65 66 a0 ab
 72 65 74 72 79 5f 61 66 74 65 72 cb 00 00 00 00 00 00 00 00
 """)
+UNBAN = bytes.fromhex("""
+83 a1 74 a5 75 6e 62 61 6e a7 72 6f 6f 6d 5f 69 64 b0 30 31 32 33 34 35
+36 37 38 39 61 62 63 64 65 66 a4 75 73 65 72 a3 62 6f 62
+""")
+UNBANNED = bytes.fromhex("""
+83 a1 74 a8 75 6e 62 61 6e 6e 65 64 a7 72 6f 6f 6d 5f 69 64 b0 30 31 32
+33 34 35 36 37 38 39 61 62 63 64 65 66 a4 75 73 65 72 a3 62 6f 62
+""")
 ROOM_LIST = bytes.fromhex("""
 82 a1 74 a5 72 6f 6f 6d 73 a5 72 6f 6f 6d 73 91 84 a7 72 6f 6f 6d 5f 69
 64 b0 30 31 32 33 34 35 36 37 38 39 61 62 63 64 65 66 a4 6e 61 6d 65 a6
@@ -355,6 +363,9 @@ def test_room_management_worked_bytes() -> None:
     assert msg.encode(msg.RotateRoom(ROOM, JOIN_TOKEN)) == ROTATE
     assert msg.encode(msg.TokenChanged(JOIN_TOKEN)) == TOKEN_PUSH
     assert msg.encode(msg.KickMember(ROOM, 0xA1A1A1A1, "", True)) == BAN
+    assert msg.encode(msg.UnbanMember(ROOM, "bob")) == UNBAN
+    assert msg.decode_client_message(UNBAN) == msg.UnbanMember(ROOM, "bob")
+    assert msg.decode_server_message(UNBANNED) == msg.MemberUnbanned(ROOM, "bob")
     removed = msg.Error(CloseCode.REMOVED, "removed from the room by its owner", True)
     assert msg.encode(removed) == REMOVED
     rooms = msg.RoomList([msg.RoomInfo(ROOM, "Lounge", "alice", 2)])
@@ -373,3 +384,6 @@ def test_join_without_a_token_still_decodes_and_tokens_are_bounded() -> None:
         msg.decode_client_message(msg.encode(msg.RotateRoom(ROOM, bytes(31))))
     with pytest.raises(DecodeError):
         msg.decode_server_message(msg.encode(msg.TokenChanged(b"")))
+    for user in ("", "b" * (MAX_NAME + 1)):  # an unban names one account
+        with pytest.raises(DecodeError):
+            msg.decode_client_message(msg.encode(msg.UnbanMember(ROOM, user)))

@@ -680,7 +680,7 @@ class _Call:
         elif line.strip():
             self.client.send_chat(self.session.seal_chat(line))
 
-    # --- the room's owner in a call: /kick, /ban, and the rotation they bring ----------
+    # --- the room's owner in a call: /kick, /ban, /unban, and the rotations they bring --
 
     def keep_invite(self, name: str) -> None:
         """Keep the room's invite on this device, to print it again (``room invite``)."""
@@ -711,6 +711,15 @@ class _Call:
         self.emit(ev.Notice(f"{member.nick} ({member.user}) was {what}; changing the invite"))
         # They know the room secret: the room gets a new one, given to those still here.
         await self.rotate()
+
+    async def unban(self, user: str) -> None:
+        assert self.invite is not None
+        try:
+            lifted = await self.client.unban(self.invite.room_id.hex(), user)
+        except BangorError as exc:
+            self.refused(exc, "not unbanned")
+            return
+        self.emit(ev.Notice(f"{lifted.user} may join again (with the room's invite: /invite)"))
 
     async def rotate(self) -> None:
         """A new room secret: to every verified member over its pair channel, then the
@@ -1078,6 +1087,11 @@ COMMANDS: dict[str, CallCommand] = {
         "NICK",
         "the room's owner: remove a member's account for good; the invite changes",
         lambda call, args: call.remove_member(args[0], ban=True),
+    ),
+    "unban": CallCommand(
+        "ACCOUNT",
+        "the room's owner: let a banned account join again",
+        lambda call, args: call.spawn(call.unban(args[0])),
     ),
     "help": CallCommand("", "", lambda call, args: call.emit(ev.Notice(command_help()))),
 }

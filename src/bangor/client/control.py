@@ -258,6 +258,11 @@ class ControlClient:
         assert isinstance(reply, msg.MemberKicked)
         return reply
 
+    async def unban(self, room_id: str, user: str) -> msg.MemberUnbanned:
+        reply = await self.request(msg.UnbanMember(room_id, user))
+        assert isinstance(reply, msg.MemberUnbanned)
+        return reply
+
     def send_chat(self, sealed: bytes) -> None:
         self._send(msg.SendChat(sealed))
 

@@ -1,4 +1,5 @@
-"""A room's owner at the command line: list, invite, rotate, delete, kick (PROTOCOL.md 3.15).
+"""A room's owner at the command line: list, invite, rotate, delete, kick, unban
+(PROTOCOL.md 3.15).
 
 Rotating needs the members in the call to get the new secret over their pair channels,
 which only a member can reach. So ``rotate`` and ``kick`` visit the room: they join it
@@ -308,6 +309,21 @@ async def _blind(
     invite = Invite(host, port, bytes.fromhex(room.room_id), secret, fingerprint)
     RoomBook.default().remember(invite, room.name, login.user, owner=True)
     return invite.encode()
+
+
+async def unban(host: str, port: int, login: Login, name: str, user: str, warn: Warn) -> str:
+    """``room unban``: the account may join again (with the room's current invite); what
+    to tell the owner."""
+    client = await _connect(host, port, login, warn)
+    try:
+        room = await _owned(client, name)
+        lifted = await client.unban(room.room_id, user)
+    finally:
+        await client.leave()
+    return (
+        f"{escape(lifted.user)} may join room {escape(room.name)} again; "
+        f"give them its invite (bangor room invite {escape(room.name)})"
+    )
 
 
 async def delete(host: str, port: int, login: Login, name: str, warn: Warn) -> None:

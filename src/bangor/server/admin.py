@@ -14,14 +14,9 @@ from collections.abc import Callable
 from typing import TextIO
 
 from bangor.errors import BangorError, StoreError
+from bangor.server.database import short_reason
 from bangor.server.passwords import check_password
-from bangor.server.store import (
-    Store,
-    check_user_name,
-    clash_warning,
-    database_url,
-    short_reason,
-)
+from bangor.server.store import Store, check_user_name, clash_warning, database_url
 from bangor.text import escape
 
 log = logging.getLogger(__name__)

@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
 
-from sqlalchemy.ext.asyncio import create_async_engine
-
 from bangor import __version__
 from bangor.address import format_address
 from bangor.errors import (
+    AccountNotFoundError,
     AuthError,
     BadNameError,
     BangorError,
@@ -43,6 +42,7 @@ from bangor.errors import (
 from bangor.keyfile import load_or_create_key
 from bangor.server.admission import Admission, Closing, Stage
 from bangor.server.counters import ServerCounts
+from bangor.server.database import Database
 from bangor.server.hashing import return_hash_memory
 from bangor.server.limits import Kind, SessionLimits, UserBuckets, Verdict, user_rates
 from bangor.server.lockout import shown_name
@@ -94,6 +94,7 @@ ROOM_REQUESTS: dict[type[object], str] = {
         msg.RotateRoom,
         msg.DeleteRoom,
         msg.KickMember,
+        msg.UnbanMember,
     )
 }
 _ROOM_TAGS = frozenset(ROOM_REQUESTS.values())
@@ -381,6 +382,8 @@ class Connection:
             await self.on_delete(message)
         elif isinstance(message, msg.KickMember):
             await self.on_kick(message)
+        elif isinstance(message, msg.UnbanMember):
+            await self.on_unban(message)
 
     async def on_hello(self, hello: msg.Hello) -> None:
         # The session refused an unsupported version already.
@@ -606,6 +609,9 @@ class Connection:
         that is not there, or a database that cannot be reached."""
         try:
             yield
+        except AccountNotFoundError as exc:  # an account the owner named (kick, unban)
+            self.refuse(CloseCode.NOT_ALLOWED, str(exc), ref)
+            raise RequestRefused from None
         except NotFoundError:
             self.refuse(CloseCode.ROOM_NOT_FOUND, not_found, ref)
             raise RequestRefused from None
@@ -709,12 +715,8 @@ class Connection:
             if user_key(user) == self.user_key:
                 self.refuse(CloseCode.NOT_ALLOWED, "you cannot ban your own account", ref)
                 return
-            try:
-                with self.store_refusals(ref):
-                    await self.server.store.ban(room.id, user)
-            except NotFoundError as exc:  # no such account (a room gone is "no such room")
-                self.refuse(CloseCode.NOT_ALLOWED, str(exc), ref)
-                return
+            with self.store_refusals(ref):
+                await self.server.store.ban(room.id, user)
         # A ban, or a kick by account name, removes every session of the account in the
         # room; a kick of a session that one.
         if target is not None and not kick.ban:
@@ -738,6 +740,16 @@ class Connection:
         )
         first = removed[0].session_id if removed else 0
         self.send(msg.MemberKicked(room.id, first, user, kick.ban))
+
+    async def on_unban(self, unban: msg.UnbanMember) -> None:
+        ref = msg.tag(msg.UnbanMember)
+        room = await self.owned_room(unban.room_id, ref)
+        if room is None:
+            return
+        with self.store_refusals(ref):
+            user = await self.server.store.unban(room.id, unban.user)
+        log.info("session %08x: lifted a ban in room %s", self.session_id, room.id)
+        self.send(msg.MemberUnbanned(room.id, user))
 
     def on_leave(self) -> None:
         """Leave the room (the session delivers a leave only when we are in one)."""
@@ -869,7 +881,7 @@ class Server:
         remove`): at once on PostgreSQL's word (server/notify.py), and on every backend
         by checking the live sessions' accounts every ``account_check_interval``."""
         try:
-            self.removals = await RemovalListener.start(self.store.engine, self.end_account)
+            self.removals = await RemovalListener.start(self.store.db, self.end_account)
         except StoreUnavailableError as exc:
             interval = self.settings.account_check_interval
             log.warning("%s; checking accounts every %g s instead", exc, interval)
@@ -978,12 +990,12 @@ class Server:
     async def join_cluster(self, advertise: str) -> None:
         """Take part in a cluster as ``advertise`` (HOST:PORT): the first heartbeat now,
         the next every ``cluster_heartbeat`` seconds until close."""
-        from bangor.server.cluster import Cluster  # PostgreSQL's dialect: only for --cluster
+        from bangor.server.cluster import Cluster  # only for --cluster
 
-        engine = self.store.engine
-        Cluster.check(engine)
-        beat = create_async_engine(engine.url, pool_size=1, max_overflow=0)
-        self.cluster = Cluster(engine, advertise, self.settings, beat)
+        db = self.store.db
+        Cluster.check(db)
+        beat = await Database.open(db.url, pool_size=1)
+        self.cluster = Cluster(db, advertise, self.settings, beat)
         await self.cluster.heartbeat(0, set())
         task = asyncio.get_running_loop().create_task(self._heartbeats(self.cluster))
         self.tasks.add(task)

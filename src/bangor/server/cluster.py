@@ -18,19 +18,17 @@ import datetime
 import logging
 from dataclasses import dataclass, field
 
-import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
 from bangor.errors import StoreError, StoreUnavailableError
-from bangor.server.schema import nodes, placements
-from bangor.server.store import _db_errors
+from bangor.server.database import Connection, Database
 from bangor.settings import ServerSettings
 
 log = logging.getLogger("bangor.server.cluster")
 
 # Claims that lose a race to another node's claim are read again; this many times.
 CLAIM_TRIES = 4
+# A node is live while its heartbeat is fresh ($1: cluster_stale_after) and it is not
+# draining; by the database's clock.
+_LIVE = "(nodes.heartbeat > now() - $1::interval AND NOT nodes.draining)"
 
 
 @dataclass
@@ -38,46 +36,45 @@ class Cluster:
     """This node's view of the cluster: its id (the advertised HOST:PORT), the rooms it
     serves and the epoch it claimed each at."""
 
-    engine: AsyncEngine
+    db: Database
     node_id: str
     settings: ServerSettings
     # Heartbeats get a connection of their own: a burst of joins holding the store's
     # pool must not make a busy node look dead.
-    beat_engine: AsyncEngine
+    beat_db: Database
     held: dict[str, int] = field(default_factory=dict)  # room id -> epoch we claimed
     draining: bool = False
 
     @classmethod
-    def check(cls, engine: AsyncEngine) -> None:
+    def check(cls, db: Database) -> None:
         """A cluster needs a database every node reaches: PostgreSQL."""
-        if engine.dialect.name != "postgresql":
+        if db.dialect != "postgresql":
             raise StoreError("--cluster needs a PostgreSQL database (--db postgresql://...)")
 
-    def _fresh(self) -> sa.ColumnElement[bool]:
-        stale = datetime.timedelta(seconds=self.settings.cluster_stale_after)
-        return sa.and_(nodes.c.heartbeat > sa.func.now() - stale, sa.not_(nodes.c.draining))
+    @property
+    def _stale(self) -> datetime.timedelta:
+        return datetime.timedelta(seconds=self.settings.cluster_stale_after)
 
     async def heartbeat(self, load: int, live_rooms: set[str]) -> dict[str, str]:
         """Say we are alive (and how many sessions we have); the rooms among
         ``live_rooms`` we no longer hold, each with the node that holds it now."""
-        row = {"id": self.node_id, "load": load, "draining": self.draining}
-        stmt = insert(nodes).values(**row, heartbeat=sa.func.now())
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[nodes.c.id],
-            set_={"load": load, "draining": self.draining, "heartbeat": sa.func.now()},
-        )
-        async with _db_errors(), self.beat_engine.begin() as conn:
-            await conn.execute(stmt)
-            rows = (
-                await conn.execute(
-                    sa.select(placements.c.room_id, placements.c.node_id, placements.c.epoch).where(
-                        placements.c.room_id.in_(sorted(live_rooms))
-                    )
-                )
-            ).all()
+        async with self.beat_db.write() as conn:
+            await conn.execute(
+                "INSERT INTO nodes (id, load, draining, heartbeat) VALUES ($1, $2, $3, now()) "
+                "ON CONFLICT (id) DO UPDATE SET load = excluded.load, "
+                "draining = excluded.draining, heartbeat = excluded.heartbeat",
+                self.node_id,
+                load,
+                self.draining,
+            )
+            rows = await conn.fetch(
+                "SELECT room_id, node_id, epoch FROM placements WHERE room_id = ANY($1::text[])",
+                sorted(live_rooms),
+            )
         lost: dict[str, str] = {}
-        for room_id, node_id, epoch in rows:
-            if node_id != self.node_id or epoch != self.held.get(room_id):
+        for row in rows:
+            room_id, node_id = str(row["room_id"]), str(row["node_id"])
+            if node_id != self.node_id or row["epoch"] != self.held.get(room_id):
                 lost[room_id] = node_id
                 self.held.pop(room_id, None)
         return lost
@@ -86,7 +83,7 @@ class Cluster:
         """The node that serves ``room_id``: its placement's if that node is live (or is
         us), else the one we claim it for now. StoreUnavailableError: no live node."""
         for _ in range(CLAIM_TRIES):
-            async with _db_errors(), self.engine.begin() as conn:
+            async with self.db.write() as conn:
                 served, seen = await self._served(conn, room_id)
                 if served is not None:
                     return served
@@ -96,20 +93,20 @@ class Cluster:
         raise StoreUnavailableError(f"room {room_id} changes node too often; try again")
 
     async def _served(
-        self, conn: AsyncConnection, room_id: str
+        self, conn: Connection, room_id: str
     ) -> tuple[str | None, tuple[str, int] | None]:
         """The node serving ``room_id`` if it is live (or us), and the placement read
         (node, epoch): a claim may replace only that one."""
-        row = (
-            await conn.execute(
-                sa.select(placements.c.node_id, placements.c.epoch, self._fresh().label("live"))
-                .select_from(placements.join(nodes))
-                .where(placements.c.room_id == room_id)
-            )
-        ).first()
+        row = await conn.fetchrow(
+            f"SELECT placements.node_id, placements.epoch, {_LIVE} AS live "
+            "FROM placements JOIN nodes ON placements.node_id = nodes.id "
+            "WHERE placements.room_id = $2",
+            self._stale,
+            room_id,
+        )
         if row is None:
             return None, None
-        node_id, epoch, live = row
+        node_id, epoch, live = row[0], row[1], row[2]
         if node_id == self.node_id and not self.draining:
             self.held[room_id] = epoch  # ours, even if our heartbeat is late: nobody took it
             return self.node_id, None
@@ -118,41 +115,37 @@ class Cluster:
         return None, (str(node_id), int(epoch))
 
     async def _claim(
-        self, conn: AsyncConnection, room_id: str, old: tuple[str, int] | None
+        self, conn: Connection, room_id: str, old: tuple[str, int] | None
     ) -> str | None:
         """Place the room on the least-loaded live node (rooms placed, then sessions),
         replacing ``old`` (the placement judged dead; None: there was none) unless another
         claim came first (then None: read again)."""
-        count = (
-            sa.select(sa.func.count())
-            .where(placements.c.node_id == nodes.c.id)
-            .scalar_subquery()
-            .label("rooms")
+        target = await conn.fetchval(
+            f"SELECT id FROM nodes WHERE {_LIVE} ORDER BY "
+            "(SELECT count(*) FROM placements WHERE placements.node_id = nodes.id), "
+            "load, id LIMIT 1",
+            self._stale,
         )
-        target = (
-            await conn.execute(
-                sa.select(nodes.c.id)
-                .where(self._fresh())
-                .order_by(count, nodes.c.load, nodes.c.id)
-                .limit(1)
-            )
-        ).scalar()
         if target is None:
             raise StoreUnavailableError("no live server for this room")
-        stmt = insert(placements).values(room_id=room_id, node_id=target, epoch=1)
+        insert = "INSERT INTO placements (room_id, node_id, epoch) VALUES ($1, $2, 1) "
+        returning = " RETURNING node_id, epoch"
         if old is None:
-            stmt = stmt.on_conflict_do_nothing()
+            row = await conn.fetchrow(f"{insert}ON CONFLICT DO NOTHING{returning}", room_id, target)
         else:
             # Only from the placement we saw: the epoch fences out a claim that raced us.
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[placements.c.room_id],
-                set_={"node_id": target, "epoch": placements.c.epoch + 1},
-                where=sa.and_(placements.c.node_id == old[0], placements.c.epoch == old[1]),
+            row = await conn.fetchrow(
+                f"{insert}ON CONFLICT (room_id) DO UPDATE SET node_id = excluded.node_id, "
+                "epoch = placements.epoch + 1 "
+                f"WHERE placements.node_id = $3 AND placements.epoch = $4{returning}",
+                room_id,
+                target,
+                old[0],
+                old[1],
             )
-        row = (await conn.execute(stmt.returning(placements.c.node_id, placements.c.epoch))).first()
         if row is None:
             return None
-        node_id, epoch = row
+        node_id, epoch = row[0], row[1]
         moved = f" from {old[0]}" if old is not None else ""
         log.info("room %s placed on %s%s (epoch %d)", room_id, node_id, moved, epoch)
         if node_id == self.node_id:
@@ -160,14 +153,12 @@ class Cluster:
         return str(node_id)
 
     async def close(self) -> None:
-        await self.beat_engine.dispose()
+        await self.beat_db.close()
 
     async def drain(self) -> None:
         """Stop taking rooms and give ours up: their next join places them elsewhere."""
         self.draining = True
-        async with _db_errors(), self.engine.begin() as conn:
-            await conn.execute(
-                sa.update(nodes).where(nodes.c.id == self.node_id).values(draining=True)
-            )
-            await conn.execute(sa.delete(placements).where(placements.c.node_id == self.node_id))
+        async with self.db.write() as conn:
+            await conn.execute("UPDATE nodes SET draining = true WHERE id = $1", self.node_id)
+            await conn.execute("DELETE FROM placements WHERE node_id = $1", self.node_id)
         self.held.clear()

@@ -259,7 +259,7 @@ def _convert(action: argparse.Action, text: str, where: str) -> Any:
 def _check_secrets(path: Path, mode: int, top: dict[str, Any]) -> None:
     """A database password in a file anyone may read: refused, as ssh refuses a key
     others can read; a warning in a journal is easily missed on an unattended server."""
-    from bangor.server.store import redact_url
+    from bangor.server.database import redact_url
 
     db = top.get("db")
     if os.name != "posix" or not isinstance(db, str) or redact_url(db) == db:
@@ -278,7 +278,7 @@ def _check_secrets(path: Path, mode: int, top: dict[str, Any]) -> None:
 def render(effective: Effective) -> str:
     """The effective settings as a TOML file that --config takes back (the database
     password hidden); each line says where its value came from."""
-    from bangor.server.store import redact_url
+    from bangor.server.database import redact_url
 
     lines = [
         "# bangor serve --print-config: the effective settings, each with its source",

@@ -20,7 +20,8 @@ from bangor.server.store import ACCOUNTS_CHANNEL
 
 if TYPE_CHECKING:
     import asyncpg  # type: ignore[import-untyped]
-    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from bangor.server.database import Database
 
 log = logging.getLogger("bangor.server")
 
@@ -32,18 +33,15 @@ class RemovalListener:
         self._connection = connection
 
     @classmethod
-    async def start(
-        cls, engine: AsyncEngine, removed: Callable[[str], None]
-    ) -> RemovalListener | None:
+    async def start(cls, db: Database, removed: Callable[[str], None]) -> RemovalListener | None:
         """Call ``removed`` with each removed account's name; None on SQLite (nothing to
         listen to). StoreUnavailableError: PostgreSQL could not be reached."""
-        if engine.dialect.name != "postgresql":
+        if db.dialect != "postgresql":
             return None
         import asyncpg  # only here: a server on SQLite never loads it (2.5 MiB)
 
-        url = engine.url.set(drivername="postgresql")
         try:
-            connection = await asyncpg.connect(url.render_as_string(hide_password=False))
+            connection = await asyncpg.connect(db.where)
             await connection.add_listener(
                 ACCOUNTS_CHANNEL, lambda _conn, _pid, _channel, name: removed(str(name))
             )

@@ -1,14 +1,16 @@
-"""Table definitions of the account and room store (SQLAlchemy Core).
+"""Table definitions of the account and room store (SQLAlchemy Core), for Alembic.
 
-This metadata is what the code queries against and what Alembic's
-autogenerate compares with; the migrations in ``migrations/versions`` are the
-authority on how a database gets to this shape.
+This metadata is what Alembic's autogenerate compares with; the migrations in
+``migrations/versions`` are the authority on how a database gets to this shape, and
+:mod:`bangor.server.tables` makes a new database in it. Only Alembic and the tests
+import this module: the server itself queries in plain SQL (:mod:`bangor.server.store`).
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
+from bangor.server.tables import ROOM_ID_BYTES
 from bangor.settings import MAX_BITRATE, MIN_BITRATE
 
 # Fixed constraint names so migrations can refer to them on every backend.
@@ -19,8 +21,6 @@ NAMING_CONVENTION: dict[str, str] = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-ROOM_ID_BYTES = 8  # room ids are 16 lowercase hex characters
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 

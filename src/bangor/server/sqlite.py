@@ -13,14 +13,13 @@ import logging
 import os
 import pathlib
 import stat
-from typing import Any
-
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection
+from typing import TYPE_CHECKING
 
 from bangor.errors import StoreError
 from bangor.platforms import modes_enforced
+
+if TYPE_CHECKING:
+    from bangor.server.database import Connection
 
 log = logging.getLogger("bangor.server.store")
 
@@ -28,7 +27,13 @@ SQLITE_BUSY_TIMEOUT_MS = 5_000
 DB_FILE_MODE = 0o600
 DATA_DIR_MODE = 0o700
 _SIDE_FILES = ("-wal", "-shm", "-journal")
-WRITE = "bangor_write"  # execution option of transactions that will write
+# Every connection's: WAL lets the server read while `bangor user` writes; foreign keys
+# make ON DELETE CASCADE work; busy_timeout waits for a writer instead of failing.
+PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA foreign_keys=ON",
+    f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+)
 
 
 def secure_data_dir(data_dir: pathlib.Path) -> None:
@@ -68,28 +73,6 @@ def secure_data_dir(data_dir: pathlib.Path) -> None:
         mode,
         check,
     )
-
-
-def on_connect(dbapi_connection: Any, connection_record: Any) -> None:
-    # The driver would only BEGIN before the first write, so a read-then-write (a count
-    # checked against a limit) raced; on_begin issues every BEGIN instead.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    try:
-        # WAL lets the server read while `bangor user` writes; foreign keys make
-        # ON DELETE CASCADE work; busy_timeout waits for a writer instead of failing.
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    finally:
-        cursor.close()
-
-
-def on_begin(conn: Connection) -> None:
-    # A writer takes the write lock at BEGIN (IMMEDIATE), so "count, check the limit,
-    # insert" runs one at a time; others wait up to busy_timeout. Readers do not block.
-    immediate = conn.get_execution_options().get(WRITE, False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def check_path(database: str | None, shown: str) -> None:
@@ -135,11 +118,11 @@ def _make_private(file: pathlib.Path) -> None:
         log.warning("cannot make %s private: %s", file, exc.strerror)
 
 
-async def lock_for_count(conn: AsyncConnection, table: sa.Table) -> None:
+async def lock_for_count(conn: Connection, table: str) -> None:
     """Serialize transactions that count ``table``'s rows against a limit, then insert.
 
     SQLite: BEGIN IMMEDIATE already did. PostgreSQL: a lock that conflicts with itself
     and with writers of the table, held until the transaction ends.
     """
-    if conn.dialect.name == "postgresql":
-        await conn.execute(sa.text(f"LOCK TABLE {table.name} IN SHARE ROW EXCLUSIVE MODE"))
+    if conn.dialect == "postgresql":
+        await conn.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")

@@ -1,13 +1,14 @@
-"""Accounts and rooms in SQL: SQLAlchemy Core (async) over SQLite or PostgreSQL.
+"""Accounts and rooms in SQL, over SQLite or PostgreSQL (:mod:`bangor.server.database`).
 
 SQLite (WAL) in the data directory is the default; PostgreSQL is used through
-asyncpg when given a URL. The schema is brought to the newest Alembic revision
-every time a store is opened (Alembic itself is imported only when it is behind).
-Nothing here is on the per-packet path.
+asyncpg when given a URL. A new database gets the newest tables
+(:mod:`bangor.server.tables`); one an older Bangor made is upgraded by Alembic
+(:mod:`bangor.server.upgrade`, imported only then). Nothing here is on the
+per-packet path.
 
 Password hashes never leave this module in a log line or an exception message:
-database errors are reduced to the driver's own short message, never
-SQLAlchemy's rendering (which quotes the statement's parameters).
+database errors are reduced to the driver's own short message, never the
+statement's parameters.
 """
 
 from __future__ import annotations
@@ -17,59 +18,69 @@ import functools
 import logging
 import os
 import pathlib
-import re
 import secrets
 import time
 import unicodedata
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import NoReturn
 
 import regex  # type: ignore[import-untyped]
-import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import (
-    DBAPIError,
-    DisconnectionError,
-    IntegrityError,
-    SQLAlchemyError,
-    StatementError,
-)
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from bangor.errors import (
+    AccountNotFoundError,
     AlreadyExistsError,
     AuthError,
-    BangorError,
     BusyError,
     LimitError,
     NotFoundError,
     StoreError,
-    StoreUnavailableError,
 )
-from bangor.server import passwords, sqlite
+from bangor.server import passwords, sqlite, tables
+from bangor.server.database import (
+    POSTGRESQL_SCHEMES,
+    SQLITE_SCHEMES,
+    ConflictError,
+    Connection,
+    Database,
+    Row,
+    redact_url,
+    short_reason,
+)
 from bangor.server.hashing import HashPool
 from bangor.server.lockout import UnknownLogins, backoff, check_lock, lock_steps, shown_name
-from bangor.server.schema import ROOM_ID_BYTES, room_bans, rooms, users
+from bangor.server.tables import ROOM_ID_BYTES
 from bangor.settings import MAX_BITRATE, MIN_BITRATE, ServerSettings
 from bangor.text import user_key
-
-if TYPE_CHECKING:
-    from alembic.config import Config
 
 log = logging.getLogger(__name__)
 
 DB_FILE_NAME = "bangor.db"
 ACCOUNTS_CHANNEL = "bangor_accounts_removed"  # PostgreSQL NOTIFY: a removed account's name
-MIGRATIONS_DIR = pathlib.Path(__file__).resolve().parent / "migrations"
-_MAX_REASON = 200
-
-_ASYNC_SCHEMES = frozenset(
-    {"postgresql+asyncpg", "postgresql+psycopg", "postgresql+psycopg_async", "sqlite+aiosqlite"}
-)
 _DEFAULT_SETTINGS = ServerSettings()
+
+
+_INSERT_USER = (
+    "INSERT INTO users (name, name_key, password_hash, created_at) "
+    "VALUES ($1, $2, $3, $4) RETURNING id"
+)
+_ROOMS = (
+    "SELECT rooms.id, rooms.name, rooms.owner_id, users.name AS owner_name, "
+    "rooms.max_bitrate, rooms.token_hash FROM rooms JOIN users ON rooms.owner_id = users.id"
+)
+# Ids in one IN (...): far below SQLite's 32766 variables.
+_IN_CHUNK = 500
+
+
+def _marks(count: int) -> str:
+    """``$1, ..., $count``: the placeholders of an IN list."""
+    return ", ".join(f"${i}" for i in range(1, count + 1))
+
+
+async def _upgrade(url: str) -> None:
+    from bangor.server import upgrade  # Alembic and SQLAlchemy: only now (34 MiB)
+
+    log.info("upgrading the database schema to revision %s", tables.HEAD)
+    await upgrade.upgrade(url)
 
 
 @dataclass(frozen=True)
@@ -80,21 +91,17 @@ class Account:
     name: str
 
 
-def _find_account(name: str, *columns: sa.ColumnElement[Any]) -> sa.Select[Any]:
-    """``columns`` (default id and name) of the account ``name`` logs in to: the one with
-    its exact spelling among names that clashed before 0004 (no key), else the one with
-    its key."""
+async def _find_account(conn: Connection, name: str, columns: str = "id, name") -> Row | None:
+    """``columns`` of the account ``name`` logs in to: the one with its exact spelling
+    among names that clashed before 0004 (no key), else the one with its key."""
     normal = unicodedata.normalize("NFKC", name)
-    return (
-        sa.select(*(columns or (users.c.id, users.c.name)))
-        .where(
-            sa.or_(
-                users.c.name_key == user_key(normal),
-                sa.and_(users.c.name_key.is_(None), users.c.name == normal),
-            )
-        )
-        .order_by(users.c.name_key.is_not(None))  # false first: the exact spelling wins
-        .limit(1)
+    return await conn.fetchrow(
+        f"SELECT {columns} FROM users "
+        "WHERE name_key = $1 OR (name_key IS NULL AND name = $2) "
+        # false first: the exact spelling wins
+        "ORDER BY name_key IS NOT NULL LIMIT 1",
+        user_key(normal),
+        normal,
     )
 
 
@@ -112,23 +119,21 @@ class Room:
 
 
 def database_url(data_dir: pathlib.Path | None, db: str | None) -> str:
-    """Return the async SQLAlchemy URL for ``--db URL`` or the data directory.
+    """Return the database URL for ``--db URL`` or the data directory.
 
     ``postgresql://`` / ``postgres://`` become ``postgresql+asyncpg://`` and
-    ``sqlite://`` becomes ``sqlite+aiosqlite://``; async URLs pass unchanged.
-    Without a URL, the SQLite file in ``data_dir`` is used (the directory is
-    created private, 0700, if missing).
+    ``sqlite://`` becomes ``sqlite+aiosqlite://`` (the names of the drivers used, as
+    SQLAlchemy spells them); those pass unchanged. Without a URL, the SQLite file in
+    ``data_dir`` is used (the directory is created private, 0700, if missing).
     """
     if db is not None:
         db = db.strip()
         scheme, sep, rest = db.partition("://")
         scheme = scheme.lower()
-        if sep and scheme in ("postgresql", "postgres"):
+        if sep and scheme in POSTGRESQL_SCHEMES:
             return f"postgresql+asyncpg://{rest}"
-        if sep and scheme == "sqlite":
+        if sep and scheme in SQLITE_SCHEMES:
             return f"sqlite+aiosqlite://{rest}"
-        if sep and scheme in _ASYNC_SCHEMES:
-            return db
         raise StoreError(
             f"unsupported database URL {redact_url(db)!r} (use postgresql://... or sqlite:///path)"
         )
@@ -146,17 +151,6 @@ def database_url(data_dir: pathlib.Path | None, db: str | None) -> str:
     else:
         sqlite.secure_data_dir(data_dir)
     return f"sqlite+aiosqlite:///{(data_dir / DB_FILE_NAME).resolve()}"
-
-
-def redact_url(url: str) -> str:
-    """Hide any password in a database URL so it can be logged or shown."""
-    try:
-        rendered = make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        # Unparsable: blank out anything between "user:" and "@" by hand.
-        rendered = re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
-    # asyncpg also accepts the password as a query parameter.
-    return re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", rendered)
 
 
 # UAX #31's Recommended Scripts (Table 5): those in wide use today. Letters of others
@@ -312,109 +306,11 @@ def check_max_bitrate(max_bitrate: int | None) -> None:
         )
 
 
-def short_reason(exc: BaseException) -> str:
-    """One short line saying why a database operation failed, without parameters."""
-    cause: BaseException = exc
-    if isinstance(exc, StatementError):
-        # str(StatementError) quotes the SQL parameters (a password hash, maybe).
-        if exc.orig is None:
-            return type(exc).__name__
-        cause = exc.orig
-    # SQLAlchemy's asyncpg adapter chains the real asyncpg error.
-    if cause.__cause__ is not None and type(cause).__module__.startswith("sqlalchemy"):
-        cause = cause.__cause__
-    text = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
-    lines = text.strip().splitlines()
-    line = lines[0].strip() if lines else ""
-    if not line:
-        line = type(cause).__name__
-    return line[:_MAX_REASON]
-
-
-@asynccontextmanager
-async def _db_errors() -> AsyncIterator[None]:
-    """Turn driver and SQLAlchemy failures into :class:`StoreError`."""
-    try:
-        yield
-    except BangorError:
-        raise
-    except (SQLAlchemyError, OSError) as exc:
-        log.debug("database error", exc_info=True)
-        if unreachable(exc):
-            raise StoreUnavailableError(f"database unreachable: {short_reason(exc)}") from None
-        raise StoreError(f"database error: {short_reason(exc)}") from None
-
-
-# SQLSTATE classes of a database that is not there: 08 connection exception, 57P
-# operator intervention (admin shutdown, crash shutdown, cannot connect now).
-_UNREACHABLE_STATES = ("08", "57P")
-
-
-def unreachable(exc: BaseException) -> bool:
-    """Whether ``exc`` says the database cannot be reached (rather than that a statement
-    failed): a refused or lost connection, a server shutting down or starting up."""
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        if isinstance(cause, OSError | DisconnectionError):
-            return True
-        if isinstance(cause, DBAPIError) and cause.connection_invalidated:
-            return True
-        state = getattr(cause, "sqlstate", None)
-        if isinstance(state, str) and state.startswith(_UNREACHABLE_STATES):
-            return True
-        if type(cause).__name__ in ("ConnectionDoesNotExistError", "InterfaceError") and (
-            type(cause).__module__.startswith("asyncpg")
-        ):
-            return True
-        cause = getattr(cause, "orig", None) or cause.__cause__ or cause.__context__
-    return False
-
-
-def schema_head() -> str:
-    """The newest migration's revision, from the file names (``NNNN_what.py``, named after
-    their revision), so opening an up-to-date store need not import Alembic (11 MiB of RSS
-    and 0.2 s with mako and pygments; tests/server/test_migrations.py checks the two agree)."""
-    versions = (MIGRATIONS_DIR / "versions").glob("[0-9]*_*.py")
-    return max(path.name.partition("_")[0] for path in versions)
-
-
-def stored_revision(connection: Connection) -> str | None:
-    """The database's Alembic revision; None when it has none (a new database) or more."""
-    if not sa.inspect(connection).has_table("alembic_version"):
-        return None
-    rows = connection.execute(sa.text("SELECT version_num FROM alembic_version")).all()
-    return str(rows[0][0]) if len(rows) == 1 else None
-
-
-def _alembic_config(connection: Connection) -> Config:
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.attributes["connection"] = connection
-    return config
-
-
-def _upgrade(connection: Connection, revision: str) -> None:
-    from alembic import command
-
-    command.upgrade(_alembic_config(connection), revision)
-
-
-async def migrate(connection: AsyncConnection, revision: str = "head") -> None:
-    """Run the Alembic migrations on ``connection`` up to ``revision``."""
-    await connection.run_sync(_upgrade, revision)
-
-
 class Store:
-    """The account and room store over one async engine."""
+    """The account and room store over one :class:`Database`."""
 
-    def __init__(self, engine: AsyncEngine, settings: ServerSettings = _DEFAULT_SETTINGS) -> None:
-        self.engine = engine
-        # For transactions that write: BEGIN IMMEDIATE on SQLite (see sqlite.on_begin).
-        self._writer = engine.execution_options(**{sqlite.WRITE: True})
+    def __init__(self, db: Database, settings: ServerSettings = _DEFAULT_SETTINGS) -> None:
+        self.db = db
         self.settings = settings
         # Every Argon2 hash of this store runs here: a few at once, a bounded queue.
         self.hashes = HashPool(settings.hash_workers, settings.hash_queue, settings.hash_per_source)
@@ -428,43 +324,27 @@ class Store:
 
     @classmethod
     async def open(cls, url: str, settings: ServerSettings = _DEFAULT_SETTINGS) -> Store:
-        """Connect, migrate the schema to the newest revision and return the store.
+        """Connect, bring the schema to the newest revision and return the store.
 
         ``url`` may also be a plain ``postgresql://`` or ``sqlite://`` URL.
         """
         url = database_url(None, url)
-        shown = redact_url(url)
+        db = await Database.open(url, settings.db_pool_size)
         try:
-            engine = create_async_engine(url)
+            revision = await tables.create_if_new(db)
+            if revision != tables.HEAD:  # Alembic only when there is something to do
+                await _upgrade(url)
         except Exception as exc:
-            # Unknown dialect, missing driver, malformed URL.
-            raise StoreError(f"cannot open database {shown}: {short_reason(exc)}") from None
-        if engine.dialect.name == "sqlite":
-            try:
-                sqlite.check_path(engine.url.database, shown)
-            except StoreError:
-                await engine.dispose()
-                raise
-            event.listen(engine.sync_engine, "connect", sqlite.on_connect)
-            event.listen(engine.sync_engine, "begin", sqlite.on_begin)
-        try:
-            async with engine.connect() as connection:
-                current = await connection.run_sync(stored_revision)
-            if current != schema_head():  # Alembic only when there is something to do
-                async with engine.begin() as connection:
-                    await migrate(connection)
-        except Exception as exc:
-            # Unreachable, or (Alembic's CommandError) migrated by a newer Bangor.
-            await engine.dispose()
-            log.debug("cannot open database %s", shown, exc_info=True)
-            raise StoreError(f"cannot open database {shown}: {short_reason(exc)}") from None
-        log.debug("opened database %s", shown)
-        return cls(engine, settings)
+            await db.close()
+            log.debug("cannot open database %s", db.shown, exc_info=True)
+            raise StoreError(f"cannot open database {db.shown}: {short_reason(exc)}") from None
+        log.debug("opened database %s", db.shown)
+        return cls(db, settings)
 
     async def close(self) -> None:
         """Close every pooled connection and the hashing threads."""
         self.hashes.close()
-        await self.engine.dispose()
+        await self.db.close()
 
     async def prepare_logins(self) -> None:
         """Make the hash unknown names are checked against, before logins arrive."""
@@ -482,22 +362,14 @@ class Store:
         one that differs only in case from an existing one is taken."""
         name = check_user_name(name, self.settings)
         password_hash = await self.hashes.run("", passwords.hash_password, password)
-        async with _db_errors():
-            try:
-                async with self._writer.begin() as conn:
-                    result = await conn.execute(
-                        users.insert().values(
-                            name=name,
-                            name_key=user_key(name),
-                            password_hash=password_hash,
-                            created_at=time.time(),
-                        )
-                    )
-            except IntegrityError:
-                await self._taken(name)
-            key = result.inserted_primary_key
-            assert key is not None
-            return int(key[0])
+        try:
+            async with self.db.write() as conn:
+                user_id = await conn.fetchval(
+                    _INSERT_USER, name, user_key(name), password_hash, time.time()
+                )
+            return int(user_id)
+        except ConflictError:
+            await self._taken(name)
 
     async def _taken(self, name: str) -> NoReturn:
         """Refuse ``name``: it, or a name that differs only in case, exists already."""
@@ -509,9 +381,9 @@ class Store:
         ) from None
 
     async def _account(self, name: str) -> Account | None:
-        async with _db_errors(), self.engine.connect() as conn:
-            row = (await conn.execute(_find_account(name))).first()
-        return None if row is None else Account(int(row.id), row.name)
+        async with self.db.read() as conn:
+            row = await _find_account(conn, name)
+        return None if row is None else Account(int(row["id"]), row["name"])
 
     async def _user_id(self, name: str) -> int | None:
         found = await self._account(name)
@@ -563,117 +435,96 @@ class Store:
     async def _insert_open_user(self, name: str) -> int | None:
         """Insert a user without a password under ``open_max_users``; None if it exists."""
         limit = self.settings.open_max_users
-        async with _db_errors():
-            try:
-                async with self._writer.begin() as conn:
-                    await sqlite.lock_for_count(conn, users)
-                    count = (
-                        await conn.execute(sa.select(sa.func.count()).select_from(users))
-                    ).scalar_one()
-                    if count >= limit:
-                        raise LimitError(f"this server has too many users (the limit is {limit})")
-                    result = await conn.execute(
-                        users.insert().values(
-                            name=name,
-                            name_key=user_key(name),
-                            password_hash=passwords.DISABLED_HASH,
-                            created_at=time.time(),
-                        )
+        try:
+            async with self.db.write() as conn:
+                await sqlite.lock_for_count(conn, "users")
+                if await conn.fetchval("SELECT count(*) FROM users") >= limit:
+                    raise LimitError(f"this server has too many users (the limit is {limit})")
+                return int(
+                    await conn.fetchval(
+                        _INSERT_USER, name, user_key(name), passwords.DISABLED_HASH, time.time()
                     )
-            except IntegrityError:
-                return None
-        key = result.inserted_primary_key
-        assert key is not None
-        return int(key[0])
+                )
+        except ConflictError:
+            return None
 
     async def remove_user(self, name: str) -> str:
         """Delete the account ``name`` logs in to and (by cascade) the rooms it owns;
         return its name as stored."""
-        async with _db_errors(), self._writer.begin() as conn:
-            row = (await conn.execute(_find_account(name))).first()
+        async with self.db.write() as conn:
+            row = await _find_account(conn, name)
             if row is None:
                 raise NotFoundError(f"no such user {name}")
-            await conn.execute(users.delete().where(users.c.id == row.id))
-            if conn.dialect.name == "postgresql":
+            await conn.execute("DELETE FROM users WHERE id = $1", row["id"])
+            if conn.dialect == "postgresql":
                 # Delivered at commit to every server on this database (server/notify.py),
                 # which ends the account's sessions.
-                await conn.execute(sa.select(sa.func.pg_notify(ACCOUNTS_CHANNEL, row.name)))
-        return str(row.name)
+                await conn.execute("SELECT pg_notify($1, $2)", ACCOUNTS_CHANNEL, row["name"])
+        return str(row["name"])
 
     async def set_password(self, name: str, password: str) -> str:
         """Replace a user's password; also lifts any login lock. Returns the name as stored."""
         password_hash = await self.hashes.run("", passwords.hash_password, password)
-        async with _db_errors(), self._writer.begin() as conn:
-            row = (await conn.execute(_find_account(name))).first()
+        async with self.db.write() as conn:
+            row = await _find_account(conn, name)
             if row is None:
                 raise NotFoundError(f"no such user {name}")
             await conn.execute(
-                users.update()
-                .where(users.c.id == row.id)
-                .values(password_hash=password_hash, failed_logins=0, locked_until=0.0)
+                "UPDATE users SET password_hash = $1, failed_logins = 0, locked_until = 0.0 "
+                "WHERE id = $2",
+                password_hash,
+                row["id"],
             )
-        return str(row.name)
+        return str(row["name"])
 
     async def list_users(self) -> list[str]:
         """All user names, sorted."""
-        async with _db_errors(), self.engine.connect() as conn:
-            result = await conn.execute(sa.select(users.c.name).order_by(users.c.name))
-            return [row.name for row in result]
+        async with self.db.read() as conn:
+            return [row[0] for row in await conn.fetch("SELECT name FROM users ORDER BY name")]
 
     async def name_clashes(self) -> list[list[str]]:
         """Names that differ only in case, kept apart since revision 0004 (each group
         oldest first). A name whose clash is gone (the others removed) gets its key here,
         so it logs in in any case again."""
-        async with _db_errors(), self.engine.connect() as conn:
-            loose = (
-                await conn.execute(
-                    sa.select(users.c.id, users.c.name)
-                    .where(users.c.name_key.is_(None))
-                    .order_by(users.c.id)
-                )
-            ).all()
+        loose_query = "SELECT id, name FROM users WHERE name_key IS NULL ORDER BY id"
+        async with self.db.read() as conn:
+            loose = await conn.fetch(loose_query)
         if not loose:  # the usual case: one cheap read
             return []
-        async with _db_errors(), self._writer.begin() as conn:
-            keys = {user_key(row.name) for row in loose}
-            holders = (
-                await conn.execute(
-                    sa.select(users.c.id, users.c.name, users.c.name_key).where(
-                        users.c.name_key.in_(sorted(keys))
-                    )
-                )
-            ).all()
+        async with self.db.write() as conn:
+            keys = sorted({user_key(row["name"]) for row in loose})
+            holders = await conn.fetch(
+                f"SELECT id, name, name_key FROM users WHERE name_key IN ({_marks(len(keys))})",
+                *keys,
+            )
             groups: dict[str, list[tuple[int, str]]] = {
-                row.name_key: [(int(row.id), row.name)] for row in holders
+                row["name_key"]: [(int(row["id"]), row["name"])] for row in holders
             }
-            loose = (  # again, inside the transaction that may write
-                await conn.execute(
-                    sa.select(users.c.id, users.c.name)
-                    .where(users.c.name_key.is_(None))
-                    .order_by(users.c.id)
-                )
-            ).all()
-            for row in loose:
-                key = user_key(row.name)
+            # Again, inside the transaction that may write.
+            for row in await conn.fetch(loose_query):
+                key = user_key(row["name"])
                 if key not in groups:
                     await conn.execute(
-                        users.update().where(users.c.id == row.id).values(name_key=key)
+                        "UPDATE users SET name_key = $1 WHERE id = $2", key, row["id"]
                     )
-                    log.warning("user name %s stands alone now: it ignores case again", row.name)
-                groups.setdefault(key, []).append((int(row.id), row.name))
+                    log.warning("user name %s stands alone now: it ignores case again", row["name"])
+                groups.setdefault(key, []).append((int(row["id"]), row["name"]))
         return [[name for _, name in sorted(group)] for group in groups.values() if len(group) > 1]
 
     async def live_accounts(self, accounts: set[Account]) -> set[Account]:
         """Those of ``accounts`` that still exist (id and name), in one query."""
         if not accounts:
             return set()
-        async with _db_errors(), self.engine.connect() as conn:
-            rows = await conn.execute(
-                sa.select(users.c.id, users.c.name).where(
-                    users.c.id.in_(sorted({account.id for account in accounts}))
+        ids = sorted({account.id for account in accounts})
+        found: set[Account] = set()
+        async with self.db.read() as conn:
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[start : start + _IN_CHUNK]
+                rows = await conn.fetch(
+                    f"SELECT id, name FROM users WHERE id IN ({_marks(len(chunk))})", *chunk
                 )
-            )
-            return {Account(int(row.id), row.name) for row in rows} & accounts
+                found.update(Account(int(row["id"]), row["name"]) for row in rows)
+        return found & accounts
 
     async def authenticate(self, name: str, password: str, now: float, source: str = "") -> int:
         """:meth:`log_in`, returning the user id alone."""
@@ -699,24 +550,14 @@ class Store:
             name = check_user_name(name, self.settings)
         except StoreError as exc:
             raise AuthError(str(exc)) from None
-        async with _db_errors(), self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    _find_account(
-                        name,
-                        users.c.id,
-                        users.c.name,
-                        users.c.password_hash,
-                        users.c.locked_until,
-                    )
-                )
-            ).first()
+        async with self.db.read() as conn:
+            row = await _find_account(conn, name, "id, name, password_hash, locked_until")
         # No transaction is held while hashing: SQLite writers would wait on it.
         if row is None:
             await self._fail_unknown(user_key(name), password, now, source)
-        user_id = int(row.id)
-        check_lock(float(row.locked_until), now)
-        stored = row.password_hash
+        user_id = int(row["id"])
+        check_lock(float(row["locked_until"]), now)
+        stored = row["password_hash"]
         if passwords.is_disabled(stored):  # an open-mode name: no password can match
             stored = await self._dummy()
         with self.hashes.reserve(source) as ticket:
@@ -727,14 +568,14 @@ class Store:
             locked = f"; locked for {delay:g} s" if delay else ""
             log.info(
                 "login failed for %s from %s (%d in a row%s)",
-                row.name,
+                row["name"],
                 source or "?",
                 counted,
                 locked,
             )
             raise AuthError("wrong user name or password")
-        await self._give_back_failure(user_id, counted, password, row.password_hash, source)
-        return Account(user_id, row.name)
+        await self._give_back_failure(user_id, counted, password, row["password_hash"], source)
+        return Account(user_id, row["name"])
 
     async def _fail_unknown(self, name: str, password: str, now: float, source: str) -> NoReturn:
         """Spend a real check's work on a name without an account, then refuse it."""
@@ -754,26 +595,26 @@ class Store:
         :class:`ThrottledError`.
         """
         settings = self.settings
-        new = users.c.failed_logins + 1
-        lock = sa.case(
-            (new <= settings.login_free_failures, users.c.locked_until),
-            *((new == failures, now + delay) for failures, delay in lock_steps(settings)),
-            else_=now + settings.login_backoff_max,
-        )
-        async with _db_errors(), self._writer.begin() as conn:
-            counted = (
-                await conn.execute(
-                    users.update()
-                    .where(users.c.id == user_id, users.c.locked_until <= now)
-                    .values(failed_logins=new, locked_until=lock)
-                    .returning(users.c.failed_logins)
-                )
-            ).scalar_one_or_none()
+        # CASE failed_logins + 1 WHEN ... : the lock the new count earns, if any.
+        args: list[object] = [user_id, now, settings.login_free_failures]
+        steps = []
+        for failures, delay in lock_steps(settings):
+            args += [failures, now + delay]
+            steps.append(f"WHEN failed_logins + 1 = ${len(args) - 1} THEN ${len(args)}")
+        args.append(now + settings.login_backoff_max)
+        async with self.db.write() as conn:
+            counted = await conn.fetchval(
+                "UPDATE users SET failed_logins = failed_logins + 1, locked_until = CASE "
+                "WHEN failed_logins + 1 <= $3 THEN locked_until "
+                f"{' '.join(steps)} ELSE ${len(args)} END "
+                "WHERE id = $1 AND locked_until <= $2 RETURNING failed_logins",
+                *args,
+            )
             if counted is not None:
                 return int(counted)
-            locked_until = (
-                await conn.execute(sa.select(users.c.locked_until).where(users.c.id == user_id))
-            ).scalar_one_or_none()
+            locked_until = await conn.fetchval(
+                "SELECT locked_until FROM users WHERE id = $1", user_id
+            )
         if locked_until is not None:
             check_lock(float(locked_until), now)
         raise AuthError("wrong user name or password")  # removed meanwhile
@@ -787,20 +628,24 @@ class Store:
         a correct password always did; otherwise only this login's own count is taken
         back, and the failures (and lock) of parallel logins stay.
         """
-        mine = users.c.failed_logins == counted
-        values: dict[str, Any] = {
-            "failed_logins": sa.case(
-                (mine, 0), (users.c.failed_logins > 0, users.c.failed_logins - 1), else_=0
-            ),
-            "locked_until": sa.case((mine, 0.0), else_=users.c.locked_until),
-        }
+        password_hash = stored
         if passwords.needs_rehash(stored):
             with contextlib.suppress(BusyError):  # if busy, rehashed at a calmer login
-                values["password_hash"] = await self.hashes.run(
-                    source, passwords.hash_password, password
-                )
-        async with _db_errors(), self._writer.begin() as conn:
-            await conn.execute(users.update().where(users.c.id == user_id).values(**values))
+                password_hash = await self.hashes.run(source, passwords.hash_password, password)
+        async with self.db.write() as conn:
+            await conn.execute(
+                "UPDATE users SET "
+                "locked_until = CASE WHEN failed_logins = $2 THEN 0.0 ELSE locked_until END, "
+                "failed_logins = CASE WHEN failed_logins = $2 THEN 0 "
+                "WHEN failed_logins > 0 THEN failed_logins - 1 ELSE 0 END, "
+                # Only the hash this login checked: a password changed meanwhile stays.
+                "password_hash = CASE WHEN password_hash = $3 THEN $4 ELSE password_hash END "
+                "WHERE id = $1",
+                user_id,
+                counted,
+                stored,
+                password_hash,
+            )
 
     # -- rooms ---------------------------------------------------------------
 
@@ -821,149 +666,141 @@ class Store:
         """
         check_room_name(name, self.settings.max_room_name)
         check_max_bitrate(max_bitrate)
-        async with _db_errors():
-            try:
-                async with self._writer.begin() as conn:
-                    if max_total is not None:
-                        await sqlite.lock_for_count(conn, rooms)
-                        total = (
-                            await conn.execute(sa.select(sa.func.count()).select_from(rooms))
-                        ).scalar_one()
-                        if total >= max_total:
-                            raise LimitError(
-                                f"this server has too many rooms (the limit is {max_total})"
-                            )
-                    # Locking the owner's row serializes their room creations
-                    # (PostgreSQL; BEGIN IMMEDIATE does on SQLite), so the limit holds
-                    # under concurrency.
-                    owner_name = (
-                        await conn.execute(
-                            sa.select(users.c.name).where(users.c.id == owner_id).with_for_update()
+        try:
+            async with self.db.write() as conn:
+                if max_total is not None:
+                    await sqlite.lock_for_count(conn, "rooms")
+                    if await conn.fetchval("SELECT count(*) FROM rooms") >= max_total:
+                        raise LimitError(
+                            f"this server has too many rooms (the limit is {max_total})"
                         )
-                    ).scalar_one_or_none()
-                    if owner_name is None:
-                        raise NotFoundError("no such user")
-                    count = (
-                        await conn.execute(
-                            sa.select(sa.func.count())
-                            .select_from(rooms)
-                            .where(rooms.c.owner_id == owner_id)
-                        )
-                    ).scalar_one()
-                    if count >= max_rooms:
-                        raise LimitError(f"user already owns {max_rooms} rooms (the limit)")
-                    taken = (
-                        await conn.execute(
-                            sa.select(rooms.c.id).where(
-                                rooms.c.owner_id == owner_id, rooms.c.name == name
-                            )
-                        )
-                    ).first()
-                    if taken is not None:
-                        raise AlreadyExistsError(f"you already have a room named {name}")
-                    room_id = secrets.token_hex(ROOM_ID_BYTES)
-                    await conn.execute(
-                        rooms.insert().values(
-                            id=room_id,
-                            name=name,
-                            owner_id=owner_id,
-                            created_at=time.time(),
-                            max_bitrate=max_bitrate,
-                        )
-                    )
-            except IntegrityError:
-                # Lost a race with a concurrent create of the same name.
-                raise AlreadyExistsError(f"you already have a room named {name}") from None
+                # Locking the owner's row serializes their room creations (PostgreSQL;
+                # BEGIN IMMEDIATE does on SQLite), so the limit holds under concurrency.
+                lock = " FOR UPDATE" if conn.dialect == "postgresql" else ""
+                owner_name = await conn.fetchval(
+                    f"SELECT name FROM users WHERE id = $1{lock}", owner_id
+                )
+                if owner_name is None:
+                    raise NotFoundError("no such user")
+                count = await conn.fetchval(
+                    "SELECT count(*) FROM rooms WHERE owner_id = $1", owner_id
+                )
+                if count >= max_rooms:
+                    raise LimitError(f"user already owns {max_rooms} rooms (the limit)")
+                taken = await conn.fetchrow(
+                    "SELECT id FROM rooms WHERE owner_id = $1 AND name = $2", owner_id, name
+                )
+                if taken is not None:
+                    raise AlreadyExistsError(f"you already have a room named {name}")
+                room_id = secrets.token_hex(ROOM_ID_BYTES)
+                await conn.execute(
+                    "INSERT INTO rooms (id, name, owner_id, created_at, max_bitrate) "
+                    "VALUES ($1, $2, $3, $4, $5)",
+                    room_id,
+                    name,
+                    owner_id,
+                    time.time(),
+                    max_bitrate,
+                )
+        except ConflictError:
+            # Lost a race with a concurrent create of the same name.
+            raise AlreadyExistsError(f"you already have a room named {name}") from None
         return Room(room_id, name, owner_id, owner_name, max_bitrate)
 
-    def _room_query(self) -> sa.Select[Any]:
-        return sa.select(
-            rooms.c.id,
-            rooms.c.name,
-            rooms.c.owner_id,
-            users.c.name.label("owner_name"),
-            rooms.c.max_bitrate,
-            rooms.c.token_hash,
-        ).select_from(rooms.join(users, rooms.c.owner_id == users.c.id))
-
     @staticmethod
-    def _room(row: sa.Row[Any]) -> Room:
-        token_hash = None if row.token_hash is None else bytes(row.token_hash)
-        return Room(row.id, row.name, row.owner_id, row.owner_name, row.max_bitrate, token_hash)
+    def _room(row: Row) -> Room:
+        token_hash = None if row["token_hash"] is None else bytes(row["token_hash"])
+        return Room(
+            row["id"],
+            row["name"],
+            row["owner_id"],
+            row["owner_name"],
+            row["max_bitrate"],
+            token_hash,
+        )
 
     async def get_room(self, room_id: str) -> Room:
         """The room with this id, or :class:`NotFoundError`."""
-        async with _db_errors(), self.engine.connect() as conn:
-            row = (await conn.execute(self._room_query().where(rooms.c.id == room_id))).first()
+        async with self.db.read() as conn:
+            row = await conn.fetchrow(f"{_ROOMS} WHERE rooms.id = $1", room_id)
         if row is None:
             raise NotFoundError("no such room")
         return self._room(row)
 
     async def list_rooms(self, owner_id: int | None = None) -> list[Room]:
         """All rooms, or those of one owner, sorted by owner name then room name."""
-        query = self._room_query().order_by(users.c.name, rooms.c.name, rooms.c.id)
-        if owner_id is not None:
-            query = query.where(rooms.c.owner_id == owner_id)
-        async with _db_errors(), self.engine.connect() as conn:
-            result = await conn.execute(query)
-            return [self._room(row) for row in result]
+        order = "ORDER BY users.name, rooms.name, rooms.id"
+        async with self.db.read() as conn:
+            if owner_id is None:
+                rows = await conn.fetch(f"{_ROOMS} {order}")
+            else:
+                rows = await conn.fetch(f"{_ROOMS} WHERE rooms.owner_id = $1 {order}", owner_id)
+        return [self._room(row) for row in rows]
 
     async def set_room_token(self, room_id: str, token_hash: bytes) -> None:
         """Replace the room's join-token hash; :class:`NotFoundError` if the room is gone."""
-        async with _db_errors(), self._writer.begin() as conn:
-            result = await conn.execute(
-                rooms.update().where(rooms.c.id == room_id).values(token_hash=token_hash)
+        async with self.db.write() as conn:
+            changed = await conn.execute(
+                "UPDATE rooms SET token_hash = $1 WHERE id = $2", token_hash, room_id
             )
-            if result.rowcount == 0:
-                raise NotFoundError("no such room")
+        if changed == 0:
+            raise NotFoundError("no such room")
 
     async def ban(self, room_id: str, user: str) -> int:
         """Ban the account ``user`` from the room (again is no error); its id.
 
-        :class:`NotFoundError` if there is no such account or room.
+        :class:`AccountNotFoundError` if there is no such account, :class:`NotFoundError`
+        if there is no such room.
         """
-        async with _db_errors(), self._writer.begin() as conn:
-            user_id = (await conn.execute(_find_account(user, users.c.id))).scalar_one_or_none()
-            if user_id is None:
-                raise NotFoundError(f"no account named {user}")
-            found = (await conn.execute(sa.select(rooms.c.id).where(rooms.c.id == room_id))).first()
-            if found is None:
+        async with self.db.write() as conn:
+            row = await _find_account(conn, user, "id")
+            if row is None:
+                raise AccountNotFoundError(f"no account named {user}")
+            if await conn.fetchrow("SELECT id FROM rooms WHERE id = $1", room_id) is None:
                 raise NotFoundError("no such room")
-            already = (
-                await conn.execute(
-                    sa.select(room_bans.c.user_id).where(
-                        room_bans.c.room_id == room_id, room_bans.c.user_id == user_id
-                    )
-                )
-            ).first()
-            if already is None:
-                await conn.execute(
-                    room_bans.insert().values(
-                        room_id=room_id, user_id=user_id, created_at=time.time()
-                    )
-                )
-        return int(user_id)
+            await conn.execute(
+                "INSERT INTO room_bans (room_id, user_id, created_at) VALUES ($1, $2, $3) "
+                "ON CONFLICT DO NOTHING",
+                room_id,
+                row["id"],
+                time.time(),
+            )
+        return int(row["id"])
+
+    async def unban(self, room_id: str, user: str) -> str:
+        """Lift the ban of the account ``user`` from the room; its name as stored.
+
+        :class:`AccountNotFoundError` if there is no such account or it is not banned.
+        """
+        async with self.db.write() as conn:
+            row = await _find_account(conn, user)
+            if row is None:
+                raise AccountNotFoundError(f"no account named {user}")
+            lifted = await conn.execute(
+                "DELETE FROM room_bans WHERE room_id = $1 AND user_id = $2", room_id, row["id"]
+            )
+        if lifted == 0:
+            raise AccountNotFoundError(f"{row['name']} is not banned from this room")
+        return str(row["name"])
 
     async def is_banned(self, room_id: str, user_id: int) -> bool:
-        async with _db_errors(), self.engine.connect() as conn:
-            found = (
-                await conn.execute(
-                    sa.select(room_bans.c.user_id).where(
-                        room_bans.c.room_id == room_id, room_bans.c.user_id == user_id
-                    )
-                )
-            ).first()
+        async with self.db.read() as conn:
+            found = await conn.fetchrow(
+                "SELECT user_id FROM room_bans WHERE room_id = $1 AND user_id = $2",
+                room_id,
+                user_id,
+            )
         return found is not None
 
     async def ban_counts(self) -> dict[str, int]:
         """Banned accounts per room id (rooms without bans left out)."""
-        query = sa.select(room_bans.c.room_id, sa.func.count()).group_by(room_bans.c.room_id)
-        async with _db_errors(), self.engine.connect() as conn:
-            return {row[0]: int(row[1]) for row in await conn.execute(query)}
+        async with self.db.read() as conn:
+            rows = await conn.fetch("SELECT room_id, count(*) FROM room_bans GROUP BY room_id")
+        return {row[0]: int(row[1]) for row in rows}
 
     async def delete_room(self, room_id: str) -> None:
         """Delete a room; :class:`NotFoundError` if there is none with this id."""
-        async with _db_errors(), self._writer.begin() as conn:
-            result = await conn.execute(rooms.delete().where(rooms.c.id == room_id))
-            if result.rowcount == 0:
-                raise NotFoundError("no such room")
+        async with self.db.write() as conn:
+            deleted = await conn.execute("DELETE FROM rooms WHERE id = $1", room_id)
+        if deleted == 0:
+            raise NotFoundError("no such room")

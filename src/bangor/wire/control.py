@@ -123,6 +123,13 @@ class KickMember(msgspec.Struct, frozen=True, tag="kick", tag_field="t"):
     ban: bool = False
 
 
+class UnbanMember(msgspec.Struct, frozen=True, tag="unban", tag_field="t"):
+    """Let the account ``user``, which a kick with ``ban`` shut out, join the room again."""
+
+    room_id: RoomId
+    user: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
+
+
 class LeaveRoom(msgspec.Struct, frozen=True, tag="leave", tag_field="t"):
     pass
 
@@ -208,6 +215,13 @@ class MemberKicked(msgspec.Struct, frozen=True, tag="kicked", tag_field="t"):
     banned: bool
 
 
+class MemberUnbanned(msgspec.Struct, frozen=True, tag="unbanned", tag_field="t"):
+    """The answer to an unban: the account's name as stored."""
+
+    room_id: RoomId
+    user: str
+
+
 class TokenChanged(msgspec.Struct, frozen=True, tag="token", tag_field="t"):
     """Pushed to the members of a room when its owner rotated it: the new join token.
 
@@ -282,6 +296,7 @@ ClientMessage = (
     | RotateRoom
     | DeleteRoom
     | KickMember
+    | UnbanMember
 )
 ServerMessage = (
     Welcome
@@ -292,6 +307,7 @@ ServerMessage = (
     | RoomRotated
     | RoomDeleted
     | MemberKicked
+    | MemberUnbanned
     | TokenChanged
     | MemberJoined
     | MemberLeft

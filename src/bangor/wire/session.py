@@ -96,6 +96,7 @@ _LOGGED_IN: dict[type[msg.ClientMessage], Rule] = {
     msg.RotateRoom: Rule.ANSWER,
     msg.DeleteRoom: Rule.ANSWER,
     msg.KickMember: Rule.ANSWER,
+    msg.UnbanMember: Rule.ANSWER,
 }
 # What a client may send in each state, and what the server does with it (PROTOCOL.md
 # 3.5). A state that is not a key (HANDSHAKE, CLOSING, CLOSED) carries no message.
@@ -116,6 +117,7 @@ _ANSWERS: frozenset[type[msg.ServerMessage]] = frozenset(
         msg.RoomRotated,
         msg.RoomDeleted,
         msg.MemberKicked,
+        msg.MemberUnbanned,
     }
 )
 # What a server may send in each state; the client holds it to the same table. Pushes
@@ -149,6 +151,7 @@ REPLIES: Mapping[type[msg.ServerMessage], tuple[type[msg.ClientMessage], State |
             msg.RoomRotated: (msg.RotateRoom, None),
             msg.RoomDeleted: (msg.DeleteRoom, None),
             msg.MemberKicked: (msg.KickMember, None),
+            msg.MemberUnbanned: (msg.UnbanMember, None),
         }
     )
 )
@@ -165,6 +168,7 @@ _TRACKED: Mapping[str, type[msg.ClientMessage]] = MappingProxyType(
             msg.RotateRoom,
             msg.DeleteRoom,
             msg.KickMember,
+            msg.UnbanMember,
         )
     }
 )

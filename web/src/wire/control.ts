@@ -101,6 +101,11 @@ export interface KickMember {
   readonly user: string;
   readonly ban: boolean;
 }
+export interface UnbanMember {
+  readonly t: "unban";
+  readonly roomId: string;
+  readonly user: string;
+}
 
 // server -> client
 export interface Welcome {
@@ -156,6 +161,11 @@ export interface MemberKicked {
   readonly user: string;
   readonly banned: boolean;
 }
+export interface MemberUnbanned {
+  readonly t: "unbanned";
+  readonly roomId: string;
+  readonly user: string;
+}
 /** Pushed when the room's owner rotated it: the new join token. A member adopts the
  * secret a member offered it (pair message `secret`) only if it derives this token. */
 export interface TokenChanged {
@@ -210,7 +220,8 @@ export type ClientMessage =
   | ListRooms
   | RotateRoom
   | DeleteRoom
-  | KickMember;
+  | KickMember
+  | UnbanMember;
 export type ServerMessage =
   | Welcome
   | RoomCreated
@@ -220,6 +231,7 @@ export type ServerMessage =
   | RoomRotated
   | RoomDeleted
   | MemberKicked
+  | MemberUnbanned
   | TokenChanged
   | MemberJoined
   | MemberLeft
@@ -246,6 +258,7 @@ export const TYPE_NAMES: Readonly<Record<Tag, string>> = {
   rotate: "RotateRoom",
   delete: "DeleteRoom",
   kick: "KickMember",
+  unban: "UnbanMember",
   welcome: "Welcome",
   created: "RoomCreated",
   joined: "RoomJoined",
@@ -254,6 +267,7 @@ export const TYPE_NAMES: Readonly<Record<Tag, string>> = {
   rotated: "RoomRotated",
   deleted: "RoomDeleted",
   kicked: "MemberKicked",
+  unbanned: "MemberUnbanned",
   token: "TokenChanged",
   member_joined: "MemberJoined",
   member_left: "MemberLeft",
@@ -328,6 +342,7 @@ const CLIENT_SCHEMAS: Readonly<Record<ClientTag, readonly Field[]>> = {
     f("user", { k: "str", max: MAX_NAME }, { default: "" }),
     f("ban", { k: "bool" }, { default: false }),
   ],
+  unban: [f("room_id", ROOM_ID), f("user", { k: "str", min: 1, max: MAX_NAME })],
 };
 const SERVER_SCHEMAS: Readonly<Record<ServerTag, readonly Field[]>> = {
   welcome: [
@@ -350,6 +365,7 @@ const SERVER_SCHEMAS: Readonly<Record<ServerTag, readonly Field[]>> = {
   rotated: [f("room_id", ROOM_ID)],
   deleted: [f("room_id", ROOM_ID)],
   kicked: [f("room_id", ROOM_ID), f("session_id", U32), f("user", STR), f("banned", { k: "bool" })],
+  unbanned: [f("room_id", ROOM_ID), f("user", STR)],
   token: [f("token", NEW_JOIN_TOKEN)],
   member_joined: [f("member", { k: "member" })],
   member_left: [f("session_id", U32)],
@@ -603,6 +619,7 @@ export const msg = {
     user: opts.user ?? "",
     ban: opts.ban ?? false,
   }),
+  unban: (roomId: string, user: string): UnbanMember => ({ t: "unban", roomId, user }),
   leave: (): LeaveRoom => ({ t: "leave" }),
   say: (data: Uint8Array): SendChat => ({ t: "say", data }),
   peer: (to: number, data: Uint8Array): PeerSend => ({ t: "peer", to, data }),

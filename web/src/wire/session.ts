@@ -63,6 +63,7 @@ const LOGGED_IN_SENDS: ReadonlySet<ClientTag> = new Set<ClientTag>([
   "rotate",
   "delete",
   "kick",
+  "unban",
 ]);
 /** What a client may send in each state (PROTOCOL.md 3.5). */
 export const CLIENT_SENDS: Readonly<Partial<Record<State, ReadonlySet<ClientTag>>>> = {
@@ -70,7 +71,7 @@ export const CLIENT_SENDS: Readonly<Partial<Record<State, ReadonlySet<ClientTag>
   LOGGED_IN: LOGGED_IN_SENDS,
   IN_ROOM: LOGGED_IN_SENDS,
 };
-const ANSWERS: ServerTag[] = ["created", "joined", "pong", "error", "rooms", "rotated", "deleted", "kicked"];
+const ANSWERS: ServerTag[] = ["created", "joined", "pong", "error", "rooms", "rotated", "deleted", "kicked", "unbanned"];
 /** What a server may send in each state; the client holds it to this. */
 export const SERVER_SENDS: Readonly<Partial<Record<State, ReadonlySet<ServerTag>>>> = {
   HELLO: new Set<ServerTag>(["welcome", "error"]),
@@ -88,9 +89,10 @@ export const REPLIES: Readonly<Partial<Record<ServerTag, readonly [ClientTag, St
   rotated: ["rotate", null],
   deleted: ["delete", null],
   kicked: ["kick", null],
+  unbanned: ["unban", null],
 };
 // Requests kept until answered; the `ref` of a refusal names one of these.
-export const TRACKED: ReadonlySet<string> = new Set(["hello", "create", "join", "leave", "list", "rotate", "delete", "kick"]);
+export const TRACKED: ReadonlySet<string> = new Set(["hello", "create", "join", "leave", "list", "rotate", "delete", "kick", "unban"]);
 // A leave outside a room gets no answer: the next answer to a later request shows it
 // was taken without one.
 const MAY_GO_UNANSWERED: ClientTag = "leave";
