@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from bangor.client.control import ControlClient
-from bangor.errors import AuthError, CloseCode, MovedError, ServerGoneError, StoreError
+from bangor.errors import (
+    AuthError,
+    CloseCode,
+    MovedError,
+    RefusedError,
+    ServerGoneError,
+    StoreError,
+)
 from bangor.server.app import Server, open_server
 from bangor.server.cluster import Cluster
 from bangor.server.store import database_url
@@ -117,6 +124,35 @@ async def test_a_node_taken_for_dead_loses_its_room_and_sends_its_members_on(
     # Alive again, A serves the room no more: a join there is sent on too.
     with pytest.raises(MovedError):
         await (await login(a, "carol")).join_room(room)
+
+
+async def test_a_room_deleted_through_another_node_ends_its_call_there(
+    cluster: list[Server],
+) -> None:
+    a, b, _ = cluster
+    owner = await a.store.open_user("owner")
+    room = (await a.store.create_room(owner, "gone", 20)).id
+    alice = await login(b, "alice")
+    here = b
+    try:
+        await alice.join_room(room)
+    except MovedError as moved:
+        await alice.close()
+        here = node_of(cluster, f"{moved.host}:{moved.port}")
+        alice = await login(here, "alice")
+        await alice.join_room(room)
+    # The owner deletes it through a node that does not serve it: nobody there to tell.
+    manager = await login(a if here is not a else b, "owner")
+    await manager.delete_room(room)
+    assert here.rooms.get(room) is not None  # the room's node has not heard yet
+    assert here.cluster is not None
+    await here.beat(here.cluster)  # its next heartbeat
+    assert here.rooms.get(room) is None and room not in here.cluster.held
+    while not isinstance(ended := await asyncio.wait_for(alice.events.get(), 5), Exception):
+        pass
+    assert isinstance(ended, RefusedError) and ended.code == CloseCode.REMOVED
+    assert "deleted by its owner" in str(ended)
+    await manager.leave()
 
 
 async def test_a_claim_replaces_only_the_placement_it_judged_dead(cluster: list[Server]) -> None:

@@ -676,13 +676,10 @@ class Connection:
             return
         with self.store_refusals(ref):
             await self.server.store.delete_room(room.id)  # its bans and placement go with it
-        live = self.server.rooms.get(room.id)
-        members = list(live.members.values()) if live is not None else []
-        for member in members:
-            self.server.remove(member, "the room was deleted by its owner")
-        log.info(
-            "session %08x: deleted room %s (%d members)", self.session_id, room.id, len(members)
-        )
+        # Members on this node now; in a cluster, those on the room's node at its next
+        # heartbeat (Server.beat).
+        ended = self.server.end_room(room.id)
+        log.info("session %08x: deleted room %s (%d members)", self.session_id, room.id, ended)
         self.send(msg.RoomDeleted(room.id))
 
     async def on_kick(self, kick: msg.KickMember) -> None:
@@ -1006,16 +1003,28 @@ class Server:
             await self.beat(cluster)
 
     async def beat(self, cluster: Cluster) -> None:
-        """One heartbeat; rooms another node took meanwhile are given up."""
+        """One heartbeat; rooms another node took meanwhile are given up, and the calls
+        of rooms deleted through another node end."""
         live = {c.room_id for c in self.connections.values() if c.room_id is not None}
         try:
-            lost = await cluster.heartbeat(len(self.connections), live)
+            beat = await cluster.heartbeat(len(self.connections), live)
         except StoreError as exc:
             log.warning("cluster heartbeat failed: %s", exc)
             self.counts.heartbeat_failures += 1
             return
-        for room_id, node in lost.items():
+        for room_id, node in beat.lost.items():
             self.send_away(room_id, node)
+        for room_id in sorted(beat.deleted):
+            ended = self.end_room(room_id)
+            log.info("room %s: deleted through another node (%d members)", room_id, ended)
+
+    def end_room(self, room_id: str) -> int:
+        """Its owner deleted the room: every member here is told and removed; how many."""
+        live = self.rooms.get(room_id)
+        members = list(live.members.values()) if live is not None else []
+        for member in members:
+            self.remove(member, "the room was deleted by its owner")
+        return len(members)
 
     def remove(self, conn: Connection, why: str) -> None:
         """The room's owner removed ``conn`` (kick, ban, a deleted room): its session ends

@@ -31,6 +31,14 @@ CLAIM_TRIES = 4
 _LIVE = "(nodes.heartbeat > now() - $1::interval AND NOT nodes.draining)"
 
 
+@dataclass(frozen=True)
+class Beat:
+    """What a heartbeat learned of the rooms this node serves."""
+
+    lost: dict[str, str]  # room id -> the node that holds it now
+    deleted: frozenset[str]  # rooms their owner deleted, through another node
+
+
 @dataclass
 class Cluster:
     """This node's view of the cluster: its id (the advertised HOST:PORT), the rooms it
@@ -55,9 +63,9 @@ class Cluster:
     def _stale(self) -> datetime.timedelta:
         return datetime.timedelta(seconds=self.settings.cluster_stale_after)
 
-    async def heartbeat(self, load: int, live_rooms: set[str]) -> dict[str, str]:
-        """Say we are alive (and how many sessions we have); the rooms among
-        ``live_rooms`` we no longer hold, each with the node that holds it now."""
+    async def heartbeat(self, load: int, live_rooms: set[str]) -> Beat:
+        """Say we are alive (and how many sessions we have); which of ``live_rooms`` we
+        no longer hold, each with the node that holds it now, and which are deleted."""
         async with self.beat_db.write() as conn:
             await conn.execute(
                 "INSERT INTO nodes (id, load, draining, heartbeat) VALUES ($1, $2, $3, now()) "
@@ -71,13 +79,19 @@ class Cluster:
                 "SELECT room_id, node_id, epoch FROM placements WHERE room_id = ANY($1::text[])",
                 sorted(live_rooms),
             )
+            present = await conn.fetch(
+                "SELECT id FROM rooms WHERE id = ANY($1::text[])", sorted(live_rooms)
+            )
         lost: dict[str, str] = {}
         for row in rows:
             room_id, node_id = str(row["room_id"]), str(row["node_id"])
             if node_id != self.node_id or row["epoch"] != self.held.get(room_id):
                 lost[room_id] = node_id
                 self.held.pop(room_id, None)
-        return lost
+        deleted = frozenset(live_rooms - {str(row["id"]) for row in present})
+        for room_id in deleted:
+            self.held.pop(room_id, None)
+        return Beat(lost, deleted)
 
     async def locate(self, room_id: str) -> str:
         """The node that serves ``room_id``: its placement's if that node is live (or is

@@ -16,12 +16,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bangor.errors import StoreUnavailableError
+from bangor.server.database import CONNECT_TIMEOUT, Database
 from bangor.server.store import ACCOUNTS_CHANNEL
 
 if TYPE_CHECKING:
     import asyncpg  # type: ignore[import-untyped]
-
-    from bangor.server.database import Database
 
 log = logging.getLogger("bangor.server")
 
@@ -41,7 +40,7 @@ class RemovalListener:
         import asyncpg  # only here: a server on SQLite never loads it (2.5 MiB)
 
         try:
-            connection = await asyncpg.connect(db.where)
+            connection = await asyncpg.connect(db.where, timeout=CONNECT_TIMEOUT)
             await connection.add_listener(
                 ACCOUNTS_CHANNEL, lambda _conn, _pid, _channel, name: removed(str(name))
             )
