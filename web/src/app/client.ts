@@ -444,7 +444,7 @@ export class Call {
     for (let event = media.nextEvent(); event; event = media.nextEvent()) {
       if (event.type === "chat") {
         const m = this.members.get(event.sender);
-        this.addChat(m?.nick ?? `member ${event.sender.toString(16)}`, event.text);
+        this.addChat(m?.nick ?? `member ${event.sender}`, event.text); // decimal, as the CLI shows ids
       } else if (event.type === "verified") {
         this.onVerified(event.sender, event.user, event.identity, event.safetyNumber, event.fingerprint);
       } else if (event.type === "speaking") {
