@@ -156,6 +156,8 @@ class _EscapingFormatter(logging.Formatter):
         # One line a record. Bangor logs no traceback; a library might (asyncpg's pool
         # while PostgreSQL is down): its exception's first line tells the operator enough.
         record.message = record.getMessage()
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
         line = self.formatMessage(record)
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
