@@ -1,7 +1,8 @@
 """Alembic environment for the Bangor store.
 
-Normally run from :meth:`bangor.server.store.Store.open`, which passes an open
-synchronous connection in ``config.attributes["connection"]`` (from inside
+Normally run from :func:`bangor.server.upgrade.upgrade` (when :meth:`Store.open
+<bangor.server.store.Store.open>` finds a database an older Bangor made), which passes an
+open synchronous connection in ``config.attributes["connection"]`` (from inside
 ``AsyncConnection.run_sync``). For developers running the ``alembic`` command
 (e.g. ``revision --autogenerate``), the URL comes from ``sqlalchemy.url`` or
 the ``BANGOR_DB`` environment variable and an async engine is made here.
