@@ -387,7 +387,7 @@ def _login(args: argparse.Namespace, *, stdin_ok: bool) -> Login:
     )
 
 
-ROOM_ACTIONS = ("create", "list", "invite", "rotate", "delete", "kick", "unban")
+ROOM_ACTIONS = ("create", "list", "invite", "rotate", "delete", "kick", "bans", "unban")
 _MEMBER_ACTIONS = ("kick", "unban")
 
 
@@ -448,6 +448,9 @@ def cmd_room(args: argparse.Namespace) -> int:
             print(
                 _run(lambda: manage.kick(host, port, login, args.name, args.member, args.ban, warn))
             )
+        elif action == "bans":
+            for line in _run(lambda: manage.bans(host, port, login, args.name, warn)):
+                print(line)
         elif action == "unban":
             warn(_run(lambda: manage.unban(host, port, login, args.name, args.member, warn)))
         else:
@@ -1109,8 +1112,9 @@ def _add_room(sub: Subcommands) -> None:
         "this device keeps for a room it created or joined. rotate: a new invite (members "
         "in the call get it and stay; the old one stops working). delete: the room goes, "
         "members in the call are told. kick: remove MEMBER (a nickname or account) from the "
-        "call and rotate the invite; --ban keeps the account out for good. unban: let a banned "
-        "account (MEMBER) join again. Owner only, except invite.",
+        "call and rotate the invite; --ban keeps the account out for good. bans: the "
+        "accounts banned from the room. unban: let a banned account (MEMBER) join again. "
+        "Owner only, except invite.",
     )
     room.add_argument("action", choices=ROOM_ACTIONS, help="what to do (see above)")
     room.add_argument(

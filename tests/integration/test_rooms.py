@@ -116,6 +116,8 @@ def test_an_owner_runs_a_room_from_the_command_line(server: ServerProcess) -> No
     assert result.stdout.startswith("friends\t")
     assert "owner alice" in result.stdout and "1 banned" in result.stdout
 
+    assert room(server, "alice", "bans", "friends")[:2] == (0, "eve")
+
     # Unban: eve's account may come back, with the room's current invite.
     code, out, err = room(server, "alice", "unban", "friends", "EVE")
     assert (code, out) == (0, "") and "eve may join room friends again" in err, err
@@ -123,6 +125,7 @@ def test_an_owner_runs_a_room_from_the_command_line(server: ServerProcess) -> No
     assert code == 1 and "eve is not banned from this room" in err
     back = join(server, fourth, "eve")
     back.event("joined")
+    assert room(server, "alice", "bans", "friends")[:2] == (0, "")
 
     # Delete: the members in the call are told and leave; the room is gone.
     code, _, err = room(server, "alice", "delete", "friends")

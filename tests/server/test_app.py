@@ -684,7 +684,7 @@ async def test_a_rotation_reaches_every_member_and_a_kick_ends_only_that_session
 
 
 async def test_an_owner_lifts_a_ban_and_names_accounts_that_are_not_there(
-    roomy: Server,
+    roomy: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = roomy
     alice, bob, carol = [await login(server, u) for u in ("alice", "bob", "carol")]
@@ -705,11 +705,19 @@ async def test_an_owner_lifts_a_ban_and_names_accounts_that_are_not_there(
         assert info.value.code == CloseCode.NOT_ALLOWED
     with pytest.raises(RefusedError, match="no such room"):
         await alice.unban("00" * 8, "carol")
+    await alice.kick(room, user="bob", ban=True)
+    assert await alice.list_bans(room) == msg.BanList(room, ["bob", "carol"], 0)
+    monkeypatch.setattr(msg, "MAX_LISTED_BANS", 1)  # the rest are counted, not named
+    assert await alice.list_bans(room) == msg.BanList(room, ["bob"], 1)
+    monkeypatch.undo()
+    with pytest.raises(RefusedError, match="only the room's owner"):
+        await carol.list_bans(room)
     lifted = await alice.unban(room, "CAROL")  # any spelling that logs in to the account
     assert lifted == msg.MemberUnbanned(room, "carol")
     await carol.join_room(room, b"t" * 32)  # with the room's current token
     with pytest.raises(RefusedError, match="carol is not banned"):
         await alice.unban(room, "carol")
+    assert await alice.list_bans(room) == msg.BanList(room, ["bob"], 0)
     for client in (alice, bob, carol):
         await client.leave()
 

@@ -68,19 +68,27 @@ def node_of(servers: list[Server], location: str) -> Server:
     return found
 
 
-async def join_anywhere(servers: list[Server], entry: Server, user: str, room: str) -> Server:
-    """Join ``room`` through ``entry``, following MOVED once; the node that took us."""
+async def enter(
+    servers: list[Server], entry: Server, user: str, room: str
+) -> tuple[Server, ControlClient]:
+    """Join ``room`` through ``entry``, following MOVED once; the node that took us, and
+    the client in the room."""
     client = await login(entry, user)
     try:
         await client.join_room(room)
-        return entry
+        return entry, client
     except MovedError as exc:
         await client.close()
         target = node_of(servers, f"{exc.host}:{exc.port}")
         client = await login(target, user)
         joined = await client.join_room(room)
         assert joined.room_id == room
-        return target
+        return target, client
+
+
+async def join_anywhere(servers: list[Server], entry: Server, user: str, room: str) -> Server:
+    """:func:`enter`, the node alone."""
+    return (await enter(servers, entry, user, room))[0]
 
 
 async def test_rooms_spread_over_nodes_and_joins_land_on_the_rooms_node(
@@ -132,15 +140,7 @@ async def test_a_room_deleted_through_another_node_ends_its_call_there(
     a, b, _ = cluster
     owner = await a.store.open_user("owner")
     room = (await a.store.create_room(owner, "gone", 20)).id
-    alice = await login(b, "alice")
-    here = b
-    try:
-        await alice.join_room(room)
-    except MovedError as moved:
-        await alice.close()
-        here = node_of(cluster, f"{moved.host}:{moved.port}")
-        alice = await login(here, "alice")
-        await alice.join_room(room)
+    here, alice = await enter(cluster, b, "alice", room)
     # The owner deletes it through a node that does not serve it: nobody there to tell.
     manager = await login(a if here is not a else b, "owner")
     await manager.delete_room(room)

@@ -539,6 +539,8 @@ async def test_join_tokens_and_bans_belong_to_their_room(store: Store) -> None:
         await store.ban(room.id, "mallory")
     with pytest.raises(NotFoundError):
         await store.set_room_token("0" * 16, b"h" * 32)
+    assert await store.bans(room.id, 10) == (["eve"], 1)
+    assert await store.bans(other.id, 10) == ([], 0)
     # Unban: by any spelling, once; the account joins again.
     assert await store.unban(room.id, "Eve") == "eve"
     assert not await store.is_banned(room.id, eve)

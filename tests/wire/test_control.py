@@ -349,6 +349,15 @@ UNBANNED = bytes.fromhex("""
 83 a1 74 a8 75 6e 62 61 6e 6e 65 64 a7 72 6f 6f 6d 5f 69 64 b0 30 31 32
 33 34 35 36 37 38 39 61 62 63 64 65 66 a4 75 73 65 72 a3 62 6f 62
 """)
+LIST_BANS = bytes.fromhex("""
+82 a1 74 a9 6c 69 73 74 5f 62 61 6e 73 a7 72 6f 6f 6d 5f 69 64 b0 30 31
+32 33 34 35 36 37 38 39 61 62 63 64 65 66
+""")
+BANS = bytes.fromhex("""
+84 a1 74 a4 62 61 6e 73 a7 72 6f 6f 6d 5f 69 64 b0 30 31 32 33 34 35 36
+37 38 39 61 62 63 64 65 66 a5 75 73 65 72 73 92 a3 65 76 65 a7 6d 61 6c
+6c 6f 72 79 a4 6d 6f 72 65 00
+""")
 ROOM_LIST = bytes.fromhex("""
 82 a1 74 a5 72 6f 6f 6d 73 a5 72 6f 6f 6d 73 91 84 a7 72 6f 6f 6d 5f 69
 64 b0 30 31 32 33 34 35 36 37 38 39 61 62 63 64 65 66 a4 6e 61 6d 65 a6
@@ -366,6 +375,9 @@ def test_room_management_worked_bytes() -> None:
     assert msg.encode(msg.UnbanMember(ROOM, "bob")) == UNBAN
     assert msg.decode_client_message(UNBAN) == msg.UnbanMember(ROOM, "bob")
     assert msg.decode_server_message(UNBANNED) == msg.MemberUnbanned(ROOM, "bob")
+    assert msg.encode(msg.ListBans(ROOM)) == LIST_BANS
+    assert msg.decode_server_message(BANS) == msg.BanList(ROOM, ["eve", "mallory"])
+    assert msg.encode(msg.BanList(ROOM, ["eve", "mallory"])) == BANS
     removed = msg.Error(CloseCode.REMOVED, "removed from the room by its owner", True)
     assert msg.encode(removed) == REMOVED
     rooms = msg.RoomList([msg.RoomInfo(ROOM, "Lounge", "alice", 2)])
@@ -387,3 +399,8 @@ def test_join_without_a_token_still_decodes_and_tokens_are_bounded() -> None:
     for user in ("", "b" * (MAX_NAME + 1)):  # an unban names one account
         with pytest.raises(DecodeError):
             msg.decode_client_message(msg.encode(msg.UnbanMember(ROOM, user)))
+    full = msg.BanList(ROOM, ["b"] * msg.MAX_LISTED_BANS, 7)
+    assert msg.decode_server_message(msg.encode(full)) == full
+    assert len(msg.encode(msg.BanList(ROOM, ["\U0010ffff" * 16] * msg.MAX_LISTED_BANS))) < 65535
+    with pytest.raises(DecodeError):
+        msg.decode_server_message(msg.encode(msg.BanList(ROOM, ["b"] * (msg.MAX_LISTED_BANS + 1))))

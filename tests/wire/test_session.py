@@ -60,6 +60,7 @@ CLIENT_MESSAGES: list[msg.ClientMessage] = [
     msg.DeleteRoom(ROOM),
     msg.KickMember(ROOM, BOB.session_id),
     msg.UnbanMember(ROOM, "bob"),
+    msg.ListBans(ROOM),
 ]
 SERVER_MESSAGES: list[msg.ServerMessage] = [
     WELCOME,
@@ -77,20 +78,21 @@ SERVER_MESSAGES: list[msg.ServerMessage] = [
     msg.RoomDeleted(ROOM),
     msg.MemberKicked(ROOM, BOB.session_id, "bob", False),
     msg.MemberUnbanned(ROOM, "bob"),
+    msg.BanList(ROOM, ["bob"]),
     msg.TokenChanged(bytes(32)),
 ]
 
 # Which tags each side may send in each state, written out again from PROTOCOL.md 3.3 to
 # 3.5 rather than read from the module, so that its table is held to the spec.
 _AFTER_LOGIN = {"ping", "create", "join", "leave", "say", "peer", "bye"}
-_AFTER_LOGIN |= {"list", "rotate", "delete", "kick", "unban"}  # 3.15: the owner's requests
+_AFTER_LOGIN |= {"list", "rotate", "delete", "kick", "unban", "list_bans"}  # 3.15: the owner's
 CLIENT_MAY_SEND: dict[State, set[str]] = {
     State.HELLO: {"hello"},
     State.LOGGED_IN: _AFTER_LOGIN,
     State.IN_ROOM: _AFTER_LOGIN,
 }
 _ANSWERS = {"created", "joined", "pong", "error", "rooms", "rotated", "deleted", "kicked"}
-_ANSWERS |= {"unbanned"}
+_ANSWERS |= {"unbanned", "bans"}
 SERVER_MAY_SEND: dict[State, set[str]] = {
     State.HELLO: {"welcome", "error"},
     State.LOGGED_IN: _ANSWERS,
@@ -98,7 +100,7 @@ SERVER_MAY_SEND: dict[State, set[str]] = {
     | {"left", "member_joined", "member_left", "chat", "peer_from", "token"},
 }
 PUSHES = {"member_joined", "member_left", "chat", "peer_from", "token"}
-MANAGEMENT = {"list", "rotate", "delete", "kick", "unban"}
+MANAGEMENT = {"list", "rotate", "delete", "kick", "unban", "list_bans"}
 
 M = TypeVar("M")
 
@@ -305,6 +307,7 @@ def due_for(link: Link, state: State, reply: msg.ServerMessage) -> Request | Non
         msg.RoomDeleted: msg.DeleteRoom(ROOM),
         msg.MemberKicked: msg.KickMember(ROOM, BOB.session_id),
         msg.MemberUnbanned: msg.UnbanMember(ROOM, "bob"),
+        msg.BanList: msg.ListBans(ROOM),
     }
     request = requests.get(type(reply))
     if request is not None:

@@ -712,6 +712,17 @@ class _Call:
         # They know the room secret: the room gets a new one, given to those still here.
         await self.rotate()
 
+    async def show_bans(self) -> None:
+        assert self.invite is not None
+        try:
+            banned = await self.client.list_bans(self.invite.room_id.hex())
+        except BangorError as exc:
+            self.refused(exc, "no list")
+            return
+        more = f" and {banned.more} more" if banned.more else ""
+        names = ", ".join(banned.users)
+        self.emit(ev.Notice(f"banned: {names}{more}" if names else "nobody is banned here"))
+
     async def unban(self, user: str) -> None:
         assert self.invite is not None
         try:
@@ -1087,6 +1098,11 @@ COMMANDS: dict[str, CallCommand] = {
         "NICK",
         "the room's owner: remove a member's account for good; the invite changes",
         lambda call, args: call.remove_member(args[0], ban=True),
+    ),
+    "bans": CallCommand(
+        "",
+        "the room's owner: the accounts banned from the room",
+        lambda call, args: call.spawn(call.show_bans()),
     ),
     "unban": CallCommand(
         "ACCOUNT",

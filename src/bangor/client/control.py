@@ -258,6 +258,11 @@ class ControlClient:
         assert isinstance(reply, msg.MemberKicked)
         return reply
 
+    async def list_bans(self, room_id: str) -> msg.BanList:
+        reply = await self.request(msg.ListBans(room_id))
+        assert isinstance(reply, msg.BanList)
+        return reply
+
     async def unban(self, room_id: str, user: str) -> msg.MemberUnbanned:
         reply = await self.request(msg.UnbanMember(room_id, user))
         assert isinstance(reply, msg.MemberUnbanned)

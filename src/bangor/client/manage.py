@@ -1,4 +1,4 @@
-"""A room's owner at the command line: list, invite, rotate, delete, kick, unban
+"""A room's owner at the command line: list, invite, rotate, delete, kick, bans, unban
 (PROTOCOL.md 3.15).
 
 Rotating needs the members in the call to get the new secret over their pair channels,
@@ -309,6 +309,19 @@ async def _blind(
     invite = Invite(host, port, bytes.fromhex(room.room_id), secret, fingerprint)
     RoomBook.default().remember(invite, room.name, login.user, owner=True)
     return invite.encode()
+
+
+async def bans(host: str, port: int, login: Login, name: str, warn: Warn) -> list[str]:
+    """``room bans``: the accounts banned from the room, one a line (escaped)."""
+    client = await _connect(host, port, login, warn)
+    try:
+        room = await _owned(client, name)
+        banned = await client.list_bans(room.room_id)
+    finally:
+        await client.leave()
+    if banned.more:
+        warn(f"and {banned.more} more accounts not listed")
+    return [escape(user) for user in banned.users]
 
 
 async def unban(host: str, port: int, login: Login, name: str, user: str, warn: Warn) -> str:

@@ -95,6 +95,7 @@ ROOM_REQUESTS: dict[type[object], str] = {
         msg.DeleteRoom,
         msg.KickMember,
         msg.UnbanMember,
+        msg.ListBans,
     )
 }
 _ROOM_TAGS = frozenset(ROOM_REQUESTS.values())
@@ -384,6 +385,8 @@ class Connection:
             await self.on_kick(message)
         elif isinstance(message, msg.UnbanMember):
             await self.on_unban(message)
+        elif isinstance(message, msg.ListBans):
+            await self.on_list_bans(message)
 
     async def on_hello(self, hello: msg.Hello) -> None:
         # The session refused an unsupported version already.
@@ -747,6 +750,15 @@ class Connection:
             user = await self.server.store.unban(room.id, unban.user)
         log.info("session %08x: lifted a ban in room %s", self.session_id, room.id)
         self.send(msg.MemberUnbanned(room.id, user))
+
+    async def on_list_bans(self, request: msg.ListBans) -> None:
+        ref = msg.tag(msg.ListBans)
+        room = await self.owned_room(request.room_id, ref)
+        if room is None:
+            return
+        with self.store_refusals(ref):
+            names, total = await self.server.store.bans(room.id, msg.MAX_LISTED_BANS)
+        self.send(msg.BanList(room.id, names, total - len(names)))
 
     def on_leave(self) -> None:
         """Leave the room (the session delivers a leave only when we are in one)."""

@@ -783,6 +783,21 @@ class Store:
             raise AccountNotFoundError(f"{row['name']} is not banned from this room")
         return str(row["name"])
 
+    async def bans(self, room_id: str, limit: int) -> tuple[list[str], int]:
+        """The names of the accounts banned from the room, sorted, at most ``limit``; and
+        how many are banned in all."""
+        async with self.db.read() as conn:
+            rows = await conn.fetch(
+                "SELECT users.name FROM room_bans JOIN users ON room_bans.user_id = users.id "
+                "WHERE room_bans.room_id = $1 ORDER BY users.name LIMIT $2",
+                room_id,
+                limit,
+            )
+            total = await conn.fetchval(
+                "SELECT count(*) FROM room_bans WHERE room_id = $1", room_id
+            )
+        return [str(row[0]) for row in rows], int(total)
+
     async def is_banned(self, room_id: str, user_id: int) -> bool:
         async with self.db.read() as conn:
             found = await conn.fetchrow(

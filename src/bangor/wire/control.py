@@ -56,6 +56,9 @@ NewJoinToken = Annotated[
 ]
 # At most this many rooms in a room list (a user owns at most max_rooms_per_user).
 MAX_LISTED_ROOMS = 1000
+# Banned accounts one `bans` answer names (the rest are counted): 500 names of at most
+# 64 bytes keep the answer well inside a frame.
+MAX_LISTED_BANS = 500
 
 # A room's bitrate cap travels as 0 (no cap) or a bitrate Opus accepts; the decoder can
 # only bound it, so the server refuses 1..MIN_BITRATE - 1 itself.
@@ -128,6 +131,12 @@ class UnbanMember(msgspec.Struct, frozen=True, tag="unban", tag_field="t"):
 
     room_id: RoomId
     user: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
+
+
+class ListBans(msgspec.Struct, frozen=True, tag="list_bans", tag_field="t"):
+    """The accounts banned from a room (its owner only)."""
+
+    room_id: RoomId
 
 
 class LeaveRoom(msgspec.Struct, frozen=True, tag="leave", tag_field="t"):
@@ -222,6 +231,15 @@ class MemberUnbanned(msgspec.Struct, frozen=True, tag="unbanned", tag_field="t")
     user: str
 
 
+class BanList(msgspec.Struct, frozen=True, tag="bans", tag_field="t"):
+    """The answer to ``list_bans``: banned accounts by name (sorted), and how many more
+    there are than fit."""
+
+    room_id: RoomId
+    users: Annotated[list[str], msgspec.Meta(max_length=MAX_LISTED_BANS)]
+    more: U32 = 0
+
+
 class TokenChanged(msgspec.Struct, frozen=True, tag="token", tag_field="t"):
     """Pushed to the members of a room when its owner rotated it: the new join token.
 
@@ -297,6 +315,7 @@ ClientMessage = (
     | DeleteRoom
     | KickMember
     | UnbanMember
+    | ListBans
 )
 ServerMessage = (
     Welcome
@@ -308,6 +327,7 @@ ServerMessage = (
     | RoomDeleted
     | MemberKicked
     | MemberUnbanned
+    | BanList
     | TokenChanged
     | MemberJoined
     | MemberLeft

@@ -97,6 +97,7 @@ _LOGGED_IN: dict[type[msg.ClientMessage], Rule] = {
     msg.DeleteRoom: Rule.ANSWER,
     msg.KickMember: Rule.ANSWER,
     msg.UnbanMember: Rule.ANSWER,
+    msg.ListBans: Rule.ANSWER,
 }
 # What a client may send in each state, and what the server does with it (PROTOCOL.md
 # 3.5). A state that is not a key (HANDSHAKE, CLOSING, CLOSED) carries no message.
@@ -118,6 +119,7 @@ _ANSWERS: frozenset[type[msg.ServerMessage]] = frozenset(
         msg.RoomDeleted,
         msg.MemberKicked,
         msg.MemberUnbanned,
+        msg.BanList,
     }
 )
 # What a server may send in each state; the client holds it to the same table. Pushes
@@ -152,6 +154,7 @@ REPLIES: Mapping[type[msg.ServerMessage], tuple[type[msg.ClientMessage], State |
             msg.RoomDeleted: (msg.DeleteRoom, None),
             msg.MemberKicked: (msg.KickMember, None),
             msg.MemberUnbanned: (msg.UnbanMember, None),
+            msg.BanList: (msg.ListBans, None),
         }
     )
 )
@@ -169,6 +172,7 @@ _TRACKED: Mapping[str, type[msg.ClientMessage]] = MappingProxyType(
             msg.DeleteRoom,
             msg.KickMember,
             msg.UnbanMember,
+            msg.ListBans,
         )
     }
 )

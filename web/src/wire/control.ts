@@ -29,6 +29,8 @@ export const ROOM_ID_PATTERN = "^[0-9a-f]{16}$";
 export const JOIN_TOKEN_SIZE = 32;
 /** At most this many rooms in a room list (control.py's MAX_LISTED_ROOMS). */
 export const MAX_LISTED_ROOMS = 1000;
+/** At most this many names in a ban list (control.py's MAX_LISTED_BANS). */
+export const MAX_LISTED_BANS = 500;
 export { NESTED_TOO_DEEPLY };
 
 export interface Member {
@@ -106,6 +108,10 @@ export interface UnbanMember {
   readonly roomId: string;
   readonly user: string;
 }
+export interface ListBans {
+  readonly t: "list_bans";
+  readonly roomId: string;
+}
 
 // server -> client
 export interface Welcome {
@@ -166,6 +172,12 @@ export interface MemberUnbanned {
   readonly roomId: string;
   readonly user: string;
 }
+export interface BanList {
+  readonly t: "bans";
+  readonly roomId: string;
+  readonly users: readonly string[];
+  readonly more: number;
+}
 /** Pushed when the room's owner rotated it: the new join token. A member adopts the
  * secret a member offered it (pair message `secret`) only if it derives this token. */
 export interface TokenChanged {
@@ -221,7 +233,8 @@ export type ClientMessage =
   | RotateRoom
   | DeleteRoom
   | KickMember
-  | UnbanMember;
+  | UnbanMember
+  | ListBans;
 export type ServerMessage =
   | Welcome
   | RoomCreated
@@ -232,6 +245,7 @@ export type ServerMessage =
   | RoomDeleted
   | MemberKicked
   | MemberUnbanned
+  | BanList
   | TokenChanged
   | MemberJoined
   | MemberLeft
@@ -259,6 +273,7 @@ export const TYPE_NAMES: Readonly<Record<Tag, string>> = {
   delete: "DeleteRoom",
   kick: "KickMember",
   unban: "UnbanMember",
+  list_bans: "ListBans",
   welcome: "Welcome",
   created: "RoomCreated",
   joined: "RoomJoined",
@@ -268,6 +283,7 @@ export const TYPE_NAMES: Readonly<Record<Tag, string>> = {
   deleted: "RoomDeleted",
   kicked: "MemberKicked",
   unbanned: "MemberUnbanned",
+  bans: "BanList",
   token: "TokenChanged",
   member_joined: "MemberJoined",
   member_left: "MemberLeft",
@@ -287,7 +303,8 @@ type Kind =
   | { k: "float"; min: number; max: number }
   | { k: "member" }
   | { k: "members" }
-  | { k: "rooms" };
+  | { k: "rooms" }
+  | { k: "strs"; max: number };
 interface Field {
   readonly wire: string;
   readonly key: string;
@@ -343,6 +360,7 @@ const CLIENT_SCHEMAS: Readonly<Record<ClientTag, readonly Field[]>> = {
     f("ban", { k: "bool" }, { default: false }),
   ],
   unban: [f("room_id", ROOM_ID), f("user", { k: "str", min: 1, max: MAX_NAME })],
+  list_bans: [f("room_id", ROOM_ID)],
 };
 const SERVER_SCHEMAS: Readonly<Record<ServerTag, readonly Field[]>> = {
   welcome: [
@@ -366,6 +384,7 @@ const SERVER_SCHEMAS: Readonly<Record<ServerTag, readonly Field[]>> = {
   deleted: [f("room_id", ROOM_ID)],
   kicked: [f("room_id", ROOM_ID), f("session_id", U32), f("user", STR), f("banned", { k: "bool" })],
   unbanned: [f("room_id", ROOM_ID), f("user", STR)],
+  bans: [f("room_id", ROOM_ID), f("users", { k: "strs", max: MAX_LISTED_BANS }), f("more", U32, { default: 0 })],
   token: [f("token", NEW_JOIN_TOKEN)],
   member_joined: [f("member", { k: "member" })],
   member_left: [f("session_id", U32)],
@@ -456,6 +475,11 @@ function check(kind: Kind, v: MpValue, path: string): unknown {
       if (!Array.isArray(v)) throw expected("array");
       if (v.length > MAX_LISTED_ROOMS) throw new Invalid(`Expected \`array\` of length <= ${MAX_LISTED_ROOMS}`, path);
       return Object.freeze(v.map((r, i) => struct(ROOM_INFO, r, `${path}[${i}]`, null)));
+    }
+    case "strs": {
+      if (!Array.isArray(v)) throw expected("array");
+      if (v.length > kind.max) throw new Invalid(`Expected \`array\` of length <= ${kind.max}`, path);
+      return Object.freeze(v.map((s, i) => check({ k: "str" }, s, `${path}[${i}]`)));
     }
   }
 }
@@ -562,6 +586,11 @@ function write(w: MpWriter, kind: Kind, value: unknown, name: string): void {
       if (!Array.isArray(value)) bad();
       w.arrayHeader((value as unknown[]).length);
       for (const r of value as unknown[]) writeStruct(w, ROOM_INFO, r, null, name);
+      return;
+    case "strs":
+      if (!Array.isArray(value) || value.length > kind.max) bad();
+      w.arrayHeader((value as unknown[]).length);
+      for (const s of value as unknown[]) write(w, { k: "str" }, s, name);
   }
 }
 
@@ -620,6 +649,7 @@ export const msg = {
     ban: opts.ban ?? false,
   }),
   unban: (roomId: string, user: string): UnbanMember => ({ t: "unban", roomId, user }),
+  listBans: (roomId: string): ListBans => ({ t: "list_bans", roomId }),
   leave: (): LeaveRoom => ({ t: "leave" }),
   say: (data: Uint8Array): SendChat => ({ t: "say", data }),
   peer: (to: number, data: Uint8Array): PeerSend => ({ t: "peer", to, data }),

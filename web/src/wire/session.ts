@@ -64,6 +64,7 @@ const LOGGED_IN_SENDS: ReadonlySet<ClientTag> = new Set<ClientTag>([
   "delete",
   "kick",
   "unban",
+  "list_bans",
 ]);
 /** What a client may send in each state (PROTOCOL.md 3.5). */
 export const CLIENT_SENDS: Readonly<Partial<Record<State, ReadonlySet<ClientTag>>>> = {
@@ -71,7 +72,7 @@ export const CLIENT_SENDS: Readonly<Partial<Record<State, ReadonlySet<ClientTag>
   LOGGED_IN: LOGGED_IN_SENDS,
   IN_ROOM: LOGGED_IN_SENDS,
 };
-const ANSWERS: ServerTag[] = ["created", "joined", "pong", "error", "rooms", "rotated", "deleted", "kicked", "unbanned"];
+const ANSWERS: ServerTag[] = ["created", "joined", "pong", "error", "rooms", "rotated", "deleted", "kicked", "unbanned", "bans"];
 /** What a server may send in each state; the client holds it to this. */
 export const SERVER_SENDS: Readonly<Partial<Record<State, ReadonlySet<ServerTag>>>> = {
   HELLO: new Set<ServerTag>(["welcome", "error"]),
@@ -90,9 +91,10 @@ export const REPLIES: Readonly<Partial<Record<ServerTag, readonly [ClientTag, St
   deleted: ["delete", null],
   kicked: ["kick", null],
   unbanned: ["unban", null],
+  bans: ["list_bans", null],
 };
 // Requests kept until answered; the `ref` of a refusal names one of these.
-export const TRACKED: ReadonlySet<string> = new Set(["hello", "create", "join", "leave", "list", "rotate", "delete", "kick", "unban"]);
+export const TRACKED: ReadonlySet<string> = new Set(["hello", "create", "join", "leave", "list", "rotate", "delete", "kick", "unban", "list_bans"]);
 // A leave outside a room gets no answer: the next answer to a later request shows it
 // was taken without one.
 const MAY_GO_UNANSWERED: ClientTag = "leave";

@@ -29,6 +29,7 @@ const CLIENT: ClientMessage[] = [
   msg.kick("0123456789abcdef", { sessionId: 0xa1a1a1a1 }),
   msg.kick("0123456789abcdef", { user: "é".repeat(64), ban: true }),
   msg.unban("0123456789abcdef", "é".repeat(64)),
+  msg.listBans("0123456789abcdef"),
   msg.leave(),
   msg.say(new Uint8Array(8256).fill(7)),
   msg.say(new Uint8Array([1])),
@@ -61,6 +62,8 @@ const SERVER: ServerMessage[] = [
   { t: "deleted", roomId: "0123456789abcdef" },
   { t: "kicked", roomId: "0123456789abcdef", sessionId: 0, user: "eve", banned: true },
   { t: "unbanned", roomId: "0123456789abcdef", user: "eve" },
+  { t: "bans", roomId: "0123456789abcdef", users: [], more: 0 },
+  { t: "bans", roomId: "0123456789abcdef", users: Array.from({ length: 500 }, (_, i) => `é${i}`), more: 2 ** 32 - 1 },
   { t: "token", token: new Uint8Array(32).fill(0xab) },
   msg.error(15, "removed from the room by its owner", { fatal: true }),
   { t: "member_joined", member: member(5, "carol", "") },
@@ -180,6 +183,7 @@ const err = (extra: (w: MpWriter) => void, n: number) =>
     extra(w);
   });
 const HOSTILE_SERVER: [string, Uint8Array][] = [
+  ["long ban list", raw((w) => { w.mapHeader(3).str("t").str("bans").str("room_id").str("0123456789abcdef").str("users").arrayHeader(501); for (let i = 0; i < 501; i++) w.str("b"); })],
   ["short secret", raw((w) => w.mapHeader(5).str("t").str("welcome").str("session_id").int(1).str("user").str("u").str("server_version").str("v").str("media_secret").bin(new Uint8Array(31)))],
   ["long secret", raw((w) => w.mapHeader(5).str("t").str("welcome").str("session_id").int(1).str("user").str("u").str("server_version").str("v").str("media_secret").bin(new Uint8Array(33)))],
   ["negative retry", err((w) => w.str("retry_after").float(-1), 1)],
