@@ -126,6 +126,8 @@ async def test_a_call_shows_in_the_gauges_and_counters(served: tuple[Server, str
     assert value(samples, "bangor_handshakes_completed_total") == 3
     assert value(samples, "bangor_room_requests_total", request="create") == 1
     assert value(samples, "bangor_room_requests_total", request="join") == 2
+    for request in ("kick", "unban", "list_bans"):  # every room request, before its first
+        assert value(samples, "bangor_room_requests_total", request=request) == 0
     assert value(samples, "bangor_relay_forwarded_total") == 1
     assert value(samples, "bangor_media_datagrams_received_total", kind="voice") == 1
     assert value(samples, "bangor_media_datagrams_received_total", kind="keepalive") == 1

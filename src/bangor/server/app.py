@@ -85,18 +85,7 @@ ACCOUNT_REMOVED = "your account was removed"
 MIN_RESTART_WINDOW = 0.25  # seconds: even two clients need not come back in the same instant
 # Room requests the metrics count, by type (their tags name them, as refusals' refs do).
 ROOM_REQUESTS: dict[type[object], str] = {
-    message: msg.tag(message)
-    for message in (
-        msg.CreateRoom,
-        msg.JoinRoom,
-        msg.LeaveRoom,
-        msg.ListRooms,
-        msg.RotateRoom,
-        msg.DeleteRoom,
-        msg.KickMember,
-        msg.UnbanMember,
-        msg.ListBans,
-    )
+    message: msg.tag(message) for message in msg.ROOM_REQUESTS
 }
 _ROOM_TAGS = frozenset(ROOM_REQUESTS.values())
 _perf_ns = time.perf_counter_ns

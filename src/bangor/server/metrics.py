@@ -38,6 +38,7 @@ from bangor.errors import BangorError
 from bangor.server.admission import Reason
 from bangor.server.limits import Kind
 from bangor.settings import ServerSettings
+from bangor.wire import control as msg
 
 if TYPE_CHECKING:
     from bangor.server.app import Server
@@ -56,7 +57,7 @@ LOGIN_FAILURES = (
     "limit",  # server full, or too many sessions of the account
     "bad_nickname",  # a nickname with control, bidi or zero-width characters
 )
-ROOM_REQUESTS = ("create", "join", "leave", "list", "rotate", "delete", "kick")
+ROOM_REQUESTS = tuple(msg.tag(request) for request in msg.ROOM_REQUESTS)
 ADMISSION = {
     Reason.ADDRESS: "address_full",
     Reason.NETWORK: "network_full",

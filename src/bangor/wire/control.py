@@ -337,6 +337,20 @@ ServerMessage = (
     | Error
 )
 
+# Requests about rooms, each answered or refused by tag: the ones a client tracks after
+# its hello (wire/session.py), and the server meters and counts (server/app.py, metrics).
+ROOM_REQUESTS: tuple[type[ClientMessage], ...] = (
+    CreateRoom,
+    JoinRoom,
+    LeaveRoom,
+    ListRooms,
+    RotateRoom,
+    DeleteRoom,
+    KickMember,
+    UnbanMember,
+    ListBans,
+)
+
 # The same unions as tuples of types, for isinstance.
 CLIENT_MESSAGE_TYPES: tuple[type[ClientMessage], ...] = get_args(ClientMessage)
 SERVER_MESSAGE_TYPES: tuple[type[ServerMessage], ...] = get_args(ServerMessage)

@@ -160,21 +160,7 @@ REPLIES: Mapping[type[msg.ServerMessage], tuple[type[msg.ClientMessage], State |
 )
 # Requests a client keeps until answered; the ``ref`` of a refusal names one of these.
 _TRACKED: Mapping[str, type[msg.ClientMessage]] = MappingProxyType(
-    {
-        msg.tag(t): t
-        for t in (
-            msg.Hello,
-            msg.CreateRoom,
-            msg.JoinRoom,
-            msg.LeaveRoom,
-            msg.ListRooms,
-            msg.RotateRoom,
-            msg.DeleteRoom,
-            msg.KickMember,
-            msg.UnbanMember,
-            msg.ListBans,
-        )
-    }
+    {msg.tag(t): t for t in (msg.Hello, *msg.ROOM_REQUESTS)}
 )
 # A ``leave`` outside a room gets no answer: the next answer to a later request shows it
 # was taken without one. (A ``say`` is answered only when refused, and a refusal cannot
