@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -36,6 +35,7 @@ from bangor import __version__
 from bangor.address import format_address
 from bangor.errors import BangorError
 from bangor.server.admission import Reason
+from bangor.server.http1 import request_line, write_response
 from bangor.server.limits import Kind
 from bangor.settings import ServerSettings
 from bangor.wire import control as msg
@@ -66,8 +66,6 @@ ADMISSION = {
     Reason.HANDSHAKE: "login_timeout",
     Reason.PROTOCOL: "protocol_error",
 }
-_REQUEST_LINE = re.compile(rb"^(GET|HEAD) (/[!-~]*) HTTP/1\.[01]$")
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
 
 
 def _le(bound: float) -> str:
@@ -409,13 +407,11 @@ class MetricsServer:
 
     def respond(self, head: bytes) -> tuple[int, str, bytes]:
         """(status, content type, body) for one request head."""
-        line = head.split(b"\r\n", 1)[0]
-        match = _REQUEST_LINE.match(line)
+        request = request_line(head.split(b"\r\n", 1)[0])
         text = "text/plain; charset=utf-8"
-        if match is None:
-            known = line.split(b" ", 1)[0] in (b"GET", b"HEAD")
-            return (400, text, b"") if known else (405, text, b"")
-        if match.group(2).split(b"?", 1)[0] != PATH:
+        if isinstance(request, int):
+            return request, text, b""
+        if request[1].split(b"?", 1)[0] != PATH:
             return 404, text, b"not found; the metrics are at /metrics\n"
         self.scrapes += 1
         return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
@@ -433,12 +429,8 @@ class MetricsServer:
             async with asyncio.timeout(self.settings.metrics_request_timeout):
                 head = await reader.readuntil(b"\r\n\r\n")
                 status, content_type, body = self.respond(head)
-                header = (
-                    f"HTTP/1.1 {status} {REASONS[status]}\r\nContent-Type: {content_type}\r\n"
-                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-                )
-                # HEAD: GET's headers (its length too), no body.
-                writer.write(header.encode("ascii") + (b"" if head.startswith(b"HEAD ") else body))
+                head_only = head.startswith(b"HEAD ")
+                write_response(writer, status, [("Content-Type", content_type)], body, head_only)
                 writer.close()
                 await writer.wait_closed()
                 closed = True

@@ -22,6 +22,7 @@ from typing import cast
 
 from bangor.errors import UsageError
 from bangor.server.admission import source_of
+from bangor.server.http1 import request_line, write_response
 from bangor.settings import PROTOCOL_VERSION, ServerSettings
 
 log = logging.getLogger("bangor.server.web")
@@ -46,16 +47,7 @@ PLACEHOLDER = (
     b"(src/bangor/web/static is empty): build it with <code>npm run build</code> "
     b"in web/.</p></body></html>\n"
 )
-_REQUEST_LINE = re.compile(rb"^(GET|HEAD) (/[!-~]*) HTTP/1\.[01]$")
 _HOST = re.compile(r"^[A-Za-z0-9.-]+$|^\[[0-9A-Fa-f:.]+\]$")
-REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    431: "Request Header Fields Too Large",
-}
 
 
 def is_loopback(host: str) -> bool:
@@ -266,19 +258,18 @@ class PageServer:
             return  # the client went away
         else:
             lines = head[:-4].split(b"\r\n")
-            match = _REQUEST_LINE.match(lines[0])
+            request = request_line(lines[0])
             host = self._host(lines[1:])
-            if match is None:
-                known = lines[0].split(b" ", 1)[0] in (b"GET", b"HEAD")
-                status, body, method = (400 if known else 405), b"", b"GET"
+            if isinstance(request, int):
+                status, body, method = request, b"", b"GET"
                 headers: list[tuple[str, str]] = []
             else:
-                method = match.group(1)
-                status, headers, body = self.respond(method, match.group(2), host)
+                method, target = request
+                status, headers, body = self.respond(method, target, host)
             self.served += 1
-            self._write(writer, status, headers, body, method == b"HEAD")
+            write_response(writer, status, headers, body, method == b"HEAD")
             return
-        self._write(writer, status, [], body, False)
+        write_response(writer, status, [], body, False)
 
     @staticmethod
     def _host(lines: list[bytes]) -> str | None:
@@ -290,16 +281,3 @@ class PageServer:
                 host = text.rsplit(":", 1)[0] if not text.endswith("]") else text
                 return host if _HOST.match(host) else None
         return None
-
-    @staticmethod
-    def _write(
-        writer: asyncio.StreamWriter,
-        status: int,
-        headers: list[tuple[str, str]],
-        body: bytes,
-        head_only: bool,
-    ) -> None:
-        lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}"]
-        lines += [f"{name}: {value}" for name, value in headers]
-        lines += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
-        writer.write("\r\n".join(lines).encode("ascii") + (b"" if head_only else body))
