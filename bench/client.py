@@ -50,19 +50,17 @@ import argparse
 import contextlib
 import json
 import os
-import queue
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from procfs import HOST, free_port, memory_kb
+from procfs import HOST, Lines, free_port, memory_kb
 
 BANGOR = str(Path(sys.executable).parent / "bangor")
 PASSWORD = "bench password, not a secret"
@@ -104,47 +102,6 @@ def host_times() -> HostTimes:
 
 
 # --- processes ----------------------------------------------------------------------------------
-
-
-class Lines:
-    """Reads a text pipe on a thread; lines can be awaited with a timeout."""
-
-    def __init__(self, stream: Iterator[str]) -> None:
-        self.queue: queue.Queue[tuple[float, str] | None] = queue.Queue()
-        self.seen: list[tuple[float, str]] = []  # (time.monotonic() on arrival, line)
-        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
-
-    def _pump(self, stream: Iterator[str]) -> None:
-        with contextlib.suppress(ValueError, OSError):  # closed under us at exit
-            for line in stream:
-                self.queue.put((time.monotonic(), line.rstrip("\n")))
-        self.queue.put(None)
-
-    def drain(self) -> None:
-        """Move what has arrived into ``seen`` without waiting."""
-        with contextlib.suppress(queue.Empty):
-            while (item := self.queue.get_nowait()) is not None:
-                self.seen.append(item)
-
-    def wait_for(self, predicate: Callable[[str], bool], deadline: float, what: str) -> str:
-        for _, line in self.seen:
-            if predicate(line):
-                return line
-        while True:
-            try:
-                item = self.queue.get(timeout=max(deadline - time.monotonic(), 0.0))
-            except queue.Empty:
-                raise RuntimeError(f"timed out waiting for {what}") from None
-            if item is None:
-                self.queue.put(None)  # stays closed for later waits
-                raise RuntimeError(f"{what}: the stream ended first")
-            self.seen.append(item)
-            if predicate(item[1]):
-                return item[1]
-
-    def tail(self, count: int = 10) -> str:
-        self.drain()
-        return "\n".join(line for _, line in self.seen[-count:])
 
 
 @dataclass

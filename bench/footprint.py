@@ -34,20 +34,17 @@ import asyncio
 import collections
 import contextlib
 import os
-import queue
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from procfs import HOST, free_port, memory_kb
+from procfs import HOST, Lines, free_port, memory_kb, stop
 
 from bangor.client.control import ControlClient
 
@@ -60,41 +57,6 @@ TOP_PACKAGES = 12
 # Mumble's control protocol (TCP+TLS): a 2-byte type, a 4-byte length, a protobuf.
 MUMBLE_VERSION, MUMBLE_REJECT, MUMBLE_AUTHENTICATE, MUMBLE_SERVER_SYNC = 0, 4, 2, 5
 MUMBLE_CLIENT_VERSION = (1 << 16) | (3 << 8) | 4  # 1.3.4, the version Debian 12 ships
-
-
-class Lines:
-    """A child's output read on a thread (never a full pipe), searchable with a timeout."""
-
-    def __init__(self, stream: object) -> None:
-        self.seen: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
-
-    def _pump(self, stream: object) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def wait_for(self, text: str, timeout: float = START_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(text in line for line in self.seen):
-            try:
-                line = self._queue.get(timeout=max(deadline - time.monotonic(), 0))
-            except queue.Empty:
-                raise SystemExit(f"no {text!r} within {timeout:g} s: {self.seen[-5:]}") from None
-            if line is None:
-                raise SystemExit(f"the process ended before {text!r}: {self.seen[-5:]}")
-            self.seen.append(line)
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def mib(kb: int) -> str:
@@ -115,8 +77,13 @@ def start_bangor(
         text=True,
         env=env,
     )
+    assert proc.stderr is not None
     lines = Lines(proc.stderr)
-    lines.wait_for("listening on")
+    try:
+        lines.wait_for(lambda line: "listening on" in line, time.monotonic() + START_TIMEOUT, "")
+    except RuntimeError:
+        stop(proc, STOP_TIMEOUT)
+        raise SystemExit(f"bangor serve did not start: {lines.tail(5)}") from None
     return proc, lines
 
 
@@ -188,7 +155,7 @@ def bench_bangor(args: argparse.Namespace, tmp: Path) -> None:
             args.settle,
         )
     finally:
-        stop(proc)
+        stop(proc, STOP_TIMEOUT)
     import_times(args.bangor, data, env)
 
 
@@ -197,11 +164,11 @@ def import_times(bangor: str, data: Path, env: dict[str, str]) -> None:
     started = time.monotonic()
     proc, lines = start_bangor(bangor, data, free_port(), {**env, "PYTHONPROFILEIMPORTTIME": "1"})
     ready = time.monotonic() - started
-    stop(proc)
+    stop(proc, STOP_TIMEOUT)
     total = 0
     by_package: collections.Counter[str] = collections.Counter()
     modules = 0
-    for line in lines.seen:
+    for _, line in lines.seen:  # up to "listening on"
         if not line.startswith("import time:") or "[us]" in line:
             continue
         self_us, _cumulative, name = line.removeprefix("import time:").split("|")
@@ -310,7 +277,7 @@ def bench_murmurd(args: argparse.Namespace, tmp: Path) -> None:
             args.settle,
         )
     finally:
-        stop(proc)
+        stop(proc, STOP_TIMEOUT)
 
 
 def main() -> None:

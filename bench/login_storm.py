@@ -32,7 +32,6 @@ import collections
 import contextlib
 import os
 import secrets
-import signal
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,7 @@ import threading
 import time
 from pathlib import Path
 
-from procfs import HOST, free_port, memory_kb
+from procfs import HOST, free_port, memory_kb, stop
 
 from bangor.client.app import Login, connect_and_login
 from bangor.client.control import ControlClient
@@ -200,12 +199,7 @@ def main() -> None:
             args.idle_kb = memory_kb(server.pid)[0]
             asyncio.run(storm(args, port, server.pid))
         finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            stop(server, STOP_TIMEOUT)
 
 
 if __name__ == "__main__":
