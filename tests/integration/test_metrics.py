@@ -9,13 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import ServerProcess, free_port, start_server, stop_server
+from tests.server.test_metrics import Samples, parsed, value
 
 pytestmark = pytest.mark.integration
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 SCRAPE_TIMEOUT = 10.0
 
 
@@ -24,15 +23,7 @@ def scrape(url: str) -> tuple[str, Samples]:
         assert answer.status == 200
         assert answer.headers["Content-Type"].startswith("text/plain; version=")
         text = answer.read().decode()
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return text, samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples[(name, tuple(sorted(labels.items())))]
+    return text, parsed(text)
 
 
 def scrape_until(url: str, name: str, at_least: float, **labels: str) -> tuple[str, Samples]:

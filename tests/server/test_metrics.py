@@ -39,11 +39,16 @@ async def scrape(url: str) -> tuple[str, Samples]:
     assert head.startswith(b"HTTP/1.1 200 OK\r\n"), head
     assert b"Content-Type: text/plain; version=" in head
     text = body.decode()
+    return text, parsed(text)
+
+
+def parsed(text: str) -> Samples:
+    """Every sample of a scrape, parsed with prometheus_client's own parser."""
     samples: Samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return text, samples
+    return samples
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
