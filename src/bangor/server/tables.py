@@ -114,9 +114,10 @@ async def _ours(conn: Connection) -> set[str]:
     return {str(row[0]) for row in rows}
 
 
-async def stored_revision(conn: Connection) -> str | None:
-    """The database's Alembic revision; None when it has none (a new database) or more."""
-    if "alembic_version" not in await _ours(conn):
+async def _revision(conn: Connection, ours: set[str]) -> str | None:
+    """The Alembic revision of a database holding the tables ``ours``; None when it has
+    none or more than one."""
+    if "alembic_version" not in ours:
         return None
     rows = await conn.fetch("SELECT version_num FROM alembic_version")
     return str(rows[0][0]) if len(rows) == 1 else None
@@ -125,11 +126,14 @@ async def stored_revision(conn: Connection) -> str | None:
 async def create_if_new(database: Database) -> str | None:
     """Make the tables in a database that has none of ours; return the revision it is at
     now (None: neither new nor versioned, for Alembic to judge)."""
+    async with database.read() as conn:  # the usual start: no write lock for it
+        if ours := await _ours(conn):
+            return await _revision(conn, ours)
     async with database.write() as conn:
         if conn.dialect == "postgresql":
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _PG_CREATE_LOCK)
-        if await _ours(conn):
-            return await stored_revision(conn)
+        if ours := await _ours(conn):  # another process made them meanwhile
+            return await _revision(conn, ours)
         for statement in create_statements(conn.dialect):
             await conn.execute(statement)
         await conn.execute("INSERT INTO alembic_version (version_num) VALUES ($1)", HEAD)
