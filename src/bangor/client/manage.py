@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from bangor.client.app import Login, connect_and_login, enter_room, trust_on_first_use
 from bangor.client.control import ControlClient
@@ -34,6 +35,7 @@ from bangor.wire.invite import SECRET_SIZE, Invite
 from bangor.wire.pairwise import derive_join_token
 
 Warn = Callable[[str], None]
+T = TypeVar("T")
 
 
 async def _connect(host: str, port: int, login: Login, warn: Warn) -> ControlClient:
@@ -311,14 +313,26 @@ async def _blind(
     return invite.encode()
 
 
-async def bans(host: str, port: int, login: Login, name: str, warn: Warn) -> list[str]:
-    """``room bans``: the accounts banned from the room, one a line (escaped)."""
+async def _on_owned(
+    host: str,
+    port: int,
+    login: Login,
+    name: str,
+    warn: Warn,
+    request: Callable[[ControlClient, str], Awaitable[T]],
+) -> tuple[msg.RoomInfo, T]:
+    """Log in, find the room ``name`` we own and make ``request`` (client, room id) of it."""
     client = await _connect(host, port, login, warn)
     try:
         room = await _owned(client, name)
-        banned = await client.list_bans(room.room_id)
+        return room, await request(client, room.room_id)
     finally:
         await client.leave()
+
+
+async def bans(host: str, port: int, login: Login, name: str, warn: Warn) -> list[str]:
+    """``room bans``: the accounts banned from the room, one a line (escaped)."""
+    _, banned = await _on_owned(host, port, login, name, warn, ControlClient.list_bans)
     if banned.more:
         warn(f"and {banned.more} more accounts not listed")
     return [escape(user) for user in banned.users]
@@ -327,12 +341,9 @@ async def bans(host: str, port: int, login: Login, name: str, warn: Warn) -> lis
 async def unban(host: str, port: int, login: Login, name: str, user: str, warn: Warn) -> str:
     """``room unban``: the account may join again (with the room's current invite); what
     to tell the owner."""
-    client = await _connect(host, port, login, warn)
-    try:
-        room = await _owned(client, name)
-        lifted = await client.unban(room.room_id, user)
-    finally:
-        await client.leave()
+    room, lifted = await _on_owned(
+        host, port, login, name, warn, lambda client, room_id: client.unban(room_id, user)
+    )
     return (
         f"{escape(lifted.user)} may join room {escape(room.name)} again; "
         f"give them its invite (bangor room invite {escape(room.name)})"
@@ -341,12 +352,7 @@ async def unban(host: str, port: int, login: Login, name: str, user: str, warn: 
 
 async def delete(host: str, port: int, login: Login, name: str, warn: Warn) -> None:
     """``room delete``: the room, its bans and its placement go; members are told."""
-    client = await _connect(host, port, login, warn)
-    try:
-        room = await _owned(client, name)
-        await client.delete_room(room.room_id)
-    finally:
-        await client.leave()
+    room, _ = await _on_owned(host, port, login, name, warn, ControlClient.delete_room)
     RoomBook.default().forget(room.room_id)
     if room.members:
         warn(f"{room.members} member(s) in the call were told and removed")
